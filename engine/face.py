@@ -1,0 +1,763 @@
+"""Face front-end: MediaPipe face mesh, alignment to a fixed template, crops, and paste-back.
+
+Conventions
+-----------
+- Images are RGB ``uint8`` arrays of shape (H, W, 3).
+- Landmarks are ``float32`` arrays of shape (478, 3): the MediaPipe face mesh with refined irises
+  (points 468-477). In frame coordinates x, y are pixels and z is MediaPipe's relative depth scaled
+  by the frame width (so it is in pixels too; smaller = nearer the camera).
+- An alignment is a 2x3 similarity matrix ``M`` (rotation, uniform scale, translation) that maps
+  frame pixels to crop pixels: ``crop_xy = M[:, :2] @ xy + M[:, 2]``. ``transform_points`` applies it to
+  (N, 3) landmarks, scaling z by the same factor.
+
+Template
+--------
+``engine/assets/face_template.npy`` holds one (478, 3) canonical face in *unit crop* coordinates
+(x, y in [0, 1] of the crop side, z in the same unit). It was built by ``build_template`` from the
+face mesh of the stills and of every 20th video frame in ``../shared/data`` (the command is at the
+bottom of this file): generalised Procrustes in 3D on the stable points, frontalised (eye line
+horizontal, symmetry plane vertical), made left-right symmetric, then placed so that the forehead
+top (mesh point 10) sits at y = 0.13 and the chin (point 152) at y = 0.83, centred horizontally: the
+whole face, the chin with the mouth open and some forehead fit the crop. A crop of any size S uses
+the same template times S.
+
+The 2D alignment is the least-squares similarity (Umeyama) from the x, y of ``STABLE_POINTS``
+(forehead, nose bridge, eye corners, temples and cheekbones: points that expressions and speech
+hardly move; no lips, jaw, eyelids or brows) to the template's x, y. ``align_mesh_3d`` does the same
+in 3D (rotation, scale, translation) and is what the blendshape models use as the rigid alignment.
+
+Streams
+-------
+``FaceTracker`` runs the mesh in video mode, picks the largest face, and smooths the alignment
+(crop centre, log crop side, roll angle) with a One Euro filter, so crops jitter little. It never
+raises on a frame: each result has a ``status`` (``ok``, ``multiple_faces``, ``no_face``,
+``too_small``). A face is "too small" when the side of the frame region that becomes the crop is
+below ``min_face_px`` (default ``MIN_FACE_PX`` = 64 frame pixels, i.e. forehead-to-chin ~45 px).
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "NUM_LANDMARKS", "STABLE_POINTS", "MIN_FACE_PX", "DEFAULT_SIZE",
+    "FaceError", "NoFaceError", "FaceTooSmallError", "ImageReadError",
+    "STATUS_OK", "STATUS_MULTIPLE", "STATUS_NO_FACE", "STATUS_TOO_SMALL",
+    "AlignedFace", "FaceMeshDetector", "FaceTracker",
+    "load_image", "template_points", "canonical_mesh", "estimate_similarity", "alignment_matrix",
+    "transform_points", "invert_matrix", "matrix_scale", "warp_to_crop", "align_face", "face_mask",
+    "paste_back", "detect_landmarks", "detect_and_align", "align_mesh_3d", "umeyama",
+]
+
+NUM_LANDMARKS = 478
+DEFAULT_SIZE = 128
+MIN_FACE_PX = 64
+
+STATUS_OK = "ok"
+STATUS_MULTIPLE = "multiple_faces"   # a face was aligned: the largest of several
+STATUS_NO_FACE = "no_face"
+STATUS_TOO_SMALL = "too_small"
+
+# Points that expressions and speech hardly move (MediaPipe face-mesh indices).
+STABLE_POINTS: tuple[int, ...] = (
+    # forehead
+    10, 151, 9, 8, 109, 338, 67, 297, 108, 337, 69, 299,
+    # nose bridge and tip
+    168, 6, 197, 195, 5, 4, 1,
+    # eye corners
+    33, 133, 362, 263,
+    # temples and cheekbones
+    127, 356, 234, 454, 93, 323, 116, 345, 117, 346, 123, 352, 143, 372, 139, 368, 71, 301, 21, 251,
+)
+FOREHEAD_TOP, CHIN = 10, 152
+# Template placement in unit crop coordinates (see module docstring).
+TEMPLATE_TOP_Y, TEMPLATE_CHIN_Y = 0.13, 0.83
+
+_ASSET = Path(__file__).resolve().parent / "assets" / "face_template.npy"
+
+
+# ----------------------------------------------------------------------------------------- errors
+class FaceError(ValueError):
+    """Base class of the face front-end's errors about inputs."""
+
+
+class NoFaceError(FaceError):
+    """No usable face in an image."""
+
+
+class FaceTooSmallError(NoFaceError):
+    """A face was found but it is below the minimum size."""
+
+
+class ImageReadError(FaceError):
+    """An image file exists but cannot be decoded."""
+
+
+# ------------------------------------------------------------------------------------- image I/O
+def load_image(path: str | os.PathLike) -> np.ndarray:
+    """Read an image file as RGB uint8 (H, W, 3). Missing file -> FileNotFoundError; a file that is
+    not a readable image -> ImageReadError (a ValueError), both naming the file."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"image not found: {path}")
+    if path.is_dir():
+        raise ImageReadError(f"not an image file (a folder): {path}")
+    import cv2
+    data = np.fromfile(str(path), dtype=np.uint8)
+    img = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    if img is None:
+        # Formats OpenCV lacks (some webp/gif...): try Pillow before giving up.
+        try:
+            from PIL import Image
+            with Image.open(path) as im:
+                return np.ascontiguousarray(np.asarray(im.convert("RGB"), dtype=np.uint8))
+        except Exception:
+            raise ImageReadError(f"cannot read image {path}: not an image or the file is corrupt") \
+                from None
+    return np.ascontiguousarray(img[:, :, ::-1])
+
+
+def _as_rgb(image) -> np.ndarray:
+    if isinstance(image, (str, os.PathLike)):
+        return load_image(image)
+    image = np.asarray(image)
+    if image.ndim == 2:
+        image = np.repeat(image[:, :, None], 3, axis=2)
+    if image.ndim != 3 or image.shape[2] not in (3, 4):
+        raise FaceError(f"expected an RGB image (H, W, 3), got shape {image.shape}")
+    if image.shape[2] == 4:
+        image = image[:, :, :3]
+    if image.dtype != np.uint8:
+        if np.issubdtype(image.dtype, np.floating) and image.max() <= 1.0:
+            image = image * 255.0
+        image = np.clip(image, 0, 255).astype(np.uint8)
+    return np.ascontiguousarray(image)
+
+
+# -------------------------------------------------------------------------------------- geometry
+_template_cache: np.ndarray | None = None
+
+
+def canonical_mesh() -> np.ndarray:
+    """The (478, 3) template in unit crop coordinates (a copy). See the module docstring."""
+    global _template_cache
+    if _template_cache is None:
+        if not _ASSET.exists():
+            raise FileNotFoundError(f"face template asset missing: {_ASSET} (rebuild: python -m "
+                                    "engine.face build-template)")
+        t = np.load(_ASSET).astype(np.float32)
+        if t.shape != (NUM_LANDMARKS, 3):
+            raise ValueError(f"face template {_ASSET} has shape {t.shape}, expected (478, 3)")
+        _template_cache = t
+    return _template_cache.copy()
+
+
+def template_points(size: int = DEFAULT_SIZE) -> np.ndarray:
+    """The template in pixel coordinates of a ``size`` x ``size`` crop, (478, 3) float32."""
+    return canonical_mesh() * np.float32(size)
+
+
+def umeyama(src: np.ndarray, dst: np.ndarray, weights: np.ndarray | None = None,
+            with_scale: bool = True) -> tuple[float, np.ndarray, np.ndarray]:
+    """Least-squares similarity ``dst ~ s R src + t`` in any dimension (Umeyama 1991).
+
+    Returns (s, R, t). A proper rotation (det R = +1)."""
+    src = np.asarray(src, np.float64)
+    dst = np.asarray(dst, np.float64)
+    w = np.ones(len(src)) if weights is None else np.asarray(weights, np.float64)
+    w = w / w.sum()
+    mu_s = w @ src
+    mu_d = w @ dst
+    xs = src - mu_s
+    xd = dst - mu_d
+    cov = (xd * w[:, None]).T @ xs
+    u, d, vt = np.linalg.svd(cov)
+    sgn = np.ones(src.shape[1])
+    if np.linalg.det(u) * np.linalg.det(vt) < 0:
+        sgn[-1] = -1
+    r = u @ np.diag(sgn) @ vt
+    var_s = (w * (xs ** 2).sum(1)).sum()
+    s = float((d * sgn).sum() / var_s) if with_scale and var_s > 0 else 1.0
+    t = mu_d - s * r @ mu_s
+    return s, r, t
+
+
+def estimate_similarity(src_xy: np.ndarray, dst_xy: np.ndarray,
+                        weights: np.ndarray | None = None) -> np.ndarray:
+    """2x3 least-squares similarity matrix mapping ``src_xy`` (N, 2) onto ``dst_xy`` (N, 2)."""
+    s, r, t = umeyama(np.asarray(src_xy)[:, :2], np.asarray(dst_xy)[:, :2], weights)
+    m = np.zeros((2, 3))
+    m[:, :2] = s * r
+    m[:, 2] = t
+    return m
+
+
+def alignment_matrix(landmarks: np.ndarray, size: int = DEFAULT_SIZE) -> np.ndarray:
+    """2x3 similarity from frame pixels to the ``size`` crop for frame-coordinate ``landmarks``."""
+    lm = _check_landmarks(landmarks)
+    idx = list(STABLE_POINTS)
+    return estimate_similarity(lm[idx, :2], template_points(size)[idx, :2])
+
+
+def matrix_scale(m: np.ndarray) -> float:
+    """Uniform scale of a 2x3 similarity (crop pixels per frame pixel for an alignment)."""
+    m = np.asarray(m, np.float64)
+    return float(np.sqrt(abs(np.linalg.det(m[:, :2]))))
+
+
+def invert_matrix(m: np.ndarray) -> np.ndarray:
+    """Inverse of a 2x3 affine matrix."""
+    m = np.asarray(m, np.float64)
+    a_inv = np.linalg.inv(m[:, :2])
+    out = np.zeros((2, 3))
+    out[:, :2] = a_inv
+    out[:, 2] = -a_inv @ m[:, 2]
+    return out
+
+
+def transform_points(points: np.ndarray, m: np.ndarray) -> np.ndarray:
+    """Apply a 2x3 similarity to (N, 2) or (N, 3) points; z (if any) is scaled by its scale."""
+    p = np.asarray(points, np.float64)
+    m = np.asarray(m, np.float64)
+    out = p.copy()
+    out[:, :2] = p[:, :2] @ m[:, :2].T + m[:, 2]
+    if p.shape[1] > 2:
+        out[:, 2:] = p[:, 2:] * matrix_scale(m)
+    return out.astype(np.float32)
+
+
+def align_mesh_3d(landmarks: np.ndarray, with_scale: bool = True) -> np.ndarray:
+    """Rigid (similarity) 3D alignment of frame-coordinate landmarks onto the canonical template.
+
+    Returns (478, 3) float32 in unit crop coordinates: head pose, position and size removed, only
+    the shape (identity, expression, speech) left. Fitted on ``STABLE_POINTS``."""
+    lm = _check_landmarks(landmarks).astype(np.float64)
+    tpl = canonical_mesh().astype(np.float64)
+    idx = list(STABLE_POINTS)
+    s, r, t = umeyama(lm[idx], tpl[idx], with_scale=with_scale)
+    return (s * lm @ r.T + t).astype(np.float32)
+
+
+def _check_landmarks(landmarks) -> np.ndarray:
+    lm = np.asarray(landmarks, np.float32)
+    if lm.ndim != 2 or lm.shape[0] != NUM_LANDMARKS or lm.shape[1] not in (2, 3):
+        raise ValueError(f"expected face-mesh landmarks of shape (478, 3), got {lm.shape}")
+    return lm
+
+
+def _footprint(m: np.ndarray, size: int) -> np.ndarray:
+    """The four frame-coordinate corners of the crop's footprint."""
+    inv = invert_matrix(m)
+    c = np.array([[0, 0], [size, 0], [size, size], [0, size]], np.float64) - 0.5
+    return c @ inv[:, :2].T + inv[:, 2]
+
+
+def _roi(m: np.ndarray, size: int, shape, margin: int = 2):
+    pts = _footprint(m, size)
+    h, w = shape[:2]
+    x0 = int(max(0, np.floor(pts[:, 0].min()) - margin))
+    y0 = int(max(0, np.floor(pts[:, 1].min()) - margin))
+    x1 = int(min(w, np.ceil(pts[:, 0].max()) + margin + 1))
+    y1 = int(min(h, np.ceil(pts[:, 1].max()) + margin + 1))
+    return x0, y0, x1, y1
+
+
+def warp_to_crop(image: np.ndarray, m: np.ndarray, size: int = DEFAULT_SIZE) -> np.ndarray:
+    """Cut the ``size`` x ``size`` crop that ``m`` defines out of ``image``, antialiased.
+
+    When the crop is smaller than the face in the frame, the face region is first shrunk with area
+    averaging, so the crop does not alias; regions outside the frame repeat the border pixels."""
+    import cv2
+    image = _as_rgb(image)
+    m = np.asarray(m, np.float64)
+    x0, y0, x1, y1 = _roi(m, size, image.shape)
+    if x1 - x0 < 2 or y1 - y0 < 2:
+        # The crop lies (almost) entirely outside the frame.
+        return cv2.warpAffine(image, m, (size, size), flags=cv2.INTER_LINEAR,
+                              borderMode=cv2.BORDER_REPLICATE)
+    roi = image[y0:y1, x0:x1]
+    s = matrix_scale(m)
+    # crop px = M (roi_px + offset)
+    m_roi = m.copy()
+    m_roi[:, 2] = m[:, :2] @ np.array([x0, y0], np.float64) + m[:, 2]
+    if s < 0.7:
+        w_new = max(2, int(round((x1 - x0) * s * 1.25)))
+        h_new = max(2, int(round((y1 - y0) * s * 1.25)))
+        small = cv2.resize(roi, (w_new, h_new), interpolation=cv2.INTER_AREA)
+        fx = (x1 - x0) / w_new
+        fy = (y1 - y0) / h_new
+        # small px q -> roi px p = f (q + 0.5) - 0.5
+        a = np.array([[fx, 0, 0.5 * fx - 0.5], [0, fy, 0.5 * fy - 0.5], [0, 0, 1]])
+        m_roi = np.vstack([m_roi, [0, 0, 1]]) @ a
+        m_roi = m_roi[:2]
+        roi = small
+    return cv2.warpAffine(roi, m_roi, (size, size), flags=cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_REPLICATE)
+
+
+# ------------------------------------------------------------------------------------ paste-back
+_mask_cache: dict = {}
+
+
+def face_mask(size: int = DEFAULT_SIZE, shape: str = "face", feather: float | None = None) -> np.ndarray:
+    """Soft blending mask (size, size) float32 in [0, 1] in crop coordinates.
+
+    ``shape="face"``: the template's face outline (with room for the chin to drop when the mouth
+    opens, and up to the crop's top for the forehead); ``"rect"``: the whole crop. Either is eroded by
+    ``feather`` pixels (default size / 16) and blurred with a Gaussian of sigma feather / 2, so it is
+    0 at its outline and 1 well inside."""
+    import cv2
+    feather = size / 16.0 if feather is None else float(feather)
+    key = (size, shape, round(feather, 3))
+    if key in _mask_cache:
+        return _mask_cache[key].copy()
+    mask = np.zeros((size, size), np.uint8)
+    if shape == "rect":
+        mask[:] = 1
+    elif shape == "face":
+        tpl = template_points(size)[:, :2]
+        from mediapipe.python.solutions.face_mesh_connections import FACEMESH_FACE_OVAL
+        oval = sorted({i for e in FACEMESH_FACE_OVAL for i in e})
+        pts = tpl[oval]
+        drop = np.array([0, 0.08 * size], np.float32)   # chin with the mouth open
+        up = pts.copy()
+        up[:, 1] -= 0.06 * size                          # a little more forehead
+        hull = cv2.convexHull(np.concatenate([pts, pts + drop, up]).astype(np.float32))
+        cv2.fillConvexPoly(mask, np.round(hull).astype(np.int32), 1)
+    else:
+        raise ValueError(f"unknown mask shape {shape!r}: use 'face' or 'rect'")
+    # Treat everything beyond the crop as outside the mask, then erode and blur.
+    pad = int(np.ceil(feather)) + 2
+    big = cv2.copyMakeBorder(mask, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=0)
+    k = max(1, int(round(feather)))
+    big = cv2.erode(big, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * k + 1, 2 * k + 1)))
+    out = big.astype(np.float32)
+    sigma = max(feather / 2.0, 0.5)
+    out = cv2.GaussianBlur(out, (0, 0), sigma)[pad:-pad, pad:-pad]
+    out = np.clip(out, 0.0, 1.0).astype(np.float32)
+    _mask_cache[key] = out
+    return out.copy()
+
+
+def paste_back(frame: np.ndarray, crop: np.ndarray, m: np.ndarray, mask: np.ndarray | str = "face",
+               feather: float | None = None) -> np.ndarray:
+    """Put an (edited) crop back into ``frame`` through the inverse of the alignment ``m``.
+
+    ``mask``: "face", "rect" (see ``face_mask``) or a (S, S) float array in crop coordinates
+    (e.g. the generator's attention mask times a face mask). Returns a new uint8 frame; only the
+    crop's footprint is touched, blended with the feathered mask, so there is no seam."""
+    import cv2
+    frame = _as_rgb(frame)
+    crop = _as_rgb(crop)
+    size = crop.shape[0]
+    if crop.shape[1] != size:
+        raise ValueError(f"crop must be square, got {crop.shape}")
+    m = np.asarray(m, np.float64)
+    if isinstance(mask, str):
+        mk = face_mask(size, mask, feather)
+    else:
+        mk = np.asarray(mask, np.float32)
+        if mk.shape != (size, size):
+            raise ValueError(f"mask shape {mk.shape} does not match the crop {crop.shape[:2]}")
+    out = frame.copy()
+    x0, y0, x1, y1 = _roi(m, size, frame.shape)
+    if x1 - x0 < 1 or y1 - y0 < 1:
+        return out
+    # frame px (roi + offset) -> crop px:  M_roi; warpAffine with WARP_INVERSE_MAP samples the crop.
+    m_roi = m.copy()
+    m_roi[:, 2] = m[:, :2] @ np.array([x0, y0], np.float64) + m[:, 2]
+    dsize = (x1 - x0, y1 - y0)
+    flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+    warped = cv2.warpAffine(crop, m_roi, dsize, flags=flags, borderMode=cv2.BORDER_REPLICATE)
+    wmask = cv2.warpAffine(mk, m_roi, dsize, flags=flags, borderMode=cv2.BORDER_CONSTANT,
+                           borderValue=0.0)[:, :, None]
+    region = out[y0:y1, x0:x1].astype(np.float32)
+    blended = wmask * warped.astype(np.float32) + (1.0 - wmask) * region
+    out[y0:y1, x0:x1] = np.clip(np.round(blended), 0, 255).astype(np.uint8)
+    return out
+
+
+# ------------------------------------------------------------------------------------- detection
+_quiet_done = False
+
+
+def _quiet_logs() -> None:
+    """Silence MediaPipe/TFLite/absl start-up chatter (best effort, before the first graph)."""
+    global _quiet_done
+    if _quiet_done:
+        return
+    os.environ.setdefault("GLOG_minloglevel", "2")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    try:
+        from absl import logging as absl_logging
+        absl_logging.set_verbosity(absl_logging.ERROR)
+    except Exception:  # pragma: no cover
+        pass
+    _quiet_done = True
+
+
+@contextlib.contextmanager
+def _stderr_silenced():
+    """Redirect the process's fd 2 to /dev/null (the C++ graph logs there, bypassing Python).
+    Only used around graph construction and the first frame; SLIDERGAN_DEBUG=1 keeps the logs."""
+    if os.environ.get("SLIDERGAN_DEBUG"):
+        yield
+        return
+    try:
+        fd = os.dup(2)
+    except OSError:  # pragma: no cover
+        yield
+        return
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 2)
+        os.close(devnull)
+        yield
+    finally:
+        os.dup2(fd, 2)
+        os.close(fd)
+
+
+def _face_area(lm: np.ndarray) -> float:
+    xy = lm[:, :2]
+    span = xy.max(0) - xy.min(0)
+    return float(span[0] * span[1])
+
+
+class FaceMeshDetector:
+    """MediaPipe face mesh (legacy ``mp.solutions.face_mesh``, refine_landmarks=True, 478 points).
+
+    ``static=True`` runs face detection on every image (stills); ``static=False`` is video mode
+    (detection once, then tracking). ``detect`` returns frame-coordinate landmarks of every face,
+    the largest first. Not thread-safe: one detector per thread (calls are serialised by a lock)."""
+
+    def __init__(self, static: bool = True, max_faces: int = 4, min_detection_confidence: float = 0.5,
+                 min_tracking_confidence: float = 0.5):
+        _quiet_logs()
+        with _stderr_silenced():
+            import mediapipe as mp
+            self._mesh = mp.solutions.face_mesh.FaceMesh(
+                static_image_mode=static, max_num_faces=max_faces, refine_landmarks=True,
+                min_detection_confidence=min_detection_confidence,
+                min_tracking_confidence=min_tracking_confidence)
+        self.static = static
+        self.max_faces = max_faces
+        self._lock = threading.Lock()
+        self._first = True
+
+    def detect(self, image) -> list[np.ndarray]:
+        rgb = _as_rgb(image)
+        h, w = rgb.shape[:2]
+        with self._lock:
+            if self._mesh is None:
+                raise RuntimeError("FaceMeshDetector is closed")
+            if self._first:
+                with _stderr_silenced():
+                    res = self._mesh.process(rgb)
+                self._first = False
+            else:
+                res = self._mesh.process(rgb)
+        faces = []
+        for f in res.multi_face_landmarks or []:
+            a = np.array([(p.x * w, p.y * h, p.z * w) for p in f.landmark], np.float32)
+            if a.shape == (NUM_LANDMARKS, 3) and np.all(np.isfinite(a)):
+                faces.append(a)
+        faces.sort(key=_face_area, reverse=True)
+        return faces
+
+    def close(self) -> None:
+        with self._lock:
+            if self._mesh is not None:
+                self._mesh.close()
+                self._mesh = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):  # pragma: no cover
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+_static_detector: FaceMeshDetector | None = None
+_static_lock = threading.Lock()
+
+
+def _shared_static_detector() -> FaceMeshDetector:
+    global _static_detector
+    with _static_lock:
+        if _static_detector is None:
+            _static_detector = FaceMeshDetector(static=True, max_faces=4)
+        return _static_detector
+
+
+def detect_landmarks(image) -> list[np.ndarray]:
+    """Landmarks (478, 3) of every face in a still image (path or RGB array), largest first."""
+    return _shared_static_detector().detect(_as_rgb(image))
+
+
+# ------------------------------------------------------------------------------------- alignment
+@dataclass
+class AlignedFace:
+    """One aligned face (or, from ``FaceTracker``, a frame's report with ``crop`` None when no face).
+
+    crop: (S, S, 3) uint8 RGB, or None.          landmarks: (478, 3) frame coordinates, or None.
+    crop_landmarks: (478, 3) crop coordinates.     matrix: 2x3 frame -> crop similarity.
+    size: S.  n_faces: faces seen in the frame.  face_px: side of the crop's footprint in the frame.
+    status: one of ok, multiple_faces, no_face, too_small.  message: a human-readable line."""
+    crop: np.ndarray | None
+    landmarks: np.ndarray | None
+    crop_landmarks: np.ndarray | None
+    matrix: np.ndarray | None
+    size: int
+    n_faces: int = 1
+    face_px: float = 0.0
+    status: str = STATUS_OK
+    message: str = ""
+    t: float | None = None
+    raw_matrix: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def ok(self) -> bool:
+        """True when a face was aligned (status ok or multiple_faces)."""
+        return self.crop is not None and self.status in (STATUS_OK, STATUS_MULTIPLE)
+
+    def paste_back(self, frame: np.ndarray, crop: np.ndarray, mask="face",
+                   feather: float | None = None) -> np.ndarray:
+        """``paste_back(frame, crop, self.matrix, mask, feather)``."""
+        if self.matrix is None:
+            return _as_rgb(frame).copy()
+        return paste_back(frame, crop, self.matrix, mask, feather)
+
+
+def align_face(image, landmarks: np.ndarray, size: int = DEFAULT_SIZE,
+               matrix: np.ndarray | None = None) -> AlignedFace:
+    """Align and crop one face given its frame-coordinate landmarks (or a ready ``matrix``)."""
+    rgb = _as_rgb(image)
+    lm = _check_landmarks(landmarks)
+    m = alignment_matrix(lm, size) if matrix is None else np.asarray(matrix, np.float64)
+    crop = warp_to_crop(rgb, m, size)
+    return AlignedFace(crop=crop, landmarks=lm, crop_landmarks=transform_points(lm, m), matrix=m,
+                       size=size, face_px=size / matrix_scale(m))
+
+
+def detect_and_align(image, size: int = DEFAULT_SIZE, min_face_px: float = MIN_FACE_PX,
+                     detector: FaceMeshDetector | None = None) -> AlignedFace:
+    """Detect the face in a still (path or RGB array) and return its aligned ``size`` crop.
+
+    Several faces: the largest is aligned, ``status`` is ``multiple_faces`` and ``n_faces`` says how
+    many (a warning is logged). No face -> NoFaceError; a face whose crop footprint is below
+    ``min_face_px`` frame pixels -> FaceTooSmallError (pass 0 to accept any size). Unreadable file ->
+    FileNotFoundError / ImageReadError."""
+    name = str(image) if isinstance(image, (str, os.PathLike)) else "the image"
+    rgb = _as_rgb(image)
+    faces = (detector or _shared_static_detector()).detect(rgb)
+    if not faces:
+        raise NoFaceError(f"no face found in {name} ({rgb.shape[1]}x{rgb.shape[0]})")
+    res = align_face(rgb, faces[0], size)
+    res.n_faces = len(faces)
+    if res.face_px < min_face_px:
+        raise FaceTooSmallError(f"face in {name} is too small: {res.face_px:.0f} px across, "
+                                f"minimum {min_face_px:.0f} px")
+    if len(faces) > 1:
+        res.status = STATUS_MULTIPLE
+        res.message = f"{len(faces)} faces in {name}; aligned the largest"
+        log.warning(res.message)
+    return res
+
+
+# ---------------------------------------------------------------------------------------- tracker
+def _matrix_to_params(m: np.ndarray, size: int) -> np.ndarray:
+    """(crop centre x, y in frame px, log footprint side, roll angle) of an alignment."""
+    inv = invert_matrix(m)
+    c = inv[:, :2] @ np.array([(size - 1) / 2.0] * 2) + inv[:, 2]
+    s = matrix_scale(m)
+    ang = np.arctan2(m[1, 0], m[0, 0])
+    return np.array([c[0], c[1], np.log(size / s), ang])
+
+
+def _params_to_matrix(p: np.ndarray, size: int) -> np.ndarray:
+    cx, cy, log_side, ang = p
+    s = size / np.exp(log_side)
+    r = s * np.array([[np.cos(ang), -np.sin(ang)], [np.sin(ang), np.cos(ang)]])
+    m = np.zeros((2, 3))
+    m[:, :2] = r
+    m[:, 2] = np.array([(size - 1) / 2.0] * 2) - r @ np.array([cx, cy])
+    return m
+
+
+class FaceTracker:
+    """Face mesh on a stream of frames with a temporally smoothed alignment.
+
+    ``process(frame, t)`` returns an ``AlignedFace`` for every frame and never raises on a frame's
+    content: no face, several faces (largest used) and too-small faces are statuses. The alignment's
+    crop centre, log side and roll are One Euro filtered in face-relative units (centre divided by the
+    footprint side), so the settings do not depend on the face's size in the frame. Landmarks stay
+    unsmoothed (they carry the expression); ``crop_landmarks`` are them under the smoothed matrix.
+    After ``reset_after`` seconds without a face the filter restarts.
+
+    ``smooth=False`` gives the per-frame alignment (the figure the tests compare against)."""
+
+    def __init__(self, size: int = DEFAULT_SIZE, smooth: bool = True, min_cutoff: float = 0.5,
+                 beta: float = 1.0, d_cutoff: float = 1.0, min_face_px: float = MIN_FACE_PX,
+                 max_faces: int = 4, fps: float = 30.0, static: bool = False,
+                 reset_after: float = 0.5, detector: FaceMeshDetector | None = None):
+        from .smoothing import OneEuroFilter
+        self.size = int(size)
+        self.smooth = smooth
+        self.min_face_px = float(min_face_px)
+        self.fps = float(fps)
+        self.reset_after = float(reset_after)
+        self._own_detector = detector is None
+        self.detector = detector or FaceMeshDetector(static=static, max_faces=max_faces)
+        self._filter = OneEuroFilter(min_cutoff=min_cutoff, beta=beta, d_cutoff=d_cutoff, freq=fps)
+        self._last_t: float | None = None
+        self._last_face_t: float | None = None
+        self._ref_side: float | None = None
+        self.counts = {STATUS_OK: 0, STATUS_MULTIPLE: 0, STATUS_NO_FACE: 0, STATUS_TOO_SMALL: 0}
+
+    def reset(self) -> None:
+        self._filter.reset()
+        self._ref_side = None
+        self._last_face_t = None
+
+    def process(self, frame, t: float | None = None) -> AlignedFace:
+        if t is None:
+            t = 0.0 if self._last_t is None else self._last_t + 1.0 / self.fps
+        self._last_t = float(t)
+        try:
+            rgb = _as_rgb(frame)
+            faces = self.detector.detect(rgb)
+        except Exception as e:  # a broken frame must not end the stream
+            return self._report(STATUS_NO_FACE, f"frame unusable: {e}", t, 0)
+        if not faces:
+            return self._report(STATUS_NO_FACE, "no face", t, 0)
+        lm = faces[0]
+        raw = alignment_matrix(lm, self.size)
+        face_px = self.size / matrix_scale(raw)
+        if face_px < self.min_face_px:
+            return self._report(STATUS_TOO_SMALL, f"face too small: {face_px:.0f} px across, "
+                                f"minimum {self.min_face_px:.0f} px", t, len(faces), lm)
+        if self._last_face_t is not None and t - self._last_face_t > self.reset_after:
+            self.reset()
+        self._last_face_t = float(t)
+        m = raw
+        if self.smooth:
+            p = _matrix_to_params(raw, self.size)
+            if self._ref_side is None:
+                self._ref_side = float(np.exp(p[2]))
+            q = p.copy()
+            q[:2] /= self._ref_side
+            if self._filter.value is not None:
+                # keep the angle continuous across the +-pi wrap
+                prev = self._filter.value[3]
+                q[3] = prev + (q[3] - prev + np.pi) % (2 * np.pi) - np.pi
+            q = self._filter(q, t)
+            q[:2] *= self._ref_side
+            m = _params_to_matrix(q, self.size)
+        crop = warp_to_crop(rgb, m, self.size)
+        status = STATUS_MULTIPLE if len(faces) > 1 else STATUS_OK
+        msg = f"{len(faces)} faces; aligned the largest" if len(faces) > 1 else ""
+        self.counts[status] += 1
+        return AlignedFace(crop=crop, landmarks=lm, crop_landmarks=transform_points(lm, m), matrix=m,
+                           size=self.size, n_faces=len(faces), face_px=self.size / matrix_scale(m),
+                           status=status, message=msg, t=float(t), raw_matrix=raw)
+
+    def _report(self, status, message, t, n_faces, lm=None) -> AlignedFace:
+        self.counts[status] += 1
+        return AlignedFace(crop=None, landmarks=lm, crop_landmarks=None, matrix=None, size=self.size,
+                           n_faces=n_faces, status=status, message=message, t=float(t))
+
+    def close(self) -> None:
+        if self._own_detector:
+            self.detector.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+# ------------------------------------------------------------------------------ template building
+def build_template(shapes: list[np.ndarray], iterations: int = 10) -> np.ndarray:
+    """Build the canonical template from frame-coordinate landmark sets (see module docstring)."""
+    shapes = [np.asarray(s, np.float64) for s in shapes]
+    idx = list(STABLE_POINTS)
+    ref = shapes[0].copy()
+    for _ in range(iterations):
+        aligned = []
+        for s in shapes:
+            sc, r, t = umeyama(s[idx], ref[idx])
+            aligned.append(sc * s @ r.T + t)
+        mean = np.mean(aligned, axis=0)
+        # normalise: centred on the stable points, unit RMS size
+        mean -= mean[idx].mean(0)
+        mean /= np.sqrt((mean[idx] ** 2).sum(1).mean())
+        ref = mean
+    # Frontalise: x from right to left eye (image left -> right), y from forehead to chin.
+    ex = (ref[263] + ref[362]) / 2 - (ref[33] + ref[133]) / 2
+    ex /= np.linalg.norm(ex)
+    ey = ref[CHIN] - ref[FOREHEAD_TOP]
+    ey -= ex * (ey @ ex)
+    ey /= np.linalg.norm(ey)
+    ez = np.cross(ex, ey)
+    rot = np.stack([ex, ey, ez])
+    ref = ref @ rot.T
+    # Symmetrise: mirror x, find each point's mirror partner, average.
+    mid = ref[[1, 4, 6, 168, 9, 10, 151, 152, 13, 14, 0, 17]][:, 0].mean()
+    ref[:, 0] -= mid
+    mir = ref * np.array([-1, 1, 1])
+    d = ((ref[:, None, :] - mir[None, :, :]) ** 2).sum(-1)
+    partner = d.argmin(1)
+    ref = (ref + mir[partner]) / 2
+    # Place in unit crop coordinates.
+    k = (TEMPLATE_CHIN_Y - TEMPLATE_TOP_Y) / (ref[CHIN, 1] - ref[FOREHEAD_TOP, 1])
+    ref *= k
+    ref[:, 0] += 0.5
+    ref[:, 1] += TEMPLATE_TOP_Y - ref[FOREHEAD_TOP, 1]
+    ref[:, 2] -= ref[idx, 2].mean()
+    return ref.astype(np.float32)
+
+
+def _build_template_from_data(data_dir: Path, every: int = 20) -> np.ndarray:
+    from .video import read_frames
+    shapes = []
+    with FaceMeshDetector(static=True, max_faces=1) as det:
+        for p in sorted((data_dir / "portraits").glob("*.jpg")):
+            shapes += det.detect(load_image(p))[:1]
+        for v in sorted((data_dir / "driving").glob("*.mp4")):
+            for i, (rgb, _) in enumerate(read_frames(v)):
+                if i % every == 0:
+                    shapes += det.detect(rgb)[:1]
+    if not shapes:
+        raise NoFaceError(f"no faces found under {data_dir}")
+    log.info("template from %d faces", len(shapes))
+    return build_template(shapes)
+
+
+if __name__ == "__main__":  # python -m engine.face build-template [DATA_DIR]
+    import sys
+    logging.basicConfig(level=logging.INFO)
+    if len(sys.argv) >= 2 and sys.argv[1] == "build-template":
+        data = Path(sys.argv[2]) if len(sys.argv) > 2 else Path(__file__).resolve().parents[2] / "shared" / "data"
+        tpl = _build_template_from_data(data)
+        _ASSET.parent.mkdir(parents=True, exist_ok=True)
+        np.save(_ASSET, tpl)
+        print(f"wrote {_ASSET} from {data}")
+    else:
+        print("usage: python -m engine.face build-template [DATA_DIR]")
+        sys.exit(2)

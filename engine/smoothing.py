@@ -1,0 +1,103 @@
+"""One Euro filter (Casiez, Roussel and Vogel, CHI 2012) on numpy arrays of any shape.
+
+A low-pass filter whose cut-off frequency rises with the signal's speed: still signals are smoothed
+hard (little jitter), fast ones lightly (little lag). Every element of the array is filtered
+independently with the same settings.
+
+    f = OneEuroFilter(min_cutoff=1.0, beta=0.05)
+    for t, x in stream:            # t in seconds, x an array of a fixed shape
+        y = f(x, t)                # same shape, float64
+
+``min_cutoff`` (Hz): the cut-off when still; lower = smoother, more lag at slow motion.
+``beta`` (per unit of the signal's speed): how fast the cut-off rises with speed; higher = less lag.
+``d_cutoff`` (Hz): the cut-off of the speed estimate itself.
+Timestamps may be irregular; without them the filter steps ``1 / freq`` seconds per sample.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+__all__ = ["OneEuroFilter", "smooth_sequence"]
+
+
+def _alpha(cutoff: np.ndarray | float, dt: float) -> np.ndarray | float:
+    tau = 1.0 / (2.0 * math.pi * np.asarray(cutoff, dtype=np.float64))
+    return 1.0 / (1.0 + tau / dt)
+
+
+class OneEuroFilter:
+    """One Euro filter over arrays of a fixed shape. See the module docstring."""
+
+    def __init__(self, min_cutoff: float = 1.0, beta: float = 0.0, d_cutoff: float = 1.0,
+                 freq: float = 30.0):
+        if min_cutoff <= 0 or d_cutoff <= 0 or freq <= 0:
+            raise ValueError("min_cutoff, d_cutoff and freq must be positive")
+        if beta < 0:
+            raise ValueError("beta must be >= 0")
+        self.min_cutoff = float(min_cutoff)
+        self.beta = float(beta)
+        self.d_cutoff = float(d_cutoff)
+        self.freq = float(freq)
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the past: the next sample passes through unchanged."""
+        self._x: np.ndarray | None = None
+        self._dx: np.ndarray | None = None
+        self._t: float | None = None
+
+    @property
+    def value(self) -> np.ndarray | None:
+        """The last filtered value (None before the first sample)."""
+        return None if self._x is None else self._x.copy()
+
+    def __call__(self, x, t: float | None = None) -> np.ndarray:
+        return self.filter(x, t)
+
+    def filter(self, x, t: float | None = None) -> np.ndarray:
+        """Filter one sample ``x`` taken at time ``t`` seconds (None: one step of 1/freq later)."""
+        x = np.asarray(x, dtype=np.float64)
+        if not np.all(np.isfinite(x)):
+            raise ValueError("OneEuroFilter: sample contains NaN or inf")
+        if self._x is None:
+            self._x = x.copy()
+            self._dx = np.zeros_like(x)
+            self._t = 0.0 if t is None else float(t)
+            return self._x.copy()
+        if x.shape != self._x.shape:
+            raise ValueError(f"OneEuroFilter: sample shape {x.shape} differs from {self._x.shape}; "
+                             "reset() the filter to change shape")
+        if t is None:
+            dt = 1.0 / self.freq
+            t = self._t + dt
+        else:
+            t = float(t)
+            dt = t - self._t
+            if dt <= 0:
+                # Repeated or out-of-order timestamp: treat as one nominal step rather than divide by 0.
+                dt = 1.0 / self.freq
+                t = self._t + dt
+        dx = (x - self._x) / dt
+        a_d = _alpha(self.d_cutoff, dt)
+        self._dx = a_d * dx + (1.0 - a_d) * self._dx
+        cutoff = self.min_cutoff + self.beta * np.abs(self._dx)
+        a = _alpha(cutoff, dt)
+        self._x = a * x + (1.0 - a) * self._x
+        self._t = t
+        return self._x.copy()
+
+
+def smooth_sequence(values, times=None, fps: float = 30.0, min_cutoff: float = 1.0,
+                    beta: float = 0.0, d_cutoff: float = 1.0) -> np.ndarray:
+    """One Euro filter over a whole sequence ``values`` of shape (T, ...) (causal, one pass).
+
+    ``times`` (T,) in seconds, or None for a regular ``fps``. Returns float64 of the same shape.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    f = OneEuroFilter(min_cutoff=min_cutoff, beta=beta, d_cutoff=d_cutoff, freq=fps)
+    out = np.empty_like(values)
+    for i in range(len(values)):
+        out[i] = f(values[i], None if times is None else float(times[i]))
+    return out
