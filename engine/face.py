@@ -357,11 +357,13 @@ def paste_back(frame: np.ndarray, crop: np.ndarray, m: np.ndarray, mask: np.ndar
     crop's footprint is touched, blended with the feathered mask, so there is no seam.
 
     ``keep_detail`` (default): the frame's own fine detail, which a small crop cannot hold, is kept
-    wherever the crop is unchanged. The original crop ``warp_to_crop(frame, m, S)`` is recomputed;
-    where the edited crop differs from it by less than 8 grey levels the frame's detail (frame minus
-    the upsampled original crop) is added back in full, fading to none at 24 levels and above, so an
-    unedited crop reproduces the frame exactly and edited regions get the crop's content. Set it to
-    False for plain resampling of the crop (then the crop need not come from this frame)."""
+    wherever the crop's structure is unchanged. The original crop ``warp_to_crop(frame, m, S)`` is
+    recomputed; where the edited crop differs from it (after removing slow colour/brightness shifts,
+    i.e. a Gaussian of sigma S/10 of the difference) by less than 8 grey levels the frame's detail
+    (frame minus the upsampled original crop) is added back in full, fading to none at 24 levels and
+    above. So an unedited crop reproduces the frame exactly, a tint keeps the detail, and where the
+    face really changes (a mouth opens) the crop's content replaces the old detail. Set it to False
+    for plain resampling of the crop (then the crop need not come from this frame)."""
     import cv2
     frame = _as_rgb(frame)
     crop = _as_rgb(crop)
@@ -392,8 +394,10 @@ def paste_back(frame: np.ndarray, crop: np.ndarray, m: np.ndarray, mask: np.ndar
     new = up(crop.astype(np.float32))
     if keep_detail:
         orig = warp_to_crop(frame, m, size).astype(np.float32)
-        diff = np.abs(crop.astype(np.float32) - orig).max(axis=2)
-        diff = cv2.GaussianBlur(diff, (0, 0), max(size / 128.0, 0.5))
+        change = crop.astype(np.float32) - orig
+        # Slow colour or brightness shifts are not structural changes: take them out first.
+        change -= cv2.GaussianBlur(change, (0, 0), size / 10.0)
+        diff = cv2.GaussianBlur(np.abs(change).max(axis=2), (0, 0), max(size / 128.0, 0.5))
         w_crop = np.clip((24.0 - diff) / 16.0, 0.0, 1.0).astype(np.float32)
         detail = region - up(orig)
         new = new + up(w_crop)[:, :, None] * detail
