@@ -540,3 +540,73 @@ def load_dlib_embedder(path=None, crop_points: np.ndarray | None = None, crop_si
 
 def dlib_available() -> bool:
     return find_dlib_model() is not None
+
+
+# ------------------------------------------------------------------------------------------------
+# Check on real faces: python -m engine.identity check ../shared/data [--frames 6] [--size 128]
+
+def check_on_data(data_dir, frames_per_video: int = 6, size: int = 128) -> dict:
+    """Same-person vs different-person figures on a folder of driving/*.mp4 and portraits/*.jpg:
+    frames of one video are one person, different videos and portraits different people. Each face
+    is embedded twice: from dlib's own 5-point chip of the frame (``chip``) and from our aligned
+    ``size`` crop through the embedder's fixed crop-to-chip map (``crop``)."""
+    from . import face
+    from .video import read_frames, video_info
+    data_dir = Path(data_dir)
+    emb = load_dlib_embedder(crop_size=size)
+    chips, crops, labels = [], [], []
+
+    def add(rgb, label):
+        found = face.detect_landmarks(rgb)
+        if not found:
+            return
+        a = face.align_face(rgb, found[0], size)
+        chips.append(chip_from_landmarks(rgb, mesh_five_points(found[0])))
+        crops.append(a.crop)
+        labels.append(label)
+
+    for v in sorted((data_dir / "driving").glob("*.mp4")):
+        n = video_info(v).frame_count
+        want = set(np.linspace(0, n - 1, frames_per_video).astype(int).tolist())
+        for i, (rgb, _) in enumerate(read_frames(v)):
+            if i in want:
+                add(rgb, v.stem)
+            if i >= max(want):
+                break
+    for p in sorted((data_dir / "portraits").glob("*.jpg")):
+        add(face.load_image(p), "portrait " + p.stem)
+    labels = np.array(labels)
+    iu = np.triu_indices(len(labels), 1)
+    same = (labels[:, None] == labels[None])[iu]
+    out = {"faces": int(len(labels)), "same_pairs": int(same.sum()), "different_pairs": int((~same).sum())}
+    with torch.no_grad():
+        raws = {"chip": emb.embed_chips(torch.from_numpy(np.stack(chips)).permute(0, 3, 1, 2).contiguous()),
+                "crop": emb.raw(torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float() / 127.5 - 1)}
+    for route, r in raws.items():
+        r = r.numpy().astype(np.float64)
+        dist = np.linalg.norm(r[:, None] - r[None], axis=-1)[iu]
+        rn = r / np.linalg.norm(r, axis=1, keepdims=True)
+        cos = (rn @ rn.T)[iu]
+        s, d = cos[same], cos[~same]
+        out[route] = {
+            "same_cos_mean": float(s.mean()), "same_cos_min": float(s.min()),
+            "different_cos_mean": float(d.mean()), "different_cos_max": float(d.max()),
+            "same_distance_mean": float(dist[same].mean()), "same_distance_max": float(dist[same].max()),
+            "different_distance_mean": float(dist[~same].mean()),
+            "different_distance_min": float(dist[~same].min()),
+            "same_below_0.6": float((dist[same] < 0.6).mean()),
+            "different_above_0.6": float((dist[~same] > 0.6).mean()),
+            "auc": float((s[:, None] > d[None]).mean() + 0.5 * (s[:, None] == d[None]).mean())}
+    return out
+
+
+if __name__ == "__main__":  # pragma: no cover
+    import argparse
+    import json
+    ap = argparse.ArgumentParser(prog="python -m engine.identity")
+    ap.add_argument("command", choices=["check"])
+    ap.add_argument("data", help="folder with driving/*.mp4 and portraits/*.jpg")
+    ap.add_argument("--frames", type=int, default=6, help="frames per video")
+    ap.add_argument("--size", type=int, default=128, help="crop size of the crop route")
+    a = ap.parse_args()
+    print(json.dumps(check_on_data(a.data, a.frames, a.size), indent=2))

@@ -1,0 +1,722 @@
+"""``slidergan evaluate CHECKPOINT --data DIR -o REPORT_DIR``: the paper's measurements on our data.
+
+Writes ``REPORT_DIR/README.md`` (Markdown tables, PNG figures beside it) and ``metrics.json``:
+
+- Same-video transfer (the paper's Table 3 protocol). A held-out video (default ``d19``, which no
+  model is trained on) is aligned frame by frame. Source = one of its frames; targets = the
+  parameters of its other frames, both fitted (``p_fit``, the blendshape fit of the frame's face
+  mesh) and regressed (``p_D``, the discriminator's head on the real frame). Each result
+  ``G(I_src, p_t)`` is compared with the aligned real frame ``t`` by IED (``trainer/ied.py``:
+  images in [0, 1], RGB dot product, divided by the pixel count, sigma = 1 px at 128 x 128 scaled
+  with the crop size) and by the mean face-mesh landmark error (MediaPipe mesh detected on the
+  result and on the real crop, mean distance over the 478 points, in crop pixels at 128 x 128
+  scale). Baselines in the same table: the unchanged source frame, and the landmark warp of the
+  source to the target parameters (the synthetic-pair warper). With ``--compare CK2`` a second
+  checkpoint (e.g. SliderGAN-WGP beside -RaD) is measured on the same frames.
+- Regression accuracy (Table 4): mean ``||p_fit - p_D|| / ||p_fit||`` over held-out frames, and
+  mean ``||p_trg - p_D(G(I, p_trg))|| / ||p_trg||`` over generated images (held-out frames and
+  portraits as sources, targets = other frames' fitted parameters).
+- Identity: cosine similarity of dlib's face-recognition network (``engine/identity.py``) between
+  source and result, for transfer and for slider sweeps at the ends of the range (+-1); the
+  reference is the same network on real data: frames of one video (same person) and faces from
+  different videos and portraits (different people).
+- Figures: slider sweeps (-1..1 by 0.2) of the strongest components on several portraits with the
+  3D preview above them (Fig. 1/6), interpolation between two expressions (Fig. 8),
+  neutralisation p = 0 (Fig. 12), speech driven by a talking video's parameter track (Fig. 13).
+
+The models are used only through ``engine.inference`` (generator and regressor, any backend); faces
+only through ``engine.face``; parameters only through ``engine.blendshapes`` (fitting, 3D preview)
+and the warper of ``trainer.synth_pairs``.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .ied import ied
+
+HELD_OUT_DEFAULT = "d19"
+SWEEP_STEPS = np.round(np.arange(-1.0, 1.0001, 0.2), 1)
+
+
+# ================================================================================ adapters (seams)
+
+@dataclass
+class Models:
+    """One checkpoint's generator and regressor, as the evaluation uses them."""
+    label: str
+    path: str
+    image_size: int
+    param_names: list[str]
+    n_exp: int
+    n_speech: int
+    runner: object  # engine.inference models
+    blendshapes: str = ""
+    info: dict = field(default_factory=dict)
+
+    @property
+    def n_params(self) -> int:
+        return len(self.param_names)
+
+    def generate(self, images: torch.Tensor, params: torch.Tensor, batch: int = 16) -> torch.Tensor:
+        """(B, 3, S, S) in [-1, 1] and (B, N) -> (B, 3, S, S) in [-1, 1]."""
+        outs = []
+        for i in range(0, len(images), batch):
+            out = self.runner.generate(images[i:i + batch], params[i:i + batch])
+            outs.append(torch.as_tensor(np.asarray(out) if not torch.is_tensor(out) else out).float())
+        return torch.cat(outs) if outs else images[:0]
+
+    def regress(self, images: torch.Tensor, batch: int = 32) -> torch.Tensor:
+        outs = []
+        for i in range(0, len(images), batch):
+            out = self.runner.regress(images[i:i + batch])
+            outs.append(torch.as_tensor(np.asarray(out) if not torch.is_tensor(out) else out).float())
+        return torch.cat(outs) if outs else images.new_zeros(0, self.n_params)
+
+
+def load_models(path, backend: str = "auto", device: str = "cpu", label: str | None = None) -> Models:
+    """A checkpoint (or exported model) through engine.inference."""
+    from engine import inference
+    runner = inference.load_models(path, backend=backend, device=device)
+    return _wrap_runner(runner, path, label)
+
+
+def _wrap_runner(runner, path, label=None) -> Models:
+    names = list(getattr(runner, "param_names"))
+    n_exp = int(getattr(runner, "n_exp", 0) or sum(not n.startswith("speech") for n in names))
+    meta = dict(getattr(runner, "meta", {}) or {})
+    return Models(label=label or _label(path, meta), path=str(path),
+                  image_size=int(getattr(runner, "image_size")), param_names=names, n_exp=n_exp,
+                  n_speech=len(names) - n_exp, runner=runner,
+                  blendshapes=str(getattr(runner, "blendshapes", "") or ""),
+                  info={"backend": str(getattr(runner, "backend", "")),
+                        "profile": str(getattr(runner, "profile", "") or ""),
+                        "step": getattr(runner, "step", None), "meta": meta})
+
+
+def _label(path, meta: dict) -> str:
+    for key in ("gan", "adv", "adversarial", "loss"):
+        v = meta.get(key) if isinstance(meta, dict) else None
+        if isinstance(v, str) and v:
+            nice = {"rad": "RaD", "wgp": "WGP", "wgan-gp": "WGP"}.get(v.lower())
+            return f"SliderGAN-{nice}" if nice else v
+    return Path(str(path).rstrip("/")).name
+
+
+class FaceModel:
+    """The 3D side: blendshape fitting of face meshes, the 3D preview, the landmark warper."""
+
+    def __init__(self, models: Models, blendshapes_path=None):
+        from engine import blendshapes as bs
+        self._bs = bs
+        self.model = bs.load_for(models.blendshapes, blendshapes_path) if hasattr(bs, "load_for") \
+            else bs.load_default(blendshapes_path)
+        self.n_exp = models.n_exp
+        self.n_speech = models.n_speech
+
+    def fit_sequence(self, crop_landmarks: list[np.ndarray]) -> np.ndarray:
+        return np.asarray(self._bs.fit_sequence(self.model, np.stack(crop_landmarks)), np.float32)
+
+    def fit_image(self, crop_landmarks: np.ndarray) -> np.ndarray:
+        return np.asarray(self._bs.fit(self.model, crop_landmarks), np.float32)
+
+    def preview(self, p: np.ndarray, size: int = 96) -> np.ndarray:
+        from engine import preview
+        return preview.render(self.model, np.asarray(p, np.float32), size=size)
+
+    def warp(self, crop: np.ndarray, crop_landmarks: np.ndarray, p_src: np.ndarray,
+             p_trg: np.ndarray) -> np.ndarray:
+        from trainer import synth_pairs
+        return synth_pairs.warp_to_params(self.model, crop, crop_landmarks, p_src, p_trg)
+
+    def strongest(self, k: int) -> list[int]:
+        """Indices (into p) of the k components with the largest variance: expression components
+        first (their eigenvalue order), the first speech component last when k > 1."""
+        exp = list(range(min(k - 1 if self.n_speech and k > 1 else k, self.n_exp)))
+        return exp + ([self.n_exp] if self.n_speech and k > 1 else [])
+
+
+# ============================================================================ data on real faces
+
+@dataclass
+class Faces:
+    """Aligned real faces: crops (T, S, S, 3) uint8, crop landmarks (T, 478, 3), where from."""
+    crops: np.ndarray
+    landmarks: np.ndarray
+    names: list[str]
+    times: list[float]
+
+
+def _detect_align(rgb: np.ndarray, size: int):
+    from engine import face
+    faces = face.detect_landmarks(rgb)
+    if not faces:
+        return None
+    a = face.align_face(rgb, faces[0], size)
+    return a.crop, a.crop_landmarks
+
+
+def video_faces(path, size: int, max_frames: int, start_frame: int = 0) -> Faces:
+    """Up to ``max_frames`` evenly spaced frames of a video, aligned (frames without a face skipped)."""
+    from engine.video import read_frames, video_info
+    info = video_info(path)
+    n = max(1, info.frame_count)
+    want = set(np.unique(np.linspace(start_frame, n - 1, max(1, min(max_frames, n))).astype(int)).tolist())
+    last = max(want)
+    crops, lms, names, times = [], [], [], []
+    for i, (rgb, t) in enumerate(read_frames(path)):
+        if i > last:
+            break
+        if i not in want:
+            continue
+        r = _detect_align(rgb, size)
+        if r is not None:
+            crops.append(r[0])
+            lms.append(r[1])
+            names.append(f"{Path(path).stem}#{i}")
+            times.append(t)
+    if not crops:
+        raise ValueError(f"no face found in any sampled frame of {path}")
+    return Faces(np.stack(crops), np.stack(lms), names, times)
+
+
+def image_faces(paths, size: int) -> Faces:
+    from engine import face
+    crops, lms, names = [], [], []
+    for p in paths:
+        try:
+            rgb = face.load_image(p)
+        except (OSError, ValueError):
+            continue
+        r = _detect_align(rgb, size)
+        if r is not None:
+            crops.append(r[0])
+            lms.append(r[1])
+            names.append(Path(p).stem)
+    if not crops:
+        return Faces(np.zeros((0, size, size, 3), np.uint8), np.zeros((0, 478, 3), np.float32), [], [])
+    return Faces(np.stack(crops), np.stack(lms), names, [0.0] * len(crops))
+
+
+def to_tensor(crops: np.ndarray) -> torch.Tensor:
+    """(B, S, S, 3) uint8 -> (B, 3, S, S) float in [-1, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(crops)).permute(0, 3, 1, 2).float() / 127.5 - 1
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """(B, 3, S, S) in [-1, 1] -> (B, S, S, 3) uint8."""
+    x = ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round().byte()
+    return x.permute(0, 2, 3, 1).cpu().numpy()
+
+
+def resize_crops(crops: np.ndarray, size: int) -> np.ndarray:
+    import cv2
+    if crops.shape[1] == size:
+        return crops
+    interp = cv2.INTER_AREA if crops.shape[1] > size else cv2.INTER_CUBIC
+    return np.stack([cv2.resize(c, (size, size), interpolation=interp) for c in crops])
+
+
+# =================================================================================== measurements
+
+class MeshOnCrops:
+    """Face mesh on crops (results and real frames): (478, 2) in crop pixels, or None."""
+
+    def __init__(self):
+        from engine import face
+        self._det = face.FaceMeshDetector(static=True, max_faces=1)
+
+    def __call__(self, crop: np.ndarray) -> np.ndarray | None:
+        import cv2
+        found = self._det.detect(crop)
+        if found:
+            return np.asarray(found[0])[:, :2]
+        # A face filling the whole crop can escape the detector: retry on a padded canvas.
+        s = crop.shape[0]
+        big = cv2.copyMakeBorder(cv2.resize(crop, (2 * s, 2 * s), interpolation=cv2.INTER_CUBIC),
+                                 s // 2, s // 2, s // 2, s // 2, cv2.BORDER_REPLICATE)
+        found = self._det.detect(big)
+        if found:
+            return (np.asarray(found[0])[:, :2] - s // 2) / 2
+        return None
+
+    def close(self):
+        self._det.close()
+
+
+def landmark_errors(mesh: MeshOnCrops, results: np.ndarray, reference_lms: list, scale: float):
+    """Mean distance (crop px * scale) between the mesh on each result and the reference mesh."""
+    errs = []
+    for img, ref in zip(results, reference_lms):
+        lm = mesh(img)
+        if lm is None or ref is None:
+            errs.append(float("nan"))
+        else:
+            errs.append(float(np.linalg.norm(lm - ref, axis=1).mean() * scale))
+    return np.array(errs)
+
+
+def summary(values) -> dict:
+    v = np.asarray(values, np.float64)
+    ok = v[np.isfinite(v)]
+    if ok.size == 0:
+        return {"mean": None, "median": None, "std": None, "n": 0, "failed": int(v.size)}
+    return {"mean": float(ok.mean()), "median": float(np.median(ok)), "std": float(ok.std()),
+            "n": int(ok.size), "failed": int(v.size - ok.size)}
+
+
+def relative_error(p_ref: np.ndarray, p_est: np.ndarray, min_norm: float = 1e-6) -> np.ndarray:
+    """Per row ``||p_ref - p_est|| / ||p_ref||`` (rows with ||p_ref|| < min_norm: NaN)."""
+    num = np.linalg.norm(p_ref - p_est, axis=1)
+    den = np.linalg.norm(p_ref, axis=1)
+    out = np.full(len(p_ref), np.nan)
+    ok = den >= min_norm
+    out[ok] = num[ok] / den[ok]
+    return out
+
+
+class Identity:
+    """dlib's face-recognition network on crops of one size: cosine similarity and dlib distance."""
+
+    def __init__(self, crop_size: int, device: str = "cpu"):
+        from engine.identity import load_dlib_embedder
+        self.emb = load_dlib_embedder(crop_size=crop_size, device=device)
+        self.device = device
+
+    @torch.no_grad()
+    def raw(self, crops_uint8: np.ndarray) -> np.ndarray:
+        out = []
+        for i in range(0, len(crops_uint8), 32):
+            out.append(self.emb.raw(to_tensor(crops_uint8[i:i + 32]).to(self.device)).cpu().numpy())
+        return np.concatenate(out) if out else np.zeros((0, 128), np.float32)
+
+    @staticmethod
+    def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        a = a / np.linalg.norm(a, axis=-1, keepdims=True)
+        b = b / np.linalg.norm(b, axis=-1, keepdims=True)
+        return (a * b).sum(-1)
+
+
+def identity_reference(idn: Identity, groups: dict[str, np.ndarray]) -> dict:
+    """Same-person (within a group) vs different-person (across groups) similarity on real faces."""
+    embs, labels = [], []
+    for name, crops in groups.items():
+        if len(crops):
+            embs.append(idn.raw(crops))
+            labels += [name] * len(crops)
+    if not embs:
+        return {}
+    e = np.concatenate(embs)
+    labels = np.array(labels)
+    n = len(e)
+    iu = np.triu_indices(n, 1)
+    en = e / np.linalg.norm(e, axis=1, keepdims=True)
+    cos = (en @ en.T)[iu]
+    dist = np.linalg.norm(e[:, None] - e[None], axis=-1)[iu]
+    same = (labels[:, None] == labels[None])[iu]
+    out = {"groups": {k: int((labels == k).sum()) for k in groups if (labels == k).any()},
+           "same_person_cos": summary(cos[same]), "different_people_cos": summary(cos[~same]),
+           "same_person_dlib_distance": summary(dist[same]),
+           "different_people_dlib_distance": summary(dist[~same])}
+    if same.any() and (~same).any():
+        s, d = cos[same], cos[~same]
+        out["auc_cos"] = float((s[:, None] > d[None]).mean() + 0.5 * (s[:, None] == d[None]).mean())
+        out["same_below_0.6"] = float((dist[same] < 0.6).mean())
+        out["different_above_0.6"] = float((dist[~same] > 0.6).mean())
+    return out
+
+
+# ========================================================================================= figures
+
+def _label_img(img: np.ndarray, text: str, height: int = 16) -> np.ndarray:
+    import cv2
+    bar = np.full((height, img.shape[1], 3), 255, np.uint8)
+    cv2.putText(bar, text[: max(1, img.shape[1] // 6)], (2, height - 4), cv2.FONT_HERSHEY_SIMPLEX,
+                0.35, (0, 0, 0), 1, cv2.LINE_AA)
+    return np.concatenate([bar, img], 0)
+
+
+def grid(rows: list[list[np.ndarray]], row_labels: list[str] | None = None,
+         col_labels: list[str] | None = None, cell: int | None = None) -> np.ndarray:
+    """Tile images (any sizes, resized to ``cell``: default the largest, at least 96) into a
+    labelled grid."""
+    import cv2
+    if cell is None:
+        cell = max([96] + [im.shape[0] for r in rows for im in r if im is not None])
+
+    def fit(im):
+        if im is None:
+            return np.full((cell, cell, 3), 255, np.uint8)
+        if im.ndim == 2:
+            im = np.repeat(im[..., None], 3, axis=2)
+        return cv2.resize(im, (cell, cell), interpolation=cv2.INTER_AREA if im.shape[0] > cell
+                          else cv2.INTER_CUBIC)
+    ncol = max(len(r) for r in rows)
+    lw = 110 if row_labels else 0
+    out_rows = []
+    if col_labels:
+        head = np.full((16, lw + ncol * cell, 3), 255, np.uint8)
+        for j, t in enumerate(col_labels):
+            cv2.putText(head, str(t), (lw + j * cell + 4, 12), cv2.FONT_HERSHEY_SIMPLEX, 0.38, (0, 0, 0),
+                        1, cv2.LINE_AA)
+        out_rows.append(head)
+    for i, r in enumerate(rows):
+        tiles = [fit(im) for im in r] + [fit(None)] * (ncol - len(r))
+        line = np.concatenate(tiles, 1)
+        if lw:
+            lab = np.full((cell, lw, 3), 255, np.uint8)
+            for k, part in enumerate(str(row_labels[i]).split("\n")[:4]):
+                cv2.putText(lab, part[:18], (3, 16 + 16 * k), cv2.FONT_HERSHEY_SIMPLEX, 0.38, (0, 0, 0), 1,
+                            cv2.LINE_AA)
+            line = np.concatenate([lab, line], 1)
+        out_rows.append(line)
+    return np.concatenate(out_rows, 0)
+
+
+def save_png(path: Path, img: np.ndarray) -> str:
+    import cv2
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not cv2.imwrite(str(path), cv2.cvtColor(img, cv2.COLOR_RGB2BGR)):
+        raise OSError(f"cannot write {path}")
+    return path.name
+
+
+# ======================================================================================= protocol
+
+@dataclass
+class EvalOptions:
+    data: Path
+    out: Path
+    held_out: str = HELD_OUT_DEFAULT
+    frames: int = 40
+    source_frame: int = 0
+    portraits: list[str] = field(default_factory=list)
+    n_portraits: int = 3
+    components: int = 4
+    speech_video: str | None = None
+    identity_frames: int = 6
+    device: str = "cpu"
+    seed: int = 0
+
+
+def _other_videos(data: Path, held_out: str) -> list[Path]:
+    return sorted(p for p in (data / "driving").glob("*.mp4") if p.stem != held_out)
+
+
+def _portrait_paths(opts: EvalOptions) -> list[Path]:
+    pdir = opts.data / "portraits"
+    if opts.portraits:
+        return [pdir / (n if Path(n).suffix else f"{n}.jpg") for n in opts.portraits]
+    return sorted(pdir.glob("*.jpg"))[: max(opts.n_portraits + 2, opts.n_portraits)]
+
+
+def evaluate(models_list: list[Models], face_model_for, opts: EvalOptions, log=print) -> dict:
+    """Run every measurement for each checkpoint in ``models_list`` (first = main) and write the
+    report. ``face_model_for(models) -> FaceModel``. Returns the metrics dict (also in the JSON)."""
+    t_start = time.time()
+    out = opts.out
+    out.mkdir(parents=True, exist_ok=True)
+    main = models_list[0]
+    size = main.image_size
+    for m in models_list[1:]:
+        if m.image_size != size or m.n_params != main.n_params:
+            raise ValueError(f"--compare: {m.label} has image size {m.image_size} and {m.n_params} "
+                             f"parameters, {main.label} {size} and {main.n_params}")
+    fm = face_model_for(main)
+    rng = np.random.default_rng(opts.seed)
+    px_scale = 128.0 / size  # landmark errors reported at 128 x 128
+    sigma = size / 128.0
+    metrics: dict = {
+        "checkpoints": [{"label": m.label, "path": m.path, "image_size": m.image_size,
+                         "n_params": m.n_params, **m.info} for m in models_list],
+        "protocol": {
+            "held_out_video": opts.held_out, "frames": opts.frames, "source_frame": opts.source_frame,
+            "ied": f"trainer/ied.py: images in [0,1], RGB dot product, sum over pixel pairs divided by "
+                   f"H*W, Gaussian sigma {sigma:g} px at {size}x{size} (1 px at 128), kernel cut at 4 sigma",
+            "landmark_error": "mean distance over the 478 face-mesh points, mesh detected on the result "
+                              "and on the aligned real frame, in pixels of a 128 x 128 crop",
+            "identity": "cosine similarity of L2-normalised dlib face-recognition descriptors "
+                        "(engine/identity.py), crops mapped onto dlib's 150 x 150 chip",
+        },
+    }
+    figures: dict[str, str] = {}
+
+    # ---------------------------------------------------------------- held-out video and fitting
+    video = opts.data / "driving" / f"{opts.held_out}.mp4"
+    if not video.exists():
+        raise FileNotFoundError(f"held-out video {video} not found")
+    log(f"[evaluate] aligning {opts.frames} frames of {video.name}")
+    held = video_faces(video, size, opts.frames)
+    T = len(held.crops)
+    if T < 3:
+        raise ValueError(f"only {T} usable frames in {video}")
+    p_fit = fm.fit_sequence(list(held.landmarks))  # (T, N)
+    src = min(max(opts.source_frame, 0), T - 1)
+    tgt = np.array([t for t in range(T) if t != src])
+    mesh = MeshOnCrops()
+    real_lm = [mesh(c) for c in held.crops]  # detected on the real crops, like on results
+    src_img = to_tensor(held.crops[src:src + 1])
+    real = to_tensor(held.crops[tgt])
+    metrics["protocol"].update({"frames_used": T, "source_name": held.names[src]})
+
+    # ---------------------------------------------------------------- baselines
+    rows: dict[str, dict] = {}
+    src_rep = src_img.expand(len(tgt), -1, -1, -1)
+    rows["Source frame (unchanged)"] = {
+        "ied": summary(ied(src_rep, real, sigma=sigma).numpy()),
+        "landmark_px": summary(landmark_errors(mesh, held.crops[[src] * len(tgt)],
+                                               [real_lm[t] for t in tgt], px_scale))}
+    warped = np.stack([fm.warp(held.crops[src], held.landmarks[src], p_fit[src], p_fit[t]) for t in tgt])
+    rows["Landmark warp of the source"] = {
+        "ied": summary(ied(to_tensor(warped), real, sigma=sigma).numpy()),
+        "landmark_px": summary(landmark_errors(mesh, warped, [real_lm[t] for t in tgt], px_scale))}
+
+    # ---------------------------------------------------------------- per checkpoint
+    idn = Identity(size, opts.device)
+    emb_src = idn.raw(held.crops[src:src + 1])
+    per_model: dict[str, dict] = {}
+    transfer_examples: dict[str, np.ndarray] = {}
+    held_t = to_tensor(held.crops)
+    portraits = image_faces(_portrait_paths(opts), size)
+    for m in models_list:
+        log(f"[evaluate] {m.label}: transfer, regression, identity")
+        res: dict = {}
+        p_D = m.regress(held_t).numpy()
+        for kind, P in (("fitted", p_fit), ("regressed", p_D)):
+            out_imgs = m.generate(src_rep, torch.from_numpy(P[tgt]).float())
+            u8 = to_uint8(out_imgs)
+            if kind == "fitted":
+                transfer_examples[m.label] = u8
+            rows[f"{m.label}, targets {kind}"] = {
+                "ied": summary(ied(out_imgs, real, sigma=sigma).numpy()),
+                "landmark_px": summary(landmark_errors(mesh, u8, [real_lm[t] for t in tgt], px_scale)),
+                "identity_cos": summary(Identity.cosine(idn.raw(u8), emb_src))}
+        # Table 4: regression on real frames, then on generated images
+        res["regression_real"] = summary(relative_error(p_fit, p_D))
+        srcs = np.concatenate([held.crops, portraits.crops]) if len(portraits.crops) else held.crops
+        perm = rng.permutation(T)
+        p_trg = p_fit[perm[np.arange(len(srcs)) % T]]
+        gen = m.generate(to_tensor(srcs), torch.from_numpy(p_trg).float())
+        res["regression_generated"] = summary(relative_error(p_trg, m.regress(gen).numpy()))
+        res["regression_real_per_part"] = {
+            "expression": summary(relative_error(p_fit[:, :m.n_exp], p_D[:, :m.n_exp])),
+            "speech": summary(relative_error(p_fit[:, m.n_exp:], p_D[:, m.n_exp:])) if m.n_speech else None}
+        per_model[m.label] = res
+
+    # ---------------------------------------------------------------- identity reference on real data
+    log("[evaluate] identity reference on real faces")
+    groups = {opts.held_out: held.crops[np.linspace(0, T - 1, min(T, opts.identity_frames)).astype(int)]}
+    for v in _other_videos(opts.data, opts.held_out):
+        try:
+            groups[v.stem] = video_faces(v, size, opts.identity_frames).crops
+        except ValueError:
+            continue
+    all_portraits = image_faces(sorted((opts.data / "portraits").glob("*.jpg")), size)
+    for name, crop in zip(all_portraits.names, all_portraits.crops):
+        groups[f"portrait {name}"] = crop[None]
+    metrics["identity_reference"] = identity_reference(idn, groups)
+
+    # ---------------------------------------------------------------- sweeps (figures + identity)
+    comps = fm.strongest(opts.components)
+    names = main.param_names
+    sweep_portraits = portraits.crops[: opts.n_portraits] if len(portraits.crops) else held.crops[:1]
+    sweep_names = portraits.names[: opts.n_portraits] if len(portraits.crops) else [held.names[0]]
+    for m in models_list:
+        ends_cos = []
+        for pi, (crop, pname) in enumerate(zip(sweep_portraits, sweep_names)):
+            emb_p = idn.raw(crop[None])
+            fig_rows, labels = [], []
+            for c in comps:
+                P = np.zeros((len(SWEEP_STEPS), m.n_params), np.float32)
+                P[:, c] = SWEEP_STEPS
+                outs = to_uint8(m.generate(to_tensor(np.repeat(crop[None], len(P), 0)), torch.from_numpy(P)))
+                ends_cos += list(Identity.cosine(idn.raw(outs[[0, -1]]), emb_p))
+                if m is main:
+                    fig_rows.append([fm.preview(p) for p in P])
+                    labels.append(f"3D {names[c]}")
+                    fig_rows.append(list(outs))
+                    labels.append(f"{names[c]}\n{pname}")
+            if m is main:
+                figures[f"sweep_{pname}"] = save_png(
+                    out / f"sweep_{pname}.png",
+                    grid(fig_rows, labels, [f"{s:+.1f}" for s in SWEEP_STEPS]))
+        per_model[m.label]["identity_sweep_ends_cos"] = summary(ends_cos)
+
+    # ---------------------------------------------------------------- transfer figure
+    show = tgt[np.linspace(0, len(tgt) - 1, min(8, len(tgt))).astype(int)]
+    idx = [int(np.where(tgt == t)[0][0]) for t in show]
+    trows = [[held.crops[src]] * len(show), list(held.crops[show]), list(warped[idx])]
+    tlabels = ["source", "real target", "landmark warp"]
+    for m in models_list:
+        trows.append(list(transfer_examples[m.label][idx]))
+        tlabels.append(f"{m.label}\n(p_fit)")
+    figures["transfer"] = save_png(out / "transfer.png", grid(trows, tlabels, [held.names[t].split("#")[1] for t in show]))
+
+    # ---------------------------------------------------------------- interpolation (Fig. 8)
+    p_D_main = main.regress(held_t).numpy()
+    d = np.linalg.norm(p_fit[:, None] - p_fit[None], axis=-1)
+    a_i, b_i = np.unravel_index(np.argmax(d), d.shape)
+    alphas = np.round(np.linspace(0, 1, 6), 1)
+    base = sweep_portraits[0]
+    P = np.stack([a * p_D_main[b_i] + (1 - a) * p_D_main[a_i] for a in alphas]).astype(np.float32)
+    outs = to_uint8(main.generate(to_tensor(np.repeat(base[None], len(P), 0)), torch.from_numpy(P)))
+    figures["interpolation"] = save_png(out / "interpolation.png", grid(
+        [[held.crops[a_i]] + list(outs) + [held.crops[b_i]], [None] + [fm.preview(p) for p in P] + [None]],
+        ["p = a p_B + (1-a) p_A", "3D preview"], ["A"] + [f"a={a:.1f}" for a in alphas] + ["B"]))
+
+    # ---------------------------------------------------------------- neutralisation (Fig. 12)
+    expressive = np.argsort(-np.linalg.norm(p_fit, axis=1))[:6]
+    ins = held.crops[expressive]
+    outs = to_uint8(main.generate(to_tensor(ins), torch.zeros(len(ins), main.n_params)))
+    figures["neutralisation"] = save_png(out / "neutralisation.png", grid(
+        [list(ins), list(outs)], ["input", "p = 0"], [held.names[i].split("#")[1] for i in expressive]))
+    neutral_p = main.regress(to_tensor(outs)).numpy()
+    per_model[main.label]["neutralised_regressed_norm"] = summary(np.linalg.norm(neutral_p, axis=1))
+    per_model[main.label]["input_fitted_norm"] = summary(np.linalg.norm(p_fit[expressive], axis=1))
+
+    # ---------------------------------------------------------------- speech (Fig. 13)
+    sv = opts.data / "driving" / f"{opts.speech_video or opts.held_out}.mp4"
+    if sv.stem == opts.held_out:
+        drive, p_drive = held, p_fit
+    else:
+        drive = video_faces(sv, size, opts.frames)
+        p_drive = fm.fit_sequence(list(drive.landmarks))
+    k = np.linspace(0, len(drive.crops) - 1, min(8, len(drive.crops))).astype(int)
+    outs = to_uint8(main.generate(to_tensor(np.repeat(base[None], len(k), 0)), torch.from_numpy(p_drive[k]).float()))
+    figures["speech"] = save_png(out / "speech.png", grid(
+        [list(drive.crops[k]), list(outs)], [f"{sv.stem} frames", "driven portrait"],
+        [f"{drive.times[i]:.2f}s" for i in k]))
+    mesh.close()
+
+    metrics["transfer"] = rows
+    metrics["models"] = per_model
+    metrics["figures"] = figures
+    metrics["seconds"] = round(time.time() - t_start, 1)
+    write_report(out, metrics, log)
+    return metrics
+
+
+# ========================================================================================== report
+
+def _fmt(s, scale=1.0, digits=3):
+    if not s or s.get("mean") is None:
+        return "n/a"
+    txt = f"{s['mean'] * scale:.{digits}f}"
+    if s.get("failed"):
+        txt += f" ({s['failed']} failed)"
+    return txt
+
+
+def _finite_json(obj):
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {str(k): _finite_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite_json(v) for v in obj]
+    if isinstance(obj, (np.floating, np.integer)):
+        return _finite_json(obj.item())
+    return obj
+
+
+def write_report(out: Path, metrics: dict, log=print) -> None:
+    metrics = _finite_json(metrics)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=False))
+    p = metrics["protocol"]
+    L = ["# SliderGAN evaluation", ""]
+    L.append("Checkpoints: " + "; ".join(f"**{c['label']}** (`{c['path']}`, {c['image_size']} px, "
+                                         f"{c['n_params']} parameters)" for c in metrics["checkpoints"]))
+    L += ["", f"Held-out video `{p['held_out_video']}`: {p['frames_used']} aligned frames, source "
+          f"`{p['source_name']}`, targets = the other frames.", "",
+          "## Same-video transfer (paper Table 3 protocol)", "",
+          f"- IED: {p['ied']}.", f"- Landmark error: {p['landmark_error']}.", f"- Identity: {p['identity']}.",
+          "", "| Method | IED (x1e-2) | Landmark error (px @128) | Identity cos to source |",
+          "|---|---|---|---|"]
+    for name, r in metrics["transfer"].items():
+        L.append(f"| {name} | {_fmt(r['ied'], 100)} | {_fmt(r['landmark_px'], 1, 2)} | "
+                 f"{_fmt(r.get('identity_cos'))} |")
+    L += ["", "Paper (rendered 4DFAB, its own normalisation): GANimation 1.04e-2, SliderGAN-WGP 7.93e-3, "
+          "SliderGAN-RaD 6.84e-3.", "", "![transfer](transfer.png)", "",
+          "## Regression accuracy (paper Table 4)", "",
+          "| Model | real frames: mean ‖p_fit − p_D‖ / ‖p_fit‖ | generated: mean ‖p_trg − p_D(G(I, p_trg))‖ / ‖p_trg‖ |",
+          "|---|---|---|"]
+    for name, r in metrics["models"].items():
+        L.append(f"| {name} | {_fmt(r['regression_real'])} | {_fmt(r['regression_generated'])} |")
+    L += ["| paper: SliderGAN | 0.131 | 0.258 |", "| paper: GANimation | 0.427 | 0.513 |", "",
+          "## Identity (dlib face-recognition network)", ""]
+    ref = metrics.get("identity_reference", {})
+    if ref:
+        L += ["| Pairs of real faces | cosine | dlib distance (same person < 0.6) |", "|---|---|---|",
+              f"| same person (frames of one video) | {_fmt(ref['same_person_cos'])} | "
+              f"{_fmt(ref['same_person_dlib_distance'])} |",
+              f"| different people (videos, portraits) | {_fmt(ref['different_people_cos'])} | "
+              f"{_fmt(ref['different_people_dlib_distance'])} |", ""]
+        if "auc_cos" in ref:
+            L += [f"Separation on real data: AUC {ref['auc_cos']:.4f}; same-person pairs below 0.6: "
+                  f"{ref['same_below_0.6']:.1%}; different-people pairs above 0.6: {ref['different_above_0.6']:.1%}.", ""]
+    L += ["| Model | transfer: cos(source, result), p_fit | sweeps at ±1: cos(portrait, result) |", "|---|---|---|"]
+    for name, r in metrics["models"].items():
+        tr = metrics["transfer"].get(f"{name}, targets fitted", {})
+        L.append(f"| {name} | {_fmt(tr.get('identity_cos'))} | {_fmt(r.get('identity_sweep_ends_cos'))} |")
+    L += ["", "## Figures", ""]
+    figs = metrics.get("figures", {})
+    for key, fname in figs.items():
+        if key.startswith("sweep_"):
+            L += [f"Slider sweeps on `{key[6:]}` (-1 to 1 by 0.2; 3D preview above each row, paper Fig. 1/6):", "",
+                  f"![{key}]({fname})", ""]
+    for key, title in (("interpolation", "Interpolation between two expressions of the held-out video (Fig. 8)"),
+                       ("neutralisation", "Neutralisation, p = 0 (Fig. 12)"),
+                       ("speech", "Speech: a portrait driven by a talking video's parameters (Fig. 13)")):
+        if key in figs:
+            L += [f"{title}:", "", f"![{key}]({figs[key]})", ""]
+    main = next(iter(metrics["models"].values()), {})
+    if "neutralised_regressed_norm" in main:
+        L += [f"Neutralisation check: ‖p_D‖ of the p = 0 results {_fmt(main['neutralised_regressed_norm'])} "
+              f"vs ‖p_fit‖ of the inputs {_fmt(main['input_fitted_norm'])}.", ""]
+    L += [f"Made in {metrics.get('seconds', 0)} s by `slidergan evaluate`."]
+    (out / "README.md").write_text("\n".join(L) + "\n")
+    log(f"[evaluate] report: {out / 'README.md'}")
+
+
+# ============================================================================================= CLI
+
+def add_arguments(p) -> None:
+    p.add_argument("checkpoint", help="checkpoint folder (or exported model) to evaluate")
+    p.add_argument("--data", required=True, help="data folder with driving/*.mp4 and portraits/*.jpg")
+    p.add_argument("-o", "--out", required=True, help="report folder (README.md, metrics.json, PNGs)")
+    p.add_argument("--compare", default=None, help="a second checkpoint measured side by side (e.g. WGP)")
+    p.add_argument("--held-out", default=HELD_OUT_DEFAULT, help="held-out video name (default d19)")
+    p.add_argument("--frames", type=int, default=40, help="frames of the held-out video (default 40)")
+    p.add_argument("--source-frame", type=int, default=0, help="index of the source among them")
+    p.add_argument("--portraits", nargs="*", default=[], help="portrait names for the figures")
+    p.add_argument("--n-portraits", type=int, default=3)
+    p.add_argument("--components", type=int, default=4, help="strongest components swept")
+    p.add_argument("--speech-video", default=None, help="talking video for Fig. 13 (default: held-out)")
+    p.add_argument("--blendshapes", default=None, help="blendshape model (default: the checkpoint's)")
+    p.add_argument("--backend", default="auto", help="inference backend (auto, torch, onnxruntime, ...)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def main(args) -> int:
+    torch.manual_seed(args.seed)
+    data = Path(args.data)
+    if not (data / "driving").is_dir():
+        raise FileNotFoundError(f"{data} has no driving/ folder of videos")
+    models = [load_models(args.checkpoint, args.backend, args.device)]
+    if args.compare:
+        models.append(load_models(args.compare, args.backend, args.device))
+        if models[1].label == models[0].label:
+            models[1].label += " (compare)"
+    opts = EvalOptions(data=data, out=Path(args.out), held_out=args.held_out, frames=args.frames,
+                       source_frame=args.source_frame, portraits=list(args.portraits),
+                       n_portraits=args.n_portraits, components=args.components,
+                       speech_video=args.speech_video, device=args.device, seed=args.seed)
+    evaluate(models, lambda m: FaceModel(m, args.blendshapes), opts)
+    return 0
