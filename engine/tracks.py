@@ -1,0 +1,472 @@
+"""Parameter tracks: per-frame blendshape parameters over time (LRW-style speech tracks).
+
+One file format, a NumPy ``.npz`` (no pickles) holding:
+
+    format            "slidergan-track"
+    version           1
+    fps               nominal frame rate (float)
+    times             (T,) float64 seconds, strictly increasing (frame timestamps)
+    speech            (T, Ns) float32 speech parameters p_speech (usually Ns = 10)
+    speech_names      (Ns,) component names
+    expression        (T, Ne) float32 expression parameters p_exp; absent when the track has none
+    expression_names  (Ne,) component names (absent with expression)
+    n_expression      width of p_exp that ``at`` fills with zeros when expression is absent
+    audio             path of the audio file, relative to the track's folder ("" for none)
+    audio_offset      audio time (s) of track time 0
+    meta              JSON object: source video, model, fit residuals, frames without a face...
+
+The parameter vector of a frame is ``p = [p_exp, p_speech]`` (SPEC section 1), so
+``track.at(t)`` returns ``n_expression + n_speech`` values, linearly interpolated in time (held at
+the ends): a track at any fps drives a stream at any other fps. ``resample(fps)`` makes a regular
+track at another rate.
+
+``load_track`` and ``ParamTrack(...)`` validate: wrong widths (names, or a model's widths given to
+``check_widths``), NaN/inf, non-monotonic timestamps, a missing audio file -> ``TrackError`` (a
+ValueError) with a message that says what and where.
+
+``extract_track`` (the ``slidergan track extract`` command) fits every frame of a video with the
+default blendshape models and copies the video's audio next to the track.
+"""
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+__all__ = ["TrackError", "ParamTrack", "load_track", "save_track", "extract_track", "FORMAT",
+           "VERSION"]
+
+FORMAT = "slidergan-track"
+VERSION = 1
+DEFAULT_N_EXPRESSION = 30
+
+
+class TrackError(ValueError):
+    """A parameter track that is malformed or does not fit what it is used with."""
+
+
+def _names(names, n: int, prefix: str) -> list[str]:
+    if names is None:
+        return [f"{prefix}{i:02d}" for i in range(n)]
+    return [str(x) for x in names]
+
+
+@dataclass
+class ParamTrack:
+    """Per-frame parameters over time. See the module docstring for the fields."""
+    times: np.ndarray
+    speech: np.ndarray
+    expression: np.ndarray | None = None
+    fps: float | None = None
+    speech_names: list[str] | None = None
+    expression_names: list[str] | None = None
+    n_expression: int | None = None
+    audio: str | None = None
+    audio_offset: float = 0.0
+    meta: dict = field(default_factory=dict)
+    path: Path | None = None       # where it was loaded from / saved to (resolves ``audio``)
+
+    def __post_init__(self):
+        self.times = np.asarray(self.times, dtype=np.float64)
+        self.speech = np.asarray(self.speech, dtype=np.float32)
+        if self.expression is not None:
+            self.expression = np.asarray(self.expression, dtype=np.float32)
+        if self.speech.ndim == 2:
+            self.speech_names = _names(self.speech_names, self.speech.shape[1], "speech_")
+        if self.expression is not None and self.expression.ndim == 2:
+            self.expression_names = _names(self.expression_names, self.expression.shape[1], "exp_")
+        if self.n_expression is None:
+            self.n_expression = (self.expression.shape[1] if self.expression is not None
+                                 and self.expression.ndim == 2 else DEFAULT_N_EXPRESSION)
+        if self.fps is None and self.times.ndim == 1 and len(self.times) > 1:
+            self.fps = float((len(self.times) - 1) / (self.times[-1] - self.times[0])) \
+                if self.times[-1] > self.times[0] else None
+        self.audio = self.audio or None
+        self.validate(check_audio=False)
+
+    # ------------------------------------------------------------------------------ validation
+    def _where(self) -> str:
+        return f"track {self.path}" if self.path is not None else "track"
+
+    def validate(self, check_audio: bool = True) -> None:
+        """Raise TrackError when the track is malformed (see the module docstring)."""
+        w = self._where()
+        if self.times.ndim != 1 or len(self.times) == 0:
+            raise TrackError(f"{w}: times must be a non-empty 1-D array, got shape {self.times.shape}")
+        n = len(self.times)
+        if self.speech.ndim != 2 or self.speech.shape[0] != n:
+            raise TrackError(f"{w}: speech must have shape ({n}, n_speech) to match {n} timestamps, "
+                             f"got {self.speech.shape}")
+        if len(self.speech_names) != self.speech.shape[1]:
+            raise TrackError(f"{w}: speech has width {self.speech.shape[1]} but "
+                             f"{len(self.speech_names)} names")
+        if self.expression is not None:
+            if self.expression.ndim != 2 or self.expression.shape[0] != n:
+                raise TrackError(f"{w}: expression must have shape ({n}, n_expression) to match {n} "
+                                 f"timestamps, got {self.expression.shape}")
+            if len(self.expression_names) != self.expression.shape[1]:
+                raise TrackError(f"{w}: expression has width {self.expression.shape[1]} but "
+                                 f"{len(self.expression_names)} names")
+            if self.n_expression != self.expression.shape[1]:
+                raise TrackError(f"{w}: n_expression {self.n_expression} differs from the expression "
+                                 f"width {self.expression.shape[1]}")
+        if self.n_expression < 0:
+            raise TrackError(f"{w}: n_expression must be >= 0")
+        for name, arr in (("times", self.times), ("speech", self.speech),
+                          ("expression", self.expression)):
+            if arr is None:
+                continue
+            bad = ~np.isfinite(arr)
+            if bad.any():
+                idx = np.argwhere(bad)[0]
+                frame = int(idx[0])
+                kind = "NaN" if np.isnan(arr[tuple(idx)]) else "inf"
+                col = f", column {int(idx[1])}" if arr.ndim == 2 else ""
+                raise TrackError(f"{w}: {name} contains {kind} ({int(bad.sum())} values; first at "
+                                 f"frame {frame}{col})")
+        if n > 1:
+            dt = np.diff(self.times)
+            if np.any(dt <= 0):
+                i = int(np.argmax(dt <= 0))
+                raise TrackError(f"{w}: timestamps must increase strictly; frame {i + 1} at "
+                                 f"{self.times[i + 1]:.6f} s follows {self.times[i]:.6f} s")
+        if self.fps is not None and not (np.isfinite(self.fps) and self.fps > 0):
+            raise TrackError(f"{w}: fps must be a positive number, got {self.fps}")
+        if not np.isfinite(self.audio_offset):
+            raise TrackError(f"{w}: audio_offset must be finite")
+        if check_audio and self.audio:
+            p = self.audio_path
+            if p is None or not p.is_file():
+                raise TrackError(f"{w}: audio file not found: {p if p is not None else self.audio} "
+                                 "(moved or deleted? it is stored relative to the track)")
+
+    def check_widths(self, n_speech: int | None = None, n_expression: int | None = None) -> None:
+        """Raise TrackError when the track's widths differ from a model's."""
+        w = self._where()
+        if n_speech is not None and self.n_speech != n_speech:
+            raise TrackError(f"{w}: has {self.n_speech} speech parameters, the model expects "
+                             f"{n_speech}")
+        if n_expression is not None and self.expression is not None and self.n_expression != n_expression:
+            raise TrackError(f"{w}: has {self.n_expression} expression parameters, the model expects "
+                             f"{n_expression}")
+        if n_expression is not None and self.expression is None:
+            self.n_expression = int(n_expression)
+
+    # -------------------------------------------------------------------------------- access
+    def __len__(self) -> int:
+        return len(self.times)
+
+    @property
+    def n_speech(self) -> int:
+        return int(self.speech.shape[1])
+
+    @property
+    def n_params(self) -> int:
+        return int(self.n_expression) + self.n_speech
+
+    @property
+    def start(self) -> float:
+        return float(self.times[0])
+
+    @property
+    def end(self) -> float:
+        return float(self.times[-1])
+
+    @property
+    def duration(self) -> float:
+        """Seconds from the first frame to the end of the last (one frame period after it)."""
+        period = 1.0 / self.fps if self.fps else 0.0
+        return float(self.times[-1] - self.times[0] + period)
+
+    @property
+    def audio_path(self) -> Path | None:
+        if not self.audio:
+            return None
+        p = Path(self.audio)
+        if not p.is_absolute() and self.path is not None:
+            p = Path(self.path).parent / p
+        return p
+
+    @property
+    def params(self) -> np.ndarray:
+        """(T, n_expression + n_speech) float32: ``[p_exp, p_speech]`` per frame."""
+        exp = (self.expression if self.expression is not None
+               else np.zeros((len(self), self.n_expression), np.float32))
+        return np.concatenate([exp, self.speech], axis=1)
+
+    @property
+    def names(self) -> list[str]:
+        exp = self.expression_names or [f"exp_{i:02d}" for i in range(self.n_expression)]
+        return list(exp) + list(self.speech_names)
+
+    def at(self, t: float) -> np.ndarray:
+        """``p = [p_exp, p_speech]`` at time ``t`` seconds (float32), linearly interpolated between
+        frames and held at the first/last frame outside the track."""
+        return self.at_times(np.array([t], np.float64))[0]
+
+    def at_times(self, ts) -> np.ndarray:
+        """``at`` for many times at once: (len(ts), n_params)."""
+        ts = np.asarray(ts, np.float64).reshape(-1)
+        if not np.all(np.isfinite(ts)):
+            raise TrackError("at(): time must be finite")
+        p = self.params.astype(np.float64)
+        if len(self) == 1:
+            return np.repeat(p, len(ts), axis=0).astype(np.float32)
+        i = np.clip(np.searchsorted(self.times, ts, side="right") - 1, 0, len(self) - 2)
+        t0 = self.times[i]
+        t1 = self.times[i + 1]
+        a = np.clip((ts - t0) / (t1 - t0), 0.0, 1.0)[:, None]
+        return ((1 - a) * p[i] + a * p[i + 1]).astype(np.float32)
+
+    def speech_at(self, t: float) -> np.ndarray:
+        return self.at(t)[self.n_expression:]
+
+    def expression_at(self, t: float) -> np.ndarray:
+        return self.at(t)[:self.n_expression]
+
+    def resample(self, fps: float, start: float | None = None, end: float | None = None) -> "ParamTrack":
+        """A regular track at ``fps`` over [start, end] (default: this track's span), by ``at``."""
+        if not fps or fps <= 0:
+            raise TrackError(f"resample: fps must be positive, got {fps}")
+        start = self.start if start is None else float(start)
+        end = self.end if end is None else float(end)
+        n = int(np.floor((end - start) * fps + 1e-6)) + 1
+        ts = start + np.arange(max(n, 1)) / fps
+        p = self.at_times(ts)
+        ne = self.n_expression
+        return ParamTrack(times=ts, speech=p[:, ne:], expression=p[:, :ne] if self.expression is not None
+                          else None, fps=float(fps), speech_names=list(self.speech_names),
+                          expression_names=list(self.expression_names) if self.expression_names
+                          else None, n_expression=ne, audio=self.audio, audio_offset=self.audio_offset,
+                          meta={**self.meta, "resampled_from_fps": self.fps}, path=self.path)
+
+    # ---------------------------------------------------------------------------------- I/O
+    def save(self, path: str | os.PathLike) -> Path:
+        return save_track(self, path)
+
+
+def save_track(track: ParamTrack, path: str | os.PathLike) -> Path:
+    """Write ``track`` to ``path`` (atomically). ``track.audio`` is stored relative to the track's
+    folder when it lies inside it, else absolute."""
+    from .atomic import atomic_path
+    path = Path(path)
+    track.validate(check_audio=False)
+    audio = ""
+    if track.audio:
+        ap = track.audio_path
+        try:
+            audio = os.path.relpath(Path(ap).resolve(), path.resolve().parent)
+            if audio.startswith(".."):
+                audio = str(Path(ap).resolve())
+        except ValueError:
+            audio = str(Path(ap).resolve())
+    arrays = {
+        "format": np.array(FORMAT), "version": np.array(VERSION, np.int64),
+        "fps": np.array(float(track.fps) if track.fps else 0.0),
+        "times": track.times, "speech": track.speech,
+        "speech_names": np.array(track.speech_names, dtype=str),
+        "n_expression": np.array(int(track.n_expression), np.int64),
+        "audio": np.array(audio), "audio_offset": np.array(float(track.audio_offset)),
+        "meta": np.array(json.dumps(track.meta, default=str)),
+    }
+    if track.expression is not None:
+        arrays["expression"] = track.expression
+        arrays["expression_names"] = np.array(track.expression_names, dtype=str)
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(buf.getvalue())
+    track.path = path
+    track.audio = audio or None
+    return path
+
+
+def load_track(path: str | os.PathLike, check_audio: bool = True) -> ParamTrack:
+    """Read and validate a track file. A missing audio file is an error unless ``check_audio=False``."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"track not found: {path}")
+    try:
+        z = np.load(path, allow_pickle=False)
+        data = {k: z[k] for k in z.files}
+    except Exception as e:
+        raise TrackError(f"cannot read track {path}: not a slidergan track file ({type(e).__name__}: "
+                         f"{str(e).splitlines()[0] if str(e) else ''})") from None
+    fmt = str(data.get("format", ""))
+    if fmt != FORMAT:
+        raise TrackError(f"{path} is not a slidergan track (format {fmt!r})")
+    version = int(data.get("version", -1))
+    if version != VERSION:
+        raise TrackError(f"track {path} has format version {version}; this slidergan reads version "
+                         f"{VERSION}")
+    for key in ("times", "speech"):
+        if key not in data:
+            raise TrackError(f"track {path} lacks the {key!r} array")
+    try:
+        meta = json.loads(str(data.get("meta", "{}")))
+    except json.JSONDecodeError:
+        raise TrackError(f"track {path}: meta is not valid JSON") from None
+    fps = float(data.get("fps", 0.0)) or None
+    exp = data.get("expression")
+    try:
+        track = ParamTrack(
+            times=data["times"], speech=data["speech"], expression=exp, fps=fps,
+            speech_names=[str(x) for x in data["speech_names"]] if "speech_names" in data else None,
+            expression_names=[str(x) for x in data["expression_names"]]
+            if "expression_names" in data else None,
+            n_expression=int(data["n_expression"]) if "n_expression" in data and exp is None else None,
+            audio=str(data.get("audio", "")) or None,
+            audio_offset=float(data.get("audio_offset", 0.0)), meta=meta, path=path)
+    except TrackError as e:
+        msg = str(e)
+        raise TrackError(msg.replace("track:", f"track {path}:", 1)) from None
+    track.validate(check_audio=check_audio)
+    return track
+
+
+# --------------------------------------------------------------------------------------- extract
+def extract_track(video: str | os.PathLike, out: str | os.PathLike, audio: str | None = "m4a",
+                  start: float = 0.0, end: float | None = None, model=None,
+                  smooth: bool = False, progress: bool = True) -> ParamTrack:
+    """Fit every frame of ``video`` and write a track to ``out``; copy the audio next to it.
+
+    ``audio``: "m4a" (the AAC stream copied as is), "wav" (16-bit PCM) or None (no audio). The audio
+    file is ``<out without suffix>.<audio>``. Frames without a usable face get parameters
+    interpolated from their neighbours (listed in meta["frames_without_face"]). ``smooth`` runs a
+    One Euro filter over the parameters. ``model``: a face model with ``fit_sequence`` (default:
+    ``engine.blendshapes.load_default_face_model()``)."""
+    from .face import FaceTracker
+    from .video import extract_audio, read_frames, video_info
+
+    video = Path(video)
+    out = Path(out)
+    info = video_info(video)
+    if model is None:
+        from .blendshapes import load_default_face_model
+        model = load_default_face_model()
+
+    times, lms, missing, statuses = [], [], [], {}
+    total = None
+    if info.frame_count:
+        span_end = info.duration if end is None else min(end, info.duration)
+        total = max(0, int(round((span_end - start) * info.fps)))
+    bar = None
+    if progress:
+        from tqdm import tqdm
+        bar = tqdm(total=total, unit="frame", desc=f"track {video.name}", leave=False)
+    with FaceTracker(fps=info.fps) as tr:
+        for i, (rgb, t) in enumerate(read_frames(video, start=start, end=end)):
+            r = tr.process(rgb, t)
+            times.append(t)
+            statuses[r.status] = statuses.get(r.status, 0) + 1
+            if r.ok:
+                lms.append(r.landmarks)
+            else:
+                lms.append(None)
+                missing.append(i)
+            if bar is not None:
+                bar.update(1)
+    if bar is not None:
+        bar.close()
+    if not times:
+        raise TrackError(f"no frames in {video} between {start} s and {end} s")
+    good = [i for i, lm in enumerate(lms) if lm is not None]
+    if not good:
+        raise TrackError(f"no usable face in any frame of {video} ({statuses})")
+    # Frames without a face: nearest landmarks for the fit, then interpolated parameters.
+    filled = np.stack([lms[i] if lms[i] is not None else lms[good[int(np.argmin(np.abs(np.array(good) - i)))]]
+                       for i in range(len(lms))])
+    fit = model.fit_sequence(filled)
+    p_exp, p_speech, extra = _unpack_fit(fit, model, len(times))
+    if missing:
+        t_arr = np.asarray(times)
+        for arr in (p_exp, p_speech):
+            if arr is None:
+                continue
+            for c in range(arr.shape[1]):
+                arr[missing, c] = np.interp(t_arr[missing], t_arr[good], arr[good, c])
+    if smooth:
+        from .smoothing import smooth_sequence
+        p_speech = smooth_sequence(p_speech, times, min_cutoff=3.0, beta=5.0).astype(np.float32)
+        if p_exp is not None:
+            p_exp = smooth_sequence(p_exp, times, min_cutoff=1.5, beta=5.0).astype(np.float32)
+
+    audio_file = None
+    if audio and info.has_audio:
+        audio_file = out.with_suffix(f".{audio}")
+        if audio_file == out:
+            raise ValueError(f"the track and its audio would share a name: {out}")
+        extract_audio(video, audio_file)
+    elif audio and not info.has_audio:
+        log.warning("%s has no audio track; the parameter track has no audio", video)
+
+    meta = {"source": str(video), "source_fps": info.fps, "start": start, "end": end,
+            "frames": len(times), "frames_without_face": missing, "statuses": statuses,
+            "smoothed": bool(smooth), **extra}
+    t0 = float(times[0])
+    track = ParamTrack(times=np.asarray(times) - t0, speech=p_speech, expression=p_exp, fps=info.fps,
+                       speech_names=_model_names(model, "speech"),
+                       expression_names=_model_names(model, "expression") if p_exp is not None else None,
+                       audio=str(audio_file) if audio_file else None, audio_offset=t0, meta=meta)
+    save_track(track, out)
+    track.validate(check_audio=True)
+    return track
+
+
+def _unpack_fit(fit, model, n: int):
+    """(p_exp or None, p_speech, extra meta) from a ``fit_sequence`` result of helper BLEND's models:
+    an object/dict with ``p_exp``/``p_speech`` (or ``expression``/``speech``, or ``p`` = [exp, speech])
+    and optionally a residual."""
+    def get(name):
+        if isinstance(fit, dict):
+            return fit.get(name)
+        return getattr(fit, name, None)
+
+    p_exp = next((get(k) for k in ("p_exp", "expression", "exp") if get(k) is not None), None)
+    p_speech = next((get(k) for k in ("p_speech", "speech") if get(k) is not None), None)
+    if p_speech is None:
+        p = get("p") if not isinstance(fit, np.ndarray) else fit
+        if p is None:
+            raise TypeError(f"cannot read parameters from fit_sequence's result {type(fit).__name__}")
+        p = np.asarray(p)
+        ns = _model_width(model, "speech") or 10
+        p_exp, p_speech = p[:, :-ns], p[:, -ns:]
+    p_speech = np.array(p_speech, np.float32).reshape(n, -1)
+    p_exp = None if p_exp is None else np.array(p_exp, np.float32).reshape(n, -1)
+    if p_exp is not None and p_exp.shape[1] == 0:
+        p_exp = None
+    extra = {}
+    res = next((get(k) for k in ("residual", "residuals", "fit_residual") if get(k) is not None), None)
+    if res is not None:
+        r = np.asarray(res, np.float64)
+        extra["fit_residual_mean"] = float(r.mean())
+        extra["fit_residual_max"] = float(r.max())
+    name = getattr(model, "name", None) or getattr(model, "path", None)
+    if name is not None:
+        extra["model"] = str(name)
+    return p_exp, p_speech, extra
+
+
+def _model_width(model, kind: str) -> int | None:
+    names = _model_names(model, kind)
+    return len(names) if names else None
+
+
+def _model_names(model, kind: str) -> list[str] | None:
+    for attr in (f"{kind}_names", f"{kind}.names", f"{kind}_model.names"):
+        obj = model
+        try:
+            for part in attr.split("."):
+                obj = getattr(obj, part)
+        except AttributeError:
+            continue
+        if obj is not None:
+            return [str(x) for x in obj]
+    return None

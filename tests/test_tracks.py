@@ -1,0 +1,200 @@
+import importlib.util
+import json
+
+import numpy as np
+import pytest
+
+from engine.tracks import FORMAT, ParamTrack, TrackError, load_track, save_track
+
+
+def _track(n=50, fps=25.0, ns=10, ne=30, audio=None):
+    rng = np.random.default_rng(0)
+    t = np.arange(n) / fps
+    return ParamTrack(times=t, speech=rng.uniform(-1, 1, (n, ns)),
+                      expression=None if ne is None else rng.uniform(-1, 1, (n, ne)), fps=fps,
+                      audio=audio, meta={"source": "test"})
+
+
+def test_round_trip(tmp_path):
+    (tmp_path / "a.wav").write_bytes(b"RIFF")
+    tr = _track(audio=str(tmp_path / "a.wav"))
+    path = save_track(tr, tmp_path / "t.npz")
+    back = load_track(path)
+    np.testing.assert_array_equal(back.times, tr.times)
+    np.testing.assert_array_equal(back.speech, tr.speech)
+    np.testing.assert_array_equal(back.expression, tr.expression)
+    assert back.fps == 25.0 and back.speech_names == tr.speech_names and back.meta == {"source": "test"}
+    assert back.audio == "a.wav" and back.audio_path == tmp_path / "a.wav"   # stored relative
+    assert back.params.shape == (50, 40) and back.n_params == 40
+    # the track and its audio move together
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    (tmp_path / "t.npz").rename(moved / "t.npz")
+    (tmp_path / "a.wav").rename(moved / "a.wav")
+    assert load_track(moved / "t.npz").audio_path == moved / "a.wav"
+    # speech-only tracks: expression is zeros of the stated width
+    s = save_track(_track(ne=None), tmp_path / "s.npz")
+    back = load_track(s)
+    assert back.expression is None and back.params.shape == (50, 40)
+    assert np.all(back.at(0.3)[:30] == 0)
+    back.check_widths(n_speech=10, n_expression=20)
+    assert back.params.shape == (50, 30)
+
+
+def test_interpolation_and_resampling():
+    tr = ParamTrack(times=[0.0, 0.1, 0.2], speech=[[0.0], [1.0], [-1.0]], expression=[[2.0], [4.0], [6.0]])
+    np.testing.assert_allclose(tr.at(0.05), [3.0, 0.5], atol=1e-6)
+    np.testing.assert_allclose(tr.at(0.15), [5.0, 0.0], atol=1e-6)
+    np.testing.assert_allclose(tr.at(-1.0), [2.0, 0.0])          # held at the ends
+    np.testing.assert_allclose(tr.at(9.0), [6.0, -1.0])
+    np.testing.assert_allclose(tr.speech_at(0.05), [0.5], atol=1e-6)
+    assert tr.fps == pytest.approx(10.0)
+    # 25 fps -> 30 fps -> 25 fps: a smooth signal survives the round trip
+    t = np.arange(100) / 25.0
+    sig = np.stack([np.sin(2 * np.pi * 0.7 * t), np.cos(2 * np.pi * 0.4 * t)], 1)
+    a = ParamTrack(times=t, speech=sig, fps=25.0)
+    b = a.resample(30.0)
+    assert b.fps == 30.0 and len(b) == int(np.floor(a.end * 30 + 1e-6)) + 1
+    np.testing.assert_allclose(b.times[1] - b.times[0], 1 / 30)
+    ref = np.stack([np.sin(2 * np.pi * 0.7 * b.times), np.cos(2 * np.pi * 0.4 * b.times)], 1)
+    assert np.abs(b.speech - ref).max() < 0.01
+    c = b.resample(25.0)
+    assert np.abs(c.speech - a.speech[:len(c)]).max() < 0.01
+    # irregular timestamps are fine as long as they increase
+    d = ParamTrack(times=[0.0, 0.03, 0.1], speech=np.zeros((3, 2)))
+    assert d.at(0.05).shape == (32,)
+
+
+@pytest.mark.parametrize("case, match", [
+    (dict(speech=np.zeros((5, 10)), speech_names=["a"] * 9), "width 10 but 9 names"),
+    (dict(speech=np.zeros((4, 10))), r"shape \(5, n_speech\)"),
+    (dict(expression=np.zeros((5, 3)), expression_names=["x"] * 4), "width 3 but 4 names"),
+    (dict(speech=np.full((5, 10), np.nan)), "speech contains NaN"),
+    (dict(expression=np.r_[np.zeros((4, 30)), np.full((1, 30), np.inf)]), "expression contains inf .*frame 4"),
+    (dict(times=[0.0, 0.04, 0.04, 0.12, 0.16]), "increase strictly; frame 2"),
+    (dict(times=[0.0, 0.04, 0.02, 0.12, 0.16]), "increase strictly"),
+    (dict(times=[0.0, 0.04, np.nan, 0.12, 0.16]), "times contains NaN"),
+    (dict(fps=-3.0), "fps must be a positive"),
+])
+def test_validation_errors(case, match):
+    base = dict(times=np.arange(5) / 25.0, speech=np.zeros((5, 10)), fps=25.0)
+    base.update(case)
+    with pytest.raises(TrackError, match=match):
+        ParamTrack(**base)
+
+
+def test_width_checks_and_file_errors(tmp_path):
+    tr = _track()
+    with pytest.raises(TrackError, match="has 10 speech parameters, the model expects 8"):
+        tr.check_widths(n_speech=8)
+    with pytest.raises(TrackError, match="has 30 expression parameters, the model expects 20"):
+        tr.check_widths(n_expression=20)
+    tr.check_widths(10, 30)
+    # a missing audio file
+    (tmp_path / "a.m4a").write_bytes(b"x")
+    p = save_track(_track(audio=str(tmp_path / "a.m4a")), tmp_path / "t.npz")
+    (tmp_path / "a.m4a").unlink()
+    with pytest.raises(TrackError, match="audio file not found"):
+        load_track(p)
+    assert load_track(p, check_audio=False).audio == "a.m4a"
+    # not a track, another format, another version, a broken file written by hand
+    with pytest.raises(FileNotFoundError, match="track not found"):
+        load_track(tmp_path / "none.npz")
+    junk = tmp_path / "junk.npz"
+    junk.write_bytes(b"garbage")
+    with pytest.raises(TrackError, match="not a slidergan track"):
+        load_track(junk)
+    other = tmp_path / "other.npz"
+    np.savez(other, x=np.zeros(3))
+    with pytest.raises(TrackError, match="not a slidergan track"):
+        load_track(other)
+    v2 = tmp_path / "v2.npz"
+    np.savez(v2, format=np.array(FORMAT), version=np.array(2), times=np.zeros(1), speech=np.zeros((1, 1)))
+    with pytest.raises(TrackError, match="version 2"):
+        load_track(v2)
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, format=np.array(FORMAT), version=np.array(1), times=np.array([0.0, 0.1, 0.05]),
+             speech=np.zeros((3, 2)), meta=np.array(json.dumps({})))
+    with pytest.raises(TrackError, match=r"bad.npz: timestamps must increase"):
+        load_track(bad)
+
+
+def test_track_check_command(tmp_path, capsys):
+    from engine.cli import main
+    p = save_track(_track(), tmp_path / "t.npz")
+    assert main(["track", "check", str(p)]) == 0
+    out = capsys.readouterr().out
+    assert "50 frames" in out and "ok" in out
+    assert main(["track", "check", str(p), "--speech", "8"]) == 1
+    assert "expects 8" in capsys.readouterr().err
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"nope")
+    assert main(["track", "check", str(bad)]) == 1
+    assert "not a slidergan track" in capsys.readouterr().err
+
+
+class _StubModel:
+    """Stands in for the blendshape face model: speech = mouth opening, expression = brow height."""
+    speech_names = [f"s{i}" for i in range(10)]
+    expression_names = [f"e{i}" for i in range(30)]
+    name = "stub"
+
+    def fit_sequence(self, landmarks):
+        lm = np.asarray(landmarks)
+        size = np.linalg.norm(lm[:, 10, :2] - lm[:, 152, :2], axis=1)
+        mouth = np.linalg.norm(lm[:, 13, :2] - lm[:, 14, :2], axis=1) / size
+        brow = np.linalg.norm(lm[:, 105, :2] - lm[:, 33, :2], axis=1) / size
+        n = len(lm)
+        sp = np.zeros((n, 10), np.float32)
+        sp[:, 0] = mouth
+        ex = np.zeros((n, 30), np.float32)
+        ex[:, 0] = brow
+        return {"p_exp": ex, "p_speech": sp, "residual": np.full(n, 0.01)}
+
+
+def test_extract_with_a_stub_model(shared_data, tmp_path):
+    pytest.importorskip("mediapipe")
+    from engine.tracks import extract_track
+    from engine.video import VideoError
+    out = tmp_path / "d11.npz"
+    tr = extract_track(shared_data / "driving" / "d11.mp4", out, model=_StubModel(), end=1.0,
+                       progress=False)
+    assert len(tr) == 25 and tr.fps == pytest.approx(25.0)
+    assert tr.audio_path == tmp_path / "d11.m4a" and tr.audio_path.is_file()
+    back = load_track(out)
+    assert back.meta["model"] == "stub" and back.meta["frames_without_face"] == []
+    assert back.speech[:, 0].std() > 0 and np.all(back.speech[:, 1:] == 0)
+    np.testing.assert_allclose(back.times[0], 0.0)
+    # wav, and a video without audio
+    tr = extract_track(shared_data / "driving" / "d11.mp4", tmp_path / "w.npz", model=_StubModel(),
+                       audio="wav", end=0.4, progress=False)
+    assert tr.audio_path.suffix == ".wav" and tr.audio_path.stat().st_size > 1000
+    tr = extract_track(shared_data / "driving" / "d0.mp4", tmp_path / "d0.npz", model=_StubModel(),
+                       end=0.4, progress=False)
+    assert tr.audio is None
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"\x00" * 1000)
+    with pytest.raises(VideoError, match="bad.mp4"):
+        extract_track(bad, tmp_path / "x.npz", model=_StubModel(), progress=False)
+    assert not (tmp_path / "x.npz").exists()
+
+
+@pytest.mark.skipif(importlib.util.find_spec("engine.blendshapes") is None,
+                    reason="engine.blendshapes (helper BLEND's module) is not in this tree yet")
+def test_extract_command_with_the_default_model(shared_data, tmp_path, capsys):
+    pytest.importorskip("mediapipe")
+    from engine.cli import main
+    out = tmp_path / "d11.npz"
+    assert main(["track", "extract", str(shared_data / "driving" / "d11.mp4"), "-o", str(out),
+                 "--end", "1.0", "--quiet"]) == 0
+    tr = load_track(out)
+    assert len(tr) == 25 and tr.n_speech == 10 and tr.expression is not None and tr.n_expression == 30
+    assert tr.audio_path.is_file()
+    assert np.abs(tr.params).max() <= 1.0 + 1e-6
+    assert tr.speech.std(axis=0).max() > 0.01          # the mouth moves in a talking video
+    assert main(["track", "check", str(out), "--speech", "10", "--expression", "30"]) == 0
+    # a corrupt video gives one clear line
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"\x00" * 1000)
+    assert main(["track", "extract", str(bad), "-o", str(tmp_path / "x.npz")]) == 1
+    assert "bad.mp4" in capsys.readouterr().err
