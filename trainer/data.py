@@ -334,12 +334,19 @@ def open_dataset(path, n_params: int | None = None, profile: str = "") -> Datase
     return info
 
 
+def resize_images(images: np.ndarray, size: int) -> np.ndarray:
+    """uint8 (n, S, S, 3) -> (n, size, size, 3): area averaging down, bilinear up."""
+    if images.shape[1] == size:
+        return images
+    import cv2
+    interp = cv2.INTER_AREA if images.shape[1] > size else cv2.INTER_LINEAR
+    return np.stack([cv2.resize(im, (size, size), interpolation=interp) for im in images])
+
+
 def images_to_tensor(images: np.ndarray, size: int | None = None) -> torch.Tensor:
     """uint8 (n, S, S, 3) RGB -> float32 (n, 3, size, size) in [-1, 1], resized when S != size."""
-    if size is not None and images.shape[1] != size:
-        import cv2
-        interp = cv2.INTER_AREA if images.shape[1] > size else cv2.INTER_LINEAR
-        images = np.stack([cv2.resize(im, (size, size), interpolation=interp) for im in images])
+    if size is not None:
+        images = resize_images(images, size)
     t = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float()
     return t.div_(127.5).sub_(1.0)
 
@@ -355,7 +362,7 @@ def _rng(*keys: int) -> np.random.Generator:
 
 
 class ShardStream(torch.utils.data.IterableDataset):
-    """Batches streamed from a dataset's shards; see the module docstring.
+    """Batches streamed from the shards of one dataset, or of several read as one; see the module docstring.
 
     Yields dicts of tensors: ``image`` (B, 3, S, S) in [-1, 1], ``params`` (B, N), ``seq`` (B,), and for
     paired datasets ``target_image`` and ``target_params``. Use it with ``DataLoader(batch_size=None)``
@@ -365,16 +372,28 @@ class ShardStream(torch.utils.data.IterableDataset):
     (unless ``drop_last``). ``rank``/``world_size`` default to torch.distributed's when initialised.
     """
 
-    def __init__(self, info: DatasetInfo, batch_size: int, image_size: int | None = None, *,
+    def __init__(self, info: DatasetInfo | Sequence[DatasetInfo], batch_size: int, image_size: int | None = None, *,
                  shuffle: bool = True, shuffle_buffer: int = 2048, seed: int = 0, repeat: bool = True,
                  drop_last: bool = False, rank: int | None = None, world_size: int | None = None,
                  start_batch: int = 0):
         super().__init__()
-        if not info.shards:
-            raise DatasetError(f"dataset {info.path} holds no samples")
-        self.info = info
+        infos = [info] if isinstance(info, DatasetInfo) else list(info)
+        if not infos:
+            raise DatasetError("no dataset given")
+        for i in infos:
+            if not i.shards:
+                raise DatasetError(f"dataset {i.path} holds no samples")
+            if i.paired != infos[0].paired or i.n_params != infos[0].n_params:
+                raise DatasetError(f"datasets {infos[0].path} and {i.path} cannot be read as one stream: "
+                                   f"paired {infos[0].paired}/{i.paired}, n_params {infos[0].n_params}/{i.n_params}")
+        self.infos = infos
+        self.paired = infos[0].paired
+        # Several datasets read as one: a flat list of (dataset, shard) with their row counts.
+        self._shards = [(d, s) for d, i in enumerate(infos) for s in range(len(i.shards))]
+        self._counts = [infos[d].shard_counts[s] for d, s in self._shards]
+        self.count = sum(self._counts)
         self.batch_size = int(batch_size)
-        self.image_size = image_size or info.image_size
+        self.image_size = image_size or infos[0].image_size
         self.shuffle = shuffle
         self.shuffle_buffer = max(1, int(shuffle_buffer))
         self.seed = int(seed)
@@ -399,7 +418,7 @@ class ShardStream(torch.utils.data.IterableDataset):
 
     def _epoch_groups(self, epoch: int, reader: int, readers: int) -> list[list[tuple[int, int, int]]]:
         """Groups of (shard, first row, row step) for one reader in one epoch."""
-        n = len(self.info.shards)
+        n = len(self._shards)
         order = _rng(self.seed, epoch, 1).permutation(n) if self.shuffle else np.arange(n)
         if n >= readers:
             parts = [(int(s), 0, 1) for s in order[reader::readers]]
@@ -418,7 +437,7 @@ class ShardStream(torch.utils.data.IterableDataset):
 
     def _rows(self, part: tuple[int, int, int]) -> int:
         s, first, step = part
-        return len(range(first, self.info.shard_counts[s], step))
+        return len(range(first, self._counts[s], step))
 
     def samples_per_epoch(self, reader: int, readers: int) -> int:
         return sum(self._rows(p) for g in self._epoch_groups(0, reader, readers) for p in g)
@@ -453,8 +472,12 @@ class ShardStream(torch.utils.data.IterableDataset):
     def _load_group(self, group) -> dict[str, np.ndarray]:
         parts = []
         for s, first, step in group:
-            a = self.info.load_shard(s)
-            parts.append({k: v[first::step] for k, v in a.items()})
+            d, i = self._shards[s]
+            a = {k: v[first::step] for k, v in self.infos[d].load_shard(i).items()}
+            for k in ("images", "target_images"):
+                if k in a and a[k].shape[1] != self.image_size:
+                    a[k] = resize_images(a[k], self.image_size)
+            parts.append(a)
         return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
     def __iter__(self):
