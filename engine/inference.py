@@ -1,0 +1,576 @@
+"""The one inference interface for the SliderGAN generator and parameter regressor.
+
+    models = load_models(path, backend="auto")       # a checkpoint folder or an export folder
+    src = models.source(portrait)                     # (1, 3, S, S) in [-1, 1]: encoder run once
+    frame = models.generate(src, p)                   # (B, N) -> (B, 3, S, S): per-frame part only
+    p_hat = models.regress(images)                    # (B, 3, S, S) -> (B, N), D_p(I)
+
+Images are float32, NCHW, RGB, in [-1, 1], at the model's image size; parameters are (B, N) float32
+(a single (N,) vector is accepted). Outputs are of the kind of the input: numpy in, numpy out; torch
+in, torch out (on the input's device). ``generate`` also accepts plain images (then every call runs the
+encoder too); a one-image source is broadcast over a batch of parameter vectors.
+
+Backends:
+- ``torch``: the checkpoint's modules, eager (CPU, or CUDA when present and asked for).
+- ``onnxruntime``: the exported ONNX files (an export folder), or a checkpoint converted in memory at
+  load time. CPU provider with intra-op threads = physical cores, sequential execution; the CUDA
+  provider when it is installed and ``device`` allows it.
+- ``tensorrt``: serialised engines of an export folder made with ``--format tensorrt`` (NVIDIA GPU).
+``backend="auto"`` picks tensorrt where engines and a GPU are there, else onnxruntime, else torch.
+
+Every file carries its model config, parameter names and image size; loading with ``expect`` (a
+ModelConfig), ``n_params`` or ``image_size`` that do not match is a clear error, as are files of one
+export mixed with another's.
+
+The modules exported and run here are exact re-expressions of the trained networks (see
+``FrameGenerator``): same weights, same function up to float rounding, fewer operations.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .config import ModelConfig, ProfileMismatchError
+
+BACKENDS = ("torch", "onnxruntime", "tensorrt")
+
+# Export folder layout (written by exporters/onnx.py and exporters/tensorrt.py, read here).
+EXPORT_FORMAT = "slidergan-onnx"
+EXPORT_VERSION = 1
+MANIFEST = "export.json"
+ROLE_FILES = {"encoder": "encoder.onnx", "generator": "generator.onnx", "regressor": "regressor.onnx"}
+ENGINE_SUFFIX = ".engine"
+NORMALIZATION = {"layout": "NCHW", "channels": "RGB", "range": [-1.0, 1.0], "dtype": "float32"}
+META_PREFIX = "slidergan."
+
+
+class InferenceError(ValueError):
+    """A model file is absent, unreadable, or not what the caller asked for."""
+
+
+def physical_cores() -> int:
+    """Physical cores available to this process (hyper-threads do not help convolutions)."""
+    try:
+        allowed = os.sched_getaffinity(0)
+    except AttributeError:  # not Linux
+        return max(1, (os.cpu_count() or 2) // 2)
+    cores, cpu = set(), None
+    try:
+        with open("/proc/cpuinfo") as f:
+            phys = "0"
+            for line in f:
+                key, _, val = line.partition(":")
+                key, val = key.strip(), val.strip()
+                if key == "processor":
+                    cpu = int(val)
+                elif key == "physical id":
+                    phys = val
+                elif key == "core id" and cpu in allowed:
+                    cores.add((phys, val))
+    except OSError:
+        pass
+    return max(1, min(len(cores) or len(allowed), len(allowed)))
+
+
+# ===================================================================== inference modules (exact)
+
+class FusedHeads(nn.Module):
+    """The colour and mask heads as one convolution of 4 outputs (3 colour + 1 mask).
+
+    Same weights, same result: two convolutions over the same input with 3 and 1 output channels
+    waste most of a vectorised kernel (outputs are padded to 8 lanes); one of 4 does half the work.
+    """
+
+    def __init__(self, heads: nn.Module):
+        super().__init__()
+        c, m = heads.color, heads.mask
+        self.conv = nn.Conv2d(c.in_channels, 4, c.kernel_size, 1, c.padding)
+        with torch.no_grad():
+            self.conv.weight.copy_(torch.cat([c.weight, m.weight]))
+            self.conv.bias.copy_(torch.cat([c.bias, m.bias]))
+
+    def forward(self, h):
+        o = self.conv(h)
+        return torch.tanh(o[:, :3]), torch.sigmoid(o[:, 3:])
+
+
+class TiledParamsStem(nn.Module):
+    """The paper generator's first convolution over [image, p tiled as N channels], without tiling.
+
+    conv(tile(p), W_p) at pixel x = sum over kernel taps k inside the image of W_p[:, :, k] . p, so it
+    equals (p W_p) M, with M[k, x] = 1 where tap k of pixel x falls inside the image (zero padding):
+    an (N x 49C) and a (49 x HW) product instead of an N-channel 7x7 convolution at full resolution
+    (4.1 of the paper generator's 23.6 GFLOP). Exact up to float rounding.
+    """
+
+    def __init__(self, conv: nn.Conv2d, n_img: int, image_size: int):
+        super().__init__()
+        w = conv.weight.detach()
+        k, pad = conv.kernel_size[0], conv.padding[0]
+        assert conv.kernel_size == (k, k) and conv.stride == (1, 1) and conv.padding == (pad, pad)
+        self.c, self.k, self.pad, self.size = w.shape[0], k, pad, image_size
+        self.register_buffer("w_img", w[:, :n_img].clone())
+        self.register_buffer("bias_img", conv.bias.detach().clone() if conv.bias is not None
+                             else torch.zeros(w.shape[0]))
+        n_params = w.shape[1] - n_img
+        # (N, taps * C): column t * C + c holds W[c, n_img + n, ky, kx] for tap t = ky * k + kx.
+        self.register_buffer("w_p", w[:, n_img:].permute(1, 2, 3, 0).reshape(n_params, k * k * self.c).clone())
+        pos = torch.arange(image_size)
+        inside = [((pos + t - pad >= 0) & (pos + t - pad < image_size)).float() for t in range(k)]
+        taps = torch.stack([(inside[ky][:, None] * inside[kx][None, :]).reshape(-1)
+                            for ky in range(k) for kx in range(k)])  # (taps, H*W)
+        self.register_buffer("taps", taps)
+
+    def forward(self, image, params):
+        b = image.shape[0]
+        per_tap = (params @ self.w_p).reshape(b, self.k * self.k, self.c).transpose(1, 2)  # (B, C, taps)
+        bias = (per_tap @ self.taps).reshape(b, self.c, self.size, self.size)
+        h = F.conv2d(image, self.w_img, self.bias_img, padding=self.pad)
+        return h + bias
+
+
+class EncoderModule(nn.Module):
+    """Source encoder of the "cached" generator: image -> feature maps (run once per portrait)."""
+
+    def __init__(self, G: nn.Module):
+        super().__init__()
+        self.g = G
+
+    def forward(self, image):
+        return tuple(self.g.encode(image))
+
+
+class FrameGenerator(nn.Module):
+    """Per-frame generator: (image, params, *cached feats) -> (I_gen, A), Eq. 4 inside.
+
+    With ``fused`` (default) the colour and mask heads run as one convolution and, for the paper's
+    generator, the tiled-parameter input channels are folded into a parameter-dependent bias map
+    (``TiledParamsStem``). Both are exact; the parity tests check them against the plain modules.
+    """
+
+    def __init__(self, G: nn.Module, fused: bool = True):
+        super().__init__()
+        self.kind = G.cfg.generator
+        self.fused_ops: list[str] = []
+        g = copy.deepcopy(G) if fused else G
+        self.stem = None
+        if fused:
+            g.heads = FusedHeads(g.heads)
+            self.fused_ops.append("heads: colour and mask convolutions as one")
+            if self.kind == "resnet" and _is_conv_norm_act(g.body[0]):
+                self.stem = TiledParamsStem(g.body[0][0], 3, G.cfg.image_size)
+                self.stem_rest = nn.Sequential(*list(g.body[0])[1:])
+                self.body_rest = nn.Sequential(*list(g.body)[1:])
+                self.fused_ops.append("stem: tiled parameter channels folded into a bias map")
+        self.g = g
+
+    def forward(self, image, params, *feats):
+        if self.stem is not None:
+            h = self.body_rest(self.stem_rest(self.stem(image, params)))
+            color, mask = self.g.heads(h)
+        else:
+            color, mask = self.g.decode(image, tuple(feats), params)
+        return mask * color + (1.0 - mask) * image, mask
+
+
+def _is_conv_norm_act(m) -> bool:
+    return (isinstance(m, nn.Sequential) and len(m) >= 1 and isinstance(m[0], nn.Conv2d)
+            and m[0].stride == (1, 1) and m[0].kernel_size[0] == m[0].kernel_size[1])
+
+
+class RegressorModule(nn.Module):
+    """D_p: the discriminator trunk and regression head (no critic)."""
+
+    def __init__(self, D: nn.Module):
+        super().__init__()
+        self.d = D
+
+    def forward(self, image):
+        return self.d.regress(image)
+
+
+def inference_modules(generator: nn.Module, discriminator: nn.Module, fused: bool = True) -> dict:
+    """role -> eval-mode module, the units that are exported and benchmarked."""
+    mods = {"generator": FrameGenerator(generator, fused=fused).eval(),
+            "regressor": RegressorModule(discriminator).eval()}
+    if generator.cfg.generator == "cached":
+        mods = {"encoder": EncoderModule(generator).eval(), **mods}
+    return mods
+
+
+def weights_digest(*nets: nn.Module) -> str:
+    """sha256 of the networks' tensors (names and float32 bytes): ties exported files to one checkpoint."""
+    h = hashlib.sha256()
+    for net in nets:
+        for k, v in sorted(net.state_dict().items()):
+            h.update(k.encode())
+            h.update(v.detach().cpu().float().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+# ======================================================================== metadata of exported files
+
+@dataclass
+class ModelInfo:
+    """What a checkpoint or exported file says about itself."""
+    config: ModelConfig
+    param_names: list[str]
+    blendshapes: str = ""
+    step: int = 0
+    meta: dict = field(default_factory=dict)
+    weights: str = ""  # weights_digest of the checkpoint it came from
+
+    def check(self, expect: ModelConfig | None = None, n_params: int | None = None,
+              image_size: int | None = None, what: str = "model") -> None:
+        if expect is not None:
+            expect.check_same(self.config, what)
+        if n_params is not None and n_params != self.config.n_params:
+            raise ProfileMismatchError(f"the {what} takes {self.config.n_params} parameters, "
+                                       f"not the {n_params} expected")
+        if image_size is not None and image_size != self.config.image_size:
+            raise ProfileMismatchError(f"the {what} works on {self.config.image_size} x {self.config.image_size} "
+                                       f"images, not {image_size} x {image_size} as expected")
+
+
+def read_onnx_metadata(path) -> dict[str, str]:
+    """The slidergan.* metadata_props of an ONNX file (without loading its weights into a session)."""
+    import onnx
+    path = Path(path)
+    if not path.is_file():
+        raise InferenceError(f"no ONNX model at {path}")
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as e:  # onnx raises DecodeError, ValueError, ... on garbage
+        raise InferenceError(f"{path} is not a readable ONNX model ({type(e).__name__}: {e})") from None
+    return {p.key[len(META_PREFIX):]: p.value for p in model.metadata_props if p.key.startswith(META_PREFIX)}
+
+
+def info_from_onnx_metadata(md: dict[str, str], source: str) -> ModelInfo:
+    if md.get("format") != EXPORT_FORMAT:
+        raise InferenceError(f"{source} is not a SliderGAN export (metadata format {md.get('format')!r})")
+    if int(md.get("version", 0)) != EXPORT_VERSION:
+        raise InferenceError(f"{source} has export version {md.get('version')}, this build reads {EXPORT_VERSION}")
+    try:
+        return ModelInfo(ModelConfig.from_json(md["config"]), json.loads(md["param_names"]),
+                         md.get("blendshapes", ""), int(md.get("step", 0)), json.loads(md.get("meta", "{}")),
+                         md.get("weights", ""))
+    except (KeyError, ValueError, TypeError) as e:
+        raise InferenceError(f"{source} has broken SliderGAN metadata: {e}") from None
+
+
+def read_export(folder) -> tuple[ModelInfo, dict[str, Path], dict]:
+    """Validate an export folder: its ONNX files exist, describe one model, and agree with each other.
+
+    Returns (info, role -> ONNX path, manifest dict ({} when export.json is absent))."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InferenceError(f"no export folder at {folder}")
+    manifest = {}
+    if (folder / MANIFEST).is_file():
+        try:
+            manifest = json.loads((folder / MANIFEST).read_text())
+        except (OSError, ValueError) as e:
+            raise InferenceError(f"{folder / MANIFEST} is not readable JSON: {e}") from None
+    files = {role: folder / name for role, name in ROLE_FILES.items() if (folder / name).exists()}
+    if "generator" not in files or "regressor" not in files:
+        missing = [ROLE_FILES[r] for r in ("generator", "regressor") if r not in files]
+        raise InferenceError(f"{folder} is not a SliderGAN export: {', '.join(missing)} missing")
+    info, first = None, None
+    for role, path in files.items():
+        md = read_onnx_metadata(path)
+        this = info_from_onnx_metadata(md, str(path))
+        if md.get("role") != role:
+            raise InferenceError(f"{path} holds the {md.get('role')!r} model, not the {role!r}")
+        if info is None:
+            info, first = this, path
+        elif (this.config, this.param_names, this.weights) != (info.config, info.param_names, info.weights):
+            raise InferenceError(f"{path} and {first} come from different models or exports "
+                                 f"(profile {this.config.name!r} vs {info.config.name!r}, weights "
+                                 f"{this.weights} vs {info.weights}); export the checkpoint again")
+    if info.config.generator == "cached" and "encoder" not in files:
+        raise InferenceError(f"{folder} lacks {ROLE_FILES['encoder']}, which the {info.config.name!r} "
+                             f"profile's generator needs")
+    return info, files, manifest
+
+
+def is_export_folder(path) -> bool:
+    p = Path(path)
+    return p.is_dir() and (p / ROLE_FILES["generator"]).exists()
+
+
+# ================================================================================= backends (runners)
+
+class _TorchRunner:
+    name = "torch"
+
+    def __init__(self, generator, discriminator, device: str, threads: int | None, fused: bool = False):
+        if threads:
+            torch.set_num_threads(threads)
+        self.device = torch.device(device)
+        mods = inference_modules(generator, discriminator, fused=fused)
+        self.mods = {k: m.to(self.device) for k, m in mods.items()}
+
+    def _t(self, a):
+        return torch.as_tensor(a).to(self.device, torch.float32)
+
+    @torch.inference_mode()
+    def encode(self, image):
+        if "encoder" not in self.mods:
+            return ()
+        return tuple(f.cpu().numpy() for f in self.mods["encoder"](self._t(image)))
+
+    @torch.inference_mode()
+    def decode(self, image, feats, params):
+        out, mask = self.mods["generator"](self._t(image), self._t(params), *(self._t(f) for f in feats))
+        return out.cpu().numpy(), mask.cpu().numpy()
+
+    @torch.inference_mode()
+    def regress(self, image):
+        return self.mods["regressor"](self._t(image)).cpu().numpy()
+
+
+def ort_session_options(threads: int | None = None, opt_level: str = "all", spin: bool = True):
+    """Session options tuned for batch-1 latency on a small CPU."""
+    import onnxruntime as ort
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = int(threads or physical_cores())
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = {
+        "none": ort.GraphOptimizationLevel.ORT_DISABLE_ALL, "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}[opt_level]
+    so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
+    so.log_severity_level = 3
+    return so
+
+
+def ort_providers(device: str) -> list[str]:
+    import onnxruntime as ort
+    have = ort.get_available_providers()
+    if device in ("cuda", "auto") and "CUDAExecutionProvider" in have:
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    if device == "cuda":
+        raise InferenceError("onnxruntime has no CUDA provider here (pip install onnxruntime-gpu); "
+                             "use device='cpu'")
+    return ["CPUExecutionProvider"]
+
+
+class _OrtRunner:
+    name = "onnxruntime"
+
+    def __init__(self, models: dict[str, Any], device: str, threads: int | None, opt_level: str = "all",
+                 spin: bool = True):
+        """models: role -> ONNX file path or serialised bytes."""
+        import onnxruntime as ort
+        so = ort_session_options(threads, opt_level, spin)
+        self.providers = ort_providers(device)
+        self.sessions = {}
+        for role, m in models.items():
+            src = m if isinstance(m, (bytes, bytearray)) else str(m)
+            try:
+                self.sessions[role] = ort.InferenceSession(src, so, providers=self.providers)
+            except Exception as e:  # onnxruntime's own exception types
+                where = "in-memory model" if isinstance(m, (bytes, bytearray)) else str(m)
+                raise InferenceError(f"onnxruntime cannot load the {role} ({where}): {e}") from None
+        self.inputs = {r: [i.name for i in s.get_inputs()] for r, s in self.sessions.items()}
+
+    def encode(self, image):
+        if "encoder" not in self.sessions:
+            return ()
+        return tuple(self.sessions["encoder"].run(None, {"image": image}))
+
+    def decode(self, image, feats, params):
+        feed = {"image": image, "params": params}
+        feed.update({f"feat{i}": f for i, f in enumerate(feats)})
+        out, mask = self.sessions["generator"].run(["image_gen", "mask"], feed)
+        return out, mask
+
+    def regress(self, image):
+        return self.sessions["regressor"].run(None, {"image": image})[0]
+
+
+# ====================================================================================== the interface
+
+@dataclass
+class Source:
+    """A portrait prepared for animation: the image and the encoder's features, computed once."""
+    image: np.ndarray  # (B, 3, S, S) float32
+    feats: tuple
+    like: Any = None  # a torch tensor when the caller works in torch (outputs follow its device)
+
+    @property
+    def batch(self) -> int:
+        return self.image.shape[0]
+
+
+class Models:
+    """Generator and regressor of one model through one backend (see the module docstring)."""
+
+    def __init__(self, runner, info: ModelInfo, path: str, device: str):
+        self.runner = runner
+        self.info = info
+        self.config = info.config
+        self.backend = runner.name
+        self.device = device
+        self.path = path
+
+    # -- what the model is
+    profile = property(lambda self: self.config.name)
+    image_size = property(lambda self: self.config.image_size)
+    n_params = property(lambda self: self.config.n_params)
+    n_exp = property(lambda self: self.config.n_exp)
+    n_speech = property(lambda self: self.config.n_speech)
+    param_names = property(lambda self: list(self.info.param_names))
+    blendshapes = property(lambda self: self.info.blendshapes)
+    step = property(lambda self: self.info.step)
+    meta = property(lambda self: dict(self.info.meta))
+
+    def __repr__(self):
+        return (f"Models(profile={self.profile!r}, backend={self.backend!r}, device={self.device!r}, "
+                f"n_params={self.n_params}, image_size={self.image_size}, path={self.path!r})")
+
+    # -- input checks and conversions
+    def _images(self, images, what="images") -> np.ndarray:
+        a = images.detach().cpu().numpy() if torch.is_tensor(images) else np.asarray(images)
+        if a.ndim == 3:
+            a = a[None]
+        s = self.image_size
+        if a.ndim != 4 or a.shape[1:] != (3, s, s):
+            raise InferenceError(f"{what} must be (B, 3, {s}, {s}) float in [-1, 1] (NCHW, RGB), "
+                                 f"got shape {tuple(a.shape)}")
+        return np.ascontiguousarray(a, dtype=np.float32)
+
+    def _params(self, params) -> np.ndarray:
+        a = params.detach().cpu().numpy() if torch.is_tensor(params) else np.asarray(params)
+        if a.ndim == 1:
+            a = a[None]
+        if a.ndim != 2 or a.shape[1] != self.n_params:
+            raise InferenceError(f"parameters must be (B, {self.n_params}) for profile {self.profile!r}, "
+                                 f"got shape {tuple(a.shape)}")
+        return np.ascontiguousarray(a, dtype=np.float32)
+
+    @staticmethod
+    def _out(a: np.ndarray, like):
+        if torch.is_tensor(like):
+            return torch.from_numpy(np.ascontiguousarray(a)).to(like.device)
+        return a
+
+    # -- the three operations
+    def source(self, image) -> Source:
+        """Run the source encoder once; pass the result to ``generate`` for every frame."""
+        img = self._images(image, "the source image")
+        return Source(img, tuple(self.runner.encode(img)), image if torch.is_tensor(image) else None)
+
+    def generate(self, source, params, return_mask: bool = False):
+        """I_gen = G(I_src, p) for a Source (cached features) or plain images, (B, N) parameters."""
+        src = source if isinstance(source, Source) else self.source(source)
+        p = self._params(params)
+        b = p.shape[0]
+        image, feats = src.image, src.feats
+        if src.batch != b:
+            if src.batch != 1:
+                raise InferenceError(f"{src.batch} source images for {b} parameter vectors: give one "
+                                     f"source, or as many as parameter vectors")
+            image = np.repeat(image, b, axis=0)
+            feats = tuple(np.repeat(f, b, axis=0) for f in feats)
+        out, mask = self.runner.decode(image, feats, p)
+        like = src.like if src.like is not None else (params if torch.is_tensor(params) else None)
+        if return_mask:
+            return self._out(out, like), self._out(mask, like)
+        return self._out(out, like)
+
+    def regress(self, images):
+        """D_p(I): the parameters the regressor reads from images."""
+        return self._out(self.runner.regress(self._images(images)), images)
+
+
+def _resolve_device(device: str) -> str:
+    if device not in ("auto", "cpu", "cuda"):
+        raise InferenceError(f"device must be 'auto', 'cpu' or 'cuda', not {device!r}")
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def _have(module: str) -> bool:
+    import importlib.util
+    return importlib.util.find_spec(module) is not None
+
+
+def load_models(path, backend: str = "auto", device: str = "auto", *, expect: ModelConfig | None = None,
+                n_params: int | None = None, image_size: int | None = None, threads: int | None = None,
+                fused: bool | None = None, opt_level: str = "all") -> Models:
+    """Load a checkpoint folder (engine/checkpoint.py) or an export folder (``slidergan export``).
+
+    backend: "auto" | "torch" | "onnxruntime" | "tensorrt". device: "auto" | "cpu" | "cuda".
+    expect / n_params / image_size: what the caller needs; a model made otherwise is an error.
+    threads: intra-op threads (default: physical cores). fused: torch backend only, run the exact
+    fused modules that are exported (default False: the trained modules as they are).
+    """
+    path = Path(path)
+    if backend not in ("auto",) + BACKENDS:
+        raise InferenceError(f"unknown backend {backend!r}; choose auto, {', '.join(BACKENDS)}")
+    dev = _resolve_device(device)
+    if not path.exists():
+        raise InferenceError(f"no checkpoint or export at {path}")
+    export = is_export_folder(path)
+
+    if backend == "auto":
+        if export:
+            if dev == "cuda" and _has_engines(path) and _tensorrt_usable():
+                backend = "tensorrt"
+            elif _have("onnxruntime"):
+                backend = "onnxruntime"
+            else:
+                raise InferenceError(f"{path} is an ONNX export and onnxruntime is not installed")
+        else:
+            backend = "onnxruntime" if _have("onnxruntime") and dev == "cpu" else "torch"
+
+    if export:
+        info, files, manifest = read_export(path)
+        info.check(expect, n_params, image_size, what=f"export {path}")
+        if backend == "torch":
+            raise InferenceError(f"{path} is an ONNX export; the torch backend needs the checkpoint folder")
+        if backend == "onnxruntime":
+            runner = _OrtRunner(files, dev, threads, opt_level)
+        else:
+            from exporters.tensorrt import TensorRTRunner
+            runner = TensorRTRunner.from_export(path, info, manifest)
+            dev = "cuda"
+        return Models(runner, info, str(path), dev)
+
+    from .checkpoint import load_checkpoint, read_metadata
+    md = read_metadata(path)
+    info = ModelInfo(md["config"], md["param_names"], md["blendshapes"], md["step"], md["meta"])
+    info.check(expect, n_params, image_size, what=f"checkpoint {path}")
+    ck = load_checkpoint(path)
+    info.weights = weights_digest(ck.generator, ck.discriminator)
+    if backend == "torch":
+        runner = _TorchRunner(ck.generator, ck.discriminator, dev, threads, bool(fused))
+    elif backend == "onnxruntime":
+        from exporters.onnx import export_to_bytes
+        models = export_to_bytes(ck, info)
+        runner = _OrtRunner(models, dev, threads, opt_level)
+    else:
+        raise InferenceError(f"the tensorrt backend loads an export folder made by "
+                             f"'slidergan export {path} --format tensorrt -o OUTDIR'; {path} is a checkpoint")
+    return Models(runner, info, str(path), dev)
+
+
+def _has_engines(path: Path) -> bool:
+    return any(path.glob("*" + ENGINE_SUFFIX))
+
+
+def _tensorrt_usable() -> bool:
+    return _have("tensorrt") and torch.cuda.is_available()
