@@ -1,0 +1,347 @@
+"""``slidergan bench``: speed of the generator and the regressor per backend and profile.
+
+    slidergan bench [--profiles realtime paper] [--backends torch onnxruntime] [--json OUT]
+
+For each profile: a random-weight checkpoint (speed does not depend on the weights) or the given
+``--checkpoint``, exported once to ONNX (and TensorRT when asked and possible). Each (profile,
+backend) is measured in its own process through ``engine.inference`` (what the engine really runs),
+so thread pools and memory of one backend do not disturb the next:
+
+- encoder: once per source portrait ("cached" generators), median ms at batch 1;
+- generator: per frame after source caching (the whole generator for the paper's), median and p95 ms
+  at batch 1, frames/s at batch 8;
+- regressor (D trunk + regression head): median and p95 ms at batch 1, images/s at batch 8;
+- peak memory: the process's peak RSS while loading and running, minus its RSS before loading;
+- FLOPs per frame (torch.utils.flop_counter on the trained modules: convolutions and matrix products,
+  2 per multiply-add), the machine-limit time FLOPs / ``--peak-gflops`` (default 157: 2 cores x
+  2.45 GHz x 2 AVX2 FMA units x 8 float32 lanes x 2), and the ratio of eager torch to each backend.
+
+Backends: ``torch`` (eager, the trained modules), ``torch-fused`` (eager, the exact fused modules that
+are exported), ``onnxruntime`` (CPU), ``tensorrt`` (NVIDIA GPU). The table is printed; ``--json``
+writes everything atomically, with the machine, library versions and the load average before and after.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+PEAK_GFLOPS = 157.0
+DEFAULT_PROFILES = ("realtime", "paper")
+DEFAULT_BACKENDS = ("torch", "onnxruntime")
+ALL_BACKENDS = ("torch", "torch-fused", "onnxruntime", "tensorrt")
+
+
+# ============================================================================================== measuring
+
+def _rss_mb() -> float:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
+def _reset_peak() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _peak_mb() -> float:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def time_calls(fn, min_iters: int = 20, min_seconds: float = 2.0, max_iters: int = 300,
+               warmup: int = 3) -> list[float]:
+    """Milliseconds of each call of fn after warm-up, for at least min_iters calls and min_seconds."""
+    for _ in range(warmup):
+        fn()
+    times, start = [], time.perf_counter()
+    while len(times) < max_iters and (len(times) < min_iters or time.perf_counter() - start < min_seconds):
+        t = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t) * 1e3)
+    return times
+
+
+def _stats(ms: list[float]) -> dict:
+    a = np.asarray(ms)
+    return {"median_ms": float(np.median(a)), "p95_ms": float(np.percentile(a, 95)), "n": int(a.size)}
+
+
+def measure(path: str, backend: str, threads: int | None, quick: bool = False) -> dict:
+    """Load one model set through engine.inference and time its parts (runs in a child process)."""
+    from engine.inference import load_models, physical_cores
+    threads = threads or physical_cores()
+    rss0 = _rss_mb()
+    exact_peak = _reset_peak()
+    t0 = time.perf_counter()
+    kw = {"fused": True} if backend == "torch-fused" else {}
+    models = load_models(path, backend="torch" if backend.startswith("torch") else backend, threads=threads, **kw)
+    load_s = time.perf_counter() - t0
+    rng = np.random.default_rng(0)
+    s, n = models.image_size, models.n_params
+    img1 = rng.uniform(-1, 1, (1, 3, s, s)).astype(np.float32)
+    img8 = rng.uniform(-1, 1, (8, 3, s, s)).astype(np.float32)
+    p1 = rng.uniform(-1, 1, (1, n)).astype(np.float32)
+    p8 = rng.uniform(-1, 1, (8, n)).astype(np.float32)
+    it = dict(min_iters=5, min_seconds=0.3, warmup=1) if quick else {}
+    src = models.source(img1)
+    res = {"backend": backend, "threads": threads, "load_s": round(load_s, 3)}
+    if models.config.generator == "cached":
+        res["encoder"] = _stats(time_calls(lambda: models.source(img1), **it))
+    res["generator"] = _stats(time_calls(lambda: models.generate(src, p1), **it))
+    res["regressor"] = _stats(time_calls(lambda: models.regress(img1), **it))
+    it8 = dict(min_iters=3, min_seconds=0.3, warmup=1) if quick else dict(min_iters=5, min_seconds=2.0, warmup=1)
+    g8 = _stats(time_calls(lambda: models.generate(src, p8), **it8))
+    r8 = _stats(time_calls(lambda: models.regress(img8), **it8))
+    res["generator"]["batch8_fps"] = 8e3 / g8["median_ms"]
+    res["regressor"]["batch8_fps"] = 8e3 / r8["median_ms"]
+    res["peak_rss_mb"] = _peak_mb() - rss0
+    res["peak_rss_exact"] = exact_peak
+    res["provider"] = getattr(models.runner, "providers", [backend])[0]
+    return res
+
+
+# ================================================================================================ FLOPs
+
+def count_flops(cfg) -> dict:
+    """FLOPs per frame (batch 1) of the trained modules, and of the fused modules that are exported."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+    from engine.inference import FrameGenerator
+    from engine.models import Discriminator, build_generator
+    G, D = build_generator(cfg).eval(), Discriminator(cfg).eval()
+    x = torch.zeros(1, 3, cfg.image_size, cfg.image_size)
+    p = torch.zeros(1, cfg.n_params)
+
+    def flops(fn):
+        with torch.no_grad(), FlopCounterMode(display=False) as fc:
+            fn()
+        return int(fc.get_total_flops())
+
+    feats = G.encode(x)
+    fused = FrameGenerator(G, fused=True).eval()
+    out = {"generator": flops(lambda: G.decode(x, feats, p)),
+           "generator_exported": flops(lambda: fused(x, p, *feats)),
+           "regressor": flops(lambda: D.regress(x))}
+    if cfg.generator == "cached":
+        out["encoder"] = flops(lambda: G.encode(x))
+    return out
+
+
+# ============================================================================================== the run
+
+def machine() -> dict:
+    info = {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+            "python": platform.python_version()}
+    try:
+        flags = ""
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name") and "cpu" not in info.get("model", ""):
+                    info["model"] = line.split(":", 1)[1].strip()
+                if line.startswith("flags"):
+                    flags = line
+                    break
+        info["simd"] = " ".join(x for x in ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "f16c")
+                                if f" {x}" in flags)
+    except OSError:
+        pass
+    from engine.inference import physical_cores
+    info["physical_cores"] = physical_cores()
+    import onnxruntime
+    import torch
+    info["torch"] = torch.__version__
+    info["onnxruntime"] = onnxruntime.__version__
+    return info
+
+
+def _load() -> list[float]:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return []
+
+
+def prepare(profile: str, checkpoint: str | None, workdir: Path, backends, log) -> dict:
+    """A checkpoint (random weights unless given) and the exports the backends need."""
+    import torch
+    from engine.checkpoint import read_metadata, save_checkpoint
+    from engine.config import get_profile
+    from engine.models import Discriminator, build_generator
+    if checkpoint:
+        cfg = read_metadata(checkpoint)["config"]
+        if cfg.name != profile:
+            raise ValueError(f"--checkpoint is of profile {cfg.name!r}, not {profile!r}")
+        ck = Path(checkpoint)
+    else:
+        cfg = get_profile(profile)
+        torch.manual_seed(0)
+        ck = save_checkpoint(workdir / f"{profile}-ck", cfg, build_generator(cfg), Discriminator(cfg))
+    paths = {"torch": ck, "torch-fused": ck}
+    if "onnxruntime" in backends or "tensorrt" in backends:
+        from .onnx import export_onnx
+        out = workdir / f"{profile}-onnx"
+        if "tensorrt" in backends:
+            from .tensorrt import export_tensorrt, unavailable_reason
+            if unavailable_reason() is None:
+                export_tensorrt(ck, out, verify=False, log=log)
+                paths["tensorrt"] = out
+            else:
+                export_onnx(ck, out, verify=False)
+        else:
+            export_onnx(ck, out, verify=False)
+        paths["onnxruntime"] = out
+    return {"config": cfg, "paths": paths}
+
+
+def run_child(path: Path, backend: str, threads: int | None, quick: bool) -> dict:
+    spec = json.dumps({"path": str(path), "backend": backend, "threads": threads, "quick": quick})
+    env = dict(os.environ)
+    proc = subprocess.run([sys.executable, "-m", "exporters.bench", "--child", spec], capture_output=True,
+                          text=True, env=env)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    if proc.returncode or not lines:
+        err = (proc.stderr.strip().splitlines() or ["failed"])[-1]
+        return {"backend": backend, "error": err}
+    return json.loads(lines[-1])
+
+
+def bench(profiles=DEFAULT_PROFILES, backends=DEFAULT_BACKENDS, checkpoint: str | None = None,
+          threads: int | None = None, peak_gflops: float = PEAK_GFLOPS, quick: bool = False,
+          log=print) -> dict:
+    from engine.config import get_profile
+    for p in profiles:
+        get_profile(p)
+    for b in backends:
+        if b not in ALL_BACKENDS:
+            raise ValueError(f"unknown backend {b!r}; choose from {', '.join(ALL_BACKENDS)}")
+    if checkpoint and len(profiles) != 1:
+        raise ValueError("--checkpoint benchmarks one profile: give it with --profiles NAME")
+    report = {"machine": machine(), "load_before": _load(), "peak_gflops": peak_gflops,
+              "started": time.strftime("%Y-%m-%d %H:%M:%S"), "profiles": {}}
+    with tempfile.TemporaryDirectory(prefix="slidergan-bench-") as tmp:
+        for profile in profiles:
+            prep = prepare(profile, checkpoint, Path(tmp), backends, log)
+            cfg = prep["config"]
+            flops = count_flops(cfg)
+            entry = {"config": cfg.to_dict(), "flops": flops,
+                     "limit_ms": {k: v / peak_gflops / 1e6 for k, v in flops.items()}, "backends": {}}
+            for b in backends:
+                if b not in prep["paths"]:
+                    from .tensorrt import unavailable_reason
+                    entry["backends"][b] = {"backend": b, "error": unavailable_reason() or "not available"}
+                    log(f"{profile:<9} {b:<12} skipped: {entry['backends'][b]['error']}")
+                    continue
+                log(f"{profile:<9} {b:<12} measuring ...", end="\r" if sys.stdout.isatty() else "\n")
+                entry["backends"][b] = run_child(prep["paths"][b], b, threads, quick)
+            _ratios(entry)
+            report["profiles"][profile] = entry
+    report["load_after"] = _load()
+    return report
+
+
+def _ratios(entry: dict) -> None:
+    ref = entry["backends"].get("torch")
+    for b, r in entry["backends"].items():
+        if "error" in r:
+            continue
+        for part in ("encoder", "generator", "regressor"):
+            if part not in r:
+                continue
+            lim = entry["limit_ms"].get(part)
+            if lim:
+                r[part]["x_limit"] = r[part]["median_ms"] / lim
+            if ref and "error" not in ref and part in ref:
+                r[part]["speedup_vs_torch"] = ref[part]["median_ms"] / r[part]["median_ms"]
+
+
+def format_table(report: dict) -> str:
+    m = report["machine"]
+    head = (f"machine: {m.get('model', m['cpu'])}, {m['physical_cores']} physical cores ({m.get('simd', '')}); "
+            f"torch {m['torch']}, onnxruntime {m['onnxruntime']}; load average {report['load_before']} -> "
+            f"{report.get('load_after')}; limit = FLOPs / {report['peak_gflops']:g} GFLOP/s")
+    cols = ("profile", "backend", "part", "GFLOP", "median ms", "p95 ms", "b8 /s", "vs torch", "x limit", "peak MB")
+    rows, notes = [], []
+    for profile, e in report["profiles"].items():
+        for b, r in e["backends"].items():
+            if "error" in r:
+                notes.append(f"{profile} {b}: not measured: {r['error']}")
+                continue
+            for part in ("encoder", "generator", "regressor"):
+                if part not in r:
+                    continue
+                x = r[part]
+                rows.append((profile, b, part + (" (once)" if part == "encoder" else ""),
+                             f"{e['flops'][part] / 1e9:.3f}", f"{x['median_ms']:.2f}", f"{x['p95_ms']:.2f}",
+                             f"{x['batch8_fps']:.1f}" if "batch8_fps" in x else "",
+                             f"{x['speedup_vs_torch']:.2f}x" if "speedup_vs_torch" in x else "",
+                             f"{x['x_limit']:.2f}" if "x_limit" in x else "",
+                             f"{r['peak_rss_mb']:.0f}" if part == "generator" else ""))
+    widths = [max(len(str(c)), *(len(str(row[i])) for row in rows)) if rows else len(c) for i, c in enumerate(cols)]
+    line = lambda row: "  ".join(str(v).ljust(w) if i < 3 else str(v).rjust(w)  # noqa: E731
+                                 for i, (v, w) in enumerate(zip(row, widths)))
+    out = [head, line(cols), line(["-" * w for w in widths])] + [line(r) for r in rows] + notes
+    return "\n".join(out)
+
+
+# ================================================================================================= CLI
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--profiles", nargs="+", default=list(DEFAULT_PROFILES), help="model profiles (default: %(default)s)")
+    p.add_argument("--backends", nargs="+", default=list(DEFAULT_BACKENDS),
+                   help=f"from {', '.join(ALL_BACKENDS)} (default: %(default)s)")
+    p.add_argument("--checkpoint", help="a trained checkpoint (one profile) instead of random weights")
+    p.add_argument("--threads", type=int, help="intra-op threads (default: physical cores)")
+    p.add_argument("--peak-gflops", type=float, default=PEAK_GFLOPS, help="fp32 machine limit (default %(default)s)")
+    p.add_argument("--quick", action="store_true", help="few iterations (smoke test, not for figures)")
+    p.add_argument("--json", help="write the full report here (atomically)")
+
+
+def main(args) -> int:
+    report = bench(args.profiles, args.backends, args.checkpoint, args.threads, args.peak_gflops, args.quick)
+    print(format_table(report))
+    if args.json:
+        from engine.atomic import write_text_atomic
+        write_text_atomic(args.json, json.dumps(report, indent=2))
+        print(f"wrote {args.json}")
+    return 0
+
+
+def _child_main(spec: str) -> int:
+    s = json.loads(spec)
+    res = measure(s["path"], s["backend"], s.get("threads"), s.get("quick", False))
+    print(json.dumps(res))
+    return 0
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "--child":
+        sys.exit(_child_main(sys.argv[2]))
+    ap = argparse.ArgumentParser(prog="python -m exporters.bench")
+    add_arguments(ap)
+    sys.exit(main(ap.parse_args()))

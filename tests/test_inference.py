@@ -1,0 +1,194 @@
+"""engine.inference: one interface over torch, onnxruntime and TensorRT; cached sources; clear errors."""
+import json
+import shutil
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from engine.config import ProfileMismatchError, get_profile
+from engine.inference import InferenceError, Source, load_models, physical_cores
+from exporters.onnx import export_onnx
+from tests.test_export import make_checkpoint
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    d = tmp_path_factory.mktemp("tiny")
+    ck = make_checkpoint(d / "ck", "tiny", blendshapes="bs:1", meta={"gan": "rad"})
+    export_onnx(ck, d / "onnx", verify=False)
+    return ck, d / "onnx"
+
+
+def _inputs(cfg, b=2, seed=0):
+    rng = np.random.default_rng(seed)
+    return (rng.uniform(-1, 1, (b, 3, cfg.image_size, cfg.image_size)).astype(np.float32),
+            rng.uniform(-1, 1, (b, cfg.n_params)).astype(np.float32))
+
+
+@pytest.mark.parametrize("profile", ["tiny", "tiny-resnet"])
+def test_backends_agree(tmp_path, profile):
+    cfg = get_profile(profile)
+    ck = make_checkpoint(tmp_path / "ck", profile)
+    export_onnx(ck, tmp_path / "onnx", verify=False)
+    x, p = _inputs(cfg, 3)
+    runs = {"torch": load_models(ck, backend="torch", device="cpu", threads=1),
+            "torch-fused": load_models(ck, backend="torch", device="cpu", threads=1, fused=True),
+            "ort-checkpoint": load_models(ck, backend="onnxruntime", threads=1),
+            "ort-export": load_models(tmp_path / "onnx", backend="onnxruntime", threads=1)}
+    ref = runs["torch"]
+    g_ref, r_ref = ref.generate(x, p), ref.regress(x)
+    for name, m in runs.items():
+        assert m.profile == profile and m.n_params == 40 and m.image_size == cfg.image_size
+        src = m.source(x)
+        assert isinstance(src, Source)
+        g, mask = m.generate(src, p, return_mask=True)
+        assert g.shape == x.shape and mask.shape == (3, 1, cfg.image_size, cfg.image_size)
+        assert np.abs(g - g_ref).max() < 1e-4, name
+        assert np.abs(m.generate(x, p) - g).max() < 1e-6  # plain images == cached source
+        assert np.abs(m.regress(x) - r_ref).max() < 1e-4 * max(1, np.abs(r_ref).max()), name
+
+
+def test_cached_source_broadcast_and_kinds(tiny):
+    ck, onnx_dir = tiny
+    m = load_models(onnx_dir, threads=1)
+    assert m.backend == "onnxruntime" and m.device == "cpu"
+    cfg = m.config
+    x, p = _inputs(cfg, 4)
+    src = m.source(x[:1])
+    many = m.generate(src, p)  # one source, four parameter vectors
+    one_by_one = np.concatenate([m.generate(src, p[i]) for i in range(4)])  # (N,) vectors accepted
+    assert many.shape == (4, 3, cfg.image_size, cfg.image_size)
+    assert np.abs(many - one_by_one).max() < 1e-5
+    # torch in -> torch out, numpy in -> numpy out
+    tsrc = m.source(torch.from_numpy(x[:1]))
+    out = m.generate(tsrc, torch.from_numpy(p))
+    assert torch.is_tensor(out) and torch.allclose(out, torch.from_numpy(many), atol=1e-5)
+    assert torch.is_tensor(m.regress(torch.from_numpy(x))) and isinstance(m.regress(x), np.ndarray)
+    # The per-frame part really does not rerun the encoder: features are reused as given.
+    src.feats = tuple(np.zeros_like(f) for f in src.feats)
+    assert np.abs(m.generate(src, p[:1]) - many[:1]).max() > 1e-4
+    with pytest.raises(InferenceError, match="one source"):
+        m.generate(m.source(x[:2]), p[:3])
+
+
+def test_metadata_passthrough(tiny):
+    ck, onnx_dir = tiny
+    for path, backend in ((ck, "torch"), (onnx_dir, "onnxruntime")):
+        m = load_models(path, backend=backend, threads=1)
+        assert m.blendshapes == "bs:1" and m.meta == {"gan": "rad"} and m.n_exp == 30 and m.n_speech == 10
+        assert m.param_names[0] == "exp00" and m.param_names[-1] == "speech09"
+        assert "tiny" in repr(m)
+
+
+def test_mismatched_models_rejected(tiny, tmp_path):
+    ck, onnx_dir = tiny
+    for path in (ck, onnx_dir):
+        with pytest.raises(ProfileMismatchError, match="profile 'tiny', not 'realtime'"):
+            load_models(path, expect=get_profile("realtime"))
+        with pytest.raises(ProfileMismatchError, match="takes 40 parameters, not the 30 expected"):
+            load_models(path, n_params=30)
+        with pytest.raises(ProfileMismatchError, match="64 x 64 images, not 128 x 128"):
+            load_models(path, image_size=128)
+        load_models(path, expect=get_profile("tiny"), n_params=40, image_size=64, threads=1)
+    # Files of two different exports mixed in one folder.
+    other = make_checkpoint(tmp_path / "other", "tiny", seed=7)
+    export_onnx(other, tmp_path / "other-onnx", verify=False)
+    mixed = tmp_path / "mixed"
+    shutil.copytree(onnx_dir, mixed)
+    shutil.copy(tmp_path / "other-onnx" / "regressor.onnx", mixed / "regressor.onnx")
+    with pytest.raises(InferenceError, match="different models or exports"):
+        load_models(mixed)
+    # A file renamed into another role.
+    swapped = tmp_path / "swapped"
+    shutil.copytree(onnx_dir, swapped)
+    shutil.copy(onnx_dir / "encoder.onnx", swapped / "regressor.onnx")
+    with pytest.raises(InferenceError, match="holds the 'encoder' model, not the 'regressor'"):
+        load_models(swapped)
+
+
+def test_bad_inputs_rejected(tiny):
+    m = load_models(tiny[1], threads=1)
+    x, p = _inputs(m.config, 1)
+    with pytest.raises(InferenceError, match=r"\(B, 3, 64, 64\)"):
+        m.source(np.zeros((1, 3, 32, 32), np.float32))
+    with pytest.raises(InferenceError, match=r"\(B, 40\)"):
+        m.generate(m.source(x), np.zeros((1, 30), np.float32))
+    with pytest.raises(InferenceError, match="NCHW"):
+        m.regress(np.zeros((1, 64, 64, 3), np.float32))
+
+
+def test_garbage_and_absent_files(tiny, tmp_path):
+    ck, onnx_dir = tiny
+    with pytest.raises(InferenceError, match="no checkpoint or export"):
+        load_models(tmp_path / "absent")
+    with pytest.raises(InferenceError, match="unknown backend"):
+        load_models(onnx_dir, backend="tflite")
+    broken = tmp_path / "broken"
+    shutil.copytree(onnx_dir, broken)
+    (broken / "generator.onnx").write_bytes(b"\x00garbage" * 100)
+    with pytest.raises(InferenceError, match="not a readable ONNX model"):
+        load_models(broken)
+    missing = tmp_path / "missing"
+    shutil.copytree(onnx_dir, missing)
+    (missing / "regressor.onnx").unlink()
+    with pytest.raises(InferenceError, match="regressor.onnx missing"):
+        load_models(missing)
+    no_enc = tmp_path / "no-enc"
+    shutil.copytree(onnx_dir, no_enc)
+    (no_enc / "encoder.onnx").unlink()
+    with pytest.raises(InferenceError, match="lacks encoder.onnx"):
+        load_models(no_enc)
+    foreign = tmp_path / "foreign"
+    shutil.copytree(onnx_dir, foreign)
+    model = onnx.load(str(foreign / "generator.onnx"))
+    del model.metadata_props[:]
+    onnx.save(model, str(foreign / "generator.onnx"))
+    with pytest.raises(InferenceError, match="not a SliderGAN export"):
+        load_models(foreign)
+    with pytest.raises(InferenceError, match="needs the checkpoint folder"):
+        load_models(onnx_dir, backend="torch")
+    bad_manifest = tmp_path / "bad-manifest"
+    shutil.copytree(onnx_dir, bad_manifest)
+    (bad_manifest / "export.json").write_text("{not json")
+    with pytest.raises(InferenceError, match="not readable JSON"):
+        load_models(bad_manifest)
+
+
+def test_tensorrt_backend_without_gpu(tiny):
+    from exporters.tensorrt import TensorRTUnavailable, unavailable_reason
+    if unavailable_reason() is None:
+        pytest.skip("TensorRT is usable here")
+    with pytest.raises(TensorRTUnavailable, match="GPU"):
+        load_models(tiny[1], backend="tensorrt")
+    m = load_models(tiny[1], backend="auto", threads=1)  # auto never picks what cannot run
+    assert m.backend == "onnxruntime"
+
+
+def test_auto_and_threads(tiny):
+    ck, _ = tiny
+    assert physical_cores() >= 1
+    m = load_models(ck, threads=1)  # a checkpoint on CPU: converted to ONNX in memory
+    assert m.backend == "onnxruntime"
+    so = m.runner.sessions["generator"].get_session_options()
+    assert so.intra_op_num_threads == 1
+
+
+@pytest.mark.slow
+def test_bench_smoke(tmp_path):
+    from exporters.bench import bench, format_table
+    report = bench(profiles=["tiny"], backends=["torch", "onnxruntime", "tensorrt"], threads=1, quick=True,
+                   log=lambda *a, **k: None)
+    e = report["profiles"]["tiny"]
+    assert e["flops"]["generator"] > 0 and e["flops"]["encoder"] > 0
+    for b in ("torch", "onnxruntime"):
+        r = e["backends"][b]
+        assert "error" not in r, r
+        for part in ("encoder", "generator", "regressor"):
+            assert r[part]["median_ms"] > 0 and r[part]["p95_ms"] >= r[part]["median_ms"]
+        assert r["generator"]["batch8_fps"] > 0 and r["peak_rss_mb"] >= 0
+        assert r["generator"]["speedup_vs_torch"] > 0
+    table = format_table(report)
+    assert "generator" in table and "onnxruntime" in table
+    json.dumps(report)  # JSON-ready
