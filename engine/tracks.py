@@ -338,65 +338,64 @@ def extract_track(video: str | os.PathLike, out: str | os.PathLike, audio: str |
     """Fit every frame of ``video`` and write a track to ``out``; copy the audio next to it.
 
     ``audio``: "m4a" (the AAC stream copied as is), "wav" (16-bit PCM) or None (no audio). The audio
-    file is ``<out without suffix>.<audio>``. Frames without a usable face get parameters
-    interpolated from their neighbours (listed in meta["frames_without_face"]). ``smooth`` runs a
-    One Euro filter over the parameters. ``model``: a face model with ``fit_sequence`` (default:
-    ``engine.blendshapes.load_default_face_model()``)."""
+    file is ``<out without suffix>.<audio>``. The face mesh of every frame comes from
+    ``engine.face.FaceTracker`` (video mode); the parameters from ``model.fit_sequence`` (default:
+    ``engine.blendshapes.load_default_face_model()``: the sequence's neutral carries the identity,
+    each frame's ``p = [p_exp, p_speech]`` is a bounded fit in [-1, 1]). Frames without a usable face
+    get parameters interpolated in time from their neighbours (listed in
+    meta["frames_without_face"]). ``smooth`` runs a One Euro filter over the parameters."""
     from .face import FaceTracker
     from .video import extract_audio, read_frames, video_info
 
     video = Path(video)
     out = Path(out)
+    if audio not in (None, "m4a", "wav"):
+        raise ValueError(f"audio must be 'm4a', 'wav' or None, not {audio!r}")
     info = video_info(video)
     if model is None:
         from .blendshapes import load_default_face_model
         model = load_default_face_model()
 
-    times, lms, missing, statuses = [], [], [], {}
-    total = None
-    if info.frame_count:
-        span_end = info.duration if end is None else min(end, info.duration)
-        total = max(0, int(round((span_end - start) * info.fps)))
+    times, lms, statuses = [], [], {}
+    span_end = info.duration if end is None else min(end, info.duration)
+    total = max(0, int(round((span_end - start) * info.fps)))
     bar = None
     if progress:
         from tqdm import tqdm
         bar = tqdm(total=total, unit="frame", desc=f"track {video.name}", leave=False)
+    nan = np.full((478, 3), np.nan, np.float32)
     with FaceTracker(fps=info.fps) as tr:
-        for i, (rgb, t) in enumerate(read_frames(video, start=start, end=end)):
+        for rgb, t in read_frames(video, start=start, end=end):
             r = tr.process(rgb, t)
             times.append(t)
             statuses[r.status] = statuses.get(r.status, 0) + 1
-            if r.ok:
-                lms.append(r.landmarks)
-            else:
-                lms.append(None)
-                missing.append(i)
+            lms.append(r.landmarks if r.ok else nan)
             if bar is not None:
                 bar.update(1)
     if bar is not None:
         bar.close()
     if not times:
         raise TrackError(f"no frames in {video} between {start} s and {end} s")
-    good = [i for i, lm in enumerate(lms) if lm is not None]
-    if not good:
+    lms = np.stack(lms)
+    found = np.all(np.isfinite(lms.reshape(len(lms), -1)), axis=1)
+    if not found.any():
         raise TrackError(f"no usable face in any frame of {video} ({statuses})")
-    # Frames without a face: nearest landmarks for the fit, then interpolated parameters.
-    filled = np.stack([lms[i] if lms[i] is not None else lms[good[int(np.argmin(np.abs(np.array(good) - i)))]]
-                       for i in range(len(lms))])
-    fit = model.fit_sequence(filled)
-    p_exp, p_speech, extra = _unpack_fit(fit, model, len(times))
-    if missing:
-        t_arr = np.asarray(times)
-        for arr in (p_exp, p_speech):
-            if arr is None:
-                continue
-            for c in range(arr.shape[1]):
-                arr[missing, c] = np.interp(t_arr[missing], t_arr[good], arr[good, c])
+    fit = model.fit_sequence(lms)
+    p = np.array(fit.p, np.float64)
+    valid = found & np.asarray(fit.valid, bool) & np.all(np.isfinite(p), axis=1)
+    t_arr = np.asarray(times, np.float64)
+    missing = np.flatnonzero(~valid)
+    if len(missing):
+        good = np.flatnonzero(valid)
+        for c in range(p.shape[1]):
+            p[missing, c] = np.interp(t_arr[missing], t_arr[good], p[good, c])
+    n_exp = int(model.n_exp)
     if smooth:
         from .smoothing import smooth_sequence
-        p_speech = smooth_sequence(p_speech, times, min_cutoff=3.0, beta=5.0).astype(np.float32)
-        if p_exp is not None:
-            p_exp = smooth_sequence(p_exp, times, min_cutoff=1.5, beta=5.0).astype(np.float32)
+        p[:, n_exp:] = smooth_sequence(p[:, n_exp:], t_arr, min_cutoff=3.0, beta=5.0)
+        p[:, :n_exp] = smooth_sequence(p[:, :n_exp], t_arr, min_cutoff=1.5, beta=5.0)
+        p = np.clip(p, -1.0, 1.0)
+    names = [str(x) for x in model.param_names]
 
     audio_file = None
     if audio and info.has_audio:
@@ -407,66 +406,18 @@ def extract_track(video: str | os.PathLike, out: str | os.PathLike, audio: str |
     elif audio and not info.has_audio:
         log.warning("%s has no audio track; the parameter track has no audio", video)
 
+    res = np.asarray(getattr(fit, "residual_px", np.full(len(p), np.nan)), np.float64)[valid]
     meta = {"source": str(video), "source_fps": info.fps, "start": start, "end": end,
-            "frames": len(times), "frames_without_face": missing, "statuses": statuses,
-            "smoothed": bool(smooth), **extra}
+            "frames": len(times), "frames_without_face": [int(i) for i in missing],
+            "statuses": statuses, "smoothed": bool(smooth),
+            "model": model.describe() if hasattr(model, "describe") else type(model).__name__}
+    if len(res) and np.isfinite(res).any():
+        meta["fit_residual_px_mean"] = float(np.nanmean(res))
+        meta["fit_residual_px_max"] = float(np.nanmax(res))
     t0 = float(times[0])
-    track = ParamTrack(times=np.asarray(times) - t0, speech=p_speech, expression=p_exp, fps=info.fps,
-                       speech_names=_model_names(model, "speech"),
-                       expression_names=_model_names(model, "expression") if p_exp is not None else None,
+    track = ParamTrack(times=t_arr - t0, speech=p[:, n_exp:], expression=p[:, :n_exp], fps=info.fps,
+                       speech_names=names[n_exp:], expression_names=names[:n_exp],
                        audio=str(audio_file) if audio_file else None, audio_offset=t0, meta=meta)
     save_track(track, out)
     track.validate(check_audio=True)
     return track
-
-
-def _unpack_fit(fit, model, n: int):
-    """(p_exp or None, p_speech, extra meta) from a ``fit_sequence`` result of helper BLEND's models:
-    an object/dict with ``p_exp``/``p_speech`` (or ``expression``/``speech``, or ``p`` = [exp, speech])
-    and optionally a residual."""
-    def get(name):
-        if isinstance(fit, dict):
-            return fit.get(name)
-        return getattr(fit, name, None)
-
-    p_exp = next((get(k) for k in ("p_exp", "expression", "exp") if get(k) is not None), None)
-    p_speech = next((get(k) for k in ("p_speech", "speech") if get(k) is not None), None)
-    if p_speech is None:
-        p = get("p") if not isinstance(fit, np.ndarray) else fit
-        if p is None:
-            raise TypeError(f"cannot read parameters from fit_sequence's result {type(fit).__name__}")
-        p = np.asarray(p)
-        ns = _model_width(model, "speech") or 10
-        p_exp, p_speech = p[:, :-ns], p[:, -ns:]
-    p_speech = np.array(p_speech, np.float32).reshape(n, -1)
-    p_exp = None if p_exp is None else np.array(p_exp, np.float32).reshape(n, -1)
-    if p_exp is not None and p_exp.shape[1] == 0:
-        p_exp = None
-    extra = {}
-    res = next((get(k) for k in ("residual", "residuals", "fit_residual") if get(k) is not None), None)
-    if res is not None:
-        r = np.asarray(res, np.float64)
-        extra["fit_residual_mean"] = float(r.mean())
-        extra["fit_residual_max"] = float(r.max())
-    name = getattr(model, "name", None) or getattr(model, "path", None)
-    if name is not None:
-        extra["model"] = str(name)
-    return p_exp, p_speech, extra
-
-
-def _model_width(model, kind: str) -> int | None:
-    names = _model_names(model, kind)
-    return len(names) if names else None
-
-
-def _model_names(model, kind: str) -> list[str] | None:
-    for attr in (f"{kind}_names", f"{kind}.names", f"{kind}_model.names"):
-        obj = model
-        try:
-            for part in attr.split("."):
-                obj = getattr(obj, part)
-        except AttributeError:
-            continue
-        if obj is not None:
-            return [str(x) for x in obj]
-    return None

@@ -47,9 +47,9 @@ def _summary(track) -> str:
     missing = track.meta.get("frames_without_face")
     if missing:
         lines.append(f"  frames without a face (interpolated): {len(missing)}")
-    if "fit_residual_mean" in track.meta:
-        lines.append(f"  fit residual: mean {track.meta['fit_residual_mean']:.4g}, "
-                     f"max {track.meta['fit_residual_max']:.4g}")
+    if "fit_residual_px_mean" in track.meta:
+        lines.append(f"  fit residual (128-crop px, RMS per point): mean "
+                     f"{track.meta['fit_residual_px_mean']:.3f}, max {track.meta['fit_residual_px_max']:.3f}")
     return "\n".join(lines)
 
 

@@ -134,22 +134,24 @@ def test_track_check_command(tmp_path, capsys):
 
 
 class _StubModel:
-    """Stands in for the blendshape face model: speech = mouth opening, expression = brow height."""
-    speech_names = [f"s{i}" for i in range(10)]
-    expression_names = [f"e{i}" for i in range(30)]
-    name = "stub"
+    """Stands in for engine.blendshapes.FaceModel (same fit_sequence contract): speech 0 = mouth
+    opening, expression 0 = brow height; NaN rows (no face) stay invalid."""
+    n_exp, n_speech = 30, 10
+    param_names = [f"e{i}" for i in range(30)] + [f"s{i}" for i in range(10)]
+
+    def describe(self):
+        return "stub"
 
     def fit_sequence(self, landmarks):
-        lm = np.asarray(landmarks)
+        from types import SimpleNamespace
+        lm = np.asarray(landmarks, np.float64)
+        valid = np.all(np.isfinite(lm.reshape(len(lm), -1)), axis=1)
         size = np.linalg.norm(lm[:, 10, :2] - lm[:, 152, :2], axis=1)
-        mouth = np.linalg.norm(lm[:, 13, :2] - lm[:, 14, :2], axis=1) / size
-        brow = np.linalg.norm(lm[:, 105, :2] - lm[:, 33, :2], axis=1) / size
-        n = len(lm)
-        sp = np.zeros((n, 10), np.float32)
-        sp[:, 0] = mouth
-        ex = np.zeros((n, 30), np.float32)
-        ex[:, 0] = brow
-        return {"p_exp": ex, "p_speech": sp, "residual": np.full(n, 0.01)}
+        p = np.zeros((len(lm), 40), np.float32)
+        p[:, 30] = np.linalg.norm(lm[:, 13, :2] - lm[:, 14, :2], axis=1) / size
+        p[:, 0] = np.linalg.norm(lm[:, 105, :2] - lm[:, 33, :2], axis=1) / size
+        p[~valid] = np.nan
+        return SimpleNamespace(p=p, valid=valid, residual_px=np.where(valid, 0.5, np.nan))
 
 
 def test_extract_with_a_stub_model(shared_data, tmp_path):
@@ -179,20 +181,31 @@ def test_extract_with_a_stub_model(shared_data, tmp_path):
     assert not (tmp_path / "x.npz").exists()
 
 
-@pytest.mark.skipif(importlib.util.find_spec("engine.blendshapes") is None,
-                    reason="engine.blendshapes (helper BLEND's module) is not in this tree yet")
+def _default_model_or_skip():
+    if importlib.util.find_spec("engine.blendshapes") is None:
+        pytest.skip("engine.blendshapes (the blendshape models) is not in this tree")
+    from engine.blendshapes import load_default_face_model
+    try:
+        return load_default_face_model()
+    except FileNotFoundError as e:
+        pytest.skip(f"default blendshape models not built: {e}")
+
+
 def test_extract_command_with_the_default_model(shared_data, tmp_path, capsys):
     pytest.importorskip("mediapipe")
+    model = _default_model_or_skip()
     from engine.cli import main
     out = tmp_path / "d11.npz"
     assert main(["track", "extract", str(shared_data / "driving" / "d11.mp4"), "-o", str(out),
                  "--end", "1.0", "--quiet"]) == 0
     tr = load_track(out)
-    assert len(tr) == 25 and tr.n_speech == 10 and tr.expression is not None and tr.n_expression == 30
+    assert len(tr) == 25 and tr.n_speech == model.n_speech and tr.n_expression == model.n_exp
+    assert tr.names == list(model.param_names)
     assert tr.audio_path.is_file()
     assert np.abs(tr.params).max() <= 1.0 + 1e-6
     assert tr.speech.std(axis=0).max() > 0.01          # the mouth moves in a talking video
-    assert main(["track", "check", str(out), "--speech", "10", "--expression", "30"]) == 0
+    assert main(["track", "check", str(out), "--speech", str(model.n_speech),
+                 "--expression", str(model.n_exp)]) == 0
     # a corrupt video gives one clear line
     bad = tmp_path / "bad.mp4"
     bad.write_bytes(b"\x00" * 1000)
