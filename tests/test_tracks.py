@@ -211,3 +211,29 @@ def test_extract_command_with_the_default_model(shared_data, tmp_path, capsys):
     bad.write_bytes(b"\x00" * 1000)
     assert main(["track", "extract", str(bad), "-o", str(tmp_path / "x.npz")]) == 1
     assert "bad.mp4" in capsys.readouterr().err
+
+
+def test_extract_fills_frames_without_a_face(shared_data, tmp_path):
+    pytest.importorskip("mediapipe")
+    import av
+    import cv2
+    from engine.face import load_image
+    from engine.tracks import extract_track
+    img = cv2.resize(load_image(shared_data / "portraits" / "s5.jpg"), (256, 256),
+                     interpolation=cv2.INTER_AREA)
+    video = tmp_path / "gap.mp4"
+    with av.open(str(video), "w") as c:
+        s = c.add_stream("mpeg4", rate=25)
+        s.width, s.height, s.pix_fmt = 256, 256, "yuv420p"
+        s.options = {"qscale": "2"}
+        for i in range(12):
+            frame = np.zeros_like(img) if i in (5, 6) else img
+            for pkt in s.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                c.mux(pkt)
+        for pkt in s.encode():
+            c.mux(pkt)
+    tr = extract_track(video, tmp_path / "gap.npz", model=_StubModel(), progress=False)
+    assert len(tr) == 12 and tr.meta["frames_without_face"] == [5, 6]
+    assert tr.meta["statuses"]["no_face"] == 2 and np.all(np.isfinite(tr.params))
+    # interpolated between the neighbours
+    np.testing.assert_allclose(tr.speech[5], tr.speech[4] + (tr.speech[7] - tr.speech[4]) / 3, atol=1e-5)
