@@ -78,6 +78,10 @@ STABLE_POINTS: tuple[int, ...] = (
     # temples and cheekbones
     127, 356, 234, 454, 93, 323, 116, 345, 117, 346, 123, 352, 143, 372, 139, 368, 71, 301, 21, 251,
 )
+# The face outline (the points of MediaPipe's FACEMESH_FACE_OVAL).
+FACE_OVAL: tuple[int, ...] = (
+    10, 21, 54, 58, 67, 93, 103, 109, 127, 132, 136, 148, 149, 150, 152, 162, 172, 176, 234, 251, 284,
+    288, 297, 323, 332, 338, 356, 361, 365, 377, 378, 379, 389, 397, 400, 454)
 FOREHEAD_TOP, CHIN = 10, 152
 # Template placement in unit crop coordinates (see module docstring).
 TEMPLATE_TOP_Y, TEMPLATE_CHIN_Y = 0.13, 0.83
@@ -324,10 +328,7 @@ def face_mask(size: int = DEFAULT_SIZE, shape: str = "face", feather: float | No
     if shape == "rect":
         mask[:] = 1
     elif shape == "face":
-        tpl = template_points(size)[:, :2]
-        from mediapipe.python.solutions.face_mesh_connections import FACEMESH_FACE_OVAL
-        oval = sorted({i for e in FACEMESH_FACE_OVAL for i in e})
-        pts = tpl[oval]
+        pts = template_points(size)[list(FACE_OVAL), :2]
         drop = np.array([0, 0.08 * size], np.float32)   # chin with the mouth open
         up = pts.copy()
         up[:, 1] -= 0.06 * size                          # a little more forehead
