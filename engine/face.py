@@ -48,7 +48,7 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "NUM_LANDMARKS", "STABLE_POINTS", "MIN_FACE_PX", "DEFAULT_SIZE",
+    "NUM_LANDMARKS", "STABLE_POINTS", "FACE_OVAL", "FOREHEAD_TOP", "CHIN", "MIN_FACE_PX", "DEFAULT_SIZE",
     "FaceError", "NoFaceError", "FaceTooSmallError", "ImageReadError",
     "STATUS_OK", "STATUS_MULTIPLE", "STATUS_NO_FACE", "STATUS_TOO_SMALL",
     "AlignedFace", "FaceMeshDetector", "FaceTracker",
