@@ -486,9 +486,7 @@ class IdentityEmbedder(nn.Module):
         size = self.net.input_size
         if self.theta.numel() == 0:
             return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=False)
-        theta = self.theta.to(x.dtype)
-        if x.shape[-1] != self.crop_size:  # same framing at another resolution
-            pass  # normalised coordinates are resolution independent
+        theta = self.theta.to(x.dtype)  # normalised coordinates: any crop resolution, same framing
         grid = F.affine_grid(theta.expand(x.shape[0], 2, 3), [x.shape[0], 3, *size], align_corners=False)
         return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 

@@ -72,10 +72,13 @@ class _LinearFaceModel:
 
 
 def _face_model_for(models):
-    try:
-        return ev.FaceModel(models)
-    except (ImportError, AttributeError):
-        return _LinearFaceModel(models)
+    import importlib.util
+    if importlib.util.find_spec("trainer.synth_pairs") is not None:
+        try:
+            return ev.FaceModel(models)
+        except (ImportError, AttributeError, FileNotFoundError):
+            pass
+    return _LinearFaceModel(models)
 
 
 def _models(path, label):

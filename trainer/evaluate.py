@@ -65,10 +65,12 @@ class Models:
         return len(self.param_names)
 
     def generate(self, images: torch.Tensor, params: torch.Tensor, batch: int = 16) -> torch.Tensor:
-        """(B, 3, S, S) in [-1, 1] and (B, N) -> (B, 3, S, S) in [-1, 1]."""
+        """(B, 3, S, S) in [-1, 1] and (B, N) -> (B, 3, S, S) in [-1, 1]; one image with B
+        parameter vectors is that image under each of them."""
         outs = []
-        for i in range(0, len(images), batch):
-            out = self.runner.generate(images[i:i + batch], params[i:i + batch])
+        for i in range(0, len(params), batch):
+            img = images if len(images) == 1 else images[i:i + batch]
+            out = self.runner.generate(img, params[i:i + batch])
             outs.append(torch.as_tensor(np.asarray(out) if not torch.is_tensor(out) else out).float())
         return torch.cat(outs) if outs else images[:0]
 
@@ -110,36 +112,45 @@ def _label(path, meta: dict) -> str:
 
 
 class FaceModel:
-    """The 3D side: blendshape fitting of face meshes, the 3D preview, the landmark warper."""
+    """The 3D side (engine.blendshapes): fitting face meshes, the 3D preview, the landmark warper."""
 
     def __init__(self, models: Models, blendshapes_path=None):
         from engine import blendshapes as bs
-        self._bs = bs
-        self.model = bs.load_for(models.blendshapes, blendshapes_path) if hasattr(bs, "load_for") \
-            else bs.load_default(blendshapes_path)
-        self.n_exp = models.n_exp
-        self.n_speech = models.n_speech
+        self.model = (bs.load_face_model(blendshapes_path) if blendshapes_path
+                      else bs.load_default_face_model())
+        if self.model.n_exp != models.n_exp or self.model.n_speech != models.n_speech:
+            raise ValueError(f"the blendshape model has {self.model.n_exp} + {self.model.n_speech} "
+                             f"parameters, {models.label} {models.n_exp} + {models.n_speech}")
+        self.n_exp, self.n_speech = self.model.n_exp, self.model.n_speech
+        self.describe = self.model.describe()
+        self.matches_checkpoint = (not models.blendshapes) or models.blendshapes == self.describe \
+            or self.model.fingerprint() in models.blendshapes
+        self.last_fit = None
 
     def fit_sequence(self, crop_landmarks: list[np.ndarray]) -> np.ndarray:
-        return np.asarray(self._bs.fit_sequence(self.model, np.stack(crop_landmarks)), np.float32)
-
-    def fit_image(self, crop_landmarks: np.ndarray) -> np.ndarray:
-        return np.asarray(self._bs.fit(self.model, crop_landmarks), np.float32)
+        """(T, N) parameters of one person's frames (the sequence fit: its own neutral)."""
+        self.last_fit = self.model.fit_sequence(np.stack(crop_landmarks).astype(np.float64))
+        return np.nan_to_num(self.last_fit.p).astype(np.float32)
 
     def preview(self, p: np.ndarray, size: int = 96) -> np.ndarray:
-        from engine import preview
-        return preview.render(self.model, np.asarray(p, np.float32), size=size)
+        from engine.preview import render_params
+        return render_params(self.model, np.asarray(p, np.float32), size=size)
 
     def warp(self, crop: np.ndarray, crop_landmarks: np.ndarray, p_src: np.ndarray,
              p_trg: np.ndarray) -> np.ndarray:
+        """The source crop warped along the mesh triangles from its own mesh to the mesh with the
+        target parameters (the synthetic-pair warper), in crop coordinates."""
         from trainer import synth_pairs
         return synth_pairs.warp_to_params(self.model, crop, crop_landmarks, p_src, p_trg)
 
     def strongest(self, k: int) -> list[int]:
-        """Indices (into p) of the k components with the largest variance: expression components
-        first (their eigenvalue order), the first speech component last when k > 1."""
-        exp = list(range(min(k - 1 if self.n_speech and k > 1 else k, self.n_exp)))
-        return exp + ([self.n_exp] if self.n_speech and k > 1 else [])
+        """Indices (into p) of k components with the largest motion (eigenvalue): the k - 1
+        strongest expression components and the strongest speech component."""
+        e_exp = np.asarray(self.model.expression.eigenvalues, np.float64)
+        e_sp = np.asarray(self.model.speech.eigenvalues, np.float64)
+        n_sp = 1 if (k > 1 and self.n_speech) else 0
+        exp = [int(i) for i in np.argsort(-e_exp)[: k - n_sp]]
+        return exp + ([self.n_exp + int(np.argmax(e_sp))] if n_sp else [])
 
 
 # ============================================================================ data on real faces
@@ -467,7 +478,7 @@ def evaluate(models_list: list[Models], face_model_for, opts: EvalOptions, log=p
 
     # ---------------------------------------------------------------- baselines
     rows: dict[str, dict] = {}
-    src_rep = src_img.expand(len(tgt), -1, -1, -1)
+    src_rep = src_img.expand(len(tgt), -1, -1, -1)  # for the metrics; G gets the one image
     rows["Source frame (unchanged)"] = {
         "ied": summary(ied(src_rep, real, sigma=sigma).numpy()),
         "landmark_px": summary(landmark_errors(mesh, held.crops[[src] * len(tgt)],
@@ -489,7 +500,7 @@ def evaluate(models_list: list[Models], face_model_for, opts: EvalOptions, log=p
         res: dict = {}
         p_D = m.regress(held_t).numpy()
         for kind, P in (("fitted", p_fit), ("regressed", p_D)):
-            out_imgs = m.generate(src_rep, torch.from_numpy(P[tgt]).float())
+            out_imgs = m.generate(src_img, torch.from_numpy(P[tgt]).float())
             u8 = to_uint8(out_imgs)
             if kind == "fitted":
                 transfer_examples[m.label] = u8
@@ -535,7 +546,7 @@ def evaluate(models_list: list[Models], face_model_for, opts: EvalOptions, log=p
             for c in comps:
                 P = np.zeros((len(SWEEP_STEPS), m.n_params), np.float32)
                 P[:, c] = SWEEP_STEPS
-                outs = to_uint8(m.generate(to_tensor(np.repeat(crop[None], len(P), 0)), torch.from_numpy(P)))
+                outs = to_uint8(m.generate(to_tensor(crop[None]), torch.from_numpy(P)))
                 ends_cos += list(Identity.cosine(idn.raw(outs[[0, -1]]), emb_p))
                 if m is main:
                     fig_rows.append([fm.preview(p) for p in P])
@@ -565,7 +576,7 @@ def evaluate(models_list: list[Models], face_model_for, opts: EvalOptions, log=p
     alphas = np.round(np.linspace(0, 1, 6), 1)
     base = sweep_portraits[0]
     P = np.stack([a * p_D_main[b_i] + (1 - a) * p_D_main[a_i] for a in alphas]).astype(np.float32)
-    outs = to_uint8(main.generate(to_tensor(np.repeat(base[None], len(P), 0)), torch.from_numpy(P)))
+    outs = to_uint8(main.generate(to_tensor(base[None]), torch.from_numpy(P)))
     figures["interpolation"] = save_png(out / "interpolation.png", grid(
         [[held.crops[a_i]] + list(outs) + [held.crops[b_i]], [None] + [fm.preview(p) for p in P] + [None]],
         ["p = a p_B + (1-a) p_A", "3D preview"], ["A"] + [f"a={a:.1f}" for a in alphas] + ["B"]))
@@ -588,7 +599,7 @@ def evaluate(models_list: list[Models], face_model_for, opts: EvalOptions, log=p
         drive = video_faces(sv, size, opts.frames)
         p_drive = fm.fit_sequence(list(drive.landmarks))
     k = np.linspace(0, len(drive.crops) - 1, min(8, len(drive.crops))).astype(int)
-    outs = to_uint8(main.generate(to_tensor(np.repeat(base[None], len(k), 0)), torch.from_numpy(p_drive[k]).float()))
+    outs = to_uint8(main.generate(to_tensor(base[None]), torch.from_numpy(p_drive[k]).float()))
     figures["speech"] = save_png(out / "speech.png", grid(
         [list(drive.crops[k]), list(outs)], [f"{sv.stem} frames", "driven portrait"],
         [f"{drive.times[i]:.2f}s" for i in k]))
