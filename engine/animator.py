@@ -1,0 +1,426 @@
+"""The animator: one source portrait, prepared once, then any number of parameter vectors turned into
+full-resolution frames.
+
+    anim = Animator.from_checkpoint("engine/assets/default_model", backend="auto")
+    info = anim.set_source("portrait.jpg")      # NoFaceError when the portrait has no usable face
+    frame = anim.animate(p)                      # (512, 512, 3) uint8 RGB, p of shape (N,)
+
+Once per source (``set_source``):
+  1. detect the face mesh and align the face to the template (a crop of the model's image size);
+  2. estimate the portrait's own parameters: the regression head D_p on the crop and, when a
+     blendshape model is available, a fit of the model to the landmarks (``source_params`` is the fit
+     when there is one, else the regression);
+  3. run the generator's source encoder once (the "cached" generator keeps its source features);
+  4. frame the output: a square region of the portrait around the face (or the whole portrait), resized
+     to the output size; and precompute, for the part of the output the crop covers, the remap grid from
+     output pixels to crop pixels, the feathered face mask, and the portrait's own fine detail there.
+
+Per step (``animate``): generator decode on the cached features -> Eq. 4 composite on the crop ->
+paste-back into the framed portrait with the precomputed grid (one ``cv2.remap`` of a 4-channel image)
+-> uint8 frame. Where the generated crop equals the source crop the portrait's own detail is kept in
+full (the same rule as ``engine.face.paste_back``), so the output is sharp wherever nothing moves.
+
+Models come only through ``engine.inference`` (any backend: torch, onnxruntime, tensorrt).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Animator", "SourceInfo", "PreparedSource", "DEFAULT_MODEL_DIR", "default_checkpoint", "NoFaceError",
+           "to_model_input", "from_model_output"]
+
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "assets" / "default_model"
+DEFAULT_OUTPUT_SIZE = 512
+
+
+def default_checkpoint() -> Path:
+    """The embedded default model, or a clear error saying how to get one."""
+    from .checkpoint import MODEL_FILE
+    if (DEFAULT_MODEL_DIR / MODEL_FILE).exists() or any(DEFAULT_MODEL_DIR.glob("*.onnx")):
+        return DEFAULT_MODEL_DIR
+    raise FileNotFoundError(
+        f"no model given and the embedded default model is missing ({DEFAULT_MODEL_DIR}). Pass "
+        "--checkpoint PATH (a folder written by `slidergan train`, or an exported model), or train one: "
+        "`slidergan annotate VIDEOS -o data && slidergan train --profile realtime --data data -o runs/x` "
+        "(see README, 'Training').")
+
+
+from .face import NoFaceError  # noqa: E402  (re-exported: callers catch it from here)
+
+
+def to_model_input(crop_u8: np.ndarray) -> np.ndarray:
+    """(S, S, 3) uint8 RGB -> (1, 3, S, S) float32 in [-1, 1]."""
+    x = crop_u8.astype(np.float32) * (2.0 / 255.0) - 1.0
+    return np.ascontiguousarray(x.transpose(2, 0, 1)[None])
+
+
+def from_model_output(x: np.ndarray) -> np.ndarray:
+    """(1, 3, S, S) or (3, S, S) in [-1, 1] -> (S, S, 3) float32 in [0, 255]."""
+    x = np.asarray(x, np.float32)
+    if x.ndim == 4:
+        x = x[0]
+    return np.clip((x.transpose(1, 2, 0) + 1.0) * 127.5, 0.0, 255.0)
+
+
+@dataclass
+class SourceInfo:
+    """What ``set_source`` found and prepared."""
+    width: int                       # the portrait's size
+    height: int
+    face_px: float                   # side of the crop's footprint in the portrait
+    n_faces: int
+    params: np.ndarray               # the portrait's own parameters (fit if available, else regressed)
+    params_regressed: np.ndarray     # D_p(crop)
+    params_fitted: np.ndarray | None  # blendshape fit of the landmarks, or None
+    crop: np.ndarray                 # (S, S, 3) uint8 aligned crop
+    base: np.ndarray                 # (H_out, W_out, 3) uint8 framed portrait (the output with no edit)
+    framing: np.ndarray              # 2x3 portrait px -> output px
+    matrix: np.ndarray               # 2x3 output px -> crop px
+    message: str = ""
+    prepare_ms: float = 0.0
+
+    def to_json(self) -> dict:
+        return {"width": self.width, "height": self.height, "face_px": round(self.face_px, 1),
+                "n_faces": self.n_faces, "params": [round(float(v), 4) for v in self.params],
+                "fitted": self.params_fitted is not None, "message": self.message,
+                "output": [int(self.base.shape[1]), int(self.base.shape[0])],
+                "prepare_ms": round(self.prepare_ms, 1)}
+
+
+@dataclass
+class PreparedSource:
+    info: SourceInfo
+    x: np.ndarray                     # model input of the crop
+    feats: object                     # engine.inference Source: the encoder's cached features
+    roi: tuple[int, int, int, int]    # x0, y0, x1, y1 in the output
+    map1: np.ndarray                  # remap grids (fixed point) output ROI -> crop
+    map2: np.ndarray
+    mask: np.ndarray                  # (h, w, 1) float32 feathered face mask in the ROI
+    region: np.ndarray                # (h, w, 3) float32 base pixels in the ROI
+    detail: np.ndarray                # (h, w, 3) float32 base - upsampled source crop
+    crop_f: np.ndarray                # (S, S, 3) float32 source crop
+    extra: dict = field(default_factory=dict)
+
+
+def _square_framing(w: int, h: int, m_crop: np.ndarray, size: int, scale: float, out: int):
+    """A square of side ``scale`` x the face footprint (at most the portrait's short side), centred on
+    the face and kept inside the portrait; returns the 2x3 portrait -> output matrix and (W, H)."""
+    from .face import invert_matrix, matrix_scale
+    face_px = size / matrix_scale(m_crop)
+    inv = invert_matrix(m_crop)
+    cx, cy = inv[:, :2] @ np.array([size / 2.0, size * 0.48]) + inv[:, 2]
+    side = float(min(w, h, max(face_px * scale, 16.0)))
+    x0 = float(np.clip(cx - side / 2, 0, w - side))
+    y0 = float(np.clip(cy - side / 2, 0, h - side))
+    k = out / side
+    f = np.array([[k, 0, -k * x0 + 0.5 * k - 0.5], [0, k, -k * y0 + 0.5 * k - 0.5]], np.float64)
+    return f, (out, out)
+
+
+def _compose(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """2x3 affine a o b (apply b first)."""
+    a3 = np.vstack([a, [0, 0, 1]])
+    b3 = np.vstack([b, [0, 0, 1]])
+    return (a3 @ b3)[:2]
+
+
+class Animator:
+    """One source portrait animated by parameter vectors. Thread-safe: ``animate`` may be called
+    from worker threads while ``set_source`` replaces the source (the old one finishes first)."""
+
+    def __init__(self, models, output_size: int = DEFAULT_OUTPUT_SIZE, framing: str = "square",
+                 framing_scale: float = 1.9, mask: str = "face", blendshapes=None,
+                 source_params: str = "auto"):
+        """``models``: an ``engine.inference`` model set (generator + regressor). ``framing``:
+        "square" (a square around the face, ``output_size`` pixels) or "full" (the whole portrait,
+        long side ``output_size``). ``blendshapes``: a blendshape model for fitting the portrait's own
+        parameters (None: the default model when one exists; False: never fit).
+        ``source_params``: "auto" (fit when possible), "fit" or "regress"."""
+        if framing not in ("square", "full"):
+            raise ValueError(f"framing must be 'square' or 'full', not {framing!r}")
+        if source_params not in ("auto", "fit", "regress"):
+            raise ValueError(f"source_params must be auto, fit or regress, not {source_params!r}")
+        self.models = models
+        self.output_size = int(output_size)
+        if self.output_size < 16:
+            raise ValueError(f"output size must be at least 16, got {output_size}")
+        self.framing = framing
+        self.framing_scale = float(framing_scale)
+        self.mask_shape = mask
+        self.source_params_mode = source_params
+        self._blendshapes_arg = blendshapes
+        self._fitter = None
+        self._fitter_loaded = False
+        self._src: PreparedSource | None = None
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------------------------ facts
+    @property
+    def image_size(self) -> int:
+        return int(self.models.image_size)
+
+    @property
+    def n_params(self) -> int:
+        return int(self.models.n_params)
+
+    @property
+    def param_names(self) -> list[str]:
+        return list(self.models.param_names)
+
+    @property
+    def source(self) -> SourceInfo | None:
+        src = self._src
+        return None if src is None else src.info
+
+    @property
+    def source_params(self) -> np.ndarray:
+        if self._src is None:
+            raise RuntimeError("no source portrait: call set_source first")
+        return self._src.info.params.copy()
+
+    @property
+    def output_shape(self) -> tuple[int, int]:
+        """(height, width) of the frames ``animate`` returns."""
+        if self._src is None:
+            return (self.output_size, self.output_size)
+        return self._src.info.base.shape[:2]
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint=None, backend: str = "auto", **kw) -> "Animator":
+        """Load a model (a checkpoint folder or an exported model; None: the embedded default)."""
+        return cls(load_models(checkpoint, backend), **kw)
+
+    # ---------------------------------------------------------------------------------- source
+    def _get_fitter(self):
+        if self._blendshapes_arg is False:
+            return None
+        if not self._fitter_loaded:
+            self._fitter_loaded = True
+            self._fitter = _make_fitter(self._blendshapes_arg, self.models)
+        return self._fitter
+
+    def regress(self, crop_u8: np.ndarray) -> np.ndarray:
+        """D_p of an aligned crop (S, S, 3) uint8 -> (N,) float32."""
+        return np.asarray(self.models.regress(to_model_input(crop_u8)), np.float32).reshape(-1)
+
+    def set_source(self, image, landmarks: np.ndarray | None = None, min_face_px: float = 48.0) -> SourceInfo:
+        """Prepare a portrait (path or RGB uint8 array) and animate it from now on. Raises
+        NoFaceError (a ValueError) with a clear message when it holds no usable face."""
+        prepared = self.prepare(image, landmarks, min_face_px)
+        self.use(prepared)
+        return prepared.info
+
+    def use(self, prepared: "PreparedSource") -> None:
+        """Animate an already prepared source (``prepare`` of an animator on the same models); a
+        prepared source is read-only and may be shared by several animators."""
+        with self._lock:
+            self._src = prepared
+
+    def prepare(self, image, landmarks: np.ndarray | None = None, min_face_px: float = 48.0,
+                name: str | None = None) -> "PreparedSource":
+        """All per-source work for a portrait, without changing what this animator shows."""
+        import cv2
+        from .face import _as_rgb, align_face, detect_and_align, face_mask, invert_matrix
+        t0 = time.perf_counter()
+        if name is None:
+            name = str(image) if isinstance(image, (str, os.PathLike)) else "the portrait"
+        rgb = _as_rgb(image)
+        h, w = rgb.shape[:2]
+        size = self.image_size
+        if landmarks is None:
+            try:
+                aligned = detect_and_align(rgb, size=size, min_face_px=min_face_px)
+            except NoFaceError as e:
+                raise type(e)(str(e).replace("the image", name)) from None
+        else:
+            aligned = align_face(rgb, landmarks, size)
+        crop = aligned.crop
+        x = to_model_input(crop)
+        p_reg = np.asarray(self.models.regress(x), np.float32).reshape(-1)
+        p_fit = None
+        if self.source_params_mode != "regress":
+            fitter = self._get_fitter()
+            if fitter is not None:
+                try:
+                    p_fit = np.asarray(fitter(aligned.landmarks), np.float32).reshape(-1)
+                    if p_fit.shape != p_reg.shape:
+                        log.warning("blendshape fit gives %d parameters, the model has %d: not used",
+                                    p_fit.size, p_reg.size)
+                        p_fit = None
+                except Exception as e:  # a fit failure must not lose the portrait
+                    log.warning("blendshape fit of %s failed: %s", name, e)
+            elif self.source_params_mode == "fit":
+                raise RuntimeError("source_params='fit' but no blendshape model is available")
+        params = np.clip(p_fit if p_fit is not None else p_reg, -1.0, 1.0).astype(np.float32)
+        feats = self.models.source(x)      # the generator's per-source work, once
+
+        # Output framing.
+        if self.framing == "square":
+            f, (ow, oh) = _square_framing(w, h, aligned.matrix, size, self.framing_scale, self.output_size)
+        else:
+            k = self.output_size / max(w, h)
+            ow, oh = max(1, int(round(w * k))), max(1, int(round(h * k)))
+            kx, ky = ow / w, oh / h
+            f = np.array([[kx, 0, 0.5 * kx - 0.5], [0, ky, 0.5 * ky - 0.5]], np.float64)
+        finv = invert_matrix(f)
+        src_rect = finv @ np.array([[0, 0, 1], [ow, oh, 1]], np.float64).T  # portrait region shown
+        k_down = f[0, 0]
+        if k_down < 1.0:
+            # shrink with area averaging (no aliasing), then place exactly
+            x0, y0 = max(0, int(np.floor(src_rect[0, 0]))), max(0, int(np.floor(src_rect[1, 0])))
+            x1, y1 = min(w, int(np.ceil(src_rect[0, 1])) + 1), min(h, int(np.ceil(src_rect[1, 1])) + 1)
+            sub = rgb[y0:y1, x0:x1]
+            sw, sh = max(1, int(round((x1 - x0) * k_down))), max(1, int(round((y1 - y0) * k_down)))
+            small = cv2.resize(sub, (sw, sh), interpolation=cv2.INTER_AREA)
+            fx, fy = (x1 - x0) / sw, (y1 - y0) / sh
+            # small px q -> portrait px p = f (q + 0.5) - 0.5 + offset
+            a = np.array([[fx, 0, 0.5 * fx - 0.5 + x0], [0, fy, 0.5 * fy - 0.5 + y0]])
+            base = cv2.warpAffine(small, _compose(f, a), (ow, oh), flags=cv2.INTER_LINEAR,
+                                  borderMode=cv2.BORDER_REPLICATE)
+        else:
+            base = cv2.warpAffine(rgb, f, (ow, oh), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        m_out = _compose(aligned.matrix, finv)   # output px -> crop px
+
+        # The output region the crop covers, and its remap grid.
+        inv = invert_matrix(m_out)
+        corners = np.array([[0, 0], [size, 0], [size, size], [0, size]], np.float64) - 0.5
+        foot = corners @ inv[:, :2].T + inv[:, 2]
+        rx0 = int(max(0, np.floor(foot[:, 0].min()) - 2))
+        ry0 = int(max(0, np.floor(foot[:, 1].min()) - 2))
+        rx1 = int(min(ow, np.ceil(foot[:, 0].max()) + 3))
+        ry1 = int(min(oh, np.ceil(foot[:, 1].max()) + 3))
+        if rx1 - rx0 < 2 or ry1 - ry0 < 2:
+            raise NoFaceError(f"the face in {name} lies outside the output framing")
+        xs, ys = np.meshgrid(np.arange(rx0, rx1, dtype=np.float64), np.arange(ry0, ry1, dtype=np.float64))
+        mx = (m_out[0, 0] * xs + m_out[0, 1] * ys + m_out[0, 2]).astype(np.float32)
+        my = (m_out[1, 0] * xs + m_out[1, 1] * ys + m_out[1, 2]).astype(np.float32)
+        map1, map2 = cv2.convertMaps(mx, my, cv2.CV_16SC2)
+        mk = face_mask(size, self.mask_shape)
+        mask = cv2.remap(mk, map1, map2, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+                         borderValue=0.0)[:, :, None]
+        region = base[ry0:ry1, rx0:rx1].astype(np.float32)
+        crop_f = crop.astype(np.float32)
+        up_src = cv2.remap(crop_f, map1, map2, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        detail = region - up_src
+        info = SourceInfo(width=w, height=h, face_px=float(aligned.face_px), n_faces=int(aligned.n_faces),
+                          params=params, params_regressed=p_reg, params_fitted=p_fit, crop=crop,
+                          base=base, framing=f, matrix=m_out, message=aligned.message,
+                          prepare_ms=(time.perf_counter() - t0) * 1000)
+        return PreparedSource(info=info, x=x, feats=feats, roi=(rx0, ry0, rx1, ry1), map1=map1,
+                              map2=map2, mask=np.ascontiguousarray(mask), region=region, detail=detail,
+                              crop_f=crop_f)
+
+    # ---------------------------------------------------------------------------------- per step
+    def generate_crop(self, params, src: PreparedSource | None = None) -> np.ndarray:
+        """The generated crop for ``params``: (S, S, 3) float32 in [0, 255] (Eq. 4 on the crop)."""
+        src = src or self._src
+        if src is None:
+            raise RuntimeError("no source portrait: call set_source first")
+        p = np.asarray(params, np.float32).reshape(1, -1)
+        if p.shape[1] != self.n_params:
+            raise ValueError(f"expected {self.n_params} parameters, got {p.shape[1]}")
+        p = np.clip(np.nan_to_num(p, nan=0.0), -1.0, 1.0)
+        gen = self.models.generate(src.feats, p)            # Eq. 4 composite on the crop
+        return from_model_output(gen)
+
+    def generate_crops(self, params, src: PreparedSource | None = None) -> list[np.ndarray]:
+        """``generate_crop`` for a batch (B, N) in one model call (offline rendering)."""
+        src = src or self._src
+        if src is None:
+            raise RuntimeError("no source portrait: call set_source first")
+        p = np.asarray(params, np.float32).reshape(-1, self.n_params)
+        p = np.clip(np.nan_to_num(p, nan=0.0), -1.0, 1.0)
+        gen = np.asarray(self.models.generate(src.feats, p), np.float32)
+        return [from_model_output(g) for g in gen]
+
+    def animate_batch(self, params) -> list[np.ndarray]:
+        """``animate`` for a batch of parameter vectors (B, N)."""
+        src = self._src
+        return [self.paste(g, src) for g in self.generate_crops(params, src)]
+
+    def animate(self, params) -> np.ndarray:
+        """One output frame (H_out, W_out, 3) uint8 RGB for a parameter vector (N,)."""
+        src = self._src
+        if src is None:
+            raise RuntimeError("no source portrait: call set_source first")
+        return self.paste(self.generate_crop(params, src), src)
+
+    def paste(self, gen: np.ndarray, src: PreparedSource | None = None) -> np.ndarray:
+        """Paste a generated crop (S, S, 3) float32 0-255 into the framed portrait."""
+        import cv2
+        src = src or self._src
+        size = gen.shape[0]
+        # Same rule as engine.face.paste_back: slow colour shifts are not structural changes.
+        change = gen - src.crop_f
+        change -= cv2.GaussianBlur(change, (0, 0), size / 10.0)
+        diff = cv2.GaussianBlur(np.abs(change).max(axis=2), (0, 0), max(size / 128.0, 0.5))
+        keep = np.clip((24.0 - diff) * (1.0 / 16.0), 0.0, 1.0)
+        stack = np.concatenate([gen, keep[:, :, None]], axis=2)
+        up = cv2.remap(stack, src.map1, src.map2, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        new = up[:, :, :3] + up[:, :, 3:4] * src.detail
+        blended = src.region + src.mask * (new - src.region)
+        out = src.info.base.copy()
+        x0, y0, x1, y1 = src.roi
+        np.clip(blended, 0, 255, out=blended)
+        out[y0:y1, x0:x1] = (blended + 0.5).astype(np.uint8)
+        return out
+
+
+# --------------------------------------------------------------------------------- model loading
+def load_models(checkpoint=None, backend: str = "auto"):
+    """The generator + regressor model set of ``engine.inference`` for a checkpoint or export."""
+    path = Path(checkpoint) if checkpoint is not None else default_checkpoint()
+    if not path.exists():
+        raise FileNotFoundError(f"model not found: {path}")
+    from . import inference
+    return inference.load_models(path, backend=backend)
+
+
+def face_model_for(models, blendshapes=None):
+    """The blendshape FaceModel whose parameters the model's parameters are, or None.
+
+    ``blendshapes``: a folder of blendshape models, a FaceModel, or None (the embedded default). A
+    model whose checkpoint names another blendshape model gets None (its parameters mean other
+    motions), with a log line; a checkpoint that names none (e.g. a test model) accepts any with
+    the same parameter count."""
+    try:
+        from . import blendshapes as bs
+    except ImportError:
+        return None
+    try:
+        if blendshapes is None:
+            fm = bs.load_default_face_model()
+        elif isinstance(blendshapes, (str, os.PathLike)):
+            fm = bs.load_face_model(blendshapes)
+        else:
+            fm = blendshapes
+    except (FileNotFoundError, ValueError, OSError) as e:
+        log.info("no blendshape model: %s", e)
+        return None
+    if fm.n_params != int(models.n_params) or fm.n_exp != int(getattr(models, "n_exp", fm.n_exp)):
+        log.info("blendshape model has %d+%d parameters, the generator %d: not used", fm.n_exp,
+                 fm.n_speech, models.n_params)
+        return None
+    want = str(getattr(models, "blendshapes", "") or "")
+    if want and want != fm.describe() and fm.fingerprint() not in want:
+        log.warning("the model was trained with blendshape model %r, not %r: its parameters mean other "
+                    "motions, so the portrait is not fitted and presets are not made", want, fm.describe())
+        return None
+    return fm
+
+
+def _make_fitter(blendshapes, models):
+    """A callable landmarks (478, 3) -> p (N,) from the blendshape model, or None when there is none."""
+    fm = face_model_for(models, blendshapes)
+    if fm is None:
+        return None
+    return lambda landmarks: fm.fit(landmarks).p

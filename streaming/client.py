@@ -1,0 +1,203 @@
+"""A programmatic WebRTC client for ``slidergan serve`` (aiortc): what the tests and the benchmark use,
+and a starting point for anyone driving the server from code.
+
+    async with StreamClient("http://127.0.0.1:8080", frames=my_frames, fps=30) as c:
+        await c.wait_frames(30)
+        c.frames[-1]          # (RGB uint8 (H, W, 3), receive time)
+        await c.send({"type": "slider", "index": 0, "value": 1.0})
+        c.stats               # the server's last "stats" message
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import fractions
+import json
+import time
+
+import numpy as np
+
+__all__ = ["StreamClient", "FrameSource", "OfferError"]
+
+
+class OfferError(RuntimeError):
+    def __init__(self, status: int, message: str):
+        super().__init__(f"HTTP {status}: {message}")
+        self.status = status
+        self.message = message
+
+
+def _track_base():
+    from aiortc import MediaStreamTrack
+    return MediaStreamTrack
+
+
+class FrameSource(_track_base()):
+    """A video track that plays RGB frames (a list, looped) at ``fps`` in real time."""
+    kind = "video"
+
+    def __init__(self, frames, fps: float = 30.0):
+        super().__init__()
+        self.frames = frames
+        self.fps = float(fps)
+        self.index = 0
+        self._t0 = None
+        self.sent = 0
+
+    async def recv(self):
+        import av
+        from aiortc.mediastreams import MediaStreamError
+        if self.readyState != "live":
+            raise MediaStreamError
+        if self._t0 is None:
+            self._t0 = time.monotonic()
+        due = self._t0 + self.index / self.fps
+        wait = due - time.monotonic()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        rgb = self.frames[self.index % len(self.frames)]
+        vf = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+        vf.pts = int(round(self.index * 90000 / self.fps))
+        vf.time_base = fractions.Fraction(1, 90000)
+        self.index += 1
+        self.sent += 1
+        return vf
+
+
+class StreamClient:
+    """Connect to the server, optionally send a video, receive the animated video (and audio)."""
+
+    def __init__(self, url: str, frames=None, fps: float = 30.0, portrait: str | None = None,
+                 exp: str | None = None, speech: str | None = None, track: str | None = None,
+                 mode: str = "relative", audio: bool = True, keep: int = 600, decode: bool = True):
+        self.url = url.rstrip("/")
+        self.source = FrameSource(frames, fps) if frames is not None else None
+        self.offer_extra = {"portrait": portrait, "mode": mode, "track": track,
+                            "exp": exp or ("face" if frames is not None else "sliders"),
+                            "speech": speech or ("face" if frames is not None else "sliders")}
+        self.want_audio = audio
+        self.frames: collections.deque = collections.deque(maxlen=keep)
+        self.frame_times: collections.deque = collections.deque(maxlen=10000)
+        self.audio_samples = 0
+        self.messages: list[dict] = []
+        self.stats: dict | None = None
+        self.hello: dict | None = None
+        self.session: str | None = None
+        self.decode = decode
+        self.pc = None
+        self.channel = None
+        self._tasks: list[asyncio.Task] = []
+        self._opened = None
+        self._new_frame = None
+
+    async def __aenter__(self):
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *exc):
+        await self.close()
+
+    async def connect(self, timeout: float = 20.0):
+        import aiohttp
+        from aiortc import RTCPeerConnection, RTCSessionDescription
+        self._opened = asyncio.Event()
+        self._new_frame = asyncio.Event()
+        self.pc = pc = RTCPeerConnection()
+        self.channel = pc.createDataChannel("control")
+
+        @self.channel.on("open")
+        def _open():
+            self._opened.set()
+
+        @self.channel.on("message")
+        def _msg(m):
+            d = json.loads(m)
+            if d.get("type") == "stats":
+                self.stats = d
+            elif d.get("type") == "hello":
+                self.hello = d
+            self.messages.append(d)
+            if len(self.messages) > 2000:
+                del self.messages[:1000]
+
+        @pc.on("track")
+        def _track(track):
+            self._tasks.append(asyncio.ensure_future(self._read(track)))
+
+        if self.source is not None:
+            pc.addTrack(self.source)
+        else:
+            pc.addTransceiver("video", direction="recvonly")
+        if self.want_audio:
+            pc.addTransceiver("audio", direction="recvonly")
+        await pc.setLocalDescription(await pc.createOffer())
+        body = {"sdp": pc.localDescription.sdp, "type": pc.localDescription.type}
+        body.update({k: v for k, v in self.offer_extra.items() if v is not None})
+        async with aiohttp.ClientSession() as http:
+            async with http.post(self.url + "/offer", json=body) as r:
+                data = await r.json(content_type=None)
+                if r.status != 200:
+                    await pc.close()
+                    raise OfferError(r.status, data.get("error", str(data)))
+        self.session = data.get("session")
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=data["sdp"], type=data["type"]))
+        await asyncio.wait_for(self._opened.wait(), timeout)
+        return self
+
+    async def _read(self, track):
+        from aiortc.mediastreams import MediaStreamError
+        try:
+            while True:
+                f = await track.recv()
+                now = time.monotonic()
+                if track.kind == "video":
+                    self.frame_times.append(now)
+                    if self.decode:
+                        self.frames.append((f.to_ndarray(format="rgb24"), now))
+                    self._new_frame.set()
+                else:
+                    self.audio_samples += f.samples
+        except (MediaStreamError, asyncio.CancelledError):
+            pass
+
+    async def send(self, msg: dict):
+        self.channel.send(json.dumps(msg))
+
+    async def wait_frames(self, n: int, timeout: float = 30.0) -> list:
+        """Wait until ``n`` more video frames have arrived; returns the newest frame."""
+        target = len(self.frame_times) + n
+        deadline = time.monotonic() + timeout
+        while len(self.frame_times) < target:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"got {len(self.frame_times) - target + n} of {n} frames in {timeout} s")
+            self._new_frame.clear()
+            try:
+                await asyncio.wait_for(self._new_frame.wait(), left)
+            except asyncio.TimeoutError:
+                pass
+        return self.frames[-1] if self.frames else None
+
+    async def wait_message(self, kind: str, timeout: float = 10.0, after: int = 0) -> dict:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for m in self.messages[after:]:
+                if m.get("type") == kind:
+                    return m
+            await asyncio.sleep(0.02)
+        raise TimeoutError(f"no {kind!r} message within {timeout} s")
+
+    async def request(self, msg: dict, reply: str, timeout: float = 10.0) -> dict:
+        n = len(self.messages)
+        await self.send(msg)
+        return await self.wait_message(reply, timeout, after=n)
+
+    async def close(self):
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        if self.source is not None:
+            self.source.stop()
+        if self.pc is not None:
+            await self.pc.close()

@@ -1,0 +1,371 @@
+"""Drivers: small pieces that each produce parameter vectors p (N,) for the animator, and a mixer that
+combines them (speech from a track while the expression follows the webcam, a slider pinned on top).
+
+- ``FaceDriver``: webcam or video frames -> face mesh + alignment (``engine.face.FaceTracker``) -> the
+  discriminator's regression head -> p, One Euro smoothed. Absolute mode copies the driver's
+  expression; relative mode gives the portrait's own parameters plus the driver's change from its
+  neutral (calibrated on the first frames with a face, or again on demand). When the face is lost the
+  last value is held for ``hold_s`` seconds, then eases back to rest (the portrait's own parameters in
+  relative mode, the neutral face p = 0 in absolute mode) with time constant ``ease_s``.
+- ``TrackDriver``: a parameter track; ``value(t)`` interpolates the track at time ``t`` seconds of the
+  audio clock (any track fps works: it is resampled), looping or holding the last frame at the end.
+- ``SlidersDriver``: values set by hand, and named presets (``presets.py``).
+- ``DriverMix``: routes each parameter group ("exp", "speech") to one driver, then applies pinned
+  sliders on top.
+
+Every driver has ``value(t) -> np.ndarray | None`` (None: nothing to say yet) and is cheap to call.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+__all__ = ["FaceDriver", "FaceDriverState", "TrackDriver", "SlidersDriver", "DriverMix", "GROUPS",
+           "group_indices"]
+
+GROUPS = ("exp", "speech")
+
+
+def group_indices(n_exp: int, n_params: int) -> dict[str, np.ndarray]:
+    """Indices of the expression and speech parameters (p = [p_exp, p_speech], SPEC section 1)."""
+    return {"exp": np.arange(0, n_exp), "speech": np.arange(n_exp, n_params)}
+
+
+# ------------------------------------------------------------------------------------ face driver
+@dataclass
+class FaceDriverState:
+    """What the last frame told a FaceDriver."""
+    status: str = "waiting"          # ok, multiple_faces, no_face, too_small, waiting
+    message: str = ""
+    calibrating: bool = False
+    holding: bool = False            # face lost, holding or easing back
+    t: float = 0.0
+    ms: float = 0.0                  # tracking + regression time of the last frame
+
+
+class FaceDriver:
+    """Webcam / video frames -> parameters. ``push(frame, t)`` per frame; ``value(t)`` any time.
+
+    ``regress``: callable (S, S, 3) uint8 aligned crop -> (N,) parameters (the regression head).
+    ``size``: the crop size the regressor takes. ``rest``: the portrait's own parameters (relative
+    mode's base). Thread-safe: ``push`` on a worker thread, ``value`` anywhere."""
+
+    def __init__(self, regress, n_params: int, size: int, mode: str = "relative",
+                 rest: np.ndarray | None = None, calib_frames: int = 8, hold_s: float = 0.6,
+                 ease_s: float = 0.5, min_cutoff: float = 1.5, beta: float = 0.6,
+                 fps: float = 30.0, tracker=None, min_face_px: float = 48.0):
+        from engine.smoothing import OneEuroFilter
+        if mode not in ("relative", "absolute"):
+            raise ValueError(f"mode must be 'relative' or 'absolute', not {mode!r}")
+        self.regress = regress
+        self.n_params = int(n_params)
+        self.size = int(size)
+        self.mode = mode
+        self.rest_params = (np.zeros(self.n_params, np.float32) if rest is None
+                            else np.asarray(rest, np.float32).reshape(-1).copy())
+        self.calib_frames = max(1, int(calib_frames))
+        self.hold_s = float(hold_s)
+        self.ease_s = max(float(ease_s), 1e-3)
+        self.fps = float(fps)
+        self._filter = OneEuroFilter(min_cutoff=min_cutoff, beta=beta, freq=fps)
+        self._tracker = tracker
+        self._own_tracker = tracker is None
+        self._min_face_px = float(min_face_px)
+        self._lock = threading.RLock()
+        self._calib: list[np.ndarray] = []
+        self.neutral: np.ndarray | None = None     # the driver's own neutral (relative mode)
+        self._last_out: np.ndarray | None = None   # last value with a face
+        self._last_face_t: float | None = None
+        self._lost_value: np.ndarray | None = None  # value when the face was lost
+        self.raw: np.ndarray | None = None          # last unsmoothed regression
+        self.state = FaceDriverState()
+        self.frames = 0
+
+    # --------------------------------------------------------------------------- control
+    @property
+    def tracker(self):
+        if self._tracker is None:
+            from engine.face import FaceTracker
+            self._tracker = FaceTracker(size=self.size, fps=self.fps, min_face_px=self._min_face_px)
+        return self._tracker
+
+    def set_mode(self, mode: str) -> None:
+        if mode not in ("relative", "absolute"):
+            raise ValueError(f"mode must be 'relative' or 'absolute', not {mode!r}")
+        with self._lock:
+            if mode != self.mode:
+                self.mode = mode
+                self._filter.reset()
+                self._last_out = None
+
+    def set_rest(self, rest) -> None:
+        """The portrait's own parameters (after a portrait change)."""
+        with self._lock:
+            self.rest_params = np.asarray(rest, np.float32).reshape(-1).copy()
+            self._filter.reset()
+            self._last_out = None
+
+    def calibrate(self) -> None:
+        """Take the driver's neutral again from the next frames with a face."""
+        with self._lock:
+            self._calib = []
+            self.neutral = None
+
+    def set_neutral(self, neutral) -> None:
+        """Use a known driver neutral (relative mode) instead of calibrating on the first frames."""
+        with self._lock:
+            self.neutral = np.asarray(neutral, np.float32).reshape(-1).copy()
+            self._calib = []
+            self.state.calibrating = False
+
+    @property
+    def rest(self) -> np.ndarray:
+        return self.rest_params if self.mode == "relative" else np.zeros(self.n_params, np.float32)
+
+    # --------------------------------------------------------------------------- frames
+    def push(self, frame: np.ndarray, t: float) -> np.ndarray:
+        """Process one RGB uint8 frame taken at ``t`` seconds; returns ``value(t)``."""
+        import time
+        t0 = time.perf_counter()
+        res = self.tracker.process(frame, t)
+        p_raw = np.asarray(self.regress(res.crop), np.float32).reshape(-1) if res.ok else None
+        return self.update(p_raw, t, res.status, res.message, ms=(time.perf_counter() - t0) * 1000)
+
+    def update(self, p_raw: np.ndarray | None, t: float, status: str = "ok", message: str = "",
+               ms: float = 0.0) -> np.ndarray:
+        """The driver's logic for one frame whose regression ``p_raw`` (None: no usable face) was
+        computed elsewhere (batched, offline); returns ``value(t)``."""
+        if p_raw is not None:
+            p_raw = np.asarray(p_raw, np.float32).reshape(-1)
+            if p_raw.shape[0] != self.n_params or not np.all(np.isfinite(p_raw)):
+                p_raw, status, message = None, "no_face", "regression gave no usable parameters"
+        with self._lock:
+            self.frames += 1
+            self.state.status = status if p_raw is not None else (
+                status if status not in ("ok", "multiple_faces") else "no_face")
+            self.state.message = message
+            self.state.t = float(t)
+            self.state.ms = ms
+            if p_raw is not None:
+                self.raw = p_raw
+                self._on_face(p_raw, float(t))
+            else:
+                self._on_lost(float(t))
+            return self._value(float(t))
+
+    def _on_face(self, p_raw: np.ndarray, t: float) -> None:
+        if self._last_face_t is None or self._lost_value is not None:
+            # (re)acquired: restart the filter from what is shown now, so nothing jumps
+            shown = self._value(t) if self._last_face_t is not None else None
+            self._filter.reset()
+            if shown is not None:
+                self._filter(shown, t - 1.0 / self.fps)
+        self._lost_value = None
+        self._last_face_t = t
+        self.state.holding = False
+        if self.mode == "relative" and self.neutral is None:
+            self._calib.append(p_raw)
+            self.state.calibrating = True
+            if len(self._calib) >= self.calib_frames:
+                self.neutral = np.median(np.stack(self._calib), axis=0).astype(np.float32)
+                self._calib = []
+                self.state.calibrating = False
+                self._filter.reset()
+            self._last_out = self.rest.copy()
+            return
+        self.state.calibrating = False
+        target = self._target(p_raw)
+        self._last_out = np.clip(self._filter(target, t), -1.0, 1.0).astype(np.float32)
+
+    def _target(self, p_raw: np.ndarray) -> np.ndarray:
+        if self.mode == "absolute":
+            return p_raw
+        return self.rest_params + (p_raw - self.neutral)
+
+    def _on_lost(self, t: float) -> None:
+        if self._last_face_t is None:
+            return
+        if self._lost_value is None:
+            self._lost_value = (self._last_out if self._last_out is not None else self.rest).copy()
+        self.state.holding = True
+
+    def _value(self, t: float) -> np.ndarray:
+        if self._last_out is None:
+            return self.rest.copy()
+        if self._lost_value is None or self._last_face_t is None:
+            return self._last_out.copy()
+        gone = t - self._last_face_t - self.hold_s
+        if gone <= 0:
+            return self._lost_value.copy()
+        k = math.exp(-gone / self.ease_s)
+        return (self.rest + (self._lost_value - self.rest) * k).astype(np.float32)
+
+    def value(self, t: float | None = None) -> np.ndarray | None:
+        with self._lock:
+            if t is None:
+                t = self.state.t
+            return self._value(float(t))
+
+    def close(self) -> None:
+        if self._own_tracker and self._tracker is not None:
+            self._tracker.close()
+            self._tracker = None
+
+
+# ----------------------------------------------------------------------------------- track driver
+class TrackDriver:
+    """Parameters of a track at clock time ``t`` (seconds since the track started playing; the
+    audio clock when it has audio), linearly interpolated between the track's frames
+    (``ParamTrack.at``), so a track at any fps drives a stream at any fps.
+
+    ``track``: an ``engine.tracks.ParamTrack`` (or a path); its widths must match the model's
+    (``n_exp`` expression + ``n_params - n_exp`` speech parameters). The speech group always comes
+    from the track; the expression group only when the track has expression parameters.
+    ``loop``: wrap around at the end (the audio wraps with it), else hold the last frame."""
+
+    def __init__(self, track, n_exp: int, n_params: int, loop: bool = True):
+        from engine.tracks import ParamTrack, load_track
+        if not isinstance(track, ParamTrack):
+            track = load_track(track)
+        track.check_widths(n_speech=int(n_params) - int(n_exp), n_expression=int(n_exp))
+        self.track = track
+        self.n_exp = int(n_exp)
+        self.n_params = int(n_params)
+        self.loop = bool(loop)
+        self.present = np.zeros(self.n_params, bool)       # parameters the track defines
+        self.present[self.n_exp:] = True
+        if track.expression is not None:
+            self.present[:self.n_exp] = True
+        self.duration = float(track.duration)
+        self.fps = float(track.fps or 0.0)
+
+    def groups(self) -> list[str]:
+        return ["exp", "speech"] if self.present[0] else ["speech"]
+
+    def track_time(self, t: float) -> float:
+        """Clock time -> track time (track.start at clock 0)."""
+        if self.loop and self.duration > 0:
+            t = t % self.duration
+        return self.track.start + t
+
+    def value(self, t: float | None) -> np.ndarray | None:
+        if t is None:
+            return None
+        return np.clip(self.track.at(self.track_time(float(t))), -1.0, 1.0).astype(np.float32)
+
+
+# --------------------------------------------------------------------------------- sliders driver
+class SlidersDriver:
+    """Hand-set values and named presets. ``pinned``: the parameters the user has moved by hand
+    while another driver runs (they override it in ``DriverMix``) until ``release``."""
+
+    def __init__(self, n_params: int, initial=None, presets: dict[str, np.ndarray] | None = None):
+        self.n_params = int(n_params)
+        self.values = (np.zeros(self.n_params, np.float32) if initial is None
+                       else np.clip(np.asarray(initial, np.float32).reshape(-1), -1, 1).copy())
+        self.presets = {k: np.asarray(v, np.float32) for k, v in (presets or {}).items()}
+        self.pinned = np.zeros(self.n_params, bool)
+        self._lock = threading.Lock()
+
+    def set(self, index: int, value: float, pin: bool = True) -> None:
+        index = int(index)
+        if not 0 <= index < self.n_params:
+            raise ValueError(f"parameter index {index} out of range 0..{self.n_params - 1}")
+        v = float(value)
+        if not math.isfinite(v):
+            raise ValueError("slider value must be a finite number")
+        with self._lock:
+            self.values[index] = np.clip(v, -1.0, 1.0)
+            if pin:
+                self.pinned[index] = True
+
+    def set_all(self, values, pin: bool = False) -> None:
+        v = np.asarray(values, np.float32).reshape(-1)
+        if v.shape[0] != self.n_params or not np.all(np.isfinite(v)):
+            raise ValueError(f"expected {self.n_params} finite values")
+        with self._lock:
+            self.values = np.clip(v, -1.0, 1.0)
+            if pin:
+                self.pinned[:] = True
+
+    def preset(self, name: str, pin: bool = False) -> np.ndarray:
+        if name not in self.presets:
+            raise ValueError(f"unknown preset {name!r}; choose one of {sorted(self.presets)}")
+        self.set_all(self.presets[name], pin=pin)
+        return self.values.copy()
+
+    def release(self, index: int | None = None) -> None:
+        with self._lock:
+            if index is None:
+                self.pinned[:] = False
+            else:
+                self.pinned[int(index)] = False
+
+    def value(self, t: float | None = None) -> np.ndarray:
+        with self._lock:
+            return self.values.copy()
+
+
+# -------------------------------------------------------------------------------------- the mix
+class DriverMix:
+    """Routes each parameter group to a driver and pins sliders on top.
+
+    ``routes``: {"exp": name, "speech": name} with names among "face", "track", "sliders", "rest".
+    A route to a driver that is absent, or has nothing to say yet, falls back to the rest parameters
+    (the portrait's own). Pinned sliders override whatever the route gives."""
+
+    def __init__(self, n_exp: int, n_params: int, rest=None, sliders: SlidersDriver | None = None):
+        self.n_exp = int(n_exp)
+        self.n_params = int(n_params)
+        self.idx = group_indices(self.n_exp, self.n_params)
+        self.rest = (np.zeros(self.n_params, np.float32) if rest is None
+                     else np.asarray(rest, np.float32).reshape(-1).copy())
+        self.sliders = sliders or SlidersDriver(self.n_params, self.rest)
+        self.drivers: dict[str, object] = {"sliders": self.sliders}
+        self.routes = {"exp": "sliders", "speech": "sliders"}
+        self._lock = threading.Lock()
+
+    def set_driver(self, name: str, driver) -> None:
+        with self._lock:
+            if driver is None:
+                self.drivers.pop(name, None)
+            else:
+                self.drivers[name] = driver
+
+    def route(self, group: str, name: str) -> None:
+        if group not in GROUPS:
+            raise ValueError(f"unknown parameter group {group!r}; use one of {GROUPS}")
+        if name not in ("face", "track", "sliders", "rest"):
+            raise ValueError(f"unknown driver {name!r}; use face, track, sliders or rest")
+        with self._lock:
+            self.routes[group] = name
+
+    def value(self, t: float | None) -> np.ndarray:
+        with self._lock:
+            routes = dict(self.routes)
+            drivers = dict(self.drivers)
+        out = self.rest.copy()
+        cache: dict[str, np.ndarray | None] = {}
+        for group, name in routes.items():
+            if name == "rest":
+                continue
+            if name not in cache:
+                d = drivers.get(name)
+                cache[name] = None if d is None else d.value(t)
+            v = cache[name]
+            if v is not None:
+                ix = self.idx[group]
+                if isinstance(drivers.get(name), TrackDriver):
+                    ix = ix[drivers[name].present[ix]]
+                out[ix] = v[ix]
+        pins = self.sliders.pinned
+        if pins.any():
+            sv = self.sliders.value(t)
+            out[pins] = sv[pins]
+        return np.clip(out, -1.0, 1.0).astype(np.float32)

@@ -1,0 +1,485 @@
+"""``slidergan render``: animate a portrait offline to a video file (PyAV: H.264 + AAC).
+
+    slidergan render --source portrait.jpg --driver talk.mp4 -o out.mp4 [--side-by-side]
+    slidergan render --source portrait.jpg --driver speech.npz [--audio speech.wav] -o out.mp4
+
+The driver is a video (its face is tracked and read by the regression head, as the webcam is live)
+or a parameter track (``.npz`` from ``slidergan track extract``). The audio is the driver video's own,
+the track's, or ``--audio FILE``; it is cut or padded to the video's duration exactly, so audio and
+video end together. The output appears only when complete (written next to it, then renamed).
+
+Work runs as a pipeline of threads: (1) decode + face tracking + batched regression, (2) batched
+generation + paste-back, (3) encoding and muxing, so the stages overlap on a multi-core CPU.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger("slidergan.render")
+
+AUDIO_RATE = 48000
+_END = object()
+
+
+@dataclass
+class RenderResult:
+    path: Path
+    frames: int
+    fps: float
+    duration: float               # video seconds
+    audio_duration: float | None  # audio seconds written (None: no audio)
+    seconds: float                # wall time
+    faces_missing: int = 0
+
+    @property
+    def speed(self) -> float:
+        """x real time."""
+        return self.duration / self.seconds if self.seconds > 0 else float("inf")
+
+    def summary(self) -> str:
+        a = f", audio {self.audio_duration:.2f} s" if self.audio_duration is not None else ", no audio"
+        miss = f", {self.faces_missing} driver frame(s) without a face (held)" if self.faces_missing else ""
+        return (f"wrote {self.path}: {self.frames} frames at {self.fps:g} fps ({self.duration:.2f} s{a}) "
+                f"in {self.seconds:.1f} s, {self.speed:.2f}x real time{miss}")
+
+
+def is_track_file(path) -> bool:
+    p = Path(path)
+    if p.suffix.lower() == ".npz":
+        return True
+    try:
+        with open(p, "rb") as f:
+            return f.read(4) == b"PK\x03\x04" and p.suffix.lower() not in (".mp4", ".mov", ".mkv", ".webm")
+    except OSError:
+        return False
+
+
+# ----------------------------------------------------------------------------------------- writer
+class VideoWriter:
+    """H.264 (+ AAC) into an mp4/mkv/mov through PyAV, with audio interleaved as video advances."""
+
+    def __init__(self, path: Path, width: int, height: int, fps: float, audio: np.ndarray | None,
+                 crf: int = 20, preset: str = "veryfast", fmt: str | None = None):
+        import av
+        self.fps = Fraction(fps).limit_denominator(1001)
+        self.c = av.open(str(path), "w", format=fmt,
+                         options={"movflags": "+faststart"} if fmt in ("mp4", "mov") else None)
+        vs = self.c.add_stream("libx264", rate=self.fps)
+        vs.width, vs.height, vs.pix_fmt = width, height, "yuv420p"
+        self.tb = 1 / self.fps          # the frames' time base (the stream's may change at mux)
+        vs.codec_context.time_base = self.tb
+        vs.codec_context.options = {"crf": str(crf), "preset": preset}
+        self.vs = vs
+        self.audio = audio
+        self.apos = 0
+        self.frames = 0
+        if audio is not None:
+            self.as_ = self.c.add_stream("aac", rate=AUDIO_RATE)
+            self.as_.layout = "stereo"
+            self.as_.bit_rate = 128000
+            self.as_.time_base = Fraction(1, AUDIO_RATE)
+            self.asize = 1024
+
+    def write(self, rgb: np.ndarray) -> None:
+        import av
+        from .media import rgb_to_yuv420
+        vf = av.VideoFrame.from_ndarray(rgb_to_yuv420(rgb), format="yuv420p")
+        vf.pts = self.frames
+        vf.time_base = self.tb
+        for p in self.vs.encode(vf):
+            self.c.mux(p)
+        self.frames += 1
+        if self.audio is not None:
+            self._audio_until(int(round(self.frames / float(self.fps) * AUDIO_RATE)))
+
+    def _audio_until(self, n: int, final: bool = False) -> None:
+        import av
+        n = min(n, len(self.audio))
+        while self.apos + (1 if final else self.asize) <= n and self.apos < n:
+            chunk = self.audio[self.apos:min(self.apos + self.asize, n)]
+            af = av.AudioFrame.from_ndarray(np.ascontiguousarray(chunk).reshape(1, -1), format="s16",
+                                            layout="stereo")
+            af.sample_rate = AUDIO_RATE
+            af.pts = self.apos
+            af.time_base = Fraction(1, AUDIO_RATE)
+            for p in self.as_.encode(af):
+                self.c.mux(p)
+            self.apos += len(chunk)
+
+    def close(self) -> None:
+        for p in self.vs.encode(None):
+            self.c.mux(p)
+        if self.audio is not None:
+            self._audio_until(len(self.audio), final=True)
+            for p in self.as_.encode(None):
+                self.c.mux(p)
+        self.c.close()
+
+    def abort(self) -> None:
+        try:
+            self.c.close()
+        except Exception:
+            pass
+
+
+# ----------------------------------------------------------------------------------------- stages
+def _thread(target, *args, name: str):
+    err: list[BaseException] = []
+
+    def run():
+        try:
+            target(*args)
+        except BaseException as e:  # re-raised in the main thread
+            err.append(e)
+    t = threading.Thread(target=run, name=name, daemon=True)
+    t.start()
+    return t, err
+
+
+def _put(q: queue.Queue, item, stop: threading.Event) -> bool:
+    while not stop.is_set():
+        try:
+            q.put(item, timeout=0.1)
+            return True
+        except queue.Full:
+            continue
+    return False
+
+
+def _bars(p: np.ndarray, n_exp: int, h: int, w: int, names=None) -> np.ndarray:
+    """A simple picture of the parameters (for --side-by-side with a track driver)."""
+    import cv2
+    img = np.full((h, w, 3), 24, np.uint8)
+    n = len(p)
+    bw = w / max(n, 1)
+    mid = h // 2
+    cv2.line(img, (0, mid), (w, mid), (90, 90, 90), 1)
+    for i, v in enumerate(p):
+        x0, x1 = int(i * bw + 1), int((i + 1) * bw - 1)
+        y = int(mid - v * (h * 0.45))
+        col = (80, 140, 255) if i < n_exp else (255, 160, 70)
+        cv2.rectangle(img, (x0, min(mid, y)), (max(x0, x1), max(mid, y)), col, -1)
+    cv2.putText(img, "expression", (6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (80, 140, 255), 1, cv2.LINE_AA)
+    cv2.putText(img, "speech", (int(n_exp * bw) + 6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 160, 70), 1,
+                cv2.LINE_AA)
+    return img
+
+
+def _left_width(w: int, h: int, out_h: int) -> int:
+    """Width of a w x h driver frame scaled to height out_h, rounded to even (H.264 wants even)."""
+    return max(2, 2 * int(round(w * out_h / h / 2)))
+
+
+def _side(left: np.ndarray, right: np.ndarray) -> np.ndarray:
+    import cv2
+    h = right.shape[0]
+    w = _left_width(left.shape[1], left.shape[0], h)
+    if left.shape[:2] != (h, w):
+        left = cv2.resize(left, (w, h), interpolation=cv2.INTER_AREA)
+    return np.concatenate([left, right], axis=1)
+
+
+# ------------------------------------------------------------------------------------------ render
+def render(source, driver, out, *, audio=None, checkpoint=None, backend: str = "auto", models=None,
+           size: int = 512, fps: float | None = None, side_by_side: bool = False, mode: str = "relative",
+           no_audio: bool = False, batch: int = 8, crf: int = 20, preset: str = "veryfast",
+           max_seconds: float | None = None, progress: bool = True) -> RenderResult:
+    """Render ``source`` (portrait) driven by ``driver`` (video or track) to ``out``."""
+    from engine.animator import Animator, load_models
+    from engine.atomic import atomic_path
+
+    out = Path(out)
+    driver = Path(driver)
+    if not driver.exists():
+        raise FileNotFoundError(f"driver not found: {driver}")
+    if out.suffix.lower() not in (".mp4", ".mov", ".mkv"):
+        raise ValueError(f"output must end in .mp4, .mov or .mkv, got {out.name}")
+    if audio is not None and not Path(audio).exists():
+        raise FileNotFoundError(f"audio not found: {audio}")
+    if models is None:
+        models = load_models(checkpoint, backend=backend)
+    anim = Animator(models, output_size=size)
+    info = anim.set_source(source)
+    n_exp = int(getattr(models, "n_exp", 0) or 0)
+    t_start = time.perf_counter()
+    track_mode = is_track_file(driver)
+    fmt = {".mp4": "mp4", ".mov": "mov", ".mkv": "matroska"}[out.suffix.lower()]
+    if track_mode:
+        job = _TrackJob(anim, driver, n_exp, fps, audio, no_audio, max_seconds, side_by_side)
+    else:
+        job = _VideoJob(anim, driver, n_exp, fps, audio, no_audio, max_seconds, side_by_side, mode)
+    h, w = anim.output_shape
+    if side_by_side:
+        w = w + job.left_width(h)
+    from .media import load_audio  # noqa: F401  (import errors early)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+        bar = tqdm(total=job.n_frames, unit="frame", desc=f"render {out.name}", leave=True)
+    stop = threading.Event()
+    q_params: queue.Queue = queue.Queue(maxsize=4)
+    q_frames: queue.Queue = queue.Queue(maxsize=2 * batch)
+    threads = []
+    try:
+        with atomic_path(out) as tmp:
+            writer = VideoWriter(tmp, w, h, job.fps, job.audio, crf=crf, preset=preset, fmt=fmt)
+            try:
+                threads.append(_thread(job.produce, q_params, stop, batch, name="render-drive"))
+                threads.append(_thread(_generate, anim, q_params, q_frames, stop, side_by_side,
+                                       name="render-generate"))
+                while True:
+                    item = q_frames.get()
+                    if item is _END:
+                        break
+                    writer.write(item)
+                    if bar is not None:
+                        bar.update(1)
+                for t, err in threads:
+                    t.join()
+                    if err:
+                        raise err[0]
+                writer.close()
+            except BaseException:
+                stop.set()
+                writer.abort()
+                for t, err in threads:
+                    t.join(timeout=5)
+                for t, err in threads:
+                    if err and not isinstance(err[0], _Stopped):
+                        raise err[0]
+                raise
+    finally:
+        stop.set()
+        if bar is not None:
+            bar.close()
+        job.close()
+    n = writer.frames
+    dur = n / job.fps
+    adur = writer.apos / AUDIO_RATE if job.audio is not None else None
+    return RenderResult(out, n, job.fps, dur, adur, time.perf_counter() - t_start, job.missing)
+
+
+class _Stopped(Exception):
+    pass
+
+
+def _generate(anim, q_in: queue.Queue, q_out: queue.Queue, stop: threading.Event, side: bool):
+    try:
+        while True:
+            item = q_in.get()
+            if item is _END or stop.is_set():
+                break
+            params, lefts = item
+            frames = anim.animate_batch(np.stack(params))
+            for i, f in enumerate(frames):
+                if side:
+                    f = _side(lefts[i], f)
+                if not _put(q_out, f, stop):
+                    raise _Stopped()
+    finally:
+        try:
+            q_out.put(_END, timeout=5)
+        except queue.Full:
+            pass
+
+
+class _TrackJob:
+    def __init__(self, anim, path, n_exp, fps, audio, no_audio, max_seconds, side):
+        from engine.tracks import load_track
+
+        from .drivers import DriverMix, TrackDriver
+        self.track = load_track(path, check_audio=audio is None and not no_audio)
+        self.anim = anim
+        self.n_exp = n_exp
+        self.driver = TrackDriver(self.track, n_exp, anim.n_params, loop=False)
+        self.mix = DriverMix(n_exp, anim.n_params, anim.source_params)
+        self.mix.set_driver("track", self.driver)
+        for g in self.driver.groups():
+            self.mix.route(g, "track")
+        if "exp" not in self.driver.groups():
+            self.mix.route("exp", "rest")
+        self.fps = float(fps or self.track.fps or 30.0)
+        dur = self.track.duration
+        if max_seconds is not None:
+            dur = min(dur, float(max_seconds))
+        self.n_frames = max(1, int(round(dur * self.fps)))
+        self.missing = 0
+        self.side = side
+        self.audio = None
+        if not no_audio:
+            from .media import track_audio
+            a = track_audio(self.track, AUDIO_RATE, 2, audio=audio)
+            if a is not None:
+                self.audio = _fit_audio(a, self.n_frames / self.fps)
+
+    def left_width(self, h: int) -> int:
+        return _left_width(256, 256, h)
+
+    def produce(self, q: queue.Queue, stop: threading.Event, batch: int):
+        try:
+            params, lefts = [], []
+            for i in range(self.n_frames):
+                if stop.is_set():
+                    return
+                p = self.mix.value(i / self.fps)
+                params.append(p)
+                lefts.append(_bars(p, self.n_exp, 256, 256) if self.side else None)
+                if len(params) == batch or i == self.n_frames - 1:
+                    if not _put(q, (params, lefts), stop):
+                        return
+                    params, lefts = [], []
+        finally:
+            _put(q, _END, threading.Event())
+
+    def close(self):
+        pass
+
+
+class _VideoJob:
+    def __init__(self, anim, path, n_exp, fps, audio, no_audio, max_seconds, side, mode):
+        from engine.video import video_info
+        self.info = video_info(path)
+        self.path = path
+        self.anim = anim
+        self.n_exp = n_exp
+        self.mode = mode
+        self.fps = float(self.info.fps)
+        if fps is not None and abs(float(fps) - self.fps) > 1e-3:
+            log.warning("--fps %s ignored: a video driver renders at its own %.3f fps", fps, self.fps)
+        dur = self.info.duration
+        if max_seconds is not None:
+            dur = min(dur, float(max_seconds))
+        self.max_frames = int(round(dur * self.fps)) if max_seconds is not None else None
+        self.n_frames = min(self.info.frame_count, self.max_frames or self.info.frame_count)
+        self.side = side
+        self.missing = 0
+        self.audio = None
+        if not no_audio:
+            from .media import load_audio
+            src = audio if audio is not None else (path if self.info.has_audio else None)
+            if src is not None:
+                self.audio = _fit_audio(load_audio(src, AUDIO_RATE, 2), self.n_frames / self.fps)
+        self.tracker = None
+
+    def left_width(self, h: int) -> int:
+        return _left_width(self.info.width, self.info.height, h)
+
+    def _neutral(self, regress_batch, k: int = 8, look: int = 60):
+        """The driver's neutral for relative mode: median regression of its first faces."""
+        from engine.face import FaceTracker
+        from engine.video import read_frames
+        crops = []
+        with FaceTracker(size=self.anim.image_size, fps=self.fps) as tr:
+            for rgb, t in read_frames(self.path, max_frames=look):
+                r = tr.process(rgb, t)
+                if r.ok:
+                    crops.append(r.crop)
+                    if len(crops) >= k:
+                        break
+        if not crops:
+            return None
+        return np.median(regress_batch(crops), axis=0)
+
+    def produce(self, q: queue.Queue, stop: threading.Event, batch: int):
+        from engine.animator import to_model_input
+        from engine.face import FaceTracker
+        from engine.video import read_frames
+
+        from .drivers import FaceDriver
+
+        def regress_batch(crops):
+            x = np.concatenate([to_model_input(c) for c in crops])
+            return np.asarray(self.anim.models.regress(x), np.float32)
+        try:
+            drv = FaceDriver(self.anim.regress, self.anim.n_params, self.anim.image_size, mode=self.mode,
+                             rest=self.anim.source_params, fps=self.fps, tracker=None)
+            if self.mode == "relative":
+                neutral = self._neutral(regress_batch)
+                if neutral is None:
+                    raise ValueError(f"no face in the first frames of {self.path}: cannot calibrate the "
+                                     "driver's neutral (use --mode absolute, or another video)")
+                drv.set_neutral(neutral)
+            self.tracker = FaceTracker(size=self.anim.image_size, fps=self.fps)
+            pending = []   # (rgb, t, result)
+
+            def flush():
+                ok = [r.crop for _, _, r in pending if r.ok]
+                regs = iter(regress_batch(ok)) if ok else iter(())
+                params, lefts = [], []
+                for rgb, t, r in pending:
+                    if r.ok:
+                        p = drv.update(next(regs), t, r.status, r.message)
+                    else:
+                        self.missing += 1
+                        p = drv.update(None, t, r.status, r.message)
+                    params.append(p)
+                    lefts.append(rgb if self.side else None)
+                pending.clear()
+                return _put(q, (params, lefts), stop)
+
+            for i, (rgb, t) in enumerate(read_frames(self.path, max_frames=self.n_frames)):
+                if stop.is_set():
+                    return
+                pending.append((rgb, t, self.tracker.process(rgb, t)))
+                if len(pending) == batch and not flush():
+                    return
+            if pending:
+                flush()
+        finally:
+            _put(q, _END, threading.Event())
+
+    def close(self):
+        if self.tracker is not None:
+            self.tracker.close()
+            self.tracker = None
+
+
+def _fit_audio(pcm: np.ndarray, seconds: float) -> np.ndarray:
+    n = int(round(seconds * AUDIO_RATE))
+    if len(pcm) < n:
+        pcm = np.concatenate([pcm, np.zeros((n - len(pcm), pcm.shape[1]), pcm.dtype)])
+    return np.ascontiguousarray(pcm[:n])
+
+
+# --------------------------------------------------------------------------------------------- CLI
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--source", required=True, help="the portrait to animate (an image with one face)")
+    p.add_argument("--driver", required=True,
+                   help="a driving video (its face drives the portrait) or a parameter track (.npz)")
+    p.add_argument("--audio", default=None, help="audio to put in the output (default: the driver's own)")
+    p.add_argument("--no-audio", action="store_true", help="write no audio")
+    p.add_argument("-o", "--output", required=True, help="output video (.mp4, .mov or .mkv)")
+    p.add_argument("--side-by-side", action="store_true", help="driver | result layout")
+    p.add_argument("--checkpoint", "--model", dest="checkpoint", default=None,
+                   help="model folder (default: the embedded default model)")
+    p.add_argument("--backend", default="auto", help="inference backend: auto, torch, onnxruntime, tensorrt")
+    p.add_argument("--size", type=int, default=512, help="output size in pixels (default 512)")
+    p.add_argument("--fps", type=float, default=None, help="output fps for a track driver (default: the track's)")
+    p.add_argument("--mode", choices=["relative", "absolute"], default="relative",
+                   help="video driver: relative (the portrait's own expression plus the driver's change "
+                        "from its neutral; default) or absolute (copy the driver's expression)")
+    p.add_argument("--max-seconds", type=float, default=None, help="render at most this many seconds")
+    p.add_argument("--batch", type=int, default=8, help="frames per model call (default 8)")
+    p.add_argument("--crf", type=int, default=20, help="H.264 quality (lower is better; default 20)")
+    p.add_argument("--preset", default="veryfast", help="x264 preset (default veryfast)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def main(args) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    res = render(args.source, args.driver, args.output, audio=args.audio, checkpoint=args.checkpoint,
+                 backend=args.backend, size=args.size, fps=args.fps, side_by_side=args.side_by_side,
+                 mode=args.mode, no_audio=args.no_audio, batch=args.batch, crf=args.crf,
+                 preset=args.preset, max_seconds=args.max_seconds, progress=not args.quiet)
+    print(res.summary())
+    return 0

@@ -1,0 +1,1002 @@
+"""``slidergan serve``: the WebRTC server and its browser page (aiohttp + aiortc).
+
+Routes (JSON errors are ``{"error": "..."}`` with a 4xx/5xx status):
+
+  GET  /                       the page (streaming/static)
+  GET  /api/info               parameter names and groups, presets, portraits, tracks, limits
+  GET  /api/portraits          portraits to choose from;  GET /api/portraits/{id}.jpg  its framed image
+  POST /api/portraits          upload a portrait (multipart field "image", or the raw image as body):
+                               200 with its description, 422 when it holds no usable face
+  GET  /api/tracks             parameter tracks (``--tracks``)
+  POST /offer                  {"sdp", "type": "offer", "portrait", "exp", "speech", "track", "mode"}
+                               -> the answer; 400 on a bad offer, 503 when all sessions are in use
+  GET  /api/sessions           live sessions and their figures
+
+A session is one RTCPeerConnection. The browser sends its webcam (optional) and opens a data channel;
+the server sends back the animated portrait (512 x 512 by default) and an audio track (a parameter
+track's audio, else silence). Only the newest webcam frame is used: frames that arrive while one is
+being processed are dropped, so latency stays bounded. A producer task renders frames on the
+session's worker thread while aiortc encodes the previous one, and ``recv`` hands out the newest.
+Audio and video share one clock: video frames take the track's parameters at the audio clock time
+(ahead by the measured render latency) so lips stay in sync for the whole track.
+
+Data channel messages (JSON), browser -> server:
+  {"type": "route", "exp": "face|track|sliders|rest", "speech": ...}   which driver moves what
+  {"type": "mode", "mode": "relative|absolute"}      {"type": "calibrate"}
+  {"type": "slider", "index": i, "value": v}          {"type": "sliders", "values": [...]}
+  {"type": "preset", "name": "..."}                   {"type": "release"}   (unpin the sliders)
+  {"type": "portrait", "id": "..."}                   {"type": "track", "id": "..." | null}
+  {"type": "ping", "t": ...}                          {"type": "bye"}
+server -> browser: "hello" (names, presets, state), "stats" (twice a second: fps, latency p50/p95,
+face status, current parameters), "pong", "error" {"message"}.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import concurrent.futures
+import fractions
+import io
+import json
+import logging
+import os
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger("slidergan.serve")
+
+STATIC = Path(__file__).resolve().parent / "static"
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
+MAX_UPLOAD = 16 * 1024 * 1024
+MAX_UPLOADED_PORTRAITS = 32
+AUDIO_RATE = 48000
+AUDIO_PTIME = 0.020
+VIDEO_CLOCK = 90000
+
+
+class HTTPError(Exception):
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+# ------------------------------------------------------------------------------------- portraits
+@dataclass
+class Portrait:
+    id: str
+    name: str
+    image: np.ndarray | None                 # RGB, dropped once prepared
+    prepared: object | None = None           # engine.animator.PreparedSource
+    error: str | None = None
+    uploaded: bool = False
+    jpeg: bytes | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def describe(self) -> dict:
+        d = {"id": self.id, "name": self.name, "uploaded": self.uploaded, "url": f"/api/portraits/{self.id}.jpg"}
+        if self.prepared is not None:
+            d.update(self.prepared.info.to_json())
+            d.pop("params", None)
+        if self.error:
+            d["error"] = self.error
+        return d
+
+
+@dataclass
+class TrackEntry:
+    id: str
+    name: str
+    path: Path
+    track: object
+    audio: np.ndarray | None = None
+    audio_loaded: bool = False
+
+    def describe(self) -> dict:
+        return {"id": self.id, "name": self.name, "duration": round(self.track.duration, 3),
+                "fps": self.track.fps, "frames": len(self.track), "audio": self.track.audio_path is not None,
+                "expression": self.track.expression is not None}
+
+
+# ------------------------------------------------------------------------------------ the engine
+class Engine:
+    """What all sessions share: the models, the portraits, the tracks, the presets."""
+
+    def __init__(self, models, output_size: int = 512, fps: float = 30.0, max_sessions: int = 2,
+                 presets: dict | None = None, n_exp: int | None = None):
+        from engine.animator import Animator
+        self.models = models
+        self.output_size = int(output_size)
+        self.fps = float(fps)
+        self.max_sessions = int(max_sessions)
+        self.param_names = list(models.param_names)
+        self.n_params = len(self.param_names)
+        self.n_exp = int(n_exp if n_exp is not None else getattr(models, "n_exp", 0) or
+                         sum(not n.lower().startswith("speech") for n in self.param_names))
+        self.image_size = int(models.image_size)
+        self._prep = Animator(models, output_size=self.output_size)
+        self.portraits: dict[str, Portrait] = {}
+        self.tracks: dict[str, TrackEntry] = {}
+        if presets is None:
+            from engine.animator import face_model_for
+
+            from .presets import make_presets
+            presets = make_presets(self.param_names, self.n_exp, face_model_for(models))
+        self.presets = {k: np.asarray(v, np.float32) for k, v in presets.items()}
+        self.sessions: dict[str, "Session"] = {}
+        self.pending = 0
+        self.prep_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="portrait-prep")
+
+    # portraits -----------------------------------------------------------------------
+    def add_portrait_file(self, path: Path) -> Portrait:
+        from engine.face import load_image
+        pid = _slug(path.stem, self.portraits)
+        p = Portrait(id=pid, name=path.name, image=load_image(path))
+        self.portraits[pid] = p
+        return p
+
+    def add_portrait_image(self, rgb: np.ndarray, name: str) -> Portrait:
+        uploaded = [p for p in self.portraits.values() if p.uploaded]
+        if len(uploaded) >= MAX_UPLOADED_PORTRAITS:
+            in_use = {s.portrait_id for s in self.sessions.values()}
+            for old in uploaded:
+                if old.id not in in_use:
+                    self.portraits.pop(old.id, None)
+                    break
+        pid = _slug("upload-" + uuid.uuid4().hex[:8], self.portraits)
+        p = Portrait(id=pid, name=name, image=rgb, uploaded=True)
+        self.portraits[pid] = p
+        return p
+
+    def prepare(self, p: Portrait):
+        """Detect, align and encode a portrait once (blocking; run it in a worker thread)."""
+        import cv2
+        from engine.face import FaceError
+        with p.lock:
+            if p.prepared is not None or p.error is not None:
+                return p.prepared
+            try:
+                p.prepared = self._prep.prepare(p.image, name=p.name)
+                ok, buf = cv2.imencode(".jpg", p.prepared.info.base[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 88])
+                p.jpeg = buf.tobytes() if ok else None
+                p.image = None
+            except FaceError as e:
+                p.error = str(e)
+            return p.prepared
+
+    async def prepared(self, p: Portrait):
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self.prep_pool, self.prepare, p)
+        if p.error:
+            raise HTTPError(422, p.error)
+        return p.prepared
+
+    # tracks --------------------------------------------------------------------------------
+    def add_track_file(self, path: Path) -> TrackEntry | None:
+        from engine.tracks import TrackError, load_track
+        try:
+            tr = load_track(path)
+            tr.check_widths(n_speech=self.n_params - self.n_exp, n_expression=self.n_exp)
+        except (TrackError, FileNotFoundError) as e:
+            log.warning("track %s not used: %s", path, e)
+            return None
+        tid = _slug(path.stem, self.tracks)
+        e = TrackEntry(id=tid, name=path.name, path=path, track=tr)
+        self.tracks[tid] = e
+        return e
+
+    def track_audio(self, e: TrackEntry) -> np.ndarray | None:
+        if not e.audio_loaded:
+            from .media import track_audio
+            try:
+                e.audio = track_audio(e.track, AUDIO_RATE, 2)
+            except Exception as ex:  # a broken audio file: the track still drives the face
+                log.warning("audio of track %s not usable: %s", e.name, ex)
+                e.audio = None
+            e.audio_loaded = True
+        return e.audio
+
+    def info(self) -> dict:
+        return {"param_names": self.param_names, "n_exp": self.n_exp, "n_params": self.n_params,
+                "groups": {"exp": [0, self.n_exp], "speech": [self.n_exp, self.n_params]},
+                "presets": sorted(self.presets), "portraits": [p.describe() for p in self.portraits.values()],
+                "tracks": [t.describe() for t in self.tracks.values()], "max_sessions": self.max_sessions,
+                "sessions": len(self.sessions), "output_size": self.output_size, "fps": self.fps,
+                "backend": str(getattr(self.models, "backend", "")),
+                "profile": str(getattr(self.models, "profile", "") or "")}
+
+    def close(self):
+        self.prep_pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _slug(stem: str, taken) -> str:
+    base = "".join(c if c.isalnum() or c in "-_" else "-" for c in stem.lower()).strip("-") or "item"
+    s, i = base, 2
+    while s in taken:
+        s, i = f"{base}-{i}", i + 1
+    return s
+
+
+# -------------------------------------------------------------------------------------- sessions
+class _Stats:
+    def __init__(self):
+        self.latency = collections.deque(maxlen=300)    # seconds, driver frame received -> sent
+        self.render = collections.deque(maxlen=300)     # seconds on the worker
+        self.sent = collections.deque(maxlen=120)       # monotonic send times
+        self.received = collections.deque(maxlen=120)
+        self.frames_in = 0
+        self.frames_used = 0
+        self.frames_dropped = 0
+        self.frames_out = 0
+
+    @staticmethod
+    def _fps(ts) -> float:
+        if len(ts) < 2:
+            return 0.0
+        now = time.monotonic()
+        recent = [t for t in ts if now - t <= 2.0]
+        if len(recent) < 2:
+            return 0.0
+        return (len(recent) - 1) / max(recent[-1] - recent[0], 1e-6)
+
+    def summary(self) -> dict:
+        lat = np.array(self.latency) * 1000 if self.latency else None
+        ren = np.array(self.render) * 1000 if self.render else None
+        return {"fps": round(self._fps(self.sent), 1), "in_fps": round(self._fps(self.received), 1),
+                "latency_ms": round(float(np.median(lat)), 1) if lat is not None else None,
+                "latency_p95_ms": round(float(np.percentile(lat, 95)), 1) if lat is not None else None,
+                "render_ms": round(float(np.median(ren)), 1) if ren is not None else None,
+                "frames_in": self.frames_in, "frames_used": self.frames_used,
+                "frames_dropped": self.frames_dropped, "frames_out": self.frames_out}
+
+
+class Session:
+    """One browser (or client) connection and everything it owns."""
+
+    def __init__(self, engine: Engine, pc, portrait: Portrait, mode: str = "relative"):
+        from engine.animator import Animator
+
+        from .drivers import DriverMix, SlidersDriver
+        self.id = uuid.uuid4().hex[:12]
+        self.engine = engine
+        self.pc = pc
+        self.portrait_id = portrait.id
+        self.animator = Animator(engine.models, output_size=engine.output_size)
+        self.animator.use(portrait.prepared)
+        rest = portrait.prepared.info.params
+        self.sliders = SlidersDriver(engine.n_params, rest, engine.presets)
+        self.mix = DriverMix(engine.n_exp, engine.n_params, rest, self.sliders)
+        self.mode = mode
+        self.face = None                       # FaceDriver, made when webcam frames come
+        self.track: TrackEntry | None = None
+        self.track_driver = None
+        self.track_t0 = 0.0                    # clock time the track started
+        self.audio_pcm: np.ndarray | None = None
+        from .media import MediaClock
+        self.clock = MediaClock()
+        self.pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"session-{self.id}")
+        self.stats = _Stats()
+        self.input_track = None
+        self.latest_in = None                  # (av.VideoFrame, t_received)
+        self.in_event = asyncio.Event()
+        self.out_event = asyncio.Event()
+        self.out_frame = None                  # (VideoFrame, t_driver_received | None, t_rendered)
+        self.channel = None
+        self.tasks: list[asyncio.Task] = []
+        self.closed = False
+        self.params = rest.copy()
+        self.lat_est = 0.03                    # render-to-send latency estimate (s), for track sync
+        self.video_out = AnimatedTrack(self)
+        self.audio_out = SessionAudioTrack(self)
+        self.created = time.monotonic()
+        self.connected = False
+        self.last_error = ""
+
+    # ---------------------------------------------------------------- driver control
+    @property
+    def uses_face(self) -> bool:
+        return "face" in self.mix.routes.values()
+
+    def ensure_face(self):
+        if self.face is None:
+            from .drivers import FaceDriver
+            self.face = FaceDriver(self.animator.regress, self.engine.n_params, self.engine.image_size,
+                                   mode=self.mode, rest=self.animator.source_params, fps=self.engine.fps)
+            self.mix.set_driver("face", self.face)
+        return self.face
+
+    def set_track(self, entry: TrackEntry | None):
+        from .drivers import TrackDriver
+        if entry is None:
+            self.track, self.track_driver, self.audio_pcm = None, None, None
+            self.mix.set_driver("track", None)
+            return
+        drv = TrackDriver(entry.track, self.engine.n_exp, self.engine.n_params, loop=True)
+        self.audio_pcm = self.engine.track_audio(entry)
+        self.track_t0 = self.clock.elapsed()
+        self.track, self.track_driver = entry, drv
+        self.mix.set_driver("track", drv)
+
+    def track_time(self, t_elapsed: float) -> float:
+        return t_elapsed - self.track_t0
+
+    # ---------------------------------------------------------------- worker-thread work
+    def render(self, job, t_content: float):
+        """Worker thread: process the newest driver frame (if any), mix, animate, convert."""
+        import av
+
+        from .media import rgb_to_yuv420
+        t0 = time.perf_counter()
+        if job is not None:
+            frame, t_recv = job
+            rgb = frame.to_ndarray(format="rgb24")
+            ft = float(frame.time) if frame.time is not None else t_recv
+            self.ensure_face().push(rgb, ft)
+        p = self.mix.value(self.track_time(t_content))
+        self.params = p
+        out = self.animator.animate(p)
+        h, w = out.shape[:2]
+        if h % 2 or w % 2:
+            out = out[: h - h % 2, : w - w % 2]
+        vf = av.VideoFrame.from_ndarray(rgb_to_yuv420(out), format="yuv420p")
+        self.stats.render.append(time.perf_counter() - t0)
+        return vf
+
+    # ---------------------------------------------------------------- tasks
+    async def consume(self, track):
+        """Read the browser's webcam track; keep only the newest frame."""
+        from aiortc.mediastreams import MediaStreamError
+        self.input_track = track
+        try:
+            while not self.closed:
+                frame = await track.recv()
+                now = time.monotonic()
+                self.stats.frames_in += 1
+                self.stats.received.append(now)
+                if self.latest_in is not None:
+                    self.stats.frames_dropped += 1
+                self.latest_in = (frame, now)
+                self.in_event.set()
+        except (MediaStreamError, asyncio.CancelledError):
+            pass
+        finally:
+            self.input_track = None
+
+    async def produce(self):
+        """Render frames: on each new webcam frame when the face drives, else at the stream fps."""
+        loop = asyncio.get_running_loop()
+        period = 1.0 / self.engine.fps
+        next_t = time.monotonic()
+        try:
+            while not self.closed:
+                if self.uses_face and self.input_track is not None:
+                    try:
+                        await asyncio.wait_for(self.in_event.wait(), timeout=0.25)
+                    except asyncio.TimeoutError:
+                        pass
+                    next_t = time.monotonic()
+                else:
+                    next_t += period
+                    delay = next_t - time.monotonic()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                    elif delay < -0.25:
+                        next_t = time.monotonic()
+                self.in_event.clear()
+                job = self.latest_in if self.uses_face else None
+                self.latest_in = None
+                if job is not None:
+                    self.stats.frames_used += 1
+                if not self.clock.started:
+                    self.clock.start()
+                t_content = self.clock.elapsed() + self.lat_est
+                try:
+                    vf = await loop.run_in_executor(self.pool, self.render, job, t_content)
+                except RuntimeError as e:   # pool shut down while closing
+                    if self.closed:
+                        break
+                    raise
+                self.out_frame = (vf, job[1] if job is not None else None, time.monotonic(), t_content)
+                self.out_event.set()
+        except asyncio.CancelledError:
+            pass
+        except Exception as e:  # keep the reason for the page and the log
+            self.last_error = f"{type(e).__name__}: {e}"
+            log.exception("session %s: render failed", self.id)
+            self.send({"type": "error", "message": f"rendering failed: {self.last_error}"})
+
+    async def next_frame(self):
+        while self.out_frame is None:
+            self.out_event.clear()
+            await self.out_event.wait()
+            if self.closed:
+                from aiortc.mediastreams import MediaStreamError
+                raise MediaStreamError
+        vf, t_in, t_rendered, t_content = self.out_frame
+        self.out_frame = None
+        now = time.monotonic()
+        if t_in is not None:
+            self.stats.latency.append(now - t_in)
+        # track sync: what the render+queue wait costs, so content is taken that far ahead
+        self.lat_est = 0.9 * self.lat_est + 0.1 * min(max(now - t_rendered + (self.stats.render[-1]
+                                                                          if self.stats.render else 0), 0.0), 0.3)
+        self.stats.sent.append(now)
+        self.stats.frames_out += 1
+        return vf, t_content
+
+    async def report(self):
+        try:
+            while not self.closed:
+                await asyncio.sleep(0.5)
+                self.send(self.status())
+        except asyncio.CancelledError:
+            pass
+
+    def status(self) -> dict:
+        s = self.stats.summary()
+        s.update({"type": "stats", "session": self.id, "routes": dict(self.mix.routes), "mode": self.mode,
+                  "portrait": self.portrait_id, "track": self.track.id if self.track else None,
+                  "params": [round(float(v), 3) for v in self.params],
+                  "pinned": [int(i) for i in np.flatnonzero(self.sliders.pinned)],
+                  "webcam": self.input_track is not None, "error": self.last_error or None})
+        if self.face is not None:
+            st = self.face.state
+            s.update({"face": st.status, "face_message": st.message, "calibrating": st.calibrating,
+                      "holding": st.holding, "track_ms": round(st.ms, 1)})
+        else:
+            s["face"] = None
+        return s
+
+    def hello(self) -> dict:
+        return {"type": "hello", "session": self.id, "param_names": self.engine.param_names,
+                "n_exp": self.engine.n_exp, "presets": sorted(self.engine.presets),
+                "rest": [round(float(v), 4) for v in self.animator.source_params],
+                "routes": dict(self.mix.routes), "mode": self.mode, "portrait": self.portrait_id,
+                "track": self.track.id if self.track else None}
+
+    def send(self, msg: dict) -> None:
+        ch = self.channel
+        if ch is not None and ch.readyState == "open":
+            try:
+                ch.send(json.dumps(msg))
+            except Exception:  # the channel closed under us
+                pass
+
+    # ---------------------------------------------------------------- control messages
+    async def on_message(self, raw) -> None:
+        try:
+            msg = json.loads(raw) if isinstance(raw, str) else json.loads(bytes(raw).decode())
+            if not isinstance(msg, dict):
+                raise ValueError("a message must be a JSON object")
+            reply = await self.handle(msg)
+        except (ValueError, KeyError, TypeError, HTTPError) as e:
+            reply = {"type": "error", "message": getattr(e, "message", None) or str(e)}
+        if reply is not None:
+            self.send(reply)
+
+    async def handle(self, msg: dict):
+        kind = msg.get("type")
+        if kind == "slider":
+            self.sliders.set(int(msg["index"]), float(msg["value"]),
+                             pin=self.mix.routes.get(self._group(int(msg["index"]))) != "sliders")
+            return None
+        if kind == "sliders":
+            self.sliders.set_all(msg["values"], pin=False)
+            return None
+        if kind == "preset":
+            v = self.sliders.preset(str(msg["name"]))
+            for g in ("exp", "speech"):
+                if self.mix.routes[g] != "sliders" and msg.get("route", True):
+                    self.mix.route(g, "sliders")
+            self.sliders.release()
+            return {"type": "preset", "name": msg["name"], "values": [round(float(x), 4) for x in v],
+                    "routes": dict(self.mix.routes)}
+        if kind == "release":
+            self.sliders.release(msg.get("index"))
+            return None
+        if kind == "route":
+            for g in ("exp", "speech"):
+                if g in msg and msg[g] is not None:
+                    self.mix.route(g, str(msg[g]))
+            if self.uses_face:
+                self.ensure_face()
+            if "track" in self.mix.routes.values() and self.track is None:
+                if not self.engine.tracks:
+                    raise ValueError("no parameter tracks on this server (start it with --tracks DIR)")
+                self.set_track(next(iter(self.engine.tracks.values())))
+            return {"type": "routes", "routes": dict(self.mix.routes),
+                    "track": self.track.id if self.track else None}
+        if kind == "mode":
+            mode = str(msg["mode"])
+            self.ensure_face().set_mode(mode)
+            self.mode = mode
+            return {"type": "mode", "mode": mode}
+        if kind == "calibrate":
+            self.ensure_face().calibrate()
+            return {"type": "calibrate"}
+        if kind == "portrait":
+            p = self.engine.portraits.get(str(msg["id"]))
+            if p is None:
+                raise ValueError(f"no portrait {msg['id']!r}")
+            prepared = await self.engine.prepared(p)
+            self.animator.use(prepared)
+            self.portrait_id = p.id
+            rest = prepared.info.params
+            self.mix.rest = rest.copy()
+            self.sliders.set_all(rest)
+            self.sliders.release()
+            if self.face is not None:
+                self.face.set_rest(rest)
+            return self.hello()
+        if kind == "track":
+            tid = msg.get("id")
+            if tid is None:
+                self.set_track(None)
+                return {"type": "track", "track": None}
+            e = self.engine.tracks.get(str(tid))
+            if e is None:
+                raise ValueError(f"no track {tid!r}")
+            self.set_track(e)
+            for g in self.track_driver.groups():
+                if g == "speech" or msg.get("expression", False):
+                    self.mix.route(g, "track")
+            return {"type": "track", "track": e.id, "routes": dict(self.mix.routes)}
+        if kind == "ping":
+            return {"type": "pong", "t": msg.get("t")}
+        if kind == "bye":
+            asyncio.ensure_future(self.close())
+            return None
+        if kind == "status":
+            return self.status()
+        raise ValueError(f"unknown message type {kind!r}")
+
+    def _group(self, index: int) -> str:
+        return "exp" if index < self.engine.n_exp else "speech"
+
+    # ---------------------------------------------------------------- teardown
+    async def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.engine.sessions.pop(self.id, None)
+        self.out_event.set()
+        for t in self.tasks:
+            t.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        self.tasks.clear()
+        self.video_out.stop()
+        self.audio_out.stop()
+        if self.input_track is not None:
+            self.input_track.stop()
+        try:
+            await self.pc.close()
+        except Exception:  # already closed or half-open
+            pass
+        # the worker may be inside a render: let it finish, then release the face tracker
+        face = self.face
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, self._shutdown_pool, face)
+        self.face = None
+        self.channel = None
+        self.latest_in = None
+        self.out_frame = None
+        self.mix.drivers.clear()
+        log.info("session %s closed (%d frames out)", self.id, self.stats.frames_out)
+
+    def _shutdown_pool(self, face):
+        self.pool.shutdown(wait=True, cancel_futures=True)
+        if face is not None:
+            face.close()
+
+
+# ---------------------------------------------------------------------------------------- tracks
+def _media_track_base():
+    from aiortc import MediaStreamTrack
+    return MediaStreamTrack
+
+
+class AnimatedTrack(_media_track_base()):
+    """The animated portrait: hands out the newest rendered frame."""
+    kind = "video"
+
+    def __init__(self, session: Session):
+        super().__init__()
+        self.session = session
+        self._last_pts = -1
+
+    async def recv(self):
+        from aiortc.mediastreams import MediaStreamError
+        if self.readyState != "live" or self.session.closed:
+            raise MediaStreamError
+        vf, t_content = await self.session.next_frame()
+        # the frame's time on the shared clock (the audio's timeline)
+        pts = max(int(round(t_content * VIDEO_CLOCK)), self._last_pts + 1)
+        self._last_pts = pts
+        vf.pts = pts
+        vf.time_base = fractions.Fraction(1, VIDEO_CLOCK)
+        return vf
+
+
+class SessionAudioTrack(_media_track_base()):
+    """The audio of the session's parameter track (looping with it), or silence; paced on the
+    session's clock, so audio time == clock time == the time the video takes its parameters at."""
+    kind = "audio"
+
+    def __init__(self, session: Session):
+        super().__init__()
+        self.session = session
+        self._samples = int(AUDIO_RATE * AUDIO_PTIME)
+        self._pts = 0
+
+    async def recv(self):
+        import av
+        from aiortc.mediastreams import MediaStreamError
+        s = self.session
+        if self.readyState != "live" or s.closed:
+            raise MediaStreamError
+        if not s.clock.started:
+            s.clock.start()
+        # the pts of the audio is the clock time of its first sample: send it when it is due
+        if self._pts == 0:
+            self._pts = int(s.clock.elapsed() * AUDIO_RATE)
+        wait = self._pts / AUDIO_RATE - s.clock.elapsed()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        n = self._samples
+        pcm = s.audio_pcm
+        if pcm is not None and len(pcm) and s.track is not None:
+            start = int(round(s.track_time(self._pts / AUDIO_RATE) * AUDIO_RATE))
+            idx = (start + np.arange(n)) % len(pcm)
+            chunk = pcm[idx] if start >= 0 else np.zeros((n, 2), np.int16)
+        else:
+            chunk = np.zeros((n, 2), np.int16)
+        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(chunk).reshape(1, -1), format="s16",
+                                           layout="stereo")
+        frame.sample_rate = AUDIO_RATE
+        frame.pts = self._pts
+        frame.time_base = fractions.Fraction(1, AUDIO_RATE)
+        self._pts += n
+        return frame
+
+
+# ---------------------------------------------------------------------------------------- the app
+def _json(data, status: int = 200):
+    from aiohttp import web
+    return web.json_response(data, status=status)
+
+
+def _err(status: int, message: str):
+    return _json({"error": message}, status)
+
+
+def make_app(engine: Engine):
+    from aiohttp import web
+
+    @web.middleware
+    async def errors(request, handler):
+        try:
+            return await handler(request)
+        except HTTPError as e:
+            return _err(e.status, e.message)
+        except web.HTTPException:
+            raise
+        except Exception as e:  # never a bare 500 page: say what went wrong
+            log.exception("%s %s failed", request.method, request.path)
+            return _err(500, f"internal error: {type(e).__name__}: {e}")
+
+    app = web.Application(middlewares=[errors], client_max_size=MAX_UPLOAD)
+
+    async def index(request):
+        return web.FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+
+    async def info(request):
+        return _json(engine.info())
+
+    async def portraits(request):
+        return _json([p.describe() for p in engine.portraits.values()])
+
+    async def portrait_image(request):
+        p = engine.portraits.get(request.match_info["pid"])
+        if p is None:
+            raise HTTPError(404, f"no portrait {request.match_info['pid']!r}")
+        await engine.prepared(p)
+        return web.Response(body=p.jpeg, content_type="image/jpeg")
+
+    async def upload(request):
+        data, name = await _read_upload(request)
+        rgb = await asyncio.get_running_loop().run_in_executor(None, _decode_image, data)
+        p = engine.add_portrait_image(rgb, name)
+        try:
+            await engine.prepared(p)
+        except HTTPError:
+            engine.portraits.pop(p.id, None)
+            raise
+        return _json(p.describe())
+
+    async def tracks(request):
+        return _json([t.describe() for t in engine.tracks.values()])
+
+    async def sessions(request):
+        return _json({"sessions": [s.status() for s in engine.sessions.values()],
+                      "max_sessions": engine.max_sessions})
+
+    async def offer(request):
+        return await _offer(request, engine)
+
+    app.router.add_get("/", index)
+    app.router.add_get("/api/info", info)
+    app.router.add_get("/api/portraits", portraits)
+    app.router.add_get("/api/portraits/{pid}.jpg", portrait_image)
+    app.router.add_post("/api/portraits", upload)
+    app.router.add_get("/api/tracks", tracks)
+    app.router.add_get("/api/sessions", sessions)
+    app.router.add_post("/offer", offer)
+    app.router.add_static("/static/", STATIC)
+
+    async def on_shutdown(app):
+        await asyncio.gather(*(s.close() for s in list(engine.sessions.values())), return_exceptions=True)
+
+    app.on_shutdown.append(on_shutdown)
+    return app
+
+
+async def _read_upload(request) -> tuple[bytes, str]:
+    ctype = request.content_type or ""
+    if ctype.startswith("multipart/"):
+        reader = await request.multipart()
+        async for part in reader:
+            if part.name in ("image", "file"):
+                data = await part.read(decode=False)
+                return bytes(data), part.filename or "upload"
+        raise HTTPError(400, "no image in the upload (send a multipart field named 'image')")
+    data = await request.read()
+    if not data:
+        raise HTTPError(400, "empty upload: send an image file")
+    return data, request.headers.get("X-Filename", "upload")
+
+
+def _decode_image(data: bytes) -> np.ndarray:
+    import cv2
+    arr = np.frombuffer(data, np.uint8)
+    img = cv2.imdecode(arr, cv2.IMREAD_COLOR) if arr.size else None
+    if img is None:
+        try:
+            from PIL import Image
+            with Image.open(io.BytesIO(data)) as im:
+                return np.ascontiguousarray(np.asarray(im.convert("RGB"), np.uint8))
+        except Exception:
+            raise HTTPError(400, "the upload is not an image that can be read (JPEG, PNG or WebP)") from None
+    return np.ascontiguousarray(img[:, :, ::-1])
+
+
+async def _offer(request, engine: Engine):
+    from aiortc import RTCPeerConnection, RTCSessionDescription
+    try:
+        params = await request.json()
+    except Exception:
+        raise HTTPError(400, "the offer must be a JSON object {\"sdp\": ..., \"type\": \"offer\"}") from None
+    if not isinstance(params, dict):
+        raise HTTPError(400, "the offer must be a JSON object {\"sdp\": ..., \"type\": \"offer\"}")
+    sdp, typ = params.get("sdp"), params.get("type", "offer")
+    if not isinstance(sdp, str) or not sdp.strip():
+        raise HTTPError(400, "missing 'sdp' in the offer")
+    if typ != "offer":
+        raise HTTPError(400, f"expected an SDP of type 'offer', got {typ!r}")
+    if not sdp.lstrip().startswith("v=0") or "m=" not in sdp:
+        raise HTTPError(400, "invalid SDP offer: it must start with 'v=0' and describe media ('m=' lines)")
+    if len(engine.sessions) + engine.pending >= engine.max_sessions:
+        raise HTTPError(503, f"server busy: all {engine.max_sessions} session(s) are in use; "
+                             "close another tab or try again later")
+    # the portrait
+    pid = params.get("portrait")
+    if pid is None:
+        if not engine.portraits:
+            raise HTTPError(400, "no portrait: upload one first (POST /api/portraits)")
+        pid = next(iter(engine.portraits))
+    portrait = engine.portraits.get(str(pid))
+    if portrait is None:
+        raise HTTPError(404, f"no portrait {pid!r}")
+    mode = params.get("mode", "relative")
+    if mode not in ("relative", "absolute"):
+        raise HTTPError(400, f"mode must be 'relative' or 'absolute', not {mode!r}")
+    engine.pending += 1
+    pc = None
+    try:
+        await engine.prepared(portrait)
+        pc = RTCPeerConnection()
+        session = Session(engine, pc, portrait, mode=mode)
+        exp, speech = params.get("exp", "face"), params.get("speech", "face")
+        try:
+            session.mix.route("exp", exp)
+            session.mix.route("speech", speech)
+            if params.get("track"):
+                e = engine.tracks.get(str(params["track"]))
+                if e is None:
+                    raise HTTPError(404, f"no track {params['track']!r}")
+                session.set_track(e)
+            elif "track" in (exp, speech):
+                if not engine.tracks:
+                    raise HTTPError(400, "no parameter tracks on this server (start it with --tracks DIR)")
+                session.set_track(next(iter(engine.tracks.values())))
+        except ValueError as e:
+            raise HTTPError(400, str(e)) from None
+        _wire(session, pc)
+        try:
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
+        except Exception as e:
+            raise HTTPError(400, f"invalid SDP offer: {type(e).__name__}: {str(e) or 'cannot be parsed'}") from None
+        kinds = {t.kind for t in pc.getTransceivers()}
+        if "video" not in kinds:
+            raise HTTPError(400, "the offer has no video: add a video transceiver (recvonly or sendrecv)")
+        pc.addTrack(session.video_out)
+        if "audio" in kinds:
+            pc.addTrack(session.audio_out)
+        try:
+            answer = await pc.createAnswer()
+            await pc.setLocalDescription(answer)
+        except Exception as e:
+            raise HTTPError(400, f"cannot answer this offer: {type(e).__name__}: {e}") from None
+        engine.sessions[session.id] = session
+        session.tasks.append(asyncio.ensure_future(session.produce()))
+        session.tasks.append(asyncio.ensure_future(session.report()))
+        session.tasks.append(asyncio.ensure_future(_watchdog(session)))
+        pc = None  # owned by the session now
+        return _json({"sdp": session.pc.localDescription.sdp, "type": session.pc.localDescription.type,
+                      "session": session.id})
+    finally:
+        engine.pending -= 1
+        if pc is not None:
+            try:
+                await pc.close()
+            except Exception:
+                pass
+
+
+def _wire(session: Session, pc) -> None:
+    @pc.on("datachannel")
+    def on_datachannel(channel):
+        session.channel = channel
+        channel.on("message", lambda m: asyncio.ensure_future(session.on_message(m)))
+
+        @channel.on("open")
+        def _open():
+            session.send(session.hello())
+
+        @channel.on("close")
+        def _closed():
+            asyncio.ensure_future(session.close())
+
+        if channel.readyState == "open":
+            session.send(session.hello())
+
+    @pc.on("track")
+    def on_track(track):
+        if track.kind == "video":
+            session.tasks.append(asyncio.ensure_future(session.consume(track)))
+
+    @pc.on("connectionstatechange")
+    async def on_state():
+        st = pc.connectionState
+        if st == "connected":
+            session.connected = True
+        elif st in ("failed", "closed"):
+            await session.close()
+
+
+async def _watchdog(session: Session, connect_timeout: float = 20.0, disconnect_grace: float = 8.0):
+    """Close sessions that never connect, or that stay disconnected."""
+    gone_since = None
+    try:
+        while not session.closed:
+            await asyncio.sleep(1.0)
+            st = session.pc.connectionState
+            now = time.monotonic()
+            if not session.connected and now - session.created > connect_timeout:
+                log.info("session %s never connected; closing", session.id)
+                break
+            if st == "disconnected":
+                gone_since = gone_since or now
+                if now - gone_since > disconnect_grace:
+                    break
+            else:
+                gone_since = None
+    except asyncio.CancelledError:
+        return
+    asyncio.ensure_future(session.close())
+
+
+# ------------------------------------------------------------------------------------------- ICE
+_ice_original = None
+
+
+def configure_ice(mode: str = "all") -> None:
+    """Which local addresses WebRTC offers as ICE candidates. aioice leaves out 127.0.0.1, so a
+    machine without another interface could not connect at all: "all" is aioice's choice plus
+    127.0.0.1; "loopback" is 127.0.0.1 only (media never leaves this machine; the browser must then
+    offer loopback candidates too, e.g. Chromium with --allow-loopback-in-peer-connection)."""
+    global _ice_original
+    import aioice.ice as ice
+    if mode not in ("all", "loopback"):
+        raise ValueError(f"ICE mode must be 'all' or 'loopback', not {mode!r}")
+    if _ice_original is None:
+        _ice_original = ice.get_host_addresses
+
+    def addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
+        if mode == "loopback":
+            return ["127.0.0.1"] if use_ipv4 else []
+        out = list(_ice_original(use_ipv4, use_ipv6))
+        if use_ipv4 and "127.0.0.1" not in out:
+            out.append("127.0.0.1")
+        return out
+
+    ice.get_host_addresses = addresses
+
+
+# ------------------------------------------------------------------------------------------ CLI
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", "--model", dest="checkpoint", default=None,
+                   help="model: a checkpoint folder or exported model (default: the embedded default "
+                        "model, engine/assets/default_model)")
+    p.add_argument("--backend", default="auto", help="inference backend: auto, torch, onnxruntime, tensorrt")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--portraits", action="append", default=[], metavar="PATH",
+                   help="a portrait image or a folder of them to offer in the page (repeatable); "
+                        "users can also upload their own")
+    p.add_argument("--tracks", action="append", default=[], metavar="PATH",
+                   help="a parameter track (.npz from `slidergan track extract`) or a folder of them")
+    p.add_argument("--max-sessions", type=int, default=2, help="concurrent sessions (default 2)")
+    p.add_argument("--size", type=int, default=512, help="output frame size in pixels (default 512)")
+    p.add_argument("--fps", type=float, default=30.0, help="stream frame rate without a webcam (default 30)")
+    p.add_argument("--ice", choices=["all", "loopback"], default="all",
+                   help="ICE candidates: all local addresses plus 127.0.0.1 (default), or loopback only")
+    p.add_argument("--log-level", default="info")
+
+
+def build_engine(args) -> Engine:
+    from engine.animator import load_models
+    models = load_models(args.checkpoint, backend=args.backend)
+    eng = Engine(models, output_size=args.size, fps=args.fps, max_sessions=args.max_sessions)
+    for spec in args.portraits:
+        for f in _expand(spec, IMAGE_EXTS):
+            eng.add_portrait_file(f)
+    for spec in args.tracks:
+        for f in _expand(spec, (".npz",)):
+            eng.add_track_file(f)
+    return eng
+
+
+def _expand(spec: str, exts) -> list[Path]:
+    p = Path(spec)
+    if p.is_dir():
+        return sorted(f for f in p.iterdir() if f.suffix.lower() in exts)
+    if not p.exists():
+        raise FileNotFoundError(f"not found: {p}")
+    return [p]
+
+
+def main(args) -> int:
+    from aiohttp import web
+    logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.INFO),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("aioice").setLevel(logging.WARNING)
+    logging.getLogger("aiortc").setLevel(logging.WARNING)
+    if args.max_sessions < 1:
+        raise ValueError("--max-sessions must be at least 1")
+    configure_ice(args.ice)
+    eng = build_engine(args)
+    app = make_app(eng)
+    print(f"slidergan serve: http://{args.host}:{args.port}/  ({len(eng.portraits)} portrait(s), "
+          f"{len(eng.tracks)} track(s), backend {getattr(eng.models, 'backend', '?')}, "
+          f"at most {eng.max_sessions} session(s))", flush=True)
+    try:
+        web.run_app(app, host=args.host, port=args.port, print=None, access_log=None)
+    finally:
+        eng.close()
+    return 0

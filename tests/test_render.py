@@ -1,0 +1,202 @@
+"""`slidergan render` (tiny random model, synthetic faces, tracks with audio) and the drivers."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests import streamkit as kit
+
+pytestmark = pytest.mark.timeout(180)
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    import cv2
+    d = tmp_path_factory.mktemp("render")
+    ck = kit.tiny_checkpoint(d / "ck")
+    models = kit.load_tiny(ck)
+    portrait = d / "portrait.png"
+    cv2.imwrite(str(portrait), kit.synth_portrait(0)[:, :, ::-1])
+    return {"dir": d, "ck": ck, "models": models, "portrait": portrait}
+
+
+def _streams(path):
+    import av
+    with av.open(str(path)) as c:
+        out = {}
+        for s in c.streams:
+            dur = float(s.duration * s.time_base) if s.duration is not None else None
+            n = s.frames
+            if s.type == "video":
+                out["video"] = {"duration": dur, "frames": n, "rate": float(s.average_rate),
+                                "size": (s.codec_context.width, s.codec_context.height)}
+            elif s.type == "audio":
+                out["audio"] = {"duration": dur, "rate": s.rate}
+        return out
+
+
+def test_track_with_audio_renders_in_sync(env, tmp_path):
+    """A 25 fps speech track with a 2 s audio file, rendered at 30 fps: audio and video durations
+    agree within one frame, the frame count follows the track's duration, nothing is left over."""
+    from streaming.render import render
+    wav = kit.write_wav(tmp_path / "speech.wav", kit.tone(2.3))   # longer audio is cut to the track
+    tr = kit.speech_track(tmp_path / "speech.npz", seconds=2.0, fps=25, audio=wav)
+    out = tmp_path / "out" / "talk.mp4"
+    res = render(env["portrait"], tr, out, models=env["models"], size=256, fps=30, progress=False)
+    assert out.exists() and res.frames == 60
+    s = _streams(out)
+    assert s["video"]["frames"] == 60 and s["video"]["size"] == (256, 256)
+    assert abs(s["video"]["duration"] - 2.0) < 1e-6
+    assert abs(s["audio"]["duration"] - s["video"]["duration"]) <= 1 / 30, s
+    assert abs(res.audio_duration - res.duration) < 1e-6
+    assert sorted(p.name for p in out.parent.iterdir()) == ["talk.mp4"]   # no temp file left
+    # the face moves with the speech parameters: frames differ from each other
+    from engine.video import read_frames
+    frames = [f for f, _ in read_frames(out)]
+    assert len(frames) == 60
+    diffs = [np.abs(frames[i].astype(float) - frames[i + 7]).mean() for i in range(0, 50, 7)]
+    assert max(diffs) > 0.5
+
+
+def test_video_driver_side_by_side_keeps_its_audio(env, tmp_path):
+    from streaming.render import render
+    frames = kit.synth_driving_frames(45, w=320, h=240, face=200)
+    drv = kit.write_video(tmp_path / "drive.mp4", frames, fps=30, audio=kit.tone(1.5))
+    out = tmp_path / "sbs.mp4"
+    res = render(env["portrait"], drv, out, models=env["models"], size=256, side_by_side=True,
+                 mode="relative", progress=False)
+    s = _streams(out)
+    assert s["video"]["size"] == (256 + 342, 256) and s["video"]["frames"] == 45
+    assert abs(s["audio"]["duration"] - s["video"]["duration"]) <= 1 / 30
+    assert res.faces_missing == 0
+
+
+def test_render_fails_cleanly(env, tmp_path):
+    from streaming.render import render
+    blank = [np.full((240, 320, 3), 120, np.uint8)] * 10
+    drv = kit.write_video(tmp_path / "noface.mp4", blank, fps=30)
+    out = tmp_path / "x.mp4"
+    with pytest.raises(ValueError, match="no face"):
+        render(env["portrait"], drv, out, models=env["models"], size=128, progress=False)
+    assert list(tmp_path.glob("*x.mp4*")) == []   # neither output nor temporary
+    with pytest.raises(FileNotFoundError):
+        render(env["portrait"], tmp_path / "missing.mp4", out, models=env["models"], progress=False)
+    with pytest.raises(ValueError, match=".mp4"):
+        render(env["portrait"], drv, tmp_path / "x.gif", models=env["models"], progress=False)
+
+
+def test_render_cli(env, tmp_path):
+    from engine.cli import main
+    tr = kit.speech_track(tmp_path / "t.npz", seconds=0.5, fps=30)
+    out = tmp_path / "cli.mp4"
+    rc = main(["render", "--source", str(env["portrait"]), "--driver", str(tr), "-o", str(out),
+               "--checkpoint", str(env["ck"]), "--backend", "torch", "--size", "128", "--quiet"])
+    assert rc == 0 and _streams(out)["video"]["frames"] == 15 and "audio" not in _streams(out)
+    rc = main(["render", "--source", str(tmp_path / "nope.png"), "--driver", str(tr), "-o", str(out),
+               "--checkpoint", str(env["ck"]), "--backend", "torch"])
+    assert rc == 1
+
+
+# ---------------------------------------------------------------------------------------- drivers
+class _FakeTracker:
+    """Stands in for FaceTracker: frames are dicts saying whether there is a face."""
+
+    def __init__(self, size):
+        self.size = size
+
+    def process(self, frame, t):
+        from engine.face import STATUS_NO_FACE, STATUS_OK, AlignedFace
+        if frame is None:
+            return AlignedFace(None, None, None, None, self.size, 0, status=STATUS_NO_FACE, t=t)
+        crop = np.full((self.size, self.size, 3), int(frame), np.uint8)
+        return AlignedFace(crop, None, None, np.eye(2, 3), self.size, status=STATUS_OK, t=t)
+
+    def close(self):
+        pass
+
+
+def _driver(mode="absolute", **kw):
+    from streaming.drivers import FaceDriver
+    n = 4
+
+    def regress(crop):           # a crop's grey level -> p
+        return np.full(n, crop[0, 0, 0] / 255.0, np.float32)
+    return FaceDriver(regress, n, 8, mode=mode, rest=np.array([0.1, 0.2, 0.3, 0.4]), tracker=_FakeTracker(8),
+                      **kw)
+
+
+def test_face_lost_holds_then_eases_to_rest():
+    d = _driver("absolute", hold_s=0.5, ease_s=0.2, min_cutoff=1000.0, beta=0.0)
+    for i in range(10):
+        v = d.push(204, i / 30)              # face: p = 0.8
+    assert np.allclose(v, 0.8, atol=1e-3)
+    t_lost = 10 / 30
+    held = d.push(None, t_lost)
+    assert np.allclose(held, v) and d.state.holding and d.state.status == "no_face"
+    assert np.allclose(d.push(None, t_lost + 0.45), v)            # still held inside hold_s
+    late = d.push(None, t_lost + 0.5 + 3.0)                        # 15 time constants later
+    assert np.allclose(late, 0.0, atol=1e-3)                       # absolute mode rests at p = 0
+    mid = d.value(9 / 30 + 0.5 + 0.2)                             # hold counts from the last face
+    assert np.allclose(mid, 0.8 * np.exp(-1), atol=0.02)
+    back = d.push(51, t_lost + 4.0)                                # face again: no jump
+    assert np.abs(back - late).max() < 0.3
+
+
+def test_relative_mode_calibrates_and_adds_the_change():
+    d = _driver("relative", calib_frames=5, min_cutoff=1000.0, beta=0.0)
+    rest = np.array([0.1, 0.2, 0.3, 0.4], np.float32)
+    for i in range(5):
+        v = d.push(102, i / 30)              # neutral of the driver: 0.4
+    assert np.allclose(v, rest)                                   # calibrating: the portrait's own
+    assert np.allclose(d.neutral, 0.4, atol=1e-6)
+    v = d.push(153, 6 / 30)                                       # driver +0.2
+    assert np.allclose(v, rest + 0.2, atol=1e-3)
+    d.calibrate()
+    for i in range(5):
+        d.push(153, (7 + i) / 30)
+    assert np.allclose(d.push(153, 13 / 30), rest, atol=1e-3)     # new neutral: no change
+
+
+def test_track_driver_resamples_and_loops(tmp_path):
+    from engine.tracks import load_track
+    from streaming.drivers import DriverMix, TrackDriver
+    tr = load_track(kit.speech_track(tmp_path / "t.npz", seconds=1.0, fps=25))
+    d = TrackDriver(tr, 30, 40, loop=True)
+    assert d.groups() == ["speech"] and d.present[30:].all() and not d.present[:30].any()
+    # between frames 2 and 3 of the 25 fps track, at 30 fps output times: linear interpolation
+    t = 0.1
+    want = tr.at(t)
+    assert np.allclose(d.value(t), want, atol=1e-6)
+    assert np.allclose(d.value(t + d.duration), want, atol=1e-5)   # loops
+    mix = DriverMix(30, 40, rest=np.full(40, 0.25, np.float32))
+    mix.set_driver("track", d)
+    mix.route("speech", "track")
+    mix.route("exp", "rest")
+    v = mix.value(t)
+    assert np.allclose(v[:30], 0.25) and np.allclose(v[30:], want[30:], atol=1e-6)
+    mix.sliders.set(31, -0.9)           # a pinned slider overrides the track
+    assert mix.value(t)[31] == pytest.approx(-0.9)
+    mix.sliders.release()
+    assert mix.value(t)[31] == pytest.approx(want[31], abs=1e-6)
+    with pytest.raises(ValueError):
+        mix.route("speech", "nothing")
+
+
+def test_presets_from_the_blendshape_model():
+    from engine.animator import face_model_for
+    from streaming.presets import EXPRESSIONS, make_presets
+
+    class M:
+        n_params, n_exp, blendshapes = 40, 30, ""
+    fm = face_model_for(M())
+    if fm is None:
+        pytest.skip("no default blendshape model")
+    pre = make_presets(fm.param_names, fm.n_exp, fm)
+    assert set(pre) == {"neutral", *EXPRESSIONS}
+    from streaming.presets import motion_features
+    for name, spec in EXPRESSIONS.items():
+        p = pre[name]
+        assert np.abs(p).max() <= 1.0 and np.abs(p).max() > 0.5
+        f = motion_features(fm.displacement(p))
+        main = max(spec, key=spec.get)
+        assert f[main] > 0, (name, main, f[main])

@@ -1,0 +1,280 @@
+"""The WebRTC server with a real aiortc client over loopback (tiny random model, synthetic faces).
+
+Everything runs in this process: the aiohttp server and the aiortc client share one event loop and
+ICE is restricted to 127.0.0.1, so nothing leaves the machine."""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from tests import streamkit as kit
+
+pytest.importorskip("aiortc")
+pytestmark = pytest.mark.timeout(180)
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    from streaming.server import Engine, configure_ice
+    configure_ice("loopback")
+    d = tmp_path_factory.mktemp("stream")
+    ck = kit.tiny_checkpoint(d / "ck")
+    models = kit.load_tiny(ck)
+    portrait = d / "portrait.png"
+    import cv2
+    cv2.imwrite(str(portrait), kit.synth_portrait(0)[:, :, ::-1])
+    eng = Engine(models, output_size=256, max_sessions=2)
+    eng.add_portrait_file(portrait)
+    eng.prepare(eng.portraits["portrait"])
+    assert eng.portraits["portrait"].error is None, eng.portraits["portrait"].error
+    yield eng, d
+    eng.close()
+
+
+@contextlib.asynccontextmanager
+async def serving(engine):
+    from aiohttp import web
+
+    from streaming.server import make_app
+    app = make_app(engine)
+    runner = web.AppRunner(app, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
+
+
+async def _post(url, **kw):
+    import aiohttp
+    async with aiohttp.ClientSession() as s:
+        async with s.post(url, **kw) as r:
+            return r.status, await r.json(content_type=None)
+
+
+async def _wait_closed(engine, timeout=10.0):
+    t0 = time.monotonic()
+    while engine.sessions and time.monotonic() - t0 < timeout:
+        await asyncio.sleep(0.05)
+    assert not engine.sessions, f"sessions still open: {list(engine.sessions)}"
+
+
+def face_region(frame: np.ndarray) -> np.ndarray:
+    h, w = frame.shape[:2]
+    return frame[int(h * .3):int(h * .75), int(w * .3):int(w * .7)].astype(np.float32)
+
+
+# ------------------------------------------------------------------------------------ bad input
+def test_garbage_sdp_is_400_with_reason(setup):
+    eng, _ = setup
+
+    async def run():
+        async with serving(eng) as url:
+            st, body = await _post(url + "/offer", data=b"garbage")
+            assert st == 400 and "JSON" in body["error"]
+            st, body = await _post(url + "/offer", json={"sdp": "hello", "type": "offer"})
+            assert st == 400 and "invalid SDP" in body["error"]
+            st, body = await _post(url + "/offer", json={"sdp": "v=0\r\nm=video 9 junk\r\n", "type": "offer"})
+            assert st == 400 and "SDP" in body["error"]
+            st, body = await _post(url + "/offer", json={"type": "offer"})
+            assert st == 400 and "sdp" in body["error"]
+            await _wait_closed(eng)
+    asyncio.run(run())
+
+
+def test_portrait_without_face_is_a_clear_error(setup):
+    eng, _ = setup
+    import cv2
+
+    async def run():
+        async with serving(eng) as url:
+            blank = np.full((300, 300, 3), 128, np.uint8)
+            ok, png = cv2.imencode(".png", blank)
+            import aiohttp
+            form = aiohttp.FormData()
+            form.add_field("image", png.tobytes(), filename="wall.png", content_type="image/png")
+            st, body = await _post(url + "/api/portraits", data=form)
+            assert st == 422 and "no face" in body["error"] and "wall.png" in body["error"]
+            st, body = await _post(url + "/api/portraits", data=b"not an image",
+                                   headers={"Content-Type": "image/png"})
+            assert st == 400 and "not an image" in body["error"]
+            # an uploaded face works and is listed
+            ok, png = cv2.imencode(".png", kit.synth_portrait(3)[:, :, ::-1])
+            form = aiohttp.FormData()
+            form.add_field("image", png.tobytes(), filename="me.png", content_type="image/png")
+            st, body = await _post(url + "/api/portraits", data=form)
+            assert st == 200 and body["id"].startswith("upload-") and body["face_px"] > 50
+            eng.portraits.pop(body["id"])
+    asyncio.run(run())
+
+
+# ------------------------------------------------------------------------------------- sessions
+def test_frames_follow_the_parameters(setup):
+    """Sliders over the data channel: the face region of the received frames changes with p, the
+    rest of the portrait does not."""
+    eng, d = setup
+    from streaming.client import StreamClient
+
+    async def run():
+        async with serving(eng) as url:
+            async with StreamClient(url, exp="sliders", speech="sliders", audio=True) as c:
+                assert c.hello["param_names"] == eng.param_names
+                await c.wait_frames(5)
+                shots = {}
+                for v in (1.0, -1.0):
+                    await c.send({"type": "sliders", "values": [v] * eng.n_params})
+                    await asyncio.sleep(0.4)
+                    await c.wait_frames(5)
+                    shots[v] = c.frames[-1][0]
+                    assert c.stats is None or len(c.stats["params"]) == eng.n_params
+                a, b = shots[1.0], shots[-1.0]
+                assert a.shape == (256, 256, 3)
+                face_diff = np.abs(face_region(a) - face_region(b)).mean()
+                corner_diff = np.abs(a[:30, :30].astype(float) - b[:30, :30]).mean()
+                assert face_diff > 4.0, face_diff
+                assert corner_diff < 2.0, corner_diff
+                import cv2
+                cv2.imwrite(str(d / "sliders.png"), np.concatenate([a, b], 1)[:, :, ::-1])
+                st = await c.request({"type": "status"}, "stats")
+                assert st["frames_out"] > 10 and st["params"][0] == -1.0
+                assert c.audio_samples > 0   # the audio track (silence here) flows too
+                # a preset and an unknown message
+                r = await c.request({"type": "preset", "name": "neutral"}, "preset")
+                assert r["values"] == [0.0] * eng.n_params
+                r = await c.request({"type": "nonsense"}, "error")
+                assert "unknown message" in r["message"]
+            await _wait_closed(eng)
+    asyncio.run(run())
+
+
+def test_webcam_driver_moves_the_face(setup):
+    """A driving video over WebRTC: the face is tracked, the regression head moves the parameters,
+    stale frames are dropped, and the latency figures are reported."""
+    eng, _ = setup
+    from streaming.client import StreamClient
+    frames = kit.synth_driving_frames(60)
+
+    async def run():
+        async with serving(eng) as url:
+            async with StreamClient(url, frames=frames, fps=30, mode="absolute") as c:
+                await c.wait_frames(20, timeout=40)
+                seen = []
+                for _ in range(12):
+                    await asyncio.sleep(0.15)
+                    st = await c.request({"type": "status"}, "stats")
+                    seen.append(st["params"])
+                assert st["face"] in ("ok", "multiple_faces"), st
+                assert st["frames_in"] > 20 and st["latency_p95_ms"] is not None
+                assert st["frames_used"] + st["frames_dropped"] <= st["frames_in"]
+                spread = np.ptp(np.array(seen), axis=0).max()
+                assert spread > 1e-3, "parameters did not follow the driving face"
+                # relative mode and calibration switch on the fly
+                r = await c.request({"type": "mode", "mode": "relative"}, "mode")
+                assert r["mode"] == "relative"
+                await c.request({"type": "calibrate"}, "calibrate")
+                await c.wait_frames(10, timeout=20)
+            await _wait_closed(eng)
+    asyncio.run(run())
+
+
+def test_session_limit_is_answered_clearly(setup):
+    eng, _ = setup
+    from streaming.client import OfferError, StreamClient
+
+    async def run():
+        async with serving(eng) as url:
+            a = await StreamClient(url, exp="sliders", speech="sliders").connect()
+            b = await StreamClient(url, exp="sliders", speech="sliders").connect()
+            with pytest.raises(OfferError) as e:
+                await StreamClient(url, exp="sliders", speech="sliders").connect()
+            assert e.value.status == 503 and "busy" in e.value.message
+            await a.close()
+            await _wait_until(lambda: len(eng.sessions) < 2)
+            c = await StreamClient(url, exp="sliders", speech="sliders").connect()
+            await c.wait_frames(3)
+            await b.close()
+            await c.close()
+            await _wait_closed(eng)
+    asyncio.run(run())
+
+
+async def _wait_until(cond, timeout=10.0):
+    t0 = time.monotonic()
+    while not cond():
+        if time.monotonic() - t0 > timeout:
+            raise TimeoutError("condition not met")
+        await asyncio.sleep(0.05)
+
+
+def test_track_driver_with_audio(setup, tmp_path):
+    """A parameter track: speech follows the track on the session clock, its audio comes along."""
+    eng, _ = setup
+    from streaming.client import StreamClient
+    wav = kit.write_wav(tmp_path / "a.wav", kit.tone(2.0))
+    tr = kit.speech_track(tmp_path / "t.npz", seconds=2.0, fps=25, audio=wav)
+    entry = eng.add_track_file(tr)
+    assert entry is not None
+
+    async def run():
+        try:
+            async with serving(eng) as url:
+                async with StreamClient(url, exp="sliders", speech="track", track=entry.id) as c:
+                    await c.wait_frames(30, timeout=30)
+                    st = await c.request({"type": "status"}, "stats")
+                    assert st["track"] == entry.id and st["routes"]["speech"] == "track"
+                    sp = np.array(st["params"][eng.n_exp:])
+                    assert np.abs(sp).max() > 0.05
+                    assert c.audio_samples > 48000 * 0.5
+                await _wait_closed(eng)
+        finally:
+            eng.tracks.pop(entry.id, None)
+    asyncio.run(run())
+
+
+# ------------------------------------------------------------------------------------- hygiene
+def test_connect_and_drop_cycles_do_not_leak(setup):
+    """30 sessions opened, used and dropped: no growth in asyncio tasks or threads, and memory
+    growth under 60 MB (bound stated here; a leaked session holds ~5 MB of frames and buffers)."""
+    eng, _ = setup
+    from streaming.client import StreamClient
+
+    async def cycle(url, i):
+        c = StreamClient(url, exp="sliders", speech="sliders", audio=(i % 2 == 0))
+        await c.connect()
+        await c.wait_frames(2, timeout=20)
+        if i % 3 == 0:
+            await c.send({"type": "bye"})   # the page's goodbye
+        await c.close()
+
+    async def run():
+        async with serving(eng) as url:
+            for i in range(3):    # warm-up: codecs, thread pools, caches
+                await cycle(url, i)
+            await _wait_closed(eng)
+            await asyncio.sleep(0.5)
+            gc.collect()
+            tasks0 = len(asyncio.all_tasks())
+            threads0 = threading.active_count()
+            rss0 = kit.rss_mb()
+            for i in range(30):
+                await cycle(url, i)
+            await _wait_closed(eng)
+            await asyncio.sleep(1.0)
+            gc.collect()
+            tasks1 = len(asyncio.all_tasks())
+            threads1 = threading.active_count()
+            rss1 = kit.rss_mb()
+            print(f"tasks {tasks0}->{tasks1} threads {threads0}->{threads1} rss {rss0:.0f}->{rss1:.0f} MB")
+            assert tasks1 <= tasks0 + 1
+            assert threads1 <= threads0 + 2
+            assert rss1 - rss0 < 60.0
+    asyncio.run(run())
