@@ -49,6 +49,12 @@ EXPORT_FORMAT = "slidergan-onnx"
 EXPORT_VERSION = 1
 MANIFEST = "export.json"
 ROLE_FILES = {"encoder": "encoder.onnx", "generator": "generator.onnx", "regressor": "regressor.onnx"}
+PRECISIONS = ("fp32", "int8")  # int8: optional quantised copies (``slidergan export --int8``), CPU only
+
+
+def role_file(role: str, precision: str = "fp32") -> str:
+    """encoder.onnx / generator.onnx / regressor.onnx, or their int8 copies generator.int8.onnx ..."""
+    return ROLE_FILES[role] if precision == "fp32" else ROLE_FILES[role].replace(".onnx", f".{precision}.onnx")
 ENGINE_SUFFIX = ".engine"
 NORMALIZATION = {"layout": "NCHW", "channels": "RGB", "range": [-1.0, 1.0], "dtype": "float32"}
 META_PREFIX = "slidergan."
@@ -268,11 +274,13 @@ def info_from_onnx_metadata(md: dict[str, str], source: str) -> ModelInfo:
         raise InferenceError(f"{source} has broken SliderGAN metadata: {e}") from None
 
 
-def read_export(folder) -> tuple[ModelInfo, dict[str, Path], dict]:
+def read_export(folder, precision: str = "fp32") -> tuple[ModelInfo, dict[str, Path], dict]:
     """Validate an export folder: its ONNX files exist, describe one model, and agree with each other.
 
     Returns (info, role -> ONNX path, manifest dict ({} when export.json is absent))."""
     folder = Path(folder)
+    if precision not in PRECISIONS:
+        raise InferenceError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
     if not folder.is_dir():
         raise InferenceError(f"no export folder at {folder}")
     manifest = {}
@@ -281,9 +289,13 @@ def read_export(folder) -> tuple[ModelInfo, dict[str, Path], dict]:
             manifest = json.loads((folder / MANIFEST).read_text())
         except (OSError, ValueError) as e:
             raise InferenceError(f"{folder / MANIFEST} is not readable JSON: {e}") from None
-    files = {role: folder / name for role, name in ROLE_FILES.items() if (folder / name).exists()}
+    files = {role: folder / role_file(role, precision) for role in ROLE_FILES
+             if (folder / role_file(role, precision)).exists()}
     if "generator" not in files or "regressor" not in files:
-        missing = [ROLE_FILES[r] for r in ("generator", "regressor") if r not in files]
+        missing = [role_file(r, precision) for r in ("generator", "regressor") if r not in files]
+        if precision != "fp32" and (folder / ROLE_FILES["generator"]).exists():
+            raise InferenceError(f"{folder} has no {precision} models ({', '.join(missing)} missing): "
+                                 f"export with --{precision}")
         raise InferenceError(f"{folder} is not a SliderGAN export: {', '.join(missing)} missing")
     info, first = None, None
     for role, path in files.items():
@@ -291,6 +303,8 @@ def read_export(folder) -> tuple[ModelInfo, dict[str, Path], dict]:
         this = info_from_onnx_metadata(md, str(path))
         if md.get("role") != role:
             raise InferenceError(f"{path} holds the {md.get('role')!r} model, not the {role!r}")
+        if md.get("precision", "fp32") != precision:
+            raise InferenceError(f"{path} holds a {md.get('precision')} model, not {precision}")
         if info is None:
             info, first = this, path
         elif (this.config, this.param_names, this.weights) != (info.config, info.param_names, info.weights):
@@ -298,7 +312,7 @@ def read_export(folder) -> tuple[ModelInfo, dict[str, Path], dict]:
                                  f"(profile {this.config.name!r} vs {info.config.name!r}, weights "
                                  f"{this.weights} vs {info.weights}); export the checkpoint again")
     if info.config.generator == "cached" and "encoder" not in files:
-        raise InferenceError(f"{folder} lacks {ROLE_FILES['encoder']}, which the {info.config.name!r} "
+        raise InferenceError(f"{folder} lacks {role_file('encoder', precision)}, which the {info.config.name!r} "
                              f"profile's generator needs")
     return info, files, manifest
 
@@ -325,9 +339,10 @@ class _TorchRunner:
 
     @torch.inference_mode()
     def encode(self, image):
+        """Features stay torch tensors on the backend's device (no round trip per frame)."""
         if "encoder" not in self.mods:
             return ()
-        return tuple(f.cpu().numpy() for f in self.mods["encoder"](self._t(image)))
+        return tuple(self.mods["encoder"](self._t(image)))
 
     @torch.inference_mode()
     def decode(self, image, feats, params):
@@ -406,7 +421,7 @@ class _OrtRunner:
 class Source:
     """A portrait prepared for animation: the image and the encoder's features, computed once."""
     image: np.ndarray  # (B, 3, S, S) float32
-    feats: tuple
+    feats: tuple  # backend-native: numpy arrays (onnxruntime) or torch tensors on the device
     like: Any = None  # a torch tensor when the caller works in torch (outputs follow its device)
 
     @property
@@ -422,6 +437,7 @@ class Models:
         self.info = info
         self.config = info.config
         self.backend = runner.name
+        self.precision = getattr(runner, "precision", "fp32")
         self.device = device
         self.path = path
 
@@ -437,7 +453,8 @@ class Models:
     meta = property(lambda self: dict(self.info.meta))
 
     def __repr__(self):
-        return (f"Models(profile={self.profile!r}, backend={self.backend!r}, device={self.device!r}, "
+        return (f"Models(profile={self.profile!r}, backend={self.backend!r}, precision={self.precision!r}, "
+                f"device={self.device!r}, "
                 f"n_params={self.n_params}, image_size={self.image_size}, path={self.path!r})")
 
     # -- input checks and conversions
@@ -483,7 +500,8 @@ class Models:
                 raise InferenceError(f"{src.batch} source images for {b} parameter vectors: give one "
                                      f"source, or as many as parameter vectors")
             image = np.repeat(image, b, axis=0)
-            feats = tuple(np.repeat(f, b, axis=0) for f in feats)
+            feats = tuple(f.expand(b, *f.shape[1:]) if torch.is_tensor(f) else np.repeat(f, b, axis=0)
+                          for f in feats)
         out, mask = self.runner.decode(image, feats, p)
         like = src.like if src.like is not None else (params if torch.is_tensor(params) else None)
         if return_mask:
@@ -510,14 +528,18 @@ def _have(module: str) -> bool:
 
 def load_models(path, backend: str = "auto", device: str = "auto", *, expect: ModelConfig | None = None,
                 n_params: int | None = None, image_size: int | None = None, threads: int | None = None,
-                fused: bool | None = None, opt_level: str = "all") -> Models:
+                fused: bool | None = None, opt_level: str = "all", precision: str = "fp32") -> Models:
     """Load a checkpoint folder (engine/checkpoint.py) or an export folder (``slidergan export``).
 
     backend: "auto" | "torch" | "onnxruntime" | "tensorrt". device: "auto" | "cpu" | "cuda".
     expect / n_params / image_size: what the caller needs; a model made otherwise is an error.
     threads: intra-op threads (default: physical cores). fused: torch backend only, run the exact
     fused modules that are exported (default False: the trained modules as they are).
+    precision: "fp32", or "int8" for the quantised copies of an export made with ``--int8``
+    (onnxruntime on CPU; faster, not exact: export.json records the difference to fp32).
     """
+    if precision not in PRECISIONS:
+        raise InferenceError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
     path = Path(path)
     if backend not in ("auto",) + BACKENDS:
         raise InferenceError(f"unknown backend {backend!r}; choose auto, {', '.join(BACKENDS)}")
@@ -526,9 +548,12 @@ def load_models(path, backend: str = "auto", device: str = "auto", *, expect: Mo
         raise InferenceError(f"no checkpoint or export at {path}")
     export = is_export_folder(path)
 
+    if precision != "fp32" and (not export or backend not in ("auto", "onnxruntime")):
+        raise InferenceError(f"{precision} models exist only in an export folder made with --{precision}, "
+                             f"run by onnxruntime")
     if backend == "auto":
         if export:
-            if dev == "cuda" and _has_engines(path) and _tensorrt_usable():
+            if dev == "cuda" and precision == "fp32" and _has_engines(path) and _tensorrt_usable():
                 backend = "tensorrt"
             elif _have("onnxruntime"):
                 backend = "onnxruntime"
@@ -538,12 +563,13 @@ def load_models(path, backend: str = "auto", device: str = "auto", *, expect: Mo
             backend = "onnxruntime" if _have("onnxruntime") and dev == "cpu" else "torch"
 
     if export:
-        info, files, manifest = read_export(path)
+        info, files, manifest = read_export(path, precision)
         info.check(expect, n_params, image_size, what=f"export {path}")
         if backend == "torch":
             raise InferenceError(f"{path} is an ONNX export; the torch backend needs the checkpoint folder")
         if backend == "onnxruntime":
             runner = _OrtRunner(files, dev, threads, opt_level)
+            runner.precision = precision
         else:
             from exporters.tensorrt import TensorRTRunner
             runner = TensorRTRunner.from_export(path, info, manifest)

@@ -17,7 +17,8 @@ so thread pools and memory of one backend do not disturb the next:
   2.45 GHz x 2 AVX2 FMA units x 8 float32 lanes x 2), and the ratio of eager torch to each backend.
 
 Backends: ``torch`` (eager, the trained modules), ``torch-fused`` (eager, the exact fused modules that
-are exported), ``onnxruntime`` (CPU), ``tensorrt`` (NVIDIA GPU). The table is printed; ``--json``
+are exported), ``onnxruntime`` (CPU), ``onnxruntime-int8`` (the opt-in int8 copies; their difference to
+fp32 is reported beside the table), ``tensorrt`` (NVIDIA GPU). The table is printed; ``--json``
 writes everything atomically, with the machine, library versions and the load average before and after.
 """
 from __future__ import annotations
@@ -37,7 +38,7 @@ import numpy as np
 PEAK_GFLOPS = 157.0
 DEFAULT_PROFILES = ("realtime", "paper")
 DEFAULT_BACKENDS = ("torch", "onnxruntime")
-ALL_BACKENDS = ("torch", "torch-fused", "onnxruntime", "tensorrt")
+ALL_BACKENDS = ("torch", "torch-fused", "onnxruntime", "onnxruntime-int8", "tensorrt")
 
 
 # ============================================================================================== measuring
@@ -99,8 +100,8 @@ def measure(path: str, backend: str, threads: int | None, quick: bool = False) -
     rss0 = _rss_mb()
     exact_peak = _reset_peak()
     t0 = time.perf_counter()
-    kw = {"fused": True} if backend == "torch-fused" else {}
-    models = load_models(path, backend="torch" if backend.startswith("torch") else backend, threads=threads, **kw)
+    kw = {"fused": True} if backend == "torch-fused" else {"precision": "int8"} if backend.endswith("-int8") else {}
+    models = load_models(path, backend=backend.split("-")[0], threads=threads, **kw)
     load_s = time.perf_counter() - t0
     rng = np.random.default_rng(0)
     s, n = models.image_size, models.n_params
@@ -187,7 +188,7 @@ def _load() -> list[float]:
         return []
 
 
-def prepare(profile: str, checkpoint: str | None, workdir: Path, backends, log) -> dict:
+def prepare(profile: str, checkpoint: str | None, workdir: Path, backends, log, images=None) -> dict:
     """A checkpoint (random weights unless given) and the exports the backends need."""
     import torch
     from engine.checkpoint import read_metadata, save_checkpoint
@@ -203,20 +204,22 @@ def prepare(profile: str, checkpoint: str | None, workdir: Path, backends, log) 
         torch.manual_seed(0)
         ck = save_checkpoint(workdir / f"{profile}-ck", cfg, build_generator(cfg), Discriminator(cfg))
     paths = {"torch": ck, "torch-fused": ck}
-    if "onnxruntime" in backends or "tensorrt" in backends:
+    int8 = None
+    if "tensorrt" in backends:
+        from .tensorrt import export_tensorrt, unavailable_reason
+        if unavailable_reason() is None:
+            export_tensorrt(ck, workdir / f"{profile}-trt", verify=False, log=log)
+            paths["tensorrt"] = workdir / f"{profile}-trt"
+    if any(b.startswith("onnxruntime") for b in backends):
         from .onnx import export_onnx
         out = workdir / f"{profile}-onnx"
-        if "tensorrt" in backends:
-            from .tensorrt import export_tensorrt, unavailable_reason
-            if unavailable_reason() is None:
-                export_tensorrt(ck, out, verify=False, log=log)
-                paths["tensorrt"] = out
-            else:
-                export_onnx(ck, out, verify=False)
-        else:
-            export_onnx(ck, out, verify=False)
+        want8 = "onnxruntime-int8" in backends
+        m = export_onnx(ck, out, verify=False, int8=want8, images=images, log=lambda *a, **k: None)
+        int8 = m.get("int8")
         paths["onnxruntime"] = out
-    return {"config": cfg, "paths": paths}
+        if want8:
+            paths["onnxruntime-int8"] = out
+    return {"config": cfg, "paths": paths, "int8": int8}
 
 
 def run_child(path: Path, backend: str, threads: int | None, quick: bool) -> dict:
@@ -233,7 +236,7 @@ def run_child(path: Path, backend: str, threads: int | None, quick: bool) -> dic
 
 def bench(profiles=DEFAULT_PROFILES, backends=DEFAULT_BACKENDS, checkpoint: str | None = None,
           threads: int | None = None, peak_gflops: float = PEAK_GFLOPS, quick: bool = False,
-          log=print) -> dict:
+          images=None, log=print) -> dict:
     from engine.config import get_profile
     for p in profiles:
         get_profile(p)
@@ -246,11 +249,13 @@ def bench(profiles=DEFAULT_PROFILES, backends=DEFAULT_BACKENDS, checkpoint: str 
               "started": time.strftime("%Y-%m-%d %H:%M:%S"), "profiles": {}}
     with tempfile.TemporaryDirectory(prefix="slidergan-bench-") as tmp:
         for profile in profiles:
-            prep = prepare(profile, checkpoint, Path(tmp), backends, log)
+            prep = prepare(profile, checkpoint, Path(tmp), backends, log, images)
             cfg = prep["config"]
             flops = count_flops(cfg)
             entry = {"config": cfg.to_dict(), "flops": flops,
                      "limit_ms": {k: v / peak_gflops / 1e6 for k, v in flops.items()}, "backends": {}}
+            if prep["int8"]:
+                entry["int8_quality"] = prep["int8"]
             for b in backends:
                 if b not in prep["paths"]:
                     from .tensorrt import unavailable_reason
@@ -305,6 +310,12 @@ def format_table(report: dict) -> str:
     widths = [max(len(str(c)), *(len(str(row[i])) for row in rows)) if rows else len(c) for i, c in enumerate(cols)]
     line = lambda row: "  ".join(str(v).ljust(w) if i < 3 else str(v).rjust(w)  # noqa: E731
                                  for i, (v, w) in enumerate(zip(row, widths)))
+    for profile, e in report["profiles"].items():
+        q = e.get("int8_quality")
+        if q:
+            notes.append(f"{profile} int8 vs fp32 ({q['calibration']}): generator max abs "
+                         f"{q['generator']['max_abs_diff']:.3f}, PSNR >= {q['generator']['psnr_db_min']:.1f} dB; "
+                         f"regressor relative error {q['regressor']['relative_error_max']:.3f}")
     out = [head, line(cols), line(["-" * w for w in widths])] + [line(r) for r in rows] + notes
     return "\n".join(out)
 
@@ -319,11 +330,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, help="intra-op threads (default: physical cores)")
     p.add_argument("--peak-gflops", type=float, default=PEAK_GFLOPS, help="fp32 machine limit (default %(default)s)")
     p.add_argument("--quick", action="store_true", help="few iterations (smoke test, not for figures)")
+    p.add_argument("--images", help="real images to calibrate the int8 models (onnxruntime-int8)")
     p.add_argument("--json", help="write the full report here (atomically)")
 
 
 def main(args) -> int:
-    report = bench(args.profiles, args.backends, args.checkpoint, args.threads, args.peak_gflops, args.quick)
+    report = bench(args.profiles, args.backends, args.checkpoint, args.threads, args.peak_gflops, args.quick,
+                   args.images)
     print(format_table(report))
     if args.json:
         from engine.atomic import write_text_atomic

@@ -20,6 +20,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="torch.onnx exporter (dynamo needs onnxscript); default %(default)s")
     p.add_argument("--opset", type=int, default=None, help="ONNX opset (default 20)")
     p.add_argument("--no-verify", action="store_true", help="skip the onnxruntime-vs-PyTorch check")
+    p.add_argument("--int8", action="store_true", help="also write int8-quantised copies (<role>.int8.onnx) for "
+                   "CPU speed, calibrated on --images when given; the difference to fp32 is reported")
     p.add_argument("--precision", choices=("fp16", "fp32"), default="fp16", help="TensorRT precision")
     p.add_argument("--max-batch", type=int, default=8, help="TensorRT optimisation profile: batch 1..N")
 
@@ -29,7 +31,7 @@ def main(args) -> int:
     try:
         if args.format == "onnx":
             manifest = export_onnx(args.checkpoint, args.out, opset=args.opset or OPSET, exporter=args.exporter,
-                                   images=args.images, verify=not args.no_verify)
+                                   images=args.images, verify=not args.no_verify, int8=args.int8)
             print(format_report(manifest))
         else:
             from .tensorrt import export_tensorrt

@@ -24,6 +24,7 @@ outputs the bound is 1e-4 * max(1, max |torch output|).
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
@@ -36,7 +37,7 @@ import torch
 
 from engine.atomic import atomic_path, write_text_atomic
 from engine.checkpoint import Checkpoint, load_checkpoint
-from engine.inference import (ENGINE_SUFFIX, EXPORT_FORMAT, EXPORT_VERSION, MANIFEST, META_PREFIX, NORMALIZATION, ROLE_FILES,
+from engine.inference import (ENGINE_SUFFIX, EXPORT_FORMAT, role_file, EXPORT_VERSION, MANIFEST, META_PREFIX, NORMALIZATION, ROLE_FILES,
                               InferenceError, ModelInfo, inference_modules, ort_session_options,
                               weights_digest)
 
@@ -138,7 +139,8 @@ def _set_metadata(model, role: str, info: ModelInfo, extra: dict) -> None:
         "n_exp": str(cfg.n_exp), "n_speech": str(cfg.n_speech),
         "image_size": str(cfg.image_size), "normalization": json.dumps(NORMALIZATION),
         "blendshapes": info.blendshapes, "step": str(info.step), "meta": json.dumps(info.meta),
-        "weights": info.weights, "io": IO_DOC[role], **{k: str(v) for k, v in extra.items()},
+        "weights": info.weights, "io": IO_DOC[role], "precision": "fp32",
+        **{k: str(v) for k, v in extra.items()},
     }
     del model.metadata_props[:]
     for k, v in md.items():
@@ -273,10 +275,121 @@ def verify_models(models: dict, ck: Checkpoint, real_images: np.ndarray | None =
     return record
 
 
+# ============================================================================================ int8 (opt-in)
+
+INT8_NOTE = ("static QDQ int8 (onnxruntime.quantization): convolutions only, per-channel 7-bit weights "
+             "(reduce_range: AVX2 without VNNI multiplies u8 x s8 pairs into saturating int16), uint8 "
+             "activations calibrated at the 99.999th percentile; the first and last convolution of each "
+             "model, instance norms, residual sums and heads' activations stay fp32")
+
+
+def _calib_reader(feeds):
+    from onnxruntime.quantization import CalibrationDataReader
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.it = iter(feeds)
+
+        def get_next(self):
+            return next(self.it, None)
+
+    return Reader()
+
+
+def _psnr(a: np.ndarray, b: np.ndarray, peak_to_peak: float = 2.0) -> float:
+    mse = float(np.mean((a - b) ** 2))
+    return float("inf") if mse == 0 else 10 * np.log10(peak_to_peak ** 2 / mse)
+
+
+def _int8_one(src: Path, pre: Path, dst: Path, calib_feeds: list) -> None:
+    import onnx
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+    quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+    convs = [nd.name for nd in onnx.load(str(pre)).graph.node if nd.op_type in ("Conv", "ConvTranspose")]
+    quantize_static(str(pre), str(dst), _calib_reader(calib_feeds), quant_format=QuantFormat.QDQ,
+                    per_channel=True, reduce_range=True, activation_type=QuantType.QUInt8,
+                    weight_type=QuantType.QInt8, op_types_to_quantize=["Conv", "ConvTranspose"],
+                    nodes_to_exclude=[convs[0], convs[-1]] if len(convs) > 2 else [],
+                    calibrate_method=CalibrationMethod.Percentile, extra_options={"CalibPercentile": 99.999})
+
+
+def quantize_int8(folder: Path, cfg, images: np.ndarray | None = None, seed: int = 0, log=print) -> dict:
+    """Write <role>.int8.onnx beside the fp32 files of an export folder; return the quality record.
+
+    Calibration: the given real images (all but the last two, which are held out) or, without them,
+    smooth random images; random parameters in [-1, 1]. Quality: the int8 chain (encoder, generator)
+    against the fp32 one on held-out inputs: max abs diff and PSNR of I_gen (range [-1, 1], peak to
+    peak 2); the regressor's max abs diff and relative error ||p_int8 - p_fp32|| / ||p_fp32||."""
+    import onnx
+    import onnxruntime as ort
+    rng = np.random.default_rng(seed)
+    s, n = cfg.image_size, cfg.n_params
+    if images is not None and len(images) >= 4:
+        calib_img, held = images[:-2], images[-2:]
+        source = f"{len(images) - 2} real images"
+    else:
+        calib_img, held = _smooth_images(16, s, rng), _smooth_images(2, s, rng)
+        source = "16 smooth random images (give --images for a calibration on real faces)"
+    held = np.concatenate([held, _smooth_images(2, s, rng)]).astype(np.float32)
+    so = ort_session_options()
+    fp32 = {r: ort.InferenceSession(str(folder / role_file(r)), so, providers=["CPUExecutionProvider"])
+            for r in ROLE_FILES if (folder / role_file(r)).exists()}
+
+    def feeds(role, imgs, r):
+        out = []
+        for i in range(len(imgs)):
+            x = imgs[i:i + 1].astype(np.float32)
+            f = {"image": x}
+            if role == "generator":
+                f["params"] = r.uniform(-1, 1, (1, n)).astype(np.float32)
+                if "encoder" in fp32:
+                    f.update({f"feat{j}": a for j, a in enumerate(fp32["encoder"].run(None, {"image": x}))})
+            out.append(f)
+        return out
+
+    for role in fp32:
+        src, pre, dst = folder / role_file(role), folder / f".{role}.pre.onnx", folder / role_file(role, "int8")
+        t0 = time.time()
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):  # the calibrator prints its progress
+                _int8_one(src, pre, dst, feeds(role, calib_img, np.random.default_rng(1)))
+        finally:
+            pre.unlink(missing_ok=True)
+            for junk in folder.glob("*augmented_model*"):
+                junk.unlink()
+        q = onnx.load(str(dst))
+
+        del q.metadata_props[:]
+        for prop in onnx.load(str(src), load_external_data=False).metadata_props:
+            q.metadata_props.add(key=prop.key, value="int8" if prop.key == META_PREFIX + "precision" else prop.value)
+        q.metadata_props.add(key=META_PREFIX + "quantization", value=INT8_NOTE)
+        onnx.save(q, str(dst))
+        log(f"quantised {dst.name} in {time.time() - t0:.1f} s")
+    q8 = {r: ort.InferenceSession(str(folder / role_file(r, "int8")), so, providers=["CPUExecutionProvider"])
+          for r in fp32}
+    rec = {"method": INT8_NOTE, "calibration": source, "held_out": len(held), "generator": {}, "regressor": {}}
+    diffs, psnrs, rd, rel = [], [], [], []
+    for f32 in feeds("generator", held, np.random.default_rng(2)):
+        ref = fp32["generator"].run(["image_gen"], f32)[0]
+        f8 = {"image": f32["image"], "params": f32["params"]}
+        if "encoder" in q8:
+            f8.update({f"feat{j}": a for j, a in enumerate(q8["encoder"].run(None, {"image": f32["image"]}))})
+        out = q8["generator"].run(["image_gen"], f8)[0]
+        diffs.append(float(np.abs(out - ref).max()))
+        psnrs.append(_psnr(out, ref))
+        pr, p8 = fp32["regressor"].run(None, {"image": f32["image"]})[0], q8["regressor"].run(None, {"image": f32["image"]})[0]
+        rd.append(float(np.abs(p8 - pr).max()))
+        rel.append(float(np.linalg.norm(p8 - pr) / max(np.linalg.norm(pr), 1e-12)))
+    rec["generator"] = {"max_abs_diff": max(diffs), "psnr_db_min": min(psnrs), "psnr_db_mean": float(np.mean(psnrs))}
+    rec["regressor"] = {"max_abs_diff": max(rd), "relative_error_max": max(rel)}
+    return rec
+
+
 # ================================================================================================= export
 
 def export_onnx(checkpoint, outdir, *, opset: int = OPSET, exporter: str = "torchscript",
-                images=None, verify: bool = True, atol: float = ATOL, log=print) -> dict:
+                images=None, verify: bool = True, atol: float = ATOL, int8: bool = False, log=print) -> dict:
     """Export a checkpoint folder (or a loaded Checkpoint) to OUTDIR; returns the manifest."""
     import onnx
     t0 = time.time()
@@ -302,15 +415,18 @@ def export_onnx(checkpoint, outdir, *, opset: int = OPSET, exporter: str = "torc
             ins, outs = io_names(role, _n_feats(mods))
             manifest["files"][role] = {"file": ROLE_FILES[role], "bytes": len(data), "inputs": ins,
                                        "outputs": outs}
+        real = None
+        if images is not None:
+            real = images if isinstance(images, np.ndarray) else load_images(images, cfg.image_size, limit=32)
         if verify:
-            real = None
-            if images is not None:
-                real = images if isinstance(images, np.ndarray) else load_images(images, cfg.image_size)
-            rec = verify_models(files, ck, real, atol)
+            rec = verify_models(files, ck, real[:8] if real is not None else None, atol)
             manifest["verification"] = rec
             if not rec["passed"]:
                 bad = {r: d for r, d in rec["max_abs_diff"].items()}
                 raise ExportError(f"onnxruntime output differs from PyTorch beyond {atol}: max abs diff {bad}")
+        if int8:
+            manifest["int8"] = quantize_int8(tmp, cfg, real, log=log)
+            manifest["int8"]["files"] = {r: role_file(r, "int8") for r in protos}
         manifest["seconds"] = round(time.time() - t0, 2)
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
     return manifest
@@ -322,7 +438,7 @@ def check_outdir(outdir: Path) -> None:
         return
     if not outdir.is_dir():
         raise ExportError(f"{outdir} exists and is not a folder")
-    ours = set(ROLE_FILES.values()) | {MANIFEST}
+    ours = set(ROLE_FILES.values()) | {role_file(r, "int8") for r in ROLE_FILES} | {MANIFEST}
     other = [p.name for p in outdir.iterdir() if p.name not in ours and not p.name.endswith(ENGINE_SUFFIX)]
     if other:
         raise ExportError(f"{outdir} holds other files ({', '.join(sorted(other)[:3])}...); an export "
@@ -345,4 +461,11 @@ def format_report(manifest: dict) -> str:
             parts = [f"{r} {res[r]['max_abs_diff']:.2e}" for r in ("encoder", "generator", "regressor") if r in res]
             lines.append(f"  {case:<10} batch {res['batch']}: max abs diff " + ", ".join(parts))
         lines.append("  PASSED" if v["passed"] else "  FAILED")
+    q = manifest.get("int8")
+    if q:
+        lines.append(f"int8 copies ({', '.join(q['files'].values())}), calibrated on {q['calibration']}; "
+                     f"difference to fp32 on {q['held_out']} held-out inputs: generator max abs "
+                     f"{q['generator']['max_abs_diff']:.3f}, PSNR >= {q['generator']['psnr_db_min']:.1f} dB; "
+                     f"regressor max abs {q['regressor']['max_abs_diff']:.2e}, relative "
+                     f"{q['regressor']['relative_error_max']:.3f}")
     return "\n".join(lines)

@@ -184,15 +184,17 @@ class TensorRTEngine:
                        for t in names}
         self.max_batch = self.engine.get_tensor_profile_shape(self.inputs[0], 0)[2][0]
 
-    def run(self, feed: dict[str, np.ndarray], outputs: list[str] | None = None) -> list[np.ndarray]:
+    def run(self, feed: dict, outputs: list[str] | None = None, as_numpy: bool = True) -> list:
+        """feed: name -> numpy array or torch tensor (CUDA tensors are used in place)."""
         b = next(iter(feed.values())).shape[0]
         if b > self.max_batch:  # the optimisation profile's limit: run in chunks
-            parts = [self.run({k: v[i:i + self.max_batch] for k, v in feed.items()}, outputs)
+            parts = [self.run({k: v[i:i + self.max_batch] for k, v in feed.items()}, outputs, as_numpy)
                      for i in range(0, b, self.max_batch)]
-            return [np.concatenate(x) for x in zip(*parts)]
+            cat = np.concatenate if as_numpy else torch.cat
+            return [cat(x) for x in zip(*parts)]
         keep = []
         for name in self.inputs:
-            t = torch.from_numpy(np.ascontiguousarray(feed[name])).to("cuda", self.dtypes[name])
+            t = torch.as_tensor(feed[name]).to("cuda", self.dtypes[name]).contiguous()
             keep.append(t)
             self.context.set_input_shape(name, tuple(t.shape))
             self.context.set_tensor_address(name, t.data_ptr())
@@ -205,7 +207,8 @@ class TensorRTEngine:
         if not self.context.execute_async_v3(stream.cuda_stream):
             raise RuntimeError("TensorRT execution failed")
         stream.synchronize()
-        return [outs[n].float().cpu().numpy() for n in (outputs or self.outputs)]
+        res = [outs[n] for n in (outputs or self.outputs)]
+        return [t.float().cpu().numpy() for t in res] if as_numpy else res
 
 
 class TensorRTRunner:
@@ -244,8 +247,7 @@ class TensorRTRunner:
     def encode(self, image):
         if "encoder" not in self.engines:
             return ()
-        enc = self.engines["encoder"]
-        return tuple(enc.run({"image": image}))
+        return tuple(self.engines["encoder"].run({"image": image}, as_numpy=False))  # stay on the GPU
 
     def decode(self, image, feats, params):
         feed = {"image": image, "params": params, **{f"feat{i}": f for i, f in enumerate(feats)}}

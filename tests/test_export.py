@@ -186,3 +186,29 @@ def test_tensorrt_build_run_parity(tmp_path, profile):
     p = np.random.default_rng(1).uniform(-1, 1, (8, cfg.n_params)).astype(np.float32)
     assert np.abs(models.generate(models.source(x), p) - ref.generate(x, p)).max() < trt_export.FP16_ATOL
     assert models.regress(x).shape == (8, cfg.n_params)
+
+
+def test_int8_copies_opt_in(tmp_path):
+    """--int8 adds quantised copies with their own metadata and a measured difference to fp32."""
+    from engine.inference import InferenceError, load_models
+    ck = make_checkpoint(tmp_path / "ck", "tiny")
+    export_onnx(ck, tmp_path / "fp32", verify=False)
+    with pytest.raises(InferenceError, match="export with --int8"):
+        load_models(tmp_path / "fp32", precision="int8")
+    m = export_onnx(ck, tmp_path / "out", verify=False, int8=True)
+    q = m["int8"]
+    assert sorted(q["files"]) == ["encoder", "generator", "regressor"]
+    assert 20 < q["generator"]["psnr_db_min"] < 200 and q["generator"]["max_abs_diff"] < 0.5
+    assert "int8 copies" in format_report(m)
+    md = read_onnx_metadata(tmp_path / "out" / "generator.int8.onnx")
+    assert md["precision"] == "int8" and "QDQ" in md["quantization"]
+    assert read_onnx_metadata(tmp_path / "out" / "generator.onnx")["precision"] == "fp32"
+    m8 = load_models(tmp_path / "out", precision="int8", threads=1)
+    m32 = load_models(tmp_path / "out", threads=1)
+    assert m8.precision == "int8" and m32.precision == "fp32"
+    x = np.random.default_rng(0).uniform(-1, 1, (2, 3, 64, 64)).astype(np.float32)
+    p = np.random.default_rng(1).uniform(-1, 1, (2, 40)).astype(np.float32)
+    d = np.abs(m8.generate(m8.source(x), p) - m32.generate(m32.source(x), p)).max()
+    assert 0 < d < 0.5  # quantised: close, not exact
+    with pytest.raises(InferenceError, match="only in an export folder"):
+        load_models(ck, precision="int8")
