@@ -93,7 +93,7 @@ def random_identity(rng: np.random.Generator) -> dict:
         "eye_size": rng.uniform(0.062, 0.075),
         "hair_len": rng.uniform(0.0, 1.0),
         "jitter": rng.uniform(-0.02, 0.02, 2),
-        "scale": rng.uniform(0.95, 1.05),
+        "scale": rng.uniform(1.08, 1.18),
         "grain_seed": int(rng.integers(0, 2 ** 31)),
     }
 

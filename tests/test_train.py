@@ -1,0 +1,184 @@
+"""The trainer on the tiny profile and procedural synthetic data: it learns, logs, resumes exactly,
+refuses bad inputs, and runs as two processes (gloo)."""
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from engine.checkpoint import load_checkpoint
+from engine.config import ProfileMismatchError, get_profile
+from tests.onnx_embedder import make_arcface_like_onnx
+from trainer.data import DatasetError, write_arrays
+from trainer.synthetic import write_synthetic
+from trainer.train import TrainConfig, Trainer, config_from_args, per_parameter_mse, regression_figures
+
+ROOT = Path(__file__).resolve().parents[1]
+STEPS = 400  # of which the first 40% paired
+STRONG = 12  # the synthetic parameters with clearly visible effects (trainer/synthetic.py)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    d = tmp_path_factory.mktemp("data")
+    write_synthetic(d / "paired", 384, 64, paired=True, seed=1)
+    write_synthetic(d / "unpaired", 384, 64, seed=2, shard_size=128)
+    write_synthetic(d / "val", 128, 64, seed=3)  # held out: other identities and parameters
+    make_arcface_like_onnx(d / "arcface.onnx")
+    return d
+
+
+def _cfg(data, out, **kw):
+    base = dict(profile="tiny", paired=[str(data / "paired")], unpaired=[str(data / "unpaired")],
+                val=str(data / "val"), out=str(out), batch_size=8, lr=2e-4, lr_d=6e-4, n_critic=5,
+                paired_steps=int(STEPS * 0.4), unpaired_steps=STEPS - int(STEPS * 0.4), identity=str(data / "arcface.onnx"),
+                checkpoint_every=200, sample_every=200, log_every=25, val_count=128, workers=0, progress=False,
+                seed=0)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+@pytest.fixture(scope="module")
+def trained(data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    tr = Trainer(_cfg(data, out), keep_history=True)
+    before = regression_figures(tr.G, tr.D, tr.val_images, tr.val_params, tr.mean_params)
+    summary = tr.run()
+    after = regression_figures(tr.G, tr.D, tr.val_images, tr.val_params, tr.mean_params)
+    mse, base = per_parameter_mse(tr.D, tr.val_images, tr.val_params, tr.mean_params)
+    figures = {"before": before, "after": after,
+               "strong_ratio": float(mse[:STRONG].mean() / base[:STRONG].mean()),
+               "all_ratio": float(mse.mean() / base.mean())}
+    print("\ntraining figures:", json.dumps(figures, indent=1))
+    return tr, out, figures, summary
+
+
+def test_training_learns(trained):
+    tr, out, f, summary = trained
+    assert tr.step == STEPS and summary["ranks_agree"]
+    # The regression head beats the mean predictor on held-out samples: clearly on the parameters with
+    # visible effects, and overall (the subtle ones are not learned in a few hundred steps).
+    assert f["strong_ratio"] < 0.85, f
+    assert f["all_ratio"] < 0.97, f
+    # G(I, p_org) reproduces its input much better than the untrained generator.
+    assert f["after"]["recon_l1"] < 0.5 * f["before"]["recon_l1"], f
+
+
+def test_every_loss_term_is_finite_and_logged(trained):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    tr, out, f, _ = trained
+    ea = EventAccumulator(str(out / "tb"))
+    ea.Reload()
+    tags = set(ea.Tags()["scalars"])
+    want = {"D/adv", "D/exp", "D/gp", "D/total", "G/adv", "G/exp", "G/rec", "G/att", "G/id", "G/gen",
+            "G/total", "lr/G", "lr/D", "val/regression_mse", "val/recon_l1"}
+    assert want <= tags, want - tags
+    for tag in want:
+        values = [e.value for e in ea.Scalars(tag)]
+        assert values and all(math.isfinite(v) for v in values), tag
+    # L_gen in the paired phase only; every step's losses finite.
+    assert all("G/gen" in h for h in tr.history[:int(STEPS * 0.4)] if "G/total" in h)
+    assert not any("G/gen" in h for h in tr.history[int(STEPS * 0.4):])
+    assert all(math.isfinite(v) for h in tr.history for v in h.values())
+    # Sample grids and checkpoints.
+    assert sorted(p.name for p in (out / "samples").iterdir()) == [
+        "step-0000000.png", "step-0000200.png", "step-0000400.png"]
+    ck = load_checkpoint(out / "checkpoints" / f"step-{STEPS:07d}", expect=get_profile("tiny"), training=True)
+    assert ck.step == STEPS and ck.param_names[0] == "mouth_open" and ck.training["step"] == STEPS
+
+
+def test_resume_reproduces_the_uninterrupted_run(data, tmp_path):
+    kw = dict(paired_steps=4, unpaired_steps=5, n_critic=2, checkpoint_every=3, keep_checkpoints=5, workers=2,
+              sample_every=100, batch_size=4, val_count=8)
+    a = Trainer(_cfg(data, tmp_path / "a", **kw), keep_history=True)
+    a.run()
+    for at in (3, 6):  # inside the paired phase (crossing into the unpaired one), inside the unpaired one
+        b = Trainer(_cfg(data, tmp_path / f"b{at}", **kw), keep_history=True,
+                    resume=tmp_path / "a" / "checkpoints" / f"step-{at:07d}")
+        assert b.step == at
+        b.run()
+        assert [h["step"] for h in b.history] == list(range(at + 1, 10))
+        for ha, hb in zip(a.history[at:], b.history):
+            assert ha.keys() == hb.keys()
+            for k in ha:
+                assert hb[k] == pytest.approx(ha[k], rel=1e-5, abs=1e-6), (at, ha["step"], k)
+    # --resume with no path: the newest checkpoint of the output folder.
+    c = Trainer(_cfg(data, tmp_path / "a", **kw), resume=True)
+    assert c.step == 9
+
+
+def test_checkpoint_of_another_profile_is_a_clear_error(data, trained):
+    _, out, _, _ = trained
+    cfg = _cfg(data, out, profile="tiny-resnet", identity=None)
+    with pytest.raises(ProfileMismatchError, match="made for model profile 'tiny', not 'tiny-resnet'"):
+        Trainer(cfg, resume=True)
+
+
+def test_bad_training_inputs(data, tmp_path):
+    with pytest.raises(DatasetError, match="does not exist"):
+        Trainer(_cfg(data, tmp_path, unpaired=[str(tmp_path / "missing")]))
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (4, 64, 64, 3), dtype=np.uint8)
+    write_arrays(tmp_path / "narrow", images, rng.uniform(-1, 1, (4, 30)).astype(np.float32))
+    with pytest.raises(DatasetError, match="30 parameters per sample, but the model profile 'tiny' expects 40"):
+        Trainer(_cfg(data, tmp_path, unpaired=[str(tmp_path / "narrow")]))
+    params = rng.uniform(-1, 1, (4, 40)).astype(np.float32)
+    info = write_arrays(tmp_path / "nan", images, params)
+    bad = dict(np.load(info.shard_path(0)))
+    bad["params"][3, 7] = np.nan
+    np.savez(info.shard_path(0), **bad)
+    with pytest.raises(DatasetError, match="shard-000000.npz: row 3 has a non-finite label"):
+        Trainer(_cfg(data, tmp_path, unpaired=[str(tmp_path / "nan")]))
+    with pytest.raises(DatasetError, match="listed as paired"):
+        Trainer(_cfg(data, tmp_path, paired=[str(data / "unpaired")]))
+
+
+def test_config_files_and_overrides(tmp_path):
+    import argparse
+
+    from trainer.train import add_arguments
+    for name in ("tiny", "realtime", "paper"):
+        cfg = TrainConfig.load(ROOT / "trainer" / "configs" / f"{name}.toml")
+        assert cfg.profile == name and cfg.betas == (0.5, 0.999)
+    paper = TrainConfig.load(ROOT / "trainer" / "configs" / "paper.toml")
+    assert (paper.paired_epochs, paper.unpaired_epochs, paper.batch_size, paper.gan) == (20, 40, 16, "rad")
+    assert paper.weights.exp == 1000 and paper.weights.att == 0.3
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    args = p.parse_args(["--config", str(ROOT / "trainer" / "configs" / "tiny.toml"), "--gan", "wgp", "--no-id",
+                         "--set", "weights.att=0.5", "--set", "sample_params=[2, 4]", "--batch-size", "3"])
+    cfg = config_from_args(args)
+    assert (cfg.gan, cfg.no_id, cfg.weights.att, cfg.sample_params, cfg.batch_size) == ("wgp", True, 0.5, [2, 4], 3)
+    (tmp_path / "bad.toml").write_text('profile = "tiny"\nlearning_rate = 1\n')
+    with pytest.raises(ValueError, match="unknown training options"):
+        TrainConfig.load(tmp_path / "bad.toml")
+    with pytest.raises(ValueError, match="unknown loss weight"):
+        config_from_args(p.parse_args(["--set", "weights.colour=1"]))
+
+
+def test_wgp_and_ablations_run(data, tmp_path):
+    tr = Trainer(_cfg(data, tmp_path, gan="wgp", no_id=True, no_gen=True, paired_steps=2, unpaired_steps=2,
+                      n_critic=1, batch_size=2, val_count=4), keep_history=True)
+    tr.run()
+    assert tr.F is None
+    assert all("G/id" not in h and "G/gen" not in h for h in tr.history)
+
+
+def test_two_processes_with_gloo_agree(data, tmp_path):
+    cfg = _cfg(data, tmp_path / "ddp", paired_steps=3, unpaired_steps=3, n_critic=2, batch_size=2, val_count=8,
+               checkpoint_every=100, sample_every=100, identity=None)
+    (tmp_path / "ddp.json").write_text(json.dumps(cfg.to_dict()))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "engine.cli", "train", "--config", str(tmp_path / "ddp.json")]
+    r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    summary = json.loads((tmp_path / "ddp" / "summary.json").read_text())
+    assert summary["ranks"] == 2 and summary["ranks_agree"] and len(set(summary["weights_digest"])) == 1
+    ck = load_checkpoint(tmp_path / "ddp" / "checkpoints" / "step-0000006", training=True)
+    assert ck.step == 6 and ck.training["world_size"] == 2 and len(ck.training["rng"]) == 2

@@ -1,0 +1,673 @@
+"""Training SliderGAN (SPEC sections 4 and 5): ``slidergan train --config FILE [overrides]``.
+
+One iteration (StarGAN's solver, shortened) takes one batch (I_org, p_org[, I_trg, p_trg]):
+
+    D step (every iteration): L_D = l_adv L_adv,D + l_gp L_gp + l_exp L_exp,D on I_org and G(I_org, p_trg)
+    G step (every n_critic-th): L_G = l_adv L_adv,G + l_exp L_exp,G + l_rec L_rec + l_id L_id + l_att L_att
+                                      (+ l_gen L_gen in the paired phase)
+
+Two phases: ``paired`` (synthetic pairs: p_trg and I_trg come with the sample) for ``paired_epochs``,
+then ``unpaired`` (real images; p_trg drawn from other samples' parameters, ``ParamBank``) for
+``unpaired_epochs``. An epoch is one pass over the phase's data by all ranks together.
+
+Outputs under ``out``: ``checkpoints/step-NNNNNNN`` (engine.checkpoint folders, atomic, with optimizer
+and RNG states for exact resume), ``tb/`` (TensorBoard scalars: every loss term, learning rates,
+validation figures), ``samples/step-NNNNNNN.png`` (slider sweeps -1..1 on validation images),
+``train_config.json`` and, at the end, ``summary.json``.
+
+Multi-process: ``torchrun --nproc_per_node K -m engine.cli train ...`` (gloo on CPU, NCCL on GPU).
+**(choice)** Gradients are averaged with one explicit all-reduce per network and step rather than by
+wrapping the networks in ``DistributedDataParallel``: a step runs G and D several times before one
+backward and the gradient penalty differentiates through D's input gradient, patterns DDP's
+reducer handles poorly; the result is the same synchronous data-parallel SGD.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import os
+import random
+import re
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from engine.config import ModelConfig, get_profile
+from engine.models import Discriminator, build_generator
+
+from . import losses as Lx
+from .data import DatasetError, ParamBank, ShardStream, make_loader, open_dataset, tensor_to_images
+from .losses import LossWeights
+
+log = logging.getLogger("slidergan.train")
+
+CKPT_RE = re.compile(r"^step-(\d+)$")
+
+
+@dataclass
+class TrainConfig:
+    profile: str = "tiny"
+    # Data: dataset folders (trainer/data.py). paired: phase 1; unpaired: phase 2; targets: datasets whose
+    # parameters serve as unpaired targets p_trg (default: the unpaired datasets); val: sample grids and
+    # validation figures (default: the first unpaired, else paired, dataset).
+    paired: list[str] = field(default_factory=list)
+    unpaired: list[str] = field(default_factory=list)
+    targets: list[str] = field(default_factory=list)
+    val: str | None = None
+    out: str = "runs/train"
+    batch_size: int = 16
+    lr: float = 1e-4  # generator learning rate
+    lr_d: float | None = None  # discriminator learning rate (default: lr)
+    betas: tuple[float, float] = (0.5, 0.999)
+    n_critic: int = 5  # D steps per G step (StarGAN and GANimation: 5)
+    gan: str = "rad"  # "rad": SliderGAN-RaD (Eq. 5 + gradient penalty); "wgp": SliderGAN-WGP
+    no_id: bool = False  # ablation: drop L_id
+    no_gen: bool = False  # ablation: drop L_gen
+    identity: str | None = None  # identity embedder F: PATH.onnx, "dlib", or none (L_id off)
+    weights: LossWeights = field(default_factory=LossWeights)
+    paired_epochs: float = 20.0
+    unpaired_epochs: float = 40.0
+    paired_steps: int | None = None  # overrides paired_epochs
+    unpaired_steps: int | None = None  # overrides unpaired_epochs
+    lr_decay: float = 0.0  # last fraction of all steps over which both lrs decay linearly to 0
+    checkpoint_every: int = 2000
+    keep_checkpoints: int = 3
+    sample_every: int = 1000
+    log_every: int = 50
+    val_count: int = 256  # validation samples for the regression / reconstruction figures
+    sample_images: int = 4  # rows of the sample grid: validation images ...
+    sample_params: list[int] = field(default_factory=lambda: [0, 1, 3])  # ... times swept parameters
+    seed: int = 0
+    workers: int = 2  # DataLoader workers per rank
+    shuffle_buffer: int = 2048
+    device: str = "auto"  # auto, cpu, cuda, cuda:N
+    progress: bool = True
+
+    def __post_init__(self):
+        if isinstance(self.weights, dict):
+            self.weights = LossWeights.from_dict(self.weights)
+        for k in ("paired", "unpaired", "targets"):
+            v = getattr(self, k)
+            setattr(self, k, [str(v)] if isinstance(v, (str, os.PathLike)) else [str(x) for x in (v or [])])
+        self.betas = tuple(float(b) for b in self.betas)
+        self.sample_params = [int(i) for i in self.sample_params]
+        if self.gan not in ("rad", "wgp"):
+            raise ValueError(f"gan must be 'rad' or 'wgp', not {self.gan!r}")
+        if self.n_critic < 1 or self.batch_size < 1:
+            raise ValueError("n_critic and batch_size must be at least 1")
+        if len(self.betas) != 2:
+            raise ValueError("betas takes two numbers")
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["betas"] = list(self.betas)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown training options {sorted(unknown)}; known: {sorted(known)}")
+        return cls(**d)
+
+    @classmethod
+    def load(cls, path) -> "TrainConfig":
+        """A TOML (.toml) or JSON (.json) file of TrainConfig fields; ``[weights]`` a table."""
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"training config {path} does not exist")
+        text = path.read_text()
+        if path.suffix.lower() == ".toml":
+            import tomllib
+            try:
+                d = tomllib.loads(text)
+            except tomllib.TOMLDecodeError as e:
+                raise ValueError(f"{path}: {e}") from None
+        else:
+            try:
+                d = json.loads(text)
+            except ValueError as e:
+                raise ValueError(f"{path}: {e}") from None
+        # Relative dataset and output paths are relative to the config file's folder... no: to the
+        # working directory, as on the command line (configs in trainer/configs/ name runs/...).
+        return cls.from_dict(d)
+
+    def override(self, key: str, value) -> None:
+        """Set ``key`` (``weights.att`` for a loss weight) to ``value`` (a JSON literal or a string)."""
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except ValueError:
+                pass
+        if key.startswith("weights."):
+            name = key.split(".", 1)[1]
+            if name not in {f.name for f in dataclasses.fields(LossWeights)}:
+                raise ValueError(f"unknown loss weight {name!r}")
+            setattr(self.weights, name, float(value))
+            return
+        if key not in {f.name for f in dataclasses.fields(self)}:
+            raise ValueError(f"unknown training option {key!r}")
+        setattr(self, key, value)
+        self.__post_init__()
+
+
+# --------------------------------------------------------------------------------------- helpers
+
+def _dist():
+    d = torch.distributed
+    return d if d.is_available() and d.is_initialized() else None
+
+
+def average_gradients(module: nn.Module) -> None:
+    """All-reduce (mean) the gradients of ``module`` across ranks, one flat buffer."""
+    d = _dist()
+    if d is None or d.get_world_size() == 1:
+        return
+    params = [p for p in module.parameters() if p.requires_grad]
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    d.all_reduce(flat)
+    flat /= d.get_world_size()
+    i = 0
+    for p in params:
+        n = p.numel()
+        p.grad = flat[i:i + n].view_as(p).clone()
+        i += n
+
+
+def broadcast_parameters(module: nn.Module) -> None:
+    d = _dist()
+    if d is None:
+        return
+    for t in list(module.parameters()) + list(module.buffers()):
+        d.broadcast(t.data, 0)
+
+
+def weights_digest(*modules: nn.Module) -> str:
+    h = hashlib.sha256()
+    for m in modules:
+        for k, v in sorted(m.state_dict().items()):
+            h.update(k.encode())
+            h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def _rng_state(gen: torch.Generator) -> dict:
+    st = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
+          "trainer": gen.get_state()}
+    if torch.cuda.is_available():
+        st["cuda"] = torch.cuda.get_rng_state_all()
+    return st
+
+
+def _set_rng_state(st: dict, gen: torch.Generator) -> None:
+    torch.set_rng_state(st["torch"])
+    np.random.set_state(st["numpy"])
+    random.setstate(st["python"])
+    gen.set_state(st["trainer"])
+    if "cuda" in st and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(st["cuda"])
+
+
+def find_latest_checkpoint(out) -> Path | None:
+    d = Path(out) / "checkpoints"
+    if not d.is_dir():
+        return None
+    found = sorted((int(m.group(1)), p) for p in d.iterdir() if (m := CKPT_RE.match(p.name)) and p.is_dir())
+    return found[-1][1] if found else None
+
+
+@torch.no_grad()
+def regression_figures(G, D, images: torch.Tensor, params: torch.Tensor, mean_params: torch.Tensor,
+                       batch: int = 64) -> dict:
+    """Validation figures: D_p's mean squared error against the mean predictor's (the training set's
+    mean), Table 4's relative error, and the L1 reconstruction error of G(I, p_org) against I."""
+    mse, rel, rec = [], [], []
+    for i in range(0, images.shape[0], batch):
+        x, p = images[i:i + batch], params[i:i + batch]
+        pred = D.regress(x)
+        mse.append(((pred - p) ** 2).mean(1))
+        rel.append((pred - p).norm(dim=1) / p.norm(dim=1).clamp_min(1e-6))
+        y = G(x, p)[0]
+        rec.append((y - x).abs().flatten(1).mean(1))
+    mse_t, rel_t, rec_t = torch.cat(mse), torch.cat(rel), torch.cat(rec)
+    base = ((mean_params.to(params) - params) ** 2).mean(1)
+    return {"regression_mse": float(mse_t.mean()), "mean_predictor_mse": float(base.mean()),
+            "regression_rel_error": float(rel_t.mean()), "recon_l1": float(rec_t.mean())}
+
+
+@torch.no_grad()
+def per_parameter_mse(D, images: torch.Tensor, params: torch.Tensor, mean_params: torch.Tensor,
+                      batch: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """(D_p's mean squared error, the mean predictor's) for each parameter, shape (N,) each."""
+    pred = torch.cat([D.regress(images[i:i + batch]) for i in range(0, images.shape[0], batch)])
+    return (((pred - params) ** 2).mean(0).cpu().numpy(),
+            ((mean_params.to(params) - params) ** 2).mean(0).cpu().numpy())
+
+
+@torch.no_grad()
+def sample_grid(G, images: torch.Tensor, param_idx: list[int], n_params: int,
+                values=tuple(np.round(np.arange(-1, 1.0001, 0.2), 1))) -> np.ndarray:
+    """Slider sweeps (SPEC section 6): for each image and parameter, the input, then G(I, v e_k) for
+    v = -1, -0.8, ..., 1 (the other parameters 0). Returns an RGB uint8 grid."""
+    rows = []
+    for x in images:
+        for k in param_idx:
+            if k >= n_params:
+                continue
+            p = torch.zeros(len(values), n_params, device=images.device)
+            p[:, k] = torch.tensor(values, dtype=p.dtype)
+            y = G(x[None].expand(len(values), -1, -1, -1), p)[0]
+            tiles = tensor_to_images(torch.cat([x[None], y]))
+            rows.append(np.concatenate(list(tiles), axis=1))
+    return np.concatenate(rows, axis=0) if rows else np.zeros((1, 1, 3), np.uint8)
+
+
+# --------------------------------------------------------------------------------------- trainer
+
+class Trainer:
+    """Builds everything from a TrainConfig; ``run()`` trains to the end. ``identity`` overrides
+    ``cfg.identity`` with a ready module (tests). ``keep_history``: keep every step's losses."""
+
+    def __init__(self, cfg: TrainConfig, identity: nn.Module | None = None, resume: str | bool | None = None,
+                 keep_history: bool = False):
+        self.cfg = cfg
+        self.keep_history = keep_history
+        self.history: list[dict] = []
+        d = _dist()
+        self.rank, self.world = (d.get_rank(), d.get_world_size()) if d else (0, 1)
+        self.device = self._device()
+        self.mcfg: ModelConfig = get_profile(cfg.profile)
+        self.out = Path(cfg.out)
+        self._open_data()
+        torch.manual_seed(cfg.seed)
+        np.random.seed(cfg.seed)
+        random.seed(cfg.seed)
+        self.gen = torch.Generator().manual_seed(cfg.seed * 1000 + self.rank)  # targets, gp alphas
+        self.G = build_generator(self.mcfg).to(self.device)
+        self.D = Discriminator(self.mcfg).to(self.device)
+        broadcast_parameters(self.G)
+        broadcast_parameters(self.D)
+        lr_d = cfg.lr if cfg.lr_d is None else cfg.lr_d
+        self.opt_G = torch.optim.Adam(self.G.parameters(), lr=cfg.lr, betas=cfg.betas)
+        self.opt_D = torch.optim.Adam(self.D.parameters(), lr=lr_d, betas=cfg.betas)
+        self.base_lrs = (cfg.lr, lr_d)
+        self.F = None
+        if not cfg.no_id:
+            if identity is not None:
+                self.F = identity.to(self.device)
+            else:
+                from .identity import load_identity
+                self.F = load_identity(cfg.identity, self.mcfg.image_size, self.device)
+        elif self.rank == 0:
+            log.info("L_id dropped (no_id ablation)")
+        self.step = 0
+        if resume:
+            path = find_latest_checkpoint(self.out) if resume is True else Path(resume)
+            if path is None:
+                raise CheckpointError(f"--resume: no checkpoint under {self.out / 'checkpoints'}")
+            self._load(path)
+        self.tb = None
+
+    # -- set-up
+    def _device(self) -> torch.device:
+        dev = self.cfg.device
+        if dev == "auto":
+            dev = "cuda" if torch.cuda.is_available() else "cpu"
+        if dev == "cuda" and self.world > 1:
+            dev = f"cuda:{int(os.environ.get('LOCAL_RANK', self.rank)) % max(1, torch.cuda.device_count())}"
+        device = torch.device(dev)
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        return device
+
+    def _open_data(self) -> None:
+        cfg, n = self.cfg, self.mcfg.n_params
+        self.paired_infos = [open_dataset(p, n, cfg.profile) for p in cfg.paired]
+        self.unpaired_infos = [open_dataset(p, n, cfg.profile) for p in cfg.unpaired]
+        for i in self.paired_infos:
+            if not i.paired:
+                raise DatasetError(f"{i.path} is listed as paired but holds no target images (paired: false)")
+        for i in self.paired_infos + self.unpaired_infos:
+            i.check_labels()  # fail now, naming shard and row, not hours into the run
+        per_step = cfg.batch_size * self.world
+        paired_count = sum(i.count for i in self.paired_infos)
+        unpaired_count = sum(i.count for i in self.unpaired_infos)
+        self.paired_steps = cfg.paired_steps if cfg.paired_steps is not None else (
+            round(cfg.paired_epochs * math.ceil(paired_count / per_step)) if paired_count else 0)
+        self.unpaired_steps = cfg.unpaired_steps if cfg.unpaired_steps is not None else (
+            round(cfg.unpaired_epochs * math.ceil(unpaired_count / per_step)) if unpaired_count else 0)
+        if self.paired_steps and not self.paired_infos:
+            raise DatasetError("the paired phase has steps but no paired dataset (give paired = [...])")
+        if self.unpaired_steps and not self.unpaired_infos:
+            raise DatasetError("the unpaired phase has steps but no unpaired dataset (give unpaired = [...], "
+                               "or unpaired_steps = 0)")
+        self.total_steps = self.paired_steps + self.unpaired_steps
+        if self.total_steps <= 0:
+            raise DatasetError("nothing to train: no data or zero steps in both phases")
+        self.bank = None
+        if self.unpaired_steps:
+            targets = [open_dataset(p, n, cfg.profile) for p in cfg.targets] or self.unpaired_infos
+            self.bank = ParamBank.from_datasets(targets)
+        val_path = cfg.val or (cfg.unpaired[0] if cfg.unpaired else cfg.paired[0])
+        val = open_dataset(val_path, n, cfg.profile)
+        vs = ShardStream(val, min(cfg.val_count, val.count), self.mcfg.image_size, shuffle=False,
+                         repeat=False, rank=0, world_size=1)
+        b = next(iter(vs))
+        self.val_images, self.val_params = b["image"].to(self.device), b["params"]
+        names = (self.paired_infos + self.unpaired_infos)[0].param_names
+        self.param_names = list(names)
+        self.blendshapes = (self.paired_infos + self.unpaired_infos)[0].blendshapes
+        train_params = np.concatenate([i.all_params() for i in (self.unpaired_infos or self.paired_infos)])
+        self.mean_params = torch.from_numpy(train_params.mean(0))
+
+    def _stream(self, phase: str, start_batch: int):
+        infos = self.paired_infos if phase == "paired" else self.unpaired_infos
+        st = ShardStream(infos, self.cfg.batch_size, self.mcfg.image_size, shuffle=True,
+                         shuffle_buffer=self.cfg.shuffle_buffer, seed=self.cfg.seed + (0 if phase == "paired" else 1),
+                         repeat=True, drop_last=True, rank=self.rank, world_size=self.world,
+                         start_batch=start_batch)
+        return iter(make_loader(st, self.cfg.workers, pin_memory=self.device.type == "cuda"))
+
+    # -- checkpoints
+    def training_state(self, rng_states: list) -> dict:
+        return {"step": self.step, "opt_G": self.opt_G.state_dict(), "opt_D": self.opt_D.state_dict(),
+                "rng": rng_states, "train_config": self.cfg.to_dict(), "world_size": self.world,
+                "workers": self.cfg.workers}
+
+    def save(self) -> Path | None:
+        """Collective: every rank calls it (their RNG states are gathered); rank 0 writes."""
+        rng = [_rng_state(self.gen)]
+        d = _dist()
+        if d is not None and self.world > 1:
+            rng = [None] * self.world
+            d.all_gather_object(rng, _rng_state(self.gen))
+        if self.rank != 0:
+            return None
+        path = self.out / "checkpoints" / f"step-{self.step:07d}"
+        save_checkpoint(path, self.mcfg, self.G, self.D, param_names=self.param_names,
+                        blendshapes=self.blendshapes, step=self.step,
+                        meta={"gan": self.cfg.gan, "train_config": self.cfg.to_dict()},
+                        training=self.training_state(rng))
+        ckpts = sorted(p for p in path.parent.iterdir() if CKPT_RE.match(p.name))
+        for old in ckpts[:-max(1, self.cfg.keep_checkpoints)]:
+            import shutil
+            shutil.rmtree(old, ignore_errors=True)
+        return path
+
+    def _load(self, path: Path) -> None:
+        ck = load_checkpoint(path, expect=self.mcfg, training=True, map_location="cpu")
+        self.G.load_state_dict(ck.generator.state_dict())
+        self.D.load_state_dict(ck.discriminator.state_dict())
+        st = ck.training
+        self.opt_G.load_state_dict(st["opt_G"])
+        self.opt_D.load_state_dict(st["opt_D"])
+        self.step = int(st["step"])
+        if st.get("world_size", 1) != self.world or st.get("workers") != self.cfg.workers:
+            log.warning("resuming with %d rank(s) x %d worker(s), the checkpoint was made with %s x %s: "
+                        "the data order will differ from an uninterrupted run",
+                        self.world, self.cfg.workers, st.get("world_size"), st.get("workers"))
+        if self.world == st.get("world_size", 1):
+            _set_rng_state(st["rng"][self.rank], self.gen)
+        if self.rank == 0:
+            log.info("resumed from %s at step %d", path, self.step)
+
+    # -- one iteration
+    def _lr(self) -> None:
+        frac = self.cfg.lr_decay
+        if frac <= 0:
+            return
+        start = self.total_steps * (1 - frac)
+        k = 1.0 if self.step < start else max(0.0, 1 - (self.step - start) / max(1.0, self.total_steps - start))
+        for opt, base in ((self.opt_G, self.base_lrs[0]), (self.opt_D, self.base_lrs[1])):
+            for g in opt.param_groups:
+                g["lr"] = base * k
+
+    def train_step(self, batch: dict, phase: str) -> dict[str, float]:
+        cfg, w = self.cfg, self.cfg.weights
+        dev = self.device
+        I_org = batch["image"].to(dev, non_blocking=True)
+        p_org = batch["params"].to(dev, non_blocking=True)
+        if phase == "paired":
+            p_trg = batch["target_params"].to(dev, non_blocking=True)
+            I_trg = batch["target_image"].to(dev, non_blocking=True)
+        else:
+            p_trg = self.bank.sample(I_org.shape[0], self.gen).to(dev)
+            I_trg = None
+        out: dict[str, float] = {}
+
+        # ---- D step
+        self.D.requires_grad_(True)
+        with torch.no_grad():
+            I_fake = self.G(I_org, p_trg)[0]
+        C_real, p_real = self.D(I_org)
+        C_fake, _ = self.D(I_fake)
+        d_terms = {"adv": Lx.adversarial_D(cfg.gan, C_real, C_fake), "exp": Lx.L_exp_D(p_real, p_org)}
+        alpha = torch.rand(I_org.shape[0], 1, 1, 1, generator=self.gen).to(dev)
+        d_terms["gp"] = Lx.gradient_penalty(lambda z: self.D(z)[0], I_org, I_fake, alpha=alpha)
+        L_D = Lx.total_D(d_terms, w)
+        self.opt_D.zero_grad(set_to_none=True)
+        L_D.backward()
+        average_gradients(self.D)
+        self.opt_D.step()
+        out.update({f"D/{k}": float(v.detach()) for k, v in d_terms.items()})
+        out["D/total"] = float(L_D.detach())
+
+        # ---- G step
+        if (self.step + 1) % cfg.n_critic == 0:
+            self.D.requires_grad_(False)
+            I_gen, _, A_fwd = self.G(I_org, p_trg)
+            C_fake, p_gen = self.D(I_gen)
+            with torch.no_grad():
+                C_real = self.D(I_org)[0] if cfg.gan == "rad" else None
+            I_rec, _, A_bwd = self.G(I_gen, p_org)
+            g_terms = {"adv": Lx.adversarial_G(cfg.gan, C_real, C_fake), "exp": Lx.L_exp_G(p_gen, p_trg),
+                       "rec": Lx.L_rec(I_org, I_rec), "att": Lx.L_att(A_fwd, A_bwd)}
+            if self.F is not None:
+                with torch.no_grad():
+                    f_org = self.F(I_org)
+                g_terms["id"] = Lx.L_id(self.F(I_gen), f_org)
+            if I_trg is not None and not cfg.no_gen:
+                g_terms["gen"] = Lx.L_gen(I_trg, I_gen)
+            L_G = Lx.total_G(g_terms, w)
+            self.opt_G.zero_grad(set_to_none=True)
+            L_G.backward()
+            average_gradients(self.G)
+            self.opt_G.step()
+            self.D.requires_grad_(True)
+            out.update({f"G/{k}": float(v.detach()) for k, v in g_terms.items()})
+            out["G/total"] = float(L_G.detach())
+        return out
+
+    # -- the loop
+    def phase_at(self, step: int) -> str:
+        return "paired" if step < self.paired_steps else "unpaired"
+
+    def run(self, max_steps: int | None = None) -> dict:
+        """Train until the end of the schedule (or ``max_steps`` steps in all); returns a summary."""
+        cfg = self.cfg
+        end = self.total_steps if max_steps is None else min(self.total_steps, max_steps)
+        if self.rank == 0:
+            self.out.mkdir(parents=True, exist_ok=True)
+            (self.out / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
+            from torch.utils.tensorboard import SummaryWriter
+            self.tb = SummaryWriter(str(self.out / "tb"), purge_step=self.step if self.step else None)
+            log.info("training %s: %d paired + %d unpaired steps, batch %d x %d rank(s), gan %s, on %s",
+                     cfg.profile, self.paired_steps, self.unpaired_steps, cfg.batch_size, self.world,
+                     cfg.gan, self.device)
+            if self.step == 0:
+                self._validate()
+        bar = None
+        if cfg.progress and self.rank == 0:
+            from tqdm import tqdm
+            bar = tqdm(total=end, initial=self.step, desc="train", unit="step", dynamic_ncols=True)
+        phase, it = None, None
+        acc: dict[str, list[float]] = {}
+        t0 = time.time()
+        while self.step < end:
+            ph = self.phase_at(self.step)
+            if ph != phase:
+                phase = ph
+                start = self.step - (0 if ph == "paired" else self.paired_steps)
+                it = self._stream(ph, start)
+            self._lr()
+            batch = next(it)
+            losses = self.train_step(batch, phase)
+            bad = [k for k, v in losses.items() if not math.isfinite(v)]
+            if bad:
+                raise RuntimeError(f"step {self.step}: non-finite losses {bad}; lower the learning rate?")
+            self.step += 1
+            if self.keep_history:
+                self.history.append({"step": self.step, **losses})
+            for k, v in losses.items():
+                acc.setdefault(k, []).append(v)
+            if self.rank == 0:
+                if bar is not None:
+                    bar.update(1)
+                    if "G/total" in losses:
+                        bar.set_postfix(phase=phase, D=f"{losses['D/total']:.3g}", G=f"{losses['G/total']:.3g}")
+                if self.step % cfg.log_every == 0 or self.step == end:
+                    for k, v in acc.items():
+                        self.tb.add_scalar(k, float(np.mean(v)), self.step)
+                    self.tb.add_scalar("lr/G", self.opt_G.param_groups[0]["lr"], self.step)
+                    self.tb.add_scalar("lr/D", self.opt_D.param_groups[0]["lr"], self.step)
+                    self.tb.add_scalar("phase/paired", float(phase == "paired"), self.step)
+                    self.tb.add_scalar("speed/steps_per_s", cfg.log_every / max(1e-9, time.time() - t0), self.step)
+                    acc, t0 = {}, time.time()
+                if self.step % cfg.sample_every == 0 or self.step == end:
+                    self._validate()
+            if self.step % cfg.checkpoint_every == 0 or self.step == end:
+                self.save()
+        if bar is not None:
+            bar.close()
+        summary = self._summary()
+        if self.tb is not None:
+            self.tb.close()
+        return summary
+
+    def _validate(self) -> dict:
+        self.G.eval()
+        figs = regression_figures(self.G, self.D, self.val_images, self.val_params.to(self.device),
+                                  self.mean_params)
+        for k, v in figs.items():
+            self.tb.add_scalar(f"val/{k}", v, self.step)
+        n = min(self.cfg.sample_images, self.val_images.shape[0])
+        grid = sample_grid(self.G, self.val_images[:n], self.cfg.sample_params, self.mcfg.n_params)
+        import cv2
+        from engine.atomic import atomic_path
+        path = self.out / "samples" / f"step-{self.step:07d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        ok, png = cv2.imencode(".png", grid[..., ::-1])
+        with atomic_path(path) as tmp:
+            tmp.write_bytes(png.tobytes())
+        self.G.train()
+        self.last_val = figs
+        return figs
+
+    def _summary(self) -> dict:
+        digest = weights_digest(self.G, self.D)
+        digests = [digest]
+        d = _dist()
+        if d is not None and self.world > 1:
+            gathered = [None] * self.world
+            d.all_gather_object(gathered, digest)
+            digests = gathered
+        summary = {"step": self.step, "ranks": self.world, "weights_digest": digests,
+                   "ranks_agree": len(set(digests)) == 1, "val": getattr(self, "last_val", None)}
+        if self.rank == 0:
+            (self.out / "summary.json").write_text(json.dumps(summary, indent=1))
+            if not summary["ranks_agree"]:
+                raise RuntimeError(f"ranks disagree on the weights: {digests}")
+        return summary
+
+
+# --------------------------------------------------------------------------------------- CLI
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="TOML or JSON file of training options (trainer/configs/*.toml)")
+    p.add_argument("--profile", help="model profile: tiny, tiny-resnet, realtime, paper")
+    p.add_argument("--paired", nargs="+", metavar="DIR", help="paired (synthetic pair) datasets: phase 1")
+    p.add_argument("--unpaired", nargs="+", metavar="DIR", help="unpaired datasets: phase 2")
+    p.add_argument("--targets", nargs="+", metavar="DIR", help="datasets whose parameters are unpaired targets")
+    p.add_argument("--val", metavar="DIR", help="validation dataset (sample grids, figures)")
+    p.add_argument("-o", "--out", help="output folder (checkpoints, tb, samples)")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--lr-d", type=float)
+    p.add_argument("--n-critic", type=int)
+    p.add_argument("--gan", choices=["rad", "wgp"], help="SliderGAN-RaD (default) or SliderGAN-WGP")
+    p.add_argument("--identity", help="identity embedder for L_id: PATH.onnx (ArcFace layout), dlib, or none")
+    p.add_argument("--no-id", action="store_true", default=None, help="ablation: drop L_id")
+    p.add_argument("--no-gen", action="store_true", default=None, help="ablation: drop L_gen")
+    p.add_argument("--paired-epochs", type=float)
+    p.add_argument("--unpaired-epochs", type=float)
+    p.add_argument("--paired-steps", type=int)
+    p.add_argument("--unpaired-steps", type=int)
+    p.add_argument("--workers", type=int, help="DataLoader workers per rank")
+    p.add_argument("--device")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--no-progress", dest="progress", action="store_false", default=None)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="any other option, e.g. --set weights.att=0.5 --set sample_every=200")
+    p.add_argument("--resume", nargs="?", const=True, default=None, metavar="CHECKPOINT",
+                   help="resume from CHECKPOINT, or from the newest checkpoint under --out")
+
+
+def config_from_args(args) -> TrainConfig:
+    cfg = TrainConfig.load(args.config) if args.config else TrainConfig()
+    for name in ("profile", "paired", "unpaired", "targets", "val", "out", "batch_size", "lr", "lr_d",
+                 "n_critic", "gan", "identity", "no_id", "no_gen", "paired_epochs", "unpaired_epochs",
+                 "paired_steps", "unpaired_steps", "workers", "device", "seed", "progress"):
+        v = getattr(args, name, None)
+        if v is not None:
+            setattr(cfg, name, v)
+    for kv in args.set:
+        if "=" not in kv:
+            raise ValueError(f"--set takes KEY=VALUE, not {kv!r}")
+        k, v = kv.split("=", 1)
+        cfg.override(k.strip(), v.strip())
+    cfg.__post_init__()
+    return cfg
+
+
+def init_distributed() -> bool:
+    """Join the process group torchrun describes (WORLD_SIZE > 1); False when single-process."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or _dist() is not None:
+        return False
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    torch.distributed.init_process_group(backend)
+    return True
+
+
+def main(args) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    started = init_distributed()
+    if _dist() is not None and _dist().get_rank() != 0:
+        logging.getLogger().setLevel(logging.WARNING)
+    try:
+        cfg = config_from_args(args)
+        trainer = Trainer(cfg, resume=args.resume)
+        summary = trainer.run()
+        if trainer.rank == 0:
+            print(json.dumps({k: summary[k] for k in ("step", "ranks", "ranks_agree", "val")}))
+    finally:
+        if started:
+            torch.distributed.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":  # python -m trainer.train ... (torchrun -m trainer.train also works)
+    ap = argparse.ArgumentParser(prog="slidergan train")
+    add_arguments(ap)
+    sys.exit(main(ap.parse_args()))
