@@ -92,7 +92,10 @@ class FaceDriver:
     def tracker(self):
         if self._tracker is None:
             from engine.face import FaceTracker
-            self._tracker = FaceTracker(size=self.size, fps=self.fps, min_face_px=self._min_face_px)
+            # One face: MediaPipe then stops searching every frame for more (2 ms less per frame);
+            # the driver follows the face it found first.
+            self._tracker = FaceTracker(size=self.size, fps=self.fps, min_face_px=self._min_face_px,
+                                        max_faces=1)
         return self._tracker
 
     def set_mode(self, mode: str) -> None:

@@ -40,6 +40,7 @@ class RenderResult:
     audio_duration: float | None  # audio seconds written (None: no audio)
     seconds: float                # wall time
     faces_missing: int = 0
+    cpu: dict | None = None       # CPU seconds: per stage thread, and the whole process
 
     @property
     def speed(self) -> float:
@@ -133,6 +134,9 @@ class VideoWriter:
 
 
 # ----------------------------------------------------------------------------------------- stages
+_STAGE_CPU: dict[str, float] = {}
+
+
 def _thread(target, *args, name: str):
     err: list[BaseException] = []
 
@@ -141,6 +145,8 @@ def _thread(target, *args, name: str):
             target(*args)
         except BaseException as e:  # re-raised in the main thread
             err.append(e)
+        finally:
+            _STAGE_CPU[name] = time.thread_time()
     t = threading.Thread(target=run, name=name, daemon=True)
     t.start()
     return t, err
@@ -193,7 +199,7 @@ def _side(left: np.ndarray, right: np.ndarray) -> np.ndarray:
 def render(source, driver, out, *, audio=None, checkpoint=None, backend: str = "auto", models=None,
            size: int = 512, fps: float | None = None, side_by_side: bool = False, mode: str = "relative",
            no_audio: bool = False, batch: int = 8, crf: int = 20, preset: str = "veryfast",
-           max_seconds: float | None = None, progress: bool = True) -> RenderResult:
+           max_seconds: float | None = None, progress: bool = True, threads: int | None = 1) -> RenderResult:
     """Render ``source`` (portrait) driven by ``driver`` (video or track) to ``out``."""
     from engine.animator import Animator, load_models
     from engine.atomic import atomic_path
@@ -207,11 +213,13 @@ def render(source, driver, out, *, audio=None, checkpoint=None, backend: str = "
     if audio is not None and not Path(audio).exists():
         raise FileNotFoundError(f"audio not found: {audio}")
     if models is None:
-        models = load_models(checkpoint, backend=backend)
+        models = load_models(checkpoint, backend=backend, threads=threads)
     anim = Animator(models, output_size=size)
     info = anim.set_source(source)
     n_exp = int(getattr(models, "n_exp", 0) or 0)
     t_start = time.perf_counter()
+    cpu_start = time.process_time()
+    _STAGE_CPU.clear()
     track_mode = is_track_file(driver)
     fmt = {".mp4": "mp4", ".mov": "mov", ".mkv": "matroska"}[out.suffix.lower()]
     if track_mode:
@@ -237,6 +245,7 @@ def render(source, driver, out, *, audio=None, checkpoint=None, backend: str = "
                 threads.append(_thread(job.produce, q_params, stop, batch, name="render-drive"))
                 threads.append(_thread(_generate, anim, q_params, q_frames, stop, side_by_side,
                                        name="render-generate"))
+                t_main = time.thread_time()
                 while True:
                     item = q_frames.get()
                     if item is _END:
@@ -249,6 +258,7 @@ def render(source, driver, out, *, audio=None, checkpoint=None, backend: str = "
                     if err:
                         raise err[0]
                 writer.close()
+                _STAGE_CPU["render-encode"] = time.thread_time() - t_main
             except BaseException:
                 stop.set()
                 writer.abort()
@@ -266,7 +276,9 @@ def render(source, driver, out, *, audio=None, checkpoint=None, backend: str = "
     n = writer.frames
     dur = n / job.fps
     adur = writer.apos / AUDIO_RATE if job.audio is not None else None
-    return RenderResult(out, n, job.fps, dur, adur, time.perf_counter() - t_start, job.missing)
+    cpu = {k.replace("render-", ""): round(v, 2) for k, v in _STAGE_CPU.items()}
+    cpu["process"] = round(time.process_time() - cpu_start, 2)
+    return RenderResult(out, n, job.fps, dur, adur, time.perf_counter() - t_start, job.missing, cpu)
 
 
 class _Stopped(Exception):
@@ -379,7 +391,7 @@ class _VideoJob:
         from engine.face import FaceTracker
         from engine.video import read_frames
         crops = []
-        with FaceTracker(size=self.anim.image_size, fps=self.fps) as tr:
+        with FaceTracker(size=self.anim.image_size, fps=self.fps, max_faces=1) as tr:
             for rgb, t in read_frames(self.path, max_frames=look):
                 r = tr.process(rgb, t)
                 if r.ok:
@@ -409,7 +421,7 @@ class _VideoJob:
                     raise ValueError(f"no face in the first frames of {self.path}: cannot calibrate the "
                                      "driver's neutral (use --mode absolute, or another video)")
                 drv.set_neutral(neutral)
-            self.tracker = FaceTracker(size=self.anim.image_size, fps=self.fps)
+            self.tracker = FaceTracker(size=self.anim.image_size, fps=self.fps, max_faces=1)
             pending = []   # (rgb, t, result)
 
             def flush():
@@ -472,6 +484,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch", type=int, default=8, help="frames per model call (default 8)")
     p.add_argument("--crf", type=int, default=20, help="H.264 quality (lower is better; default 20)")
     p.add_argument("--preset", default="veryfast", help="x264 preset (default veryfast)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="intra-op threads per model call (default 1: the pipeline's stages already run "
+                        "side by side)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -480,6 +495,7 @@ def main(args) -> int:
     res = render(args.source, args.driver, args.output, audio=args.audio, checkpoint=args.checkpoint,
                  backend=args.backend, size=args.size, fps=args.fps, side_by_side=args.side_by_side,
                  mode=args.mode, no_audio=args.no_audio, batch=args.batch, crf=args.crf,
-                 preset=args.preset, max_seconds=args.max_seconds, progress=not args.quiet)
+                 preset=args.preset, max_seconds=args.max_seconds, progress=not args.quiet,
+                 threads=args.threads)
     print(res.summary())
     return 0

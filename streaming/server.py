@@ -227,7 +227,8 @@ def _slug(stem: str, taken) -> str:
 class _Stats:
     def __init__(self):
         self.latency = collections.deque(maxlen=300)    # seconds, driver frame received -> sent
-        self.render = collections.deque(maxlen=300)     # seconds on the worker
+        self.render = collections.deque(maxlen=300)     # seconds in the render stage
+        self.drive = collections.deque(maxlen=300)      # seconds in the drive stage
         self.sent = collections.deque(maxlen=120)       # monotonic send times
         self.received = collections.deque(maxlen=120)
         self.frames_in = 0
@@ -248,10 +249,12 @@ class _Stats:
     def summary(self) -> dict:
         lat = np.array(self.latency) * 1000 if self.latency else None
         ren = np.array(self.render) * 1000 if self.render else None
+        drv = np.array(self.drive) * 1000 if self.drive else None
         return {"fps": round(self._fps(self.sent), 1), "in_fps": round(self._fps(self.received), 1),
                 "latency_ms": round(float(np.median(lat)), 1) if lat is not None else None,
                 "latency_p95_ms": round(float(np.percentile(lat, 95)), 1) if lat is not None else None,
                 "render_ms": round(float(np.median(ren)), 1) if ren is not None else None,
+                "drive_ms": round(float(np.median(drv)), 1) if drv is not None else None,
                 "frames_in": self.frames_in, "frames_used": self.frames_used,
                 "frames_dropped": self.frames_dropped, "frames_out": self.frames_out}
 
@@ -280,12 +283,15 @@ class Session:
         self.audio_pcm: np.ndarray | None = None
         from .media import MediaClock
         self.clock = MediaClock()
-        self.pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"session-{self.id}")
+        self.drive_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"drive-{self.id}")
+        self.render_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"render-{self.id}")
         self.stats = _Stats()
         self.input_track = None
         self.latest_in = None                  # (av.VideoFrame, t_received)
         self.in_event = asyncio.Event()
         self.out_event = asyncio.Event()
+        self.driven = None                     # receive time of the newest driven webcam frame
+        self.driven_event = asyncio.Event()
         self.out_frame = None                  # (VideoFrame, t_driver_received | None, t_rendered)
         self.channel = None
         self.tasks: list[asyncio.Task] = []
@@ -327,17 +333,25 @@ class Session:
         return t_elapsed - self.track_t0
 
     # ---------------------------------------------------------------- worker-thread work
-    def render(self, job, t_content: float):
-        """Worker thread: process the newest driver frame (if any), mix, animate, convert."""
+    # Two stages on two threads, so consecutive frames overlap: "drive" (decode to RGB, face mesh,
+    # regression head, smoothing) and "render" (mix, generator, paste-back, YUV). aiortc encodes on
+    # its own thread meanwhile.
+    def drive_frame(self, job) -> float:
+        """Drive thread: the newest webcam frame through the face driver."""
+        t0 = time.perf_counter()
+        frame, t_recv = job
+        rgb = frame.to_ndarray(format="rgb24")
+        ft = float(frame.time) if frame.time is not None else t_recv
+        self.ensure_face().push(rgb, ft)
+        self.stats.drive.append(time.perf_counter() - t0)
+        return t_recv
+
+    def render(self, t_content: float):
+        """Render thread: mix the drivers at ``t_content``, animate, convert to a video frame."""
         import av
 
         from .media import rgb_to_yuv420
         t0 = time.perf_counter()
-        if job is not None:
-            frame, t_recv = job
-            rgb = frame.to_ndarray(format="rgb24")
-            ft = float(frame.time) if frame.time is not None else t_recv
-            self.ensure_face().push(rgb, ft)
         p = self.mix.value(self.track_time(t_content))
         self.params = p
         out = self.animator.animate(p)
@@ -368,8 +382,35 @@ class Session:
         finally:
             self.input_track = None
 
+    async def drive(self):
+        """Stage 1: the newest webcam frame -> face driver (stale frames are dropped)."""
+        loop = asyncio.get_running_loop()
+        try:
+            while not self.closed:
+                await self.in_event.wait()
+                self.in_event.clear()
+                job, self.latest_in = self.latest_in, None
+                if job is None or not self.uses_face:
+                    continue
+                self.stats.frames_used += 1
+                try:
+                    t_in = await loop.run_in_executor(self.drive_pool, self.drive_frame, job)
+                except RuntimeError:   # pool shut down while closing
+                    if self.closed:
+                        break
+                    raise
+                if self.driven is not None:
+                    self.stats.frames_dropped += 1
+                self.driven = t_in
+                self.driven_event.set()
+        except asyncio.CancelledError:
+            pass
+        except Exception as e:
+            self._failed(e)
+
     async def produce(self):
-        """Render frames: on each new webcam frame when the face drives, else at the stream fps."""
+        """Stage 2: render a frame for each newly driven webcam frame when the face drives, else at
+        the stream fps on the session clock."""
         loop = asyncio.get_running_loop()
         period = 1.0 / self.engine.fps
         next_t = time.monotonic()
@@ -377,7 +418,7 @@ class Session:
             while not self.closed:
                 if self.uses_face and self.input_track is not None:
                     try:
-                        await asyncio.wait_for(self.in_event.wait(), timeout=0.25)
+                        await asyncio.wait_for(self.driven_event.wait(), timeout=0.25)
                     except asyncio.TimeoutError:
                         pass
                     next_t = time.monotonic()
@@ -388,28 +429,28 @@ class Session:
                         await asyncio.sleep(delay)
                     elif delay < -0.25:
                         next_t = time.monotonic()
-                self.in_event.clear()
-                job = self.latest_in if self.uses_face else None
-                self.latest_in = None
-                if job is not None:
-                    self.stats.frames_used += 1
+                self.driven_event.clear()
+                t_in, self.driven = self.driven, None
                 if not self.clock.started:
                     self.clock.start()
                 t_content = self.clock.elapsed() + self.lat_est
                 try:
-                    vf = await loop.run_in_executor(self.pool, self.render, job, t_content)
-                except RuntimeError as e:   # pool shut down while closing
+                    vf = await loop.run_in_executor(self.render_pool, self.render, t_content)
+                except RuntimeError:   # pool shut down while closing
                     if self.closed:
                         break
                     raise
-                self.out_frame = (vf, job[1] if job is not None else None, time.monotonic(), t_content)
+                self.out_frame = (vf, t_in, time.monotonic(), t_content)
                 self.out_event.set()
         except asyncio.CancelledError:
             pass
         except Exception as e:  # keep the reason for the page and the log
-            self.last_error = f"{type(e).__name__}: {e}"
-            log.exception("session %s: render failed", self.id)
-            self.send({"type": "error", "message": f"rendering failed: {self.last_error}"})
+            self._failed(e)
+
+    def _failed(self, e: Exception) -> None:
+        self.last_error = f"{type(e).__name__}: {e}"
+        log.exception("session %s: frame processing failed", self.id)
+        self.send({"type": "error", "message": f"frame processing failed: {self.last_error}"})
 
     async def next_frame(self):
         while self.out_frame is None:
@@ -590,7 +631,8 @@ class Session:
         log.info("session %s closed (%d frames out)", self.id, self.stats.frames_out)
 
     def _shutdown_pool(self, face):
-        self.pool.shutdown(wait=True, cancel_futures=True)
+        self.drive_pool.shutdown(wait=True, cancel_futures=True)
+        self.render_pool.shutdown(wait=True, cancel_futures=True)
         if face is not None:
             face.close()
 
@@ -843,6 +885,7 @@ async def _offer(request, engine: Engine):
         except Exception as e:
             raise HTTPError(400, f"cannot answer this offer: {type(e).__name__}: {e}") from None
         engine.sessions[session.id] = session
+        session.tasks.append(asyncio.ensure_future(session.drive()))
         session.tasks.append(asyncio.ensure_future(session.produce()))
         session.tasks.append(asyncio.ensure_future(session.report()))
         session.tasks.append(asyncio.ensure_future(_watchdog(session)))
@@ -952,6 +995,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tracks", action="append", default=[], metavar="PATH",
                    help="a parameter track (.npz from `slidergan track extract`) or a folder of them")
     p.add_argument("--max-sessions", type=int, default=2, help="concurrent sessions (default 2)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="intra-op threads per model call (default 1: each session already runs its "
+                        "stages on two threads side by side)")
     p.add_argument("--size", type=int, default=512, help="output frame size in pixels (default 512)")
     p.add_argument("--fps", type=float, default=30.0, help="stream frame rate without a webcam (default 30)")
     p.add_argument("--ice", choices=["all", "loopback"], default="all",
@@ -961,7 +1007,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def build_engine(args) -> Engine:
     from engine.animator import load_models
-    models = load_models(args.checkpoint, backend=args.backend)
+    models = load_models(args.checkpoint, backend=args.backend, threads=args.threads)
     eng = Engine(models, output_size=args.size, fps=args.fps, max_sessions=args.max_sessions)
     for spec in args.portraits:
         for f in _expand(spec, IMAGE_EXTS):

@@ -200,3 +200,23 @@ def test_presets_from_the_blendshape_model():
         f = motion_features(fm.displacement(p))
         main = max(spec, key=spec.get)
         assert f[main] > 0, (name, main, f[main])
+
+
+# ------------------------------------------------------------------------------------------ live
+def test_live_import_safe_and_records_from_a_file_camera(env, tmp_path, monkeypatch, capsys):
+    import streaming.live as live   # importing opens no camera, window or audio device
+    from engine.cli import main
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    ok, why = live.gui_available()
+    assert not ok and why
+    args = ["live", "--source", str(env["portrait"]), "--checkpoint", str(env["ck"]), "--backend", "torch",
+            "--size", "128"]
+    assert main(args + ["--camera", "0"]) == 1
+    assert "nowhere to show the result" in capsys.readouterr().err
+    cam = kit.write_video(tmp_path / "cam.mp4", kit.synth_driving_frames(20, w=320, h=240, face=200))
+    out = tmp_path / "live.mp4"
+    assert main(args + ["--camera", str(cam), "--record", str(out)]) == 0
+    assert "frames" in capsys.readouterr().out
+    assert _streams(out)["video"]["frames"] >= 5
+    assert main(args + ["--camera", str(tmp_path / "nope.mp4"), "--record", str(out)]) == 1

@@ -1,0 +1,251 @@
+"""``slidergan live``: local puppeteering without a browser. Camera in (OpenCV ``VideoCapture``: a
+camera index or a video file), the animated portrait out to a window (when OpenCV has a GUI and a
+display exists) and/or a recording, a parameter track's audio through sounddevice.
+
+    slidergan live --source portrait.jpg                      # webcam 0 drives the portrait
+    slidergan live --source portrait.jpg --track speech.npz   # lips from the track, with its audio
+    slidergan live --source portrait.jpg --camera talk.mp4 --record out.mp4 --max-seconds 10
+
+Keys in the window: q or Esc quits, c recalibrates the neutral, m switches relative/absolute, n shows
+the portrait's own expression (sliders back to rest).
+
+Importing this module opens nothing (no camera, no audio device, no window).
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import threading
+import time
+
+import numpy as np
+
+log = logging.getLogger("slidergan.live")
+
+
+class LiveError(RuntimeError):
+    pass
+
+
+def gui_available() -> tuple[bool, str]:
+    """(can open a window, why not)."""
+    if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")) and os.name != "nt":
+        return False, "no display (DISPLAY/WAYLAND_DISPLAY not set)"
+    import cv2
+    info = cv2.getBuildInformation()
+    gui = [ln for ln in info.splitlines() if "GUI:" in ln]
+    if gui and ("NONE" in gui[0].upper()):
+        return False, "this OpenCV is the headless build (no window support)"
+    return True, ""
+
+
+class Camera:
+    """Reads frames on a thread and keeps only the newest (stale frames are dropped)."""
+
+    def __init__(self, spec: str, width: int = 640, height: int = 480, loop: bool = False):
+        import cv2
+        src = int(spec) if str(spec).isdigit() else str(spec)
+        self.is_file = not isinstance(src, int)
+        if self.is_file and not os.path.exists(src):
+            raise FileNotFoundError(f"camera source not found: {src}")
+        self.cap = cv2.VideoCapture(src)
+        if not self.cap.isOpened():
+            raise LiveError(f"cannot open camera {spec!r}" + (" (no camera on this machine?)" if not
+                                                               self.is_file else ""))
+        if not self.is_file:
+            self.cap.set(cv2.CAP_PROP_FRAME_WIDTH, width)
+            self.cap.set(cv2.CAP_PROP_FRAME_HEIGHT, height)
+        self.fps = float(self.cap.get(cv2.CAP_PROP_FPS) or 30.0) or 30.0
+        self.loop = loop
+        self.latest = None
+        self.frames = 0
+        self.dropped = 0
+        self.ended = False
+        self._stop = threading.Event()
+        self._cv = threading.Condition()
+        self._t = threading.Thread(target=self._run, name="live-camera", daemon=True)
+        self._t.start()
+
+    def _run(self):
+        import cv2
+        t0 = time.monotonic()
+        while not self._stop.is_set():
+            ok, bgr = self.cap.read()
+            if not ok:
+                if self.is_file and self.loop:
+                    self.cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
+                    continue
+                break
+            if self.is_file:   # play a file at its own rate, like a camera
+                due = t0 + self.frames / self.fps
+                d = due - time.monotonic()
+                if d > 0:
+                    time.sleep(d)
+            with self._cv:
+                if self.latest is not None:
+                    self.dropped += 1
+                self.latest = (bgr[:, :, ::-1].copy(), time.monotonic())
+                self.frames += 1
+                self._cv.notify_all()
+        with self._cv:
+            self.ended = True
+            self._cv.notify_all()
+
+    def read(self, timeout: float = 1.0):
+        """The newest frame (RGB, time) not yet read; None at the end or on timeout."""
+        with self._cv:
+            if self.latest is None and not self.ended:
+                self._cv.wait(timeout)
+            item, self.latest = self.latest, None
+            return item
+
+    def close(self):
+        self._stop.set()
+        self._t.join(timeout=2)
+        self.cap.release()
+
+
+class AudioPlayer:
+    """Plays int16 (n, 2) samples through sounddevice and serves as the clock (seconds played)."""
+
+    def __init__(self, pcm: np.ndarray, rate: int = 48000, loop: bool = True):
+        try:
+            import sounddevice as sd
+        except (ImportError, OSError) as e:
+            raise LiveError(f"no audio output: sounddevice/PortAudio unavailable ({e}); install "
+                            "libportaudio2, or use --no-audio") from None
+        self.pcm = pcm
+        self.rate = rate
+        self.loop = loop
+        self.pos = 0
+        self._t0 = None
+
+        def callback(out, frames, time_info, status):
+            n = len(self.pcm)
+            idx = (self.pos + np.arange(frames))
+            if self.loop:
+                idx %= n
+                out[:] = self.pcm[idx]
+            else:
+                ok = idx < n
+                out[:] = 0
+                out[ok] = self.pcm[idx[ok]]
+            self.pos += frames
+        try:
+            self.stream = sd.OutputStream(samplerate=rate, channels=2, dtype="int16", callback=callback)
+            self.stream.start()
+        except Exception as e:
+            raise LiveError(f"cannot open an audio output device: {e} (use --no-audio)") from None
+
+    def now(self) -> float:
+        return self.pos / self.rate
+
+    def close(self):
+        self.stream.stop()
+        self.stream.close()
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--source", required=True, help="the portrait to animate")
+    p.add_argument("--camera", default="0", help="camera index or a video file (default 0)")
+    p.add_argument("--track", default=None, help="a parameter track: speech from it, with its audio")
+    p.add_argument("--checkpoint", "--model", dest="checkpoint", default=None,
+                   help="model folder (default: the embedded default model)")
+    p.add_argument("--backend", default="auto")
+    p.add_argument("--mode", choices=["relative", "absolute"], default="relative")
+    p.add_argument("--size", type=int, default=512)
+    p.add_argument("--record", default=None, help="also write the animated video here (.mp4)")
+    p.add_argument("--no-window", action="store_true", help="do not open a window")
+    p.add_argument("--no-audio", action="store_true", help="do not play the track's audio")
+    p.add_argument("--max-seconds", type=float, default=None, help="stop after this many seconds")
+
+
+def main(args) -> int:
+    import cv2
+
+    from engine.animator import Animator, load_models
+
+    from .drivers import DriverMix, FaceDriver, TrackDriver
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    window, why = (False, "--no-window") if args.no_window else gui_available()
+    if not window and not args.record:
+        raise LiveError(f"nowhere to show the result: {why}. Record it with --record OUT.mp4, or use "
+                        "`slidergan serve` and a browser")
+    if not window and not args.no_window:
+        print(f"slidergan live: no window ({why}); recording to {args.record}", flush=True)
+    models = load_models(args.checkpoint, backend=args.backend)
+    anim = Animator(models, output_size=args.size)
+    anim.set_source(args.source)
+    n_exp = int(models.n_exp)
+    mix = DriverMix(n_exp, anim.n_params, anim.source_params)
+    cam = Camera(args.camera)
+    face = FaceDriver(anim.regress, anim.n_params, anim.image_size, mode=args.mode,
+                      rest=anim.source_params, fps=cam.fps)
+    mix.set_driver("face", face)
+    mix.route("exp", "face")
+    mix.route("speech", "face")
+    player = None
+    clock0 = time.monotonic()
+    if args.track:
+        from engine.tracks import load_track
+
+        from .media import track_audio
+        tr = load_track(args.track, check_audio=not args.no_audio)
+        td = TrackDriver(tr, n_exp, anim.n_params, loop=True)
+        mix.set_driver("track", td)
+        for g in td.groups():
+            if g == "speech":
+                mix.route(g, "track")
+        if not args.no_audio:
+            pcm = track_audio(tr, 48000, 2)
+            if pcm is not None:
+                player = AudioPlayer(pcm)
+    writer = None
+    if args.record:
+        from pathlib import Path
+
+        from .render import VideoWriter
+        h, w = anim.output_shape
+        writer = VideoWriter(Path(args.record), w, h, cam.fps, None)
+    n = 0
+    t_start = time.monotonic()
+    try:
+        while True:
+            item = cam.read(timeout=1.0 / cam.fps)
+            if item is None and cam.ended:
+                break
+            if item is not None:
+                rgb, t = item
+                face.push(rgb, t - clock0)
+            t_clock = player.now() if player is not None else time.monotonic() - clock0
+            out = anim.animate(mix.value(t_clock))
+            n += 1
+            if writer is not None:
+                writer.write(out)
+            if window:
+                cv2.imshow("slidergan live", out[:, :, ::-1])
+                k = cv2.waitKey(1) & 0xFF
+                if k in (ord("q"), 27):
+                    break
+                if k == ord("c"):
+                    face.calibrate()
+                if k == ord("m"):
+                    face.set_mode("absolute" if face.mode == "relative" else "relative")
+                if k == ord("n"):
+                    mix.route("exp", "rest")
+            if args.max_seconds is not None and time.monotonic() - t_start >= args.max_seconds:
+                break
+    finally:
+        cam.close()
+        face.close()
+        if player is not None:
+            player.close()
+        if writer is not None:
+            writer.close()
+        if window:
+            cv2.destroyAllWindows()
+    dt = time.monotonic() - t_start
+    print(f"slidergan live: {n} frames in {dt:.1f} s ({n / max(dt, 1e-6):.1f} fps), camera frames "
+          f"{cam.frames}, dropped {cam.dropped}", flush=True)
+    return 0
