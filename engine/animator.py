@@ -45,13 +45,13 @@ DEFAULT_OUTPUT_SIZE = 512
 def default_checkpoint() -> Path:
     """The embedded default model, or a clear error saying how to get one."""
     from .checkpoint import MODEL_FILE
-    if (DEFAULT_MODEL_DIR / MODEL_FILE).exists() or any(DEFAULT_MODEL_DIR.glob("*.onnx")):
+    if (DEFAULT_MODEL_DIR / MODEL_FILE).exists() or (DEFAULT_MODEL_DIR / "export.json").exists():
         return DEFAULT_MODEL_DIR
     raise FileNotFoundError(
         f"no model given and the embedded default model is missing ({DEFAULT_MODEL_DIR}). Pass "
-        "--checkpoint PATH (a folder written by `slidergan train`, or an exported model), or train one: "
-        "`slidergan annotate VIDEOS -o data && slidergan train --profile realtime --data data -o runs/x` "
-        "(see README, 'Training').")
+        "--checkpoint PATH (a checkpoint folder written by `slidergan train`, or an export folder of "
+        "`slidergan export`), or train one, e.g. `slidergan train --config trainer/configs/realtime.toml` "
+        "(README, 'Training').")
 
 
 from .face import NoFaceError  # noqa: E402  (re-exported: callers catch it from here)

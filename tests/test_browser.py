@@ -141,6 +141,28 @@ def test_page_streams_the_animated_portrait(page, tmp_path):
     assert np.abs(after[64:192, 64:192].astype(float) - before[64:192, 64:192]).mean() > 2.0
     page.click("#stop")
     page.wait_for_function("document.getElementById('start').disabled === false", timeout=5000)
+    _wait_no_sessions(page.url)
+
+
+def _sessions(url: str) -> int:
+    import json
+    return len(json.loads(urllib.request.urlopen(url + "api/sessions", timeout=5).read())["sessions"])
+
+
+def _wait_no_sessions(url: str, timeout: float = 30.0) -> None:
+    t0 = time.monotonic()
+    while _sessions(url):
+        assert time.monotonic() - t0 < timeout, "the server kept the session of a closed page"
+        time.sleep(0.2)
+
+
+def test_closing_the_tab_frees_the_session(page):
+    page.click("#start")
+    page.wait_for_function("document.getElementById('out').videoWidth > 0", timeout=40000)
+    url = page.url
+    assert _sessions(url) == 1
+    page.close()            # the tab goes away without pressing Stop
+    _wait_no_sessions(url)
 
 
 def test_page_says_when_a_photo_has_no_face(page, tmp_path):

@@ -308,6 +308,7 @@ async function init() {
   $("route-speech").onchange = onRouteChange;
   $("track").onchange = () => {
     const id = $("track").value || null;
+    if (id && $("route-speech").value !== "track") $("route-speech").value = "track";
     if (state.running) send({ type: "track", id });
   };
   for (const r of document.querySelectorAll("input[name=mode]")) {
