@@ -11,6 +11,7 @@ Routes (JSON errors are ``{"error": "..."}`` with a 4xx/5xx status):
   POST /offer                  {"sdp", "type": "offer", "portrait", "exp", "speech", "track", "mode"}
                                -> the answer; 400 on a bad offer, 503 when all sessions are in use
   GET  /api/sessions           live sessions and their figures
+  GET  /api/preview?p=a,b,...  the blendshape model's 3D face for parameters p (PNG; 404 without one)
 
 A session is one RTCPeerConnection. The browser sends its webcam (optional) and opens a data channel;
 the server sends back the animated portrait (512 x 512 by default) and an audio track (a parameter
@@ -123,11 +124,11 @@ class Engine:
         self._prep = Animator(models, output_size=self.output_size)
         self.portraits: dict[str, Portrait] = {}
         self.tracks: dict[str, TrackEntry] = {}
+        from engine.animator import face_model_for
+        self.face_model = face_model_for(models)     # blendshape model: presets, 3D preview
         if presets is None:
-            from engine.animator import face_model_for
-
             from .presets import make_presets
-            presets = make_presets(self.param_names, self.n_exp, face_model_for(models))
+            presets = make_presets(self.param_names, self.n_exp, self.face_model)
         self.presets = {k: np.asarray(v, np.float32) for k, v in presets.items()}
         self.sessions: dict[str, "Session"] = {}
         self.pending = 0
@@ -209,6 +210,7 @@ class Engine:
                 "tracks": [t.describe() for t in self.tracks.values()], "max_sessions": self.max_sessions,
                 "sessions": len(self.sessions), "output_size": self.output_size, "fps": self.fps,
                 "backend": str(getattr(self.models, "backend", "")),
+                "preview": self.face_model is not None,
                 "profile": str(getattr(self.models, "profile", "") or "")}
 
     def close(self):
@@ -761,6 +763,28 @@ def make_app(engine: Engine):
             raise
         return _json(p.describe())
 
+    async def preview(request):
+        if engine.face_model is None:
+            raise HTTPError(404, "no blendshape model: the 3D preview needs one")
+        try:
+            p = np.array([float(v) for v in request.query.get("p", "").split(",") if v.strip()], np.float32)
+        except ValueError:
+            raise HTTPError(400, "p must be comma-separated numbers") from None
+        if p.size == 0:
+            p = np.zeros(engine.n_params, np.float32)
+        if p.shape[0] != engine.n_params or not np.all(np.isfinite(p)):
+            raise HTTPError(400, f"p must hold {engine.n_params} finite numbers")
+        size = int(np.clip(int(request.query.get("size", 160)), 32, 512))
+
+        def draw():
+            import cv2
+
+            from engine.preview import render_params
+            img = render_params(engine.face_model, np.clip(p, -1, 1), size=size)
+            return cv2.imencode(".png", img[:, :, ::-1])[1].tobytes()
+        png = await asyncio.get_running_loop().run_in_executor(None, draw)
+        return web.Response(body=png, content_type="image/png", headers={"Cache-Control": "no-store"})
+
     async def tracks(request):
         return _json([t.describe() for t in engine.tracks.values()])
 
@@ -777,6 +801,7 @@ def make_app(engine: Engine):
     app.router.add_get("/api/portraits/{pid}.jpg", portrait_image)
     app.router.add_post("/api/portraits", upload)
     app.router.add_get("/api/tracks", tracks)
+    app.router.add_get("/api/preview", preview)
     app.router.add_get("/api/sessions", sessions)
     app.router.add_post("/offer", offer)
     app.router.add_static("/static/", STATIC)

@@ -278,3 +278,24 @@ def test_connect_and_drop_cycles_do_not_leak(setup):
             assert threads1 <= threads0 + 2
             assert rss1 - rss0 < 60.0
     asyncio.run(run())
+
+
+def test_preview_route(setup):
+    eng, _ = setup
+    import aiohttp
+
+    async def run():
+        async with serving(eng) as url:
+            async with aiohttp.ClientSession() as s:
+                async with s.get(url + "/api/preview?p=" + ",".join(["0.5"] * eng.n_params)) as r:
+                    if eng.face_model is None:
+                        assert r.status == 404 and "blendshape" in (await r.json())["error"]
+                    else:
+                        assert r.status == 200 and r.content_type == "image/png"
+                async with s.get(url + "/api/preview?p=1,2,x") as r:
+                    assert r.status in (400, 404)
+                async with s.get(url + "/api/info") as r:
+                    info = await r.json()
+                    assert info["preview"] == (eng.face_model is not None)
+                    assert info["param_names"] == eng.param_names and "neutral" in info["presets"]
+    asyncio.run(run())

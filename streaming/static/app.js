@@ -236,6 +236,7 @@ function onMessage(m) {
       $("r-face").textContent = m.face === null ? "-" :
         (m.face + (m.calibrating ? " (calibrating)" : "") + (m.holding ? " (holding)" : ""));
       showParams(m.params, m.pinned);
+      updatePreview(m.params);
       if (m.error) showMsg(m.error);
       break;
     case "preset":
@@ -250,6 +251,18 @@ function onMessage(m) {
       showMsg(m.message);
       break;
   }
+}
+
+// the blendshape model's 3D face for the current parameters (a few times a second at most)
+function updatePreview(params) {
+  if (!state.info || !state.info.preview || state.previewBusy) return;
+  const key = params.map((v) => v.toFixed(2)).join(",");
+  if (key === state.previewKey) return;
+  state.previewBusy = true;
+  state.previewKey = key;
+  const img = $("preview");
+  img.onload = img.onerror = () => { state.previewBusy = false; };
+  img.src = "/api/preview?size=160&p=" + key;
 }
 
 function syncRoutes(r) {
@@ -294,6 +307,10 @@ async function init() {
     pbox.appendChild(b);
   }
   buildSliders(state.info.param_names, state.info.n_exp, null);
+  if (state.info.preview) {
+    $("preview-fig").hidden = false;
+    updatePreview(new Array(state.info.n_params).fill(0));
+  }
   if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
     $("route-exp").value = "sliders";
     $("route-speech").value = "sliders";
