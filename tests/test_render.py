@@ -220,3 +220,14 @@ def test_live_import_safe_and_records_from_a_file_camera(env, tmp_path, monkeypa
     assert "frames" in capsys.readouterr().out
     assert _streams(out)["video"]["frames"] >= 5
     assert main(args + ["--camera", str(tmp_path / "nope.mp4"), "--record", str(out)]) == 1
+
+
+def test_output_has_ordinary_permissions(env, tmp_path):
+    import os
+    from streaming.render import render
+    tr = kit.speech_track(tmp_path / "t.npz", seconds=0.3, fps=30)
+    out = tmp_path / "perm.mp4"
+    render(env["portrait"], tr, out, models=env["models"], size=64, progress=False)
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (out.stat().st_mode & 0o777) == (0o666 & ~mask)
