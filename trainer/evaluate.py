@@ -431,6 +431,10 @@ def evaluate(models_list: list[Models], face_model_for, opts: EvalOptions, log=p
     """Run every measurement for each checkpoint in ``models_list`` (first = main) and write the
     report. ``face_model_for(models) -> FaceModel``. Returns the metrics dict (also in the JSON)."""
     t_start = time.time()
+    _log = log
+
+    def log(msg):  # noqa: F811 - the caller's log, with the elapsed time
+        _log(f"{msg} ({time.time() - t_start:.0f} s)")
     out = opts.out
     out.mkdir(parents=True, exist_ok=True)
     main = models_list[0]
@@ -534,6 +538,7 @@ def evaluate(models_list: list[Models], face_model_for, opts: EvalOptions, log=p
     metrics["identity_reference"] = identity_reference(idn, groups)
 
     # ---------------------------------------------------------------- sweeps (figures + identity)
+    log("[evaluate] slider sweeps and figures")
     comps = fm.strongest(opts.components)
     names = main.param_names
     sweep_portraits = portraits.crops[: opts.n_portraits] if len(portraits.crops) else held.crops[:1]
@@ -570,16 +575,22 @@ def evaluate(models_list: list[Models], face_model_for, opts: EvalOptions, log=p
     figures["transfer"] = save_png(out / "transfer.png", grid(trows, tlabels, [held.names[t].split("#")[1] for t in show]))
 
     # ---------------------------------------------------------------- interpolation (Fig. 8)
-    p_D_main = main.regress(held_t).numpy()
-    d = np.linalg.norm(p_fit[:, None] - p_fit[None], axis=-1)
-    a_i, b_i = np.unravel_index(np.argmax(d), d.shape)
+    # p = (1 - a) p_src + a p_trg with p_src = D_p(source portrait), p_trg = D_p(target frame): from
+    # the portrait's own expression to the target's, for the two most expressive held-out frames.
+    held_p_D = main.regress(held_t).numpy()
+    targets = np.argsort(-np.linalg.norm(p_fit, axis=1))[:2]
     alphas = np.round(np.linspace(0, 1, 6), 1)
-    base = sweep_portraits[0]
-    P = np.stack([a * p_D_main[b_i] + (1 - a) * p_D_main[a_i] for a in alphas]).astype(np.float32)
-    outs = to_uint8(main.generate(to_tensor(base[None]), torch.from_numpy(P)))
+    irows, ilabels = [], []
+    for k, (crop, pname) in enumerate(zip(sweep_portraits[:2], sweep_names[:2])):
+        t = targets[k % len(targets)]
+        p_src = main.regress(to_tensor(crop[None])).numpy()[0]
+        P = np.stack([(1 - a) * p_src + a * held_p_D[t] for a in alphas]).astype(np.float32)
+        outs = to_uint8(main.generate(to_tensor(crop[None]), torch.from_numpy(P)))
+        irows += [[crop] + list(outs) + [held.crops[t]], [None] + [fm.preview(p) for p in P] + [None]]
+        ilabels += [f"{pname} -> {held.names[t]}", "3D preview"]
     figures["interpolation"] = save_png(out / "interpolation.png", grid(
-        [[held.crops[a_i]] + list(outs) + [held.crops[b_i]], [None] + [fm.preview(p) for p in P] + [None]],
-        ["p = a p_B + (1-a) p_A", "3D preview"], ["A"] + [f"a={a:.1f}" for a in alphas] + ["B"]))
+        irows, ilabels, ["source"] + [f"a={a:.1f}" for a in alphas] + ["target"]))
+    base = sweep_portraits[0]
 
     # ---------------------------------------------------------------- neutralisation (Fig. 12)
     expressive = np.argsort(-np.linalg.norm(p_fit, axis=1))[:6]
@@ -681,7 +692,8 @@ def write_report(out: Path, metrics: dict, log=print) -> None:
         if key.startswith("sweep_"):
             L += [f"Slider sweeps on `{key[6:]}` (-1 to 1 by 0.2; 3D preview above each row, paper Fig. 1/6):", "",
                   f"![{key}]({fname})", ""]
-    for key, title in (("interpolation", "Interpolation between two expressions of the held-out video (Fig. 8)"),
+    for key, title in (("interpolation", "Interpolation from a portrait's own expression to a held-out frame's, "
+                                         "p = (1 - a) D_p(source) + a D_p(target) (Fig. 8)"),
                        ("neutralisation", "Neutralisation, p = 0 (Fig. 12)"),
                        ("speech", "Speech: a portrait driven by a talking video's parameters (Fig. 13)")):
         if key in figs:
