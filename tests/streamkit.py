@@ -9,7 +9,10 @@ from pathlib import Path
 import numpy as np
 
 
-def tiny_checkpoint(path: Path, seed: int = 0, profile: str = "tiny") -> Path:
+def tiny_checkpoint(path: Path, seed: int = 0, profile: str = "tiny", regressor_gain: float = 1.0) -> Path:
+    """A random-weight checkpoint. ``regressor_gain`` scales the regression head, so that the small
+    differences a random trunk sees between two driving faces become visible parameter changes
+    (relative mode subtracts the constant part)."""
     import torch
 
     from engine.checkpoint import save_checkpoint
@@ -23,6 +26,7 @@ def tiny_checkpoint(path: Path, seed: int = 0, profile: str = "tiny") -> Path:
         for m in G.modules():
             if m.__class__.__name__ == "FiLM":
                 m.to_scale_shift.weight.mul_(6.0)
+        D.regressor.weight.mul_(regressor_gain)
     return save_checkpoint(path, cfg, G, D)
 
 

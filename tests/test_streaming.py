@@ -24,7 +24,7 @@ def setup(tmp_path_factory):
     from streaming.server import Engine, configure_ice
     configure_ice("loopback")
     d = tmp_path_factory.mktemp("stream")
-    ck = kit.tiny_checkpoint(d / "ck")
+    ck = kit.tiny_checkpoint(d / "ck", regressor_gain=100.0)
     models = kit.load_tiny(ck)
     portrait = d / "portrait.png"
     import cv2
@@ -165,7 +165,7 @@ def test_webcam_driver_moves_the_face(setup):
 
     async def run():
         async with serving(eng) as url:
-            async with StreamClient(url, frames=frames, fps=30, mode="absolute") as c:
+            async with StreamClient(url, frames=frames, fps=30, mode="relative") as c:
                 await c.wait_frames(20, timeout=40)
                 seen = []
                 for _ in range(12):
@@ -177,9 +177,23 @@ def test_webcam_driver_moves_the_face(setup):
                 assert st["frames_used"] + st["frames_dropped"] <= st["frames_in"]
                 spread = np.ptp(np.array(seen), axis=0).max()
                 assert spread > 1e-3, "parameters did not follow the driving face"
-                # relative mode and calibration switch on the fly
-                r = await c.request({"type": "mode", "mode": "relative"}, "mode")
-                assert r["mode"] == "relative"
+                # the animated face moves with the driving face; the rest of the portrait does not
+                got = [f for f, _ in list(c.frames)[-20:]]
+                face_motion = np.std(np.stack([face_region(f) for f in got]), axis=0).mean()
+                corner_motion = np.std(np.stack([f[:30, :30].astype(np.float32) for f in got]), axis=0).mean()
+                print(f"face motion {face_motion:.3f}, corner motion {corner_motion:.3f}")
+                assert face_motion > 0.2 and corner_motion < face_motion / 5, (face_motion, corner_motion)
+                # the face leaves the camera: the last expression is held
+                before = np.array(st["params"])
+                c.source.frames = [np.full_like(frames[0], 200)]
+                await asyncio.sleep(0.3)
+                st = await c.request({"type": "status"}, "stats")
+                assert st["face"] == "no_face" and st["holding"], st
+                assert np.abs(np.array(st["params"]) - before).max() < 0.05
+                c.source.frames = frames
+                # absolute mode and calibration switch on the fly
+                r = await c.request({"type": "mode", "mode": "absolute"}, "mode")
+                assert r["mode"] == "absolute"
                 await c.request({"type": "calibrate"}, "calibrate")
                 await c.wait_frames(10, timeout=20)
             await _wait_closed(eng)
