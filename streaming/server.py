@@ -728,7 +728,11 @@ def make_app(engine: Engine):
             return await handler(request)
         except HTTPError as e:
             return _err(e.status, e.message)
-        except web.HTTPException:
+        except web.HTTPRequestEntityTooLarge:
+            return _err(413, f"the upload is too large (at most {MAX_UPLOAD // (1024 * 1024)} MB)")
+        except web.HTTPException as e:
+            if e.status >= 400 and request.path.startswith(("/api/", "/offer")):
+                return _err(e.status, e.reason or "request failed")
             raise
         except Exception as e:  # never a bare 500 page: say what went wrong
             log.exception("%s %s failed", request.method, request.path)

@@ -107,6 +107,9 @@ def test_portrait_without_face_is_a_clear_error(setup):
             st, body = await _post(url + "/api/portraits", data=b"not an image",
                                    headers={"Content-Type": "image/png"})
             assert st == 400 and "not an image" in body["error"]
+            st, body = await _post(url + "/api/portraits", data=b"x" * (17 << 20),
+                                   headers={"Content-Type": "image/png"})
+            assert st == 413 and "too large" in body["error"]
             # an uploaded face works and is listed
             ok, png = cv2.imencode(".png", kit.synth_portrait(3)[:, :, ::-1])
             form = aiohttp.FormData()
