@@ -23,11 +23,11 @@ def make_arcface_like_onnx(path, dim: int = 8, size: int = 112, normalise_in_gra
         init("slope", rng.uniform(0.1, 0.3, (c, 1, 1))),
         init("w2", rng.normal(0, 0.2, (c, c, 3, 3))),
         init("fc_w", rng.normal(0, 0.5, (dim, c))), init("fc_b", rng.normal(0, 0.1, dim)),
-        init("mean", [127.5]), init("scale", [1 / 127.5]),
     ]
     nodes = []
     x = "data"
     if normalise_in_graph:
+        inits += [init("mean", [127.5]), init("scale", [1 / 127.5])]
         nodes += [helper.make_node("Sub", [x, "mean"], ["sub"]), helper.make_node("Mul", ["sub", "scale"], ["norm"])]
         x = "norm"
     nodes += [

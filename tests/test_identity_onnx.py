@@ -54,3 +54,24 @@ def test_load_identity_choices_and_errors(tmp_path, caplog):
     (tmp_path / "junk.onnx").write_bytes(b"not onnx")
     with pytest.raises(IdentityError):
         load_identity(str(tmp_path / "junk.onnx"))
+
+
+def test_crops_are_framed_like_arcface(tmp_path):
+    """A crop with dots at the template's eye centres, nose tip and mouth corners lands on ArcFace's
+    five reference points in the 112 x 112 input."""
+    import cv2
+
+    from engine.face import template_points
+    from trainer.identity import ARCFACE_POINTS, MESH_EYE_L, MESH_EYE_R, MESH_MOUTH_L, MESH_MOUTH_R, MESH_NOSE
+    emb = load_onnx_embedder(make_arcface_like_onnx(tmp_path / "e.onnx"), crop_size=128)
+    pts = template_points(128)[:, :2]
+    five = [pts[list(MESH_EYE_L)].mean(0), pts[list(MESH_EYE_R)].mean(0), pts[MESH_NOSE], pts[MESH_MOUTH_L],
+            pts[MESH_MOUTH_R]]
+    for k, (x, y) in enumerate(five):
+        img = np.zeros((128, 128), np.float32)
+        cv2.circle(img, (int(round(x * 16)), int(round(y * 16))), 3 * 16, 1.0, -1, cv2.LINE_AA, 4)
+        t = torch.from_numpy(img)[None, None].expand(1, 3, 128, 128) * 2 - 1
+        out = (emb.to_input(t)[0, 0] + 1).numpy() / 2
+        ys, xs = np.nonzero(out > 0.5)
+        centre = np.array([xs.mean(), ys.mean()])
+        assert np.abs(centre - ARCFACE_POINTS[k]).max() < 1.5, (k, centre, ARCFACE_POINTS[k])

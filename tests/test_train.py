@@ -35,7 +35,7 @@ def data(tmp_path_factory):
 
 def _cfg(data, out, **kw):
     base = dict(profile="tiny", paired=[str(data / "paired")], unpaired=[str(data / "unpaired")],
-                val=str(data / "val"), out=str(out), batch_size=8, lr=2e-4, lr_d=6e-4, n_critic=5,
+                val=str(data / "val"), out=str(out), batch_size=8, lr=4e-4, lr_d=6e-4, n_critic=2,
                 paired_steps=int(STEPS * 0.4), unpaired_steps=STEPS - int(STEPS * 0.4), identity=str(data / "arcface.onnx"),
                 checkpoint_every=200, sample_every=200, log_every=25, val_count=128, workers=0, progress=False,
                 seed=0)
@@ -63,10 +63,10 @@ def test_training_learns(trained):
     assert tr.step == STEPS and summary["ranks_agree"]
     # The regression head beats the mean predictor on held-out samples: clearly on the parameters with
     # visible effects, and overall (the subtle ones are not learned in a few hundred steps).
-    assert f["strong_ratio"] < 0.85, f
+    assert f["strong_ratio"] < 0.88, f
     assert f["all_ratio"] < 0.97, f
     # G(I, p_org) reproduces its input much better than the untrained generator.
-    assert f["after"]["recon_l1"] < 0.5 * f["before"]["recon_l1"], f
+    assert f["after"]["recon_l1"] < 0.4 * f["before"]["recon_l1"], f
 
 
 def test_every_loss_term_is_finite_and_logged(trained):

@@ -165,8 +165,8 @@ def render_face(identity: dict, p: np.ndarray, size: int = 128) -> np.ndarray:
     # Face oval: lower half widened by cheek puff, lengthened by the jaw, chin moved sideways.
     ang = np.linspace(0, 2 * np.pi, 120, endpoint=False)
     lower = np.clip(np.sin(ang), 0, 1)
-    xs = cx + np.cos(ang) * fw * (1 + 0.18 * q[10] * lower) + 0.03 * q[24] * lower ** 3
-    ys = cy + np.sin(ang) * fh * (1 + 0.14 * jaw * lower)
+    xs = cx + np.cos(ang) * fw * (1 + 0.25 * q[10] * lower) + 0.05 * q[24] * lower ** 3
+    ys = cy + np.sin(ang) * fh * (1 + 0.2 * jaw * lower)
     cv2.fillPoly(canvas, [np.array([P(x, y) for x, y in zip(xs, ys)])], _c(skin), cv2.LINE_AA, sh)
     # Hair fringe on the forehead.
     cv2.ellipse(canvas, P(cx, cy - fh * 0.95), (L(fw * 0.95), L(fh * (0.15 + 0.2 * idt["hair_len"]))), 0, 0, 180,
@@ -192,20 +192,20 @@ def render_face(identity: dict, p: np.ndarray, size: int = 128) -> np.ndarray:
             cv2.rectangle(mask, P(x0 - es * 1.1, ey + h * (1 - lower_lid * 2)), P(x0 + es * 1.1, ey + h * 1.2),
                           0, -1, cv2.LINE_AA, sh)
         eye = np.full_like(canvas, 245)
-        ix, iy = x0 + 0.5 * es * q[12], ey + 0.35 * es * q[13]
+        ix, iy = x0 + 0.6 * es * q[12], ey + 0.4 * es * q[13]
         cv2.circle(eye, P(ix, iy), L(es * 0.5), _c(idt["iris"]), -1, cv2.LINE_AA, sh)
         cv2.circle(eye, P(ix, iy), L(es * 0.22), (15, 15, 15), -1, cv2.LINE_AA, sh)
         _paste(canvas, eye, mask)
         cv2.ellipse(canvas, P(x0, ey), (L(es), L(h)), 0, 0, 360, _c(dark * 0.6), T(0.006), cv2.LINE_AA, sh)
         # Brow: three points; raise, frown (inner end), tilt, one-sided raise.
-        by = ey - es * 1.4 - 0.045 * q[3] - 0.03 * brow_own
-        inner = by + 0.04 * q[4] + 0.012 * q[21] * sign
-        outer = by - 0.012 * q[21] * sign
+        by = ey - es * 1.4 - 0.06 * q[3] - 0.04 * brow_own
+        inner = by + 0.05 * q[4] + 0.02 * q[21] * sign
+        outer = by - 0.02 * q[21] * sign
         pts = np.array([P(x0 - side * es * 1.2, inner), P(x0, by - 0.008), P(x0 + side * es * 1.3, outer + 0.008)])
         cv2.polylines(canvas, [pts], False, _c(idt["hair"] * 0.7), T(0.018), cv2.LINE_AA, sh)
 
     # Nose.
-    nw = 0.035 * (1 + 0.35 * q[23])
+    nw = 0.035 * (1 + 0.5 * q[23])
     ny = cy + 0.09
     cv2.line(canvas, P(cx, cy - 0.02), P(cx - 0.01, ny - 0.01), _c(dark), T(0.006), cv2.LINE_AA, sh)
     cv2.ellipse(canvas, P(cx, ny), (L(nw), L(0.015)), 0, 0, 180, _c(dark), T(0.007), cv2.LINE_AA, sh)
@@ -213,16 +213,16 @@ def render_face(identity: dict, p: np.ndarray, size: int = 128) -> np.ndarray:
                                        T(0.006), cv2.LINE_AA, sh) for s in (-1, 1)], 0.9 * max(0.0, q[14]))
 
     # Mouth: corners, upper and lower lip curves, the opening, teeth and tongue.
-    mx = cx + 0.06 * q[9] + 0.015 * q[37]
-    my = cy + 0.2 + 0.045 * jaw + 0.012 * q[38]
-    mw = 0.1 * (1 + 0.4 * q[2] - 0.25 * max(0.0, q[11]) - 0.2 * max(0.0, q[31]) + 0.15 * q[32]
+    mx = cx + 0.08 * q[9] + 0.02 * q[37]
+    my = cy + 0.2 + 0.06 * jaw + 0.015 * q[38]
+    mw = 0.1 * (1 + 0.5 * q[2] - 0.4 * max(0.0, q[11]) - 0.2 * max(0.0, q[31]) + 0.15 * q[32]
                   + 0.08 * q[35])
-    lip = 0.022 * (1 - 0.4 * q[36]) * (1 + 0.3 * max(0.0, q[11]) + 0.3 * max(0.0, q[31]))
-    opening = 0.11 * np.clip(0.25 + 0.45 * q[0] + 0.35 * q[30] + 0.1 * max(0.0, q[31]), 0, 1)
-    corner_l = my - 0.06 * q[1] - 0.025 * q[17] + 0.01 * q[35]
-    corner_r = my - 0.06 * q[1] - 0.025 * q[18] + 0.01 * q[35]
-    up = 0.012 * q[19] + 0.006 * q[33]
-    down = 0.012 * q[20] + 0.006 * q[34]
+    lip = 0.022 * (1 - 0.4 * q[36]) * (1 + 0.6 * max(0.0, q[11]) + 0.3 * max(0.0, q[31]))
+    opening = 0.15 * np.clip(0.25 + 0.45 * q[0] + 0.35 * q[30] + 0.1 * max(0.0, q[31]), 0, 1)
+    corner_l = my - 0.08 * q[1] - 0.035 * q[17] + 0.01 * q[35]
+    corner_r = my - 0.08 * q[1] - 0.035 * q[18] + 0.01 * q[35]
+    up = 0.02 * q[19] + 0.008 * q[33]
+    down = 0.02 * q[20] + 0.008 * q[34]
     u = np.linspace(-1, 1, 25)
     bump = 1 - u ** 2
     corners_y = np.interp(u, [-1, 1], [corner_l, corner_r])

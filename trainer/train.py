@@ -129,7 +129,14 @@ class TrainConfig:
             raise FileNotFoundError(f"training config {path} does not exist")
         text = path.read_text()
         if path.suffix.lower() == ".toml":
-            import tomllib
+            try:
+                import tomllib
+            except ImportError:  # Python 3.10
+                try:
+                    import tomli as tomllib
+                except ImportError:
+                    raise ValueError(f"{path}: reading TOML needs Python 3.11 or 'pip install tomli'; "
+                                     "or give the options as JSON") from None
             try:
                 d = tomllib.loads(text)
             except tomllib.TOMLDecodeError as e:
@@ -139,8 +146,7 @@ class TrainConfig:
                 d = json.loads(text)
             except ValueError as e:
                 raise ValueError(f"{path}: {e}") from None
-        # Relative dataset and output paths are relative to the config file's folder... no: to the
-        # working directory, as on the command line (configs in trainer/configs/ name runs/...).
+        # Relative dataset and output paths are relative to the working directory, as on the command line.
         return cls.from_dict(d)
 
     def override(self, key: str, value) -> None:
@@ -330,6 +336,7 @@ class Trainer:
         device = torch.device(dev)
         if device.type == "cuda":
             torch.cuda.set_device(device)
+            torch.backends.cudnn.benchmark = True  # fixed input sizes
         return device
 
     def _open_data(self) -> None:
