@@ -3,9 +3,9 @@
 
 Figure asserted (measured on every 25th frame of d19, 3 targets each; values at the time of
 writing in brackets): re-annotating the warped targets (face mesh on the 128 crop, fitted with the
-sequence's neutral) recovers a median >= 35 % of the intended mesh motion [53-58 %] and the targets
-come out closer to their target parameters than the sources were (median ratio <= 0.97 [0.88]);
-for mouth opening alone (lips_part +0.8) >= 50 % of the parameter change is recovered [~65 %].
+sequence's neutral) recovers a median >= 35 % of the intended mesh motion [57-62 %] and the targets
+come out closer to their target parameters than the sources were (median ratio <= 0.97 [0.81-0.85]);
+for mouth opening alone (lips_part +0.8) >= 50 % of the parameter change is recovered [80 %].
 The warp is exact at the mesh vertices; what is lost is the face mesh's reading of warped images
 (its learned prior does not fully follow eyelids squeezed by a warp, or a filled-in mouth).
 """
