@@ -5,7 +5,9 @@ A face's 3D shape (the 468-point face mesh, rigidly aligned to the canonical tem
 
     S(a, p) = s_mean + U_id a + U_exp p_exp + U_speech p_speech,      p = [p_exp (30), p_speech (10)]
 
-``p = 0`` is the neutral face of the identity ``a``; every ``p`` in [-1, 1] is a plausible expression.
+``p = 0`` is the neutral face of the identity ``a``; [-1, 1] covers the training motion (|p_k| = 1 is
+2.5 standard deviations of component k). Most facial motions are one-sided (a mouth opens from rest,
+it hardly "un-opens"), so the negative half of such a component extrapolates beyond the data.
 
 The file format
 ---------------
@@ -65,12 +67,20 @@ How the models are learned (``build_models``)
 7. Identity: ``s_mean`` is the mean of the identity samples: every training sequence's neutral and
    every still portrait given, the stills with their expression removed (a MAP fit of the expression
    and speech components with the between-person spread of the neutrals as noise). ``U_id`` is a
-   small PCA of those samples (8 components by default, from ~20 samples) normalised by the square
-   root of its eigenvalues with a standard-normal prior in the fit. **(choice)** With so few people
-   the identity basis is deliberately small and strongly regularised: it captures the main face
-   proportions (width, length, nose and jaw shape), the rest of an identity stays in the fit
-   residual. ``fit_sequence`` does not need it: there the time axis gives each sequence its own
-   neutral shape.
+   small PCA (8 components by default, from ~20 samples) of those samples *after projecting out
+   the span of the 40 expression and speech components*, normalised by the square root of its
+   eigenvalues, with a standard-normal prior in the fit. **(choice)** With so few people a learned
+   identity basis cannot tell a person's own mouth width from a smile any better than the priors
+   can (checked leaving one video out: the identity basis, whatever its size, did not bring
+   single-image fits of an unseen person closer to that person's sequence fit). So the identity
+   basis only takes what no expression can make (face, nose and jaw proportions), the split of a
+   shape into identity and expression is unique, and fitting is well posed and idempotent. The
+   price: a single image of an unseen person carries a per-person offset in p (mean |dp| ~0.3-0.4
+   against the sequence fit of the same frames, whose frame-to-frame changes it follows with a
+   per-component correlation ~0.98). Videos are fitted as sequences, where the time axis removes it.
+8. Every component (expression and identity) has its infinitesimal similarity motion on the
+   alignment's stable points removed (``remove_rigid``), so that re-aligning a model instance does
+   not move it: fit(instantiate(p)) = p up to second-order terms, whatever the head pose.
 
 Fitting (``FaceModel``)
 -----------------------
@@ -80,7 +90,8 @@ Fitting (``FaceModel``)
 
 (Gaussian priors matching the training statistics: E p_k^2 = 1/kappa^2, identity coefficients unit
 variance; sigma^2 = the models' ``noise_var`` plus the identity variation the small identity basis
-leaves out), solved exactly with an active-set method for the bounds. The residual (RMS distance
+leaves out), solved exactly with an active-set method for the bounds. The priors are weak against
+the data (a few per cent shrinkage), so fit -> instantiate -> fit returns p within ~0.02. The residual (RMS distance
 per point, in canonical units and in 128-crop pixels) is reported.
 
 ``fit_sequence(landmarks (T, 478, 3))`` (a video of one person): align every frame, estimate the
@@ -162,9 +173,8 @@ def mesh_triangles() -> np.ndarray:
 
     Every 3-cycle of the edge graph is a candidate; a candidate all of whose edges are shared by
     three candidates is not a face (MediaPipe's edge list has two such spurious cycles, at the nose
-    wings) and is dropped. Triangles are wound counter-clockwise in image coordinates (y down) on
-    the frontal template, so a visible triangle has a negative (x, y) cross product... see
-    ``_orient``. The mouth and the eyes are holes."""
+    wings) and is dropped. All triangles are wound the same way on the frontal template (``_orient``:
+    positive (x, y) cross product, y pointing down). The mouth and the eyes are holes."""
     import collections
     import itertools
     edges = mesh_edges()
