@@ -3,8 +3,9 @@
 Writes ``REPORT_DIR/README.md`` (Markdown tables, PNG figures beside it) and ``metrics.json``:
 
 - Same-video transfer (the paper's Table 3 protocol). A held-out video (default ``d19``, which no
-  model is trained on) is aligned frame by frame. Source = one of its frames; targets = the
-  parameters of its other frames, both fitted (``p_fit``, the blendshape fit of the frame's face
+  model is trained on) is aligned frame by frame. Source = one of its frames (by default the
+  calmest sampled frame, the one with the smallest fitted ``||p||``); targets = the parameters of
+  its other frames, both fitted (``p_fit``, the blendshape fit of the frame's face
   mesh) and regressed (``p_D``, the discriminator's head on the real frame). Each result
   ``G(I_src, p_t)`` is compared with the aligned real frame ``t`` by IED (``trainer/ied.py``:
   images in [0, 1], RGB dot product, divided by the pixel count, sigma = 1 px at 128 x 128 scaled
@@ -422,7 +423,7 @@ class EvalOptions:
     out: Path
     held_out: str = HELD_OUT_DEFAULT
     frames: int = 40
-    source_frame: int = 0
+    source_frame: int | str = "neutral"  # an index among the sampled frames, or the calmest
     portraits: list[str] = field(default_factory=list)
     n_portraits: int = 3
     components: int = 4
@@ -488,7 +489,10 @@ def evaluate(models_list: list[Models], face_model_for, opts: EvalOptions, log=p
     if T < 3:
         raise ValueError(f"only {T} usable frames in {video}")
     p_fit = fm.fit_sequence(list(held.landmarks))  # (T, N)
-    src = min(max(opts.source_frame, 0), T - 1)
+    if str(opts.source_frame) == "neutral":  # the sampled frame nearest the sequence's neutral
+        src = int(np.argmin(np.linalg.norm(p_fit, axis=1)))
+    else:
+        src = min(max(int(opts.source_frame), 0), T - 1)
     tgt = np.array([t for t in range(T) if t != src])
     mesh = MeshOnCrops()
     real_lm = [mesh(c) for c in held.crops]  # detected on the real crops, like on results
@@ -746,7 +750,9 @@ def add_arguments(p) -> None:
     p.add_argument("--compare", default=None, help="a second checkpoint measured side by side (e.g. WGP)")
     p.add_argument("--held-out", default=HELD_OUT_DEFAULT, help="held-out video name (default d19)")
     p.add_argument("--frames", type=int, default=40, help="frames of the held-out video (default 40)")
-    p.add_argument("--source-frame", type=int, default=0, help="index of the source among them")
+    p.add_argument("--source-frame", default="neutral",
+                   help="index of the source among the sampled frames, or 'neutral' (default): the one "
+                        "with the smallest fitted ||p||, the paper's neutral-source setting")
     p.add_argument("--portraits", nargs="*", default=[], help="portrait names for the figures")
     p.add_argument("--n-portraits", type=int, default=3)
     p.add_argument("--components", type=int, default=4, help="strongest components swept")
