@@ -135,6 +135,7 @@ async def stream_bench(url: str, frames, seconds: float, warmup: float, server_p
         "server_fps": st["fps"], "latency_p50_ms": st["latency_ms"], "latency_p95_ms": st["latency_p95_ms"],
         "render_ms_median": st["render_ms"], "face_tracking_ms": st.get("track_ms"),
         "frames_in": st["frames_in"], "frames_used": st["frames_used"], "frames_dropped": st["frames_dropped"],
+        "frames_superseded": st.get("frames_superseded"),
         "frames_sent_by_client": sent, "face": st.get("face"),
         "server_cpu_cores": round((cpu1 - cpu0) / (t1 - t0), 2),
         "client_cpu_cores": round((cpu_self1 - cpu_self0) / (t1 - t0), 2),

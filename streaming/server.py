@@ -235,7 +235,8 @@ class _Stats:
         self.received = collections.deque(maxlen=120)
         self.frames_in = 0
         self.frames_used = 0
-        self.frames_dropped = 0
+        self.frames_dropped = 0       # webcam frames never processed (a newer one came first)
+        self.frames_superseded = 0    # processed, but a newer one was rendered instead
         self.frames_out = 0
 
     @staticmethod
@@ -258,7 +259,8 @@ class _Stats:
                 "render_ms": round(float(np.median(ren)), 1) if ren is not None else None,
                 "drive_ms": round(float(np.median(drv)), 1) if drv is not None else None,
                 "frames_in": self.frames_in, "frames_used": self.frames_used,
-                "frames_dropped": self.frames_dropped, "frames_out": self.frames_out}
+                "frames_dropped": self.frames_dropped, "frames_superseded": self.frames_superseded,
+                "frames_out": self.frames_out}
 
 
 class Session:
@@ -402,7 +404,7 @@ class Session:
                         break
                     raise
                 if self.driven is not None:
-                    self.stats.frames_dropped += 1
+                    self.stats.frames_superseded += 1
                 self.driven = t_in
                 self.driven_event.set()
         except asyncio.CancelledError:

@@ -24,7 +24,7 @@ def setup(tmp_path_factory):
     from streaming.server import Engine, configure_ice
     configure_ice("loopback")
     d = tmp_path_factory.mktemp("stream")
-    ck = kit.tiny_checkpoint(d / "ck", regressor_gain=100.0)
+    ck = kit.tiny_checkpoint(d / "ck", regressor_gain=400.0)
     models = kit.load_tiny(ck)
     portrait = d / "portrait.png"
     import cv2
@@ -181,18 +181,29 @@ def test_webcam_driver_moves_the_face(setup):
                 spread = np.ptp(np.array(seen), axis=0).max()
                 assert spread > 1e-3, "parameters did not follow the driving face"
                 # the animated face moves with the driving face; the rest of the portrait does not
-                got = [f for f, _ in list(c.frames)[-20:]]
+                # (on 32 x 32 thumbnails: codec noise, which grows when the machine is busy and the
+                # encoder lowers its bitrate, is fine detail; expressions are not)
+                import cv2
+                got = [cv2.resize(f, (32, 32), interpolation=cv2.INTER_AREA).astype(np.float32)
+                       for f, _ in list(c.frames)[-20:]]
                 face_motion = np.std(np.stack([face_region(f) for f in got]), axis=0).mean()
-                corner_motion = np.std(np.stack([f[:30, :30].astype(np.float32) for f in got]), axis=0).mean()
-                print(f"face motion {face_motion:.3f}, corner motion {corner_motion:.3f}")
-                assert face_motion > 0.2 and corner_motion < face_motion / 5, (face_motion, corner_motion)
-                # the face leaves the camera: the last expression is held
-                before = np.array(st["params"])
+                corner_motion = np.std(np.stack([f[:4, :4] for f in got]), axis=0).mean()
+                assert face_motion > 1.0 and corner_motion < face_motion / 3, (face_motion, corner_motion)
+                # the face leaves the camera: the last expression is held (0.6 s), then eases back
                 c.source.frames = [np.full_like(frames[0], 200)]
-                await asyncio.sleep(0.3)
-                st = await c.request({"type": "status"}, "stats")
+                t0 = time.monotonic()
+                while True:
+                    st = await c.request({"type": "status"}, "stats")
+                    if st["face"] == "no_face" or time.monotonic() - t0 > 10:
+                        break
+                    await asyncio.sleep(0.02)
                 assert st["face"] == "no_face" and st["holding"], st
-                assert np.abs(np.array(st["params"]) - before).max() < 0.05
+                await asyncio.sleep(0.1)     # the render stage catches up with the drive stage
+                st1 = await c.request({"type": "status"}, "stats")
+                await asyncio.sleep(0.15)
+                st2 = await c.request({"type": "status"}, "stats")
+                assert st2["holding"] and st2["face"] == "no_face"
+                assert np.abs(np.array(st2["params"]) - np.array(st1["params"])).max() < 0.05
                 c.source.frames = frames
                 # absolute mode and calibration switch on the fly
                 r = await c.request({"type": "mode", "mode": "absolute"}, "mode")

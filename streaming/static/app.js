@@ -232,7 +232,7 @@ function onMessage(m) {
       $("r-lat").textContent = m.latency_ms ?? "-";
       $("r-p95").textContent = m.latency_p95_ms ?? "-";
       $("r-render").textContent = m.render_ms ?? "-";
-      $("r-drop").textContent = m.frames_dropped;
+      $("r-drop").textContent = m.frames_dropped + (m.frames_superseded || 0);
       $("r-face").textContent = m.face === null ? "-" :
         (m.face + (m.calibrating ? " (calibrating)" : "") + (m.holding ? " (holding)" : ""));
       showParams(m.params, m.pinned);
