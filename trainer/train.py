@@ -569,8 +569,10 @@ class Trainer:
                                   self.mean_params)
         for k, v in figs.items():
             self.tb.add_scalar(f"val/{k}", v, self.step)
+        # Images spread over the validation set (consecutive samples often share an identity).
         n = min(self.cfg.sample_images, self.val_images.shape[0])
-        grid = sample_grid(self.G, self.val_images[:n], self.cfg.sample_params, self.mcfg.n_params)
+        pick = np.linspace(0, self.val_images.shape[0] - 1, n).round().astype(int).tolist()
+        grid = sample_grid(self.G, self.val_images[pick], self.cfg.sample_params, self.mcfg.n_params)
         import cv2
         from engine.atomic import atomic_path
         path = self.out / "samples" / f"step-{self.step:07d}.png"
