@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from engine.checkpoint import load_checkpoint
 from engine.config import ProfileMismatchError, get_profile
