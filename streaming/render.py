@@ -198,7 +198,7 @@ def _side(left: np.ndarray, right: np.ndarray) -> np.ndarray:
 # ------------------------------------------------------------------------------------------ render
 def render(source, driver, out, *, audio=None, checkpoint=None, backend: str = "auto", models=None,
            size: int = 512, fps: float | None = None, side_by_side: bool = False, mode: str = "relative",
-           no_audio: bool = False, batch: int = 8, crf: int = 20, preset: str = "veryfast",
+           no_audio: bool = False, batch: int = 8, crf: int = 20, preset: str = "superfast",
            max_seconds: float | None = None, progress: bool = True, threads: int | None = 1) -> RenderResult:
     """Render ``source`` (portrait) driven by ``driver`` (video or track) to ``out``."""
     from engine.animator import Animator, load_models
@@ -395,22 +395,6 @@ class _VideoJob:
     def left_width(self, h: int) -> int:
         return _left_width(self.info.width, self.info.height, h)
 
-    def _neutral(self, regress_batch, k: int = 8, look: int = 60):
-        """The driver's neutral for relative mode: median regression of its first faces."""
-        from engine.face import FaceTracker
-        from engine.video import read_frames
-        crops = []
-        with FaceTracker(size=self.anim.image_size, fps=self.fps, max_faces=1) as tr:
-            for rgb, t in read_frames(self.path, max_frames=look):
-                r = tr.process(rgb, t)
-                if r.ok:
-                    crops.append(r.crop)
-                    if len(crops) >= k:
-                        break
-        if not crops:
-            return None
-        return np.median(regress_batch(crops), axis=0)
-
     def produce(self, q: queue.Queue, stop: threading.Event, batch: int):
         from engine.animator import to_model_input
         from engine.face import FaceTracker
@@ -424,22 +408,27 @@ class _VideoJob:
         try:
             drv = FaceDriver(self.anim.regress, self.anim.n_params, self.anim.image_size, mode=self.mode,
                              rest=self.anim.source_params, fps=self.fps, tracker=None)
-            if self.mode == "relative":
-                neutral = self._neutral(regress_batch)
-                if neutral is None:
-                    raise ValueError(f"no face in the first frames of {self.path}: cannot calibrate the "
-                                     "driver's neutral (use --mode absolute, or another video)")
-                drv.set_neutral(neutral)
             self.tracker = FaceTracker(size=self.anim.image_size, fps=self.fps, max_faces=1)
             pending = []   # (rgb, t, result)
+            # Relative mode: the driver's neutral is the median regression of its first 8 faces
+            # (looked for in the first 2 s); those frames wait until it is known.
+            calibrated = self.mode != "relative"
+            k_calib, look = 8, int(round(2 * self.fps))
 
-            def flush():
+            def flush(calibrate: bool = False):
                 ok = [r.crop for _, _, r in pending if r.ok]
-                regs = iter(regress_batch(ok)) if ok else iter(())
+                regs = regress_batch(ok) if ok else np.zeros((0, self.anim.n_params), np.float32)
+                if calibrate:
+                    if not len(regs):
+                        raise ValueError(f"no face in the first {len(pending)} frames of {self.path}: "
+                                         "cannot calibrate the driver's neutral (use --mode absolute, "
+                                         "or another video)")
+                    drv.set_neutral(np.median(regs[:k_calib], axis=0))
+                it = iter(regs)
                 params, lefts = [], []
                 for rgb, t, r in pending:
                     if r.ok:
-                        p = drv.update(next(regs), t, r.status, r.message)
+                        p = drv.update(next(it), t, r.status, r.message)
                     else:
                         self.missing += 1
                         p = drv.update(None, t, r.status, r.message)
@@ -452,10 +441,15 @@ class _VideoJob:
                 if stop.is_set():
                     return
                 pending.append((rgb, t, self.tracker.process(rgb, t)))
-                if len(pending) == batch and not flush():
+                if not calibrated:
+                    if sum(r.ok for _, _, r in pending) >= k_calib or len(pending) >= look:
+                        calibrated = True
+                        if not flush(calibrate=True):
+                            return
+                elif len(pending) >= batch and not flush():
                     return
             if pending:
-                flush()
+                flush(calibrate=not calibrated)
         finally:
             _put(q, _END, threading.Event())
 
@@ -492,7 +486,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-seconds", type=float, default=None, help="render at most this many seconds")
     p.add_argument("--batch", type=int, default=8, help="frames per model call (default 8)")
     p.add_argument("--crf", type=int, default=20, help="H.264 quality (lower is better; default 20)")
-    p.add_argument("--preset", default="veryfast", help="x264 preset (default veryfast)")
+    p.add_argument("--preset", default="superfast",
+                   help="x264 preset (default superfast: 3.7 ms a 512 px frame here, against 5.6 for veryfast; "
+                        "slower presets make smaller files)")
     p.add_argument("--threads", type=int, default=1,
                    help="intra-op threads per model call (default 1: the pipeline's stages already run "
                         "side by side)")
