@@ -77,7 +77,7 @@ class Portrait:
     prepared: object | None = None           # engine.animator.PreparedSource
     error: str | None = None
     uploaded: bool = False
-    jpeg: bytes | None = None
+    thumb: bytes | None = None               # JPEG of the whole photo, at most 256 px
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def describe(self) -> dict:
@@ -133,12 +133,14 @@ class Engine:
         self.sessions: dict[str, "Session"] = {}
         self.pending = 0
         self.prep_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="portrait-prep")
+        self.warm_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="portrait-warm")
 
     # portraits -----------------------------------------------------------------------
     def add_portrait_file(self, path: Path) -> Portrait:
         from engine.face import load_image
         pid = _slug(path.stem, self.portraits)
-        p = Portrait(id=pid, name=path.name, image=load_image(path))
+        rgb = load_image(path)
+        p = Portrait(id=pid, name=path.name, image=rgb, thumb=_thumbnail(rgb))
         self.portraits[pid] = p
         return p
 
@@ -151,25 +153,28 @@ class Engine:
                     self.portraits.pop(old.id, None)
                     break
         pid = _slug("upload-" + uuid.uuid4().hex[:8], self.portraits)
-        p = Portrait(id=pid, name=name, image=rgb, uploaded=True)
+        p = Portrait(id=pid, name=name, image=rgb, uploaded=True, thumb=_thumbnail(rgb))
         self.portraits[pid] = p
         return p
 
     def prepare(self, p: Portrait):
         """Detect, align and encode a portrait once (blocking; run it in a worker thread)."""
-        import cv2
         from engine.face import FaceError
         with p.lock:
             if p.prepared is not None or p.error is not None:
                 return p.prepared
             try:
                 p.prepared = self._prep.prepare(p.image, name=p.name)
-                ok, buf = cv2.imencode(".jpg", p.prepared.info.base[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 88])
-                p.jpeg = buf.tobytes() if ok else None
                 p.image = None
             except FaceError as e:
                 p.error = str(e)
             return p.prepared
+
+    def warm_up(self) -> None:
+        """Prepare every portrait in the background (offers then start at once, and the page learns
+        which photos have no usable face); an offer's own preparation does not wait for this."""
+        for p in list(self.portraits.values()):
+            self.warm_pool.submit(self.prepare, p)
 
     async def prepared(self, p: Portrait):
         loop = asyncio.get_running_loop()
@@ -215,6 +220,15 @@ class Engine:
 
     def close(self):
         self.prep_pool.shutdown(wait=False, cancel_futures=True)
+        self.warm_pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _thumbnail(rgb: np.ndarray, side: int = 256) -> bytes:
+    import cv2
+    h, w = rgb.shape[:2]
+    k = min(1.0, side / max(h, w))
+    small = cv2.resize(rgb, (max(1, int(w * k)), max(1, int(h * k))), interpolation=cv2.INTER_AREA)
+    return cv2.imencode(".jpg", small[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 85])[1].tobytes()
 
 
 def _slug(stem: str, taken) -> str:
@@ -755,8 +769,7 @@ def make_app(engine: Engine):
         p = engine.portraits.get(request.match_info["pid"])
         if p is None:
             raise HTTPError(404, f"no portrait {request.match_info['pid']!r}")
-        await engine.prepared(p)
-        return web.Response(body=p.jpeg, content_type="image/jpeg")
+        return web.Response(body=p.thumb, content_type="image/jpeg", headers={"Cache-Control": "max-age=3600"})
 
     async def upload(request):
         data, name = await _read_upload(request)
@@ -1068,6 +1081,7 @@ def main(args) -> int:
         raise ValueError("--max-sessions must be at least 1")
     configure_ice(args.ice)
     eng = build_engine(args)
+    eng.warm_up()
     app = make_app(eng)
     print(f"slidergan serve: http://{args.host}:{args.port}/  ({len(eng.portraits)} portrait(s), "
           f"{len(eng.tracks)} track(s), backend {getattr(eng.models, 'backend', '?')}, "

@@ -38,13 +38,15 @@ function renderPortraits() {
     img.dataset.id = p.id;
     if (p.id === state.portrait) img.classList.add("sel");
     img.onclick = () => choosePortrait(p.id);
-    img.onerror = () => { img.title = p.name + ": no usable face"; img.style.opacity = 0.3; };
+    if (p.error) { img.title = `${p.name}: ${p.error}`; img.style.opacity = 0.35; }
     g.appendChild(img);
   }
   if (!state.info.portraits.length) showMsg("No portraits yet: upload a photo with a face.", "portrait-msg", true);
 }
 
 function choosePortrait(id) {
+  const p = state.info.portraits.find((x) => x.id === id);
+  if (p && p.error) { showMsg(`Cannot use this photo: ${p.error}`, "portrait-msg"); return; }
   state.portrait = id;
   for (const img of $("portraits").children) img.classList.toggle("sel", img.dataset.id === id);
   showMsg("", "portrait-msg");
