@@ -200,7 +200,10 @@ def main(args) -> int:
         if not args.no_audio:
             pcm = track_audio(tr, 48000, 2)
             if pcm is not None:
-                player = AudioPlayer(pcm)
+                try:
+                    player = AudioPlayer(pcm)
+                except LiveError as e:   # no sound card (a server): the track still drives the lips
+                    print(f"slidergan live: {e}; the track plays without sound", flush=True)
     writer = None
     if args.record:
         from pathlib import Path

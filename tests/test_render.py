@@ -231,3 +231,16 @@ def test_output_has_ordinary_permissions(env, tmp_path):
     mask = os.umask(0)
     os.umask(mask)
     assert (out.stat().st_mode & 0o777) == (0o666 & ~mask)
+
+
+def test_live_with_a_track(env, tmp_path, monkeypatch, capsys):
+    """A track drives the lips in live mode; without a sound device it plays silently."""
+    from engine.cli import main
+    monkeypatch.delenv("DISPLAY", raising=False)
+    wav = kit.write_wav(tmp_path / "a.wav", kit.tone(1.0))
+    tr = kit.speech_track(tmp_path / "t.npz", seconds=1.0, fps=25, audio=wav)
+    cam = kit.write_video(tmp_path / "cam.mp4", kit.synth_driving_frames(15, w=320, h=240, face=200))
+    out = tmp_path / "live.mp4"
+    rc = main(["live", "--source", str(env["portrait"]), "--checkpoint", str(env["ck"]), "--backend", "torch",
+               "--size", "128", "--camera", str(cam), "--track", str(tr), "--record", str(out)])
+    assert rc == 0 and out.exists()
