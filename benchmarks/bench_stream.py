@@ -25,12 +25,9 @@ import asyncio
 import json
 import os
 import platform
-import socket
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -39,11 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 SHARED = ROOT.parent / "shared" / "data"
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from streaming.client import serve_process  # noqa: E402  (after the path insert)
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -185,31 +178,13 @@ def main() -> int:
         out["checkpoint"] = str(ckpt)
         out["portrait"] = str(portrait)
         if not args.skip_stream:
-            port = _free_port()
-            log = open(tmp / "server.log", "w")
-            proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "serve", "--checkpoint", str(ckpt),
-                                     "--backend", args.backend, "--portraits", str(portrait), "--port",
-                                     str(port), "--ice", "loopback", "--max-sessions", "1"],
-                                    cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-            url = f"http://127.0.0.1:{port}"
-            try:
-                for _ in range(600):
-                    if proc.poll() is not None:
-                        raise SystemExit((tmp / "server.log").read_text())
-                    try:
-                        urllib.request.urlopen(url + "/api/info", timeout=1).read()
-                        break
-                    except OSError:
-                        time.sleep(0.1)
+            with serve_process(["--checkpoint", str(ckpt), "--backend", args.backend, "--portraits",
+                                str(portrait), "--max-sessions", "1"], tmp / "server.log") as (url, proc):
                 from streaming.server import configure_ice
                 configure_ice("loopback")
                 frames = driving_frames(args, 300)
-                out["stream"] = asyncio.run(stream_bench(url, frames, args.seconds, args.warmup, proc.pid))
+                out["stream"] = asyncio.run(stream_bench(url.rstrip("/"), frames, args.seconds, args.warmup, proc.pid))
                 out["stream"]["targets"] = {"fps": 25, "latency_p95_ms": 80}
-            finally:
-                proc.terminate()
-                proc.wait(10)
-                log.close()
             s = out["stream"]
             print(f"stream: {s['received_fps']} fps received (server {s['server_fps']}), latency p50 "
                   f"{s['latency_p50_ms']} ms, p95 {s['latency_p95_ms']} ms, render {s['render_ms_median']} ms, "

@@ -12,24 +12,16 @@ Needs Chromium (/usr/bin/chromium) and playwright for the screenshot.
 from __future__ import annotations
 
 import argparse
-import socket
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 SHARED = ROOT.parent / "shared" / "data"
-CHROMIUM = "/usr/bin/chromium"
 
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from streaming.client import chromium_context, serve_process  # noqa: E402  (after the path insert)
 
 
 def y4m_from_video(video: Path, out: Path, seconds: float = 10.0) -> Path:
@@ -54,9 +46,7 @@ def screenshot(args, out: Path, track: Path | None) -> None:
     from playwright.sync_api import sync_playwright
     tmp = Path(tempfile.mkdtemp())
     cam = y4m_from_video(Path(args.video), tmp / "cam.y4m")
-    port = _port()
-    cmd = [sys.executable, "-m", "engine.cli", "serve", "--port", str(port), "--ice", "loopback",
-           "--portraits", args.portrait]
+    cmd = ["--portraits", args.portrait]
     if args.portraits_dir:
         cmd += [f"--portraits={p}" for p in sorted(Path(args.portraits_dir).iterdir())
                 if p.suffix.lower() in (".jpg", ".jpeg", ".png") and p.resolve() != Path(args.portrait).resolve()]
@@ -64,44 +54,21 @@ def screenshot(args, out: Path, track: Path | None) -> None:
         cmd += ["--checkpoint", args.checkpoint]
     if track is not None:
         cmd += ["--tracks", str(track)]
-    log = open(tmp / "serve.log", "w")
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
-    try:
-        for _ in range(600):
-            if proc.poll() is not None:
-                raise SystemExit((tmp / "serve.log").read_text())
-            try:
-                urllib.request.urlopen(url + "api/info", timeout=1).read()
-                break
-            except OSError:
-                time.sleep(0.1)
-        with sync_playwright() as pw:
-            ctx = pw.chromium.launch_persistent_context(
-                str(tmp / "profile"), executable_path=CHROMIUM, headless=True,
-                args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                      "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                      "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
-                      f"--use-file-for-fake-video-capture={cam}", "--allow-loopback-in-peer-connection",
-                      "--autoplay-policy=no-user-gesture-required"],
-                viewport={"width": 1360, "height": 900})
-            page = ctx.new_page()
-            page.goto(url)
-            page.wait_for_function("document.querySelectorAll('#portraits img').length > 0", timeout=30000)
-            page.click("#start")
-            page.wait_for_function("document.getElementById('out').videoWidth > 0", timeout=60000)
-            time.sleep(args.wait)
-            page.screenshot(path=str(out / "page.png"))
-            names = page.evaluate("Array.from(document.querySelectorAll('#presets button')).map(b => b.textContent)")
-            if "happy" in names:
-                page.click("#presets button:text-is('happy')")
-                time.sleep(2.0)
-                page.screenshot(path=str(out / "page-preset.png"))
-            ctx.close()
-    finally:
-        proc.terminate()
-        proc.wait(10)
-        log.close()
+    with serve_process(cmd, tmp / "serve.log") as (url, _), sync_playwright() as pw:
+        ctx = chromium_context(pw, tmp / "profile", cam, viewport=(1360, 900))
+        page = ctx.new_page()
+        page.goto(url)
+        page.wait_for_function("document.querySelectorAll('#portraits img').length > 0", timeout=30000)
+        page.click("#start")
+        page.wait_for_function("document.getElementById('out').videoWidth > 0", timeout=60000)
+        time.sleep(args.wait)
+        page.screenshot(path=str(out / "page.png"))
+        names = page.evaluate("Array.from(document.querySelectorAll('#presets button')).map(b => b.textContent)")
+        if "happy" in names:
+            page.click("#presets button:text-is('happy')")
+            time.sleep(2.0)
+            page.screenshot(path=str(out / "page-preset.png"))
+        ctx.close()
 
 
 def main() -> int:

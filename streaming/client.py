@@ -11,13 +11,21 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import fractions
 import json
+import socket
+import subprocess
+import sys
 import time
+import urllib.request
+from pathlib import Path
 
 import numpy as np
 
-__all__ = ["StreamClient", "FrameSource", "OfferError"]
+__all__ = ["StreamClient", "FrameSource", "OfferError", "serve_process", "free_port", "chromium_context"]
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 class OfferError(RuntimeError):
@@ -201,3 +209,57 @@ class StreamClient:
             self.source.stop()
         if self.pc is not None:
             await self.pc.close()
+
+
+# ============================================ a server in its own process, a browser (tests, benchmarks)
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def serve_process(args: list[str], log_path, timeout: float = 60.0):
+    """``slidergan serve ARGS`` in its own process on a free loopback port (``--ice loopback``);
+    yields its URL (``http://127.0.0.1:PORT/``) once ``/api/info`` answers; stops it afterwards."""
+    port = free_port()
+    cmd = [sys.executable, "-m", "engine.cli", "serve", "--port", str(port), "--ice", "loopback", *args]
+    url = f"http://127.0.0.1:{port}/"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + timeout
+            while True:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"slidergan serve exited: {Path(log_path).read_text()[-2000:]}")
+                try:
+                    urllib.request.urlopen(url + "api/info", timeout=1).read()
+                    break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"slidergan serve did not answer in {timeout:.0f} s") from None
+                    time.sleep(0.1)
+            yield url, proc
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+CHROMIUM = "/usr/bin/chromium"
+
+
+def chromium_context(playwright, profile_dir, camera_y4m, viewport=(1280, 860), executable: str = CHROMIUM):
+    """Headless Chromium (Playwright) whose fake webcam plays ``camera_y4m``, allowed to use loopback
+    ICE candidates, with the flags that keep it off the network (none of its background services)."""
+    return playwright.chromium.launch_persistent_context(
+        str(profile_dir), executable_path=executable, headless=True,
+        args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+              "--disable-background-networking", "--disable-component-update", "--disable-sync",
+              "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
+              f"--use-file-for-fake-video-capture={camera_y4m}", "--allow-loopback-in-peer-connection",
+              "--autoplay-policy=no-user-gesture-required"],
+        viewport={"width": viewport[0], "height": viewport[1]})

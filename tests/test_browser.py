@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -16,16 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from streaming.client import chromium_context, serve_process
 from tests import streamkit as kit
 
 CHROMIUM = os.environ.get("SLIDERGAN_CHROMIUM", "/usr/bin/chromium")
 pytestmark = pytest.mark.timeout(180)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -38,32 +30,9 @@ def server(tmp_path_factory):
     ck = kit.tiny_checkpoint(d / "ck")
     cv2.imwrite(str(d / "portrait.png"), kit.synth_portrait(0)[:, :, ::-1])
     kit.write_y4m(d / "cam.y4m", kit.synth_driving_frames(60))
-    port = _free_port()
-    log = open(d / "server.log", "w")
-    cmd = [sys.executable, "-m", "engine.cli", "serve", "--checkpoint", str(ck), "--backend", "torch",
-           "--portraits", str(d / "portrait.png"), "--port", str(port), "--ice", "loopback",
-           "--size", "256", "--max-sessions", "2"]
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=Path(__file__).resolve().parents[1])
-    url = f"http://127.0.0.1:{port}/"
-    try:
-        for _ in range(300):
-            if proc.poll() is not None:
-                raise RuntimeError(f"server exited: {(d / 'server.log').read_text()[-2000:]}")
-            try:
-                urllib.request.urlopen(url + "api/info", timeout=1).read()
-                break
-            except OSError:
-                time.sleep(0.1)
-        else:
-            raise RuntimeError("server did not start in 30 s")
+    with serve_process(["--checkpoint", str(ck), "--backend", "torch", "--portraits", str(d / "portrait.png"),
+                        "--size", "256", "--max-sessions", "2"], d / "server.log") as (url, _):
         yield url, d
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
 
 
 @pytest.fixture
@@ -71,14 +40,7 @@ def page(server, tmp_path):
     from playwright.sync_api import sync_playwright
     url, d = server
     with sync_playwright() as pw:
-        ctx = pw.chromium.launch_persistent_context(
-            str(tmp_path / "profile"), executable_path=CHROMIUM, headless=True,
-            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
-                  f"--use-file-for-fake-video-capture={d / 'cam.y4m'}",
-                  "--allow-loopback-in-peer-connection", "--autoplay-policy=no-user-gesture-required"],
-            viewport={"width": 1280, "height": 860})
+        ctx = chromium_context(pw, tmp_path / "profile", d / "cam.y4m", executable=CHROMIUM)
         try:
             pg = ctx.new_page()
             pg.console = []

@@ -550,7 +550,11 @@ class Trainer:
                     self.tb.add_scalar("lr/G", self.opt_G.param_groups[0]["lr"], self.step)
                     self.tb.add_scalar("lr/D", self.opt_D.param_groups[0]["lr"], self.step)
                     self.tb.add_scalar("phase/paired", float(phase == "paired"), self.step)
-                    self.tb.add_scalar("speed/steps_per_s", cfg.log_every / max(1e-9, time.time() - t0), self.step)
+                    rate = cfg.log_every / max(1e-9, time.time() - t0)
+                    self.tb.add_scalar("speed/steps_per_s", rate, self.step)
+                    if bar is None:  # a log line stands in for the progress bar
+                        log.info("step %d/%d (%s) D %.3g G %.3g, %.2f steps/s", self.step, end, phase,
+                                 np.mean(acc.get("D/total", [np.nan])), np.mean(acc.get("G/total", [np.nan])), rate)
                     acc, t0 = {}, time.time()
                 if self.step % cfg.sample_every == 0 or self.step == end:
                     self._validate()
