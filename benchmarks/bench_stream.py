@@ -145,7 +145,7 @@ def render_bench(ckpt: Path, backend: str, portrait: Path, tmp: Path, args) -> d
         from tests.streamkit import synth_driving_frames, tone, write_video
         video = write_video(tmp / "drive.mp4", synth_driving_frames(300, w=512, h=512, face=400), 30,
                             audio=tone(10.0))
-    models = load_models(ckpt, backend=backend)
+    models = load_models(ckpt, backend=backend, threads=1)  # as `slidergan render` (--threads 1)
     load0 = os.getloadavg()[0]
     cpu0 = time.process_time()
     res = render(portrait, video, tmp / "render.mp4", models=models, max_seconds=10.0, progress=False)

@@ -25,6 +25,10 @@ def atomic_path(path: str | os.PathLike, is_dir: bool = False):
         tmp = Path(name)
     try:
         yield tmp
+        # mkstemp/mkdtemp (and some writers, e.g. safetensors) make private files (0600/0700); the
+        # result gets the usual permissions, as if written in place.
+        for p in [tmp, *(tmp.rglob("*") if is_dir else ())]:
+            _plain_permissions(p, p.is_dir())
         if is_dir:
             old = None
             if path.exists():
@@ -44,6 +48,12 @@ def atomic_path(path: str | os.PathLike, is_dir: bool = False):
         else:
             tmp.unlink(missing_ok=True)
         raise
+
+
+def _plain_permissions(path: Path, is_dir: bool) -> None:
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, (0o777 if is_dir else 0o666) & ~umask)
 
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:

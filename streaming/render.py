@@ -259,7 +259,6 @@ def render(source, driver, out, *, audio=None, checkpoint=None, backend: str = "
                         raise err[0]
                 writer.close()
                 _STAGE_CPU["render-encode"] = time.thread_time() - t_main
-                _plain_permissions(tmp)
             except BaseException:
                 stop.set()
                 writer.abort()
@@ -280,14 +279,6 @@ def render(source, driver, out, *, audio=None, checkpoint=None, backend: str = "
     cpu = {k.replace("render-", ""): round(v, 2) for k, v in _STAGE_CPU.items()}
     cpu["process"] = round(time.process_time() - cpu_start, 2)
     return RenderResult(out, n, job.fps, dur, adur, time.perf_counter() - t_start, job.missing, cpu)
-
-
-def _plain_permissions(path: Path) -> None:
-    """The temporary file is private (0600); the finished video gets the usual 0666 & ~umask."""
-    import os
-    mask = os.umask(0)
-    os.umask(mask)
-    os.chmod(path, 0o666 & ~mask)
 
 
 class _Stopped(Exception):

@@ -1,0 +1,84 @@
+"""Install a trained checkpoint as the embedded default model (``engine/assets/default_model``).
+
+    python scripts/make_default_model.py runs/default/checkpoints/step-0006000 \
+        --report reports/eval --notes trainer/configs/default-cpu.md --hours 0.95
+
+Writes the weights in float16 without optimizer state (half the size; the engine computes in
+float32), atomically, and ``MODEL_CARD.md``: data, schedule, steps, training time, and the
+evaluation figures of ``slidergan evaluate``'s report when one is given.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from engine.animator import DEFAULT_MODEL_DIR
+from engine.atomic import write_text_atomic
+from engine.checkpoint import load_checkpoint, save_checkpoint
+from trainer.evaluate import _fmt, _fmt_reg
+
+
+def model_card(ck, report: dict | None, hours: float | None, machine: str) -> str:
+    tc = ck.meta.get("train_config", {})
+    L = ["# The embedded default model", "",
+         f"SliderGAN-{ {'rad': 'RaD', 'wgp': 'WGP'}.get(tc.get('gan'), tc.get('gan'))}, profile `{ck.config.name}` "
+         f"({ck.config.image_size} x {ck.config.image_size}, {ck.config.n_params} parameters: "
+         f"{ck.config.n_exp} expression + {ck.config.n_speech} speech), blendshape models `{ck.blendshapes}` "
+         "(`engine/assets/blendshapes`). Weights stored in float16; the engine computes in float32.", "",
+         "## Training", "",
+         f"- Steps: {ck.step} at batch {tc.get('batch_size')} ({tc.get('paired_steps')} paired with 3D-warped "
+         f"pairs, then {tc.get('unpaired_steps')} unpaired), n_critic {tc.get('n_critic')}, Adam "
+         f"{tuple(tc.get('betas', []))}, lr G {tc.get('lr')} / D {tc.get('lr_d')}, linear decay over the last "
+         f"{tc.get('lr_decay', 0):.0%}, loss weights "
+         + ", ".join(f"{k} {v:g}" for k, v in (tc.get('weights') or {}).items())
+         + f", identity embedder "
+         f"`{tc.get('identity')}`.",
+         f"- Data: paired {tc.get('paired')}, unpaired {tc.get('unpaired')}, validation {tc.get('val')} "
+         "(the commands are in `trainer/configs/default-cpu.toml`).",
+         f"- Time: {hours:.1f} h on {machine}." if hours else f"- Machine: {machine}.", ""]
+    if report:
+        p = report["protocol"]
+        L += ["## Evaluation", "",
+              f"`slidergan evaluate` on the held-out video `{p['held_out_video']}` ({p['frames_used']} frames; "
+              "full report with figures: `reports/eval/README.md`).", "",
+              "| Method | IED (x1e-2) | Landmark error (px @128) | Identity cos to source |", "|---|---|---|---|"]
+        for name, r in report["transfer"].items():
+            L.append(f"| {name} | {_fmt(r['ied'], 100)} | {_fmt(r['landmark_px'], 1, 2)} | {_fmt(r.get('identity_cos'))} |")
+        L += ["", "| Regression (Table 4) | real frames | generated |", "|---|---|---|"]
+        for name, r in report["models"].items():
+            L.append(f"| {name} | {_fmt_reg(r['regression_real'])} | {_fmt_reg(r['regression_generated'])} |")
+        L.append("| paper: SliderGAN | 0.131 | 0.258 |")
+        ref = report.get("identity_reference") or {}
+        if ref:
+            L += ["", f"Identity reference (same network, real faces): same person cos "
+                  f"{_fmt(ref['same_person_cos'])}, different people {_fmt(ref['different_people_cos'])}."]
+        L.append("")
+    return "\n".join(L)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("checkpoint")
+    ap.add_argument("--report", help="a `slidergan evaluate` folder (its metrics.json goes into the card)")
+    ap.add_argument("--hours", type=float, help="training time")
+    ap.add_argument("--machine", default="a 2-core CPU (AVX2), no GPU")
+    ap.add_argument("--notes", help="a Markdown file appended to the card (what the model can and cannot do)")
+    ap.add_argument("-o", "--out", default=str(DEFAULT_MODEL_DIR))
+    args = ap.parse_args(argv)
+    ck = load_checkpoint(args.checkpoint)
+    report = json.loads((Path(args.report) / "metrics.json").read_text()) if args.report else None
+    out = Path(args.out)
+    save_checkpoint(out, ck.config, ck.generator, ck.discriminator, param_names=ck.param_names,
+                    blendshapes=ck.blendshapes, step=ck.step, meta=ck.meta, half=True)
+    card = model_card(ck, report, args.hours, args.machine)
+    if args.notes:
+        card += "\n" + Path(args.notes).read_text()
+    write_text_atomic(out / "MODEL_CARD.md", card)
+    print(f"wrote {out} (step {ck.step}, {sum(f.stat().st_size for f in out.iterdir()) / 1e6:.1f} MB)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
