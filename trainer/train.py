@@ -674,6 +674,8 @@ def main(args) -> int:
         summary = trainer.run()
         if trainer.rank == 0:
             print(json.dumps({k: summary[k] for k in ("step", "ranks", "ranks_agree", "val")}))
+        if started:  # no rank tears the group down while another still uses it (gloo aborts then)
+            torch.distributed.barrier()
     finally:
         if started:
             torch.distributed.destroy_process_group()
