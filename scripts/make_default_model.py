@@ -17,7 +17,7 @@ from pathlib import Path
 from engine.animator import DEFAULT_MODEL_DIR
 from engine.atomic import write_text_atomic
 from engine.checkpoint import load_checkpoint, save_checkpoint
-from trainer.evaluate import _fmt, _fmt_reg
+from trainer.evaluate import fmt_regression, fmt_summary
 
 
 def model_card(ck, report: dict | None, hours: float | None, machine: str) -> str:
@@ -45,15 +45,15 @@ def model_card(ck, report: dict | None, hours: float | None, machine: str) -> st
               "full report with figures: `reports/eval/README.md`).", "",
               "| Method | IED (x1e-2) | Landmark error (px @128) | Identity cos to source |", "|---|---|---|---|"]
         for name, r in report["transfer"].items():
-            L.append(f"| {name} | {_fmt(r['ied'], 100)} | {_fmt(r['landmark_px'], 1, 2)} | {_fmt(r.get('identity_cos'))} |")
+            L.append(f"| {name} | {fmt_summary(r['ied'], 100)} | {fmt_summary(r['landmark_px'], 1, 2)} | {fmt_summary(r.get('identity_cos'))} |")
         L += ["", "| Regression (Table 4) | real frames | generated |", "|---|---|---|"]
         for name, r in report["models"].items():
-            L.append(f"| {name} | {_fmt_reg(r['regression_real'])} | {_fmt_reg(r['regression_generated'])} |")
+            L.append(f"| {name} | {fmt_regression(r['regression_real'])} | {fmt_regression(r['regression_generated'])} |")
         L.append("| paper: SliderGAN | 0.131 | 0.258 |")
         ref = report.get("identity_reference") or {}
         if ref:
             L += ["", f"Identity reference (same network, real faces): same person cos "
-                  f"{_fmt(ref['same_person_cos'])}, different people {_fmt(ref['different_people_cos'])}."]
+                  f"{fmt_summary(ref['same_person_cos'])}, different people {fmt_summary(ref['different_people_cos'])}."]
         L.append("")
     return "\n".join(L)
 

@@ -648,7 +648,7 @@ def evaluate(models_list: list[Models], face_model_for, opts: EvalOptions, log=p
 
 # ========================================================================================== report
 
-def _fmt(s, scale=1.0, digits=3):
+def fmt_summary(s, scale=1.0, digits=3):
     if not s or s.get("mean") is None:
         return "n/a"
     txt = f"{s['mean'] * scale:.{digits}f}"
@@ -657,7 +657,7 @@ def _fmt(s, scale=1.0, digits=3):
     return txt
 
 
-def _fmt_reg(s):
+def fmt_regression(s):
     if not s or s.get("mean") is None:
         return "n/a"
     txt = f"{s['mean']:.3f} ({s['pooled']:.3f})" if s.get("pooled") is not None else f"{s['mean']:.3f}"
@@ -690,8 +690,8 @@ def write_report(out: Path, metrics: dict, log=print) -> None:
           "", "| Method | IED (x1e-2) | Landmark error (px @128) | Identity cos to source |",
           "|---|---|---|---|"]
     for name, r in metrics["transfer"].items():
-        L.append(f"| {name} | {_fmt(r['ied'], 100)} | {_fmt(r['landmark_px'], 1, 2)} | "
-                 f"{_fmt(r.get('identity_cos'))} |")
+        L.append(f"| {name} | {fmt_summary(r['ied'], 100)} | {fmt_summary(r['landmark_px'], 1, 2)} | "
+                 f"{fmt_summary(r.get('identity_cos'))} |")
     L += ["", "Paper (rendered 4DFAB, its own normalisation): GANimation 1.04e-2, SliderGAN-WGP 7.93e-3, "
           "SliderGAN-RaD 6.84e-3.", "", "![transfer](transfer.png)", "",
           "## Regression accuracy (paper Table 4)", "",
@@ -700,8 +700,8 @@ def write_report(out: Path, metrics: dict, log=print) -> None:
           "|---|---|---|---|---|"]
     for name, r in metrics["models"].items():
         part = r.get("regression_real_per_part") or {}
-        L.append(f"| {name} | {_fmt_reg(r['regression_real'])} | {_fmt_reg(part.get('expression'))} | "
-                 f"{_fmt_reg(part.get('speech'))} | {_fmt_reg(r['regression_generated'])} |")
+        L.append(f"| {name} | {fmt_regression(r['regression_real'])} | {fmt_regression(part.get('expression'))} | "
+                 f"{fmt_regression(part.get('speech'))} | {fmt_regression(r['regression_generated'])} |")
     L += ["| paper: SliderGAN | 0.131 | | | 0.258 |", "| paper: GANimation | 0.427 | | | 0.513 |", "",
           f"Means over rows with ‖p_ref‖ ≥ {MIN_PARAM_NORM} (near-neutral rows excluded, counted as `-k`: "
           "their ratio explodes); in brackets the pooled ratio Σ‖p_ref − p_est‖ / Σ‖p_ref‖ over all rows.", "",
@@ -709,17 +709,17 @@ def write_report(out: Path, metrics: dict, log=print) -> None:
     ref = metrics.get("identity_reference", {})
     if ref:
         L += ["| Pairs of real faces | cosine | dlib distance (same person < 0.6) |", "|---|---|---|",
-              f"| same person (frames of one video) | {_fmt(ref['same_person_cos'])} | "
-              f"{_fmt(ref['same_person_dlib_distance'])} |",
-              f"| different people (videos, portraits) | {_fmt(ref['different_people_cos'])} | "
-              f"{_fmt(ref['different_people_dlib_distance'])} |", ""]
+              f"| same person (frames of one video) | {fmt_summary(ref['same_person_cos'])} | "
+              f"{fmt_summary(ref['same_person_dlib_distance'])} |",
+              f"| different people (videos, portraits) | {fmt_summary(ref['different_people_cos'])} | "
+              f"{fmt_summary(ref['different_people_dlib_distance'])} |", ""]
         if "auc_cos" in ref:
             L += [f"Separation on real data: AUC {ref['auc_cos']:.4f}; same-person pairs below 0.6: "
                   f"{ref['same_below_0.6']:.1%}; different-people pairs above 0.6: {ref['different_above_0.6']:.1%}.", ""]
     L += ["| Model | transfer: cos(source, result), p_fit | sweeps at ±1: cos(portrait, result) |", "|---|---|---|"]
     for name, r in metrics["models"].items():
         tr = metrics["transfer"].get(f"{name}, targets fitted", {})
-        L.append(f"| {name} | {_fmt(tr.get('identity_cos'))} | {_fmt(r.get('identity_sweep_ends_cos'))} |")
+        L.append(f"| {name} | {fmt_summary(tr.get('identity_cos'))} | {fmt_summary(r.get('identity_sweep_ends_cos'))} |")
     L += ["", "## Figures", ""]
     figs = metrics.get("figures", {})
     for key, fname in figs.items():
@@ -734,8 +734,8 @@ def write_report(out: Path, metrics: dict, log=print) -> None:
             L += [f"{title}:", "", f"![{key}]({figs[key]})", ""]
     main = next(iter(metrics["models"].values()), {})
     if "neutralised_regressed_norm" in main:
-        L += [f"Neutralisation check: ‖p_D‖ of the p = 0 results {_fmt(main['neutralised_regressed_norm'])} "
-              f"vs ‖p_fit‖ of the inputs {_fmt(main['input_fitted_norm'])}.", ""]
+        L += [f"Neutralisation check: ‖p_D‖ of the p = 0 results {fmt_summary(main['neutralised_regressed_norm'])} "
+              f"vs ‖p_fit‖ of the inputs {fmt_summary(main['input_fitted_norm'])}.", ""]
     L += [f"Made in {metrics.get('seconds', 0)} s by `slidergan evaluate`."]
     (out / "README.md").write_text("\n".join(L) + "\n")
     log(f"[evaluate] report: {out / 'README.md'}")
