@@ -254,6 +254,20 @@ def regression_figures(G, D, images: torch.Tensor, params: torch.Tensor, mean_pa
 
 
 @torch.no_grad()
+def follows_params(G, D, images: torch.Tensor, params: torch.Tensor, which=None, seed: int = 0) -> dict:
+    """Does G show the parameters it is given? Random targets q (uniform in [-1, 1] on ``which``, the
+    rest as fitted); D_p's squared error to q on G(I, q) against on the unchanged I. ``ratio`` < 1:
+    G moves the images towards q as D reads them; about 1: G ignores q."""
+    idx = torch.arange(params.shape[1]) if which is None else torch.as_tensor(which)
+    q = params.clone()
+    g = torch.Generator().manual_seed(seed)
+    q[:, idx] = (torch.rand(q.shape[0], len(idx), generator=g) * 2 - 1).to(q)
+    moved = float((D.regress(G(images, q)[0])[:, idx] - q[:, idx]).pow(2).mean())
+    unchanged = float((D.regress(images)[:, idx] - q[:, idx]).pow(2).mean())
+    return {"mse_generated": moved, "mse_unchanged": unchanged, "ratio": moved / max(unchanged, 1e-12)}
+
+
+@torch.no_grad()
 def per_parameter_mse(D, images: torch.Tensor, params: torch.Tensor, mean_params: torch.Tensor,
                       batch: int = 64) -> tuple[np.ndarray, np.ndarray]:
     """(D_p's mean squared error, the mean predictor's) for each parameter, shape (N,) each."""
@@ -571,6 +585,9 @@ class Trainer:
         self.G.eval()
         figs = regression_figures(self.G, self.D, self.val_images, self.val_params.to(self.device),
                                   self.mean_params)
+        # The sign of life of a SliderGAN: < 1 once G shows the parameters it is given.
+        figs["follow_ratio"] = follows_params(self.G, self.D, self.val_images[:64],
+                                              self.val_params[:64].to(self.device))["ratio"]
         for k, v in figs.items():
             self.tb.add_scalar(f"val/{k}", v, self.step)
         # Images spread over the validation set (consecutive samples often share an identity).
