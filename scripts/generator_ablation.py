@@ -1,6 +1,8 @@
 """Does the trained generator follow p? The tiny profile on synthetic faces, 400 steps (about 40 s),
-with loss weights changed on the command line; prints how far the regression head reads G(x, q)
-from q, against the unchanged x (ratio < 1: G shows q), and the reconstruction L1 of G(x, p_org).
+with loss weights changed on the command line. Prints ``edit``: G's error on held-out synthetic pairs
+in the region where the pair differs, over copying's (1: G copies its input, 0: exact edits; see
+trainer.train.edit_ratio); ``ratio``: how far the regression head reads G(x, q) from q, over the
+unchanged x (below 1: G shows q as D reads it); and the reconstruction L1 of G(x, p_org).
 
     python scripts/generator_ablation.py                 # the paper's weights
     python scripts/generator_ablation.py adv=3           # any LossWeights field
@@ -21,8 +23,9 @@ import torch
 import torch.nn as nn
 
 import engine.models as models
-from trainer.synthetic import write_synthetic
-from trainer.train import TrainConfig, Trainer, follows_params
+from trainer.data import images_to_tensor
+from trainer.synthetic import synthetic_arrays, write_synthetic
+from trainer.train import TrainConfig, Trainer, edit_ratio, follows_params
 
 STRONG = 12  # synthetic parameters with clearly visible effects (trainer/synthetic.py)
 
@@ -69,8 +72,11 @@ def main(argv=None) -> int:
     with torch.no_grad():
         recon = float((G(x, p)[0] - x).abs().mean())
     f = follows_params(G, D, x, p, which=range(STRONG))
-    print(json.dumps({"film": args.film, "weights": dataclasses.asdict(cfg.weights),
-                      **{k: round(v, 4) for k, v in f.items()}, "recon_l1": round(recon, 4)}))
+    pairs = synthetic_arrays(128, 64, paired=True, seed=4)
+    edit = edit_ratio(G, images_to_tensor(pairs["images"]), torch.as_tensor(pairs["target_params"]).float(),
+                      images_to_tensor(pairs["target_images"]))
+    print(json.dumps({"film": args.film, "steps": args.steps, "weights": dataclasses.asdict(cfg.weights),
+                      "edit": round(edit, 4), **{k: round(v, 4) for k, v in f.items()}, "recon_l1": round(recon, 4)}))
     return 0
 
 

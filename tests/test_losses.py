@@ -39,6 +39,18 @@ def test_reconstruction_and_generation_are_l1():
     assert float(L.L_gen(a, b)) == pytest.approx(0.75)
 
 
+def test_generation_adds_the_changed_region_mean():
+    # One channel repeated: a 1 x 3 x 1 x 4 pair that differs (by more than tau) in the last two pixels.
+    I_org = t([[[[0.0, 0.0, 0.0, 0.0]]] * 3])
+    I_trg = t([[[[0.0, 0.01, 1.0, -1.0]]] * 3])
+    I_gen = t([[[[0.5, 0.01, 0.0, -1.0]]] * 3])
+    assert L.changed_region(I_org, I_trg).flatten().tolist() == [0, 0, 1, 1]
+    # whole image (0.5 + 0 + 1 + 0) / 4 plus the changed region (1 + 0) / 2
+    assert float(L.L_gen(I_trg, I_gen, I_org)) == pytest.approx(0.375 + 0.5)
+    # copying the source scores the full error of the changed region, not a few percent of it
+    assert float(L.L_gen(I_trg, I_org, I_org)) == pytest.approx(0.5025 + 1.0)
+
+
 def test_identity_is_one_minus_cosine():
     f_gen = t([[1.0, 0.0], [2.0, 2.0], [3.0, 0.0]])
     f_org = t([[0.0, 5.0], [1.0, 1.0], [-1.0, 0.0]])

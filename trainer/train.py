@@ -64,6 +64,8 @@ class TrainConfig:
     unpaired: list[str] = field(default_factory=list)
     targets: list[str] = field(default_factory=list)
     val: str | None = None
+    val_pairs: str | None = None  # paired validation dataset (held-out pairs): logs val/edit_ratio
+    init: str | None = None  # start from this checkpoint's weights (fine-tuning: fresh optimisers, step 0)
     out: str = "runs/train"
     batch_size: int = 16
     lr: float = 1e-4  # generator learning rate
@@ -268,6 +270,15 @@ def follows_params(G, D, images: torch.Tensor, params: torch.Tensor, which=None,
 
 
 @torch.no_grad()
+def edit_ratio(G, I_org: torch.Tensor, p_trg: torch.Tensor, I_trg: torch.Tensor, tau: float = 0.1) -> float:
+    """Does G make the edit of a known pair? L1 error of G(I_org, p_trg) against I_trg in the region
+    where the pair differs, over the error of copying I_org there: 1 copies, 0 makes the edit exactly.
+    Needs no regression head, so it also judges G before D_p has learned anything."""
+    M = Lx.changed_region(I_org, I_trg, tau)
+    return float(((G(I_org, p_trg)[0] - I_trg).abs() * M).sum() / ((I_org - I_trg).abs() * M).sum().clamp_min(1e-12))
+
+
+@torch.no_grad()
 def per_parameter_mse(D, images: torch.Tensor, params: torch.Tensor, mean_params: torch.Tensor,
                       batch: int = 64) -> tuple[np.ndarray, np.ndarray]:
     """(D_p's mean squared error, the mean predictor's) for each parameter, shape (N,) each."""
@@ -317,6 +328,12 @@ class Trainer:
         self.gen = torch.Generator().manual_seed(cfg.seed * 1000 + self.rank)  # targets, gp alphas
         self.G = build_generator(self.mcfg).to(self.device)
         self.D = Discriminator(self.mcfg).to(self.device)
+        if cfg.init and not resume:
+            ck = load_checkpoint(cfg.init, expect=self.mcfg, map_location="cpu")
+            self.G.load_state_dict(ck.generator.state_dict())
+            self.D.load_state_dict(ck.discriminator.state_dict())
+            if self.rank == 0:
+                log.info("starting from the weights of %s", cfg.init)
         broadcast_parameters(self.G)
         broadcast_parameters(self.D)
         lr_d = cfg.lr if cfg.lr_d is None else cfg.lr_d
@@ -387,6 +404,14 @@ class Trainer:
                          repeat=False, rank=0, world_size=1)
         b = next(iter(vs))
         self.val_images, self.val_params = b["image"].to(self.device), b["params"]
+        self.val_pairs = None
+        if cfg.val_pairs:
+            vp = open_dataset(cfg.val_pairs, n, cfg.profile)
+            if not vp.paired:
+                raise DatasetError(f"val_pairs: {vp.path} holds no target images (paired: false)")
+            b = next(iter(ShardStream(vp, min(cfg.val_count, vp.count), self.mcfg.image_size, shuffle=False,
+                                      repeat=False, rank=0, world_size=1)))
+            self.val_pairs = {k: b[k].to(self.device) for k in ("image", "target_params", "target_image")}
         names = (self.paired_infos + self.unpaired_infos)[0].param_names
         self.param_names = list(names)
         self.blendshapes = (self.paired_infos + self.unpaired_infos)[0].blendshapes
@@ -500,7 +525,7 @@ class Trainer:
                     f_org = self.F(I_org)
                 g_terms["id"] = Lx.L_id(self.F(I_gen), f_org)
             if I_trg is not None and not cfg.no_gen:
-                g_terms["gen"] = Lx.L_gen(I_trg, I_gen)
+                g_terms["gen"] = Lx.L_gen(I_trg, I_gen, I_org)
             L_G = Lx.total_G(g_terms, w)
             self.opt_G.zero_grad(set_to_none=True)
             L_G.backward()
@@ -588,6 +613,9 @@ class Trainer:
         # The sign of life of a SliderGAN: < 1 once G shows the parameters it is given.
         figs["follow_ratio"] = follows_params(self.G, self.D, self.val_images[:64],
                                               self.val_params[:64].to(self.device))["ratio"]
+        if self.val_pairs is not None:  # the ground truth of the same question; D_p can be fooled
+            vp = self.val_pairs
+            figs["edit_ratio"] = edit_ratio(self.G, vp["image"], vp["target_params"], vp["target_image"])
         for k, v in figs.items():
             self.tb.add_scalar(f"val/{k}", v, self.step)
         # Images spread over the validation set (consecutive samples often share an identity).
@@ -631,6 +659,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--unpaired", nargs="+", metavar="DIR", help="unpaired datasets: phase 2")
     p.add_argument("--targets", nargs="+", metavar="DIR", help="datasets whose parameters are unpaired targets")
     p.add_argument("--val", metavar="DIR", help="validation dataset (sample grids, figures)")
+    p.add_argument("--val-pairs", metavar="DIR", help="held-out paired dataset: logs val/edit_ratio")
+    p.add_argument("--init", metavar="CHECKPOINT", help="start from these weights (fine-tuning; step 0)")
     p.add_argument("-o", "--out", help="output folder (checkpoints, tb, samples)")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float)
@@ -656,7 +686,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def config_from_args(args) -> TrainConfig:
     cfg = TrainConfig.load(args.config) if args.config else TrainConfig()
-    for name in ("profile", "paired", "unpaired", "targets", "val", "out", "batch_size", "lr", "lr_d",
+    for name in ("profile", "paired", "unpaired", "targets", "val", "val_pairs", "init", "out", "batch_size", "lr", "lr_d",
                  "n_critic", "gan", "identity", "no_id", "no_gen", "paired_epochs", "unpaired_epochs",
                  "paired_steps", "unpaired_steps", "workers", "device", "seed", "progress"):
         v = getattr(args, name, None)
