@@ -7,6 +7,8 @@ unchanged x (below 1: G shows q as D reads it); and the reconstruction L1 of G(x
     python scripts/generator_ablation.py                 # the paper's weights
     python scripts/generator_ablation.py adv=3           # any LossWeights field
     python scripts/generator_ablation.py --film spatial  # FiLM whose scale/shift maps see the features
+    python scripts/generator_ablation.py --plain-gen     # L_gen as the plain image mean (the paper's form)
+    python scripts/generator_ablation.py gen=1000 --steps 4000
 
 The diagnostic behind the README's "Known defect" paragraph and the strict xfail in tests/test_train.py.
 """
@@ -23,9 +25,9 @@ import torch
 import torch.nn as nn
 
 import engine.models as models
-from trainer.data import images_to_tensor
-from trainer.synthetic import synthetic_arrays, write_synthetic
-from trainer.train import TrainConfig, Trainer, edit_ratio, follows_params
+import trainer.losses as Lx
+from trainer.synthetic import write_synthetic
+from trainer.train import TrainConfig, Trainer, edit_ratio, follows_params, sample_grid
 
 STRONG = 12  # synthetic parameters with clearly visible effects (trainer/synthetic.py)
 
@@ -51,14 +53,21 @@ def main(argv=None) -> int:
     ap.add_argument("weights", nargs="*", help="KEY=VALUE loss weights (adv, exp, rec, gen, id, att, gp)")
     ap.add_argument("--film", choices=["channel", "spatial"], default="channel")
     ap.add_argument("--steps", type=int, default=400)
+    ap.add_argument("--plain-gen", action="store_true", help="L_gen without its changed-region term")
+    ap.add_argument("--grid", metavar="PNG", help="write slider sweeps of the trained generator here")
     args = ap.parse_args(argv)
     if args.film == "spatial":
         models.FiLM = SpatialFiLM
+    if args.plain_gen:
+        whole_image_l1 = Lx.L_gen
+        Lx.L_gen = lambda I_trg, I_gen, I_org=None: whole_image_l1(I_trg, I_gen)
     d = Path(tempfile.mkdtemp())
     write_synthetic(d / "paired", 384, 64, paired=True, seed=1)
     write_synthetic(d / "unpaired", 384, 64, seed=2, shard_size=128)
     write_synthetic(d / "val", 128, 64, seed=3)
+    write_synthetic(d / "val-pairs", 128, 64, paired=True, seed=4)
     cfg = TrainConfig(profile="tiny", paired=[str(d / "paired")], unpaired=[str(d / "unpaired")], val=str(d / "val"),
+                      val_pairs=str(d / "val-pairs"),
                       out=str(d / "run"), batch_size=8, lr=4e-4, lr_d=6e-4, n_critic=2, identity="none",
                       paired_steps=int(args.steps * 0.4), unpaired_steps=args.steps - int(args.steps * 0.4),
                       checkpoint_every=10**6, sample_every=10**6, val_count=128, workers=0, progress=False)
@@ -72,11 +81,15 @@ def main(argv=None) -> int:
     with torch.no_grad():
         recon = float((G(x, p)[0] - x).abs().mean())
     f = follows_params(G, D, x, p, which=range(STRONG))
-    pairs = synthetic_arrays(128, 64, paired=True, seed=4)
-    edit = edit_ratio(G, images_to_tensor(pairs["images"]), torch.as_tensor(pairs["target_params"]).float(),
-                      images_to_tensor(pairs["target_images"]))
-    print(json.dumps({"film": args.film, "steps": args.steps, "weights": dataclasses.asdict(cfg.weights),
-                      "edit": round(edit, 4), **{k: round(v, 4) for k, v in f.items()}, "recon_l1": round(recon, 4)}))
+    vp = tr.val_pairs
+    edit = edit_ratio(G, vp["image"], vp["target_params"], vp["target_image"])
+    if args.grid:  # slider sweeps -1..1 of mouth_open, smile, brows_up, eyes_open on three faces
+        import cv2
+        grid = sample_grid(G, x[:3], [0, 1, 3, 5], G.cfg.n_params)
+        cv2.imwrite(args.grid, grid[..., ::-1])
+    print(json.dumps({"film": args.film, "steps": args.steps, "plain_gen": args.plain_gen,
+                      "weights": dataclasses.asdict(cfg.weights), "edit": round(edit, 4),
+                      **{k: round(v, 4) for k, v in f.items()}, "recon_l1": round(recon, 4)}))
     return 0
 
 

@@ -20,24 +20,43 @@ from engine.checkpoint import load_checkpoint, save_checkpoint
 from trainer.evaluate import fmt_regression, fmt_summary
 
 
+def schedule(tc: dict, steps: int) -> str:
+    """One training run's schedule, from the train config saved in its checkpoint."""
+    return (f"{steps} steps at batch {tc.get('batch_size')} ({tc.get('paired_steps')} paired with 3D-warped "
+            f"pairs, then {tc.get('unpaired_steps')} unpaired), n_critic {tc.get('n_critic')}, Adam "
+            f"{tuple(tc.get('betas', []))}, lr G {tc.get('lr')} / D {tc.get('lr_d')}, linear decay over the last "
+            f"{tc.get('lr_decay', 0):.0%}, loss weights "
+            + ", ".join(f"{k} {v:g}" for k, v in (tc.get('weights') or {}).items())
+            + f", identity embedder `{tc.get('identity')}`")
+
+
+def training_runs(ck) -> list[tuple[dict, int]]:
+    """(train config, steps) of the run that made ``ck`` and of the runs its ``init`` weights came from,
+    oldest first."""
+    runs = []
+    while ck is not None:
+        tc = ck.meta.get("train_config", {})
+        runs.insert(0, (tc, ck.step))
+        init = tc.get("init")
+        ck = load_checkpoint(init) if init and Path(init).exists() else None
+    return runs
+
+
 def model_card(ck, report: dict | None, hours: float | None, machine: str) -> str:
     tc = ck.meta.get("train_config", {})
+    runs = training_runs(ck)
     L = ["# The embedded default model", "",
          f"SliderGAN-{ {'rad': 'RaD', 'wgp': 'WGP'}.get(tc.get('gan'), tc.get('gan'))}, profile `{ck.config.name}` "
          f"({ck.config.image_size} x {ck.config.image_size}, {ck.config.n_params} parameters: "
          f"{ck.config.n_exp} expression + {ck.config.n_speech} speech), blendshape models `{ck.blendshapes}` "
          "(`engine/assets/blendshapes`). Weights stored in float16; the engine computes in float32.", "",
-         "## Training", "",
-         f"- Steps: {ck.step} at batch {tc.get('batch_size')} ({tc.get('paired_steps')} paired with 3D-warped "
-         f"pairs, then {tc.get('unpaired_steps')} unpaired), n_critic {tc.get('n_critic')}, Adam "
-         f"{tuple(tc.get('betas', []))}, lr G {tc.get('lr')} / D {tc.get('lr_d')}, linear decay over the last "
-         f"{tc.get('lr_decay', 0):.0%}, loss weights "
-         + ", ".join(f"{k} {v:g}" for k, v in (tc.get('weights') or {}).items())
-         + f", identity embedder "
-         f"`{tc.get('identity')}`.",
-         f"- Data: paired {tc.get('paired')}, unpaired {tc.get('unpaired')}, validation {tc.get('val')} "
-         "(the commands are in `trainer/configs/default-cpu.toml`).",
-         f"- Time: {hours:.1f} h on {machine}." if hours else f"- Machine: {machine}.", ""]
+         "## Training", ""]
+    for i, (run_tc, steps) in enumerate(runs):
+        what = "Schedule" if len(runs) == 1 else f"Stage {i + 1}" + (f" (from the weights of stage {i})" if i else "")
+        L.append(f"- {what}: {schedule(run_tc, steps)}.")
+    L += [f"- Data: paired {tc.get('paired')}, unpaired {tc.get('unpaired')}, validation {tc.get('val')} "
+          "(the commands are in `trainer/configs/default-cpu.toml`).",
+          f"- Time: {hours:.1f} h on {machine}." if hours else f"- Machine: {machine}.", ""]
     if report:
         p = report["protocol"]
         L += ["## Evaluation", "",
