@@ -36,7 +36,8 @@ def data(tmp_path_factory):
 
 def _cfg(data, out, **kw):
     base = dict(profile="tiny", paired=[str(data / "paired")], unpaired=[str(data / "unpaired")],
-                val=str(data / "val"), val_pairs=str(data / "val-pairs"), out=str(out), batch_size=8, lr=4e-4, lr_d=6e-4, n_critic=2,
+                val=str(data / "val"), val_pairs=str(data / "val-pairs"), out=str(out),
+                batch_size=8, lr=4e-4, lr_d=6e-4, n_critic=2,
                 paired_steps=int(STEPS * 0.4), unpaired_steps=STEPS - int(STEPS * 0.4), identity=str(data / "arcface.onnx"),
                 checkpoint_every=200, sample_every=200, log_every=25, val_count=128, workers=0, progress=False,
                 seed=0)
