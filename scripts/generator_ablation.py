@@ -124,8 +124,7 @@ def main(argv=None) -> int:
     with torch.no_grad():
         recon = float((G(x, p)[0] - x).abs().mean())
     f = follows_params(G, D, x, p, which=range(STRONG))
-    vp = tr.val_pairs
-    edit = edit_ratio(G, vp["image"], vp["target_params"], vp["target_image"])
+    edit = tr.last_val["edit_ratio"]  # the run's last validation, on the held-out val-pairs
     if args.grid:  # slider sweeps -1..1 of mouth_open, smile, brows_up, eyes_open on three faces
         import cv2
         grid = sample_grid(G, x[:3], [0, 1, 3, 5], G.cfg.n_params)
