@@ -9,6 +9,7 @@ unchanged x (below 1: G shows q as D reads it); and the reconstruction L1 of G(x
     python scripts/generator_ablation.py --film spatial  # FiLM whose scale/shift maps see the features
     python scripts/generator_ablation.py --plain-gen     # L_gen as the plain image mean (the paper's form)
     python scripts/generator_ablation.py gen=1000 --steps 4000
+    python scripts/generator_ablation.py gen=1000 --steps 4000 --paired-share 0.5   # L_gen in both phases
     python scripts/generator_ablation.py --supervised 0 [--plain-gen]   # G alone, L_gen alone, see below
 
 ``--supervised K``: no critic and no other loss; G learns from L_gen alone on pairs that differ only in
@@ -91,6 +92,8 @@ def main(argv=None) -> int:
     ap.add_argument("weights", nargs="*", help="KEY=VALUE loss weights (adv, exp, rec, gen, id, att, gp)")
     ap.add_argument("--film", choices=["channel", "spatial"], default="channel")
     ap.add_argument("--steps", type=int, default=400)
+    ap.add_argument("--paired-share", type=float, default=0.0,
+                    help="share of the unpaired phase's G-step cycles that take paired batches (TrainConfig)")
     ap.add_argument("--plain-gen", action="store_true", help="L_gen without its changed-region term")
     ap.add_argument("--grid", metavar="PNG", help="write slider sweeps of the trained generator here")
     ap.add_argument("--supervised", type=int, metavar="K", help="G alone, L_gen alone, pairs differing in p_K")
@@ -113,6 +116,7 @@ def main(argv=None) -> int:
                       val_pairs=str(d / "val-pairs"),
                       out=str(d / "run"), batch_size=8, lr=4e-4, lr_d=6e-4, n_critic=2, identity="none",
                       paired_steps=int(args.steps * 0.4), unpaired_steps=args.steps - int(args.steps * 0.4),
+                      paired_share=args.paired_share,
                       checkpoint_every=10**6, sample_every=10**6, val_count=128, workers=0, progress=False)
     for kv in args.weights:
         k, v = kv.split("=")
@@ -130,6 +134,7 @@ def main(argv=None) -> int:
         grid = sample_grid(G, x[:3], [0, 1, 3, 5], G.cfg.n_params)
         cv2.imwrite(args.grid, grid[..., ::-1])
     print(json.dumps({"film": args.film, "steps": args.steps, "plain_gen": args.plain_gen,
+                      "paired_share": args.paired_share,
                       "weights": dataclasses.asdict(cfg.weights), "edit": round(edit, 4),
                       **{k: round(v, 4) for k, v in f.items()}, "recon_l1": round(recon, 4)}))
     return 0

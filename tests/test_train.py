@@ -109,24 +109,45 @@ def test_every_loss_term_is_finite_and_logged(trained):
     assert ck.step == STEPS and ck.param_names[0] == "mouth_open" and ck.training["step"] == STEPS
 
 
-def test_resume_reproduces_the_uninterrupted_run(data, tmp_path):
-    kw = dict(paired_steps=4, unpaired_steps=5, n_critic=2, checkpoint_every=3, keep_checkpoints=5, workers=2,
-              sample_every=100, batch_size=4, val_count=8)
+@pytest.mark.parametrize("paired_share", [0.0, 0.5])
+def test_resume_reproduces_the_uninterrupted_run(data, tmp_path, paired_share):
+    """Also with paired batches mixed into the unpaired phase (two streams to restart where they were);
+    3 paired steps, so the phase boundary falls inside a G-step cycle."""
+    kw = dict(paired_steps=3, unpaired_steps=8, n_critic=2, checkpoint_every=3, keep_checkpoints=5, workers=2,
+              sample_every=100, batch_size=4, val_count=8, paired_share=paired_share)
     a = Trainer(_cfg(data, tmp_path / "a", **kw), keep_history=True)
     a.run()
-    for at in (3, 6):  # inside the paired phase (crossing into the unpaired one), inside the unpaired one
+    for at in (3, 6, 9):  # the phase boundary, inside the unpaired phase (twice with a mixed schedule)
         b = Trainer(_cfg(data, tmp_path / f"b{at}", **kw), keep_history=True,
                     resume=tmp_path / "a" / "checkpoints" / f"step-{at:07d}")
         assert b.step == at
         b.run()
-        assert [h["step"] for h in b.history] == list(range(at + 1, 10))
+        assert [h["step"] for h in b.history] == list(range(at + 1, 12))
         for ha, hb in zip(a.history[at:], b.history):
             assert ha.keys() == hb.keys()
             for k in ha:
                 assert hb[k] == pytest.approx(ha[k], rel=1e-5, abs=1e-6), (at, ha["step"], k)
     # --resume with no path: the newest checkpoint of the output folder.
     c = Trainer(_cfg(data, tmp_path / "a", **kw), resume=True)
-    assert c.step == 9
+    assert c.step == 11
+
+
+def test_paired_share_gives_L_gen_to_that_share_of_the_unpaired_g_steps(data, tmp_path):
+    tr = Trainer(_cfg(data, tmp_path, paired_steps=5, unpaired_steps=400, n_critic=3, paired_share=0.25))
+    kinds = [tr.phase_at(s) for s in range(tr.total_steps)]
+    assert kinds[:5] == ["paired"] * 5
+    g_steps = [s for s in range(5, tr.total_steps) if (s + 1) % 3 == 0]
+    share = np.mean([kinds[s] == "paired" for s in g_steps])
+    assert share == pytest.approx(0.25, abs=0.01)
+    for s in range(6, tr.total_steps):  # whole cycles: the D steps before a G step take its kind of batch
+        if s % 3:
+            assert kinds[s] == kinds[s - 1], s
+    # The batch counts that a resume restarts the two streams from agree with the schedule.
+    for s in range(tr.total_steps):
+        before, after = tr.batches_before(s), tr.batches_before(s + 1)
+        assert after[kinds[s]] == before[kinds[s]] + 1 and sum(after.values()) == s + 1, s
+    with pytest.raises(ValueError, match="paired_share must be between 0 and 1"):
+        _cfg(data, tmp_path, paired_share=1.5)
 
 
 def test_checkpoint_of_another_profile_is_a_clear_error(data, trained):

@@ -8,7 +8,8 @@ One iteration (StarGAN's solver, shortened) takes one batch (I_org, p_org[, I_tr
 
 Two phases: ``paired`` (synthetic pairs: p_trg and I_trg come with the sample) for ``paired_epochs``,
 then ``unpaired`` (real images; p_trg drawn from other samples' parameters, ``ParamBank``) for
-``unpaired_epochs``. An epoch is one pass over the phase's data by all ranks together.
+``unpaired_epochs``. An epoch is one pass over the phase's data by all ranks together. With
+``paired_share`` S > 0 the unpaired phase gives a share S of its G-step cycles paired batches (with L_gen).
 
 Outputs under ``out``: ``checkpoints/step-NNNNNNN`` (engine.checkpoint folders, atomic, with optimizer
 and RNG states for exact resume), ``tb/`` (TensorBoard scalars: every loss term, learning rates,
@@ -80,6 +81,10 @@ class TrainConfig:
     paired_epochs: float = 20.0
     unpaired_epochs: float = 40.0
     paired_steps: int | None = None  # overrides paired_epochs
+    # (choice) Share of the unpaired phase's G-step cycles that take paired batches instead (with L_gen).
+    # 0 is the paper's schedule; with it, the unpaired phase undid what L_gen had taught G (README,
+    # Training: on real faces the weak regression head gives L_exp little pull towards p).
+    paired_share: float = 0.0
     unpaired_steps: int | None = None  # overrides unpaired_epochs
     lr_decay: float = 0.0  # last fraction of all steps over which both lrs decay linearly to 0
     checkpoint_every: int = 2000
@@ -109,6 +114,8 @@ class TrainConfig:
             raise ValueError("n_critic and batch_size must be at least 1")
         if len(self.betas) != 2:
             raise ValueError("betas takes two numbers")
+        if not 0.0 <= float(self.paired_share) <= 1.0:
+            raise ValueError(f"paired_share must be between 0 and 1, not {self.paired_share}")
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -393,6 +400,9 @@ class Trainer:
         if self.unpaired_steps and not self.unpaired_infos:
             raise DatasetError("the unpaired phase has steps but no unpaired dataset (give unpaired = [...], "
                                "or unpaired_steps = 0)")
+        if self.unpaired_steps and cfg.paired_share > 0 and not self.paired_infos:
+            raise DatasetError("paired_share > 0 mixes paired batches into the unpaired phase, but no paired "
+                               "dataset is given (give paired = [...])")
         self.total_steps = self.paired_steps + self.unpaired_steps
         if self.total_steps <= 0:
             raise DatasetError("nothing to train: no data or zero steps in both phases")
@@ -542,8 +552,28 @@ class Trainer:
         return out
 
     # -- the loop
+    def _cycle_is_paired(self, c: int) -> bool:
+        """In the unpaired phase, whether G-step cycle ``c`` (iterations c*n_critic .. c*n_critic+n_critic-1,
+        the last one with the G step) takes paired batches: paired_share of the cycles, evenly spread.
+        Whole cycles, so that the paired batches always reach a G step and L_gen."""
+        s = self.cfg.paired_share
+        return math.floor((c + 1) * s) > math.floor(c * s)
+
     def phase_at(self, step: int) -> str:
-        return "paired" if step < self.paired_steps else "unpaired"
+        """Which kind of batch iteration ``step`` takes: "paired" or "unpaired"."""
+        if step < self.paired_steps or self._cycle_is_paired(step // self.cfg.n_critic):
+            return "paired"
+        return "unpaired"
+
+    def batches_before(self, step: int) -> dict[str, int]:
+        """How many batches of each kind the iterations before ``step`` took (where a resume starts)."""
+        n, P = self.cfg.n_critic, self.paired_steps
+        count = {"paired": min(step, P), "unpaired": 0}
+        for c in range(P // n, -(-step // n)):  # the cycles that overlap [P, step)
+            lo, hi = max(c * n, P), min((c + 1) * n, step)
+            if hi > lo:
+                count["paired" if self._cycle_is_paired(c) else "unpaired"] += hi - lo
+        return count
 
     def run(self, max_steps: int | None = None) -> dict:
         """Train until the end of the schedule (or ``max_steps`` steps in all); returns a summary."""
@@ -563,17 +593,15 @@ class Trainer:
         if cfg.progress and self.rank == 0:
             from tqdm import tqdm
             bar = tqdm(total=end, initial=self.step, desc="train", unit="step", dynamic_ncols=True)
-        phase, it = None, None
+        its: dict = {}  # one stream per kind of batch, opened where the run (or the resume) needs it
         acc: dict[str, list[float]] = {}
         t0 = time.time()
         while self.step < end:
-            ph = self.phase_at(self.step)
-            if ph != phase:
-                phase = ph
-                start = self.step - (0 if ph == "paired" else self.paired_steps)
-                it = self._stream(ph, start)
+            phase = self.phase_at(self.step)
+            if phase not in its:
+                its[phase] = self._stream(phase, self.batches_before(self.step)[phase])
             self._lr()
-            batch = next(it)
+            batch = next(its[phase])
             losses = self.train_step(batch, phase)
             bad = [k for k, v in losses.items() if not math.isfinite(v)]
             if bad:
@@ -593,7 +621,7 @@ class Trainer:
                         self.tb.add_scalar(k, float(np.mean(v)), self.step)
                     self.tb.add_scalar("lr/G", self.opt_G.param_groups[0]["lr"], self.step)
                     self.tb.add_scalar("lr/D", self.opt_D.param_groups[0]["lr"], self.step)
-                    self.tb.add_scalar("phase/paired", float(phase == "paired"), self.step)
+                    self.tb.add_scalar("phase/paired", float(self.step <= self.paired_steps), self.step)
                     rate = cfg.log_every / max(1e-9, time.time() - t0)
                     self.tb.add_scalar("speed/steps_per_s", rate, self.step)
                     if bar is None:  # a log line stands in for the progress bar
@@ -680,6 +708,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--unpaired-epochs", type=float)
     p.add_argument("--paired-steps", type=int)
     p.add_argument("--unpaired-steps", type=int)
+    p.add_argument("--paired-share", type=float, metavar="S",
+                   help="share of the unpaired phase's G-step cycles that take paired batches (L_gen); default 0")
     p.add_argument("--workers", type=int, help="DataLoader workers per rank")
     p.add_argument("--device")
     p.add_argument("--seed", type=int)
@@ -694,7 +724,7 @@ def config_from_args(args) -> TrainConfig:
     cfg = TrainConfig.load(args.config) if args.config else TrainConfig()
     for name in ("profile", "paired", "unpaired", "targets", "val", "val_pairs", "init", "out", "batch_size",
                  "lr", "lr_d", "n_critic", "gan", "identity", "no_id", "no_gen", "paired_epochs", "unpaired_epochs",
-                 "paired_steps", "unpaired_steps", "workers", "device", "seed", "progress"):
+                 "paired_steps", "unpaired_steps", "paired_share", "workers", "device", "seed", "progress"):
         v = getattr(args, name, None)
         if v is not None:
             setattr(cfg, name, v)
