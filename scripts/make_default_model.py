@@ -23,7 +23,9 @@ from trainer.evaluate import fmt_regression, fmt_summary
 def schedule(tc: dict, steps: int) -> str:
     """One training run's schedule, from the train config saved in its checkpoint."""
     return (f"{steps} steps at batch {tc.get('batch_size')} ({tc.get('paired_steps')} paired with 3D-warped "
-            f"pairs, then {tc.get('unpaired_steps')} unpaired), n_critic {tc.get('n_critic')}, Adam "
+            f"pairs, then {tc.get('unpaired_steps')} unpaired"
+            + (f", {tc['paired_share']:.0%} of its G-step cycles on pairs" if tc.get("paired_share") else "")
+            + f"), gan {tc.get('gan')}, n_critic {tc.get('n_critic')}, Adam "
             f"{tuple(tc.get('betas', []))}, lr G {tc.get('lr')} / D {tc.get('lr_d')}, linear decay over the last "
             f"{tc.get('lr_decay', 0):.0%}, loss weights "
             + ", ".join(f"{k} {v:g}" for k, v in (tc.get('weights') or {}).items())

@@ -4,7 +4,7 @@ One iteration (StarGAN's solver, shortened) takes one batch (I_org, p_org[, I_tr
 
     D step (every iteration): L_D = l_adv L_adv,D + l_gp L_gp + l_exp L_exp,D on I_org and G(I_org, p_trg)
     G step (every n_critic-th): L_G = l_adv L_adv,G + l_exp L_exp,G + l_rec L_rec + l_id L_id + l_att L_att
-                                      (+ l_gen L_gen in the paired phase)
+                                      (+ l_gen L_gen on paired batches)
 
 Two phases: ``paired`` (synthetic pairs: p_trg and I_trg come with the sample) for ``paired_epochs``,
 then ``unpaired`` (real images; p_trg drawn from other samples' parameters, ``ParamBank``) for
@@ -81,11 +81,11 @@ class TrainConfig:
     paired_epochs: float = 20.0
     unpaired_epochs: float = 40.0
     paired_steps: int | None = None  # overrides paired_epochs
+    unpaired_steps: int | None = None  # overrides unpaired_epochs
     # (choice) Share of the unpaired phase's G-step cycles that take paired batches instead (with L_gen).
     # 0 is the paper's schedule; with it, the unpaired phase undid what L_gen had taught G (README,
     # Training: on real faces the weak regression head gives L_exp little pull towards p).
     paired_share: float = 0.0
-    unpaired_steps: int | None = None  # overrides unpaired_epochs
     lr_decay: float = 0.0  # last fraction of all steps over which both lrs decay linearly to 0
     checkpoint_every: int = 2000
     keep_checkpoints: int = 3
