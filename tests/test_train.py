@@ -132,7 +132,7 @@ def test_resume_reproduces_the_uninterrupted_run(data, tmp_path, paired_share):
     assert c.step == 11
 
 
-def test_paired_share_gives_L_gen_to_that_share_of_the_unpaired_g_steps(data, tmp_path):
+def test_paired_share_schedules_that_share_of_the_unpaired_g_step_cycles_on_pairs(data, tmp_path):
     tr = Trainer(_cfg(data, tmp_path, paired_steps=5, unpaired_steps=400, n_critic=3, paired_share=0.25))
     kinds = [tr.phase_at(s) for s in range(tr.total_steps)]
     assert kinds[:5] == ["paired"] * 5
