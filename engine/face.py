@@ -45,6 +45,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .images import ImageReadError, load_image  # images enter through engine.images (re-exported)
+
 log = logging.getLogger(__name__)
 
 __all__ = [
@@ -100,34 +102,6 @@ class NoFaceError(FaceError):
 
 class FaceTooSmallError(NoFaceError):
     """A face was found but it is below the minimum size."""
-
-
-class ImageReadError(FaceError):
-    """An image file exists but cannot be decoded."""
-
-
-# ------------------------------------------------------------------------------------- image I/O
-def load_image(path: str | os.PathLike) -> np.ndarray:
-    """Read an image file as RGB uint8 (H, W, 3). Missing file -> FileNotFoundError; a file that is
-    not a readable image -> ImageReadError (a ValueError), both naming the file."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"image not found: {path}")
-    if path.is_dir():
-        raise ImageReadError(f"not an image file (a folder): {path}")
-    import cv2
-    data = np.fromfile(str(path), dtype=np.uint8)
-    img = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
-    if img is None:
-        # Formats OpenCV lacks (some webp/gif...): try Pillow before giving up.
-        try:
-            from PIL import Image
-            with Image.open(path) as im:
-                return np.ascontiguousarray(np.asarray(im.convert("RGB"), dtype=np.uint8))
-        except Exception:
-            raise ImageReadError(f"cannot read image {path}: not an image or the file is corrupt") \
-                from None
-    return np.ascontiguousarray(img[:, :, ::-1])
 
 
 def _as_rgb(image) -> np.ndarray:
