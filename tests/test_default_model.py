@@ -22,6 +22,16 @@ def test_default_model_is_shipped_for_the_embedded_blendshapes():
     assert (default_checkpoint() / "MODEL_CARD.md").exists()
 
 
+def test_default_model_carries_the_checksum_of_its_weights():
+    """Recorded when the checksum was introduced (metadata rewritten, weights untouched): it verifies."""
+    from engine.checkpoint import load_checkpoint, tensors_sha256
+    from safetensors.torch import load_file
+    md = read_metadata(default_checkpoint())
+    assert md["sha256"] == tensors_sha256(load_file(str(default_checkpoint() / "model.safetensors")))
+    ck = load_checkpoint(default_checkpoint())
+    assert ck.step == md["step"]
+
+
 def test_default_regressor_tracks_the_held_out_video(shared_data):
     """d19 was kept out of training. Drivers use the head relative to the driver's own neutral, so
     what must hold on a new face is that it moves with the face: on the components that this video

@@ -84,16 +84,137 @@ def test_checkpoint_roundtrip_and_profile_mismatch(tmp_path):
         load_checkpoint(tmp_path / "junk")
 
 
-def test_checkpoint_write_is_atomic(tmp_path):
+def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
     cfg = get_profile("tiny")
     G, D = build_generator(cfg), Discriminator(cfg)
     save_checkpoint(tmp_path / "ck", cfg, G, D, step=1)
 
-    class Boom(dict):
-        def __reduce_ex__(self, *a):
-            raise RuntimeError("disk full")
+    # A training state that cannot be stored without pickle is refused before anything is written.
+    with pytest.raises(CheckpointError, match="cannot be stored without pickle"):
+        save_checkpoint(tmp_path / "ck", cfg, G, D, step=2, training={"oops": object()})
+    assert read_metadata(tmp_path / "ck")["step"] == 1
+    # A failure half-way through writing (the training file, after the model file).
+    import engine.checkpoint as ckmod
+    real = ckmod.save_file
 
+    def boom(tensors, filename, metadata=None):
+        if filename.endswith(ckmod.TRAINING_FILE):
+            raise RuntimeError("disk full")
+        return real(tensors, filename, metadata=metadata)
+
+    monkeypatch.setattr(ckmod, "save_file", boom)
     with pytest.raises(RuntimeError, match="disk full"):
-        save_checkpoint(tmp_path / "ck", cfg, G, D, step=2, training=Boom())
+        save_checkpoint(tmp_path / "ck", cfg, G, D, step=2, training={"step": 2})
     assert read_metadata(tmp_path / "ck")["step"] == 1  # the old checkpoint survives whole
     assert [p.name for p in tmp_path.iterdir()] == ["ck"]  # no temporary left behind
+
+
+def _data_offset(file) -> int:
+    """Where a safetensors file's tensor bytes begin (after the 8-byte length and the JSON header)."""
+    import struct
+    with open(file, "rb") as f:
+        return 8 + struct.unpack("<Q", f.read(8))[0]
+
+
+def _strip_checksum(file) -> None:
+    """Rewrite a model file as checkpoints were written before the checksum existed."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+    with safe_open(str(file), "pt") as f:
+        md = dict(f.metadata())
+    md.pop("sha256")
+    save_file(load_file(str(file)), str(file), metadata=md)
+
+
+def _overwrite_weights(file, byte=0xFF) -> None:
+    start = _data_offset(file)
+    size = file.stat().st_size
+    with open(file, "r+b") as f:
+        f.seek(start)
+        f.write(bytes([byte]) * (size - start))
+
+
+def test_checksum_is_recorded_and_a_damaged_file_is_corrupt(tmp_path):
+    cfg = get_profile("tiny")
+    torch.manual_seed(0)
+    G, D = build_generator(cfg), Discriminator(cfg)
+    path = save_checkpoint(tmp_path / "ck", cfg, G, D, step=3)
+    assert len(read_metadata(path)["sha256"]) == 64
+    load_checkpoint(path)  # intact: loads
+    _overwrite_weights(path / "model.safetensors")
+    with pytest.raises(CheckpointError, match=r"model\.safetensors is corrupt"):
+        load_checkpoint(path)
+    # One flipped byte is enough.
+    path2 = save_checkpoint(tmp_path / "ck2", cfg, G, D)
+    f = path2 / "model.safetensors"
+    raw = bytearray(f.read_bytes())
+    raw[_data_offset(f) + 1000] ^= 0x01
+    f.write_bytes(bytes(raw))
+    with pytest.raises(CheckpointError, match="is corrupt"):
+        load_checkpoint(path2)
+
+
+def test_checkpoint_without_checksum_loads_but_non_finite_weights_are_refused(tmp_path):
+    """Files from before the checksum still load; NaN/inf weights are refused with or without one,
+    naming the file and the first bad tensor."""
+    cfg = get_profile("tiny")
+    torch.manual_seed(0)
+    G, D = build_generator(cfg), Discriminator(cfg)
+    old = save_checkpoint(tmp_path / "old", cfg, G, D)
+    _strip_checksum(old / "model.safetensors")
+    assert read_metadata(old)["sha256"] == ""
+    ck = load_checkpoint(old)
+    for a, b in zip(G.state_dict().values(), ck.generator.state_dict().values()):
+        assert torch.equal(a, b)
+    _overwrite_weights(old / "model.safetensors")  # 0xFF bytes: NaN in every float
+    first = "G." + next(k for k, v in G.state_dict().items() if v.is_floating_point())
+    with pytest.raises(CheckpointError, match=rf"old/model\.safetensors: weights are not finite: tensor '{first}'"):
+        load_checkpoint(old)
+    # NaN written by the program itself (a valid checksum): still refused, naming D's tensor.
+    name, t = next((k, v) for k, v in D.state_dict().items() if v.is_floating_point() and v.ndim > 1)
+    with torch.no_grad():
+        t.view(-1)[5] = float("inf")
+    bad = save_checkpoint(tmp_path / "bad", cfg, G, D)
+    with pytest.raises(CheckpointError, match=rf"weights are not finite: tensor 'D\.{name}' holds 1 NaN/inf"):
+        load_checkpoint(bad)
+
+
+def test_training_state_round_trips_without_pickle(tmp_path):
+    """Optimizer states, RNG states of every kind, tuples, int-keyed dicts, bytes, non-finite floats."""
+    import pickle
+    import random
+
+    import numpy as np
+    cfg = get_profile("tiny")
+    G, D = build_generator(cfg), Discriminator(cfg)
+    opt = torch.optim.Adam(G.parameters(), lr=1e-3, betas=(0.5, 0.999))
+    G(torch.rand(2, 3, 64, 64), torch.rand(2, cfg.n_params))[0].mean().backward()
+    opt.step()
+    gen = torch.Generator().manual_seed(3)
+    torch.rand(3, generator=gen)
+    state = {"step": 1, "opt": opt.state_dict(), "gen": gen.get_state(), "torch": torch.get_rng_state(),
+             "numpy": np.random.get_state(), "python": random.getstate(), "bytes": b"\x00\xff", "inf": float("inf"),
+             "scalar": np.float32(1.5), "__odd_key": (1, [2, {3: "x"}])}
+    path = save_checkpoint(tmp_path / "ck", cfg, G, D, training=state)
+    assert sorted(p.name for p in path.iterdir()) == ["model.safetensors", "training.safetensors"]
+    back = load_checkpoint(path, training=True).training
+    assert pickle.dumps(back["python"]) == pickle.dumps(state["python"])  # same types, same values
+    assert back["numpy"][0] == "MT19937" and np.array_equal(back["numpy"][1], state["numpy"][1])
+    assert back["numpy"][1].dtype == state["numpy"][1].dtype and back["numpy"][2:] == state["numpy"][2:]
+    assert torch.equal(back["gen"], state["gen"]) and torch.equal(back["torch"], state["torch"])
+    assert back["bytes"] == b"\x00\xff" and back["inf"] == float("inf") and back["__odd_key"] == (1, [2, {3: "x"}])
+    assert type(back["scalar"]) is np.float32 and back["scalar"] == 1.5
+    opt2 = torch.optim.Adam(G.parameters(), lr=1.0)
+    opt2.load_state_dict(back["opt"])
+    a, b = opt.state_dict(), opt2.state_dict()
+    assert a["param_groups"] == b["param_groups"] and a["state"].keys() == b["state"].keys()
+    for k in a["state"]:
+        for name in a["state"][k]:
+            assert torch.equal(a["state"][k][name], b["state"][k][name])
+    # The training file has its own checksum.
+    f = path / "training.safetensors"
+    raw = bytearray(f.read_bytes())
+    raw[-3] ^= 0x10
+    f.write_bytes(bytes(raw))
+    with pytest.raises(CheckpointError, match=r"training\.safetensors is corrupt"):
+        load_checkpoint(path, training=True)

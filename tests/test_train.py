@@ -247,5 +247,89 @@ def test_generalisation_script_reports_training_and_held_out_figures(data, train
                    check=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
     (row,) = json.loads(report.read_text())
     assert set(row) == {"checkpoint", "edit_train", "edit_held_out", "head_train", "head_held_out"}
-    assert 0 < row["edit_train"] < 2 and 0 < row["edit_held_out"] < 2, row
-    assert row["head_train"] < 0.97 and row["head_held_out"] < 0.97, row
+    assert row["checkpoint"] == str(out / "checkpoints" / f"step-{STEPS:07d}")
+    # Bounds that hold on any machine. How far below 1 (predicting zeros) the head gets after these 400
+    # steps depends on the float numerics of the run (head_held_out was 0.975 on an AVX2-only machine
+    # against 0.96 elsewhere), so learning is not judged here: test_training_learns judges it, against
+    # the mean predictor with margin. This test checks the script: both figures for both splits, finite
+    # and in their possible range (edit: 0 exact .. 1 copying, a little above for edits worse than
+    # copying; head: a relative error, 1 for a head that outputs zeros, far above only if broken) ...
+    for k in ("edit_train", "edit_held_out", "head_train", "head_held_out"):
+        assert math.isfinite(row[k]) and 0 < row[k] < 2, row
+    # ... and that it reports what it says: the same figures computed here from the same rows.
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("generalisation", ROOT / "scripts" / "generalisation.py")
+    gen = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gen)
+    ck = load_checkpoint(out / "checkpoints" / f"step-{STEPS:07d}")
+    G, D, cfg = ck.generator.eval(), ck.discriminator.eval(), ck.config
+    for split, pairs, crops in (("train", "paired", "unpaired"), ("held_out", "val-pairs", "val")):
+        vp = gen.sample(str(data / pairs), cfg, 63)
+        assert row[f"edit_{split}"] == pytest.approx(
+            edit_ratio(G, vp["image"], vp["target_params"], vp["target_image"]), rel=1e-4, abs=1e-6)
+        assert row[f"head_{split}"] == pytest.approx(
+            gen.head_rel_error(D, gen.sample(str(data / crops), cfg, 128)), rel=1e-4, abs=1e-6)
+
+
+def test_rng_states_round_trip_exactly_through_a_checkpoint(tmp_path):
+    """torch, NumPy (with a cached Gaussian), Python (with a cached gauss) and the trainer's generator
+    continue exactly where they were, from the pickle-free training file."""
+    import random
+
+    import torch
+
+    from engine.checkpoint import save_checkpoint
+    from engine.models import Discriminator, build_generator
+    from trainer.train import _rng_state, _set_rng_state
+    cfg = get_profile("tiny")
+    gen = torch.Generator().manual_seed(7)
+    torch.manual_seed(1), np.random.seed(2), random.seed(3)
+    torch.rand(3), torch.rand(3, generator=gen), np.random.normal(), random.gauss(0, 1)  # leave cached halves
+    path = save_checkpoint(tmp_path / "ck", cfg, build_generator(cfg), Discriminator(cfg),
+                           training={"rng": [_rng_state(gen)]})
+
+    def draws():
+        return (torch.rand(4).tolist(), torch.rand(4, generator=gen).tolist(), np.random.normal(size=3).tolist(),
+                np.random.rand(2).tolist(), random.gauss(0, 1), random.random())
+
+    expected = draws()
+    torch.manual_seed(99), np.random.seed(99), random.seed(99)
+    gen.manual_seed(99)
+    _set_rng_state(load_checkpoint(path, training=True).training["rng"][0], gen)
+    assert draws() == expected
+
+
+class _Planted:
+    """Unpickling this creates a file: the proof that a pickle was loaded."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_resume_never_unpickles_a_planted_training_pt(data, tmp_path):
+    import torch
+
+    from engine.checkpoint import CheckpointError
+    kw = dict(paired_steps=2, unpaired_steps=2, n_critic=1, batch_size=2, val_count=4, checkpoint_every=2,
+              sample_every=100, identity=None)
+    Trainer(_cfg(data, tmp_path / "a", **kw)).run()
+    ck = tmp_path / "a" / "checkpoints" / "step-0000002"
+    assert (ck / "training.safetensors").exists() and not (ck / "training.pt").exists()
+    marker = tmp_path / "unpickled"
+    torch.save({"step": 2, "payload": _Planted(marker)}, ck / "training.pt")
+    b = Trainer(_cfg(data, tmp_path / "b", **kw), resume=ck)  # resumes from training.safetensors
+    assert b.step == 2 and b.opt_G.state
+    b.run()
+    assert b.step == 4 and not marker.exists()
+    (ck / "training.safetensors").unlink()  # only the pickle left: refused, not read
+    with pytest.raises(CheckpointError, match=r"training\.pt, a pickle, which is never loaded.*--init"):
+        Trainer(_cfg(data, tmp_path / "c", **kw), resume=ck)
+    with pytest.raises(CheckpointError, match="never loaded"):
+        load_checkpoint(ck, training=True)
+    assert not marker.exists()
+    load_checkpoint(ck)  # the weights alone still load (--init)
+    torch.load(ck / "training.pt", weights_only=False)  # the plant is live: unpickling it runs its code
+    assert marker.exists()
