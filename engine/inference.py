@@ -44,7 +44,9 @@ from .config import ModelConfig, ProfileMismatchError
 
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
 
-# Export folder layout (written by exporters/onnx.py and exporters/tensorrt.py, read here).
+# Export folder layout (written by exporters/onnx.py and exporters/tensorrt.py, read here; the engine
+# never imports exporters: ONNX graphs are built by engine/onnx_graph.py, TensorRT plans run by
+# engine/tensorrt_runtime.py).
 EXPORT_FORMAT = "slidergan-onnx"
 EXPORT_VERSION = 1
 MANIFEST = "export.json"
@@ -571,7 +573,7 @@ def load_models(path, backend: str = "auto", device: str = "auto", *, expect: Mo
             runner = _OrtRunner(files, dev, threads, opt_level)
             runner.precision = precision
         else:
-            from exporters.tensorrt import TensorRTRunner
+            from .tensorrt_runtime import TensorRTRunner
             runner = TensorRTRunner.from_export(path, info, manifest)
             dev = "cuda"
         return Models(runner, info, str(path), dev)
@@ -585,7 +587,7 @@ def load_models(path, backend: str = "auto", device: str = "auto", *, expect: Mo
     if backend == "torch":
         runner = _TorchRunner(ck.generator, ck.discriminator, dev, threads, bool(fused))
     elif backend == "onnxruntime":
-        from exporters.onnx import export_to_bytes
+        from .onnx_graph import export_to_bytes
         models = export_to_bytes(ck, info)
         runner = _OrtRunner(models, dev, threads, opt_level)
     else:

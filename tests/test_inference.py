@@ -157,7 +157,7 @@ def test_garbage_and_absent_files(tiny, tmp_path):
 
 
 def test_tensorrt_backend_without_gpu(tiny):
-    from exporters.tensorrt import TensorRTUnavailable, unavailable_reason
+    from engine.tensorrt_runtime import TensorRTUnavailable, unavailable_reason
     if unavailable_reason() is None:
         pytest.skip("TensorRT is usable here")
     with pytest.raises(TensorRTUnavailable, match="GPU"):
@@ -192,3 +192,41 @@ def test_bench_smoke(tmp_path):
     table = format_table(report)
     assert "generator" in table and "onnxruntime" in table
     json.dumps(report)  # JSON-ready
+
+
+def test_engine_never_imports_exporters(tiny, tmp_path):
+    """Dependency direction: exporters write files and may use the engine, never the reverse. No
+    import statement in engine/ or streaming/ names exporters, and loading models through every backend
+    that runs here (a checkpoint converted to ONNX in memory, an export folder, torch; TensorRT's
+    refusal) leaves exporters unimported."""
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    pattern = re.compile(r"^\s*(from|import)\s+exporters\b", re.M)
+    offenders = [str(f.relative_to(root)) for d in ("engine", "streaming") for f in (root / d).rglob("*.py")
+                 if pattern.search(f.read_text())]
+    assert offenders == []
+    ck, onnx_dir = tiny
+    code = f"""
+import sys
+from engine.inference import load_models
+from engine.tensorrt_runtime import TensorRTUnavailable, unavailable_reason
+import streaming.render, engine.animator
+a = load_models({str(ck)!r}, backend="onnxruntime", device="cpu", threads=1)
+b = load_models({str(onnx_dir)!r}, backend="onnxruntime", device="cpu", threads=1)
+c = load_models({str(ck)!r}, backend="torch", device="cpu")
+if unavailable_reason() is not None:
+    try:
+        load_models({str(onnx_dir)!r}, backend="tensorrt")
+    except TensorRTUnavailable:
+        pass
+    else:
+        raise SystemExit("tensorrt did not refuse")
+bad = sorted(m for m in sys.modules if m == "exporters" or m.startswith("exporters."))
+print(bad)
+raise SystemExit(1 if bad else 0)
+"""
+    r = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr[-2000:]
