@@ -316,7 +316,27 @@ def read_export(folder, precision: str = "fp32") -> tuple[ModelInfo, dict[str, P
     if info.config.generator == "cached" and "encoder" not in files:
         raise InferenceError(f"{folder} lacks {role_file('encoder', precision)}, which the {info.config.name!r} "
                              f"profile's generator needs")
+    for role, path in files.items():  # last: the checks above say more about a wrong file than "corrupt"
+        _check_recorded_sha256(path, role, precision, manifest, folder)
     return info, files, manifest
+
+
+def _check_recorded_sha256(path: Path, role: str, precision: str, manifest: dict, folder: Path) -> None:
+    """An export's file must be the one export.json recorded (when it records a sha256: exports made
+    before the checksum existed, or folders without export.json, are not checked)."""
+    if precision == "fp32":
+        expected = ((manifest.get("files") or {}).get(role) or {}).get("sha256")
+    else:
+        expected = ((manifest.get(precision) or {}).get("sha256") or {}).get(role)
+    if not expected:
+        return
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    if h.hexdigest() != expected:
+        raise InferenceError(f"{path} is corrupt: its sha256 ({h.hexdigest()[:16]}...) is not the one recorded in "
+                             f"{folder / MANIFEST} ({expected[:16]}...); export the checkpoint again")
 
 
 def is_export_folder(path) -> bool:

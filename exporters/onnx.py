@@ -4,7 +4,8 @@ Files written to OUTDIR (one model each, dynamic batch dimension, opset ``OPSET`
 - ``encoder.onnx`` ("cached" generators only): image -> feat0..featK, the source features.
 - ``generator.onnx``: image, params[, feat0..featK] -> image_gen, mask (Eq. 4 inside the graph).
 - ``regressor.onnx``: image -> params, the discriminator trunk and regression head (no critic).
-- ``export.json``: the manifest (files, roles, config, parameter names) and the verification record.
+- ``export.json``: the manifest (files with their sha256, roles, config, parameter names) and the
+  verification record. Loading checks each file against its recorded sha256 (engine.inference.read_export).
 
 Every ONNX file carries ``metadata_props`` under ``slidergan.``: format/version, role, the full
 ModelConfig JSON, profile, generator kind, parameter names and count, image size, normalisation
@@ -25,6 +26,7 @@ outputs the bound is 1e-4 * max(1, max |torch output|).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
 import time
@@ -269,7 +271,7 @@ def export_onnx(checkpoint, outdir, *, opset: int = OPSET, exporter: str = "torc
             files[role] = tmp / ROLE_FILES[role]
             ins, outs = io_names(role, _n_feats(mods))
             manifest["files"][role] = {"file": ROLE_FILES[role], "bytes": len(data), "inputs": ins,
-                                       "outputs": outs}
+                                       "outputs": outs, "sha256": hashlib.sha256(data).hexdigest()}
         real = None
         if images is not None:
             real = images if isinstance(images, np.ndarray) else load_images(images, cfg.image_size, limit=32)
@@ -282,6 +284,8 @@ def export_onnx(checkpoint, outdir, *, opset: int = OPSET, exporter: str = "torc
         if int8:
             manifest["int8"] = quantize_int8(tmp, cfg, real, log=log)
             manifest["int8"]["files"] = {r: role_file(r, "int8") for r in protos}
+            manifest["int8"]["sha256"] = {r: hashlib.sha256((tmp / role_file(r, "int8")).read_bytes()).hexdigest()
+                                          for r in protos}
         manifest["seconds"] = round(time.time() - t0, 2)
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
     return manifest

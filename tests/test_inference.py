@@ -230,3 +230,27 @@ raise SystemExit(1 if bad else 0)
 """
     r = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr[-2000:]
+
+
+def test_export_files_are_checked_against_their_recorded_sha256(tiny, tmp_path):
+    """export.json records each ONNX file's sha256; a file changed since (here: one weight, the file
+    still a valid ONNX model with its metadata) is refused as corrupt. Exports without the record load."""
+    _, onnx_dir = tiny
+    manifest = json.loads((onnx_dir / "export.json").read_text())
+    assert all(len(f["sha256"]) == 64 for f in manifest["files"].values())
+    tampered = tmp_path / "tampered"
+    shutil.copytree(onnx_dir, tampered)
+    model = onnx.load(str(tampered / "generator.onnx"))
+    init = next(t for t in model.graph.initializer if len(t.raw_data) >= 4)
+    raw = bytearray(init.raw_data)
+    raw[0] ^= 0x40
+    init.raw_data = bytes(raw)
+    onnx.save(model, str(tampered / "generator.onnx"))
+    with pytest.raises(InferenceError, match=r"generator\.onnx is corrupt: its sha256 .*export\.json"):
+        load_models(tampered, backend="onnxruntime", threads=1)
+    older = tmp_path / "older"
+    shutil.copytree(onnx_dir, older)
+    for f in manifest["files"].values():
+        f.pop("sha256")
+    (older / "export.json").write_text(json.dumps(manifest))
+    assert load_models(older, backend="onnxruntime", threads=1).backend == "onnxruntime"
