@@ -22,6 +22,8 @@ class ModelConfig:
     n_speech: int = 10  # speech parameters p_speech
     # Generator. "resnet": the paper's CycleGAN/GANimation generator, parameters tiled as input channels.
     # "cached": a source encoder run once per portrait, and a light per-frame decoder conditioned on p.
+    # "warp": geometry-guided (SPEC section 8): the portrait warped along its mesh to p (engine.geometry)
+    # is the per-frame input; G adds colour and attention where the warp cannot do the job.
     generator: str = "resnet"
     g_channels: int = 64  # channels of the first convolution; doubled at each downsampling
     g_down: int = 2  # number of stride-2 downsamplings
@@ -34,8 +36,8 @@ class ModelConfig:
     d_max_channels: int = 2048
 
     def __post_init__(self):
-        if self.generator not in ("resnet", "cached"):
-            raise ValueError(f"generator must be 'resnet' or 'cached', not {self.generator!r}")
+        if self.generator not in ("resnet", "cached", "warp"):
+            raise ValueError(f"generator must be 'resnet', 'cached' or 'warp', not {self.generator!r}")
         if self.image_size % (2 ** self.d_layers) or self.image_size % (2 ** self.g_down):
             raise ValueError(
                 f"image_size {self.image_size} must be divisible by 2**d_layers and 2**g_down")
@@ -43,6 +45,17 @@ class ModelConfig:
     @property
     def n_params(self) -> int:
         return self.n_exp + self.n_speech
+
+    @property
+    def has_encoder(self) -> bool:
+        """Whether the generator has a source encoder run once per portrait ("cached", "warp")."""
+        return self.generator in ("cached", "warp")
+
+    @property
+    def frame_channels(self) -> int:
+        """Channels of the generator's per-frame image input: RGB, or for "warp" the warped RGB, the
+        region mask and the flow (engine.geometry.generator_frame)."""
+        return 6 if self.generator == "warp" else 3
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -79,9 +92,17 @@ PROFILES: dict[str, ModelConfig] = {
     "realtime": ModelConfig(
         name="realtime", generator="cached", g_channels=16, g_down=3, g_res_blocks=2,
         g_source_blocks=2, g_max_channels=64, d_channels=32, d_layers=6, d_max_channels=256),
+    # Geometry-guided at real-time sizes (SPEC section 8): the warp moves the face, G repairs it.
+    "warp": ModelConfig(
+        name="warp", generator="warp", g_channels=16, g_down=3, g_res_blocks=2,
+        g_source_blocks=1, g_max_channels=64, d_channels=32, d_layers=6, d_max_channels=256),
     # For tests: small images, few channels.
     "tiny": ModelConfig(
         name="tiny", image_size=64, generator="cached", g_channels=8, g_down=2,
+        g_res_blocks=1, g_source_blocks=1, g_max_channels=32, d_channels=16, d_layers=5,
+        d_max_channels=128),
+    "tiny-warp": ModelConfig(
+        name="tiny-warp", image_size=64, generator="warp", g_channels=8, g_down=2,
         g_res_blocks=1, g_source_blocks=1, g_max_channels=32, d_channels=16, d_layers=5,
         d_max_channels=128),
     # The paper's generator shape at test size, so both generator kinds are exercised by the tests.

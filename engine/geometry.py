@@ -38,6 +38,7 @@ import numpy as np
 
 RING_SCALE = 1.35
 RING_FOLLOW = 0.5
+BAND_MARGIN = 0.08   # fixed border points lie this far (x crop size) outside the crop
 
 
 # ------------------------------------------------------------------------------------ geometry
@@ -136,7 +137,7 @@ def _triangulation(src_xy: np.ndarray, dst_xy: np.ndarray, size: int):
     c_src = src[0][oval].mean(0)
     ring_src = c_src + RING_SCALE * (src[0][oval] - c_src)
     ring_dst = ring_src + RING_FOLLOW * (dst[0][oval] - src[0][oval])
-    m = 0.08 * size
+    m = BAND_MARGIN * size
     k = 9
     lin = np.linspace(-m, size + m, k)
     border = np.concatenate([np.stack([lin, np.full(k, -m)], 1), np.stack([lin, np.full(k, size + m)], 1),
@@ -306,15 +307,18 @@ MOUTH_VALUE, EYE_VALUE = 1.0, 0.5   # region_mask: where the warp cannot make th
 
 class MeshWarp:
     """The warp of one portrait's crop, prepared once; then per frame a target mesh gives the
-    backward map (crop pixels -> source crop pixels) in about a millisecond (see the module docstring).
+    backward map in about a millisecond (see the module docstring).
 
     ``src_landmarks``: (478|468, 3) the portrait's mesh in crop pixels; ``size``: the crop size S.
-    The grid is the crop's pixel grid (S x S)."""
+    The grid covers the crop and the band's margin around it (G = S + 2 * margin pixels a side, out
+    to the fixed border points), so the motion is exactly zero at the grid's edge: a frame warped
+    through it has no seam."""
 
     def __init__(self, src_landmarks: np.ndarray, size: int, iterations: int = 5):
         import cv2
         from scipy import sparse
         self.size = int(size)
+        self.margin = int(np.ceil(BAND_MARGIN * self.size)) + 1   # both edge rows at or beyond the border
         self.iterations = int(iterations)
         self.src = np.asarray(src_landmarks, np.float64)
         xy = self.src[:, :2]
@@ -332,19 +336,29 @@ class MeshWarp:
         # face and hole triangles (drawn exactly every frame), in drawing order
         self._inner = tri[order[layer[order] > 0]]
         self._inner_src = vs[self._inner].astype(np.float32)
-        s = self.size
-        ids = np.full((s, s), -1.0, np.float32)
-        pts = np.round(vs * 16).astype(np.int32)
+        g, mg = self.grid_size, self.margin
+        ids = np.full((g, g), -1.0, np.float32)
+        pts = np.round((vs + mg) * 16).astype(np.int32)
         for t in order:
             cv2.fillConvexPoly(ids, pts[tri[t]], float(t), lineType=cv2.LINE_8, shift=4)
         yy, xx = np.nonzero(ids >= 0)
         t = ids[yy, xx].astype(np.int64)
-        w = _barycentric(vs, tri[t], np.stack([xx, yy], 1).astype(np.float64))
-        rows = np.repeat(yy * s + xx, 3)
+        w = _barycentric(vs, tri[t], np.stack([xx, yy], 1).astype(np.float64) - mg)
+        rows = np.repeat(yy * g + xx, 3)
         self.weights = sparse.csr_matrix((w.reshape(-1), (rows, tri[t].reshape(-1))),
-                                         shape=(s * s, len(vs)), dtype=np.float32)
-        gx, gy = np.meshgrid(np.arange(s, dtype=np.float32), np.arange(s, dtype=np.float32))
-        self.grid = np.ascontiguousarray(np.stack([gx, gy], -1))
+                                         shape=(g * g, len(vs)), dtype=np.float32)
+        c = np.arange(g, dtype=np.float32) - mg
+        gx, gy = np.meshgrid(c, c)
+        self.grid = np.ascontiguousarray(np.stack([gx, gy], -1))     # crop coordinates of grid pixels
+
+    @property
+    def grid_size(self) -> int:
+        return self.size + 2 * self.margin
+
+    def crop_part(self, a: np.ndarray) -> np.ndarray:
+        """The S x S crop part of a grid-sized array."""
+        mg = self.margin
+        return a[mg:mg + self.size, mg:mg + self.size]
 
     def vertex_displacement(self, dst_landmarks: np.ndarray) -> np.ndarray:
         """(V, 2) displacement of every warp vertex: the mesh's own, the hole centres' mean, the ring
@@ -354,33 +368,35 @@ class MeshWarp:
         d[:468] = dst - self.src[:468, :2]
         for k, loop in enumerate(self._holes):
             d[468 + k] = d[loop].mean(0)
-        m = 0.08 * self.size
+        m = BAND_MARGIN * self.size
         ring = self.vertices[self._ring]
         d[self._ring] = np.clip(ring + RING_FOLLOW * d[self._oval], -m * 0.9, self.size + m * 0.9) - ring
         return d
 
     def backward_map(self, dst_landmarks: np.ndarray) -> np.ndarray:
-        """(S, S, 2) float32: for every target crop pixel, the source crop pixel it shows."""
+        """(G, G, 2) float32: for every grid pixel of the target, the source crop coordinates it shows."""
         import cv2
-        s = self.size
+        g, mg = self.grid_size, self.margin
         d = self.vertex_displacement(dst_landmarks)
         # The outer band (gentle gradients): the forward field inverted by fixed-point steps.
-        field = np.ascontiguousarray((self.weights @ d.astype(np.float32)).reshape(s, s, 2))
+        field = np.ascontiguousarray((self.weights @ d.astype(np.float32)).reshape(g, g, 2))
         x = self.grid - field
         for _ in range(self.iterations - 1):
-            x = self.grid - cv2.remap(field, x, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+            x = self.grid - cv2.remap(field, x + mg, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+                                      borderValue=0)
         # The face and its openings (lips and lids move apart: steep gradients where fixed-point steps
         # would not converge): exact, every target triangle's pixels mapped back by their barycentrics.
-        pix, src = self._rasterise(self.vertices + d)
+        pix, src = self._rasterise(self.vertices + d + mg)
         x.reshape(-1, 2)[pix] = src
         return x
 
     def _rasterise(self, vd: np.ndarray):
-        """Pixels covered by the target face and hole triangles (flat indices) and the source points
-        they show; vectorised over (triangle, pixel of its bounding box) pairs. Triangles are in
-        warp_mesh's drawing order (holes under the face, far under near; the source's depth, which an
-        expression hardly reorders), so the last pair written to a pixel wins."""
-        s, tri = self.size, self._inner
+        """Grid pixels covered by the target face and hole triangles (``vd`` in grid coordinates;
+        flat indices) and the source crop points they show; vectorised over (triangle, pixel of its
+        bounding box) pairs. Triangles are in warp_mesh's drawing order (holes under the face, far
+        under near; the source's depth, which an expression hardly reorders), so the last pair
+        written to a pixel wins."""
+        s, tri = self.grid_size, self._inner
         c = vd[tri].astype(np.float32)                                  # (T, 3, 2) target corners
         lo = np.clip(np.ceil(c.min(1)), 0, s).astype(np.int32)          # pixel centres inside the bbox
         hi = np.clip(np.floor(c.max(1)) + 1, 0, s).astype(np.int32)
@@ -394,8 +410,7 @@ class MeshWarp:
         a2, b2 = -e1[:, 1] / den, e1[:, 0] / den
         t = np.repeat(np.arange(len(tri), dtype=np.int32), n)
         k = np.arange(len(t), dtype=np.int32) - np.repeat((np.cumsum(n) - n).astype(np.int32), n)
-        wt = wh[t, 0]
-        py, px = np.divmod(k, wt)
+        py, px = np.divmod(k, wh[t, 0])
         px += lo[t, 0]
         py += lo[t, 1]
         dx, dy = px - c[t, 0, 0], py - c[t, 0, 1]
@@ -424,23 +439,39 @@ class MeshWarp:
                      lineType=cv2.LINE_AA, shift=4)
         return mask
 
-    def warp_crop(self, crop: np.ndarray, dst_landmarks: np.ndarray) -> np.ndarray:
+    def warp_crop(self, crop: np.ndarray, dst_landmarks: np.ndarray, backward: np.ndarray | None = None
+                  ) -> np.ndarray:
         """The crop warped to the target mesh (crop resolution: the generator's input)."""
         import cv2
-        return cv2.remap(crop, self.backward_map(dst_landmarks), None, cv2.INTER_LINEAR,
+        bm = self.backward_map(dst_landmarks) if backward is None else backward
+        return cv2.remap(crop, np.ascontiguousarray(self.crop_part(bm)), None, cv2.INTER_LINEAR,
                          borderMode=cv2.BORDER_REPLICATE)
 
+    def generator_frame(self, crop: np.ndarray, dst_landmarks: np.ndarray, backward: np.ndarray | None = None
+                        ) -> np.ndarray:
+        """The warp generator's per-frame input (6, S, S) float32: warped RGB in [-1, 1], the region
+        mask, and the flow (target -> source, crop pixels) x FLOW_SCALE / S."""
+        bm = self.backward_map(dst_landmarks) if backward is None else backward
+        warped = self.warp_crop(crop, dst_landmarks, bm).astype(np.float32) * (2.0 / 255.0) - 1.0
+        flow = (self.crop_part(bm) - self.crop_part(self.grid)) * (FLOW_SCALE / self.size)
+        return np.ascontiguousarray(np.concatenate(
+            [warped, self.region_mask(dst_landmarks)[..., None], flow], -1).transpose(2, 0, 1))
 
-def output_map(backward: np.ndarray, crop_map1: np.ndarray, crop_map2, out_to_crop: np.ndarray,
-               out_grid: np.ndarray) -> np.ndarray:
-    """Carry a crop-level backward map to output pixels: for output pixels ``out_grid`` (h, w, 2)
-    whose crop coordinates are given by the remap maps ``crop_map1``/``crop_map2``, the output pixel
-    each shows. ``out_to_crop``: the 2x3 output -> crop matrix (its linear part converts the flow)."""
+
+FLOW_SCALE = 4.0    # generator_frame's flow channels: about -1..1 for the largest face motions
+
+
+def output_map(warp: MeshWarp, backward: np.ndarray, crop_x: np.ndarray, crop_y: np.ndarray,
+               out_to_crop: np.ndarray, out_grid: np.ndarray) -> np.ndarray:
+    """Carry a grid-level backward map (``MeshWarp.backward_map``) to output pixels: for output pixels
+    at ``out_grid`` (h, w, 2) with crop coordinates ``crop_x``/``crop_y`` (h, w) float32, the output
+    pixel each shows (h, w, 2). ``out_to_crop``: the 2x3 output -> crop matrix (its linear part
+    converts the flow). Beyond the grid the motion is zero."""
     import cv2
-    s = backward.shape[0]
-    gx, gy = np.meshgrid(np.arange(s, dtype=np.float32), np.arange(s, dtype=np.float32))
-    flow = backward - np.stack([gx, gy], -1)                          # crop px, at crop pixels
-    up = cv2.remap(flow, crop_map1, crop_map2, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    mg = np.float32(warp.margin)
+    flow = backward - warp.grid                                          # crop px, at grid pixels
+    up = cv2.remap(flow, crop_x + mg, crop_y + mg, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+                   borderValue=0)
     lin_inv = np.linalg.inv(np.asarray(out_to_crop, np.float64)[:, :2]).astype(np.float32)
     return out_grid + up @ lin_inv.T
 

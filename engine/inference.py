@@ -188,7 +188,8 @@ class FrameGenerator(nn.Module):
             color, mask = self.g.heads(h)
         else:
             color, mask = self.g.decode(image, tuple(feats), params)
-        return mask * color + (1.0 - mask) * image, mask
+        rgb = image[:, :3]  # the "warp" generator's frame also carries the region mask and the flow
+        return mask * color + (1.0 - mask) * rgb, mask
 
 
 def _is_conv_norm_act(m) -> bool:
@@ -211,7 +212,7 @@ def inference_modules(generator: nn.Module, discriminator: nn.Module, fused: boo
     """role -> eval-mode module, the units that are exported and benchmarked."""
     mods = {"generator": FrameGenerator(generator, fused=fused).eval(),
             "regressor": RegressorModule(discriminator).eval()}
-    if generator.cfg.generator == "cached":
+    if generator.cfg.has_encoder:
         mods = {"encoder": EncoderModule(generator).eval(), **mods}
     return mods
 
@@ -313,7 +314,7 @@ def read_export(folder, precision: str = "fp32") -> tuple[ModelInfo, dict[str, P
             raise InferenceError(f"{path} and {first} come from different models or exports "
                                  f"(profile {this.config.name!r} vs {info.config.name!r}, weights "
                                  f"{this.weights} vs {info.weights}); export the checkpoint again")
-    if info.config.generator == "cached" and "encoder" not in files:
+    if info.config.has_encoder and "encoder" not in files:
         raise InferenceError(f"{folder} lacks {role_file('encoder', precision)}, which the {info.config.name!r} "
                              f"profile's generator needs")
     for role, path in files.items():  # last: the checks above say more about a wrong file than "corrupt"
@@ -480,14 +481,14 @@ class Models:
                 f"n_params={self.n_params}, image_size={self.image_size}, path={self.path!r})")
 
     # -- input checks and conversions
-    def _images(self, images, what="images") -> np.ndarray:
+    def _images(self, images, what="images", channels: int = 3) -> np.ndarray:
         a = images.detach().cpu().numpy() if torch.is_tensor(images) else np.asarray(images)
         if a.ndim == 3:
             a = a[None]
         s = self.image_size
-        if a.ndim != 4 or a.shape[1:] != (3, s, s):
-            raise InferenceError(f"{what} must be (B, 3, {s}, {s}) float in [-1, 1] (NCHW, RGB), "
-                                 f"got shape {tuple(a.shape)}")
+        if a.ndim != 4 or a.shape[1:] != (channels, s, s):
+            raise InferenceError(f"{what} must be (B, {channels}, {s}, {s}) float (NCHW, RGB in [-1, 1] "
+                                 f"first), got shape {tuple(a.shape)}")
         return np.ascontiguousarray(a, dtype=np.float32)
 
     def _params(self, params) -> np.ndarray:
@@ -511,17 +512,32 @@ class Models:
         img = self._images(image, "the source image")
         return Source(img, tuple(self.runner.encode(img)), image if torch.is_tensor(image) else None)
 
-    def generate(self, source, params, return_mask: bool = False):
-        """I_gen = G(I_src, p) for a Source (cached features) or plain images, (B, N) parameters."""
+    @property
+    def needs_frame(self) -> bool:
+        """Whether ``generate`` needs the warped frame (the geometry-guided "warp" generator)."""
+        return self.config.generator == "warp"
+
+    def generate(self, source, params, return_mask: bool = False, frame=None):
+        """I_gen = G(I_src, p) for a Source (cached features) or plain images, (B, N) parameters.
+        The "warp" generator also takes ``frame`` (B, 6, S, S): the source warped to p with its region
+        mask and flow (engine.geometry.MeshWarp.generator_frame); I_gen composites over the warp."""
         src = source if isinstance(source, Source) else self.source(source)
         p = self._params(params)
         b = p.shape[0]
         image, feats = src.image, src.feats
+        if self.needs_frame:
+            if frame is None:
+                raise InferenceError(f"profile {self.profile!r} is geometry-guided: generate needs the "
+                                     "warped frame (engine.geometry.MeshWarp.generator_frame)")
+            image = self._images(frame, "the warped frame", self.config.frame_channels)
+            if image.shape[0] != b:
+                raise InferenceError(f"{image.shape[0]} warped frames for {b} parameter vectors")
         if src.batch != b:
             if src.batch != 1:
                 raise InferenceError(f"{src.batch} source images for {b} parameter vectors: give one "
                                      f"source, or as many as parameter vectors")
-            image = np.repeat(image, b, axis=0)
+            if not self.needs_frame:
+                image = np.repeat(image, b, axis=0)
             feats = tuple(f.expand(b, *f.shape[1:]) if torch.is_tensor(f) else np.repeat(f, b, axis=0)
                           for f in feats)
         out, mask = self.runner.decode(image, feats, p)

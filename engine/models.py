@@ -182,8 +182,65 @@ class CachedGenerator(Generator):
         return self.heads(h)
 
 
+class WarpGenerator(Generator):
+    """Geometry-guided generator (SPEC section 8). The motion is explicit: the portrait warped along
+    its own mesh to the target p (``engine.geometry``) is the per-frame input ``frame`` = [warped RGB,
+    region mask (mouth and eye openings), flow / S] (6 channels). G predicts colour C and attention A
+    where the warp cannot do the job (mouth interior, teeth, eyelids, shading, stretched texture):
+        I_gen = A * C + (1 - A) * warped                                   # Eq. 4 on the warp
+    encode(I_org): the source's appearance at the bottleneck, once per portrait (a closed mouth's
+    portrait still says what its teeth and skin look like). decode: a U-Net on the frame whose
+    bottleneck adds the source features, FiLM(p) residual blocks, upsampling with the frame's skips.
+    The attention head starts strongly negative (A about 0.002): untrained, G returns the warp, and
+    training only adds what the warp lacks."""
+
+    ATTENTION_BIAS = -6.0
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        w = _widths(cfg)
+        self.source_stem = conv_norm_act(3, w[0], 3)
+        self.source_down = nn.ModuleList(conv_norm_act(w[i], w[i + 1], 4, stride=2) for i in range(cfg.g_down))
+        self.source_blocks = nn.Sequential(*(ResidualBlock(w[-1]) for _ in range(cfg.g_source_blocks)))
+        self.stem = conv_norm_act(cfg.frame_channels, w[0], 3)
+        self.down = nn.ModuleList(conv_norm_act(w[i], w[i + 1], 4, stride=2) for i in range(cfg.g_down))
+        self.blocks = nn.ModuleList(ConditionalResidualBlock(w[-1], cfg.n_params)
+                                    for _ in range(cfg.g_res_blocks))
+        self.up = nn.ModuleList(ConditionalUpBlock(w[i + 1], w[i], cfg.n_params)
+                                for i in reversed(range(cfg.g_down)))
+        self.heads = AttentionHeads(w[0], 3)
+        nn.init.normal_(self.heads.mask.weight, std=1e-3)    # A about sigmoid(bias) everywhere at the start
+        nn.init.constant_(self.heads.mask.bias, self.ATTENTION_BIAS)
+
+    def encode(self, image):
+        h = self.source_stem(image)
+        for down in self.source_down:
+            h = down(h)
+        return (self.source_blocks(h),)
+
+    def decode(self, frame, feats, params):
+        skips = [self.stem(frame)]
+        for down in self.down:
+            skips.append(down(skips[-1]))
+        h = skips[-1] + feats[0]
+        for block in self.blocks:
+            h = block(h, params)
+        for up, skip in zip(self.up, reversed(skips[:-1])):
+            h = up(h, params) + skip
+        return self.heads(h)
+
+    def forward(self, image, params, frame=None):
+        """(I_gen, C, A): ``image`` the source crop, ``frame`` its warp to ``params``
+        (engine.geometry.generator_frame); Eq. 4 composites over the warped RGB."""
+        if frame is None:
+            raise ValueError("the warp generator needs the warped frame (engine.geometry.generator_frame)")
+        color, mask = self.decode(frame, self.encode(image), params)
+        return composite(frame[:, :3], color, mask), color, mask
+
+
 def build_generator(cfg: ModelConfig) -> Generator:
-    return {"resnet": ResnetGenerator, "cached": CachedGenerator}[cfg.generator](cfg)
+    return {"resnet": ResnetGenerator, "cached": CachedGenerator, "warp": WarpGenerator}[cfg.generator](cfg)
 
 
 class Discriminator(nn.Module):

@@ -46,7 +46,8 @@ def _example_inputs(role: str, mods: dict, cfg, batch: int = 1, seed: int = 0):
     if "encoder" in mods:
         with torch.no_grad():
             feats = mods["encoder"](image)
-    return (image, params) + tuple(feats)
+    frame = torch.rand(batch, cfg.frame_channels, s, s, generator=g) * 2 - 1 if cfg.frame_channels != 3 else image
+    return (frame, params) + tuple(feats)
 
 
 def io_names(role: str, n_feats: int) -> tuple[list[str], list[str]]:
@@ -60,8 +61,9 @@ def io_names(role: str, n_feats: int) -> tuple[list[str], list[str]]:
 
 IO_DOC = {
     "encoder": "image (B,3,S,S) float32 RGB in [-1,1] -> feat0..featK: source features for generator",
-    "generator": "image (B,3,S,S) float32 RGB in [-1,1], params (B,N) float32 in [-1,1][, feat0..featK "
-                 "from encoder] -> image_gen (B,3,S,S) in [-1,1] (Eq. 4: A*C + (1-A)*image), mask A (B,1,S,S)",
+    "generator": "image (B,3,S,S) float32 RGB in [-1,1] (profile 'warp': (B,6,S,S), the source warped to p, "
+                 "region mask and flow: engine.geometry), params (B,N) float32 in [-1,1][, feat0..featK "
+                 "from encoder] -> image_gen (B,3,S,S) in [-1,1] (Eq. 4: A*C + (1-A)*image[:, :3]), mask A (B,1,S,S)",
     "regressor": "image (B,3,S,S) float32 RGB in [-1,1] -> params (B,N): D_p(I), the regression head of D",
 }
 

@@ -109,15 +109,18 @@ def measure(path: str, backend: str, threads: int | None, quick: bool = False) -
     img8 = rng.uniform(-1, 1, (8, 3, s, s)).astype(np.float32)
     p1 = rng.uniform(-1, 1, (1, n)).astype(np.float32)
     p8 = rng.uniform(-1, 1, (8, n)).astype(np.float32)
+    c = models.config.frame_channels        # the "warp" generator's per-frame input: the warped frame
+    f1 = {"frame": rng.uniform(-1, 1, (1, c, s, s)).astype(np.float32)} if models.needs_frame else {}
+    f8 = {"frame": rng.uniform(-1, 1, (8, c, s, s)).astype(np.float32)} if models.needs_frame else {}
     it = dict(min_iters=5, min_seconds=0.3, warmup=1) if quick else {}
     src = models.source(img1)
     res = {"backend": backend, "threads": threads, "load_s": round(load_s, 3)}
-    if models.config.generator == "cached":
+    if models.config.has_encoder:
         res["encoder"] = _stats(time_calls(lambda: models.source(img1), **it))
-    res["generator"] = _stats(time_calls(lambda: models.generate(src, p1), **it))
+    res["generator"] = _stats(time_calls(lambda: models.generate(src, p1, **f1), **it))
     res["regressor"] = _stats(time_calls(lambda: models.regress(img1), **it))
     it8 = dict(min_iters=3, min_seconds=0.3, warmup=1) if quick else dict(min_iters=5, min_seconds=2.0, warmup=1)
-    g8 = _stats(time_calls(lambda: models.generate(src, p8), **it8))
+    g8 = _stats(time_calls(lambda: models.generate(src, p8, **f8), **it8))
     r8 = _stats(time_calls(lambda: models.regress(img8), **it8))
     res["generator"]["batch8_fps"] = 8e3 / g8["median_ms"]
     res["regressor"]["batch8_fps"] = 8e3 / r8["median_ms"]
@@ -145,11 +148,12 @@ def count_flops(cfg) -> dict:
         return int(fc.get_total_flops())
 
     feats = G.encode(x)
+    frame = torch.zeros(1, cfg.frame_channels, cfg.image_size, cfg.image_size)
     fused = FrameGenerator(G, fused=True).eval()
-    out = {"generator": flops(lambda: G.decode(x, feats, p)),
-           "generator_exported": flops(lambda: fused(x, p, *feats)),
+    out = {"generator": flops(lambda: G.decode(frame, feats, p)),
+           "generator_exported": flops(lambda: fused(frame, p, *feats)),
            "regressor": flops(lambda: D.regress(x))}
-    if cfg.generator == "cached":
+    if cfg.has_encoder:
         out["encoder"] = flops(lambda: G.encode(x))
     return out
 

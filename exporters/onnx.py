@@ -1,7 +1,7 @@
 """Export a SliderGAN checkpoint to ONNX, with its metadata, and verify it against PyTorch.
 
 Files written to OUTDIR (one model each, dynamic batch dimension, opset ``OPSET``):
-- ``encoder.onnx`` ("cached" generators only): image -> feat0..featK, the source features.
+- ``encoder.onnx`` ("cached" and "warp" generators): image -> feat0..featK, the source features.
 - ``generator.onnx``: image, params[, feat0..featK] -> image_gen, mask (Eq. 4 inside the graph).
 - ``regressor.onnx``: image -> params, the discriminator trunk and regression head (no critic).
 - ``export.json``: the manifest (files with their sha256, roles, config, parameter names) and the
@@ -78,6 +78,16 @@ def _bound(role: str, ref: np.ndarray, atol: float) -> float:
     return atol * max(1.0, float(np.abs(ref).max())) if role == "regressor" else atol
 
 
+def _frames(cfg, images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The generator's per-frame input for test images: the images themselves, or for the "warp"
+    generator the images with a random region mask and a small random flow as the extra channels."""
+    if cfg.frame_channels == 3:
+        return images
+    b, _, s, _ = images.shape
+    extra = [rng.uniform(0, 1, (b, 1, s, s)), rng.uniform(-0.3, 0.3, (b, cfg.frame_channels - 4, s, s))]
+    return np.ascontiguousarray(np.concatenate([images, *extra], 1), dtype=np.float32)
+
+
 def verify_models(models: dict, ck: Checkpoint, real_images: np.ndarray | None = None,
                   atol: float = ATOL, seed: int = 0, threads: int | None = None) -> dict:
     """Run the exported models in onnxruntime and the checkpoint's own (unfused) PyTorch modules on
@@ -107,14 +117,15 @@ def verify_models(models: dict, ck: Checkpoint, real_images: np.ndarray | None =
         b = images.shape[0]
         params = rng.uniform(-1, 1, (b, n)).astype(np.float32)
         timg, tpar = torch.from_numpy(images), torch.from_numpy(params)
+        frame = _frames(cfg, images, rng)
         with torch.no_grad():
-            out, _, mask = G(timg, tpar)
+            out, _, mask = G(timg, tpar, frame=torch.from_numpy(frame)) if frame is not images else G(timg, tpar)
             refs = {"generator": [out, mask], "regressor": [D.regress(timg)]}
             if "encoder" in sessions:
                 refs["encoder"] = list(G.encode(timg))
         feats = tuple(sessions["encoder"].run(None, {"image": images})) if "encoder" in sessions else ()
         outs = {"generator": sessions["generator"].run(["image_gen", "mask"], {
-                    "image": images, "params": params, **{f"feat{i}": f for i, f in enumerate(feats)}}),
+                    "image": frame, "params": params, **{f"feat{i}": f for i, f in enumerate(feats)}}),
                 "regressor": sessions["regressor"].run(None, {"image": images})}
         if "encoder" in sessions:
             outs["encoder"] = list(feats)
@@ -199,6 +210,7 @@ def quantize_int8(folder: Path, cfg, images: np.ndarray | None = None, seed: int
             x = imgs[i:i + 1].astype(np.float32)
             f = {"image": x}
             if role == "generator":
+                f["image"] = _frames(cfg, x, r)
                 f["params"] = r.uniform(-1, 1, (1, n)).astype(np.float32)
                 if "encoder" in fp32:
                     f.update({f"feat{j}": a for j, a in enumerate(fp32["encoder"].run(None, {"image": x}))})
@@ -227,15 +239,16 @@ def quantize_int8(folder: Path, cfg, images: np.ndarray | None = None, seed: int
           for r in fp32}
     rec = {"method": INT8_NOTE, "calibration": source, "held_out": len(held), "generator": {}, "regressor": {}}
     diffs, psnrs, rd, rel = [], [], [], []
-    for f32 in feeds("generator", held, np.random.default_rng(2)):
+    for i, f32 in enumerate(feeds("generator", held, np.random.default_rng(2))):
         ref = fp32["generator"].run(["image_gen"], f32)[0]
+        x = held[i:i + 1].astype(np.float32)
         f8 = {"image": f32["image"], "params": f32["params"]}
         if "encoder" in q8:
-            f8.update({f"feat{j}": a for j, a in enumerate(q8["encoder"].run(None, {"image": f32["image"]}))})
+            f8.update({f"feat{j}": a for j, a in enumerate(q8["encoder"].run(None, {"image": x}))})
         out = q8["generator"].run(["image_gen"], f8)[0]
         diffs.append(float(np.abs(out - ref).max()))
         psnrs.append(_psnr(out, ref))
-        pr, p8 = fp32["regressor"].run(None, {"image": f32["image"]})[0], q8["regressor"].run(None, {"image": f32["image"]})[0]
+        pr, p8 = fp32["regressor"].run(None, {"image": x})[0], q8["regressor"].run(None, {"image": x})[0]
         rd.append(float(np.abs(p8 - pr).max()))
         rel.append(float(np.linalg.norm(p8 - pr) / max(np.linalg.norm(pr), 1e-12)))
     rec["generator"] = {"max_abs_diff": max(diffs), "psnr_db_min": min(psnrs), "psnr_db_mean": float(np.mean(psnrs))}

@@ -105,6 +105,8 @@ def export_tensorrt(checkpoint, outdir, *, fp16: bool = True, batch: tuple[int, 
 def verify_tensorrt(outdir, ck, images=None, atol: float = FP16_ATOL, seed: int = 0) -> dict:
     """Engines against the checkpoint's PyTorch modules (on the GPU), as for ONNX."""
     from engine.inference import load_models
+
+    from .onnx import _frames
     models = load_models(outdir, backend="tensorrt", device="cuda")
     G, D = ck.generator.eval().cuda(), ck.discriminator.eval().cuda()
     rng = np.random.default_rng(seed)
@@ -120,8 +122,11 @@ def verify_tensorrt(outdir, ck, images=None, atol: float = FP16_ATOL, seed: int 
         p = rng.uniform(-1, 1, (len(img), n)).astype(np.float32)
         with torch.no_grad():
             ti, tp = torch.from_numpy(img).cuda(), torch.from_numpy(p).cuda()
-            ref_g, ref_r = G(ti, tp)[0].cpu().numpy(), D.regress(ti).cpu().numpy()
-        dg = float(np.abs(models.generate(models.source(img), p) - ref_g).max())
+            frame = _frames(ck.config, img, rng)
+            kw = {"frame": torch.from_numpy(frame).cuda()} if frame is not img else {}
+            ref_g, ref_r = G(ti, tp, **kw)[0].cpu().numpy(), D.regress(ti).cpu().numpy()
+        kw = {"frame": frame} if frame is not img else {}
+        dg = float(np.abs(models.generate(models.source(img), p, **kw) - ref_g).max())
         dr = float(np.abs(models.regress(img) - ref_r).max())
         br = atol * max(1.0, float(np.abs(ref_r).max()))
         rec["cases"][case] = {"batch": len(img), "generator": dg, "regressor": dr}

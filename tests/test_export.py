@@ -30,14 +30,14 @@ def make_checkpoint(path, profile, seed=0, **kw):
     return save_checkpoint(path, cfg, G, D, **kw)
 
 
-@pytest.mark.parametrize("profile", ["tiny", "tiny-resnet", "realtime"])
+@pytest.mark.parametrize("profile", ["tiny", "tiny-resnet", "tiny-warp", "realtime"])
 def test_export_parity_and_metadata(tmp_path, profile):
     ck = make_checkpoint(tmp_path / "ck", profile, blendshapes="test-model:abc123", step=5, meta={"gan": "rad"})
     m = export_onnx(ck, tmp_path / "out")
     cfg = get_profile(profile)
     v = m["verification"]
     assert v["passed"] and v["tolerance"]["atol"] == ATOL
-    roles = ["generator", "regressor"] + (["encoder"] if cfg.generator == "cached" else [])
+    roles = ["generator", "regressor"] + (["encoder"] if cfg.generator in ("cached", "warp") else [])
     for case in ("random_b1", "random_b3", "smooth_b2"):
         for role in roles:
             assert v["cases"][case][role]["max_abs_diff"] <= 1e-4

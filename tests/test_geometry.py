@@ -34,6 +34,7 @@ def test_no_motion_is_the_identity(fm):
     lm, img = _face(fm)
     mw = g.MeshWarp(lm, 128)
     bm = mw.backward_map(lm)
+    assert bm.shape == (mw.grid_size, mw.grid_size, 2) and mw.grid_size > 128
     assert np.abs(bm - mw.grid).max() < 1e-3
     assert np.abs(mw.warp_crop(img, lm).astype(int) - img).max() <= 1
 
@@ -62,6 +63,22 @@ def test_region_mask_marks_the_openings(fm):
     assert m[2, 2] == 0
 
 
+def test_generator_frame_and_the_seamless_edge(fm):
+    lm, img = _face(fm)
+    mw = g.MeshWarp(lm, 128)
+    dst = g.target_landmarks(fm, lm, np.zeros(40), _p(fm, lips_part=1.0, jaw_open=1.0))
+    bm = mw.backward_map(dst)
+    # the motion fades to exactly zero at the grid's edge (the fixed border points): no seam
+    edge = np.concatenate([bm[0], bm[-1], bm[:, 0], bm[:, -1]]) - np.concatenate(
+        [mw.grid[0], mw.grid[-1], mw.grid[:, 0], mw.grid[:, -1]])
+    assert np.abs(edge).max() < 0.05
+    assert np.abs(bm - mw.grid).max() > 3                      # while the jaw moves by pixels
+    f = mw.generator_frame(img, dst, bm)
+    assert f.shape == (6, 128, 128) and f.dtype == np.float32
+    assert -1 <= f[:3].min() and f[:3].max() <= 1 and f[3].max() == pytest.approx(g.MOUTH_VALUE)
+    assert 0.05 < np.abs(f[4:]).max() < 1.5
+
+
 def test_output_map_warps_the_frame_at_full_resolution(fm):
     """The crop-level flow carried to a 4x larger output: the output warp agrees with the crop warp
     (downsampled), and keeps the output's own fine detail, which an upscaled crop would lose."""
@@ -77,7 +94,7 @@ def test_output_map_warps_the_frame_at_full_resolution(fm):
     map_y = (out_to_crop[1, 1] * ys + out_to_crop[1, 2]).astype(np.float32)
     mw = g.MeshWarp(lm, s)
     dst = g.target_landmarks(fm, lm, np.zeros(40), _p(fm, smile=1.0, brow_raise_left=1.0))
-    full = g.output_map(mw.backward_map(dst), map_x, map_y, out_to_crop, np.stack([xs, ys], -1))
+    full = g.output_map(mw, mw.backward_map(dst), map_x, map_y, out_to_crop, np.stack([xs, ys], -1))
     warped_big = cv2.remap(big, full, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     small = cv2.resize(warped_big, (s, s), interpolation=cv2.INTER_AREA)
     warped_crop = mw.warp_crop(crop, dst)

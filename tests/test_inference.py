@@ -50,6 +50,29 @@ def test_backends_agree(tmp_path, profile):
         assert np.abs(m.regress(x) - r_ref).max() < 1e-4 * max(1, np.abs(r_ref).max()), name
 
 
+def test_warp_generator_backends_agree_and_need_the_frame(tmp_path):
+    cfg = get_profile("tiny-warp")
+    ck = make_checkpoint(tmp_path / "ck", "tiny-warp")
+    export_onnx(ck, tmp_path / "onnx", verify=False)
+    x, p = _inputs(cfg, 3)
+    rng = np.random.default_rng(1)
+    frame = np.concatenate([x[::-1], rng.uniform(0, 1, (3, 1, 64, 64)),
+                            rng.uniform(-0.2, 0.2, (3, 2, 64, 64))], 1).astype(np.float32)
+    ref = load_models(ck, backend="torch", device="cpu", threads=1)
+    g_ref = ref.generate(x, p, frame=frame)
+    assert np.abs(g_ref - frame[:, :3]).max() < 0.05       # untrained: about the warped frame
+    for m in (ref, load_models(tmp_path / "onnx", backend="onnxruntime", threads=1)):
+        assert m.needs_frame
+        src = m.source(x[:1])                               # one portrait, three frames
+        g = m.generate(m.source(x), p, frame=frame)
+        assert np.abs(g - g_ref).max() < 1e-4
+        assert m.generate(src, p, frame=frame).shape == (3, 3, 64, 64)
+        with pytest.raises(InferenceError, match="warped frame"):
+            m.generate(src, p)
+        with pytest.raises(InferenceError, match="6, 64, 64"):
+            m.generate(src, p, frame=frame[:, :3])
+
+
 def test_cached_source_broadcast_and_kinds(tiny):
     ck, onnx_dir = tiny
     m = load_models(onnx_dir, threads=1)

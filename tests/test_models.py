@@ -36,6 +36,27 @@ def test_generator_depends_on_params(name):
     assert torch.allclose(composite(x, C, A), y1, atol=1e-6)
 
 
+def test_warp_generator_starts_as_the_warp_and_follows_p():
+    """The geometry-guided generator composites over the warped frame; untrained, its attention is
+    about 0 (it returns the warp); its colour and attention depend on p and on the frame."""
+    cfg = get_profile("tiny-warp")
+    G = build_generator(cfg).eval()
+    s = cfg.image_size
+    x = torch.rand(2, 3, s, s) * 2 - 1
+    frame = torch.cat([torch.rand(2, 3, s, s) * 2 - 1, torch.rand(2, 1, s, s), torch.rand(2, 2, s, s) - 0.5], 1)
+    p = torch.rand(2, cfg.n_params) * 2 - 1
+    with torch.no_grad():
+        y, C, A = G(x, p, frame=frame)
+        assert y.shape == x.shape and A.shape == (2, 1, s, s)
+        assert float(A.max()) < 0.01 and float((y - frame[:, :3]).abs().max()) < 0.03
+        assert torch.allclose(y, composite(frame[:, :3], C, A))
+        C1, A1 = G.decode(frame, G.encode(x), -p)
+        C2, _ = G.decode(frame.flip(-1), G.encode(x), p)
+    assert (C1 - C).abs().max() > 1e-4 and (A1 - A).abs().max() > 1e-6 and (C2 - C).abs().max() > 1e-4
+    with pytest.raises(ValueError, match="warped frame"):
+        G(x, p)
+
+
 def test_composite_keeps_source_where_mask_is_zero():
     x, c = torch.full((1, 3, 4, 4), 0.5), torch.full((1, 3, 4, 4), -1.0)
     a = torch.zeros(1, 1, 4, 4)
