@@ -21,8 +21,9 @@ the ends): a track at any fps drives a stream at any other fps. ``resample(fps)`
 track at another rate.
 
 ``load_track`` and ``ParamTrack(...)`` validate: wrong widths (names, or a model's widths given to
-``check_widths``), NaN/inf, non-monotonic timestamps, a missing audio file -> ``TrackError`` (a
-ValueError) with a message that says what and where.
+``check_widths``), NaN/inf, non-monotonic timestamps, an fps outside 1..240, timestamps spanning
+more than 24 h, a missing audio file -> ``TrackError`` (a ValueError) with a message that says what
+and where.
 
 ``extract_track`` (the ``slidergan track extract`` command) fits every frame of a video with the
 default blendshape models and copies the video's audio next to the track.
@@ -46,6 +47,10 @@ __all__ = ["TrackError", "ParamTrack", "load_track", "save_track", "extract_trac
 FORMAT = "slidergan-track"
 VERSION = 1
 DEFAULT_N_EXPRESSION = 30
+# What a track may be (checked on construction and on load, before anything is sized from it):
+MIN_FPS, MAX_FPS = 1.0, 240.0      # its frame rate (nominal, or from its timestamps when it has none)
+MAX_SECONDS = 24 * 3600.0          # the span of its timestamps
+MAX_FRAMES = int(MAX_SECONDS * MAX_FPS)
 
 
 class TrackError(ValueError):
@@ -139,6 +144,15 @@ class ParamTrack:
                                  f"{self.times[i + 1]:.6f} s follows {self.times[i]:.6f} s")
         if self.fps is not None and not (np.isfinite(self.fps) and self.fps > 0):
             raise TrackError(f"{w}: fps must be a positive number, got {self.fps}")
+        if self.fps is not None and not MIN_FPS <= self.fps <= MAX_FPS:
+            raise TrackError(f"{w}: fps {self.fps:g} is outside {MIN_FPS:g}..{MAX_FPS:g}, the frame rates a track "
+                             f"may have")
+        span = float(self.times[-1] - self.times[0])
+        if span > MAX_SECONDS:
+            raise TrackError(f"{w}: its timestamps span {span:.6g} s; a track may span at most {MAX_SECONDS:.0f} s "
+                             f"({MAX_SECONDS / 3600:g} h)")
+        if n > MAX_FRAMES:
+            raise TrackError(f"{w}: {n} frames; a track may have at most {MAX_FRAMES}")
         if not np.isfinite(self.audio_offset):
             raise TrackError(f"{w}: audio_offset must be finite")
         if check_audio and self.audio:
@@ -235,8 +249,13 @@ class ParamTrack:
         """A regular track at ``fps`` over [start, end] (default: this track's span), by ``at``."""
         if not fps or fps <= 0:
             raise TrackError(f"resample: fps must be positive, got {fps}")
+        if not MIN_FPS <= fps <= MAX_FPS:
+            raise TrackError(f"resample: fps {fps:g} is outside {MIN_FPS:g}..{MAX_FPS:g}")
         start = self.start if start is None else float(start)
         end = self.end if end is None else float(end)
+        if not (np.isfinite(start) and np.isfinite(end) and 0 <= end - start <= MAX_SECONDS):
+            raise TrackError(f"resample: the span {start:g} .. {end:g} s must be finite, ordered and at most "
+                             f"{MAX_SECONDS:.0f} s")
         n = int(np.floor((end - start) * fps + 1e-6)) + 1
         ts = start + np.arange(max(n, 1)) / fps
         p = self.at_times(ts)

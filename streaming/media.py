@@ -26,6 +26,10 @@ def load_audio(path: str | os.PathLike, rate: int = 48000, channels: int = 2, st
         raise FileNotFoundError(f"audio not found: {path}")
     layout = {1: "mono", 2: "stereo"}[channels]
     chunks = []
+    # With a duration, decoding stops once the span is covered: memory follows what is asked for,
+    # not the length of the file.
+    need = None if duration is None else max(0, int(round(start * rate))) + int(round(duration * rate))
+    have = 0
     try:
         with av.open(str(path)) as c:
             if not c.streams.audio:
@@ -36,8 +40,12 @@ def load_audio(path: str | os.PathLike, rate: int = 48000, channels: int = 2, st
                 frame.pts = None
                 for rf in res.resample(frame):
                     chunks.append(rf.to_ndarray().reshape(-1, channels))
-            for rf in res.resample(None):
-                chunks.append(rf.to_ndarray().reshape(-1, channels))
+                    have += len(chunks[-1])
+                if need is not None and have >= need:
+                    break
+            else:
+                for rf in res.resample(None):
+                    chunks.append(rf.to_ndarray().reshape(-1, channels))
     except AudioError:
         raise
     except Exception as e:
@@ -56,17 +64,19 @@ def load_audio(path: str | os.PathLike, rate: int = 48000, channels: int = 2, st
     return np.ascontiguousarray(pcm.astype(np.int16))
 
 
-def track_audio(track, rate: int = 48000, channels: int = 2, audio: str | os.PathLike | None = None):
+def track_audio(track, rate: int = 48000, channels: int = 2, audio: str | os.PathLike | None = None,
+                duration: float | None = None):
     """The audio that goes with a parameter track over its span (track.start .. start + duration),
     as int16 (n, channels); None when the track has no audio and none is given. ``audio``: another
-    file to use (then its time 0 is the track's time 0)."""
+    file to use (then its time 0 is the track's time 0). ``duration``: seconds to take (default: the
+    track's duration), what the result is padded or cut to."""
+    duration = track.duration if duration is None else float(duration)
     if audio is not None:
-        return load_audio(audio, rate, channels, start=0.0, duration=track.duration)
+        return load_audio(audio, rate, channels, start=0.0, duration=duration)
     p = track.audio_path
     if p is None:
         return None
-    return load_audio(p, rate, channels, start=track.start + float(track.audio_offset),
-                      duration=track.duration)
+    return load_audio(p, rate, channels, start=track.start + float(track.audio_offset), duration=duration)
 
 
 class MediaClock:

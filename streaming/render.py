@@ -6,7 +6,10 @@
 The driver is a video (its face is tracked and read by the regression head, as the webcam is live)
 or a parameter track (``.npz`` from ``slidergan track extract``). The audio is the driver video's own,
 the track's, or ``--audio FILE``; it is cut or padded to the video's duration exactly, so audio and
-video end together. The output appears only when complete (written next to it, then renamed).
+video end together. The output appears only when complete (written next to it, then renamed): a
+failing render leaves no file and an existing output as it was. Before any work, the output's folder
+is checked to be writable, and the render's frame rate (1..240 fps) and length (at most an hour, the
+audio being held in memory; ``--max-seconds`` renders a part) are checked before anything is sized.
 
 Work runs as a pipeline of threads: (1) decode + face tracking + batched regression, (2) batched
 generation + paste-back, (3) encoding and muxing, so the stages overlap on a multi-core CPU.
@@ -29,6 +32,9 @@ log = logging.getLogger("slidergan.render")
 
 AUDIO_RATE = 48000
 _END = object()
+# What one render may be, checked before anything is sized from the driver (frames, audio buffer):
+MIN_FPS, MAX_FPS = 1.0, 240.0
+MAX_SECONDS = 3600.0  # one file; its audio track (48 kHz stereo, 660 MiB an hour) is held in memory
 
 
 @dataclass
@@ -201,9 +207,6 @@ def render(source, driver, out, *, audio=None, checkpoint=None, backend: str = "
            no_audio: bool = False, batch: int = 8, crf: int = 20, preset: str = "superfast",
            max_seconds: float | None = None, progress: bool = True, threads: int | None = 1) -> RenderResult:
     """Render ``source`` (portrait) driven by ``driver`` (video or track) to ``out``."""
-    from engine.animator import Animator, load_models
-    from engine.atomic import atomic_path
-
     out = Path(out)
     driver = Path(driver)
     if not driver.exists():
@@ -212,6 +215,74 @@ def render(source, driver, out, *, audio=None, checkpoint=None, backend: str = "
         raise ValueError(f"output must end in .mp4, .mov or .mkv, got {out.name}")
     if audio is not None and not Path(audio).exists():
         raise FileNotFoundError(f"audio not found: {audio}")
+    if fps is not None:
+        check_fps(float(fps), "--fps")
+    if max_seconds is not None and not (math.isfinite(float(max_seconds)) and float(max_seconds) > 0):
+        raise ValueError(f"--max-seconds must be a positive number of seconds, not {max_seconds}")
+    made = prepare_output(out)
+    try:
+        return _render(source, driver, out, audio=audio, checkpoint=checkpoint, backend=backend, models=models,
+                       size=size, fps=fps, side_by_side=side_by_side, mode=mode, no_audio=no_audio, batch=batch,
+                       crf=crf, preset=preset, max_seconds=max_seconds, progress=progress, threads=threads)
+    except BaseException:
+        for d in reversed(made):  # folders made for the output, if the render left them empty
+            try:
+                d.rmdir()
+            except OSError:
+                break
+        raise
+
+
+def check_fps(fps: float, what: str) -> None:
+    if not (math.isfinite(fps) and MIN_FPS <= fps <= MAX_FPS):
+        raise ValueError(f"{what} is {fps:g} fps; render writes {MIN_FPS:g} to {MAX_FPS:g} fps")
+
+
+def check_length(seconds: float, what: str) -> None:
+    """Refuse a render longer than MAX_SECONDS, before its frames or audio are sized."""
+    if not math.isfinite(seconds) or seconds > MAX_SECONDS:
+        raise ValueError(f"{what} lasts {seconds:.6g} s; render writes at most {MAX_SECONDS:.0f} s to one file "
+                         f"(its audio is held in memory): render a part with --max-seconds")
+
+
+def prepare_output(out: Path) -> list[Path]:
+    """Check before any work that ``out`` can be written: its folder exists or can be made, and a file
+    can be created in it. Returns the folders made for it (oldest first)."""
+    import os
+    import tempfile
+    if out.is_dir():
+        raise ValueError(f"the output {out} is a folder; give a file name ending in .mp4, .mov or .mkv")
+    parent = out.parent if str(out.parent) else Path(".")
+    missing, p = [], parent
+    while not p.exists() and p != p.parent:
+        missing.append(p)
+        p = p.parent
+    if p.exists() and not p.is_dir():
+        raise ValueError(f"cannot write the output {out}: {p} is not a folder")
+    made: list[Path] = []
+    try:
+        for d in reversed(missing):
+            d.mkdir()
+            made.append(d)
+        fd, probe = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".probe", dir=parent)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        for d in reversed(made):
+            try:
+                d.rmdir()
+            except OSError:
+                pass
+        where = e.filename or parent
+        raise OSError(f"cannot write the output {out}: {where}: {e.strerror or e}") from None
+    return made
+
+
+def _render(source, driver: Path, out: Path, *, audio, checkpoint, backend, models, size, fps, side_by_side, mode,
+            no_audio, batch, crf, preset, max_seconds, progress, threads) -> RenderResult:
+    from engine.animator import Animator, load_models
+    from engine.atomic import atomic_path
+
     if models is None:
         models = load_models(checkpoint, backend=backend, threads=threads)
     anim = Animator(models, output_size=size)
@@ -321,16 +392,18 @@ class _TrackJob:
         if "exp" not in self.driver.groups():
             self.mix.route("exp", "rest")
         self.fps = float(fps or self.track.fps or 30.0)
+        check_fps(self.fps, f"the track {path}" if not fps else "--fps")
         dur = self.track.duration
         if max_seconds is not None:
             dur = min(dur, float(max_seconds))
+        check_length(dur, f"the track {path}")
         self.n_frames = max(1, int(round(dur * self.fps)))
         self.missing = 0
         self.side = side
         self.audio = None
         if not no_audio:
             from .media import track_audio
-            a = track_audio(self.track, AUDIO_RATE, 2, audio=audio)
+            a = track_audio(self.track, AUDIO_RATE, 2, audio=audio, duration=self.n_frames / self.fps)
             if a is not None:
                 self.audio = _fit_audio(a, self.n_frames / self.fps)
 
@@ -368,9 +441,11 @@ class _VideoJob:
         self.fps = float(self.info.fps)
         if fps is not None and abs(float(fps) - self.fps) > 1e-3:
             log.warning("--fps %s ignored: a video driver renders at its own %.3f fps", fps, self.fps)
+        check_fps(self.fps, f"the video {path}")
         dur = self.info.duration
         if max_seconds is not None:
             dur = min(dur, float(max_seconds))
+        check_length(dur, f"the video {path}")
         self.max_frames = int(round(dur * self.fps)) if max_seconds is not None else None
         self.n_frames = min(self.info.frame_count, self.max_frames or self.info.frame_count)
         self.side = side
@@ -380,7 +455,8 @@ class _VideoJob:
             from .media import load_audio
             src = audio if audio is not None else (path if self.info.has_audio else None)
             if src is not None:
-                self.audio = _fit_audio(load_audio(src, AUDIO_RATE, 2), self.n_frames / self.fps)
+                seconds = self.n_frames / self.fps
+                self.audio = _fit_audio(load_audio(src, AUDIO_RATE, 2, duration=seconds), seconds)
         self.tracker = None
 
     def left_width(self, h: int) -> int:

@@ -1,6 +1,8 @@
 """`slidergan render` (tiny random model, synthetic faces, tracks with audio) and the drivers."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -95,6 +97,118 @@ def test_render_cli(env, tmp_path):
     rc = main(["render", "--source", str(tmp_path / "nope.png"), "--driver", str(tr), "-o", str(out),
                "--checkpoint", str(env["ck"]), "--backend", "torch"])
     assert rc == 1
+
+
+def _raw_track(path, times, fps, n_speech=10):
+    """A track file written directly, past ParamTrack's checks, as a foreign or damaged file would be."""
+    from engine.tracks import FORMAT
+    n = len(times)
+    np.savez(path, format=np.array(FORMAT), version=np.array(1), fps=np.array(float(fps)),
+             times=np.asarray(times, np.float64), speech=np.zeros((n, n_speech), np.float32),
+             speech_names=np.array([f"s{i}" for i in range(n_speech)]), n_expression=np.array(30),
+             audio=np.array(""), audio_offset=np.array(0.0), meta=np.array("{}"))
+    return path
+
+
+def _damage_weights(ck_dir):
+    """Overwrite a checkpoint's tensor bytes with 0xFF (NaN in every float)."""
+    import struct
+    f = ck_dir / "model.safetensors"
+    with open(f, "r+b") as h:
+        start = 8 + struct.unpack("<Q", h.read(8))[0]
+        h.seek(start)
+        h.write(b"\xff" * (f.stat().st_size - start))
+
+
+def _one_line_error(rc, err, *needles):
+    lines = err.strip().splitlines()
+    assert rc == 1 and len(lines) == 1, err
+    assert lines[0].startswith("slidergan render: error: ") and "Traceback" not in err, err
+    for n in needles:
+        assert n in lines[0], (n, err)
+
+
+def test_render_cli_failures_are_one_line_and_write_nothing(env, tmp_path, capsys):
+    """Bad tracks, a bad --fps, an unwritable output, a damaged checkpoint, a failure half-way: one line
+    on stderr saying what and where, exit 1, no output and no temporary file, an existing output kept."""
+    import shutil
+
+    from engine.cli import main
+    base = ["render", "--source", str(env["portrait"]), "--checkpoint", str(env["ck"]), "--backend", "torch",
+            "--size", "128", "--quiet"]
+    out = tmp_path / "out" / "talk.mp4"
+    out.parent.mkdir()
+    out.write_bytes(b"precious")  # an earlier result: a failing run must leave it as it is
+    ok = kit.speech_track(tmp_path / "ok.npz", seconds=0.5, fps=25)
+    wav = kit.write_wav(tmp_path / "a.wav", kit.tone(0.5))
+
+    def run(*args):
+        rc = main(base + list(args))
+        return rc, capsys.readouterr().err
+
+    slow = _raw_track(tmp_path / "slow.npz", [0.0, 1.0], 1e-9)  # fps 1e-9: used to divide by ~0
+    _one_line_error(*run("--driver", str(slow), "-o", str(out)), "slow.npz", "fps 1e-09 is outside 1..240")
+    _one_line_error(*run("--driver", str(ok), "--fps", "1e-9", "-o", str(out)), "--fps is 1e-09 fps", "1 to 240")
+    # A track spanning 1e6 s, with --audio: refused before the 179 GiB of audio were allocated.
+    long = _raw_track(tmp_path / "long.npz", [0.0, 1e6], 25.0)
+    _one_line_error(*run("--driver", str(long), "--audio", str(wav), "-o", str(out)),
+                    "long.npz", "span 1e+06 s", "at most 86400 s")
+    # Outputs that cannot be written: said before any work, no folder left behind.
+    if Path("/proc/self").exists():
+        _one_line_error(*run("--driver", str(ok), "-o", "/proc/x/out.mp4"), "cannot write the output /proc/x/out.mp4")
+        assert not Path("/proc/x").exists()
+    (tmp_path / "afile").write_text("x")
+    _one_line_error(*run("--driver", str(ok), "-o", str(tmp_path / "afile" / "new" / "o.mp4")), "afile is not a folder")
+    (tmp_path / "folder.mp4").mkdir()
+    _one_line_error(*run("--driver", str(ok), "-o", str(tmp_path / "folder.mp4")), "folder.mp4 is a folder")
+    # A checkpoint whose weights were overwritten (it used to render garbage and exit 0).
+    bad = tmp_path / "bad-ck"
+    shutil.copytree(env["ck"], bad)
+    _damage_weights(bad)
+    _one_line_error(*run("--driver", str(ok), "-o", str(out), "--checkpoint", str(bad)),
+                    "bad-ck/model.safetensors is corrupt")
+    # Failing half-way (no face in the driver video): the temporary is removed, the old output kept.
+    drv = kit.write_video(tmp_path / "noface.mp4", [np.full((240, 320, 3), 120, np.uint8)] * 10, fps=30)
+    _one_line_error(*run("--driver", str(drv), "-o", str(out)), "no face")
+    assert out.read_bytes() == b"precious"
+    assert sorted(p.name for p in out.parent.iterdir()) == ["talk.mp4"]
+    assert not list(tmp_path.glob("**/.*.tmp")) and not list(tmp_path.glob("**/.*.probe"))
+    # --debug (global, or after the command) shows the traceback instead.
+    from engine.tracks import TrackError
+    with pytest.raises(TrackError, match="outside 1..240"):
+        main(["--debug"] + base + ["--driver", str(slow), "-o", str(out)])
+    with pytest.raises(TrackError, match="outside 1..240"):
+        main(base + ["--driver", str(slow), "-o", str(out), "--debug"])
+    assert out.read_bytes() == b"precious"
+
+
+def test_render_length_is_checked_before_audio_is_allocated(env, tmp_path, monkeypatch):
+    """The render's length is bounded (MAX_SECONDS, here lowered to 2 s) before frames or audio are
+    sized; --max-seconds renders a part, and only that part's audio is decoded."""
+    import streaming.media as media
+    import streaming.render as R
+    monkeypatch.setattr(R, "MAX_SECONDS", 2.0)
+    asked = []
+    real = media.load_audio
+
+    def spy(path, rate=48000, channels=2, start=0.0, duration=None):
+        asked.append(duration)
+        return real(path, rate, channels, start, duration)
+
+    monkeypatch.setattr(media, "load_audio", spy)
+    wav = kit.write_wav(tmp_path / "a.wav", kit.tone(5.0))
+    tr = kit.speech_track(tmp_path / "t.npz", seconds=4.0, fps=25)
+    out = tmp_path / "o.mp4"
+    with pytest.raises(ValueError, match=r"t\.npz lasts 4 s; render writes at most 2 s .*--max-seconds"):
+        R.render(env["portrait"], tr, out, audio=wav, models=env["models"], size=128, progress=False)
+    assert asked == [] and not out.exists()
+    res = R.render(env["portrait"], tr, out, audio=wav, models=env["models"], size=128, progress=False,
+                   max_seconds=0.5)
+    assert res.frames == 12 and asked == [pytest.approx(res.duration)]
+    assert res.audio_duration == pytest.approx(res.duration)
+    for bad in (float("nan"), -1.0, 0.0):
+        with pytest.raises(ValueError, match="--max-seconds must be a positive"):
+            R.render(env["portrait"], tr, out, models=env["models"], progress=False, max_seconds=bad)
 
 
 # ---------------------------------------------------------------------------------------- drivers

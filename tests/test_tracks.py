@@ -75,6 +75,10 @@ def test_interpolation_and_resampling():
     (dict(times=[0.0, 0.04, 0.02, 0.12, 0.16]), "increase strictly"),
     (dict(times=[0.0, 0.04, np.nan, 0.12, 0.16]), "times contains NaN"),
     (dict(fps=-3.0), "fps must be a positive"),
+    (dict(fps=1e-9), r"fps 1e-09 is outside 1\.\.240"),
+    (dict(fps=1000.0), r"fps 1000 is outside 1\.\.240"),
+    (dict(fps=None, times=[0.0, 10.0, 20.0, 30.0, 40.0]), r"fps 0\.1 is outside"),  # from its timestamps
+    (dict(times=[0.0, 0.04, 0.08, 0.12, 1e6]), r"timestamps span 1e\+06 s; a track may span at most 86400 s"),
 ])
 def test_validation_errors(case, match):
     base = dict(times=np.arange(5) / 25.0, speech=np.zeros((5, 10)), fps=25.0)
@@ -237,3 +241,21 @@ def test_extract_fills_frames_without_a_face(shared_data, tmp_path):
     assert tr.meta["statuses"]["no_face"] == 2 and np.all(np.isfinite(tr.params))
     # interpolated between the neighbours
     np.testing.assert_allclose(tr.speech[5], tr.speech[4] + (tr.speech[7] - tr.speech[4]) / 3, atol=1e-5)
+
+
+def test_bounds_hold_for_files_and_resampling(tmp_path):
+    """A file written past ParamTrack (fps 1e-9, a 1e6 s span) is refused on load, before anything is
+    sized from it; resample refuses rates and spans that would allocate without bound."""
+    for name, times, fps, match in (("slow", [0.0, 1.0], 1e-9, "fps 1e-09 is outside"),
+                                    ("long", [0.0, 1e6], 25.0, "span 1e\\+06 s")):
+        path = tmp_path / f"{name}.npz"
+        np.savez(path, format=np.array(FORMAT), version=np.array(1), fps=np.array(fps),
+                 times=np.array(times), speech=np.zeros((2, 10), np.float32), meta=np.array("{}"))
+        with pytest.raises(TrackError, match=f"{name}.npz: .*{match}"):
+            load_track(path)
+    tr = _track()
+    with pytest.raises(TrackError, match="fps 1e-09 is outside"):
+        tr.resample(1e-9)
+    with pytest.raises(TrackError, match="at most 86400 s"):
+        tr.resample(25.0, end=1e7)
+    assert len(tr.resample(240.0)) == int(np.floor(tr.end * 240 + 1e-6)) + 1
