@@ -36,6 +36,19 @@ def _random_similarity(rng, mesh):
 
 
 # ------------------------------------------------------------------------------- no shared data
+
+def test_embedded_provenance_names_commands_a_user_can_run():
+    """The note kept in the embedded models (and the README's rebuild command, which writes it) names
+    `slidergan evaluate`, not an internal placeholder; the models' numbers are those they were built with."""
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    for f in sorted((root / "engine" / "assets" / "blendshapes").glob("*.npz")):
+        pv = BlendshapeModel.load(f).provenance
+        assert "helper EVAL" not in json.dumps(pv), f
+        assert "slidergan evaluate" in pv["note"] and pv["note"] in pv["command"], f
+    assert bs.load_default_face_model().expression.fingerprint() == "f3744cf54b06"  # unchanged components
+    readme = (root / "README.md").read_text()
+    assert "helper EVAL" not in readme and "slidergan evaluate uses it as its held-out video" in readme
 def test_mesh_topology():
     tri = bs.mesh_triangles()
     assert tri.shape == (852, 3)
