@@ -111,7 +111,23 @@ class PreparedSource:
     base_r: np.ndarray                # (h, w, 3) region - mask * detail
     md: np.ndarray                    # (h, w, 3) mask * detail
     mask3: np.ndarray                 # (h, w, 3) the mask on every channel
+    warp: "WarpedSource | None" = None  # the geometry, when the portrait is warped (see WarpedSource)
     extra: dict = field(default_factory=dict)
+
+
+@dataclass
+class WarpedSource:
+    """Per-portrait geometry of the warp path: the crop's mesh and fitted p, the prepared MeshWarp,
+    and for the output region the warp can touch (the crop and its band's margin) the crop
+    coordinates and output coordinates of every pixel."""
+    face_model: object                # engine.blendshapes FaceModel (target meshes from p)
+    crop_landmarks: np.ndarray        # (478, 3) crop pixels
+    p_src: np.ndarray                 # the fitted p of the portrait (the mesh the warp starts from)
+    mesh: object                      # engine.geometry.MeshWarp
+    roi: tuple[int, int, int, int]    # x0, y0, x1, y1 in the output
+    crop_x: np.ndarray                # (h, w) float32 crop coordinates of the ROI's pixels
+    crop_y: np.ndarray
+    out_grid: np.ndarray              # (h, w, 2) float32 output coordinates of the ROI's pixels
 
 
 def _square_framing(w: int, h: int, m_crop: np.ndarray, size: int, scale: float, out: int):
@@ -153,12 +169,18 @@ class Animator:
 
     def __init__(self, models, output_size: int = DEFAULT_OUTPUT_SIZE, framing: str = "square",
                  framing_scale: float = 1.9, mask: str = "face", blendshapes=None,
-                 source_params: str = "auto"):
+                 source_params: str = "auto", renderer: str = "model"):
         """``models``: an ``engine.inference`` model set (generator + regressor). ``framing``:
         "square" (a square around the face, ``output_size`` pixels) or "full" (the whole portrait,
         long side ``output_size``). ``blendshapes``: a blendshape model for fitting the portrait's own
         parameters (None: the default model when one exists; False: never fit).
-        ``source_params``: "auto" (fit when possible), "fit" or "regress"."""
+        ``source_params``: "auto" (fit when possible), "fit" or "regress".
+        ``renderer``: "model" (the generator; a geometry-guided one warps the portrait first) or
+        "warp-only" (no network: the portrait warped along its mesh, with a drawn mouth interior;
+        the models only read parameters)."""
+        if renderer not in ("model", "warp-only"):
+            raise ValueError(f"renderer must be 'model' or 'warp-only', not {renderer!r}")
+        self.renderer = renderer
         if framing not in ("square", "full"):
             raise ValueError(f"framing must be 'square' or 'full', not {framing!r}")
         if source_params not in ("auto", "fit", "regress"):
@@ -338,6 +360,9 @@ class Animator:
         # paste: out = region + mask * (up(gen) + up(keep) * detail - region)
         #            = (region - mask * detail) + mask * up(gen - crop) + (mask * detail) * up(keep)
         md = mask * detail
+        warp = None
+        if self.renderer == "warp-only" or getattr(self.models, "needs_frame", False):
+            warp = self._prepare_warp(aligned, p_fit, m_out, (ow, oh), name)
         info = SourceInfo(width=w, height=h, face_px=float(aligned.face_px), n_faces=int(aligned.n_faces),
                           params=params, params_regressed=p_reg, params_fitted=p_fit, crop=crop,
                           base=base, framing=f, matrix=m_out, message=aligned.message,
@@ -345,42 +370,120 @@ class Animator:
         return PreparedSource(info=info, x=x, feats=feats, roi=(rx0, ry0, rx1, ry1), map1=map1,
                               map2=map2, mask=mask, region=region, detail=detail, crop_f=crop_f,
                               base_r=np.ascontiguousarray(region - md), md=np.ascontiguousarray(md),
-                              mask3=np.ascontiguousarray(np.repeat(mask, 3, axis=2)))
+                              mask3=np.ascontiguousarray(np.repeat(mask, 3, axis=2)), warp=warp)
+
+    def _prepare_warp(self, aligned, p_fit, m_out: np.ndarray, out_size, name: str) -> WarpedSource:
+        """The geometry of the warp path for one portrait (see WarpedSource)."""
+        from .face import invert_matrix
+        from .geometry import MeshWarp
+        fm = face_model_for(self.models, self._blendshapes_arg if self._blendshapes_arg is not False else None)
+        if fm is None or p_fit is None:
+            raise RuntimeError("the warp needs the blendshape model the model was trained with, and a fit of "
+                               f"{name}'s mesh: none is available (pass blendshapes=...)")
+        size = self.image_size
+        mesh = MeshWarp(aligned.crop_landmarks, size)
+        # the output region of the grid (crop plus band margin), where the motion can be non-zero
+        inv = invert_matrix(m_out)
+        e0, e1 = -mesh.margin - 0.5, size + mesh.margin - 0.5
+        foot = np.array([[e0, e0], [e1, e0], [e1, e1], [e0, e1]]) @ inv[:, :2].T + inv[:, 2]
+        ow, oh = out_size
+        x0, y0 = int(max(0, np.floor(foot[:, 0].min()))), int(max(0, np.floor(foot[:, 1].min())))
+        x1, y1 = int(min(ow, np.ceil(foot[:, 0].max()) + 1)), int(min(oh, np.ceil(foot[:, 1].max()) + 1))
+        xs, ys = np.meshgrid(np.arange(x0, x1, dtype=np.float32), np.arange(y0, y1, dtype=np.float32))
+        cx = (m_out[0, 0] * xs + m_out[0, 1] * ys + m_out[0, 2]).astype(np.float32)
+        cy = (m_out[1, 0] * xs + m_out[1, 1] * ys + m_out[1, 2]).astype(np.float32)
+        return WarpedSource(face_model=fm, crop_landmarks=np.asarray(aligned.crop_landmarks, np.float64),
+                            p_src=np.asarray(p_fit, np.float64), mesh=mesh, roi=(x0, y0, x1, y1),
+                            crop_x=cx, crop_y=cy, out_grid=np.ascontiguousarray(np.stack([xs, ys], -1)))
 
     # ---------------------------------------------------------------------------------- per step
-    def generate_crop(self, params, src: PreparedSource | None = None) -> np.ndarray:
-        """The generated crop for ``params``: (S, S, 3) float32 in [0, 255] (Eq. 4 on the crop)."""
+    def _checked(self, params, src) -> tuple[np.ndarray, PreparedSource]:
         src = src or self._src
         if src is None:
             raise RuntimeError("no source portrait: call set_source first")
-        p = np.asarray(params, np.float32).reshape(1, -1)
-        if p.shape[1] != self.n_params:
-            raise ValueError(f"expected {self.n_params} parameters, got {p.shape[1]}")
-        p = np.clip(np.nan_to_num(p, nan=0.0), -1.0, 1.0)
-        gen = self.models.generate(src.feats, p)            # Eq. 4 composite on the crop
-        return from_model_output(gen)
+        p = np.asarray(params, np.float32)
+        if p.shape[-1] != self.n_params:
+            raise ValueError(f"expected {self.n_params} parameters, got {p.shape[-1]}")
+        return np.clip(np.nan_to_num(p.reshape(-1, self.n_params), nan=0.0), -1.0, 1.0), src
+
+    def generate_crop(self, params, src: PreparedSource | None = None) -> np.ndarray:
+        """The generated crop for ``params``: (S, S, 3) float32 in [0, 255] (Eq. 4 on the crop)."""
+        return self.generate_crops(params, src)[0]
 
     def generate_crops(self, params, src: PreparedSource | None = None) -> list[np.ndarray]:
         """``generate_crop`` for a batch (B, N) in one model call (offline rendering)."""
-        src = src or self._src
-        if src is None:
-            raise RuntimeError("no source portrait: call set_source first")
-        p = np.asarray(params, np.float32).reshape(-1, self.n_params)
-        p = np.clip(np.nan_to_num(p, nan=0.0), -1.0, 1.0)
-        gen = np.asarray(self.models.generate(src.feats, p), np.float32)
+        p, src = self._checked(params, src)
+        if src.warp is not None:
+            return [self._warp_layers(p, src)[2][i] for i in range(len(p))]
+        gen = np.asarray(self.models.generate(src.feats, p), np.float32)   # Eq. 4 composite on the crop
         return [from_model_output(g) for g in gen]
 
     def animate_batch(self, params) -> list[np.ndarray]:
         """``animate`` for a batch of parameter vectors (B, N)."""
-        src = self._src
-        return [self.paste(g, src) for g in self.generate_crops(params, src)]
+        p, src = self._checked(params, None)
+        if src.warp is not None:
+            return self._animate_warped(p, src)
+        return [self.paste(g, src) for g in self.generate_crops(p, src)]
 
     def animate(self, params) -> np.ndarray:
         """One output frame (H_out, W_out, 3) uint8 RGB for a parameter vector (N,)."""
-        src = self._src
-        if src is None:
-            raise RuntimeError("no source portrait: call set_source first")
-        return self.paste(self.generate_crop(params, src), src)
+        return self.animate_batch(params)[0]
+
+    # ------------------------------------------------------------------------ the warp path
+    def _warp_layers(self, p: np.ndarray, src: PreparedSource):
+        """For each p: the target mesh's backward map, the premultiplied colour A*C (S, S, 3) and the
+        attention A (S, S, 1) at crop resolution, and the crop-level result (Eq. 4 on the warp)."""
+        from .geometry import mouth_layer, target_landmarks
+        w = src.warp
+        crop = src.info.crop
+        maps, dsts = [], []
+        for q in p:
+            dst = target_landmarks(w.face_model, w.crop_landmarks, w.p_src, q)
+            dsts.append(dst)
+            maps.append(w.mesh.backward_map(dst))
+        if self.renderer == "warp-only":
+            ac, att, gen = [], [], []
+            for dst, bm in zip(dsts, maps):
+                warped = w.mesh.warp_crop(crop, dst, bm).astype(np.float32)
+                layer = mouth_layer(crop, w.crop_landmarks, dst)
+                fill, a = layer if layer is not None else (np.zeros_like(warped), np.zeros(warped.shape[:2] + (1,), np.float32))
+                ac.append(fill * a)
+                att.append(a)
+                gen.append(warped * (1 - a) + fill * a)
+            return maps, (ac, att), gen
+        frames = np.stack([w.mesh.generator_frame(crop, dst, bm) for dst, bm in zip(dsts, maps)])
+        out, mask = self.models.generate(src.feats, p, return_mask=True, frame=frames)
+        out, mask = np.asarray(out, np.float32), np.asarray(mask, np.float32)
+        warped = (frames[:, :3] + 1.0) * 127.5
+        a = mask.transpose(0, 2, 3, 1)                                   # (B, S, S, 1)
+        gen = [from_model_output(o) for o in out]
+        # A*C = I_gen - (1 - A) * warp (both in 0-255): the premultiplied colour to upsample
+        ac = [g - (1 - ai) * wi.transpose(1, 2, 0) for g, ai, wi in zip(gen, a, warped)]
+        return maps, (ac, list(a)), gen
+
+    def _animate_warped(self, p: np.ndarray, src: PreparedSource) -> list[np.ndarray]:
+        """Full resolution: the portrait's own pixels warped by the crop-level flow carried to the
+        output frame, then A*C and A upsampled and blended (Eq. 4 at the output's resolution)."""
+        import cv2
+        from .geometry import output_map
+        w = src.warp
+        maps, (ac, att), _ = self._warp_layers(p, src)
+        base = src.info.base
+        x0, y0, x1, y1 = w.roi
+        frames = []
+        for bm, acs, a in zip(maps, ac, att):
+            full = output_map(w.mesh, bm, w.crop_x, w.crop_y, src.info.matrix, w.out_grid)
+            region = cv2.remap(base, full, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+            if float(a.max()) > 0.5 / 255:
+                layer = np.concatenate([acs, a], -1).astype(np.float32)
+                up = cv2.remap(layer, w.crop_x, w.crop_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+                               borderValue=0)
+                blended = up[..., :3] + (1.0 - up[..., 3:]) * region + 0.5
+                region = np.clip(blended, 0, 255).astype(np.uint8)
+            out = base.copy()
+            out[y0:y1, x0:x1] = region
+            frames.append(out)
+        return frames
 
     def paste(self, gen: np.ndarray, src: PreparedSource | None = None) -> np.ndarray:
         """Paste a generated crop (S, S, 3) float32 0-255 into the framed portrait."""

@@ -64,3 +64,76 @@ def test_default_checkpoint_message(monkeypatch, tmp_path):
     monkeypatch.setattr(am, "DEFAULT_MODEL_DIR", tmp_path / "none")
     with pytest.raises(FileNotFoundError, match="--checkpoint"):
         am.default_checkpoint()
+
+
+@pytest.fixture(scope="module")
+def warp_anims(tmp_path_factory):
+    """The geometry-guided path on a real portrait: a random tiny "warp" generator, and warp-only."""
+    from engine.animator import Animator
+    from tests.conftest import SHARED_DATA as shared_data
+    if not (shared_data / "portraits").is_dir():
+        pytest.skip(f"shared data not found at {shared_data}")
+    d = tmp_path_factory.mktemp("warp")
+    models = kit.load_tiny(kit.tiny_checkpoint(d / "ck", profile="tiny-warp"))
+    portrait = str(shared_data / "portraits" / "s5.jpg")
+    out = {}
+    for renderer in ("model", "warp-only"):
+        a = Animator(models, output_size=320, renderer=renderer)
+        a.set_source(portrait)
+        out[renderer] = a
+    return out
+
+
+def _with(anim, **kw):
+    p = anim.source.params.copy()
+    names = anim._src.warp.face_model.param_names   # the test checkpoint's own names are exp00...
+    for k, v in kw.items():
+        p[names.index(k)] = v
+    return p
+
+
+def test_warp_path_moves_the_face_at_full_resolution(warp_anims):
+    """The portrait's own pixels are warped at the output's resolution: no motion gives the portrait
+    back exactly, an open jaw moves the chin down, and nothing outside the warp's region changes."""
+    import cv2
+    for renderer, anim in warp_anims.items():
+        info, w = anim.source, anim._src.warp
+        still = anim.animate(info.params).astype(int) - info.base
+        if renderer == "warp-only":
+            assert not still.any()
+        else:  # an untrained attention of about 0.002 blends a trace of random colour
+            assert np.abs(still).mean() < 1.0, np.abs(still).mean()
+        f = anim.animate(_with(anim, jaw_open=1.0, lips_part=1.0))
+        x0, y0, x1, y1 = w.roi
+        outside = np.ones(f.shape[:2], bool)
+        outside[y0:y1, x0:x1] = False
+        assert np.array_equal(f[outside], info.base[outside]), renderer
+        # the chin (landmark 152) moves down: the frame changes below the mouth, in the output's pixels
+        inv = cv2.invertAffineTransform(info.matrix)
+        chin = inv[:, :2] @ w.crop_landmarks[152, :2] + inv[:, 2]
+        cx, cy = int(chin[0]), int(chin[1])
+        patch = (slice(cy - 12, cy + 12), slice(cx - 20, cx + 20))
+        assert np.abs(f[patch].astype(int) - info.base[patch]).mean() > 4, renderer
+        # batched == one by one
+        pair = anim.animate_batch(np.stack([info.params, _with(anim, jaw_open=1.0, lips_part=1.0)]))
+        assert np.abs(pair[1].astype(int) - f).max() <= 1
+
+
+def test_untrained_warp_generator_returns_the_warp(warp_anims):
+    """Attention starts at about 0: an untrained geometry-guided model shows the warp, and its crop is
+    the warp-only crop but for the drawn mouth interior."""
+    p = _with(warp_anims["model"], smile=1.0, brow_raise_left=1.0)
+    model = warp_anims["model"].generate_crop(p)
+    warp = warp_anims["warp-only"].generate_crop(p)
+    assert np.abs(model - warp).mean() < 2.0
+    assert np.abs(model - warp_anims["model"].source.crop).mean() > 0.5
+
+
+def test_warp_needs_a_fit(tmp_path, shared_data):
+    from engine.animator import Animator
+    models = kit.load_tiny(kit.tiny_checkpoint(tmp_path / "ck", profile="tiny-warp"))
+    a = Animator(models, output_size=128, source_params="regress")
+    with pytest.raises(RuntimeError, match="blendshape model"):
+        a.set_source(str(shared_data / "portraits" / "s5.jpg"))
+    with pytest.raises(ValueError, match="renderer"):
+        Animator(models, renderer="paint")
