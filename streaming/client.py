@@ -14,6 +14,7 @@ import collections
 import contextlib
 import fractions
 import json
+import re
 import socket
 import subprocess
 import sys
@@ -23,9 +24,32 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["StreamClient", "FrameSource", "OfferError", "serve_process", "free_port", "chromium_context"]
+__all__ = ["StreamClient", "FrameSource", "OfferError", "serve_process", "free_port", "chromium_context",
+           "TOKEN_HEADER", "page_token", "fetch_token"]
 
 ROOT = Path(__file__).resolve().parents[1]
+TOKEN_HEADER = "X-Slidergan-Token"   # the server's per-run token: state-changing requests carry it
+_TOKEN_META = re.compile(r'<meta\s+name="slidergan-token"\s+content="([^"]*)"')
+
+
+def page_token(html: str) -> str | None:
+    """The token the server put in its page (``<meta name="slidergan-token">``), or None."""
+    m = _TOKEN_META.search(html)
+    return m.group(1) if m else None
+
+
+async def fetch_token(url: str, http=None) -> str | None:
+    """Read the server's token from its page (``GET /``), as the browser page does. ``http``: an
+    aiohttp.ClientSession to use (else a new one)."""
+    import aiohttp
+    own = http is None
+    http = http or aiohttp.ClientSession()
+    try:
+        async with http.get(url.rstrip("/") + "/") as r:
+            return page_token(await r.text()) if r.status == 200 else None
+    finally:
+        if own:
+            await http.close()
 
 
 class OfferError(RuntimeError):
@@ -77,8 +101,10 @@ class StreamClient:
 
     def __init__(self, url: str, frames=None, fps: float = 30.0, portrait: str | None = None,
                  exp: str | None = None, speech: str | None = None, track: str | None = None,
-                 mode: str = "relative", audio: bool = True, keep: int = 600, decode: bool = True):
+                 mode: str = "relative", audio: bool = True, keep: int = 600, decode: bool = True,
+                 token: str | None = None):
         self.url = url.rstrip("/")
+        self.token = token           # the server's token; None: read from its page on connect
         self.source = FrameSource(frames, fps) if frames is not None else None
         self.offer_extra = {"portrait": portrait, "mode": mode, "track": track,
                             "exp": exp or ("face" if frames is not None else "sliders"),
@@ -142,7 +168,10 @@ class StreamClient:
         body = {"sdp": pc.localDescription.sdp, "type": pc.localDescription.type}
         body.update({k: v for k, v in self.offer_extra.items() if v is not None})
         async with aiohttp.ClientSession() as http:
-            async with http.post(self.url + "/offer", json=body) as r:
+            if self.token is None:
+                self.token = await fetch_token(self.url, http)
+            headers = {TOKEN_HEADER: self.token} if self.token else {}
+            async with http.post(self.url + "/offer", json=body, headers=headers) as r:
                 data = await r.json(content_type=None)
                 if r.status != 200:
                     await pc.close()

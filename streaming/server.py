@@ -2,16 +2,30 @@
 
 Routes (JSON errors are ``{"error": "..."}`` with a 4xx/5xx status):
 
-  GET  /                       the page (streaming/static)
-  GET  /api/info               parameter names and groups, presets, portraits, tracks, limits
+  GET  /                       the page (streaming/static), carrying this run's token in
+                               ``<meta name="slidergan-token">``
+  GET  /api/info               parameter names and groups, presets, portraits, tracks, limits (and the
+                               token, for the server's own origin and ``--allow-origin`` ones)
   GET  /api/portraits          portraits to choose from;  GET /api/portraits/{id}.jpg  its framed image
   POST /api/portraits          upload a portrait (multipart field "image", or the raw image as body):
-                               200 with its description, 422 when it holds no usable face
+                               200 with its description; 413 over 16 MB or over the image limits
+                               (engine.images: 16384 px a side, 50 megapixels); 422 when it is not a
+                               readable image or holds no usable face; 503 when too many are in progress
   GET  /api/tracks             parameter tracks (``--tracks``)
   POST /offer                  {"sdp", "type": "offer", "portrait", "exp", "speech", "track", "mode"}
-                               -> the answer; 400 on a bad offer, 503 when all sessions are in use
+                               -> the answer; 400 on a bad offer, 413 over 256 KB, 503 when all
+                               sessions are in use
   GET  /api/sessions           live sessions and their figures
   GET  /api/preview?p=a,b,...  the blendshape model's 3D face for parameters p (PNG; 404 without one)
+
+Who may talk to the server (a page on another site, or one reached by DNS rebinding, must not drive
+it): every request must name this server in its Host header (127.0.0.1, localhost or [::1] with the
+server's port, the ``--host`` address, the address the connection came in on, or an ``--allow-host``
+name), else 421. Requests that change state (every method but GET/HEAD/OPTIONS) must come from the
+server's own origin or an ``--allow-origin`` one when they carry an Origin header, and must carry
+this run's random token in the ``X-Slidergan-Token`` header, else 403. The page has the token from
+its ``<meta>``; ``streaming.client`` reads it from there too; a page served from an ``--allow-origin``
+origin gets it from ``/api/info`` (CORS answers go to those origins only).
 
 A session is one RTCPeerConnection. The browser sends its webcam (optional) and opens a data channel;
 the server sends back the animated portrait (512 x 512 by default) and an audio track (a parameter
@@ -29,7 +43,10 @@ Data channel messages (JSON), browser -> server:
   {"type": "portrait", "id": "..."}                   {"type": "track", "id": "..." | null}
   {"type": "ping", "t": ...}                          {"type": "bye"}
 server -> browser: "hello" (names, presets, state), "stats" (twice a second: fps, latency p50/p95,
-face status, current parameters), "pong", "error" {"message"}.
+face status, current parameters), "pong", "error" {"message"}. Every message gets exactly one
+reply: the ones above, "ok" {"of": type} for slider/sliders/release, or "error" {"message", "of"}
+for anything malformed (not JSON, over 16 KB, nested too deeply, an unknown type, an index that is
+not an integer in 0..n-1, a value that is not a finite number).
 """
 from __future__ import annotations
 
@@ -38,10 +55,11 @@ import asyncio
 import collections
 import concurrent.futures
 import fractions
-import io
 import json
 import logging
+import math
 import os
+import secrets
 import threading
 import time
 import uuid
@@ -50,12 +68,20 @@ from pathlib import Path
 
 import numpy as np
 
+from engine.images import MAX_PIXELS, MAX_SIDE, ImageReadError, ImageTooLargeError, decode_image, load_image
+
 log = logging.getLogger("slidergan.serve")
 
 STATIC = Path(__file__).resolve().parent / "static"
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 MAX_UPLOAD = 16 * 1024 * 1024
 MAX_UPLOADED_PORTRAITS = 32
+MAX_OFFER = 256 * 1024          # an SDP offer is a few KB
+MAX_MESSAGE = 16 * 1024         # a data channel message (the largest, "sliders", is about 1 KB)
+IMAGE_WORKERS = 2               # uploads decoded and thumbnailed at once, off the event loop
+MAX_UPLOADS_IN_PROGRESS = 8     # more at once are answered 503
+TOKEN_HEADER = "X-Slidergan-Token"
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
 AUDIO_RATE = 48000
 AUDIO_PTIME = 0.020
 VIDEO_CLOCK = 90000
@@ -132,29 +158,48 @@ class Engine:
         self.presets = {k: np.asarray(v, np.float32) for k, v in presets.items()}
         self.sessions: dict[str, "Session"] = {}
         self.pending = 0
+        self.uploads_in_progress = 0
         self.prep_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="portrait-prep")
         self.warm_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="portrait-warm")
+        # Decoding and thumbnailing uploads: a few at a time, never on the event loop.
+        self.image_pool = concurrent.futures.ThreadPoolExecutor(IMAGE_WORKERS, thread_name_prefix="image")
+        # The sessions' two stages run on two pools shared by all sessions (one worker per session
+        # each; a session has at most one job in each at a time). Threads made once and reused: a
+        # pool per session made and joined threads for every session, and each new thread's malloc
+        # arena kept memory that was never returned (about 8-30 MB a session, levelling off only
+        # with MALLOC_ARENA_MAX).
+        self.drive_pool = concurrent.futures.ThreadPoolExecutor(self.max_sessions, thread_name_prefix="drive")
+        self.render_pool = concurrent.futures.ThreadPoolExecutor(self.max_sessions, thread_name_prefix="render")
 
     # portraits -----------------------------------------------------------------------
     def add_portrait_file(self, path: Path) -> Portrait:
-        from engine.face import load_image
-        pid = _slug(path.stem, self.portraits)
+        """A portrait from a file (``--portraits``). ImageReadError (a ValueError) when it is not a
+        readable image or is over the limits (engine.images), FileNotFoundError when missing."""
         rgb = load_image(path)
+        pid = _slug(path.stem, self.portraits)
         p = Portrait(id=pid, name=path.name, image=rgb, thumb=_thumbnail(rgb))
         self.portraits[pid] = p
         return p
 
-    def add_portrait_image(self, rgb: np.ndarray, name: str) -> Portrait:
-        uploaded = [p for p in self.portraits.values() if p.uploaded]
+    def new_upload(self, rgb: np.ndarray, name: str, thumb: bytes | None = None) -> Portrait:
+        """An uploaded portrait, not listed yet: ``add_upload`` lists it once it proved usable."""
+        pid = _slug("upload-" + uuid.uuid4().hex[:8], self.portraits)
+        return Portrait(id=pid, name=name, image=rgb, uploaded=True,
+                        thumb=thumb if thumb is not None else _thumbnail(rgb))
+
+    def add_upload(self, p: Portrait) -> Portrait:
+        """List a prepared upload; at the cap the oldest upload no session uses makes room (only now,
+        so a failed upload never costs a good one its place)."""
+        uploaded = [q for q in self.portraits.values() if q.uploaded]
         if len(uploaded) >= MAX_UPLOADED_PORTRAITS:
             in_use = {s.portrait_id for s in self.sessions.values()}
             for old in uploaded:
                 if old.id not in in_use:
                     self.portraits.pop(old.id, None)
                     break
-        pid = _slug("upload-" + uuid.uuid4().hex[:8], self.portraits)
-        p = Portrait(id=pid, name=name, image=rgb, uploaded=True, thumb=_thumbnail(rgb))
-        self.portraits[pid] = p
+        if p.id in self.portraits:
+            p.id = _slug("upload-" + uuid.uuid4().hex[:8], self.portraits)
+        self.portraits[p.id] = p
         return p
 
     def prepare(self, p: Portrait):
@@ -219,8 +264,20 @@ class Engine:
                 "profile": str(getattr(self.models, "profile", "") or "")}
 
     def close(self):
-        self.prep_pool.shutdown(wait=False, cancel_futures=True)
-        self.warm_pool.shutdown(wait=False, cancel_futures=True)
+        for pool in (self.prep_pool, self.warm_pool, self.image_pool, self.drive_pool, self.render_pool):
+            pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _decode_upload(data: bytes, name: str) -> tuple[np.ndarray, bytes]:
+    """Worker thread: the upload's header checked, then decoded (downscaled when large), and its
+    thumbnail. HTTPError 413 over the image limits, 422 when it cannot be read."""
+    try:
+        rgb = decode_image(data, name)
+    except ImageTooLargeError as e:
+        raise HTTPError(413, str(e)) from None
+    except ImageReadError as e:
+        raise HTTPError(422, str(e)) from None
+    return rgb, _thumbnail(rgb)
 
 
 def _thumbnail(rgb: np.ndarray, side: int = 256) -> bytes:
@@ -301,8 +358,8 @@ class Session:
         self.audio_pcm: np.ndarray | None = None
         from .media import MediaClock
         self.clock = MediaClock()
-        self.drive_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"drive-{self.id}")
-        self.render_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"render-{self.id}")
+        self._jobs: set[concurrent.futures.Future] = set()   # this session's work on the shared pools
+        self._handlers: set[asyncio.Task] = set()              # data channel messages being handled
         self.stats = _Stats()
         self.input_track = None
         self.latest_in = None                  # (av.VideoFrame, t_received)
@@ -352,8 +409,21 @@ class Session:
 
     # ---------------------------------------------------------------- worker-thread work
     # Two stages on two threads, so consecutive frames overlap: "drive" (decode to RGB, face mesh,
-    # regression head, smoothing) and "render" (mix, generator, paste-back, YUV). aiortc encodes on
-    # its own thread meanwhile.
+    # regression head, smoothing) and "render" (mix, generator, paste-back, YUV), on the engine's
+    # shared drive and render pools. aiortc encodes on its own thread meanwhile.
+    async def _work(self, pool, fn, *args):
+        """``fn(*args)`` on one of the engine's shared pools. The job is remembered until it has
+        finished, so ``close`` can wait for it (cancelling the awaiting task does not stop it)."""
+        if self.closed:
+            raise RuntimeError("session closed")
+        fut = pool.submit(fn, *args)
+        self._jobs.add(fut)
+        try:
+            return await asyncio.wrap_future(fut)
+        finally:
+            if fut.done():
+                self._jobs.discard(fut)
+
     def drive_frame(self, job) -> float:
         """Drive thread: the newest webcam frame through the face driver."""
         t0 = time.perf_counter()
@@ -402,7 +472,6 @@ class Session:
 
     async def drive(self):
         """Stage 1: the newest webcam frame -> face driver (stale frames are dropped)."""
-        loop = asyncio.get_running_loop()
         try:
             while not self.closed:
                 await self.in_event.wait()
@@ -412,8 +481,8 @@ class Session:
                     continue
                 self.stats.frames_used += 1
                 try:
-                    t_in = await loop.run_in_executor(self.drive_pool, self.drive_frame, job)
-                except RuntimeError:   # pool shut down while closing
+                    t_in = await self._work(self.engine.drive_pool, self.drive_frame, job)
+                except RuntimeError:   # closing (or the engine's pools shut down)
                     if self.closed:
                         break
                     raise
@@ -429,7 +498,6 @@ class Session:
     async def produce(self):
         """Stage 2: render a frame for each newly driven webcam frame when the face drives, else at
         the stream fps on the session clock."""
-        loop = asyncio.get_running_loop()
         period = 1.0 / self.engine.fps
         next_t = time.monotonic()
         try:
@@ -453,8 +521,8 @@ class Session:
                     self.clock.start()
                 t_content = self.clock.elapsed() + self.lat_est
                 try:
-                    vf = await loop.run_in_executor(self.render_pool, self.render, t_content)
-                except RuntimeError:   # pool shut down while closing
+                    vf = await self._work(self.engine.render_pool, self.render, t_content)
+                except RuntimeError:   # closing (or the engine's pools shut down)
                     if self.closed:
                         break
                     raise
@@ -528,51 +596,77 @@ class Session:
                 pass
 
     # ---------------------------------------------------------------- control messages
+    def on_message_event(self, raw) -> None:
+        """The data channel's "message" event: handle it in a task of its own (kept until done)."""
+        t = asyncio.ensure_future(self.on_message(raw))
+        self._handlers.add(t)
+        t.add_done_callback(self._handlers.discard)
+
     async def on_message(self, raw) -> None:
+        """Every message gets exactly one reply: its answer, {"type": "ok"}, or {"type": "error"}."""
+        kind = None
         try:
-            msg = json.loads(raw) if isinstance(raw, str) else json.loads(bytes(raw).decode())
-            if not isinstance(msg, dict):
-                raise ValueError("a message must be a JSON object")
+            msg = _parse_message(raw)
+            kind = msg.get("type")
             reply = await self.handle(msg)
-        except (ValueError, KeyError, TypeError, HTTPError) as e:
-            reply = {"type": "error", "message": getattr(e, "message", None) or str(e)}
-        if reply is not None:
-            self.send(reply)
+            if reply is None:
+                reply = {"type": "ok", "of": kind}
+        except asyncio.CancelledError:
+            raise
+        except HTTPError as e:
+            reply = {"type": "error", "message": e.message}
+        except (ValueError, KeyError, TypeError, OverflowError, IndexError) as e:
+            reply = {"type": "error", "message": _message_error(e)}
+        except Exception as e:  # a bug: still answer, and keep the reason in the log
+            log.exception("session %s: message %r failed", self.id, kind)
+            reply = {"type": "error", "message": f"internal error: {type(e).__name__}: {e}"}
+        if reply.get("type") == "error":
+            reply["of"] = kind if isinstance(kind, str) else None
+        self.send(reply)
 
     async def handle(self, msg: dict):
         kind = msg.get("type")
+        if not isinstance(kind, str):
+            raise ValueError("a message needs a \"type\" (a string)")
+        n = self.engine.n_params
         if kind == "slider":
-            self.sliders.set(int(msg["index"]), float(msg["value"]),
-                             pin=self.mix.routes.get(self._group(int(msg["index"]))) != "sliders")
+            i = _index(msg, "index", n)
+            self.sliders.set(i, _number(msg, "value"), pin=self.mix.routes.get(self._group(i)) != "sliders")
             return None
         if kind == "sliders":
-            self.sliders.set_all(msg["values"], pin=False)
+            self.sliders.set_all(_numbers(msg, "values", n), pin=False)
             return None
         if kind == "preset":
-            v = self.sliders.preset(str(msg["name"]))
+            name = _string(msg, "name")
+            v = self.sliders.preset(name)
             for g in ("exp", "speech"):
                 if self.mix.routes[g] != "sliders" and msg.get("route", True):
                     self.mix.route(g, "sliders")
             self.sliders.release()
-            return {"type": "preset", "name": msg["name"], "values": [round(float(x), 4) for x in v],
+            return {"type": "preset", "name": name, "values": [round(float(x), 4) for x in v],
                     "routes": dict(self.mix.routes)}
         if kind == "release":
-            self.sliders.release(msg.get("index"))
+            self.sliders.release(None if msg.get("index") is None else _index(msg, "index", n))
             return None
         if kind == "route":
-            for g in ("exp", "speech"):
-                if g in msg and msg[g] is not None:
-                    self.mix.route(g, str(msg[g]))
+            routes = {g: _string(msg, g) for g in ("exp", "speech") if msg.get(g) is not None}
+            for g, name in routes.items():   # all checked before any is applied
+                if name not in ("face", "track", "sliders", "rest"):
+                    raise ValueError(f"unknown driver {name!r}; use face, track, sliders or rest")
+            if "track" in routes.values() and self.track is None and not self.engine.tracks:
+                raise ValueError("no parameter tracks on this server (start it with --tracks DIR)")
+            for g, name in routes.items():
+                self.mix.route(g, name)
             if self.uses_face:
                 self.ensure_face()
             if "track" in self.mix.routes.values() and self.track is None:
-                if not self.engine.tracks:
-                    raise ValueError("no parameter tracks on this server (start it with --tracks DIR)")
                 self.set_track(next(iter(self.engine.tracks.values())))
             return {"type": "routes", "routes": dict(self.mix.routes),
                     "track": self.track.id if self.track else None}
         if kind == "mode":
-            mode = str(msg["mode"])
+            mode = _string(msg, "mode")
+            if mode not in ("relative", "absolute"):
+                raise ValueError(f"mode must be 'relative' or 'absolute', not {mode!r}")
             self.ensure_face().set_mode(mode)
             self.mode = mode
             return {"type": "mode", "mode": mode}
@@ -580,9 +674,10 @@ class Session:
             self.ensure_face().calibrate()
             return {"type": "calibrate"}
         if kind == "portrait":
-            p = self.engine.portraits.get(str(msg["id"]))
+            pid = _string(msg, "id")
+            p = self.engine.portraits.get(pid)
             if p is None:
-                raise ValueError(f"no portrait {msg['id']!r}")
+                raise ValueError(f"no portrait {pid!r}")
             prepared = await self.engine.prepared(p)
             self.animator.use(prepared)
             self.portrait_id = p.id
@@ -598,7 +693,8 @@ class Session:
             if tid is None:
                 self.set_track(None)
                 return {"type": "track", "track": None}
-            e = self.engine.tracks.get(str(tid))
+            tid = _string(msg, "id")
+            e = self.engine.tracks.get(tid)
             if e is None:
                 raise ValueError(f"no track {tid!r}")
             self.set_track(e)
@@ -607,13 +703,14 @@ class Session:
                     self.mix.route(g, "track")
             return {"type": "track", "track": e.id, "routes": dict(self.mix.routes)}
         if kind == "ping":
-            return {"type": "pong", "t": msg.get("t")}
+            t = msg.get("t")
+            return {"type": "pong", "t": t if _finite(t) or isinstance(t, str) and len(t) <= 64 else None}
         if kind == "bye":
             asyncio.ensure_future(self.close())
-            return None
+            return {"type": "ok", "of": "bye"}
         if kind == "status":
             return self.status()
-        raise ValueError(f"unknown message type {kind!r}")
+        raise ValueError(f"unknown message type {kind[:40]!r}")
 
     def _group(self, index: int) -> str:
         return "exp" if index < self.engine.n_exp else "speech"
@@ -637,10 +734,19 @@ class Session:
             await self.pc.close()
         except Exception:  # already closed or half-open
             pass
-        # the worker may be inside a render: let it finish, then release the face tracker
+        # a worker may be inside a render: let it finish, then release the face tracker
         face = self.face
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(None, self._shutdown_pool, face)
+        running = [asyncio.wrap_future(f) for f in self._jobs if not f.done()]
+        if running:
+            await asyncio.wait(running)
+        self._jobs.clear()
+        for t in list(self._handlers):
+            t.cancel()
+        if face is not None:
+            try:
+                await asyncio.get_running_loop().run_in_executor(self.engine.drive_pool, face.close)
+            except RuntimeError:   # the engine's pools are shut down
+                face.close()
         self.face = None
         self.channel = None
         self.latest_in = None
@@ -648,11 +754,85 @@ class Session:
         self.mix.drivers.clear()
         log.info("session %s closed (%d frames out)", self.id, self.stats.frames_out)
 
-    def _shutdown_pool(self, face):
-        self.drive_pool.shutdown(wait=True, cancel_futures=True)
-        self.render_pool.shutdown(wait=True, cancel_futures=True)
-        if face is not None:
-            face.close()
+
+# ------------------------------------------------------------------------- data channel messages
+def _parse_message(raw) -> dict:
+    """A data channel message as a JSON object: at most MAX_MESSAGE bytes, no NaN/Infinity
+    literals, nesting the parser can take (RecursionError becomes a ValueError)."""
+    if isinstance(raw, str):
+        size = len(raw.encode("utf-8", "surrogatepass"))
+    else:
+        raw = bytes(raw)
+        size = len(raw)
+    if size > MAX_MESSAGE:
+        raise ValueError(f"message too large: {size} bytes (at most {MAX_MESSAGE})")
+    try:
+        msg = json.loads(raw, parse_constant=_no_constant)
+    except RecursionError:
+        raise ValueError("message nested too deeply") from None
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ValueError(f"message is not JSON: {e}") from None
+    if not isinstance(msg, dict):
+        raise ValueError("a message must be a JSON object")
+    return msg
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not a number a message may hold")
+
+
+def _message_error(e: Exception) -> str:
+    if isinstance(e, KeyError):
+        return f"missing field {e.args[0]!r}" if e.args else "missing field"
+    return str(e) or type(e).__name__
+
+
+def _index(msg: dict, key: str, n: int) -> int:
+    """An integer in 0..n-1 (an integral float such as 3.0 is fine; -1 is not the last)."""
+    v = msg[key]
+    if isinstance(v, float) and math.isfinite(v) and v.is_integer():
+        v = int(v)
+    if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v < n:
+        raise ValueError(f"{key!r} must be an integer from 0 to {n - 1}, not {_short(v)}")
+    return v
+
+
+def _finite(x) -> bool:
+    """A JSON number (not a bool) that is finite as a float (huge integers are not)."""
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        return False
+    try:
+        return math.isfinite(float(x))
+    except OverflowError:
+        return False
+
+
+def _number(msg: dict, key: str) -> float:
+    v = msg[key]
+    if not _finite(v):
+        raise ValueError(f"{key!r} must be a finite number, not {_short(v)}")
+    return float(v)
+
+
+def _numbers(msg: dict, key: str, n: int) -> np.ndarray:
+    v = msg[key]
+    if not isinstance(v, list) or len(v) != n or not all(_finite(x) for x in v):
+        raise ValueError(f"{key!r} must be a list of {n} finite numbers")
+    return np.clip(np.asarray(v, np.float64), -1.0, 1.0).astype(np.float32)
+
+
+def _string(msg: dict, key: str) -> str:
+    v = msg[key]
+    if not isinstance(v, str):
+        raise ValueError(f"{key!r} must be a string, not {_short(v)}")
+    return v
+
+
+def _short(v) -> str:
+    if isinstance(v, int) and not isinstance(v, bool) and abs(v) >= 10 ** 30:
+        return "a huge integer"
+    r = repr(v) if isinstance(v, (int, float, str, bool, type(None))) else type(v).__name__
+    return r if len(r) <= 40 else r[:37] + "..."
 
 
 # ---------------------------------------------------------------------------------------- tracks
@@ -735,8 +915,142 @@ def _err(status: int, message: str):
     return _json({"error": message}, status)
 
 
-def make_app(engine: Engine):
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+_TOKEN_META = '<meta name="slidergan-token" content="">'
+_WILDCARD_HOSTS = ("", "*")
+
+
+def _bracket(host: str) -> str:
+    """An IPv6 address as it appears in a Host header ([::1]); names and IPv4 unchanged."""
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+def _split_host(value: str) -> tuple[str, int | None]:
+    """``name[:port]`` of a Host header (or an --allow-host entry) -> (lowercase name, port or None)."""
+    value = value.strip().lower()
+    if value.startswith("["):                       # [v6]:port
+        name, _, rest = value.partition("]")
+        name += "]"
+        port = rest[1:] if rest.startswith(":") else None
+    elif value.count(":") == 1:
+        name, port = value.split(":")
+    else:
+        name, port = value, None
+    if port is not None:
+        if not port.isdigit():
+            raise ValueError(f"bad port in {value!r}")
+        return name.rstrip("."), int(port)
+    return name.rstrip("."), None
+
+
+class Guard:
+    """Who may use the server: the Host allowlist (every request), the Origin check and the token
+    (requests that change state), and CORS for ``--allow-origin`` origins. See the module docstring."""
+
+    def __init__(self, token: str | None = None, allow_origins=(), allow_hosts=(), host: str | None = None):
+        self.token = token or secrets.token_urlsafe(32)
+        self.allow_origins = {self.normalize_origin(o) for o in allow_origins}
+        self.names = set(LOOPBACK_NAMES)
+        if host and host.strip().lower() not in _WILDCARD_HOSTS:
+            self.names.add(_bracket(host.strip().lower()))
+        self.extra: set[tuple[str, int | None]] = set()   # --allow-host: (name, port or None = any)
+        for h in allow_hosts:
+            name, port = _split_host(h)
+            self.extra.add((_bracket(name), port))
+
+    @staticmethod
+    def normalize_origin(origin: str) -> str:
+        o = origin.strip().rstrip("/").lower()
+        if not o.startswith(("http://", "https://")) or "/" in o.split("://", 1)[1]:
+            raise ValueError(f"an origin is scheme://host[:port] (e.g. https://example.org), not {origin!r}")
+        return o
+
+    def host_ok(self, request) -> bool:
+        value = request.headers.get("Host")
+        if value is None:       # HTTP/1.0 without Host: not a browser, nothing to rebind
+            return True
+        try:
+            name, port = _split_host(value)
+        except ValueError:
+            return False
+        sock = request.transport.get_extra_info("sockname") if request.transport is not None else None
+        own_port = sock[1] if sock else None
+        names = set(self.names)
+        if sock:                # the address the connection came in on (an IP: not rebindable)
+            names.add(_bracket(str(sock[0]).lower()))
+        if name in names and (port or 80) == own_port:
+            return True
+        return (name, port) in self.extra or (name, None) in self.extra
+
+    def own_origin(self, request, origin: str) -> bool:
+        host = request.headers.get("Host", "").strip().lower()
+        return bool(host) and origin in (f"http://{host}", f"https://{host}")
+
+    def origin_allowed(self, request, origin: str) -> bool:
+        o = origin.strip().rstrip("/").lower()
+        return self.own_origin(request, o) or o in self.allow_origins
+
+    def token_ok(self, request) -> bool:
+        got = request.headers.get(TOKEN_HEADER, "")
+        return secrets.compare_digest(got.encode("utf-8", "replace"), self.token.encode())
+
+    def allowed_names(self, request) -> str:
+        sock = request.transport.get_extra_info("sockname") if request.transport is not None else None
+        port = sock[1] if sock else "PORT"
+        return ", ".join(f"{n}:{port}" for n in sorted(self.names))
+
+
+def _app_key():
+    try:
+        from aiohttp import web
+        return web.AppKey("slidergan_token", str)
+    except (ImportError, AttributeError):   # aiohttp < 3.9
+        return "slidergan_token"
+
+
+TOKEN = _app_key()   # app[TOKEN]: the token of a make_app application
+
+
+def make_app(engine: Engine, *, token: str | None = None, allow_origins=(), allow_hosts=(),
+             host: str | None = None):
+    """The aiohttp application. ``token``: this run's token (default: a random one; ``app[TOKEN]``
+    holds it); ``allow_origins``: other origins whose pages may use the server (they still need the
+    token, which ``/api/info`` gives them); ``allow_hosts``: more names the Host header may carry
+    (``name`` for any port, or ``name:port``); ``host``: the address the server listens on."""
     from aiohttp import web
+    guard = Guard(token, allow_origins, allow_hosts, host)
+
+    def cors(request, response):
+        origin = request.headers.get("Origin")
+        if origin and origin.strip().rstrip("/").lower() in guard.allow_origins:
+            response.headers["Access-Control-Allow-Origin"] = origin
+            response.headers["Vary"] = "Origin"
+        return response
+
+    @web.middleware
+    async def security(request, handler):
+        if not guard.host_ok(request):
+            return _err(421, f"misdirected request: this server does not answer to Host "
+                             f"{request.headers.get('Host', '')[:100]!r} (it answers to "
+                             f"{guard.allowed_names(request)}; start it with --allow-host NAME to add one)")
+        origin = request.headers.get("Origin")
+        if request.method == "OPTIONS":   # a CORS preflight: for --allow-origin origins only
+            if origin and origin.strip().rstrip("/").lower() in guard.allow_origins:
+                return cors(request, web.Response(status=204, headers={
+                    "Access-Control-Allow-Methods": "GET, POST",
+                    "Access-Control-Allow-Headers": f"Content-Type, {TOKEN_HEADER}, X-Filename",
+                    "Access-Control-Max-Age": "600"}))
+            return _err(403, f"cross-origin request refused: origin {str(origin)[:100]!r} is not allowed "
+                             "(start the server with --allow-origin ORIGIN to allow a page there)")
+        if request.method not in SAFE_METHODS:
+            if origin is not None and not guard.origin_allowed(request, origin):
+                return _err(403, f"cross-origin request refused: origin {origin[:100]!r} is not this "
+                                 "server's (start the server with --allow-origin ORIGIN to allow a page there)")
+            if not guard.token_ok(request):
+                return cors(request, _err(403, f"missing or wrong {TOKEN_HEADER} header: requests that "
+                                               "change state need this server's token (the page has it in "
+                                               "<meta name=\"slidergan-token\">)"))
+        return cors(request, await handler(request))
 
     @web.middleware
     async def errors(request, handler):
@@ -754,13 +1068,23 @@ def make_app(engine: Engine):
             log.exception("%s %s failed", request.method, request.path)
             return _err(500, f"internal error: {type(e).__name__}: {e}")
 
-    app = web.Application(middlewares=[errors], client_max_size=MAX_UPLOAD)
+    app = web.Application(middlewares=[security, errors], client_max_size=MAX_UPLOAD)
+    app[TOKEN] = guard.token
+    page = (STATIC / "index.html").read_text()
+    if _TOKEN_META not in page:
+        raise RuntimeError(f"{STATIC / 'index.html'} lacks {_TOKEN_META}")
+    page = page.replace(_TOKEN_META, f'<meta name="slidergan-token" content="{guard.token}">')
 
     async def index(request):
-        return web.FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+        return web.Response(text=page, content_type="text/html",
+                            headers={"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"})
 
     async def info(request):
-        return _json(engine.info())
+        d = engine.info()
+        origin = request.headers.get("Origin")
+        if origin and guard.origin_allowed(request, origin):
+            d["token"] = guard.token
+        return _json(d)
 
     async def portraits(request):
         return _json([p.describe() for p in engine.portraits.values()])
@@ -772,19 +1096,23 @@ def make_app(engine: Engine):
         return web.Response(body=p.thumb, content_type="image/jpeg", headers={"Cache-Control": "max-age=3600"})
 
     async def upload(request):
-        data, name = await _read_upload(request)
-        rgb = await asyncio.get_running_loop().run_in_executor(None, _decode_image, data)
-        p = engine.add_portrait_image(rgb, name)
+        if engine.uploads_in_progress >= MAX_UPLOADS_IN_PROGRESS:
+            raise HTTPError(503, f"server busy: {MAX_UPLOADS_IN_PROGRESS} uploads in progress; try again shortly")
+        engine.uploads_in_progress += 1
         try:
-            await engine.prepared(p)
-        except HTTPError:
-            engine.portraits.pop(p.id, None)
-            raise
+            data, name = await _read_upload(request)
+            loop = asyncio.get_running_loop()
+            # header check, decode (downscaled), thumbnail: on the image pool, never the event loop
+            rgb, thumb = await loop.run_in_executor(engine.image_pool, _decode_upload, data, name)
+            del data
+            p = engine.new_upload(rgb, name, thumb)
+            await engine.prepared(p)             # 422 when it holds no usable face
+            engine.add_upload(p)                 # listed (and an old one evicted) only now
+        finally:
+            engine.uploads_in_progress -= 1
         return _json(p.describe())
 
     async def preview(request):
-        if engine.face_model is None:
-            raise HTTPError(404, "no blendshape model: the 3D preview needs one")
         try:
             p = np.array([float(v) for v in request.query.get("p", "").split(",") if v.strip()], np.float32)
         except ValueError:
@@ -793,7 +1121,13 @@ def make_app(engine: Engine):
             p = np.zeros(engine.n_params, np.float32)
         if p.shape[0] != engine.n_params or not np.all(np.isfinite(p)):
             raise HTTPError(400, f"p must hold {engine.n_params} finite numbers")
-        size = int(np.clip(int(request.query.get("size", 160)), 32, 512))
+        try:
+            size = int(request.query.get("size", 160))
+        except ValueError:
+            raise HTTPError(400, "size must be an integer number of pixels (32 to 512)") from None
+        size = min(max(size, 32), 512)
+        if engine.face_model is None:
+            raise HTTPError(404, "no blendshape model: the 3D preview needs one")
 
         def draw():
             import cv2
@@ -839,32 +1173,40 @@ async def _read_upload(request) -> tuple[bytes, str]:
         async for part in reader:
             if part.name in ("image", "file"):
                 data = await part.read(decode=False)
-                return bytes(data), part.filename or "upload"
+                return bytes(data), _clean_name(part.filename or "upload")
         raise HTTPError(400, "no image in the upload (send a multipart field named 'image')")
     data = await request.read()
     if not data:
         raise HTTPError(400, "empty upload: send an image file")
-    return data, request.headers.get("X-Filename", "upload")
+    return data, _clean_name(request.headers.get("X-Filename", "upload"))
 
 
-def _decode_image(data: bytes) -> np.ndarray:
-    import cv2
-    arr = np.frombuffer(data, np.uint8)
-    img = cv2.imdecode(arr, cv2.IMREAD_COLOR) if arr.size else None
-    if img is None:
-        try:
-            from PIL import Image
-            with Image.open(io.BytesIO(data)) as im:
-                return np.ascontiguousarray(np.asarray(im.convert("RGB"), np.uint8))
-        except Exception:
-            raise HTTPError(400, "the upload is not an image that can be read (JPEG, PNG or WebP)") from None
-    return np.ascontiguousarray(img[:, :, ::-1])
+def _clean_name(name: str) -> str:
+    name = "".join(c for c in str(name) if c.isprintable()).strip() or "upload"
+    return name if len(name) <= 120 else name[:117] + "..."
+
+
+async def _read_body(request, limit: int, what: str) -> bytes:
+    """The request body, refused with 413 past ``limit`` bytes (without reading it all)."""
+    if request.content_length is not None and request.content_length > limit:
+        raise HTTPError(413, f"{what} is too large: {request.content_length} bytes (at most {limit // 1024} KB)")
+    chunks, n = [], 0
+    while True:
+        chunk = await request.content.read(64 * 1024)
+        if not chunk:
+            break
+        n += len(chunk)
+        if n > limit:
+            raise HTTPError(413, f"{what} is too large: over {limit // 1024} KB")
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 async def _offer(request, engine: Engine):
     from aiortc import RTCPeerConnection, RTCSessionDescription
+    body = await _read_body(request, MAX_OFFER, "the offer")
     try:
-        params = await request.json()
+        params = json.loads(body)
     except Exception:
         raise HTTPError(400, "the offer must be a JSON object {\"sdp\": ..., \"type\": \"offer\"}") from None
     if not isinstance(params, dict):
@@ -949,7 +1291,7 @@ def _wire(session: Session, pc) -> None:
     @pc.on("datachannel")
     def on_datachannel(channel):
         session.channel = channel
-        channel.on("message", lambda m: asyncio.ensure_future(session.on_message(m)))
+        channel.on("message", session.on_message_event)
 
         @channel.on("open")
         def _open():
@@ -1046,6 +1388,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fps", type=float, default=30.0, help="stream frame rate without a webcam (default 30)")
     p.add_argument("--ice", choices=["all", "loopback"], default="all",
                    help="ICE candidates: all local addresses plus 127.0.0.1 (default), or loopback only")
+    p.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
+                   help="a page at ORIGIN (scheme://host[:port]) may use this server: it passes the Origin "
+                        "check, gets CORS answers, and reads the token from /api/info (repeatable; by "
+                        "default only the server's own page may change state)")
+    p.add_argument("--allow-host", action="append", default=[], metavar="NAME[:PORT]",
+                   help="another name this server may be reached by (the Host header), e.g. behind a proxy "
+                        "or tunnel; without a port, any port (repeatable; by default 127.0.0.1, localhost, "
+                        "[::1] and --host, with the server's port)")
     p.add_argument("--log-level", default="info")
 
 
@@ -1055,7 +1405,10 @@ def build_engine(args) -> Engine:
     eng = Engine(models, output_size=args.size, fps=args.fps, max_sessions=args.max_sessions)
     for spec in args.portraits:
         for f in _expand(spec, IMAGE_EXTS):
-            eng.add_portrait_file(f)
+            try:
+                eng.add_portrait_file(f)
+            except (ImageReadError, OSError) as e:  # one bad photo does not stop the server
+                log.warning("portrait %s not used: %s", f, e)
     for spec in args.tracks:
         for f in _expand(spec, (".npz",)):
             eng.add_track_file(f)
@@ -1079,10 +1432,12 @@ def main(args) -> int:
     logging.getLogger("aiortc").setLevel(logging.WARNING)
     if args.max_sessions < 1:
         raise ValueError("--max-sessions must be at least 1")
+    origins = [Guard.normalize_origin(o) for o in getattr(args, "allow_origin", [])]   # ValueError: say so now
+    allow_hosts = list(getattr(args, "allow_host", []))
     configure_ice(args.ice)
     eng = build_engine(args)
     eng.warm_up()
-    app = make_app(eng)
+    app = make_app(eng, allow_origins=origins, allow_hosts=allow_hosts, host=args.host)
     print(f"slidergan serve: http://{args.host}:{args.port}/  ({len(eng.portraits)} portrait(s), "
           f"{len(eng.tracks)} track(s), backend {getattr(eng.models, 'backend', '?')}, "
           f"at most {eng.max_sessions} session(s))", flush=True)

@@ -37,27 +37,39 @@ def setup(tmp_path_factory):
     eng.close()
 
 
+_TOKENS: dict[str, str] = {}   # server URL -> its token (what the page would send)
+
+
 @contextlib.asynccontextmanager
-async def serving(engine):
+async def serving(engine, **app_kw):
     from aiohttp import web
 
-    from streaming.server import make_app
-    app = make_app(engine)
+    from streaming.server import TOKEN, make_app
+    app = make_app(engine, **app_kw)
     runner = web.AppRunner(app, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     port = site._server.sockets[0].getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    _TOKENS[url] = app[TOKEN]
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield url
     finally:
+        _TOKENS.pop(url, None)
         await runner.cleanup()
 
 
-async def _post(url, **kw):
+async def _post(url, token: bool = True, **kw):
+    """POST as the page does: with the server's token (``token=False``: without)."""
     import aiohttp
+
+    from streaming.server import TOKEN_HEADER
+    headers = dict(kw.pop("headers", None) or {})
+    if token:
+        headers.setdefault(TOKEN_HEADER, _TOKENS["/".join(url.split("/")[:3])])
     async with aiohttp.ClientSession() as s:
-        async with s.post(url, **kw) as r:
+        async with s.post(url, headers=headers, **kw) as r:
             return r.status, await r.json(content_type=None)
 
 
@@ -106,7 +118,7 @@ def test_portrait_without_face_is_a_clear_error(setup):
             assert st == 422 and "no face" in body["error"] and "wall.png" in body["error"]
             st, body = await _post(url + "/api/portraits", data=b"not an image",
                                    headers={"Content-Type": "image/png"})
-            assert st == 400 and "not an image" in body["error"]
+            assert st == 422 and "not an image" in body["error"]
             st, body = await _post(url + "/api/portraits", data=b"x" * (17 << 20),
                                    headers={"Content-Type": "image/png"})
             assert st == 413 and "too large" in body["error"]

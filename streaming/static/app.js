@@ -3,8 +3,13 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
+// The server's per-run token: requests that change state (uploads, offers) carry it. The server puts
+// it in this page's <meta>; a copy of the page served elsewhere (an --allow-origin origin, with
+// <meta name="slidergan-server" content="http://host:port">) gets it from /api/info.
+const meta = (name) => { const m = document.querySelector(`meta[name="${name}"]`); return m ? m.content : ""; };
+const SERVER = meta("slidergan-server").replace(/\/+$/, "");
 const state = {
-  info: null, portrait: null, pc: null, dc: null, local: null, running: false,
+  token: meta("slidergan-token"), info: null, portrait: null, pc: null, dc: null, local: null, running: false,
   names: [], nExp: 0, sliders: [], pinned: new Set(), dragging: -1, pending: new Map(), raf: 0,
 };
 
@@ -20,7 +25,11 @@ function showMsg(text, where = "msg", info = false) {
 }
 
 async function api(path, opts) {
-  const r = await fetch(path, opts);
+  opts = Object.assign({}, opts || {});
+  if (opts.method && opts.method !== "GET") {
+    opts.headers = Object.assign({}, opts.headers || {}, { "X-Slidergan-Token": state.token });
+  }
+  const r = await fetch(SERVER + path, opts);
   let data = null;
   try { data = await r.json(); } catch (e) { data = { error: `HTTP ${r.status}` }; }
   if (!r.ok) throw new Error(data && data.error ? data.error : `HTTP ${r.status}`);
@@ -33,7 +42,7 @@ function renderPortraits() {
   g.innerHTML = "";
   for (const p of state.info.portraits) {
     const img = document.createElement("img");
-    img.src = p.url;
+    img.src = SERVER + p.url;
     img.alt = img.title = p.name;
     img.dataset.id = p.id;
     if (p.id === state.portrait) img.classList.add("sel");
@@ -264,7 +273,7 @@ function updatePreview(params) {
   state.previewKey = key;
   const img = $("preview");
   img.onload = img.onerror = () => { state.previewBusy = false; };
-  img.src = "/api/preview?size=160&p=" + key;
+  img.src = SERVER + "/api/preview?size=160&p=" + key;
 }
 
 function syncRoutes(r) {
@@ -288,6 +297,7 @@ async function onRouteChange() {
 async function init() {
   try {
     state.info = await api("/api/info");
+    if (!state.token && state.info.token) state.token = state.info.token;
   } catch (e) {
     showMsg(`Server not reachable: ${e.message}`);
     return;
