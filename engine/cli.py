@@ -16,6 +16,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "synthetic": ("trainer.synthetic", "write a procedural dataset of labelled synthetic faces"),
     "annotate": ("trainer.annotate", "videos and image folders to a labelled dataset"),
     "synth-pairs": ("trainer.synth_pairs", "make 3D-warped paired samples from a dataset"),
+    "video-pairs": ("trainer.video_pairs", "make real pairs from two frames of one video"),
     "evaluate": ("trainer.evaluate", "evaluate a checkpoint and write a report"),
     "blendshapes": ("engine.blendshapes_cli", "build or inspect blendshape models"),
     "track": ("engine.tracks_cli", "extract or check parameter tracks"),

@@ -249,10 +249,10 @@ def annotate(inputs, out, face_model=None, size: int = 128, every: int = 1, max_
     with tqdm(total=total, desc="annotate", unit="frame", dynamic_ncols=True, disable=not show_progress) as bar:
         with DatasetWriter(out, image_size=size, param_names=fm.param_names, shard_size=shard_size,
                            compress=compress, blendshapes=fm.describe(), meta=meta,
-                           overwrite=overwrite) as w:
+                           overwrite=overwrite, landmarks=True) as w:
             for face in iter_faces(inputs, fm, size, every, max_frames, min_face_px, group_images,
                                    segment, skips, bar):
-                w.add(face.crop, np.nan_to_num(face.p), face.seq)
+                w.add(face.crop, np.nan_to_num(face.p), face.seq, landmarks=face.crop_landmarks)
                 n += 1
                 if n % 50 == 0:
                     bar.set_postfix_str(f"{n} faces")

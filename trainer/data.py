@@ -18,12 +18,14 @@ with one row per sample:
     paired datasets only (synthetic pairs, SPEC section 5), every row has both:
     ``target_images``  uint8   (n, S, S, 3)  the same identity under the target expression
     ``target_params``  float32 (n, N)        its parameters p_trg
+    datasets with ``"landmarks": true`` (what the geometry-guided generator trains on):
+    ``landmarks``      float32 (n, 478, 3)   the face mesh of ``images`` in crop pixels
 
 ``manifest.json``::
 
     {"format": "slidergan-dataset", "version": 1, "complete": true,
      "image_size": 128, "n_params": 40, "param_names": ["exp00", ..., "speech09"],
-     "paired": false, "count": 12345, "blendshapes": "<model name + hash, or empty>",
+     "paired": false, "landmarks": false, "count": 12345, "blendshapes": "<model name + hash, or empty>",
      "sequences": ["video_a", ...] or null, "meta": {...free-form...},
      "shards": [{"file": "shard-000000.npz", "count": 1000}, ...]}
 
@@ -69,6 +71,11 @@ class DatasetError(ValueError):
 
 # ----------------------------------------------------------------------------------------- writing
 
+def _keys(paired: bool, landmarks: bool) -> list[str]:
+    return (["images", "params", "seq"] + (["target_images", "target_params"] if paired else [])
+            + (["landmarks"] if landmarks else []))
+
+
 class DatasetWriter:
     """Write samples into a dataset folder, shard by shard.
 
@@ -82,7 +89,7 @@ class DatasetWriter:
     def __init__(self, path, image_size: int = 128, n_params: int | None = None, *,
                  param_names: Sequence[str] | None = None, paired: bool = False,
                  shard_size: int = 1000, compress: bool = False, blendshapes: str = "",
-                 meta: dict | None = None, overwrite: bool = False):
+                 meta: dict | None = None, overwrite: bool = False, landmarks: bool = False):
         self.path = Path(path)
         if param_names is not None:
             param_names = [str(n) for n in param_names]
@@ -104,6 +111,7 @@ class DatasetWriter:
         self.n_params = int(n_params)
         self.param_names = param_names or [f"p{i:02d}" for i in range(self.n_params)]
         self.paired = bool(paired)
+        self.landmarks = bool(landmarks)
         self.shard_size = int(shard_size)
         self.compress = compress
         self.blendshapes = blendshapes
@@ -116,8 +124,7 @@ class DatasetWriter:
         self._closed = False
 
     def _empty(self) -> dict[str, list]:
-        keys = ["images", "params", "seq"] + (["target_images", "target_params"] if self.paired else [])
-        return {k: [] for k in keys}
+        return {k: [] for k in _keys(self.paired, self.landmarks)}
 
     def _image(self, image, what: str) -> np.ndarray:
         a = np.asarray(image)
@@ -147,9 +154,12 @@ class DatasetWriter:
             return self._seq_names.setdefault(seq, len(self._seq_names))
         return int(seq)
 
-    def add(self, image, params, seq=0, target_image=None, target_params=None) -> None:
+    def add(self, image, params, seq=0, target_image=None, target_params=None, landmarks=None) -> None:
         if self._closed:
             raise DatasetError("the writer is closed")
+        if self.landmarks != (landmarks is not None):
+            raise DatasetError(f"sample {self.count}: this dataset {'needs' if self.landmarks else 'takes no'} "
+                               "landmarks")
         if self.paired != (target_image is not None) or self.paired != (target_params is not None):
             raise DatasetError(f"sample {self.count}: a {'paired' if self.paired else 'unpaired'} dataset "
                                f"{'needs' if self.paired else 'takes no'} target_image and target_params")
@@ -160,6 +170,11 @@ class DatasetWriter:
         if self.paired:
             b["target_images"].append(self._image(target_image, "target_image"))
             b["target_params"].append(self._params(target_params, "target_params"))
+        if self.landmarks:
+            lm = np.asarray(landmarks, np.float32)
+            if lm.shape != (478, 3) or not np.all(np.isfinite(lm)):
+                raise DatasetError(f"sample {self.count}: landmarks must be finite (478, 3), got {lm.shape}")
+            b["landmarks"].append(lm)
         self.count += 1
         if len(b["images"]) >= self.shard_size:
             self.flush()
@@ -175,6 +190,8 @@ class DatasetWriter:
         if self.paired:
             arrays["target_images"] = np.stack(self._buf["target_images"]).astype(np.uint8)
             arrays["target_params"] = np.stack(self._buf["target_params"]).astype(np.float32)
+        if self.landmarks:
+            arrays["landmarks"] = np.stack(self._buf["landmarks"]).astype(np.float32)
         name = SHARD_PATTERN.format(len(self.shards))
         with atomic_path(self.path / name) as tmp:
             with open(tmp, "wb") as f:
@@ -192,7 +209,7 @@ class DatasetWriter:
         manifest = {
             "format": FORMAT, "version": VERSION, "complete": complete,
             "image_size": self.image_size, "n_params": self.n_params, "param_names": self.param_names,
-            "paired": self.paired, "count": sum(s["count"] for s in self.shards),
+            "paired": self.paired, "landmarks": self.landmarks, "count": sum(s["count"] for s in self.shards),
             "blendshapes": self.blendshapes, "sequences": seqs, "meta": self.meta,
             "shards": self.shards}
         write_text_atomic(self.path / MANIFEST, json.dumps(manifest, indent=1))
@@ -227,6 +244,7 @@ class DatasetInfo:
     paired: bool
     count: int
     shards: list[dict]
+    landmarks: bool = False
     complete: bool = True
     blendshapes: str = ""
     sequences: list[str] | None = None
@@ -242,8 +260,7 @@ class DatasetInfo:
     def load_shard(self, i: int, keys: Sequence[str] | None = None, check: bool = True) -> dict[str, np.ndarray]:
         """The arrays of shard ``i`` (all, or ``keys``), checked for shape and finite labels."""
         p = self.shard_path(i)
-        want = list(keys) if keys is not None else (
-            ["images", "params", "seq"] + (["target_images", "target_params"] if self.paired else []))
+        want = list(keys) if keys is not None else _keys(self.paired, self.landmarks)
         try:
             with np.load(p, allow_pickle=False) as z:
                 missing = [k for k in want if k not in z.files]
@@ -268,6 +285,8 @@ class DatasetInfo:
                 raise DatasetError(f"shard {p}: {k} has {a.shape[0]} rows, the manifest says {n}")
             if k in ("images", "target_images") and (a.shape[1:] != (s, s, 3) or a.dtype != np.uint8):
                 raise DatasetError(f"shard {p}: {k} is {a.dtype} {a.shape[1:]}, expected uint8 ({s}, {s}, 3)")
+            if k == "landmarks" and (a.shape[1:] != (478, 3) or not np.all(np.isfinite(a))):
+                raise DatasetError(f"shard {p}: landmarks must be finite (n, 478, 3), got {a.shape}")
             if k in ("params", "target_params"):
                 if a.ndim != 2 or a.shape[1] != self.n_params:
                     raise DatasetError(f"shard {p}: {k} has shape {a.shape}, expected (n, {self.n_params})")
@@ -321,7 +340,7 @@ def open_dataset(path, n_params: int | None = None, profile: str = "") -> Datase
         info = DatasetInfo(
             path=path, image_size=int(m["image_size"]), n_params=int(m["n_params"]),
             param_names=list(m["param_names"]), paired=bool(m["paired"]), count=int(m["count"]),
-            shards=list(m["shards"]), complete=bool(m.get("complete", True)),
+            shards=list(m["shards"]), complete=bool(m.get("complete", True)), landmarks=bool(m.get("landmarks", False)),
             blendshapes=m.get("blendshapes", ""), sequences=m.get("sequences"), meta=m.get("meta") or {})
     except (KeyError, TypeError, ValueError) as e:
         raise DatasetError(f"{mpath} is missing or has a bad field: {e}") from None
@@ -474,6 +493,8 @@ class ShardStream(torch.utils.data.IterableDataset):
         for s, first, step in group:
             d, i = self._shards[s]
             a = {k: v[first::step] for k, v in self.infos[d].load_shard(i).items()}
+            if "landmarks" in a and a["images"].shape[1] != self.image_size:
+                a["landmarks"] = a["landmarks"] * np.float32(self.image_size / a["images"].shape[1])
             for k in ("images", "target_images"):
                 if k in a and a[k].shape[1] != self.image_size:
                     a[k] = resize_images(a[k], self.image_size)
@@ -502,6 +523,8 @@ class ShardStream(torch.utils.data.IterableDataset):
         if "target_images" in rows:
             out["target_image"] = images_to_tensor(rows["target_images"], self.image_size)
             out["target_params"] = torch.from_numpy(rows["target_params"]).float()
+        if "landmarks" in rows:
+            out["landmarks"] = torch.from_numpy(rows["landmarks"]).float()
         return out
 
 
