@@ -315,7 +315,6 @@ class MeshWarp:
     through it has no seam."""
 
     def __init__(self, src_landmarks: np.ndarray, size: int, iterations: int = 5):
-        import cv2
         from scipy import sparse
         self.size = int(size)
         self.margin = int(np.ceil(BAND_MARGIN * self.size)) + 1   # both edge rows at or beyond the border
@@ -337,15 +336,11 @@ class MeshWarp:
         self._inner = tri[order[layer[order] > 0]]
         self._inner_src = vs[self._inner].astype(np.float32)
         g, mg = self.grid_size, self.margin
-        ids = np.full((g, g), -1.0, np.float32)
-        pts = np.round((vs + mg) * 16).astype(np.int32)
-        for t in order:
-            cv2.fillConvexPoly(ids, pts[tri[t]], float(t), lineType=cv2.LINE_8, shift=4)
-        yy, xx = np.nonzero(ids >= 0)
-        t = ids[yy, xx].astype(np.int64)
-        w = _barycentric(vs, tri[t], np.stack([xx, yy], 1).astype(np.float64) - mg)
-        rows = np.repeat(yy * g + xx, 3)
-        self.weights = sparse.csr_matrix((w.reshape(-1), (rows, tri[t].reshape(-1))),
+        # every grid pixel's source triangle (drawn in order: the nearest wins) and its barycentrics
+        ordered = tri[order]
+        pixels, t, w1, w2 = _raster(((vs + mg)[ordered]).astype(np.float32), g)
+        w = np.stack([1 - w1 - w2, w1, w2], 1)
+        self.weights = sparse.csr_matrix((w.reshape(-1), (np.repeat(pixels, 3), ordered[t].reshape(-1))),
                                          shape=(g * g, len(vs)), dtype=np.float32)
         c = np.arange(g, dtype=np.float32) - mg
         gx, gy = np.meshgrid(c, c)
@@ -392,39 +387,12 @@ class MeshWarp:
 
     def _rasterise(self, vd: np.ndarray):
         """Grid pixels covered by the target face and hole triangles (``vd`` in grid coordinates;
-        flat indices) and the source crop points they show; vectorised over (triangle, pixel of its
-        bounding box) pairs. Triangles are in warp_mesh's drawing order (holes under the face, far
-        under near; the source's depth, which an expression hardly reorders), so the last pair
-        written to a pixel wins."""
-        s, tri = self.grid_size, self._inner
-        c = vd[tri].astype(np.float32)                                  # (T, 3, 2) target corners
-        lo = np.clip(np.ceil(c.min(1)), 0, s).astype(np.int32)          # pixel centres inside the bbox
-        hi = np.clip(np.floor(c.max(1)) + 1, 0, s).astype(np.int32)
-        wh = np.maximum(hi - lo, 0)
-        n = wh[:, 0] * wh[:, 1]
-        # per triangle: barycentric weights (w1, w2) as affine functions of the pixel
-        e1, e2 = c[:, 1] - c[:, 0], c[:, 2] - c[:, 0]
-        den = e1[:, 0] * e2[:, 1] - e2[:, 0] * e1[:, 1]
-        den = np.where(np.abs(den) < 1e-9, np.float32(1e-9), den)
-        a1, b1 = e2[:, 1] / den, -e2[:, 0] / den
-        a2, b2 = -e1[:, 1] / den, e1[:, 0] / den
-        t = np.repeat(np.arange(len(tri), dtype=np.int32), n)
-        k = np.arange(len(t), dtype=np.int32) - np.repeat((np.cumsum(n) - n).astype(np.int32), n)
-        py, px = np.divmod(k, wh[t, 0])
-        px += lo[t, 0]
-        py += lo[t, 1]
-        dx, dy = px - c[t, 0, 0], py - c[t, 0, 1]
-        w1 = a1[t] * dx + b1[t] * dy
-        w2 = a2[t] * dx + b2[t] * dy
-        inside = (w1 >= -1e-5) & (w2 >= -1e-5) & (w1 + w2 <= 1 + 1e-5)
-        t, w1, w2, pix = t[inside], w1[inside], w2[inside], py[inside] * s + px[inside]
-        winner = np.full(s * s, -1, np.int64)
-        winner[pix] = np.arange(len(pix))                               # repeated index: the last wins
-        pixels = np.nonzero(winner >= 0)[0]
-        j = winner[pixels]
-        v = self._inner_src[t[j]]                                       # (P, 3, 2) source corners
-        src = v[:, 0] + w1[j, None] * (v[:, 1] - v[:, 0]) + w2[j, None] * (v[:, 2] - v[:, 0])
-        return pixels, src
+        flat indices) and the source crop points they show. Triangles are in warp_mesh's drawing
+        order (holes under the face, far under near; the source's depth, which an expression hardly
+        reorders)."""
+        pixels, t, w1, w2 = _raster(vd[self._inner].astype(np.float32), self.grid_size)
+        v = self._inner_src[t]                                          # (P, 3, 2) source corners
+        return pixels, v[:, 0] + w1[:, None] * (v[:, 1] - v[:, 0]) + w2[:, None] * (v[:, 2] - v[:, 0])
 
     def region_mask(self, dst_landmarks: np.ndarray) -> np.ndarray:
         """(S, S) float32: the target's mouth opening (MOUTH_VALUE) and eye openings (EYE_VALUE),
@@ -447,15 +415,35 @@ class MeshWarp:
         return cv2.remap(crop, np.ascontiguousarray(self.crop_part(bm)), None, cv2.INTER_LINEAR,
                          borderMode=cv2.BORDER_REPLICATE)
 
+    def frame_extra(self, dst_landmarks: np.ndarray, backward: np.ndarray) -> np.ndarray:
+        """The generator frame's channels beyond the warped RGB, (3, S, S) float32: the region mask
+        and the flow (target -> source, crop pixels) x FLOW_SCALE / S."""
+        flow = (self.crop_part(backward) - self.crop_part(self.grid)) * (FLOW_SCALE / self.size)
+        return np.ascontiguousarray(np.concatenate(
+            [self.region_mask(dst_landmarks)[None], flow.transpose(2, 0, 1)], 0), dtype=np.float32)
+
     def generator_frame(self, crop: np.ndarray, dst_landmarks: np.ndarray, backward: np.ndarray | None = None
                         ) -> np.ndarray:
-        """The warp generator's per-frame input (6, S, S) float32: warped RGB in [-1, 1], the region
-        mask, and the flow (target -> source, crop pixels) x FLOW_SCALE / S."""
+        """The warp generator's per-frame input (6, S, S) float32: the warped RGB in [-1, 1], then
+        ``frame_extra``."""
         bm = self.backward_map(dst_landmarks) if backward is None else backward
         warped = self.warp_crop(crop, dst_landmarks, bm).astype(np.float32) * (2.0 / 255.0) - 1.0
-        flow = (self.crop_part(bm) - self.crop_part(self.grid)) * (FLOW_SCALE / self.size)
-        return np.ascontiguousarray(np.concatenate(
-            [warped, self.region_mask(dst_landmarks)[..., None], flow], -1).transpose(2, 0, 1))
+        return np.concatenate([warped.transpose(2, 0, 1), self.frame_extra(dst_landmarks, bm)], 0)
+
+
+def warp_batch(face_model, landmarks: np.ndarray, p_src: np.ndarray, p_trg: np.ndarray, size: int):
+    """The geometry of B faces moved from p_src to p_trg, for training the warp generator on
+    tensors: (maps (B, S, S, 2) float32, the source crop pixel each target pixel shows; extra
+    (B, 3, S, S) float32, ``MeshWarp.frame_extra``; dst (B, 478, 3), the target meshes)."""
+    maps, extra, dsts = [], [], []
+    for lm, a, b in zip(np.asarray(landmarks, np.float64), np.asarray(p_src), np.asarray(p_trg)):
+        mw = MeshWarp(lm, size)
+        dst = target_landmarks(face_model, lm, a, b)
+        bm = mw.backward_map(dst)
+        maps.append(mw.crop_part(bm))
+        extra.append(mw.frame_extra(dst, bm))
+        dsts.append(dst)
+    return np.stack(maps).astype(np.float32), np.stack(extra), np.stack(dsts)
 
 
 FLOW_SCALE = 4.0    # generator_frame's flow channels: about -1..1 for the largest face motions
@@ -474,6 +462,37 @@ def output_map(warp: MeshWarp, backward: np.ndarray, crop_x: np.ndarray, crop_y:
                    borderValue=0)
     lin_inv = np.linalg.inv(np.asarray(out_to_crop, np.float64)[:, :2]).astype(np.float32)
     return out_grid + up @ lin_inv.T
+
+
+def _raster(c: np.ndarray, s: int):
+    """Rasterise triangles ``c`` (T, 3, 2) float32 (grid pixel coordinates, pixel centres at integers)
+    on an s x s grid, vectorised over (triangle, pixel of its bounding box) pairs; where triangles
+    overlap the later one wins (pass them in drawing order). Returns (flat pixel indices, triangle
+    index, w1, w2): the barycentric weights of corners 1 and 2 (corner 0 has 1 - w1 - w2)."""
+    lo = np.clip(np.ceil(c.min(1)), 0, s).astype(np.int32)              # pixel centres inside the bbox
+    hi = np.clip(np.floor(c.max(1)) + 1, 0, s).astype(np.int32)
+    wh = np.maximum(hi - lo, 0)
+    n = wh[:, 0] * wh[:, 1]
+    e1, e2 = c[:, 1] - c[:, 0], c[:, 2] - c[:, 0]
+    den = e1[:, 0] * e2[:, 1] - e2[:, 0] * e1[:, 1]
+    den = np.where(np.abs(den) < 1e-9, np.float32(1e-9), den)
+    a1, b1 = e2[:, 1] / den, -e2[:, 0] / den                             # w1, w2 as affine functions
+    a2, b2 = -e1[:, 1] / den, e1[:, 0] / den
+    t = np.repeat(np.arange(len(c), dtype=np.int32), n)
+    k = np.arange(len(t), dtype=np.int32) - np.repeat((np.cumsum(n) - n).astype(np.int32), n)
+    py, px = np.divmod(k, wh[t, 0])
+    px += lo[t, 0]
+    py += lo[t, 1]
+    dx, dy = px - c[t, 0, 0], py - c[t, 0, 1]
+    w1 = a1[t] * dx + b1[t] * dy
+    w2 = a2[t] * dx + b2[t] * dy
+    inside = (w1 >= -1e-5) & (w2 >= -1e-5) & (w1 + w2 <= 1 + 1e-5)
+    t, w1, w2, pix = t[inside], w1[inside], w2[inside], py[inside] * s + px[inside]
+    winner = np.full(s * s, -1, np.int64)
+    winner[pix] = np.arange(len(pix))                                   # repeated index: the last wins
+    pixels = np.nonzero(winner >= 0)[0]
+    j = winner[pixels]
+    return pixels, t[j], w1[j], w2[j]
 
 
 def _barycentric(v: np.ndarray, tri: np.ndarray, p: np.ndarray) -> np.ndarray:
