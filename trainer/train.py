@@ -41,6 +41,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from engine.config import ModelConfig, get_profile
@@ -243,6 +244,45 @@ def find_latest_checkpoint(out) -> Path | None:
     return found[-1][1] if found else None
 
 
+def warp_frame(images: torch.Tensor, maps: np.ndarray, extra: np.ndarray) -> torch.Tensor:
+    """The warp generator's input on tensors: ``images`` (B, 3, S, S) resampled at ``maps`` (B, S, S, 2)
+    crop pixels (as cv2.remap does at inference: bilinear, edge replicated; differentiable in the
+    images, so the cycle's second warp carries gradients into G's first result), then ``extra``."""
+    s = images.shape[-1]
+    grid = torch.from_numpy(maps).to(images) * (2.0 / (s - 1)) - 1.0
+    rgb = F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=True)
+    return torch.cat([rgb, torch.from_numpy(extra).to(images)], 1)
+
+
+class Conditioned:
+    """G as the losses and the validation figures call it, ``G(x, p)`` -> (I_gen, C, A). For the
+    geometry-guided generator the images x come with their meshes (``landmarks``, crop pixels) and
+    parameters ``p_src``: each is warped along its mesh to p first (engine.geometry). One row of
+    landmarks serves a batch of one image repeated. ``dst`` keeps the last call's target meshes."""
+
+    def __init__(self, G, face_model=None, landmarks=None, p_src=None):
+        self.G, self.face_model = G, face_model
+        self.landmarks = None if landmarks is None else np.asarray(landmarks, np.float64)
+        self.p_src = None if p_src is None else np.asarray(p_src.cpu() if torch.is_tensor(p_src) else p_src)
+        self.dst = None
+
+    def __call__(self, x: torch.Tensor, p: torch.Tensor):
+        if self.face_model is None:
+            return self.G(x, p)
+        from engine.geometry import warp_batch
+        b = p.shape[0]
+        lm, ps = self.landmarks, self.p_src
+        if len(lm) != b:
+            lm, ps = np.repeat(lm[:1], b, 0), np.repeat(ps[:1], b, 0)
+        maps, extra, self.dst = warp_batch(self.face_model, lm, ps, p.detach().cpu().numpy(), x.shape[-1])
+        return self.G(x, p, frame=warp_frame(x, maps, extra))
+
+    def rows(self, sl: slice) -> "Conditioned":
+        if self.face_model is None:
+            return self
+        return Conditioned(self.G, self.face_model, self.landmarks[sl], self.p_src[sl])
+
+
 @torch.no_grad()
 def regression_figures(G, D, images: torch.Tensor, params: torch.Tensor, mean_params: torch.Tensor,
                        batch: int = 64) -> dict:
@@ -254,7 +294,7 @@ def regression_figures(G, D, images: torch.Tensor, params: torch.Tensor, mean_pa
         pred = D.regress(x)
         mse.append(((pred - p) ** 2).mean(1))
         rel.append((pred - p).norm(dim=1) / p.norm(dim=1).clamp_min(1e-6))
-        y = G(x, p)[0]
+        y = (G.rows(slice(i, i + batch)) if isinstance(G, Conditioned) else G)(x, p)[0]
         rec.append((y - x).abs().flatten(1).mean(1))
     mse_t, rel_t, rec_t = torch.cat(mse), torch.cat(rel), torch.cat(rec)
     base = ((mean_params.to(params) - params) ** 2).mean(1)
@@ -302,13 +342,14 @@ def sample_grid(G, images: torch.Tensor, param_idx: list[int], n_params: int,
     """Slider sweeps (SPEC section 6): for each image and parameter, the input, then G(I, v e_k) for
     v = -1, -0.8, ..., 1 (the other parameters 0). Returns an RGB uint8 grid."""
     rows = []
-    for x in images:
+    for i, x in enumerate(images):
+        g = G.rows(slice(i, i + 1)) if isinstance(G, Conditioned) else G
         for k in param_idx:
             if k >= n_params:
                 continue
             p = torch.zeros(len(values), n_params, device=images.device)
             p[:, k] = torch.tensor(values, dtype=p.dtype)
-            y = G(x[None].expand(len(values), -1, -1, -1), p)[0]
+            y = g(x[None].expand(len(values), -1, -1, -1), p)[0]
             tiles = tensor_to_images(torch.cat([x[None], y]))
             rows.append(np.concatenate(list(tiles), axis=1))
     return np.concatenate(rows, axis=0) if rows else np.zeros((1, 1, 3), np.uint8)
@@ -414,18 +455,45 @@ class Trainer:
         val = open_dataset(val_path, n, cfg.profile)
         b = self._first_rows(val)
         self.val_images, self.val_params = b["image"].to(self.device), b["params"]
+        self.val_landmarks = b.get("landmarks")
         self.val_pairs = None
         if cfg.val_pairs:
             vp = open_dataset(cfg.val_pairs, n, cfg.profile)
             if not vp.paired:
                 raise DatasetError(f"val_pairs: {vp.path} holds no target images (paired: false)")
             b = self._first_rows(vp)
-            self.val_pairs = {k: b[k].to(self.device) for k in ("image", "target_params", "target_image")}
+            self.val_pairs = {k: b[k].to(self.device) for k in ("image", "params", "target_params", "target_image")}
+            self.val_pairs["landmarks"] = b.get("landmarks")
         names = (self.paired_infos + self.unpaired_infos)[0].param_names
         self.param_names = list(names)
         self.blendshapes = (self.paired_infos + self.unpaired_infos)[0].blendshapes
         train_params = np.concatenate([i.all_params() for i in (self.unpaired_infos or self.paired_infos)])
         self.mean_params = torch.from_numpy(train_params.mean(0))
+        self.face_model = None
+        if self.mcfg.generator == "warp":
+            self.face_model = self._warp_face_model([*self.paired_infos, *self.unpaired_infos, val]
+                                                    + ([vp] if cfg.val_pairs else []))
+
+    def _warp_face_model(self, infos):
+        """The geometry-guided generator warps every sample along its mesh: each dataset must carry
+        landmarks, and p must be the embedded blendshape model's parameters."""
+        from engine.blendshapes import load_default_face_model
+        fm = load_default_face_model()
+        for info in infos:
+            if not info.landmarks:
+                raise DatasetError(f"{info.path} has no landmarks: profile {self.mcfg.name!r} warps every sample along "
+                                   "its mesh (make the dataset again with slidergan annotate or video-pairs)")
+            if info.blendshapes and info.blendshapes != fm.describe():
+                raise DatasetError(f"{info.path} was labelled with blendshape model {info.blendshapes!r}, not the "
+                                   f"embedded {fm.describe()!r} that the warp moves the mesh with")
+        return fm
+
+    def conditioned(self, landmarks, p_src) -> Conditioned:
+        """G as ``G(x, p)`` for images with these meshes and parameters (see Conditioned)."""
+        if self.face_model is None:
+            return Conditioned(self.G)
+        lm = landmarks.cpu().numpy() if torch.is_tensor(landmarks) else landmarks
+        return Conditioned(self.G, self.face_model, lm, p_src)
 
     def _first_rows(self, info) -> dict[str, torch.Tensor]:
         """The first ``val_count`` samples of a dataset, as one batch (validation)."""
@@ -507,11 +575,12 @@ class Trainer:
             p_trg = self.bank.sample(I_org.shape[0], self.gen).to(dev)
             I_trg = None
         out: dict[str, float] = {}
+        G_fwd = self.conditioned(batch.get("landmarks"), p_org)
 
         # ---- D step
         self.D.requires_grad_(True)
         with torch.no_grad():
-            I_fake = self.G(I_org, p_trg)[0]
+            I_fake = G_fwd(I_org, p_trg)[0]
         C_real, p_real = self.D(I_org)
         C_fake, _ = self.D(I_fake)
         d_terms = {"adv": Lx.adversarial_D(cfg.gan, C_real, C_fake), "exp": Lx.L_exp_D(p_real, p_org)}
@@ -528,11 +597,12 @@ class Trainer:
         # ---- G step
         if (self.step + 1) % cfg.n_critic == 0:
             self.D.requires_grad_(False)
-            I_gen, _, A_fwd = self.G(I_org, p_trg)
+            I_gen, _, A_fwd = G_fwd(I_org, p_trg)
             C_fake, p_gen = self.D(I_gen)
             with torch.no_grad():
                 C_real = self.D(I_org)[0] if cfg.gan == "rad" else None
-            I_rec, _, A_bwd = self.G(I_gen, p_org)
+            # the cycle: I_gen back to p_org (a warp kind's I_gen warps back along the target mesh)
+            I_rec, _, A_bwd = self.conditioned(G_fwd.dst, p_trg)(I_gen, p_org)
             g_terms = {"adv": Lx.adversarial_G(cfg.gan, C_real, C_fake), "exp": Lx.L_exp_G(p_gen, p_trg),
                        "rec": Lx.L_rec(I_org, I_rec), "att": Lx.L_att(A_fwd, A_bwd)}
             if self.F is not None:
@@ -641,21 +711,24 @@ class Trainer:
 
     def _validate(self) -> dict:
         self.G.eval()
-        figs = regression_figures(self.G, self.D, self.val_images, self.val_params.to(self.device),
+        G_val = self.conditioned(self.val_landmarks, self.val_params)
+        figs = regression_figures(G_val, self.D, self.val_images, self.val_params.to(self.device),
                                   self.mean_params)
         # The sign of life of a SliderGAN, < 1 once G shows the parameters it is given, as D_p reads it
         # (G can learn to fool a weak D_p: edit_ratio below is the ground truth where pairs are given).
-        figs["follow_ratio"] = follows_params(self.G, self.D, self.val_images[:64],
+        figs["follow_ratio"] = follows_params(G_val.rows(slice(0, 64)), self.D, self.val_images[:64],
                                               self.val_params[:64].to(self.device))["ratio"]
         if self.val_pairs is not None:
             vp = self.val_pairs
-            figs["edit_ratio"] = edit_ratio(self.G, vp["image"], vp["target_params"], vp["target_image"])
+            figs["edit_ratio"] = edit_ratio(self.conditioned(vp["landmarks"], vp["params"]), vp["image"],
+                                            vp["target_params"], vp["target_image"])
         for k, v in figs.items():
             self.tb.add_scalar(f"val/{k}", v, self.step)
         # Images spread over the validation set (consecutive samples often share an identity).
         n = min(self.cfg.sample_images, self.val_images.shape[0])
         pick = np.linspace(0, self.val_images.shape[0] - 1, n).round().astype(int).tolist()
-        grid = sample_grid(self.G, self.val_images[pick], self.cfg.sample_params, self.mcfg.n_params)
+        grid = sample_grid(G_val.rows(pick) if self.face_model is not None else self.G, self.val_images[pick],
+                           self.cfg.sample_params, self.mcfg.n_params)
         import cv2
         from engine.atomic import atomic_path
         path = self.out / "samples" / f"step-{self.step:07d}.png"
