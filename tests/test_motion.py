@@ -151,7 +151,7 @@ def test_evaluate_motion_only_on_a_few_frames(shared_data, tmp_path):
         assert (out / fname).is_file() and (out / fname).stat().st_size > 1000, name
     sr = saved["self_reenactment"]["rows"]
     assert sr["copy"]["ied"]["n"] == 11 and sr["copy"]["landmark_px"]["mean"] > 0   # the source frame left out
-    assert sr["warp-only, mesh p"]["ied"]["mean"] >= 0
+    assert sr["warp-only, mesh p"]["ied"]["mean"] >= 0 and sr["copy"]["ied_face"]["n"] == 11
     readme = (out / "README.md").read_text()
     assert "## Motion following" in readme and "## Self-reenactment" in readme
     assert "| warp-only, mesh p |" in readme and "](motion_copy.png)" in readme

@@ -25,10 +25,13 @@ frames) dips below ``BLINK_DIP`` = 60 % of its median at least once; otherwise "
 The tables
 ----------
 Driver clips: the held-out talking clips (``trainer.holdout.HELD_OUT_TALKING``; the mouth figures
-are averaged over these) and the held-out W011 expression clips (posed emotions with blinks; their
-eye figures count where the driver blinks, as do the talking clips'). Every ``every``-th frame, at
-most ``max_frames`` sampled frames a clip. Sources: the clip's own first frame (self-driven) and the
-held-out portraits ``HELD_OUT_PORTRAITS`` (cross-identity).
+are averaged over these) and the held-out W011 expression clips (posed emotions; there for their
+blinks: one whose sampled frames show no blink is left out, unrendered, and listed as such; the eye
+figures count every pair whose driver blinks, talking clips included). Every ``every``-th frame, at
+most ``max_frames`` sampled frames a clip, is rendered and measured (p itself is made from every
+frame, as render makes it: the tracker's and the driver's smoothing run at the video's rate).
+Sources: the clip's own first frame (self-driven) and the held-out portraits ``HELD_OUT_PORTRAITS``
+(cross-identity).
 
 Driver frames become p as ``slidergan render`` makes them (``streaming/render.py``): the face is
 tracked (``engine.face.FaceTracker``, smoothed alignment) and read, then ``streaming.drivers.FaceDriver``
@@ -49,7 +52,9 @@ new ``MotionRow`` without touching the rest.
 Self-reenactment: on the self-driven pairs, each result frame is compared with the real frame it
 was driven by, on aligned crops at the model's image size (the result cut out with the source's
 alignment, i.e. in the generator's own crop; the real frame with its own alignment: the existing
-same-video protocol of ``trainer.evaluate``): IED, face-mesh landmark error at 128 px, and identity
+same-video protocol of ``trainer.evaluate``): IED (of the whole crop, and of the face only: both crops
+weighted by ``engine.face.face_mask``, since a background that moves with the real head and not with
+a still source dominates the whole crop's figure), face-mesh landmark error at 128 px, and identity
 (dlib descriptors: distance and cosine to the source crop; the real frames' own distance to the
 source is the reference), through ``trainer.evaluate``'s ``ied``, ``landmark_errors`` and
 ``Identity``.
@@ -474,8 +479,7 @@ def run_motion(rows: list[MotionRow], main_models, face_model, opts: MotionOptio
         for path, talking in clips:
             clip = load_clip(path, size, every, opts.max_frames, meter, talking)
             use = np.flatnonzero(np.all(np.isfinite(clip.openings), axis=1))
-            log(f"[motion] {path.parent.name}/{path.name}: {len(clip)} frames sampled, {len(use)} with a face "
-                f"({time.time() - t0:.0f} s)")
+            log(f"[motion] {path.parent.name}/{path.name}: {len(clip)} frames sampled, {len(use)} with a face")
             if len(use) < 3:
                 no_use.append({"clip": f"{path.parent.name}/{path.name}", "why": "fewer than 3 frames with a face"})
                 continue
@@ -591,8 +595,14 @@ class SelfReenactment:
 
     def __init__(self, size: int, identity: bool = True, device: str = "cpu"):
         from .evaluate import MeshOnCrops
+        import torch
+
+        from engine.face import face_mask
         self.size = size
         self.mesh = MeshOnCrops()
+        m = face_mask(size, "face").astype(np.float32)
+        self.mask = torch.from_numpy(m)[None, None]
+        self.mask_mean = float(m.mean())
         self.idn = None
         self.identity_note = ""
         if identity:
@@ -623,12 +633,16 @@ class SelfReenactment:
         res = np.stack([src.crop_of(f) for f in frames])
         reals = [self._real_for(src, clip, k) for k in ks]
         real = np.stack([r[0] for r in reals])
-        d = self.rows.setdefault(row, {"ied": [], "landmark_px": [], "identity_distance": [],
+        d = self.rows.setdefault(row, {"ied": [], "ied_face": [], "landmark_px": [], "identity_distance": [],
                                        "identity_cos": []})
         real_d = self.rows.setdefault("real frames (reference)", {"identity_distance": [], "identity_cos": [],
                                                                    "_seen": []})
+        x, y = to_tensor(res), to_tensor(real)
         with torch.no_grad():
-            d["ied"] += ied(to_tensor(res), to_tensor(real), sigma=self.size / 128.0).tolist()
+            d["ied"] += ied(x, y, sigma=self.size / 128.0).tolist()
+            # the same on the face only: both crops weighted by the crop's face mask, per face pixel
+            d["ied_face"] += (ied(x * self.mask, y * self.mask, sigma=self.size / 128.0)
+                              / self.mask_mean).tolist()
         d["landmark_px"] += landmark_errors(self.mesh, res, [r[1] for r in reals], 128.0 / self.size).tolist()
         if self.idn is not None:
             e_src = self.idn.raw(src.crop[None])
@@ -653,7 +667,10 @@ class SelfReenactment:
                 "protocol": "source = the clip's first frame; each result frame vs the real frame it was "
                             "driven by (the source frame itself left out); result cut out with the source's "
                             "alignment, real frame aligned on its own; crops of the model's image size; IED "
-                            "and landmark error as in the same-video table"}
+                            "and landmark error as in the same-video table. The whole crop's IED counts the "
+                            "background, which moves with the real head and not with a still source; "
+                            "'IED on the face' weights both crops by the crop's face mask "
+                            "(engine.face.face_mask) and divides by the mask's mean"}
 
 
 # ==================================================================================== figures
@@ -705,7 +722,7 @@ def strip_image(shows: list, title: str, cell: int = 128) -> np.ndarray:
     from .evaluate import grid
     blocks = []
     for kind, label, pick, drv, res, d_mouth, r_mouth in shows:
-        g = grid([list(drv), list(res)], [f"driver\n{label}", f"{title}\n{kind}"],
+        g = grid([list(drv), list(res)], [f"driver\n{label}", title.replace(", ", "\n") + f"\n({kind})"],
                  [f"#{i}" for i in pick], cell=cell)
         blocks.append(g)
         blocks.append(np.concatenate([np.full((110, 110, 3), 255, np.uint8),
@@ -762,11 +779,13 @@ def report_lines(motion: dict | None, self_re: dict | None) -> list[str]:
     if self_re:
         L += ["## Self-reenactment (held-out clips driving their own first frame)", "",
               f"{self_re['protocol']}. Identity: {self_re['identity']}.", "",
-              "| Row | IED (x1e-2) | landmark error (px @128) | identity distance to source | identity cos |",
-              "|---|---|---|---|---|"]
+              "| Row | IED (x1e-2) | IED on the face (x1e-2) | landmark error (px @128) | "
+              "identity distance to source | identity cos |",
+              "|---|---|---|---|---|---|"]
         from .evaluate import fmt_summary
         for name, r in self_re["rows"].items():
             L.append(f"| {name} | {fmt_summary(r.get('ied'), 100) if 'ied' in r else '–'} | "
+                     f"{fmt_summary(r.get('ied_face'), 100) if 'ied_face' in r else '–'} | "
                      f"{fmt_summary(r.get('landmark_px'), 1, 2) if 'landmark_px' in r else '–'} | "
                      f"{fmt_summary(r.get('identity_distance'))} | {fmt_summary(r.get('identity_cos'))} |")
         L.append("")
