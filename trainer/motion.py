@@ -519,7 +519,8 @@ def run_motion(rows: list[MotionRow], main_models, face_model, opts: MotionOptio
                         pick = strip_picks(clip.openings[use, 0])
                         shows[row.name].append((kind, f"{clip.name} -> {sname}" if kind == "cross" else
                                                 f"{clip.name} (self)", pick, [clip.frames[use[i]] for i in pick],
-                                                [frames[i] for i in pick], clip.openings[use, 0], res[:, 0]))
+                                                [frames[i] for i in pick], clip.openings[use, 0], res[:, 0],
+                                                [f"frame {clip.indices[use[i]]}" for i in pick]))
                     del frames
                 pairs.append(pair)
             del clip
@@ -717,13 +718,15 @@ def strip_picks(mouth, n: int = STRIP_FRAMES) -> list[int]:
 
 def strip_image(shows: list, title: str, cell: int = 128) -> np.ndarray:
     """For each shown pair ``(kind, label, picks, driver frames, result frames, driver mouth series,
-    result mouth series)``: the picked driver frames above the result frames, the mouth-opening curves
-    below (the picked frames marked)."""
+    result mouth series[, column labels])``: the picked driver frames above the result frames, the
+    mouth-opening curves below (the picked positions marked)."""
     from .evaluate import grid
     blocks = []
-    for kind, label, pick, drv, res, d_mouth, r_mouth in shows:
+    for show in shows:
+        kind, label, pick, drv, res, d_mouth, r_mouth = show[:7]
+        cols = show[7] if len(show) > 7 else [f"#{i}" for i in pick]
         g = grid([list(drv), list(res)], [f"driver\n{label}", title.replace(", ", "\n") + f"\n({kind})"],
-                 [f"#{i}" for i in pick], cell=cell)
+                 cols, cell=cell)
         blocks.append(g)
         blocks.append(np.concatenate([np.full((110, 110, 3), 255, np.uint8),
                                       curve_image(d_mouth, r_mouth, g.shape[1] - 110, 110, pick)], 1))
