@@ -194,8 +194,6 @@ class Animator:
         self.mask_shape = mask
         self.source_params_mode = source_params
         self._blendshapes_arg = blendshapes
-        self._fitter = None
-        self._fitter_loaded = False
         self._src: PreparedSource | None = None
         self._lock = threading.Lock()
 
@@ -236,13 +234,25 @@ class Animator:
         return cls(load_models(checkpoint, backend), **kw)
 
     # ---------------------------------------------------------------------------------- source
-    def _get_fitter(self):
+    @property
+    def face_model(self):
+        """The blendshape model whose parameters the model's are (None when there is none)."""
         if self._blendshapes_arg is False:
             return None
-        if not self._fitter_loaded:
-            self._fitter_loaded = True
-            self._fitter = _make_fitter(self._blendshapes_arg, self.models)
-        return self._fitter
+        if not hasattr(self, "_face_model"):
+            self._face_model = face_model_for(self.models, self._blendshapes_arg)
+        return self._face_model
+
+    def fit(self, landmarks: np.ndarray) -> np.ndarray:
+        """The blendshape fit of face-mesh landmarks in frame coordinates: (478, 3) -> (N,) float32,
+        or (B, 478, 3) -> (B, N) (a face driver's ``params="mesh"``)."""
+        fm = self.face_model
+        if fm is None:
+            raise RuntimeError("no blendshape model for this model's parameters: cannot fit a face mesh")
+        lm = np.asarray(landmarks, np.float64)
+        if lm.ndim == 2:
+            return np.clip(fm.fit(lm).p, -1, 1).astype(np.float32)
+        return np.clip(np.stack([f.p for f in fm.fit_many(lm)]), -1, 1).astype(np.float32)
 
     def regress(self, crop_u8: np.ndarray) -> np.ndarray:
         """D_p of an aligned crop (S, S, 3) uint8 -> (N,) float32."""
@@ -284,14 +294,9 @@ class Animator:
         p_reg = np.asarray(self.models.regress(x), np.float32).reshape(-1)
         p_fit = None
         if self.source_params_mode != "regress":
-            fitter = self._get_fitter()
-            if fitter is not None:
+            if self.face_model is not None:   # face_model_for checks it has the model's parameters
                 try:
-                    p_fit = np.asarray(fitter(aligned.landmarks), np.float32).reshape(-1)
-                    if p_fit.shape != p_reg.shape:
-                        log.warning("blendshape fit gives %d parameters, the model has %d: not used",
-                                    p_fit.size, p_reg.size)
-                        p_fit = None
+                    p_fit = self.fit(aligned.landmarks)
                 except Exception as e:  # a fit failure must not lose the portrait
                     log.warning("blendshape fit of %s failed: %s", name, e)
             elif self.source_params_mode == "fit":
@@ -376,7 +381,7 @@ class Animator:
         """The geometry of the warp path for one portrait (see WarpedSource)."""
         from .face import invert_matrix
         from .geometry import MeshWarp
-        fm = face_model_for(self.models, self._blendshapes_arg if self._blendshapes_arg is not False else None)
+        fm = self.face_model
         if fm is None or p_fit is None:
             raise RuntimeError("the warp needs the blendshape model the model was trained with, and a fit of "
                                f"{name}'s mesh: none is available (pass blendshapes=...)")
@@ -553,11 +558,3 @@ def face_model_for(models, blendshapes=None):
                     "motions, so the portrait is not fitted and presets are not made", want, fm.describe())
         return None
     return fm
-
-
-def _make_fitter(blendshapes, models):
-    """A callable landmarks (478, 3) -> p (N,) from the blendshape model, or None when there is none."""
-    fm = face_model_for(models, blendshapes)
-    if fm is None:
-        return None
-    return lambda landmarks: fm.fit(landmarks).p

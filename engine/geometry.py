@@ -77,6 +77,30 @@ LIP_PAIRS = ((191, 95), (80, 88), (81, 178), (82, 87), (13, 14), (312, 317), (31
              (415, 324))
 
 
+EYE_CORNERS = (33, 263)          # outer eye corners: the inter-ocular distance
+
+
+def inter_ocular(lm: np.ndarray) -> float:
+    lm = np.asarray(lm, np.float64)
+    return float(np.linalg.norm(lm[EYE_CORNERS[0], :2] - lm[EYE_CORNERS[1], :2]))
+
+
+def _pair_mean(lm: np.ndarray, pairs) -> float:
+    lm = np.asarray(lm, np.float64)
+    p = np.asarray(pairs)
+    return float(np.linalg.norm(lm[p[:, 0], :2] - lm[p[:, 1], :2], axis=1).mean())
+
+
+def mouth_opening(lm: np.ndarray) -> float:
+    """Mean inner-lip upper/lower distance over the inter-ocular distance (478 or 468 points)."""
+    return _pair_mean(lm, LIP_PAIRS) / max(inter_ocular(lm), 1e-9)
+
+
+def eye_opening(lm: np.ndarray) -> float:
+    """Mean upper/lower eyelid distance of both eyes over the inter-ocular distance."""
+    return _pair_mean(lm, LID_PAIRS) / max(inter_ocular(lm), 1e-9)
+
+
 def crossing(landmarks: np.ndarray) -> float:
     """How far (pixels) an upper eyelid or the upper inner lip passes below its lower partner in an
     upright crop (0 when nothing crosses): a target mesh with crossings is not a face."""

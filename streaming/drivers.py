@@ -1,10 +1,13 @@
 """Drivers: small pieces that each produce parameter vectors p (N,) for the animator, and a mixer that
 combines them (speech from a track while the expression follows the webcam, a slider pinned on top).
 
-- ``FaceDriver``: webcam or video frames -> face mesh + alignment (``engine.face.FaceTracker``) -> the
-  discriminator's regression head -> p, One Euro smoothed. Absolute mode copies the driver's
+- ``FaceDriver``: webcam or video frames -> face mesh + alignment (``engine.face.FaceTracker``) -> p from
+  the discriminator's regression head on the crop (``params="head"``, the card's method) or from the
+  blendshape fit of the face mesh (``params="mesh"``), One Euro smoothed. Absolute mode copies the driver's
   expression; relative mode gives the portrait's own parameters plus the driver's change from its
-  neutral (calibrated on the first frames with a face, or again on demand). When the face is lost the
+  neutral (calibrated on the first second of frames with a face, or again on demand, from the frames
+  whose mouth is least open: a driver that talks from its first frame still gets a closed-mouth
+  neutral, ``neutral_of``). When the face is lost the
   last value is held for ``hold_s`` seconds, then eases back to rest (the portrait's own parameters in
   relative mode, the neutral face p = 0 in absolute mode) with time constant ``ease_s``.
 - ``TrackDriver``: a parameter track; ``value(t)`` interpolates the track at time ``t`` seconds of the
@@ -26,7 +29,7 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-__all__ = ["FaceDriver", "FaceDriverState", "TrackDriver", "SlidersDriver", "DriverMix", "GROUPS",
+__all__ = ["FaceDriver", "FaceDriverState", "PARAMS_SOURCES", "check_params_source", "neutral_of", "TrackDriver", "SlidersDriver", "DriverMix", "GROUPS",
            "group_indices"]
 
 GROUPS = ("exp", "speech")
@@ -38,6 +41,31 @@ def group_indices(n_exp: int, n_params: int) -> dict[str, np.ndarray]:
 
 
 # ------------------------------------------------------------------------------------ face driver
+PARAMS_SOURCES = ("mesh", "head")
+CALM_SHARE = 0.3    # the driver's neutral: the median p of its frames with the least open 30 % of mouths
+
+
+def neutral_of(params: np.ndarray, mouth_opening: np.ndarray) -> np.ndarray:
+    """A driver's neutral from calibration frames: the median parameters of the frames whose mouth
+    is least open (``CALM_SHARE`` of them, at least 3 where there are). The median of all frames
+    would be half-open for a driver that talks from the start, and every closing of its mouth would
+    then close the portrait's more than shut."""
+    params = np.asarray(params, np.float32).reshape(len(params), -1)
+    m = np.asarray(mouth_opening, np.float64).reshape(-1)
+    k = min(len(params), max(3, int(np.ceil(CALM_SHARE * len(params)))))
+    calm = np.argsort(np.where(np.isfinite(m), m, np.inf), kind="stable")[:k]
+    return np.median(params[calm], axis=0).astype(np.float32)
+
+
+def check_params_source(params: str, fit=None) -> None:
+    """``params`` names where a face driver's p comes from; "mesh" needs a blendshape fit."""
+    if params not in PARAMS_SOURCES:
+        raise ValueError(f"params must be one of {PARAMS_SOURCES}, not {params!r}")
+    if params == "mesh" and fit is None:
+        raise ValueError("params 'mesh' needs the blendshape model the model's parameters belong to, and "
+                         "none is available for this model: use params 'head'")
+
+
 @dataclass
 class FaceDriverState:
     """What the last frame told a FaceDriver."""
@@ -53,23 +81,28 @@ class FaceDriver:
     """Webcam / video frames -> parameters. ``push(frame, t)`` per frame; ``value(t)`` any time.
 
     ``regress``: callable (S, S, 3) uint8 aligned crop -> (N,) parameters (the regression head).
-    ``size``: the crop size the regressor takes. ``rest``: the portrait's own parameters (relative
+    ``params``: "head" (``regress`` on the crop) or "mesh" (``fit`` on the frame's face mesh, (478, 3)
+    -> (N,): the blendshape fit). ``size``: the crop size the regressor takes. ``rest``: the portrait's own parameters (relative
     mode's base). Thread-safe: ``push`` on a worker thread, ``value`` anywhere."""
 
     def __init__(self, regress, n_params: int, size: int, mode: str = "relative",
-                 rest: np.ndarray | None = None, calib_frames: int = 8, hold_s: float = 0.6,
+                 rest: np.ndarray | None = None, calib_frames: int = 8, calib_s: float = 1.0, hold_s: float = 0.6,
                  ease_s: float = 0.5, min_cutoff: float = 1.5, beta: float = 0.6,
-                 fps: float = 30.0, tracker=None, min_face_px: float = 48.0):
+                 fps: float = 30.0, tracker=None, min_face_px: float = 48.0, params: str = "head", fit=None):
         from engine.smoothing import OneEuroFilter
         if mode not in ("relative", "absolute"):
             raise ValueError(f"mode must be 'relative' or 'absolute', not {mode!r}")
+        check_params_source(params, fit)
         self.regress = regress
+        self.params = params
+        self.fit = fit
         self.n_params = int(n_params)
         self.size = int(size)
         self.mode = mode
         self.rest_params = (np.zeros(self.n_params, np.float32) if rest is None
                             else np.asarray(rest, np.float32).reshape(-1).copy())
-        self.calib_frames = max(1, int(calib_frames))
+        self.calib_frames = max(1, int(calib_frames))   # calibration: at least this many faces ...
+        self.calib_s = float(calib_s)                      # ... over at least this long
         self.hold_s = float(hold_s)
         self.ease_s = max(float(ease_s), 1e-3)
         self.fps = float(fps)
@@ -78,7 +111,7 @@ class FaceDriver:
         self._own_tracker = tracker is None
         self._min_face_px = float(min_face_px)
         self._lock = threading.RLock()
-        self._calib: list[np.ndarray] = []
+        self._calib: list[tuple[np.ndarray, float, float]] = []   # (p, mouth opening, t)
         self.neutral: np.ndarray | None = None     # the driver's own neutral (relative mode)
         self._last_out: np.ndarray | None = None   # last value with a face
         self._last_face_t: float | None = None
@@ -136,14 +169,20 @@ class FaceDriver:
         """Process one RGB uint8 frame taken at ``t`` seconds; returns ``value(t)``."""
         import time
         t0 = time.perf_counter()
+        from engine.geometry import mouth_opening
         res = self.tracker.process(frame, t)
-        p_raw = np.asarray(self.regress(res.crop), np.float32).reshape(-1) if res.ok else None
-        return self.update(p_raw, t, res.status, res.message, ms=(time.perf_counter() - t0) * 1000)
+        p_raw, mouth = None, float("nan")
+        if res.ok:
+            p_raw = np.asarray(self.fit(res.landmarks) if self.params == "mesh" else self.regress(res.crop),
+                               np.float32).reshape(-1)
+            mouth = mouth_opening(res.landmarks) if res.landmarks is not None else float("nan")
+        return self.update(p_raw, t, res.status, res.message, ms=(time.perf_counter() - t0) * 1000, mouth=mouth)
 
     def update(self, p_raw: np.ndarray | None, t: float, status: str = "ok", message: str = "",
-               ms: float = 0.0) -> np.ndarray:
-        """The driver's logic for one frame whose regression ``p_raw`` (None: no usable face) was
-        computed elsewhere (batched, offline); returns ``value(t)``."""
+               ms: float = 0.0, mouth: float = float("nan")) -> np.ndarray:
+        """The driver's logic for one frame whose parameters ``p_raw`` (None: no usable face) were
+        computed elsewhere (batched, offline); ``mouth``: its mouth opening (``engine.geometry``),
+        which picks the calm frames of a calibration. Returns ``value(t)``."""
         if p_raw is not None:
             p_raw = np.asarray(p_raw, np.float32).reshape(-1)
             if p_raw.shape[0] != self.n_params or not np.all(np.isfinite(p_raw)):
@@ -157,12 +196,12 @@ class FaceDriver:
             self.state.ms = ms
             if p_raw is not None:
                 self.raw = p_raw
-                self._on_face(p_raw, float(t))
+                self._on_face(p_raw, float(t), float(mouth))
             else:
                 self._on_lost(float(t))
             return self._value(float(t))
 
-    def _on_face(self, p_raw: np.ndarray, t: float) -> None:
+    def _on_face(self, p_raw: np.ndarray, t: float, mouth: float = float("nan")) -> None:
         if self._last_face_t is None or self._lost_value is not None:
             # (re)acquired: restart the filter from what is shown now, so nothing jumps
             shown = self._value(t) if self._last_face_t is not None else None
@@ -173,10 +212,10 @@ class FaceDriver:
         self._last_face_t = t
         self.state.holding = False
         if self.mode == "relative" and self.neutral is None:
-            self._calib.append(p_raw)
+            self._calib.append((p_raw, mouth, t))
             self.state.calibrating = True
-            if len(self._calib) >= self.calib_frames:
-                self.neutral = np.median(np.stack(self._calib), axis=0).astype(np.float32)
+            if len(self._calib) >= self.calib_frames and t - self._calib[0][2] >= self.calib_s:
+                self.neutral = neutral_of(np.stack([c[0] for c in self._calib]), [c[1] for c in self._calib])
                 self._calib = []
                 self.state.calibrating = False
                 self._filter.reset()

@@ -154,6 +154,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="model folder (default: the embedded default model)")
     p.add_argument("--backend", default="auto")
     p.add_argument("--mode", choices=["relative", "absolute"], default="relative")
+    p.add_argument("--params", choices=["mesh", "head"], default="mesh",
+                   help="the camera's parameters: 'mesh' (blendshape fit of its face mesh, default) or 'head' "
+                        "(the discriminator's regression head)")
+    p.add_argument("--renderer", choices=["model", "warp-only"], default="model",
+                   help="'model' (the generator) or 'warp-only' (no network: the portrait warped along its mesh)")
     p.add_argument("--size", type=int, default=512)
     p.add_argument("--record", default=None, help="also write the animated video here (.mp4)")
     p.add_argument("--no-window", action="store_true", help="do not open a window")
@@ -175,13 +180,16 @@ def main(args) -> int:
     if not window and not args.no_window:
         print(f"slidergan live: no window ({why}); recording to {args.record}", flush=True)
     models = load_models(args.checkpoint, backend=args.backend)
-    anim = Animator(models, output_size=args.size)
+    anim = Animator(models, output_size=args.size, renderer=args.renderer)
     anim.set_source(args.source)
+    if args.params == "mesh" and anim.face_model is None:
+        raise ValueError("--params mesh needs the blendshape model this model's parameters belong to, and "
+                         "none is available: use --params head")
     n_exp = int(models.n_exp)
     mix = DriverMix(n_exp, anim.n_params, anim.source_params)
     cam = Camera(args.camera)
     face = FaceDriver(anim.regress, anim.n_params, anim.image_size, mode=args.mode,
-                      rest=anim.source_params, fps=cam.fps)
+                      rest=anim.source_params, fps=cam.fps, params=args.params, fit=anim.fit)
     mix.set_driver("face", face)
     mix.route("exp", "face")
     mix.route("speech", "face")

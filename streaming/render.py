@@ -205,8 +205,11 @@ def _side(left: np.ndarray, right: np.ndarray) -> np.ndarray:
 def render(source, driver, out, *, audio=None, checkpoint=None, backend: str = "auto", models=None,
            size: int = 512, fps: float | None = None, side_by_side: bool = False, mode: str = "relative",
            no_audio: bool = False, batch: int = 8, crf: int = 20, preset: str = "superfast",
-           max_seconds: float | None = None, progress: bool = True, threads: int | None = 1) -> RenderResult:
-    """Render ``source`` (portrait) driven by ``driver`` (video or track) to ``out``."""
+           max_seconds: float | None = None, progress: bool = True, threads: int | None = 1,
+           params: str = "mesh", renderer: str = "model") -> RenderResult:
+    """Render ``source`` (portrait) driven by ``driver`` (video or track) to ``out``. ``params``: where a
+    video driver's p comes from ("mesh": the blendshape fit of its face mesh; "head": the regression
+    head on its crop). ``renderer``: "model" or "warp-only" (engine.animator.Animator)."""
     out = Path(out)
     driver = Path(driver)
     if not driver.exists():
@@ -215,6 +218,10 @@ def render(source, driver, out, *, audio=None, checkpoint=None, backend: str = "
         raise ValueError(f"output must end in .mp4, .mov or .mkv, got {out.name}")
     if audio is not None and not Path(audio).exists():
         raise FileNotFoundError(f"audio not found: {audio}")
+    from .drivers import check_params_source
+    check_params_source(params, fit=True)
+    if renderer not in ("model", "warp-only"):
+        raise ValueError(f"renderer must be 'model' or 'warp-only', not {renderer!r}")
     if fps is not None:
         check_fps(float(fps), "--fps")
     if max_seconds is not None and not (math.isfinite(float(max_seconds)) and float(max_seconds) > 0):
@@ -223,7 +230,8 @@ def render(source, driver, out, *, audio=None, checkpoint=None, backend: str = "
     try:
         return _render(source, driver, out, audio=audio, checkpoint=checkpoint, backend=backend, models=models,
                        size=size, fps=fps, side_by_side=side_by_side, mode=mode, no_audio=no_audio, batch=batch,
-                       crf=crf, preset=preset, max_seconds=max_seconds, progress=progress, threads=threads)
+                       crf=crf, preset=preset, max_seconds=max_seconds, progress=progress, threads=threads,
+                       params=params, renderer=renderer)
     except BaseException:
         for d in reversed(made):  # folders made for the output, if the render left them empty
             try:
@@ -279,13 +287,13 @@ def prepare_output(out: Path) -> list[Path]:
 
 
 def _render(source, driver: Path, out: Path, *, audio, checkpoint, backend, models, size, fps, side_by_side, mode,
-            no_audio, batch, crf, preset, max_seconds, progress, threads) -> RenderResult:
+            no_audio, batch, crf, preset, max_seconds, progress, threads, params, renderer) -> RenderResult:
     from engine.animator import Animator, load_models
     from engine.atomic import atomic_path
 
     if models is None:
         models = load_models(checkpoint, backend=backend, threads=threads)
-    anim = Animator(models, output_size=size)
+    anim = Animator(models, output_size=size, renderer=renderer)
     info = anim.set_source(source)
     n_exp = int(getattr(models, "n_exp", 0) or 0)
     t_start = time.perf_counter()
@@ -296,7 +304,10 @@ def _render(source, driver: Path, out: Path, *, audio, checkpoint, backend, mode
     if track_mode:
         job = _TrackJob(anim, driver, n_exp, fps, audio, no_audio, max_seconds, side_by_side)
     else:
-        job = _VideoJob(anim, driver, n_exp, fps, audio, no_audio, max_seconds, side_by_side, mode)
+        if params == "mesh" and anim.face_model is None:
+            raise ValueError("--params mesh needs the blendshape model this model's parameters belong to, and "
+                             "none is available: use --params head")
+        job = _VideoJob(anim, driver, n_exp, fps, audio, no_audio, max_seconds, side_by_side, mode, params)
     h, w = anim.output_shape
     if side_by_side:
         w = w + job.left_width(h)
@@ -431,7 +442,8 @@ class _TrackJob:
 
 
 class _VideoJob:
-    def __init__(self, anim, path, n_exp, fps, audio, no_audio, max_seconds, side, mode):
+    def __init__(self, anim, path, n_exp, fps, audio, no_audio, max_seconds, side, mode, params="mesh"):
+        self.params = params
         from engine.video import video_info
         self.info = video_info(path)
         self.path = path
@@ -467,30 +479,35 @@ class _VideoJob:
         from engine.face import FaceTracker
         from engine.video import read_frames
 
-        from .drivers import FaceDriver
+        from engine.geometry import mouth_opening
 
-        def regress_batch(crops):
-            x = np.concatenate([to_model_input(c) for c in crops])
+        from .drivers import FaceDriver, neutral_of
+
+        def read_batch(results):
+            if self.params == "mesh":
+                return self.anim.fit(np.stack([r.landmarks for r in results]))
+            x = np.concatenate([to_model_input(r.crop) for r in results])
             return np.asarray(self.anim.models.regress(x), np.float32)
         try:
             drv = FaceDriver(self.anim.regress, self.anim.n_params, self.anim.image_size, mode=self.mode,
-                             rest=self.anim.source_params, fps=self.fps, tracker=None)
+                             rest=self.anim.source_params, fps=self.fps, tracker=None, params=self.params,
+                             fit=self.anim.fit)
             self.tracker = FaceTracker(size=self.anim.image_size, fps=self.fps, max_faces=1)
             pending = []   # (rgb, t, result)
-            # Relative mode: the driver's neutral is the median regression of its first 8 faces
-            # (looked for in the first 2 s); those frames wait until it is known.
+            # Relative mode: the driver's neutral (drivers.neutral_of) from its first second of faces (at
+            # least 8; looked for in the first 2 s); those frames wait until it is known.
             calibrated = self.mode != "relative"
-            k_calib, look = 8, int(round(2 * self.fps))
+            k_calib, calib_s, look = 8, 1.0, int(round(2 * self.fps))
 
             def flush(calibrate: bool = False):
-                ok = [r.crop for _, _, r in pending if r.ok]
-                regs = regress_batch(ok) if ok else np.zeros((0, self.anim.n_params), np.float32)
+                ok = [r for _, _, r in pending if r.ok]
+                regs = read_batch(ok) if ok else np.zeros((0, self.anim.n_params), np.float32)
                 if calibrate:
                     if not len(regs):
                         raise ValueError(f"no face in the first {len(pending)} frames of {self.path}: "
                                          "cannot calibrate the driver's neutral (use --mode absolute, "
                                          "or another video)")
-                    drv.set_neutral(np.median(regs[:k_calib], axis=0))
+                    drv.set_neutral(neutral_of(regs, [mouth_opening(r.landmarks) for r in ok]))
                 it = iter(regs)
                 params, lefts = [], []
                 for rgb, t, r in pending:
@@ -509,7 +526,8 @@ class _VideoJob:
                     return
                 pending.append((rgb, t, self.tracker.process(rgb, t)))
                 if not calibrated:
-                    if sum(r.ok for _, _, r in pending) >= k_calib or len(pending) >= look:
+                    faces = [t for _, t, r in pending if r.ok]
+                    if (len(faces) >= k_calib and faces[-1] - faces[0] >= calib_s) or len(pending) >= look:
                         calibrated = True
                         if not flush(calibrate=True):
                             return
@@ -550,6 +568,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mode", choices=["relative", "absolute"], default="relative",
                    help="video driver: relative (the portrait's own expression plus the driver's change "
                         "from its neutral; default) or absolute (copy the driver's expression)")
+    p.add_argument("--params", choices=["mesh", "head"], default="mesh",
+                   help="a video driver's parameters: 'mesh', the blendshape fit of its face mesh (default: it "
+                        "follows the driver better, README), or 'head', the discriminator's regression head")
+    p.add_argument("--renderer", choices=["model", "warp-only"], default="model",
+                   help="'model' (the generator) or 'warp-only' (no network: the portrait warped along its mesh)")
     p.add_argument("--max-seconds", type=float, default=None, help="render at most this many seconds")
     p.add_argument("--batch", type=int, default=8, help="frames per model call (default 8)")
     p.add_argument("--crf", type=int, default=20, help="H.264 quality (lower is better; default 20)")
@@ -568,6 +591,6 @@ def main(args) -> int:
                  backend=args.backend, size=args.size, fps=args.fps, side_by_side=args.side_by_side,
                  mode=args.mode, no_audio=args.no_audio, batch=args.batch, crf=args.crf,
                  preset=args.preset, max_seconds=args.max_seconds, progress=not args.quiet,
-                 threads=args.threads)
+                 threads=args.threads, params=args.params, renderer=args.renderer)
     print(res.summary())
     return 0

@@ -6,6 +6,7 @@ import math
 import numpy as np
 import pytest
 
+from engine import geometry as geo
 from trainer import motion as mo
 
 
@@ -13,12 +14,12 @@ def _face(gap: float = 2.0, lid: float = 1.0, iod: float = 10.0) -> np.ndarray:
     """A synthetic (478, 3) landmark array: outer eye corners ``iod`` apart, every inner-lip pair
     ``gap`` apart and every eyelid pair ``lid`` apart (vertically)."""
     lm = np.zeros((478, 3))
-    lm[mo.EYE_CORNERS[0], :2] = (0.0, 0.0)
-    lm[mo.EYE_CORNERS[1], :2] = (iod, 0.0)
-    for k, (a, b) in enumerate(mo.MOUTH_PAIRS):
+    lm[geo.EYE_CORNERS[0], :2] = (0.0, 0.0)
+    lm[geo.EYE_CORNERS[1], :2] = (iod, 0.0)
+    for k, (a, b) in enumerate(geo.LIP_PAIRS):
         lm[a, :2] = (2.0 + k * 0.5, 8.0)
         lm[b, :2] = (2.0 + k * 0.5, 8.0 + gap)
-    for k, (a, b) in enumerate(mo.EYE_PAIRS):
+    for k, (a, b) in enumerate(geo.LID_PAIRS):
         lm[a, :2] = (k * 0.7, -0.5 * lid)
         lm[b, :2] = (k * 0.7, 0.5 * lid)
     return lm
@@ -41,7 +42,7 @@ def test_mouth_opened_on_a_real_mesh_measures_larger():
     if lm.shape[0] < 478:  # irises: not used by the metric
         lm = np.concatenate([lm, np.zeros((478 - lm.shape[0], 3))])
     opened = lm.copy()
-    lower = [b for _, b in mo.MOUTH_PAIRS]
+    lower = [b for _, b in geo.LIP_PAIRS]
     iod = mo.inter_ocular(lm)
     down = np.sign(lm[152, 1] - lm[10, 1])                 # forehead (10) to chin (152)
     opened[lower, 1] += 0.1 * iod * down                   # the lower inner lip moved towards the chin

@@ -239,6 +239,27 @@ def _driver(mode="absolute", **kw):
                       **kw)
 
 
+def test_the_neutral_is_taken_from_the_calm_frames():
+    """A driver that talks from its first frame: the neutral comes from the frames whose mouth is
+    least open, not from the median of all (which would be half open), and calibration waits for
+    calib_s seconds of faces."""
+    from streaming.drivers import neutral_of
+    rng = np.random.default_rng(0)
+    mouth = rng.uniform(0.0, 0.4, 40)
+    p = np.stack([mouth * 2, np.full(40, 0.3)], 1)          # p[0] follows the mouth, p[1] constant
+    n = neutral_of(p, mouth)
+    assert n[0] < np.quantile(p[:, 0], 0.3) + 1e-6 and n[0] < 0.5 * np.median(p[:, 0])
+    assert n[1] == pytest.approx(0.3)
+    assert neutral_of(p[:2], [np.nan, 0.1]).shape == (2,)   # few frames, unknown openings: still a value
+    d = _driver("relative", calib_frames=3, calib_s=0.5, min_cutoff=1000.0, beta=0.0)
+    for i in range(10):                                     # 3 faces but only 0.3 s: still calibrating
+        d.push(102, i / 30)
+    assert d.neutral is None and d.state.calibrating
+    for i in range(10, 20):
+        d.push(102, i / 30)
+    assert d.neutral is not None and not d.state.calibrating
+
+
 def test_face_lost_holds_then_eases_to_rest():
     d = _driver("absolute", hold_s=0.5, ease_s=0.2, min_cutoff=1000.0, beta=0.0)
     for i in range(10):
@@ -257,7 +278,7 @@ def test_face_lost_holds_then_eases_to_rest():
 
 
 def test_relative_mode_calibrates_and_adds_the_change():
-    d = _driver("relative", calib_frames=5, min_cutoff=1000.0, beta=0.0)
+    d = _driver("relative", calib_frames=5, calib_s=0.0, min_cutoff=1000.0, beta=0.0)
     rest = np.array([0.1, 0.2, 0.3, 0.4], np.float32)
     for i in range(5):
         v = d.push(102, i / 30)              # neutral of the driver: 0.4

@@ -70,39 +70,15 @@ from typing import Callable
 
 import numpy as np
 
-from .synth_pairs import LID_PAIRS, LIP_PAIRS
+from engine.geometry import eye_opening, inter_ocular, mouth_opening  # noqa: F401  (the metric's parts)
 
-EYE_CORNERS = (33, 263)          # outer eye corners: the inter-ocular distance
-MOUTH_PAIRS = LIP_PAIRS
-EYE_PAIRS = LID_PAIRS
 BLINK_DIP = 0.6                  # a blink: the eye opening dips below 60 % of its median
 P_SOURCES = ("head", "mesh")
-CALIB_FRAMES = 8                 # the driver's neutral: median of its first 8 readings (as render)
+CALIB_FRAMES = 8                 # the driver's neutral: from its first second of faces, at least 8 (as render)
 STRIP_FRAMES = 6
 
 
 # ==================================================================================== the metric
-
-def inter_ocular(lm: np.ndarray) -> float:
-    lm = np.asarray(lm, np.float64)
-    return float(np.linalg.norm(lm[EYE_CORNERS[0], :2] - lm[EYE_CORNERS[1], :2]))
-
-
-def _pair_mean(lm: np.ndarray, pairs) -> float:
-    lm = np.asarray(lm, np.float64)
-    p = np.asarray(pairs)
-    return float(np.linalg.norm(lm[p[:, 0], :2] - lm[p[:, 1], :2], axis=1).mean())
-
-
-def mouth_opening(lm: np.ndarray) -> float:
-    """Mean inner-lip upper/lower distance over the inter-ocular distance (478 or 468 points)."""
-    return _pair_mean(lm, MOUTH_PAIRS) / max(inter_ocular(lm), 1e-9)
-
-
-def eye_opening(lm: np.ndarray) -> float:
-    """Mean upper/lower eyelid distance of both eyes over the inter-ocular distance."""
-    return _pair_mean(lm, EYE_PAIRS) / max(inter_ocular(lm), 1e-9)
-
 
 def openings(lm: np.ndarray | None) -> np.ndarray:
     """(2,) [mouth opening, eye opening] of one face's landmarks; NaN for no face (None)."""
@@ -216,6 +192,11 @@ class DriverClip:
     talking: bool = True
     _raw: dict = field(default_factory=dict, repr=False)   # raw p per (source, models id)
 
+    @property
+    def tracked_mouth(self) -> np.ndarray:
+        """Mouth opening of every frame read, from the tracker's mesh (NaN: no face): calibration."""
+        return np.array([mouth_opening(r.landmarks) if r.ok else np.nan for r in self.tracked])
+
     def __len__(self):
         return len(self.frames)
 
@@ -281,17 +262,21 @@ def raw_params(clip: DriverClip, p_source: str, models=None, face_model=None) ->
     return out
 
 
-def drive_params(raw: np.ndarray, times, rest: np.ndarray, fps: float) -> np.ndarray:
+def drive_params(raw: np.ndarray, times, rest: np.ndarray, fps: float, mouth=None) -> np.ndarray:
     """The Animator's parameters per frame from raw driver readings, as render's video driver makes
-    them: ``FaceDriver`` in relative mode with the neutral = median of the first ``CALIB_FRAMES``
-    readings; frames without a face hold, then ease to rest."""
-    from streaming.drivers import FaceDriver
+    them: ``FaceDriver`` in relative mode with the neutral from the first second of faces (at least
+    ``CALIB_FRAMES``; ``streaming.drivers.neutral_of`` by their mouth openings ``mouth``); frames
+    without a face hold, then ease to rest."""
+    from streaming.drivers import FaceDriver, neutral_of
     raw = np.asarray(raw, np.float32)
     rest = np.asarray(rest, np.float32).reshape(-1)
     drv = FaceDriver(None, len(rest), 0, mode="relative", rest=rest, fps=fps)
     valid = np.all(np.isfinite(raw), axis=1)
     if valid.any():
-        drv.set_neutral(np.median(raw[valid][:CALIB_FRAMES], axis=0))
+        t = np.asarray(times, np.float64)[valid]
+        first = np.nonzero(valid)[0][(t - t[0] <= 1.0) | (np.arange(len(t)) < CALIB_FRAMES)]
+        m = np.full(len(raw), np.nan) if mouth is None else np.asarray(mouth, np.float64)
+        drv.set_neutral(neutral_of(raw[first], m[first]))
     out = [drv.update(raw[k] if valid[k] else None, float(t), "ok" if valid[k] else "no_face")
            for k, t in enumerate(times)]
     return np.stack(out).astype(np.float32) if out else np.zeros((0, len(rest)), np.float32)
@@ -505,7 +490,7 @@ def run_motion(rows: list[MotionRow], main_models, face_model, opts: MotionOptio
                         P = np.tile(src.params, (len(clip), 1))
                     else:
                         raw = raw_params(clip, row.p_source, models, face_model)
-                        P = drive_params(raw, clip.times, src.params, clip.fps)[clip.indices]
+                        P = drive_params(raw, clip.times, src.params, clip.fps, clip.tracked_mouth)[clip.indices]
                     frames = row.render(src, P[use])
                     res = meter.series(frames)
                     stats = follow(clip.openings[use], res)
@@ -545,15 +530,16 @@ def protocol(opts: MotionOptions, clips, portraits) -> dict:
         "talking_clips": [f"{p.parent.name}/{p.name}" for p, t in clips if t],
         "portraits": [n for n, _, _ in portraits], "every": opts.every, "max_frames": opts.max_frames,
         "output_size": opts.output_size,
-        "mouth_opening": "mean distance of the inner-lip pairs (trainer.synth_pairs.LIP_PAIRS) / distance "
+        "mouth_opening": "mean distance of the inner-lip pairs (engine.geometry.LIP_PAIRS) / distance "
                          "of the outer eye corners 33-263; face mesh (static mode) on driver and result frames",
         "eye_opening": "mean upper/lower lid distance of both eyes (LID_PAIRS) / the same inter-ocular distance",
         "correlation": "Pearson, driver vs result, over frames where both have a face (0 for a result "
                        "that does not move)",
         "amplitude_ratio": "std(result) / std(driver) (1: moves as much as the driver)",
         "blink": f"the driver's sampled eye-opening series dips below {BLINK_DIP:.0%} of its median",
-        "p": "render's video driver: FaceTracker, FaceDriver relative mode (neutral = median of the first "
-             f"{CALIB_FRAMES} readings), p source head = regression head D_p, mesh = blendshape fit",
+        "p": "render's video driver: FaceTracker, FaceDriver relative mode (neutral: the median p of the least "
+             "open mouths of the first second of faces, streaming.drivers.neutral_of), p source head = "
+             "regression head D_p, mesh = blendshape fit",
     }
 
 
