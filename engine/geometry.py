@@ -481,11 +481,13 @@ def output_map(warp: MeshWarp, backward: np.ndarray, crop_x: np.ndarray, crop_y:
     converts the flow). Beyond the grid the motion is zero."""
     import cv2
     mg = np.float32(warp.margin)
-    flow = backward - warp.grid                                          # crop px, at grid pixels
-    up = cv2.remap(flow, crop_x + mg, crop_y + mg, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
-                   borderValue=0)
     lin_inv = np.linalg.inv(np.asarray(out_to_crop, np.float64)[:, :2]).astype(np.float32)
-    return out_grid + up @ lin_inv.T
+    # the flow in output pixels, converted at the grid's resolution (linear: it commutes with the
+    # bilinear upsampling, and the grid has fewer pixels than the output region)
+    flow = (backward - warp.grid).reshape(-1, 2) @ lin_inv.T
+    up = cv2.remap(flow.reshape(backward.shape), crop_x + mg, crop_y + mg, cv2.INTER_LINEAR,
+                   borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    return cv2.add(out_grid, up)
 
 
 def _raster(c: np.ndarray, s: int):

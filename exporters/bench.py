@@ -11,6 +11,8 @@ so thread pools and memory of one backend do not disturb the next:
 - generator: per frame after source caching (the whole generator for the paper's), median and p95 ms
   at batch 1, frames/s at batch 8;
 - regressor (D trunk + regression head): median and p95 ms at batch 1, images/s at batch 8;
+- geometry ("warp" generators): the per-frame warp beside the network (NumPy/OpenCV: target mesh,
+  backward map, the generator's frame, the flow carried to a 512 px output and the warp there);
 - peak memory: the process's peak RSS while loading and running, minus its RSS before loading;
 - FLOPs per frame (torch.utils.flop_counter on the trained modules: convolutions and matrix products,
   2 per multiply-add), the machine-limit time FLOPs / ``--peak-gflops`` (default 157: 2 cores x
@@ -124,10 +126,42 @@ def measure(path: str, backend: str, threads: int | None, quick: bool = False) -
     r8 = _stats(time_calls(lambda: models.regress(img8), **it8))
     res["generator"]["batch8_fps"] = 8e3 / g8["median_ms"]
     res["regressor"]["batch8_fps"] = 8e3 / r8["median_ms"]
+    if models.needs_frame:
+        res["geometry"] = _stats(time_calls(_geometry_frame(s), **it))
     res["peak_rss_mb"] = _peak_mb() - rss0
     res["peak_rss_exact"] = exact_peak
     res["provider"] = getattr(models.runner, "providers", [backend])[0]
     return res
+
+
+def _geometry_frame(s: int, out: int = 512):
+    """One frame of the warp path's geometry (NumPy/OpenCV, beside the network) at ``out`` px output,
+    as engine.animator runs it: target mesh from p, backward map, the generator's frame, the flow
+    carried to the output and the portrait warped there. A synthetic face: the blendshape model's
+    mean mesh filling the crop, the crop scaled to the output."""
+    import cv2
+
+    from engine.blendshapes import load_default_face_model
+    from engine.geometry import MeshWarp, output_map, target_landmarks
+    fm = load_default_face_model()
+    lm = fm.instantiate(np.zeros(fm.n_params)).astype(np.float64) * s
+    mesh = MeshWarp(lm, s)
+    crop = np.random.default_rng(0).integers(0, 255, (s, s, 3), np.uint8)
+    base = cv2.resize(crop, (out, out))
+    k = s / out
+    m_out = np.array([[k, 0, 0.5 * k - 0.5], [0, k, 0.5 * k - 0.5]])
+    ys, xs = np.mgrid[0:out, 0:out].astype(np.float32)
+    cx, cy = (xs * k + m_out[0, 2]).astype(np.float32), (ys * k + m_out[1, 2]).astype(np.float32)
+    grid = np.ascontiguousarray(np.stack([xs, ys], -1))
+    p = np.zeros(fm.n_params)
+    p[fm.n_exp:fm.n_exp + 4] = 0.7
+
+    def frame():
+        dst = target_landmarks(fm, lm, np.zeros(fm.n_params), p)
+        bm = mesh.backward_map(dst)
+        mesh.generator_frame(crop, dst, bm)
+        cv2.remap(base, output_map(mesh, bm, cx, cy, m_out, grid), None, cv2.INTER_LINEAR)
+    return frame
 
 
 # ================================================================================================ FLOPs
@@ -301,12 +335,12 @@ def format_table(report: dict) -> str:
             if "error" in r:
                 notes.append(f"{profile} {b}: not measured: {r['error']}")
                 continue
-            for part in ("encoder", "generator", "regressor"):
+            for part in ("geometry", "encoder", "generator", "regressor"):
                 if part not in r:
                     continue
                 x = r[part]
                 rows.append((profile, b, part + (" (once)" if part == "encoder" else ""),
-                             f"{e['flops'][part] / 1e9:.3f}", f"{x['median_ms']:.2f}", f"{x['p95_ms']:.2f}",
+                             f"{e['flops'][part] / 1e9:.3f}" if part in e["flops"] else "-", f"{x['median_ms']:.2f}", f"{x['p95_ms']:.2f}",
                              f"{x['batch8_fps']:.1f}" if "batch8_fps" in x else "",
                              f"{x['speedup_vs_torch']:.2f}x" if "speedup_vs_torch" in x else "",
                              f"{x['x_limit']:.2f}" if "x_limit" in x else "",
