@@ -111,17 +111,22 @@ def _raw_metadata(path) -> tuple[Path, dict]:
     model_file = _model_file(path)
     if not model_file.exists():
         raise CheckpointError(f"no checkpoint at {path} (expected {model_file})")
+    return model_file, _header(model_file, FORMAT, VERSION, "SliderGAN checkpoint", "checkpoint version")
+
+
+def _header(file: Path, fmt: str, version: int, what: str, version_name: str) -> dict:
+    """A safetensors file's metadata, checked to be of ``fmt`` at ``version``."""
     try:
         from safetensors import safe_open
-        with safe_open(str(model_file), "pt") as f:
+        with safe_open(str(file), "pt") as f:
             md = f.metadata() or {}
     except (SafetensorError, OSError, ValueError) as e:
-        raise CheckpointError(f"{model_file} is not a readable safetensors file: {e}") from None
-    if md.get("format") != FORMAT:
-        raise CheckpointError(f"{model_file} is not a SliderGAN checkpoint (format {md.get('format')!r})")
-    if int(md.get("version", 0)) != VERSION:
-        raise CheckpointError(f"{model_file} has checkpoint version {md.get('version')}, this build reads {VERSION}")
-    return model_file, md
+        raise CheckpointError(f"{file} is not a readable safetensors file: {e}") from None
+    if md.get("format") != fmt:
+        raise CheckpointError(f"{file} is not a {what} (format {md.get('format')!r})")
+    if str(md.get("version")) != str(version):
+        raise CheckpointError(f"{file} has {version_name} {md.get('version')}, this build reads {version}")
+    return md
 
 
 def read_metadata(path) -> dict:
@@ -288,17 +293,7 @@ def load_training_state(path) -> dict:
                 f"(unpickling a file can run any code); it cannot resume training: start a new run from its "
                 f"weights with --init {path}")
         raise CheckpointError(f"{path} holds no training state ({TRAINING_FILE}); it cannot resume training")
-    try:
-        from safetensors import safe_open
-        with safe_open(str(tfile), "pt") as f:
-            md = f.metadata() or {}
-    except (SafetensorError, OSError, ValueError) as e:
-        raise CheckpointError(f"{tfile} is not a readable safetensors file: {e}") from None
-    if md.get("format") != TRAINING_FORMAT:
-        raise CheckpointError(f"{tfile} is not a SliderGAN training state (format {md.get('format')!r})")
-    if md.get("version") != str(TRAINING_VERSION):
-        raise CheckpointError(f"{tfile} has training-state version {md.get('version')}, this build reads "
-                              f"{TRAINING_VERSION}")
+    md = _header(tfile, TRAINING_FORMAT, TRAINING_VERSION, "SliderGAN training state", "training-state version")
     if "state" not in md:
         raise CheckpointError(f"{tfile} lacks its state record")
     tensors = _load_tensors(tfile, "cpu")

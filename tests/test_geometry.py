@@ -7,6 +7,7 @@ import pytest
 
 from engine import geometry as g
 from engine.blendshapes import load_default_face_model
+from tests.test_synth_pairs import _face_and_image, _p
 
 
 @pytest.fixture(scope="module")
@@ -15,19 +16,7 @@ def fm():
 
 
 def _face(fm, size=128):
-    """A synthetic face: the model's neutral mesh scaled into the crop, over a textured image."""
-    lm = fm.instantiate(np.zeros(40)).astype(np.float64) * size
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float64)
-    img = np.stack([128 + 60 * np.sin(xx / 5.0), 128 + 60 * np.cos(yy / 4.0),
-                    128 + 40 * np.sin((xx + yy) / 7.0)], -1)
-    return lm, np.clip(img, 0, 255).astype(np.uint8)
-
-
-def _p(fm, **kw):
-    p = np.zeros(40)
-    for k, v in kw.items():
-        p[fm.param_names.index(k)] = v
-    return p
+    return _face_and_image(fm, size)
 
 
 def test_no_motion_is_the_identity(fm):
