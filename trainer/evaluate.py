@@ -685,8 +685,7 @@ def motion_metrics(models_list: list[Models], fm: FaceModel, opts: EvalOptions, 
     from .motion import default_rows, run_motion
     log("[evaluate] motion following and self-reenactment on the held-out clips")
     if rows is None:
-        rows = default_rows([(m.label, m.runner) for m in models_list], fm.model,
-                            model_p_sources=("head", "mesh"))
+        rows = default_rows([(m.label, m.runner) for m in models_list], model_p_sources=("head", "mesh"))
     return run_motion(rows, models_list[0].runner, fm.model, motion_options(opts), out=opts.out, log=log)
 
 

@@ -9,7 +9,7 @@ For one frame, the MediaPipe face mesh (``engine.face.FaceMeshDetector``, static
 on its own, the driver's and the result's alike) gives 478 landmarks, and
 
 - mouth opening = mean distance of the inner-lip upper/lower pairs (``LIP_PAIRS`` of
-  ``trainer.synth_pairs``: 9 pairs across the mouth, 13/14 in the middle) / inter-ocular distance
+  ``engine.geometry``: 9 pairs across the mouth, 13/14 in the middle) / inter-ocular distance
   (outer eye corners 33 and 263);
 - eye opening = mean upper/lower lid distance of both eyes (``LID_PAIRS``, 7 pairs per eye) /
   inter-ocular distance.
@@ -42,12 +42,12 @@ the tracked crop (what render does), or ``mesh``, the blendshape fit of the trac
 (``engine.blendshapes.FaceModel.fit``).
 
 Rows (``MotionRow``: a name, a renderer, the p source, the models): ``copy`` (the source portrait
-unchanged), ``warp-only`` (no network: the aligned source crop warped along its own fitted mesh to
-the target p by ``trainer.synth_pairs.warp_to_params``, pasted back with the Animator's paste),
-once per p source, and each model through the normal Animator path (``Animator.animate_batch``).
-A renderer is any callable ``(SourceFace, P (B, N)) -> list of (H, W, 3) uint8 frames`` in the
-Animator's output framing, so a better warp (a full-resolution one, an Animator option) plugs in as a
-new ``MotionRow`` without touching the rest.
+unchanged), ``warp-only`` (no network: the Animator's warp-only renderer, the portrait warped at the
+output's resolution along its own fitted mesh to the target p, ``engine.geometry``), once per p
+source, and each model through the normal Animator path (``Animator.animate_batch``; a
+geometry-guided model warps the same way, then adds its colour and attention). A renderer is any
+callable ``(SourceFace, P (B, N)) -> list of (H, W, 3) uint8 frames`` in the Animator's output
+framing.
 
 Self-reenactment: on the self-driven pairs, each result frame is compared with the real frame it
 was driven by, on aligned crops at the model's image size (the result cut out with the source's
@@ -293,6 +293,7 @@ class SourceFace:
     landmarks: np.ndarray            # (478, 3) in the image
     crop_landmarks: np.ndarray       # (478, 3) in the Animator's crop (model image size)
     anim: object                     # engine.animator.Animator with this source set
+    warp_anim: object = None         # the same source in a warp-only Animator (made when first used)
 
     @property
     def params(self) -> np.ndarray:
@@ -348,28 +349,26 @@ def model_renderer(src: SourceFace, P: np.ndarray) -> list:
     return out
 
 
-def warp_only_renderer(face_model, warp=None) -> Renderer:
-    """No network: the source crop warped along its fitted mesh from its own p to each target p
-    (``warp(face_model, crop, crop_landmarks, p_src, p_trg) -> crop``; default
-    ``trainer.synth_pairs.warp_to_params``), pasted back with the Animator's paste."""
-    if warp is None:
-        from .synth_pairs import warp_to_params as warp
+def warp_only_renderer(src: SourceFace, P: np.ndarray) -> list:
+    """No network: the Animator's warp-only renderer (engine.geometry: the portrait warped at the
+    output's resolution along its fitted mesh to each p, with a drawn mouth interior)."""
+    from engine.animator import Animator
+    if src.warp_anim is None:
+        a = src.anim
+        src.warp_anim = Animator(a.models, output_size=a.output_size, renderer="warp-only")
+        src.warp_anim.set_source(src.image, landmarks=src.landmarks)
+    out = []
+    for i in range(0, len(P), 16):
+        out += src.warp_anim.animate_batch(np.asarray(P[i:i + 16], np.float32))
+    return out
 
-    def render(src: SourceFace, P: np.ndarray) -> list:
-        crop, p_src = src.crop, src.params
-        return [src.anim.paste(np.asarray(warp(face_model, crop, src.crop_landmarks, p_src, p), np.float32))
-                for p in np.asarray(P, np.float32)]
-    return render
 
-
-def default_rows(models: list, face_model, warp=None, model_p_sources=("head",),
-                 warp_p_sources=P_SOURCES) -> list[MotionRow]:
+def default_rows(models: list, model_p_sources=("head",), warp_p_sources=P_SOURCES) -> list[MotionRow]:
     """copy, warp-only per p source, and per ``(label, engine.inference models)`` one row per p
     source in ``model_p_sources`` ("head" is the normal render path). The first models are the
     main ones: the warp rows' Animator and regression head."""
     rows = [MotionRow("copy", copy_renderer, None, models[0][1])]
-    wr = warp_only_renderer(face_model, warp)
-    rows += [MotionRow(f"warp-only, {s} p", wr, s, models[0][1]) for s in warp_p_sources]
+    rows += [MotionRow(f"warp-only, {s} p", warp_only_renderer, s, models[0][1]) for s in warp_p_sources]
     for label, m in models:
         rows += [MotionRow(f"{label}, {s} p", model_renderer, s, m) for s in model_p_sources]
     return rows
