@@ -15,7 +15,7 @@ Routes (JSON errors are ``{"error": "..."}`` with a 4xx/5xx status):
   POST /offer                  {"sdp", "type": "offer", "portrait", "exp", "speech", "track", "mode"}
                                -> the answer; 400 on a bad offer, 413 over 256 KB, 503 when all
                                sessions are in use
-  GET  /api/sessions           live sessions and their figures
+  GET  /api/sessions           live sessions and their figures ("closing": sessions still being closed)
   GET  /api/preview?p=a,b,...  the blendshape model's 3D face for parameters p (PNG; 404 without one)
 
 Who may talk to the server (a page on another site, or one reached by DNS rebinding, must not drive
@@ -63,6 +63,7 @@ import secrets
 import threading
 import time
 import uuid
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -158,6 +159,7 @@ class Engine:
         self.presets = {k: np.asarray(v, np.float32) for k, v in presets.items()}
         self.sessions: dict[str, "Session"] = {}
         self.pending = 0
+        self.closing = 0                     # sessions being closed (gone from ``sessions`` already)
         self.uploads_in_progress = 0
         self.prep_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="portrait-prep")
         self.warm_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="portrait-warm")
@@ -170,6 +172,29 @@ class Engine:
         # with MALLOC_ARENA_MAX).
         self.drive_pool = concurrent.futures.ThreadPoolExecutor(self.max_sessions, thread_name_prefix="drive")
         self.render_pool = concurrent.futures.ThreadPoolExecutor(self.max_sessions, thread_name_prefix="render")
+        self._trim_handle = None
+
+    def start_threads(self) -> None:
+        """Start every pool's threads now (``serve`` does), so the server's thread count is the same
+        before its first session and after its last."""
+        for pool in (self.prep_pool, self.warm_pool, self.image_pool, self.drive_pool, self.render_pool):
+            prestart(pool)
+
+    def release_memory_soon(self, delay: float = 0.25) -> None:
+        """After a session: once it is freed, hand the heap it leaves free back to the OS (on a
+        worker thread). glibc keeps freed memory in its arenas otherwise, and a server that has
+        run many sessions in a row grew by 100+ MB before levelling off."""
+        if _malloc_trim() is None:
+            return
+        loop = asyncio.get_running_loop()
+        if self._trim_handle is not None:
+            self._trim_handle.cancel()
+
+        def trim():
+            self._trim_handle = None
+            if not loop.is_closed():
+                loop.run_in_executor(None, release_memory)
+        self._trim_handle = loop.call_later(delay, trim)
 
     # portraits -----------------------------------------------------------------------
     def add_portrait_file(self, path: Path) -> Portrait:
@@ -266,6 +291,70 @@ class Engine:
     def close(self):
         for pool in (self.prep_pool, self.warm_pool, self.image_pool, self.drive_pool, self.render_pool):
             pool.shutdown(wait=False, cancel_futures=True)
+
+
+def prestart(pool: concurrent.futures.ThreadPoolExecutor) -> None:
+    """Make a ThreadPoolExecutor start all its threads now (it starts them one by one, on demand)."""
+    n = pool._max_workers
+    barrier = threading.Barrier(n)
+
+    def hold():
+        try:
+            barrier.wait(timeout=10)   # every worker busy at once: the pool had to start them all
+        except threading.BrokenBarrierError:
+            pass
+    for _ in range(n):
+        pool.submit(hold)
+
+
+_TRIM: list = []
+MALLOC_ARENAS = 4    # serve's cap on glibc malloc arenas (glibc's default: 8 per core)
+
+
+def _glibc():
+    """The C library when it is glibc, else None."""
+    try:
+        import ctypes
+        import platform
+        if platform.libc_ver()[0] == "glibc":
+            return ctypes.CDLL("libc.so.6")
+    except OSError:
+        pass
+    return None
+
+
+def _malloc_trim():
+    """glibc's malloc_trim, or None (another libc)."""
+    if not _TRIM:
+        import ctypes
+        libc = _glibc()
+        fn = getattr(libc, "malloc_trim", None) if libc is not None else None
+        if fn is not None:
+            fn.argtypes, fn.restype = [ctypes.c_size_t], ctypes.c_int
+        _TRIM.append(fn)
+    return _TRIM[0]
+
+
+def limit_malloc_arenas(n: int = MALLOC_ARENAS) -> bool:
+    """Cap glibc's malloc arenas (as MALLOC_ARENA_MAX=n would; a MALLOC_ARENA_MAX set by the user
+    stands). Every thread that allocates (aiortc's encoders on the default executor, the sessions'
+    pools, MediaPipe's and the decoders' threads) otherwise gets an arena of its own, up to 8 per
+    core, and each keeps memory freed in it: a server running webcam sessions one after the other
+    grew by 100+ MB before levelling off (benchmarks/bench_sessions.py)."""
+    libc = _glibc()
+    if libc is None or os.environ.get("MALLOC_ARENA_MAX"):
+        return False
+    import ctypes
+    M_ARENA_MAX = -8
+    libc.mallopt.argtypes, libc.mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    return bool(libc.mallopt(M_ARENA_MAX, int(n)))
+
+
+def release_memory() -> None:
+    """Return the free memory of the heap to the OS (glibc; ctypes releases the GIL meanwhile)."""
+    fn = _malloc_trim()
+    if fn is not None:
+        fn(0)
 
 
 def _decode_upload(data: bytes, name: str) -> tuple[np.ndarray, bytes]:
@@ -721,6 +810,13 @@ class Session:
             return
         self.closed = True
         self.engine.sessions.pop(self.id, None)
+        self.engine.closing += 1
+        try:
+            await self._close()
+        finally:
+            self.engine.closing -= 1
+
+    async def _close(self) -> None:
         self.out_event.set()
         for t in self.tasks:
             t.cancel()
@@ -748,10 +844,19 @@ class Session:
             except RuntimeError:   # the engine's pools are shut down
                 face.close()
         self.face = None
+        # The peer connection's and the channel's handlers hold this session: drop them, so that
+        # the session (its animator, frames and buffers) is freed now, not at the next full
+        # collection of the cyclic GC (aiortc's own objects keep cycles of their own).
+        for emitter in (self.pc, self.channel):
+            try:
+                emitter.remove_all_listeners()
+            except Exception:  # not an event emitter (a test double)
+                pass
         self.channel = None
         self.latest_in = None
         self.out_frame = None
         self.mix.drivers.clear()
+        self.engine.release_memory_soon()
         log.info("session %s closed (%d frames out)", self.id, self.stats.frames_out)
 
 
@@ -841,20 +946,35 @@ def _media_track_base():
     return MediaStreamTrack
 
 
-class AnimatedTrack(_media_track_base()):
+class _SessionTrack(_media_track_base()):
+    """A track of a session, holding it weakly: aiortc keeps its tracks past the session's close,
+    and a strong reference back would make a cycle that only the cyclic GC frees (the session's
+    animator, frames and buffers would stay until a full collection)."""
+
+    def __init__(self, session: Session):
+        super().__init__()
+        self._session = weakref.ref(session)
+
+    @property
+    def session(self) -> Session | None:
+        return self._session()
+
+
+class AnimatedTrack(_SessionTrack):
     """The animated portrait: hands out the newest rendered frame."""
     kind = "video"
 
     def __init__(self, session: Session):
-        super().__init__()
-        self.session = session
+        super().__init__(session)
         self._last_pts = -1
 
     async def recv(self):
         from aiortc.mediastreams import MediaStreamError
-        if self.readyState != "live" or self.session.closed:
+        s = self.session
+        if self.readyState != "live" or s is None or s.closed:
             raise MediaStreamError
-        vf, t_content = await self.session.next_frame()
+        vf, t_content = await s.next_frame()
+        del s
         # the frame's time on the shared clock (the audio's timeline)
         pts = max(int(round(t_content * VIDEO_CLOCK)), self._last_pts + 1)
         self._last_pts = pts
@@ -863,14 +983,13 @@ class AnimatedTrack(_media_track_base()):
         return vf
 
 
-class SessionAudioTrack(_media_track_base()):
+class SessionAudioTrack(_SessionTrack):
     """The audio of the session's parameter track (looping with it), or silence; paced on the
     session's clock, so audio time == clock time == the time the video takes its parameters at."""
     kind = "audio"
 
     def __init__(self, session: Session):
-        super().__init__()
-        self.session = session
+        super().__init__(session)
         self._samples = int(AUDIO_RATE * AUDIO_PTIME)
         self._pts = 0
 
@@ -878,7 +997,7 @@ class SessionAudioTrack(_media_track_base()):
         import av
         from aiortc.mediastreams import MediaStreamError
         s = self.session
-        if self.readyState != "live" or s.closed:
+        if self.readyState != "live" or s is None or s.closed:
             raise MediaStreamError
         if not s.clock.started:
             s.clock.start()
@@ -1143,7 +1262,7 @@ def make_app(engine: Engine, *, token: str | None = None, allow_origins=(), allo
 
     async def sessions(request):
         return _json({"sessions": [s.status() for s in engine.sessions.values()],
-                      "max_sessions": engine.max_sessions})
+                      "max_sessions": engine.max_sessions, "closing": engine.closing})
 
     async def offer(request):
         return await _offer(request, engine)
@@ -1432,12 +1551,22 @@ def main(args) -> int:
     logging.getLogger("aiortc").setLevel(logging.WARNING)
     if args.max_sessions < 1:
         raise ValueError("--max-sessions must be at least 1")
+    limit_malloc_arenas()
     origins = [Guard.normalize_origin(o) for o in getattr(args, "allow_origin", [])]   # ValueError: say so now
     allow_hosts = list(getattr(args, "allow_host", []))
     configure_ice(args.ice)
     eng = build_engine(args)
+    eng.start_threads()
     eng.warm_up()
     app = make_app(eng, allow_origins=origins, allow_hosts=allow_hosts, host=args.host)
+
+    async def default_executor(app):
+        # asyncio's default executor (aiortc encodes there) starts its threads one by one as load
+        # comes: the same size, started at once, so sessions leave the thread count as they found it
+        ex = concurrent.futures.ThreadPoolExecutor(min(32, (os.cpu_count() or 1) + 4), thread_name_prefix="asyncio")
+        prestart(ex)
+        asyncio.get_running_loop().set_default_executor(ex)
+    app.on_startup.append(default_executor)
     print(f"slidergan serve: http://{args.host}:{args.port}/  ({len(eng.portraits)} portrait(s), "
           f"{len(eng.tracks)} track(s), backend {getattr(eng.models, 'backend', '?')}, "
           f"at most {eng.max_sessions} session(s))", flush=True)

@@ -72,10 +72,12 @@ def _token(url: str) -> str:
     return tok
 
 
-def _sessions(url: str) -> int:
+def _sessions(url: str, closing: bool = False) -> int:
+    """Live sessions (``closing``: and the ones still being closed)."""
     st, _, body = _http(url, "GET", "/api/sessions")
     assert st == 200
-    return len(json.loads(body)["sessions"])
+    d = json.loads(body)
+    return len(d["sessions"]) + (d.get("closing", 0) if closing else 0)
 
 
 def _offer_sdp() -> str:
@@ -441,3 +443,78 @@ def test_sessions_share_the_worker_threads(setup, monkeypatch):
     stage = [n for n in started if re.match(r"(drive|render)", n)]
     assert len(stage) <= 2 * eng.max_sessions, stage
     assert not [t.name for t in threading.enumerate() if re.match(r"(drive|render)-[0-9a-f]{12}", t.name)]
+
+
+def test_a_closed_session_is_freed_at_once(setup):
+    """A closed session (its animator, face tracker, frames) is freed when it closes, not at the
+    cyclic GC's next full collection: its tracks hold it weakly and the peer connection's and data
+    channel's handlers are dropped (they used to keep it in cycles with aiortc's objects)."""
+    import gc
+    import weakref
+
+    eng, _ = setup
+    from streaming.client import StreamClient
+    made: list = []
+    frames = kit.synth_driving_frames(20)
+
+    async def run():
+        async with serving(eng) as url:
+            for i in range(2):
+                async with StreamClient(url, frames=frames, fps=30, audio=(i == 0)) as c:
+                    await c.wait_frames(3, timeout=60)
+                    made.extend(weakref.ref(s) for s in eng.sessions.values())
+                    await c.request({"type": "ping", "t": 1}, "pong")
+                await _wait_closed(eng)
+            await asyncio.sleep(0.2)
+
+    gc.collect()
+    gc.disable()
+    try:
+        asyncio.run(run())
+        alive = [r() for r in made if r() is not None]
+        assert len(made) == 2 and not alive, [type(s).__name__ for s in alive]
+    finally:
+        gc.enable()
+
+
+def test_sessions_leave_the_server_thread_count_as_they_found_it(served):
+    """`slidergan serve` starts its pools' threads up front (its own pools and asyncio's default
+    executor, where aiortc encodes): after a first session (the models' and MediaPipe's own lazy
+    set-up), webcam sessions in a row leave the process with exactly the threads it had."""
+    import collections
+    import os
+
+    url, proc, _ = served
+    from streaming.client import StreamClient
+    from streaming.server import configure_ice
+
+    def threads() -> collections.Counter:
+        task = f"/proc/{proc.pid}/task"
+        names = []
+        for t in os.listdir(task):
+            try:
+                with open(f"{task}/{t}/comm") as f:
+                    names.append(f.read().strip())
+            except OSError:    # it ended meanwhile
+                pass
+        return collections.Counter(names)
+
+    configure_ice("loopback")
+    frames = kit.synth_driving_frames(20)
+    counts = []
+
+    async def run():
+        for i in range(4):
+            async with StreamClient(url, frames=frames, fps=30, audio=(i != 2)) as c:
+                await c.wait_frames(5, timeout=60)
+                st = await c.request({"type": "status"}, "stats")
+                assert st["frames_used"] >= 1
+            t0 = time.monotonic()
+            while _sessions(url, closing=True):   # closed: aiortc's decoder and MediaPipe's threads joined
+                assert time.monotonic() - t0 < 30, "the server kept a closed session"
+                await asyncio.sleep(0.1)
+            counts.append(threads())
+
+    asyncio.run(run())
+    assert counts[1] == counts[2] == counts[3] == counts[0], counts
+    assert proc.poll() is None
