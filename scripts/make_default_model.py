@@ -1,7 +1,7 @@
 """Install a trained checkpoint as the embedded default model (``engine/assets/default_model``).
 
-    python scripts/make_default_model.py runs/default/checkpoints/step-0006000 \
-        --report reports/eval --notes trainer/configs/default-cpu.md --hours 0.95
+    python scripts/make_default_model.py runs/warp/checkpoints/step-0002000 --config trainer/configs/warp-cpu.toml \
+        --report reports/eval --notes trainer/configs/warp-cpu.md --hours 1.0
 
 Writes the weights in float16 without optimizer state (half the size; the engine computes in
 float32), atomically, and ``MODEL_CARD.md``: data, schedule, steps, training time, and the
@@ -22,8 +22,8 @@ from trainer.evaluate import fmt_regression, fmt_summary
 
 def schedule(tc: dict, steps: int) -> str:
     """One training run's schedule, from the train config saved in its checkpoint."""
-    return (f"{steps} steps at batch {tc.get('batch_size')} ({tc.get('paired_steps')} paired with 3D-warped "
-            f"pairs, then {tc.get('unpaired_steps')} unpaired"
+    return (f"{steps} steps at batch {tc.get('batch_size')} ({tc.get('paired_steps')} paired on "
+            f"{', '.join(tc.get('paired') or [])}, then {tc.get('unpaired_steps')} unpaired"
             + (f", {tc['paired_share']:.0%} of its G-step cycles on pairs" if tc.get("paired_share") else "")
             + f"), gan {tc.get('gan')}, n_critic {tc.get('n_critic')}, Adam "
             f"{tuple(tc.get('betas', []))}, lr G {tc.get('lr')} / D {tc.get('lr_d')}, linear decay over the last "
@@ -44,7 +44,9 @@ def training_runs(ck) -> list[tuple[dict, int]]:
     return runs
 
 
-def model_card(ck, report: dict | None, hours: float | None, machine: str) -> str:
+def model_card(ck, report: dict | None, hours: float | None, machine: str, config: str) -> str:
+    from trainer.holdout import HELD_OUT_CLIPS, HELD_OUT_PORTRAITS
+    from trainer.motion import report_lines
     tc = ck.meta.get("train_config", {})
     runs = training_runs(ck)
     L = ["# The embedded default model", "",
@@ -57,9 +59,13 @@ def model_card(ck, report: dict | None, hours: float | None, machine: str) -> st
         what = "Schedule" if len(runs) == 1 else f"Stage {i + 1}" + (f" (from the weights of stage {i})" if i else "")
         L.append(f"- {what}: {schedule(run_tc, steps)}.")
     L += [f"- Data: paired {tc.get('paired')}, unpaired {tc.get('unpaired')}, validation {tc.get('val')} "
-          "(the commands are in `trainer/configs/default-cpu.toml`).",
+          f"(the commands are in `{config}`).",
+          "- Held out of every training set (`trainer/holdout.py`): "
+          + ", ".join(f"`{p}`" for p in HELD_OUT_CLIPS + HELD_OUT_PORTRAITS) + ".",
           f"- Time: {hours:.1f} h on {machine}." if hours else f"- Machine: {machine}.", ""]
-    if report:
+    if report and report.get("motion"):
+        L += report_lines(report.get("motion"), report.get("self_reenactment"))
+    if report and report.get("transfer"):
         p = report["protocol"]
         L += ["## Evaluation", "",
               f"`slidergan evaluate` on the held-out video `{p['held_out_video']}` ({p['frames_used']} frames; "
@@ -86,6 +92,8 @@ def main(argv=None) -> int:
     ap.add_argument("--hours", type=float, help="training time")
     ap.add_argument("--machine", default="a 2-core CPU (AVX2), no GPU")
     ap.add_argument("--notes", help="a Markdown file appended to the card (what the model can and cannot do)")
+    ap.add_argument("--config", default="trainer/configs/default-cpu.toml", help="the training config (its header "
+                    "has the data commands)")
     ap.add_argument("-o", "--out", default=str(DEFAULT_MODEL_DIR))
     args = ap.parse_args(argv)
     ck = load_checkpoint(args.checkpoint)
@@ -93,7 +101,7 @@ def main(argv=None) -> int:
     out = Path(args.out)
     save_checkpoint(out, ck.config, ck.generator, ck.discriminator, param_names=ck.param_names,
                     blendshapes=ck.blendshapes, step=ck.step, meta=ck.meta, half=True)
-    card = model_card(ck, report, args.hours, args.machine)
+    card = model_card(ck, report, args.hours, args.machine, args.config)
     if args.notes:
         card += "\n" + Path(args.notes).read_text()
     write_text_atomic(out / "MODEL_CARD.md", card)
