@@ -286,6 +286,9 @@ class Engine:
                 "sessions": len(self.sessions), "output_size": self.output_size, "fps": self.fps,
                 "backend": str(getattr(self.models, "backend", "")),
                 "preview": self.face_model is not None,
+                "limits": {"upload_bytes": MAX_UPLOAD, "image_max_side": MAX_SIDE,
+                           "image_max_megapixels": round(MAX_PIXELS / 1e6), "uploaded_portraits": MAX_UPLOADED_PORTRAITS,
+                           "offer_bytes": MAX_OFFER, "message_bytes": MAX_MESSAGE},
                 "profile": str(getattr(self.models, "profile", "") or "")}
 
     def close(self):
@@ -1286,12 +1289,24 @@ def make_app(engine: Engine, *, token: str | None = None, allow_origins=(), allo
 
 
 async def _read_upload(request) -> tuple[bytes, str]:
+    """The uploaded image's bytes and name; 413 past MAX_UPLOAD (multipart parts are read in chunks:
+    aiohttp's client_max_size does not bound them)."""
+    too_large = f"the upload is too large (at most {MAX_UPLOAD // (1024 * 1024)} MB)"
+    if request.content_length is not None and request.content_length > MAX_UPLOAD + 64 * 1024:
+        raise HTTPError(413, too_large)
     ctype = request.content_type or ""
     if ctype.startswith("multipart/"):
         reader = await request.multipart()
         async for part in reader:
             if part.name in ("image", "file"):
-                data = await part.read(decode=False)
+                data = bytearray()
+                while True:
+                    chunk = await part.read_chunk(256 * 1024)
+                    if not chunk:
+                        break
+                    data += chunk
+                    if len(data) > MAX_UPLOAD:
+                        raise HTTPError(413, too_large)
                 return bytes(data), _clean_name(part.filename or "upload")
         raise HTTPError(400, "no image in the upload (send a multipart field named 'image')")
     data = await request.read()

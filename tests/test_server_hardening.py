@@ -132,6 +132,12 @@ def test_hostile_uploads_are_refused_with_the_limit(served):
                 return r.status, await r.json()
     st, body = asyncio.run(multipart())
     assert st == 413 and "bomb.png is too large" in body["error"], body
+    # 17 MB in a multipart part sent chunked (no Content-Length): refused while reading
+    body = (b"--B\r\nContent-Disposition: form-data; name=\"image\"; filename=\"big.png\"\r\n"
+            b"Content-Type: image/png\r\n\r\n" + b"x" * (17 << 20) + b"\r\n--B--\r\n")
+    st, _, resp = _http(url, "POST", "/api/portraits", body, {
+        "Content-Type": "multipart/form-data; boundary=B", "X-Slidergan-Token": tok}, chunked=True)
+    assert st == 413 and "16 MB" in json.loads(resp)["error"], (st, resp[:200])
     assert proc.poll() is None
     st, _, body = _http(url, "GET", "/api/info")
     assert st == 200 and [p["name"] for p in json.loads(body)["portraits"]] == ["good.png"]

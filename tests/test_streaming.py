@@ -122,6 +122,10 @@ def test_portrait_without_face_is_a_clear_error(setup):
             st, body = await _post(url + "/api/portraits", data=b"x" * (17 << 20),
                                    headers={"Content-Type": "image/png"})
             assert st == 413 and "too large" in body["error"]
+            form = aiohttp.FormData()     # multipart too (aiohttp's client_max_size does not bound it)
+            form.add_field("image", b"x" * (17 << 20), filename="big.png", content_type="image/png")
+            st, body = await _post(url + "/api/portraits", data=form)
+            assert st == 413 and "16 MB" in body["error"]
             # an uploaded face works and is listed
             ok, png = cv2.imencode(".png", kit.synth_portrait(3)[:, :, ::-1])
             form = aiohttp.FormData()
