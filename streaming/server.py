@@ -166,10 +166,9 @@ class Engine:
         # Decoding and thumbnailing uploads: a few at a time, never on the event loop.
         self.image_pool = concurrent.futures.ThreadPoolExecutor(IMAGE_WORKERS, thread_name_prefix="image")
         # The sessions' two stages run on two pools shared by all sessions (one worker per session
-        # each; a session has at most one job in each at a time). Threads made once and reused: a
-        # pool per session made and joined threads for every session, and each new thread's malloc
-        # arena kept memory that was never returned (about 8-30 MB a session, levelling off only
-        # with MALLOC_ARENA_MAX).
+        # each; a session has at most one job in each at a time): threads made once and reused,
+        # where a pool per session made and joined two threads for every session. (Memory over
+        # many sessions: see limit_malloc_arenas and release_memory_soon.)
         self.drive_pool = concurrent.futures.ThreadPoolExecutor(self.max_sessions, thread_name_prefix="drive")
         self.render_pool = concurrent.futures.ThreadPoolExecutor(self.max_sessions, thread_name_prefix="render")
         self._trim_handle = None
