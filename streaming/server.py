@@ -1196,9 +1196,13 @@ def make_app(engine: Engine, *, token: str | None = None, allow_origins=(), allo
         raise RuntimeError(f"{STATIC / 'index.html'} lacks {_TOKEN_META}")
     page = page.replace(_TOKEN_META, f'<meta name="slidergan-token" content="{guard.token}">')
 
+    # Other sites may not frame the page (a click there would start a session with the page's token)
+    frame_ancestors = " ".join(["'self'", *sorted(guard.allow_origins)])
+
     async def index(request):
         return web.Response(text=page, content_type="text/html",
-                            headers={"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"})
+                            headers={"Cache-Control": "no-store", "Referrer-Policy": "no-referrer",
+                                     "Content-Security-Policy": f"frame-ancestors {frame_ancestors}"})
 
     async def info(request):
         d = engine.info()

@@ -149,6 +149,7 @@ def test_state_changes_need_the_page_token_and_its_origin(served):
     st, headers, page = _http(url, "GET", "/")
     assert f'<meta name="slidergan-token" content="{tok}">' in page.decode()
     assert headers["cache-control"] == "no-store"
+    assert headers["content-security-policy"] == f"frame-ancestors 'self' {EMBED}"   # no framing elsewhere
     sdp = json.dumps({"sdp": _offer_sdp(), "type": "offer"}).encode()
     own = url   # http://127.0.0.1:PORT
     refused = [
