@@ -419,7 +419,7 @@ class Animator:
         """``generate_crop`` for a batch (B, N) in one model call (offline rendering)."""
         p, src = self._checked(params, src)
         if src.warp is not None:
-            return [self._warp_layers(p, src)[2][i] for i in range(len(p))]
+            return self._warp_layers(p, src)[2]
         gen = np.asarray(self.models.generate(src.feats, p), np.float32)   # Eq. 4 composite on the crop
         return [from_model_output(g) for g in gen]
 
@@ -436,55 +436,52 @@ class Animator:
 
     # ------------------------------------------------------------------------ the warp path
     def _warp_layers(self, p: np.ndarray, src: PreparedSource):
-        """For each p: the target mesh's backward map, the premultiplied colour A*C (S, S, 3) and the
-        attention A (S, S, 1) at crop resolution, and the crop-level result (Eq. 4 on the warp)."""
-        from .geometry import mouth_layer, target_landmarks
+        """For each p: the target mesh's backward map, the layers to put over the warped portrait
+        (each (premultiplied colour A*C (S, S, 3), attention A (S, S, 1)) at crop resolution: the drawn
+        mouth interior, then the generator's), and the crop-level result."""
+        from .geometry import target_landmarks
         w = src.warp
         crop = src.info.crop
-        maps, dsts = [], []
+        maps, layers, gen = [], [], []
         for q in p:
             dst = target_landmarks(w.face_model, w.crop_landmarks, w.p_src, q)
-            dsts.append(dst)
-            maps.append(w.mesh.backward_map(dst))
-        if self.renderer == "warp-only":
-            ac, att, gen = [], [], []
-            for dst, bm in zip(dsts, maps):
-                warped = w.mesh.warp_crop(crop, dst, bm).astype(np.float32)
-                layer = mouth_layer(crop, w.crop_landmarks, dst)
-                fill, a = layer if layer is not None else (np.zeros_like(warped), np.zeros(warped.shape[:2] + (1,), np.float32))
-                ac.append(fill * a)
-                att.append(a)
-                gen.append(warped * (1 - a) + fill * a)
-            return maps, (ac, att), gen
-        frames = np.stack([w.mesh.generator_frame(crop, dst, bm) for dst, bm in zip(dsts, maps)])
-        out, mask = self.models.generate(src.feats, p, return_mask=True, frame=frames)
-        out, mask = np.asarray(out, np.float32), np.asarray(mask, np.float32)
-        warped = (frames[:, :3] + 1.0) * 127.5
-        a = mask.transpose(0, 2, 3, 1)                                   # (B, S, S, 1)
-        gen = [from_model_output(o) for o in out]
-        # A*C = I_gen - (1 - A) * warp (both in 0-255): the premultiplied colour to upsample
-        ac = [g - (1 - ai) * wi.transpose(1, 2, 0) for g, ai, wi in zip(gen, a, warped)]
-        return maps, (ac, list(a)), gen
+            bm = w.mesh.backward_map(dst)
+            drawn, mouth = w.mesh.drawn_warp(crop, dst, bm)
+            maps.append((dst, bm))
+            layers.append([] if mouth is None else [mouth])
+            gen.append(drawn)
+        if self.renderer == "model":
+            frames = np.stack([w.mesh.generator_frame(crop, dst, bm) for dst, bm in maps])
+            out, mask = self.models.generate(src.feats, p, return_mask=True, frame=frames)
+            for i, (o, m) in enumerate(zip(np.asarray(out, np.float32), np.asarray(mask, np.float32))):
+                a = m.transpose(1, 2, 0)                                     # (S, S, 1)
+                g = from_model_output(o)
+                # A*C = I_gen - (1 - A) * frame (both 0-255): the premultiplied colour to upsample
+                layers[i].append((g - (1 - a) * gen[i], a))
+                gen[i] = g
+        return [bm for _, bm in maps], layers, gen
 
     def _animate_warped(self, p: np.ndarray, src: PreparedSource) -> list[np.ndarray]:
         """Full resolution: the portrait's own pixels warped by the crop-level flow carried to the
-        output frame, then A*C and A upsampled and blended (Eq. 4 at the output's resolution)."""
+        output frame, then each layer's A*C and A upsampled and blended over it (Eq. 4 at the
+        output's resolution)."""
         import cv2
         from .geometry import output_map
         w = src.warp
-        maps, (ac, att), _ = self._warp_layers(p, src)
+        maps, layers, _ = self._warp_layers(p, src)
         base = src.info.base
         x0, y0, x1, y1 = w.roi
         frames = []
-        for bm, acs, a in zip(maps, ac, att):
+        for bm, frame_layers in zip(maps, layers):
             full = output_map(w.mesh, bm, w.crop_x, w.crop_y, src.info.matrix, w.out_grid)
             region = cv2.remap(base, full, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-            if float(a.max()) > 0.5 / 255:
-                layer = np.concatenate([acs, a], -1).astype(np.float32)
+            for ac, a in frame_layers:
+                if float(a.max()) <= 0.5 / 255:
+                    continue
+                layer = np.concatenate([ac, a], -1).astype(np.float32)
                 up = cv2.remap(layer, w.crop_x, w.crop_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
                                borderValue=0)
-                blended = up[..., :3] + (1.0 - up[..., 3:]) * region + 0.5
-                region = np.clip(blended, 0, 255).astype(np.uint8)
+                region = np.clip(up[..., :3] + (1.0 - up[..., 3:]) * region + 0.5, 0, 255).astype(np.uint8)
             out = base.copy()
             out[y0:y1, x0:x1] = region
             frames.append(out)

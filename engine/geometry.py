@@ -446,28 +446,47 @@ class MeshWarp:
         return np.ascontiguousarray(np.concatenate(
             [self.region_mask(dst_landmarks)[None], flow.transpose(2, 0, 1)], 0), dtype=np.float32)
 
+    def mouth(self, crop: np.ndarray, dst_landmarks: np.ndarray):
+        """The drawn mouth interior where the target opens the mouth wider than the source (see
+        ``mouth_layer``) as a layer over the warp: (premultiplied colour A*C (S, S, 3) 0-255, A
+        (S, S, 1)), or None."""
+        layer = mouth_layer(crop, self.src, dst_landmarks)
+        return None if layer is None else (layer[0] * layer[1], layer[1])
+
+    def drawn_warp(self, crop: np.ndarray, dst_landmarks: np.ndarray, backward: np.ndarray | None = None):
+        """The warp-only renderer at crop resolution: the crop warped to the target mesh with the drawn
+        mouth interior over it, (S, S, 3) float32 0-255; and the mouth layer (or None)."""
+        warped = self.warp_crop(crop, dst_landmarks, backward).astype(np.float32)
+        layer = self.mouth(crop, dst_landmarks)
+        return (warped if layer is None else warped * (1 - layer[1]) + layer[0]), layer
+
     def generator_frame(self, crop: np.ndarray, dst_landmarks: np.ndarray, backward: np.ndarray | None = None
                         ) -> np.ndarray:
-        """The warp generator's per-frame input (6, S, S) float32: the warped RGB in [-1, 1], then
-        ``frame_extra``."""
+        """The warp generator's per-frame input (6, S, S) float32: the warp-only render (``drawn_warp``)
+        in [-1, 1], then ``frame_extra``. G starts from what the geometry alone makes."""
         bm = self.backward_map(dst_landmarks) if backward is None else backward
-        warped = self.warp_crop(crop, dst_landmarks, bm).astype(np.float32) * (2.0 / 255.0) - 1.0
-        return np.concatenate([warped.transpose(2, 0, 1), self.frame_extra(dst_landmarks, bm)], 0)
+        rgb = self.drawn_warp(crop, dst_landmarks, bm)[0] * (2.0 / 255.0) - 1.0
+        return np.concatenate([rgb.transpose(2, 0, 1), self.frame_extra(dst_landmarks, bm)], 0)
 
 
-def warp_batch(face_model, landmarks: np.ndarray, p_src: np.ndarray, p_trg: np.ndarray, size: int):
+def warp_batch(face_model, landmarks: np.ndarray, p_src: np.ndarray, p_trg: np.ndarray, images: np.ndarray):
     """The geometry of B faces moved from p_src to p_trg, for training the warp generator on
-    tensors: (maps (B, S, S, 2) float32, the source crop pixel each target pixel shows; extra
-    (B, 3, S, S) float32, ``MeshWarp.frame_extra``; dst (B, 478, 3), the target meshes)."""
-    maps, extra, dsts = [], [], []
-    for lm, a, b in zip(np.asarray(landmarks, np.float64), np.asarray(p_src), np.asarray(p_trg)):
+    tensors. ``images`` (B, S, S, 3) uint8: the crops (the drawn mouth takes its colour from their
+    lips). Returns maps (B, S, S, 2) float32, the source crop pixel each target pixel shows; extra
+    (B, 3, S, S) float32, ``MeshWarp.frame_extra``; mouth (B, S, S, 4) float32, the drawn mouth layer
+    (premultiplied colour 0-255 and its opacity; zeros where none); dst (B, 478, 3), the target meshes."""
+    maps, extra, mouth, dsts = [], [], [], []
+    size = images.shape[1]
+    for lm, a, b, img in zip(np.asarray(landmarks, np.float64), np.asarray(p_src), np.asarray(p_trg), images):
         mw = MeshWarp(lm, size)
         dst = target_landmarks(face_model, lm, a, b)
         bm = mw.backward_map(dst)
         maps.append(mw.crop_part(bm))
         extra.append(mw.frame_extra(dst, bm))
+        layer = mw.mouth(img, dst)
+        mouth.append(np.zeros((size, size, 4), np.float32) if layer is None else np.concatenate(layer, -1))
         dsts.append(dst)
-    return np.stack(maps).astype(np.float32), np.stack(extra), np.stack(dsts)
+    return np.stack(maps).astype(np.float32), np.stack(extra), np.stack(mouth), np.stack(dsts)
 
 
 FLOW_SCALE = 4.0    # generator_frame's flow channels: about -1..1 for the largest face motions

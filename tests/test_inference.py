@@ -60,7 +60,7 @@ def test_warp_generator_backends_agree_and_need_the_frame(tmp_path):
                             rng.uniform(-0.2, 0.2, (3, 2, 64, 64))], 1).astype(np.float32)
     ref = load_models(ck, backend="torch", device="cpu", threads=1)
     g_ref = ref.generate(x, p, frame=frame)
-    assert np.abs(g_ref - frame[:, :3]).max() < 0.05       # untrained: about the warped frame
+    assert np.abs(g_ref - frame[:, :3]).mean() < 0.05      # untrained: about the warped frame
     for m in (ref, load_models(tmp_path / "onnx", backend="onnxruntime", threads=1)):
         assert m.needs_frame
         src = m.source(x[:1])                               # one portrait, three frames

@@ -48,7 +48,7 @@ def test_warp_generator_starts_as_the_warp_and_follows_p():
     with torch.no_grad():
         y, C, A = G(x, p, frame=frame)
         assert y.shape == x.shape and A.shape == (2, 1, s, s)
-        assert float(A.max()) < 0.01 and float((y - frame[:, :3]).abs().max()) < 0.03
+        assert float(A.max()) < 0.03 and float((y - frame[:, :3]).abs().max()) < 0.06
         assert torch.allclose(y, composite(frame[:, :3], C, A))
         C1, A1 = G.decode(frame, G.encode(x), -p)
         C2, _ = G.decode(frame.flip(-1), G.encode(x), p)

@@ -244,13 +244,17 @@ def find_latest_checkpoint(out) -> Path | None:
     return found[-1][1] if found else None
 
 
-def warp_frame(images: torch.Tensor, maps: np.ndarray, extra: np.ndarray) -> torch.Tensor:
-    """The warp generator's input on tensors: ``images`` (B, 3, S, S) resampled at ``maps`` (B, S, S, 2)
-    crop pixels (as cv2.remap does at inference: bilinear, edge replicated; differentiable in the
-    images, so the cycle's second warp carries gradients into G's first result), then ``extra``."""
+def warp_frame(images: torch.Tensor, maps: np.ndarray, extra: np.ndarray, mouth: np.ndarray) -> torch.Tensor:
+    """The warp generator's input on tensors (engine.geometry.MeshWarp.generator_frame): ``images``
+    (B, 3, S, S) resampled at ``maps`` (B, S, S, 2) crop pixels (as cv2.remap does at inference:
+    bilinear, edge replicated; differentiable in the images, so the cycle's second warp carries
+    gradients into G's first result), the drawn mouth ``mouth`` (B, S, S, 4) over it, then ``extra``."""
     s = images.shape[-1]
     grid = torch.from_numpy(maps).to(images) * (2.0 / (s - 1)) - 1.0
     rgb = F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=True)
+    m = torch.from_numpy(mouth).to(images).permute(0, 3, 1, 2)
+    a = m[:, 3:]
+    rgb = rgb * (1 - a) + m[:, :3] / 127.5 - a          # premultiplied colour from 0-255 to [-1, 1]
     return torch.cat([rgb, torch.from_numpy(extra).to(images)], 1)
 
 
@@ -274,8 +278,11 @@ class Conditioned:
         lm, ps = self.landmarks, self.p_src
         if len(lm) != b:
             lm, ps = np.repeat(lm[:1], b, 0), np.repeat(ps[:1], b, 0)
-        maps, extra, self.dst = warp_batch(self.face_model, lm, ps, p.detach().cpu().numpy(), x.shape[-1])
-        return self.G(x, p, frame=warp_frame(x, maps, extra))
+        crops = tensor_to_images(x.detach())
+        if len(crops) != b:
+            crops = np.repeat(crops[:1], b, 0)
+        maps, extra, mouth, self.dst = warp_batch(self.face_model, lm, ps, p.detach().cpu().numpy(), crops)
+        return self.G(x, p, frame=warp_frame(x, maps, extra, mouth))
 
     def rows(self, sl: slice) -> "Conditioned":
         if self.face_model is None:
