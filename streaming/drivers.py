@@ -140,6 +140,16 @@ class FaceDriver:
                 self._filter.reset()
                 self._last_out = None
 
+    def set_params(self, params: str) -> None:
+        """Read p from another source ("mesh" or "head"); the neutral is taken again (its values mean
+        other things)."""
+        check_params_source(params, self.fit)
+        with self._lock:
+            if params != self.params:
+                self.params = params
+                self.calibrate()
+                self._filter.reset()
+
     def set_rest(self, rest) -> None:
         """The portrait's own parameters (after a portrait change)."""
         with self._lock:

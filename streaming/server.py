@@ -12,7 +12,7 @@ Routes (JSON errors are ``{"error": "..."}`` with a 4xx/5xx status):
                                (engine.images: 16384 px a side, 50 megapixels); 422 when it is not a
                                readable image or holds no usable face; 503 when too many are in progress
   GET  /api/tracks             parameter tracks (``--tracks``)
-  POST /offer                  {"sdp", "type": "offer", "portrait", "exp", "speech", "track", "mode"}
+  POST /offer                  {"sdp", "type": "offer", "portrait", "exp", "speech", "track", "mode", "params"}
                                -> the answer; 400 on a bad offer, 413 over 256 KB, 503 when all
                                sessions are in use
   GET  /api/sessions           live sessions and their figures ("closing": sessions still being closed)
@@ -38,6 +38,7 @@ Audio and video share one clock: video frames take the track's parameters at the
 Data channel messages (JSON), browser -> server:
   {"type": "route", "exp": "face|track|sliders|rest", "speech": ...}   which driver moves what
   {"type": "mode", "mode": "relative|absolute"}      {"type": "calibrate"}
+  {"type": "params", "params": "mesh|head"}           (the webcam's p: blendshape fit of its mesh, or D_p)
   {"type": "slider", "index": i, "value": v}          {"type": "sliders", "values": [...]}
   {"type": "preset", "name": "..."}                   {"type": "release"}   (unpin the sliders)
   {"type": "portrait", "id": "..."}                   {"type": "track", "id": "..." | null}
@@ -137,10 +138,11 @@ class Engine:
     """What all sessions share: the models, the portraits, the tracks, the presets."""
 
     def __init__(self, models, output_size: int = 512, fps: float = 30.0, max_sessions: int = 2,
-                 presets: dict | None = None, n_exp: int | None = None):
+                 presets: dict | None = None, n_exp: int | None = None, renderer: str = "model"):
         from engine.animator import Animator
         self.models = models
         self.output_size = int(output_size)
+        self.renderer = renderer
         self.fps = float(fps)
         self.max_sessions = int(max_sessions)
         self.param_names = list(models.param_names)
@@ -148,7 +150,7 @@ class Engine:
         self.n_exp = int(n_exp if n_exp is not None else getattr(models, "n_exp", 0) or
                          sum(not n.lower().startswith("speech") for n in self.param_names))
         self.image_size = int(models.image_size)
-        self._prep = Animator(models, output_size=self.output_size)
+        self._prep = Animator(models, output_size=self.output_size, renderer=renderer)
         self.portraits: dict[str, Portrait] = {}
         self.tracks: dict[str, TrackEntry] = {}
         from engine.animator import face_model_for
@@ -277,6 +279,12 @@ class Engine:
             e.audio_loaded = True
         return e.audio
 
+    @property
+    def params_sources(self) -> list[str]:
+        """Where a webcam's p may come from: the mesh's blendshape fit needs the model's blendshapes."""
+        from .drivers import PARAMS_SOURCES
+        return list(PARAMS_SOURCES) if self.face_model is not None else ["head"]
+
     def info(self) -> dict:
         return {"param_names": self.param_names, "n_exp": self.n_exp, "n_params": self.n_params,
                 "groups": {"exp": [0, self.n_exp], "speech": [self.n_exp, self.n_params]},
@@ -285,6 +293,7 @@ class Engine:
                 "sessions": len(self.sessions), "output_size": self.output_size, "fps": self.fps,
                 "backend": str(getattr(self.models, "backend", "")),
                 "preview": self.face_model is not None,
+                "params_sources": self.params_sources, "renderer": self.renderer,
                 "limits": {"upload_bytes": MAX_UPLOAD, "image_max_side": MAX_SIDE,
                            "image_max_megapixels": round(MAX_PIXELS / 1e6), "uploaded_portraits": MAX_UPLOADED_PORTRAITS,
                            "offer_bytes": MAX_OFFER, "message_bytes": MAX_MESSAGE},
@@ -428,7 +437,7 @@ class _Stats:
 class Session:
     """One browser (or client) connection and everything it owns."""
 
-    def __init__(self, engine: Engine, pc, portrait: Portrait, mode: str = "relative"):
+    def __init__(self, engine: Engine, pc, portrait: Portrait, mode: str = "relative", params: str | None = None):
         from engine.animator import Animator
 
         from .drivers import DriverMix, SlidersDriver
@@ -436,7 +445,8 @@ class Session:
         self.engine = engine
         self.pc = pc
         self.portrait_id = portrait.id
-        self.animator = Animator(engine.models, output_size=engine.output_size)
+        self.animator = Animator(engine.models, output_size=engine.output_size, renderer=engine.renderer)
+        self.params_source = params or engine.params_sources[0]
         self.animator.use(portrait.prepared)
         rest = portrait.prepared.info.params
         self.sliders = SlidersDriver(engine.n_params, rest, engine.presets)
@@ -479,7 +489,8 @@ class Session:
         if self.face is None:
             from .drivers import FaceDriver
             self.face = FaceDriver(self.animator.regress, self.engine.n_params, self.engine.image_size,
-                                   mode=self.mode, rest=self.animator.source_params, fps=self.engine.fps)
+                                   mode=self.mode, rest=self.animator.source_params, fps=self.engine.fps,
+                                   params=self.params_source, fit=self.animator.fit)
             self.mix.set_driver("face", self.face)
         return self.face
 
@@ -659,6 +670,7 @@ class Session:
     def status(self) -> dict:
         s = self.stats.summary()
         s.update({"type": "stats", "session": self.id, "routes": dict(self.mix.routes), "mode": self.mode,
+                  "params_source": self.params_source,
                   "portrait": self.portrait_id, "track": self.track.id if self.track else None,
                   "params": [round(float(v), 3) for v in self.params],
                   "pinned": [int(i) for i in np.flatnonzero(self.sliders.pinned)],
@@ -675,7 +687,8 @@ class Session:
         return {"type": "hello", "session": self.id, "param_names": self.engine.param_names,
                 "n_exp": self.engine.n_exp, "presets": sorted(self.engine.presets),
                 "rest": [round(float(v), 4) for v in self.animator.source_params],
-                "routes": dict(self.mix.routes), "mode": self.mode, "portrait": self.portrait_id,
+                "routes": dict(self.mix.routes), "mode": self.mode, "params_source": self.params_source,
+                "portrait": self.portrait_id,
                 "track": self.track.id if self.track else None}
 
     def send(self, msg: dict) -> None:
@@ -761,6 +774,13 @@ class Session:
             self.ensure_face().set_mode(mode)
             self.mode = mode
             return {"type": "mode", "mode": mode}
+        if kind == "params":
+            source = _string(msg, "params")
+            if source not in self.engine.params_sources:
+                raise ValueError(f"params must be one of {self.engine.params_sources}, not {source!r}")
+            self.ensure_face().set_params(source)
+            self.params_source = source
+            return {"type": "params", "params": source}
         if kind == "calibrate":
             self.ensure_face().calibrate()
             return {"type": "calibrate"}
@@ -1370,12 +1390,15 @@ async def _offer(request, engine: Engine):
     mode = params.get("mode", "relative")
     if mode not in ("relative", "absolute"):
         raise HTTPError(400, f"mode must be 'relative' or 'absolute', not {mode!r}")
+    source = params.get("params", engine.params_sources[0])
+    if source not in engine.params_sources:
+        raise HTTPError(400, f"params must be one of {engine.params_sources}, not {source!r}")
     engine.pending += 1
     pc = None
     try:
         await engine.prepared(portrait)
         pc = RTCPeerConnection()
-        session = Session(engine, pc, portrait, mode=mode)
+        session = Session(engine, pc, portrait, mode=mode, params=source)
         exp, speech = params.get("exp", "face"), params.get("speech", "face")
         try:
             session.mix.route("exp", exp)
@@ -1522,6 +1545,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="intra-op threads per model call (default 1: each session already runs its "
                         "stages on two threads side by side)")
     p.add_argument("--size", type=int, default=512, help="output frame size in pixels (default 512)")
+    p.add_argument("--renderer", choices=["model", "warp-only"], default="model",
+                   help="'model' (the generator) or 'warp-only' (no network: the portrait warped along its mesh)")
     p.add_argument("--fps", type=float, default=30.0, help="stream frame rate without a webcam (default 30)")
     p.add_argument("--ice", choices=["all", "loopback"], default="all",
                    help="ICE candidates: all local addresses plus 127.0.0.1 (default), or loopback only")
@@ -1539,7 +1564,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def build_engine(args) -> Engine:
     from engine.animator import load_models
     models = load_models(args.checkpoint, backend=args.backend, threads=args.threads)
-    eng = Engine(models, output_size=args.size, fps=args.fps, max_sessions=args.max_sessions)
+    eng = Engine(models, output_size=args.size, fps=args.fps, max_sessions=args.max_sessions,
+                 renderer=args.renderer)
     for spec in args.portraits:
         for f in _expand(spec, IMAGE_EXTS):
             try:

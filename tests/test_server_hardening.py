@@ -525,3 +525,27 @@ def test_sessions_leave_the_server_thread_count_as_they_found_it(served):
     asyncio.run(run())
     assert counts[1] == counts[2] == counts[3] == counts[0], counts
     assert proc.poll() is None
+
+
+def test_webcam_parameters_source_is_chosen_and_switched(tmp_path):
+    """The page's "Parameters from": the offer names the source, a data channel message switches it
+    (mesh needs the blendshape model; an unknown source is refused with a reply)."""
+    import asyncio
+
+    from streaming.server import Engine, Session
+    models = kit.load_tiny(kit.tiny_checkpoint(tmp_path / "ck"))
+    engine = Engine(models, output_size=128)
+    assert engine.params_sources == ["mesh", "head"] and engine.info()["params_sources"] == ["mesh", "head"]
+    p = engine.add_upload(engine.new_upload(kit.synth_portrait(0, 256), "face"))
+    engine.prepare(p)
+
+    class _PC:
+        def on(self, *a, **k):
+            return lambda f: f
+    s = Session(engine, _PC(), p, params="head")
+    assert s.hello()["params_source"] == "head"
+    reply = asyncio.run(s.handle({"type": "params", "params": "mesh"}))
+    assert reply == {"type": "params", "params": "mesh"} and s.face.params == "mesh" and s.face.neutral is None
+    with pytest.raises(ValueError, match="params must be one of"):
+        asyncio.run(s.handle({"type": "params", "params": "eyes"}))
+    engine.close()

@@ -202,6 +202,7 @@ async function start() {
     const body = {
       sdp: pc.localDescription.sdp, type: pc.localDescription.type, portrait: state.portrait,
       exp: r.exp, speech: r.speech, mode: document.querySelector("input[name=mode]:checked").value,
+      params: document.querySelector("input[name=params]:checked").value,
     };
     if ($("track").value) body.track = $("track").value;
     const answer = await api("/offer", {
@@ -304,6 +305,12 @@ async function init() {
   }
   state.portrait = state.info.portraits.length ? state.info.portraits[0].id : null;
   renderPortraits();
+  // parameters from the face mesh need the model's blendshapes; without them only the head is offered
+  const sources = state.info.params_sources || ["head"];
+  for (const r of document.querySelectorAll("input[name=params]")) {
+    r.disabled = !sources.includes(r.value);
+    r.checked = r.value === sources[0];
+  }
   const tsel = $("track");
   for (const t of state.info.tracks) {
     const o = document.createElement("option");
@@ -342,6 +349,9 @@ async function init() {
   };
   for (const r of document.querySelectorAll("input[name=mode]")) {
     r.onchange = () => send({ type: "mode", mode: r.value });
+  }
+  for (const r of document.querySelectorAll("input[name=params]")) {
+    r.onchange = () => send({ type: "params", params: r.value });
   }
   window.addEventListener("pagehide", stop);
 }
