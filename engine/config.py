@@ -76,10 +76,11 @@ class ModelConfig:
         return cls.from_dict(json.loads(s))
 
     def check_same(self, other: "ModelConfig", what: str = "checkpoint") -> None:
-        """Raise ProfileMismatchError naming the fields that differ."""
-        if self == other:
-            return
+        """Raise ProfileMismatchError naming the fields that differ. The name alone may differ: a
+        profile renamed (the first real-time model's "realtime" is now "cached") holds the same network."""
         a, b = self.to_dict(), other.to_dict()
+        if all(a[k] == b[k] for k in a if k != "name"):
+            return
         diff = ", ".join(f"{k}: {b[k]!r} (expected {a[k]!r})" for k in a if a[k] != b[k])
         raise ProfileMismatchError(
             f"the {what} was made for model profile {other.name!r}, not {self.name!r}; differs in {diff}")
@@ -88,14 +89,16 @@ class ModelConfig:
 PROFILES: dict[str, ModelConfig] = {
     # The paper's sizes: GANimation/CycleGAN generator, 6-layer PatchGAN, 128 x 128, N = 40.
     "paper": ModelConfig(name="paper"),
-    # Real time on a 2-core CPU: source features cached once, a thin per-frame decoder.
+    # Real time on a 2-core CPU, geometry-guided (SPEC section 8): the portrait warped along its mesh to p,
+    # source features cached once, a thin per-frame U-Net that adds colour and attention to the warp.
     "realtime": ModelConfig(
-        name="realtime", generator="cached", g_channels=16, g_down=3, g_res_blocks=2,
-        g_source_blocks=2, g_max_channels=64, d_channels=32, d_layers=6, d_max_channels=256),
-    # Geometry-guided at real-time sizes (SPEC section 8): the warp moves the face, G repairs it.
-    "warp": ModelConfig(
-        name="warp", generator="warp", g_channels=16, g_down=3, g_res_blocks=2,
+        name="realtime", generator="warp", g_channels=16, g_down=3, g_res_blocks=2,
         g_source_blocks=1, g_max_channels=64, d_channels=32, d_layers=6, d_max_channels=256),
+    # The first real-time generator (the default model until the geometry-guided one): source features
+    # cached once, a thin per-frame decoder that must make all motion from pixels.
+    "cached": ModelConfig(
+        name="cached", generator="cached", g_channels=16, g_down=3, g_res_blocks=2,
+        g_source_blocks=2, g_max_channels=64, d_channels=32, d_layers=6, d_max_channels=256),
     # For tests: small images, few channels.
     "tiny": ModelConfig(
         name="tiny", image_size=64, generator="cached", g_channels=8, g_down=2,

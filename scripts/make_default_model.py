@@ -97,6 +97,11 @@ def main(argv=None) -> int:
     ap.add_argument("-o", "--out", default=str(DEFAULT_MODEL_DIR))
     args = ap.parse_args(argv)
     ck = load_checkpoint(args.checkpoint)
+    # a profile renamed since the run (same network): the card and the file say today's name
+    from engine.config import PROFILES
+    named = [p for p in PROFILES.values() if p.to_dict() | {"name": ""} == ck.config.to_dict() | {"name": ""}]
+    if named:
+        ck.config = named[0]
     report = json.loads((Path(args.report) / "metrics.json").read_text()) if args.report else None
     out = Path(args.out)
     save_checkpoint(out, ck.config, ck.generator, ck.discriminator, param_names=ck.param_names,

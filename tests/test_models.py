@@ -97,6 +97,8 @@ def test_checkpoint_roundtrip_and_profile_mismatch(tmp_path):
     assert ck.training == {"step": 7}
     with pytest.raises(ProfileMismatchError, match="profile 'tiny', not 'tiny-resnet'"):
         load_checkpoint(path, expect=get_profile("tiny-resnet"))
+    import dataclasses    # a renamed profile with the same network loads
+    load_checkpoint(path, expect=dataclasses.replace(get_profile("tiny"), name="tiny-renamed"))
     with pytest.raises(CheckpointError, match="no checkpoint"):
         load_checkpoint(tmp_path / "missing")
     (tmp_path / "junk").mkdir()
