@@ -66,6 +66,7 @@ class Models:
     runner: object  # engine.inference models
     blendshapes: str = ""
     info: dict = field(default_factory=dict)
+    _meshes: dict = field(default_factory=dict, repr=False)   # crop -> its mesh, fit and MeshWarp (warp models)
 
     @property
     def n_params(self) -> int:
@@ -73,13 +74,48 @@ class Models:
 
     def generate(self, images: torch.Tensor, params: torch.Tensor, batch: int = 16) -> torch.Tensor:
         """(B, 3, S, S) in [-1, 1] and (B, N) -> (B, 3, S, S) in [-1, 1]; one image with B
-        parameter vectors is that image under each of them."""
+        parameter vectors is that image under each of them. A geometry-guided model warps each
+        image along its own face mesh (found on the crop, fitted) to the parameters first."""
         outs = []
         for i in range(0, len(params), batch):
             img = images if len(images) == 1 else images[i:i + batch]
-            out = self.runner.generate(img, params[i:i + batch])
+            p = params[i:i + batch]
+            kw = {"frame": self._frames(img, p)} if getattr(self.runner, "needs_frame", False) else {}
+            out = self.runner.generate(img, p, **kw)
             outs.append(torch.as_tensor(np.asarray(out) if not torch.is_tensor(out) else out).float())
         return torch.cat(outs) if outs else images[:0]
+
+    def _frames(self, images: torch.Tensor, params: torch.Tensor) -> np.ndarray:
+        """The warp generator's frames (engine.geometry) for crops and target parameters: each crop's
+        mesh is found (MediaPipe on the crop at twice its size) and fitted once, and cached; a crop
+        without a face is not warped (its frame is itself)."""
+        import cv2
+
+        from engine.blendshapes import load_default_face_model
+        from engine.face import FaceMeshDetector
+        from engine.geometry import MeshWarp, target_landmarks
+        cache = self._meshes
+        fm = cache.setdefault("face model", load_default_face_model())
+        crops = ((images.detach().cpu().float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
+        P = params.detach().cpu().numpy().astype(np.float64)
+        frames = []
+        for k in range(len(P)):
+            crop = crops[0 if len(crops) == 1 else k]
+            key = hash(crop.tobytes())
+            if key not in cache:
+                with FaceMeshDetector(static=True, max_faces=1) as det:
+                    s = crop.shape[0]
+                    found = det.detect(cv2.resize(crop, (2 * s, 2 * s), interpolation=cv2.INTER_CUBIC))
+                lm = found[0] / 2.0 if found else None
+                cache[key] = None if lm is None else (lm, fm.fit(lm).p, MeshWarp(lm, crop.shape[0]))
+            mesh = cache[key]
+            if mesh is None:
+                x = crop.astype(np.float32).transpose(2, 0, 1) * (2 / 255.0) - 1
+                frames.append(np.concatenate([x, np.zeros((3,) + x.shape[1:], np.float32)]))
+            else:
+                lm, p_src, mw = mesh
+                frames.append(mw.generator_frame(crop, target_landmarks(fm, lm, p_src, P[k])))
+        return np.stack(frames).astype(np.float32)
 
     def regress(self, images: torch.Tensor, batch: int = 32) -> torch.Tensor:
         outs = []
