@@ -72,20 +72,22 @@ class Models:
     def n_params(self) -> int:
         return len(self.param_names)
 
-    def generate(self, images: torch.Tensor, params: torch.Tensor, batch: int = 16) -> torch.Tensor:
+    def generate(self, images: torch.Tensor, params: torch.Tensor, batch: int = 16, source=None) -> torch.Tensor:
         """(B, 3, S, S) in [-1, 1] and (B, N) -> (B, 3, S, S) in [-1, 1]; one image with B
         parameter vectors is that image under each of them. A geometry-guided model warps each
-        image along its own face mesh (found on the crop, fitted) to the parameters first."""
+        image along its own face mesh to the parameters first: ``source`` = (crop landmarks, p) of a
+        single image when known (its p from the same fit as the targets'), else found on the crop
+        and fitted alone."""
         outs = []
         for i in range(0, len(params), batch):
             img = images if len(images) == 1 else images[i:i + batch]
             p = params[i:i + batch]
-            kw = {"frame": self._frames(img, p)} if getattr(self.runner, "needs_frame", False) else {}
+            kw = {"frame": self._frames(img, p, source)} if getattr(self.runner, "needs_frame", False) else {}
             out = self.runner.generate(img, p, **kw)
             outs.append(torch.as_tensor(np.asarray(out) if not torch.is_tensor(out) else out).float())
         return torch.cat(outs) if outs else images[:0]
 
-    def _frames(self, images: torch.Tensor, params: torch.Tensor) -> np.ndarray:
+    def _frames(self, images: torch.Tensor, params: torch.Tensor, source=None) -> np.ndarray:
         """The warp generator's frames (engine.geometry) for crops and target parameters: each crop's
         mesh is found (MediaPipe on the crop at twice its size) and fitted once, and cached; a crop
         without a face is not warped (its frame is itself)."""
@@ -102,6 +104,11 @@ class Models:
         for k in range(len(P)):
             crop = crops[0 if len(crops) == 1 else k]
             key = hash(crop.tobytes())
+            if source is not None and len(crops) == 1:
+                lm, p_src = np.asarray(source[0], np.float64), np.asarray(source[1], np.float64)
+                key = (key, p_src.tobytes())
+                if key not in cache:
+                    cache[key] = (lm, p_src, MeshWarp(lm, crop.shape[0]))
             if key not in cache:
                 with FaceMeshDetector(static=True, max_faces=1) as det:
                     s = crop.shape[0]
@@ -585,7 +592,7 @@ def evaluate(models_list: list[Models], face_model_for, opts: EvalOptions, log=p
         res: dict = {}
         p_D = m.regress(held_t).numpy()
         for kind, P in (("fitted", p_fit), ("regressed", p_D)):
-            out_imgs = m.generate(src_img, torch.from_numpy(P[tgt]).float())
+            out_imgs = m.generate(src_img, torch.from_numpy(P[tgt]).float(), source=(held.landmarks[src], P[src]))
             u8 = to_uint8(out_imgs)
             if kind == "fitted":
                 transfer_examples[m.label] = u8
