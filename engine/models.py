@@ -188,6 +188,7 @@ class WarpGenerator(Generator):
     region mask (mouth and eye openings), flow / S] (6 channels). G predicts colour C and attention A
     where the warp cannot do the job (mouth interior, teeth, eyelids, shading, stretched texture):
         I_gen = A * C + (1 - A) * warped                                   # Eq. 4 on the warp
+    with A confined to the target's mouth and eye openings (``openings``).
     encode(I_org): the source's appearance at the bottleneck, once per portrait (a closed mouth's
     portrait still says what its teeth and skin look like). decode: a U-Net on the frame whose
     bottleneck adds the source features, FiLM(p) residual blocks, upsampling with the frame's skips.
@@ -228,7 +229,18 @@ class WarpGenerator(Generator):
             h = block(h, params)
         for up, skip in zip(self.up, reversed(skips[:-1])):
             h = up(h, params) + skip
-        return self.heads(h)
+        color, mask = self.heads(h)
+        return color, mask * self.openings(frame)
+
+    def openings(self, frame):
+        """Where G may paint **(choice)**: the target's mouth and eye openings (the frame's region-mask
+        channel), widened by about S/24 pixels and feathered. Elsewhere the warp moves the portrait's own
+        pixels and A is 0, so the face outside its openings comes back as the warp made it (a G trained
+        briefly on real pairs otherwise painted patches over faces where nothing moved)."""
+        s = frame.shape[-1]
+        r = max(1, s // 24)
+        m = F.max_pool2d((frame[:, 3:4] > 0.05).to(frame.dtype), 2 * r + 1, 1, r)
+        return F.avg_pool2d(m, 2 * r + 1, 1, r, count_include_pad=False)
 
     def forward(self, image, params, frame=None):
         """(I_gen, C, A): ``image`` the source crop, ``frame`` its warp to ``params``

@@ -58,6 +58,11 @@ def model_card(ck, report: dict | None, hours: float | None, machine: str, confi
     for i, (run_tc, steps) in enumerate(runs):
         what = "Schedule" if len(runs) == 1 else f"Stage {i + 1}" + (f" (from the weights of stage {i})" if i else "")
         L.append(f"- {what}: {schedule(run_tc, steps)}.")
+    donor = ck.meta.get("discriminator_from")
+    if donor:
+        L.append(f"- The discriminator (critic and regression head D_p) is not this run's: it is the one of "
+                 f"`{donor['path']}` (profile `{donor['profile']}`, step {donor['step']}), the same D network, "
+                 "whose regression head reads new faces better than this run's did after its short schedule.")
     L += [f"- Data: paired {tc.get('paired')}, unpaired {tc.get('unpaired')}, validation {tc.get('val')} "
           f"(the commands are in `{config}`).",
           "- Held out of every training set (`trainer/holdout.py`): "
@@ -92,6 +97,9 @@ def main(argv=None) -> int:
     ap.add_argument("--hours", type=float, help="training time")
     ap.add_argument("--machine", default="a 2-core CPU (AVX2), no GPU")
     ap.add_argument("--notes", help="a Markdown file appended to the card (what the model can and cannot do)")
+    ap.add_argument("--discriminator-from", metavar="CHECKPOINT",
+                    help="ship this checkpoint's discriminator (critic and regression head; the same D network) "
+                         "instead of the run's own: the card says so")
     ap.add_argument("--config", default="trainer/configs/default-cpu.toml", help="the training config (its header "
                     "has the data commands)")
     ap.add_argument("-o", "--out", default=str(DEFAULT_MODEL_DIR))
@@ -102,6 +110,11 @@ def main(argv=None) -> int:
     named = [p for p in PROFILES.values() if p.to_dict() | {"name": ""} == ck.config.to_dict() | {"name": ""}]
     if named:
         ck.config = named[0]
+    if args.discriminator_from:
+        donor = load_checkpoint(args.discriminator_from)
+        ck.discriminator.load_state_dict(donor.discriminator.state_dict())   # same D network, or an error
+        ck.meta = {**ck.meta, "discriminator_from": {"path": str(args.discriminator_from), "step": donor.step,
+                                                     "profile": donor.config.name}}
     report = json.loads((Path(args.report) / "metrics.json").read_text()) if args.report else None
     out = Path(args.out)
     save_checkpoint(out, ck.config, ck.generator, ck.discriminator, param_names=ck.param_names,

@@ -55,6 +55,13 @@ def test_warp_generator_starts_as_the_warp_and_follows_p():
     assert (C1 - C).abs().max() > 1e-4 and (A1 - A).abs().max() > 1e-6 and (C2 - C).abs().max() > 1e-4
     with pytest.raises(ValueError, match="warped frame"):
         G(x, p)
+    # G paints only in the target's openings (the frame's region mask, widened): nowhere else
+    closed = frame.clone()
+    closed[:, 3] = 0
+    closed[:, 3, 20:30, 20:40] = 1.0                             # a mouth opening
+    with torch.no_grad():
+        _, A = G.decode(closed, G.encode(x), p)
+    assert float(A[..., 20:30, 20:40].min()) > 0 and float(A[..., 45:, :].abs().max()) == 0
 
 
 def test_composite_keeps_source_where_mask_is_zero():
