@@ -171,7 +171,6 @@ def _triangulation(src_xy: np.ndarray, dst_xy: np.ndarray, size: int):
     ring_src = np.clip(ring_src, -m * 0.9, size + m * 0.9)
     ring_dst = np.clip(ring_dst, -m * 0.9, size + m * 0.9)
     outer_src = np.concatenate([src[0][oval], ring_src, border])
-    outer_dst = np.concatenate([dst[0][oval], ring_dst, border])
     idx = np.concatenate([np.array(oval), n + np.arange(len(ring_src) + len(border))])
     src += [ring_src, border]
     dst += [ring_dst, border]

@@ -22,7 +22,6 @@ import time
 import urllib.request
 from pathlib import Path
 
-import numpy as np
 
 __all__ = ["StreamClient", "FrameSource", "OfferError", "serve_process", "free_port", "chromium_context",
            "TOKEN_HEADER", "page_token", "fetch_token"]

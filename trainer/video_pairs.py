@@ -128,7 +128,7 @@ def make_video_pairs(inputs, out, face_model=None, size: int = 128, every: int =
     from engine.blendshapes import load_default_face_model
     from engine.video import video_info
 
-    from .annotate import Skips, expand_inputs
+    from .annotate import expand_inputs
     from .data import DatasetWriter, open_dataset
     fm = face_model or load_default_face_model()
     videos, _images, skips = expand_inputs(inputs)
