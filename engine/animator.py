@@ -196,6 +196,10 @@ class Animator:
         self._blendshapes_arg = blendshapes
         self._src: PreparedSource | None = None
         self._lock = threading.Lock()
+        if (renderer == "warp-only" or getattr(models, "needs_frame", False)) and self.face_model is None:
+            raise ValueError("the warp (a geometry-guided model, or renderer 'warp-only') needs the blendshape "
+                             "model the model's parameters belong to, and none matches (see the log; pass "
+                             "blendshapes=...)")
 
     # ------------------------------------------------------------------------------------ facts
     @property
@@ -382,9 +386,10 @@ class Animator:
         from .face import invert_matrix
         from .geometry import MeshWarp
         fm = self.face_model
-        if fm is None or p_fit is None:
-            raise RuntimeError("the warp needs the blendshape model the model was trained with, and a fit of "
-                               f"{name}'s mesh: none is available (pass blendshapes=...)")
+        if p_fit is None:
+            raise NoFaceError(f"the face mesh of {name} could not be fitted (the warp moves that mesh)"
+                              + ("; source_params='regress' does not fit it" if self.source_params_mode == "regress"
+                                 else ""))
         size = self.image_size
         mesh = MeshWarp(aligned.crop_landmarks, size)
         # the output region of the grid (crop plus band margin), where the motion can be non-zero

@@ -132,8 +132,11 @@ def test_untrained_warp_generator_returns_the_warp(warp_anims):
 def test_warp_needs_a_fit(tmp_path, shared_data):
     from engine.animator import Animator
     models = kit.load_tiny(kit.tiny_checkpoint(tmp_path / "ck", profile="tiny-warp"))
+    from engine.animator import NoFaceError
     a = Animator(models, output_size=128, source_params="regress")
-    with pytest.raises(RuntimeError, match="blendshape model"):
+    with pytest.raises(NoFaceError, match="could not be fitted"):
         a.set_source(str(shared_data / "portraits" / "s5.jpg"))
     with pytest.raises(ValueError, match="renderer"):
         Animator(models, renderer="paint")
+    with pytest.raises(ValueError, match="blendshape model"):
+        Animator(models, blendshapes=False)
