@@ -456,7 +456,8 @@ class Animator:
             layers.append([] if mouth is None else [mouth])
             gen.append(drawn)
         if self.renderer == "model":
-            frames = np.stack([w.mesh.generator_frame(crop, dst, bm) for dst, bm in maps])
+            frames = np.stack([w.mesh.generator_frame(crop, dst, bm, drawn)
+                               for (dst, bm), drawn in zip(maps, gen)])
             out, mask = self.models.generate(src.feats, p, return_mask=True, frame=frames)
             for i, (o, m) in enumerate(zip(np.asarray(out, np.float32), np.asarray(mask, np.float32))):
                 a = m.transpose(1, 2, 0)                                     # (S, S, 1)

@@ -459,12 +459,15 @@ class MeshWarp:
         layer = self.mouth(crop, dst_landmarks)
         return (warped if layer is None else warped * (1 - layer[1]) + layer[0]), layer
 
-    def generator_frame(self, crop: np.ndarray, dst_landmarks: np.ndarray, backward: np.ndarray | None = None
-                        ) -> np.ndarray:
-        """The warp generator's per-frame input (6, S, S) float32: the warp-only render (``drawn_warp``)
-        in [-1, 1], then ``frame_extra``. G starts from what the geometry alone makes."""
+    def generator_frame(self, crop: np.ndarray, dst_landmarks: np.ndarray, backward: np.ndarray | None = None,
+                        drawn: np.ndarray | None = None) -> np.ndarray:
+        """The warp generator's per-frame input (6, S, S) float32: the warp-only render (``drawn_warp``,
+        or ``drawn`` when already made) in [-1, 1], then ``frame_extra``. G starts from what the
+        geometry alone makes."""
         bm = self.backward_map(dst_landmarks) if backward is None else backward
-        rgb = self.drawn_warp(crop, dst_landmarks, bm)[0] * (2.0 / 255.0) - 1.0
+        if drawn is None:
+            drawn = self.drawn_warp(crop, dst_landmarks, bm)[0]
+        rgb = drawn * (2.0 / 255.0) - 1.0
         return np.concatenate([rgb.transpose(2, 0, 1), self.frame_extra(dst_landmarks, bm)], 0)
 
 
