@@ -270,7 +270,7 @@ def mouth_layer(source: np.ndarray, src_landmarks: np.ndarray, dst_landmarks: np
     the part of the target's mouth opening that the source did not have; None when there is none.
     In Eq. 4's terms a hand-made C and A: the warp-only renderer uses it in the generator's place."""
     import cv2
-    from engine.blendshapes import INNER_LIP_LOOP, OUTER_LIP_LOOP
+    from .blendshapes import INNER_LIP_LOOP, OUTER_LIP_LOOP
     loop = list(INNER_LIP_LOOP)
     a_src = _poly_area(np.asarray(src_landmarks)[loop, :2])
     a_dst = _poly_area(np.asarray(dst_landmarks)[loop, :2])
@@ -278,13 +278,28 @@ def mouth_layer(source: np.ndarray, src_landmarks: np.ndarray, dst_landmarks: np
         return None
     new = float(np.clip((a_dst - a_src) / a_dst, 0.0, 1.0))
     h, w = source.shape[:2]
+    dst = np.asarray(dst_landmarks, np.float64)
+    mouth_w = np.linalg.norm(dst[78, :2] - dst[308, :2])
+    sigma = max(0.6, 0.04 * mouth_w)
+    # everything below happens in a window round the opening (the blur's reach included): the rest of
+    # the layer is 0 (this runs every frame of the warp path)
+    pad = int(np.ceil(4 * sigma)) + 2
+    lo_xy = np.floor(dst[loop, :2].min(0)).astype(int) - pad
+    hi_xy = np.ceil(dst[loop, :2].max(0)).astype(int) + pad + 1
+    x0, y0 = max(0, lo_xy[0]), max(0, lo_xy[1])
+    x1, y1 = min(w, hi_xy[0]), min(h, hi_xy[1])
+    fill_full = np.zeros((h, w, 3), np.float32)
+    alpha_full = np.zeros((h, w, 1), np.float32)
+    if x1 <= x0 or y1 <= y0:
+        return fill_full, alpha_full
+    ww, wh = x1 - x0, y1 - y0
+    off = np.array([x0, y0], np.float64)
     ss = 4
-    poly = np.round(np.asarray(dst_landmarks)[loop, :2] * ss * 16).astype(np.int32)
-    mask = np.zeros((h * ss, w * ss), np.float32)
+    poly = np.round((dst[loop, :2] - off) * ss * 16).astype(np.int32)
+    mask = np.zeros((wh * ss, ww * ss), np.float32)
     cv2.fillPoly(mask, [poly], 1.0, lineType=cv2.LINE_AA, shift=4)
-    mask = cv2.resize(mask, (w, h), interpolation=cv2.INTER_AREA)
-    mouth_w = np.linalg.norm(np.asarray(dst_landmarks)[78, :2] - np.asarray(dst_landmarks)[308, :2])
-    mask = cv2.GaussianBlur(mask, (0, 0), max(0.6, 0.04 * mouth_w))
+    mask = cv2.resize(mask, (ww, wh), interpolation=cv2.INTER_AREA)
+    mask = cv2.GaussianBlur(mask, (0, 0), sigma)
     # inner-mouth colour from the source lips
     lips = np.zeros((h, w), np.uint8)
     cv2.fillPoly(lips, [np.round(np.asarray(src_landmarks)[list(OUTER_LIP_LOOP), :2]).astype(np.int32)], 1)
@@ -296,18 +311,17 @@ def mouth_layer(source: np.ndarray, src_landmarks: np.ndarray, dst_landmarks: np
     shade = 1.0 - 0.5 * np.clip(d / max(d.max(), 1e-6), 0, 1)
     fill = dark[None, None] * shade[..., None]
     # a faint band of upper teeth under the upper lip where the opening is tall enough
-    up = np.asarray(dst_landmarks)[13, :2]
-    lo = np.asarray(dst_landmarks)[14, :2]
-    gap = np.linalg.norm(lo - up)
+    gap = np.linalg.norm(dst[14, :2] - dst[13, :2])
     if gap > 0.12 * mouth_w:
-        yy, xx = np.mgrid[0:h, 0:w]
+        yy, xx = np.mgrid[y0:y1, x0:x1]
         # rows just below the upper inner-lip line
-        upper = np.interp(xx, np.asarray(dst_landmarks)[[78, 82, 13, 312, 308], 0],
-                          np.asarray(dst_landmarks)[[78, 82, 13, 312, 308], 1])
+        upper = np.interp(xx, dst[[78, 82, 13, 312, 308], 0], dst[[78, 82, 13, 312, 308], 1])
         band = np.clip(1.0 - (yy + 0.5 - upper) / max(0.22 * gap, 0.8), 0, 1) * (yy + 0.5 >= upper)
         teeth = np.array([205.0, 200, 190]) * 0.8
         fill = fill * (1 - 0.55 * band[..., None]) + teeth[None, None] * 0.55 * band[..., None]
-    return fill.astype(np.float32), (mask * new)[..., None].astype(np.float32)
+    fill_full[y0:y1, x0:x1] = fill
+    alpha_full[y0:y1, x0:x1, 0] = mask * new
+    return fill_full, alpha_full
 
 
 def warp_to_params(face_model, crop: np.ndarray, crop_landmarks: np.ndarray, p_src, p_trg,
