@@ -692,6 +692,57 @@ def _describe(d: np.ndarray, threshold: float = 0.4, near: float = 0.1) -> tuple
     return (name if ok[name] >= threshold else None), ok[name]
 
 
+_AUTO_NAME = __import__("re").compile(r"^(exp|speech)\d+$")
+_REGION_WORDS = {"jaw": "chin", "lips": "mouth", "brow_r": "brow", "brow_l": "brow", "brow": "brows",
+                 "eye_r": "eyelids", "eye_l": "eyelids", "eye": "eyelids", "nose": "nose", "cheek": "cheek"}
+
+
+def motion_label(d: np.ndarray) -> str:
+    """A readable description of a displacement (468, 3) (canonical frame: x to the subject's left, y
+    down, z away from the camera): where it moves most, which way, which side ("left cheek up",
+    "mouth forward", "chin right"). For components that no named motion dominates."""
+    from .face import canonical_mesh
+    tpl = canonical_mesh()
+    d = np.asarray(d, np.float64)
+    mag = np.sqrt((d ** 2).sum(1))
+    top = np.argsort(-mag)[:12]
+    top = top[mag[top] >= 0.5 * mag.max()]              # the points that really move
+    centre = tpl[top].mean(0)
+    region = min(_FEATURE_POINTS, key=lambda r: np.linalg.norm(tpl[list(_FEATURE_POINTS[r])] - centre, axis=1).min())
+    mean = d[top].mean(0)
+    axis = int(np.argmax(np.abs(mean)))
+    way = {0: ("left", "right"), 1: ("down", "up"), 2: ("back", "forward")}[axis][0 if mean[axis] > 0 else 1]
+    # side: where the moving points lie (x > 0: the subject's left), when clearly on one side
+    xs = tpl[top, 0] - tpl[:, 0].mean()
+    side = "left " if xs.min() > 0 else "right " if xs.max() < 0 else ""
+    if axis == 0:  # a sideways motion names its own direction; the side would only confuse
+        side = ""
+    return f"{side}{_REGION_WORDS[region]} {way}"
+
+
+def component_labels(names: list[str], displacements: np.ndarray) -> list[str]:
+    """A readable label for every component: its name in words ("brow raise left") when it has one,
+    else its motion (``motion_label``); a name repeated with "_2" says which component it repeats,
+    and two labels that would read the same are told apart the same way. ``displacements``: (K,
+    468, 3), each component's motion for p = +1. Labels are for people (the page, reports); the names
+    stay the model's identity (its fingerprint)."""
+    out: list[str] = []
+    for name, d in zip(names, displacements):
+        base, _, rep = name.rpartition("_")
+        if rep.isdigit() and base in names:
+            label = f"{base.replace('_', ' ')} ({rep}, the same motion as {base.replace('_', ' ')})"
+        elif _AUTO_NAME.match(name):
+            label = motion_label(d)
+        else:
+            label = name.replace("_", " ")
+        first, n = label, 2
+        while label in out:
+            label = f"{first} ({n})"
+            n += 1
+        out.append(label)
+    return out
+
+
 def _name_components(unit: np.ndarray, coef: np.ndarray, points: np.ndarray, prefix: str,
                      used: set[str]) -> tuple[list[str], np.ndarray]:
     """Names and signs (+1/-1) for unit components (K, P, 3) on ``points`` with training
@@ -1132,6 +1183,12 @@ class FaceModel:
     @property
     def param_names(self) -> list[str]:
         return list(self.expression.names) + list(self.speech.names)
+
+    @property
+    def param_labels(self) -> list[str]:
+        """A readable label for every parameter (``component_labels``): what a slider is called."""
+        d = np.stack([self.displacement(np.eye(self.n_params)[k]) for k in range(self.n_params)])
+        return component_labels(self.param_names, d)
 
     def fingerprint(self) -> str:
         parts = [self.expression.fingerprint(), self.speech.fingerprint()]

@@ -155,6 +155,9 @@ class Engine:
         self.tracks: dict[str, TrackEntry] = {}
         from engine.animator import face_model_for
         self.face_model = face_model_for(models)     # blendshape model: presets, 3D preview
+        # what the sliders are called: the blendshape model's readable labels, else the names
+        self.param_labels = (self.face_model.param_labels if self.face_model is not None
+                             and self.face_model.param_names == self.param_names else list(self.param_names))
         if presets is None:
             from .presets import make_presets
             presets = make_presets(self.param_names, self.n_exp, self.face_model)
@@ -286,7 +289,8 @@ class Engine:
         return list(PARAMS_SOURCES) if self.face_model is not None else ["head"]
 
     def info(self) -> dict:
-        return {"param_names": self.param_names, "n_exp": self.n_exp, "n_params": self.n_params,
+        return {"param_names": self.param_names, "param_labels": self.param_labels, "n_exp": self.n_exp,
+                "n_params": self.n_params,
                 "groups": {"exp": [0, self.n_exp], "speech": [self.n_exp, self.n_params]},
                 "presets": sorted(self.presets), "portraits": [p.describe() for p in self.portraits.values()],
                 "tracks": [t.describe() for t in self.tracks.values()], "max_sessions": self.max_sessions,
@@ -685,6 +689,7 @@ class Session:
 
     def hello(self) -> dict:
         return {"type": "hello", "session": self.id, "param_names": self.engine.param_names,
+                "param_labels": self.engine.param_labels,
                 "n_exp": self.engine.n_exp, "presets": sorted(self.engine.presets),
                 "rest": [round(float(v), 4) for v in self.animator.source_params],
                 "routes": dict(self.mix.routes), "mode": self.mode, "params_source": self.params_source,

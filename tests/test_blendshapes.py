@@ -240,3 +240,26 @@ def test_refit_real_frames(fm, d19_track):
     err = np.nanmax(np.abs(sf2.p - sf.p))
     print("sequence refit max |dp|", err)
     assert err <= 0.05
+
+
+def test_every_component_has_a_readable_label():
+    """What the page calls each slider: a name in words, or the motion it makes (which part of the
+    face, which way, which side); a repeated motion says which one it repeats. Fails if a component is
+    left as exp07 / speech05."""
+    import re
+
+    from engine.blendshapes import component_labels, load_default_face_model, motion_label
+    fm = load_default_face_model()
+    labels = fm.param_labels
+    assert len(labels) == fm.n_params and len(set(labels)) == len(labels)
+    for name, label in zip(fm.param_names, labels):
+        assert not re.search(r"(exp|speech)\d", label) and "_" not in label, (name, label)
+    # the motion is read correctly: a displacement moving the chin down reads "chin down"
+    d = np.zeros((468, 3))
+    d[[152, 148, 377, 175, 199], 1] = 1.0                      # chin points, y down
+    assert motion_label(d) == "chin down"
+    d = np.zeros((468, 3))
+    d[[105, 66, 107, 65, 52], 1] = -1.0                          # the subject's left brow up (x > 0 side)
+    assert motion_label(d).startswith(("left", "right")) and motion_label(d).endswith("up")
+    assert component_labels(["lips_part", "lips_part_2"], np.zeros((2, 468, 3)))[1].startswith(
+        "lips part (2, the same motion as lips part")

@@ -79,11 +79,12 @@ async function upload(file) {
 }
 
 // ------------------------------------------------------------------------------------- sliders
-function buildSliders(names, nExp, values) {
+function buildSliders(names, nExp, values, labels) {
   const box = $("sliders");
   box.innerHTML = "";
   state.sliders = [];
   names.forEach((name, i) => {
+    const label = labels && labels[i] ? labels[i] : name;
     if (i === 0 || i === nExp) {
       const h = document.createElement("div");
       h.className = "group";
@@ -92,8 +93,8 @@ function buildSliders(names, nExp, values) {
     }
     const row = document.createElement("div");
     row.className = "slider";
-    row.innerHTML = `<span class="name" title="${name}">${name}</span>` +
-      `<input type="range" min="-1" max="1" step="0.01" value="${values ? values[i] : 0}" aria-label="${name}">` +
+    row.innerHTML = `<span class="name" title="${name}">${label}</span>` +
+      `<input type="range" min="-1" max="1" step="0.01" value="${values ? values[i] : 0}" aria-label="${label}">` +
       `<span class="val">${(values ? values[i] : 0).toFixed(2)}</span>`;
     const input = row.querySelector("input");
     const val = row.querySelector(".val");
@@ -236,7 +237,7 @@ function onMessage(m) {
     case "hello":
       state.names = m.param_names;
       state.nExp = m.n_exp;
-      buildSliders(m.param_names, m.n_exp, m.rest);
+      buildSliders(m.param_names, m.n_exp, m.rest, m.param_labels);
       if (m.portrait) state.portrait = m.portrait;
       break;
     case "stats":
@@ -325,7 +326,7 @@ async function init() {
     b.onclick = () => send({ type: "preset", name });
     pbox.appendChild(b);
   }
-  buildSliders(state.info.param_names, state.info.n_exp, null);
+  buildSliders(state.info.param_names, state.info.n_exp, null, state.info.param_labels);
   if (state.info.preview) {
     $("preview-fig").hidden = false;
     updatePreview(new Array(state.info.n_params).fill(0));
