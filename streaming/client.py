@@ -134,6 +134,7 @@ class StreamClient:
         import aiohttp
         from aiortc import RTCPeerConnection, RTCSessionDescription
         self._opened = asyncio.Event()
+        self._hello = asyncio.Event()
         self._new_frame = asyncio.Event()
         self.pc = pc = RTCPeerConnection()
         self.channel = pc.createDataChannel("control")
@@ -149,6 +150,7 @@ class StreamClient:
                 self.stats = d
             elif d.get("type") == "hello":
                 self.hello = d
+                self._hello.set()
             self.messages.append(d)
             if len(self.messages) > 2000:
                 del self.messages[:1000]
@@ -178,6 +180,7 @@ class StreamClient:
         self.session = data.get("session")
         await pc.setRemoteDescription(RTCSessionDescription(sdp=data["sdp"], type=data["type"]))
         await asyncio.wait_for(self._opened.wait(), timeout)
+        await asyncio.wait_for(self._hello.wait(), timeout)     # the server greets every new channel
         return self
 
     async def _read(self, track):
