@@ -117,11 +117,9 @@ class PreparedSource:
 
 @dataclass
 class WarpedSource:
-    """Per-portrait geometry of the warp path: the crop's mesh and fitted p, the prepared MeshWarp,
-    and for the output region the warp can touch (the crop and its band's margin) the crop
-    coordinates and output coordinates of every pixel."""
-    face_model: object                # engine.blendshapes FaceModel (target meshes from p)
-    crop_landmarks: np.ndarray        # (478, 3) crop pixels
+    """Per-portrait geometry of the warp path: the fitted p and the prepared MeshWarp of the crop's
+    mesh (``mesh.src``), and for the output region the warp can touch (the crop and its band's
+    margin) the crop coordinates and output coordinates of every pixel."""
     p_src: np.ndarray                 # the fitted p of the portrait (the mesh the warp starts from)
     mesh: object                      # engine.geometry.MeshWarp
     roi: tuple[int, int, int, int]    # x0, y0, x1, y1 in the output
@@ -385,7 +383,6 @@ class Animator:
         """The geometry of the warp path for one portrait (see WarpedSource)."""
         from .face import invert_matrix
         from .geometry import MeshWarp
-        fm = self.face_model
         if p_fit is None:
             raise NoFaceError(f"the face mesh of {name} could not be fitted (the warp moves that mesh)"
                               + ("; source_params='regress' does not fit it" if self.source_params_mode == "regress"
@@ -402,8 +399,7 @@ class Animator:
         xs, ys = np.meshgrid(np.arange(x0, x1, dtype=np.float32), np.arange(y0, y1, dtype=np.float32))
         cx = (m_out[0, 0] * xs + m_out[0, 1] * ys + m_out[0, 2]).astype(np.float32)
         cy = (m_out[1, 0] * xs + m_out[1, 1] * ys + m_out[1, 2]).astype(np.float32)
-        return WarpedSource(face_model=fm, crop_landmarks=np.asarray(aligned.crop_landmarks, np.float64),
-                            p_src=np.asarray(p_fit, np.float64), mesh=mesh, roi=(x0, y0, x1, y1),
+        return WarpedSource(p_src=np.asarray(p_fit, np.float64), mesh=mesh, roi=(x0, y0, x1, y1),
                             crop_x=cx, crop_y=cy, out_grid=np.ascontiguousarray(np.stack([xs, ys], -1)))
 
     # ---------------------------------------------------------------------------------- per step
@@ -449,7 +445,7 @@ class Animator:
         crop = src.info.crop
         maps, layers, gen = [], [], []
         for q in p:
-            dst = target_landmarks(w.face_model, w.crop_landmarks, w.p_src, q)
+            dst = target_landmarks(self.face_model, w.mesh.src, w.p_src, q)
             bm = w.mesh.backward_map(dst)
             drawn, mouth = w.mesh.drawn_warp(crop, dst, bm)
             maps.append((dst, bm))

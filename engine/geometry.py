@@ -16,14 +16,14 @@ Geometry
   ``warp_mesh`` (the pair maker; exact): every target triangle gets the affine map back to its source
   triangle; triangles are rasterised far-to-near (z) into a triangle-id buffer and the crop is
   resampled once (bilinear), at twice the crop size and downsampled when ``supersample`` > 1.
-  ``MeshWarp`` (every frame; the generator's geometry): once per portrait the source triangles are
-  rasterised into per-pixel barycentric weights, a sparse matrix W (pixels x vertices). Per frame the
-  vertex displacements D give the forward field d = W D (one sparse product), inverted by a few
-  fixed-point steps x_src = x - d(x_src) (each a remap of d). No per-triangle loop per frame. Where
-  the inverse has no source content (a mouth opened wider than the source's), the steps settle on
-  the lips' edge: that is what the generator's colour and attention repair (``region_mask`` says
-  where). ``MeshWarp.output_map`` carries the crop-level flow to the output frame, so the portrait
-  is warped at its own resolution, not as an upscaled crop.
+  ``MeshWarp`` (every frame; the generator's geometry): once per portrait every pixel of a grid
+  covering the crop and the band gets its source triangle's barycentric weights, a sparse matrix W
+  (pixels x vertices). Per frame the vertex displacements D give the forward field d = W D (one
+  sparse product), inverted by fixed-point steps x_src = x - d(x_src) (each a remap of d) in the band,
+  where the motion is gentle; on the face, where lips and lids part and such steps would not
+  converge, the target triangles are rasterised exactly (vectorised, no per-triangle loop). The
+  motion is zero at the grid's edge. ``output_map`` carries the crop-level flow to the output frame,
+  so the portrait is warped at its own resolution, not as an upscaled crop.
 - The mouth: where the target mouth is open wider than the source one, the new opening has no image
   content (the closed lips' line would be stretched over it). It is filled with a dark inner-mouth
   colour (the lips' mean colour darkened to ~30 %, darkest in the middle, with a faint lighter
@@ -359,7 +359,7 @@ class MeshWarp:
         self.src = np.asarray(src_landmarks, np.float64)
         xy = self.src[:, :2]
         vs, _vd, tri, layer = _triangulation(xy, xy, self.size)
-        self.vertices, self.triangles = vs, tri
+        self.vertices = vs
         self.n_vertices = len(vs)
         self._ring = np.arange(471, 471 + len(_oval_loop()))
         self._oval = np.array(_oval_loop())

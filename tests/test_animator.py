@@ -86,7 +86,7 @@ def warp_anims(tmp_path_factory):
 
 def _with(anim, **kw):
     p = anim.source.params.copy()
-    names = anim._src.warp.face_model.param_names   # the test checkpoint's own names are exp00...
+    names = anim.face_model.param_names   # the test checkpoint's own names are exp00...
     for k, v in kw.items():
         p[names.index(k)] = v
     return p
@@ -110,7 +110,7 @@ def test_warp_path_moves_the_face_at_full_resolution(warp_anims):
         assert np.array_equal(f[outside], info.base[outside]), renderer
         # the chin (landmark 152) moves down: the frame changes below the mouth, in the output's pixels
         inv = cv2.invertAffineTransform(info.matrix)
-        chin = inv[:, :2] @ w.crop_landmarks[152, :2] + inv[:, 2]
+        chin = inv[:, :2] @ w.mesh.src[152, :2] + inv[:, 2]
         cx, cy = int(chin[0]), int(chin[1])
         patch = (slice(cy - 12, cy + 12), slice(cx - 20, cx + 20))
         assert np.abs(f[patch].astype(int) - info.base[patch]).mean() > 4, renderer
