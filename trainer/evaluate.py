@@ -98,7 +98,7 @@ class Models:
         from engine.geometry import MeshWarp, target_landmarks
         cache = self._meshes
         fm = cache.setdefault("face model", load_default_face_model())
-        crops = ((images.detach().cpu().float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
+        crops = to_uint8(images)
         P = params.detach().cpu().numpy().astype(np.float64)
         frames = []
         for k in range(len(P)):
@@ -117,7 +117,7 @@ class Models:
                 cache[key] = None if lm is None else (lm, fm.fit(lm).p, MeshWarp(lm, crop.shape[0]))
             mesh = cache[key]
             if mesh is None:
-                x = crop.astype(np.float32).transpose(2, 0, 1) * (2 / 255.0) - 1
+                x = to_tensor(crop[None])[0].numpy()
                 frames.append(np.concatenate([x, np.zeros((3,) + x.shape[1:], np.float32)]))
             else:
                 lm, p_src, mw = mesh

@@ -734,7 +734,7 @@ class Trainer:
         # Images spread over the validation set (consecutive samples often share an identity).
         n = min(self.cfg.sample_images, self.val_images.shape[0])
         pick = np.linspace(0, self.val_images.shape[0] - 1, n).round().astype(int).tolist()
-        grid = sample_grid(G_val.rows(pick) if self.face_model is not None else self.G, self.val_images[pick],
+        grid = sample_grid(G_val.rows(pick), self.val_images[pick],
                            self.cfg.sample_params, self.mcfg.n_params)
         import cv2
         from engine.atomic import atomic_path
