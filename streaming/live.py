@@ -182,14 +182,12 @@ def main(args) -> int:
     models = load_models(args.checkpoint, backend=args.backend)
     anim = Animator(models, output_size=args.size, renderer=args.renderer)
     anim.set_source(args.source)
-    if args.params == "mesh" and anim.face_model is None:
-        raise ValueError("--params mesh needs the blendshape model this model's parameters belong to, and "
-                         "none is available: use --params head")
     n_exp = int(models.n_exp)
     mix = DriverMix(n_exp, anim.n_params, anim.source_params)
     cam = Camera(args.camera)
     face = FaceDriver(anim.regress, anim.n_params, anim.image_size, mode=args.mode,
-                      rest=anim.source_params, fps=cam.fps, params=args.params, fit=anim.fit)
+                      rest=anim.source_params, fps=cam.fps, params=args.params,
+                      fit=anim.fit if anim.face_model is not None else None)
     mix.set_driver("face", face)
     mix.route("exp", "face")
     mix.route("speech", "face")

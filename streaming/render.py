@@ -218,8 +218,9 @@ def render(source, driver, out, *, audio=None, checkpoint=None, backend: str = "
         raise ValueError(f"output must end in .mp4, .mov or .mkv, got {out.name}")
     if audio is not None and not Path(audio).exists():
         raise FileNotFoundError(f"audio not found: {audio}")
-    from .drivers import check_params_source
-    check_params_source(params, fit=True)
+    from .drivers import PARAMS_SOURCES
+    if params not in PARAMS_SOURCES:
+        raise ValueError(f"params must be one of {PARAMS_SOURCES}, not {params!r}")
     if renderer not in ("model", "warp-only"):
         raise ValueError(f"renderer must be 'model' or 'warp-only', not {renderer!r}")
     if fps is not None:
@@ -304,9 +305,8 @@ def _render(source, driver: Path, out: Path, *, audio, checkpoint, backend, mode
     if track_mode:
         job = _TrackJob(anim, driver, n_exp, fps, audio, no_audio, max_seconds, side_by_side)
     else:
-        if params == "mesh" and anim.face_model is None:
-            raise ValueError("--params mesh needs the blendshape model this model's parameters belong to, and "
-                             "none is available: use --params head")
+        from .drivers import check_params_source
+        check_params_source(params, anim.fit if anim.face_model is not None else None)
         job = _VideoJob(anim, driver, n_exp, fps, audio, no_audio, max_seconds, side_by_side, mode, params)
     h, w = anim.output_shape
     if side_by_side:
