@@ -1,7 +1,7 @@
 """Audio drives the lips: speech parameters ``p_speech`` from sound.
 
 - **Decoding** (PyAV): any file FFmpeg reads (wav, mp3, m4a, ogg, flac, a video's soundtrack), any
-  sample rate, mono or stereo -> mono float32 at 16 kHz, streamed in chunks (``audio_chunks``), so a
+  sample rate, mono or stereo -> mono float32 at 16 kHz (the channels' mean), streamed in chunks (``audio_chunks``), so a
   file of hours is never held whole. An unreadable or unsupported file, one without an audio stream,
   an empty or an entirely silent one -> ``AudioError`` (a ValueError) saying which and where.
 - **Features**: log-mel spectrogram, our own NumPy implementation (torchaudio has no build for the
@@ -29,6 +29,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -84,7 +85,9 @@ def audio_chunks(path: str | os.PathLike, rate: int = SAMPLE_RATE, chunk_s: floa
         if not c.streams.audio:
             raise AudioError(f"no audio stream in {path}")
         stream = c.streams.audio[0]
-        res = av.AudioResampler(format="flt", layout="mono", rate=int(rate))
+        # resampled in the file's own layout, then the channels averaged (FFmpeg's stereo-to-mono
+        # downmix sums at -3 dB, which makes a centred voice 3 dB louder than in mono)
+        res = av.AudioResampler(format="fltp", rate=int(rate))
         want = max(1, int(chunk_s * rate))
         limit = math.inf if max_seconds is None else int(max_seconds * rate)
         buf: list[np.ndarray] = []
@@ -99,7 +102,7 @@ def audio_chunks(path: str | os.PathLike, rate: int = SAMPLE_RATE, chunk_s: floa
             for frame in c.decode(stream):
                 frame.pts = None
                 for rf in res.resample(frame):
-                    buf.append(rf.to_ndarray().reshape(-1).astype(np.float32))
+                    buf.append(rf.to_ndarray().mean(axis=0).astype(np.float32))
                     have += len(buf[-1])
                 while total < limit and (have >= want or (have and total + have >= limit)):
                     out = take(int(min(want, limit - total)))
@@ -108,7 +111,7 @@ def audio_chunks(path: str | os.PathLike, rate: int = SAMPLE_RATE, chunk_s: floa
                 if total >= limit:
                     return
             for rf in res.resample(None):
-                buf.append(rf.to_ndarray().reshape(-1).astype(np.float32))
+                buf.append(rf.to_ndarray().mean(axis=0).astype(np.float32))
                 have += len(buf[-1])
             if have:
                 out = take(int(min(have, limit - total)))
@@ -463,3 +466,41 @@ def track_from_audio(audio, out=None, fps: float = 25.0, net=None, max_seconds: 
     if out is not None:
         save_track(track, out)
     return track
+
+
+AUDIO_SUFFIXES = (".wav", ".mp3", ".m4a", ".aac", ".ogg", ".oga", ".opus", ".flac", ".wma", ".aiff", ".aif")
+
+
+def is_audio_file(path) -> bool:
+    """Whether ``path`` is sound without pictures: an audio suffix, or a media file PyAV opens that
+    has an audio stream and no video stream (a video with sound is a video driver)."""
+    p = Path(path)
+    if p.suffix.lower() in AUDIO_SUFFIXES:
+        return True
+    if p.suffix.lower() in (".npz", ".jpg", ".jpeg", ".png", ".webp") or not p.is_file():
+        return False
+    try:
+        import av
+        with av.open(str(p)) as c:
+            return bool(c.streams.audio) and not c.streams.video
+    except Exception:
+        return False
+
+
+def audio_model_for(checkpoint=None, speech_names=None):
+    """The audio network that goes with a generator: ``checkpoint``'s own ``audio.safetensors`` when its
+    folder has one, else the embedded default's. ``speech_names``: the generator's speech parameter
+    names; an audio model predicting other parameters is a CheckpointError (its outputs would mean
+    other motions)."""
+    from .checkpoint import CheckpointError
+    path = None
+    if checkpoint is not None and Path(checkpoint).is_dir() and (Path(checkpoint) / AUDIO_MODEL_FILE).exists():
+        path = checkpoint
+    net = load_audio_model(path)
+    generic = speech_names is not None and all(re.fullmatch(r"speech_?\d+", str(n)) for n in speech_names)
+    if speech_names is not None and (len(speech_names) != net.cfg.n_out
+                                     or (not generic and list(speech_names) != list(net.cfg.out_names))):
+        raise CheckpointError(f"the audio model {net.file} predicts {list(net.cfg.out_names)}, but the model's speech "
+                              f"parameters are {list(speech_names)}: give the model folder its own "
+                              f"{AUDIO_MODEL_FILE} (slidergan train-audio)")
+    return net

@@ -241,6 +241,13 @@ def loss_terms(pred, y, mask, key_idx, cfg: AudioTrainConfig) -> dict:
 
 
 # ------------------------------------------------------------------------------------------ evaluation
+def _corr(a: np.ndarray, b: np.ndarray) -> float:
+    """Pearson correlation; NaN where either side does not vary."""
+    a, b = a - a.mean(), b - b.mean()
+    den = float(np.sqrt((a ** 2).sum() * (b ** 2).sum()))
+    return float((a * b).sum() / den) if den > 1e-12 else float("nan")
+
+
 def evaluate_clips(net, clips: list[Clip], names: list[str]) -> dict:
     """Per held-out clip and pooled: correlation and amplitude ratio (std predicted / std fitted) of
     each key parameter at the video frames, the prediction made by streaming the clip's audio."""
@@ -256,13 +263,13 @@ def evaluate_clips(net, clips: list[Clip], names: list[str]) -> dict:
             inside = (c.times >= t[0]) & (c.times <= t[-1])
             fit = c.speech[inside, i]
             pred = np.interp(c.times[inside], t, p[:, i])
-            row[k] = {"corr": float(np.corrcoef(pred, fit)[0, 1]), "amplitude": float(pred.std() / max(fit.std(), 1e-9))}
+            row[k] = {"corr": _corr(pred, fit), "amplitude": float(pred.std() / max(fit.std(), 1e-9))}
             pooled[k][0].append(pred - pred.mean())
             pooled[k][1].append(fit - fit.mean())
         out["clips"][c.name] = row
     for k, (a, b) in pooled.items():
         a, b = np.concatenate(a), np.concatenate(b)
-        out[k] = {"corr": float(np.corrcoef(a, b)[0, 1]), "amplitude": float(a.std() / max(b.std(), 1e-9)),
+        out[k] = {"corr": _corr(a, b), "amplitude": float(a.std() / max(b.std(), 1e-9)),
                   "corr_mean_over_clips": float(np.mean([r[k]["corr"] for r in out["clips"].values()])),
                   "amplitude_mean_over_clips": float(np.mean([r[k]["amplitude"] for r in out["clips"].values()]))}
     net.train()
