@@ -50,6 +50,7 @@ FRAME_RATE = SAMPLE_RATE / HOP   # 100 feature frames a second
 LOG_FLOOR = 1e-6
 SILENCE_DBFS = -60.0      # a file whose loudest sample is below this is silent
 AUDIO_MODEL_FILE = "audio.safetensors"
+AUDIO_ONNX_FILE = "audio.onnx"            # the same network exported (exporters/onnx.py)
 AUDIO_FORMAT = "slidergan-audio-model"
 AUDIO_VERSION = 1
 CHUNK_S = 10.0            # decoding chunk
@@ -302,23 +303,54 @@ def save_audio_model(path, net, meta: dict | None = None, half: bool = False) ->
 
 
 def audio_model_path(path=None) -> Path:
-    """The audio model file of a model folder (default: the embedded default model's)."""
+    """The audio model file of a model folder (default: the embedded default model's): its
+    ``audio.safetensors``, else (an export folder) its ``audio.onnx``."""
     if path is None:
         from .animator import DEFAULT_MODEL_DIR
         path = DEFAULT_MODEL_DIR
     path = Path(path)
-    return path / AUDIO_MODEL_FILE if path.is_dir() else path
+    if path.is_dir():
+        return path / AUDIO_ONNX_FILE if not (path / AUDIO_MODEL_FILE).exists() and \
+            (path / AUDIO_ONNX_FILE).exists() else path / AUDIO_MODEL_FILE
+    return path
+
+
+class OnnxAudioNet:
+    """The exported audio network in onnxruntime, with the interface ``AudioStream`` uses (``cfg``,
+    ``run_numpy``)."""
+
+    def __init__(self, file: Path, threads: int | None = 1):
+        import onnxruntime as ort
+
+        from .checkpoint import CheckpointError
+        from .inference import ort_session_options
+        try:
+            self.session = ort.InferenceSession(str(file), ort_session_options(threads),
+                                                providers=["CPUExecutionProvider"])
+        except Exception as e:
+            raise CheckpointError(f"{file} is not a loadable ONNX audio model: {_why(e)}") from None
+        md = self.session.get_modelmeta().custom_metadata_map
+        if md.get("slidergan.format") != AUDIO_FORMAT:
+            raise CheckpointError(f"{file} is not a slidergan audio model (no slidergan.format metadata)")
+        self.cfg = AudioConfig.from_json(md["slidergan.audio_config"])
+        self.meta = json.loads(md.get("slidergan.meta", "{}"))
+        self.file = file
+
+    def run_numpy(self, mel: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {"mel": np.ascontiguousarray(mel, np.float32)})[0]
 
 
 def load_audio_model(path=None):
     """Load the audio network (eval mode, float32) from a file or a model folder (default: the
-    embedded default model). A missing, unreadable, corrupt (checksum) or non-finite file is a
-    CheckpointError saying so."""
+    embedded default model); an export folder's ``audio.onnx`` loads into onnxruntime. A missing,
+    unreadable, corrupt (checksum) or non-finite file is a CheckpointError saying so."""
     from safetensors import SafetensorError, safe_open
     from safetensors.torch import load_file
 
     from .checkpoint import CheckpointError, check_finite
     file = audio_model_path(path)
+    if file.suffix == ".onnx" and file.exists():
+        return OnnxAudioNet(file)
     if not file.exists():
         raise CheckpointError(f"no audio model at {file}: train one with 'slidergan train-audio', or use a model "
                               f"folder that has {AUDIO_MODEL_FILE}")
@@ -382,8 +414,11 @@ class AudioStream:
         if len(x) < rf - 1 + n:
             x = np.concatenate([np.full((rf - 1 + n - len(x), self.cfg.n_mels), math.log(LOG_FLOOR),
                                         np.float32), x])
-        with torch.inference_mode():
-            y = self.net(torch.from_numpy(x[None]))[0, -n:].numpy()
+        if hasattr(self.net, "run_numpy"):
+            y = self.net.run_numpy(x[None])[0, -n:]
+        else:
+            with torch.inference_mode():
+                y = self.net(torch.from_numpy(x[None]))[0, -n:].numpy()
         self.context = x[-(rf - 1):] if rf > 1 else x[:0]
         k = self.frames + np.arange(n)
         self.frames += n

@@ -179,6 +179,41 @@ def test_model_file_round_trip_and_corruption(tmp_path):
         load_audio_model(tmp_path / "nowhere")
 
 
+def test_mic_driver_holds_then_eases_closed_on_a_dropout():
+    """MicDriver: the newest prediction while sound comes; after a dropout it holds ``hold_s`` and then
+    eases to the closed mouth (p_speech = 0); an ``av.AudioFrame`` of any rate/layout is taken as is;
+    in the mix it sets the speech group only."""
+    import fractions
+
+    import av
+
+    from streaming.drivers import DriverMix, MicDriver
+    now = [100.0]
+    net = tiny_net()
+    with __import__("torch").no_grad():
+        net.out.bias.fill_(0.5)
+    mic = MicDriver(net, 30, 40, hold_s=0.2, ease_s=0.1, clock=lambda: now[0])
+    assert np.all(mic.value() == 0)                            # nothing heard yet: closed
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal((2, 1920)) * 3000).astype(np.int16)
+    f = av.AudioFrame.from_ndarray(x.T.reshape(1, -1).copy(), format="s16", layout="stereo")
+    f.sample_rate, f.pts, f.time_base = 48000, 0, fractions.Fraction(1, 48000)
+    mic.push_frame(f)                                          # 40 ms at 48 kHz stereo -> 4 feature frames (the resampler keeps a few samples back)
+    v = mic.value()
+    assert mic.stream.frames >= 3 and np.all(v[:30] == 0) and np.abs(v[30:]).max() > 0.1
+    now[0] += 0.15
+    assert np.array_equal(mic.value(), v)                      # within the hold: held
+    now[0] += 0.35                                             # 0.3 s past the hold: 3 time constants
+    assert np.abs(mic.value()).max() < np.abs(v).max() * 0.06
+    mix = DriverMix(30, 40, rest=np.full(40, 0.3, np.float32))
+    mix.set_driver("mic", mic)
+    mix.route("speech", "mic")
+    mix.route("exp", "rest")
+    now[0] = 100.0
+    out = mix.value(0.0)
+    assert np.allclose(out[:30], 0.3) and np.allclose(out[30:], np.clip(v[30:], -1, 1))
+
+
 # -------------------------------------------------------------------------------- the shipped model
 def test_silence_closes_the_mouth(shipped):
     """Digital silence and faint room noise (-70 dBFS) give a closed mouth: lips_part and jaw_open
@@ -295,3 +330,23 @@ def test_train_audio_resumes_exactly(tmp_path):
     wb = load_audio_model(tmp_path / "b" / "checkpoints" / "step-0000004" / "audio.safetensors").state_dict()
     assert all(np.array_equal(wa[k].numpy(), wb[k].numpy()) for k in wa)
     assert (tmp_path / "a" / "tb").is_dir() and json.loads((tmp_path / "a" / "summary.json").read_text())["steps"] == 4
+
+
+def test_audio_onnx_export_matches_torch(tmp_path):
+    """exporters.onnx.export_audio: the ONNX graph gives PyTorch's output (random and tonal inputs,
+    lengths 1..400), carries its config, and streams the same as the torch network."""
+    from engine.audio import AudioStream, load_audio_model, save_audio_model
+    from exporters.onnx import export_audio
+    net = tiny_net()
+    save_audio_model(tmp_path / "m", net)
+    rec = export_audio(tmp_path / "m", tmp_path / "m" / "audio.onnx")
+    assert rec["verification"]["passed"] and rec["verification"]["max_abs_diff"] < 1e-4
+    (tmp_path / "m" / "audio.safetensors").unlink()          # an export folder: audio.onnx only
+    onx = load_audio_model(tmp_path / "m")
+    assert type(onx).__name__ == "OnnxAudioNet" and onx.cfg == net.cfg
+    x = np.random.default_rng(3).standard_normal(6000).astype(np.float32) * 0.1
+    a, b = AudioStream(net), AudioStream(onx)
+    for i in range(0, 6000, 640):
+        ta, pa = a.push(x[i:i + 640])
+        tb, pb = b.push(x[i:i + 640])
+        assert np.array_equal(ta, tb) and np.abs(pa - pb).max() < 1e-4
