@@ -35,6 +35,7 @@ class VideoInfo:
     has_audio: bool
     audio_codec: str | None = None
     audio_sample_rate: int | None = None
+    audio_delay: float = 0.0  # seconds from the first video frame to the first audio sample (< 0: audio first)
 
 
 def _open(path):
@@ -87,12 +88,15 @@ def video_info(path: str | os.PathLike, count_frames: bool = False) -> VideoInfo
         if dur is None:
             dur = n / fps
         a = c.streams.audio[0] if c.streams.audio else None
+        delay = 0.0
+        if a is not None and a.start_time is not None and vs.start_time is not None:
+            delay = float(a.start_time * a.time_base) - float(vs.start_time * vs.time_base)
         return VideoInfo(path=str(path), fps=fps, frame_count=n, width=int(vs.codec_context.width),
                          height=int(vs.codec_context.height), duration=float(dur),
                          has_audio=a is not None,
                          audio_codec=a.codec_context.name if a is not None else None,
                          audio_sample_rate=int(a.codec_context.sample_rate or 0) if a is not None
-                         else None)
+                         else None, audio_delay=delay)
 
 
 def read_frames(path: str | os.PathLike, start: float = 0.0, end: float | None = None,

@@ -5,7 +5,10 @@ p = [p_exp, p_speech]) with its soundtrack copied next to it as 16-bit PCM wav.
     python -m trainer.audio_labels ../shared/data -o runs/audio-labels
 
 Resumable: a clip whose track and audio are already there is skipped. ``manifest.json`` lists the
-clips, which are held out (``trainer.holdout``) and why any was skipped.
+clips, which are held out (``trainer.holdout``) and why any was skipped. A clip whose soundtrack is
+silent (under ``SOUND_SHARE`` of its 100 ms windows above -45 dBFS: LivePortrait's d3, d9, d18 and d19
+carry a silent AAC track) is left out: its mouth moves to no sound, and it would teach the model to
+open the mouth in silence.
 """
 from __future__ import annotations
 
@@ -16,6 +19,18 @@ import time
 from pathlib import Path
 
 log = logging.getLogger(__name__)
+SOUND_SHARE = 0.1
+SOUND_DBFS = -45.0
+
+
+def sound_share(wave) -> float:
+    """The share of 100 ms windows of a 16 kHz signal whose level is above SOUND_DBFS."""
+    import numpy as np
+    n = len(wave) // 1600
+    if n == 0:
+        return 0.0
+    w = np.asarray(wave[:n * 1600], np.float64).reshape(n, 1600)
+    return float((10 * np.log10((w ** 2).mean(1) + 1e-12) > SOUND_DBFS).mean())
 
 
 def audio_clips(data: str | Path) -> list[Path]:
@@ -35,6 +50,7 @@ def label_name(clip: Path, data: Path) -> str:
 def build_labels(data: str | Path, out: str | Path, progress: bool = True) -> dict:
     """Fit every audio clip under ``data`` (skipping those done) and write ``out/manifest.json``."""
     from engine.atomic import write_text_atomic
+    from engine.audio import read_audio
     from engine.tracks import extract_track
     from trainer.holdout import is_held_out
     data, out = Path(data), Path(out)
@@ -53,6 +69,11 @@ def build_labels(data: str | Path, out: str | Path, progress: bool = True) -> di
                 log.warning("skipped %s: %s", clip, e)
                 continue
             print(f"[{i + 1}/{len(clips)}] {name}: {time.time() - t0:.1f} s", flush=True)
+        share = sound_share(read_audio(audio_path))
+        if share < SOUND_SHARE:
+            skipped[str(clip.relative_to(data))] = (f"silent soundtrack ({100 * share:.0f}% of 100 ms windows "
+                                                    f"above {SOUND_DBFS:g} dBFS)")
+            continue
         entries.append({"name": name, "clip": str(clip.relative_to(data)), "track": track_path.name,
                         "audio": audio_path.name, "held_out": is_held_out(clip, data)})
     manifest = {"data": str(data.resolve()), "clips": entries, "skipped": skipped}
