@@ -205,6 +205,7 @@ class AudioConfig:
     kernel: int = 3
     dilations: tuple = (1, 2, 4, 8, 1, 2, 4, 8)
     lookahead_frames: int = 6                  # 60 ms
+    dropout: float = 0.0                       # training only (inside each block)
     out_names: list = field(default_factory=list)   # the speech parameters' names (the blendshape model's)
     blendshapes: str = ""                      # identity of the blendshape model they belong to
 
@@ -230,7 +231,8 @@ class AudioConfig:
     def from_json(cls, s: str) -> "AudioConfig":
         d = json.loads(s)
         d["dilations"] = tuple(d.get("dilations", ()))
-        return cls(**d)
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in d.items() if k in known})
 
 
 def _torch():
@@ -245,15 +247,16 @@ def build_audio_net(cfg: AudioConfig):
     F = torch.nn.functional
 
     class CausalBlock(nn.Module):
-        def __init__(self, ch: int, k: int, d: int):
+        def __init__(self, ch: int, k: int, d: int, p: float):
             super().__init__()
             self.pad = (k - 1) * d
             self.conv = nn.Conv1d(ch, ch, k, dilation=d)
             self.mix = nn.Conv1d(ch, ch, 1)
+            self.drop = nn.Dropout(p)
 
         def forward(self, x):
             y = self.conv(F.pad(x, (self.pad, 0)))
-            return x + self.mix(F.gelu(y))
+            return x + self.drop(self.mix(F.gelu(y)))
 
     class AudioNet(nn.Module):
         def __init__(self):
@@ -262,7 +265,7 @@ def build_audio_net(cfg: AudioConfig):
             self.register_buffer("mel_mean", torch.zeros(cfg.n_mels))
             self.register_buffer("mel_std", torch.ones(cfg.n_mels))
             self.inp = nn.Conv1d(cfg.n_mels, cfg.channels, 1)
-            self.blocks = nn.ModuleList(CausalBlock(cfg.channels, cfg.kernel, d) for d in cfg.dilations)
+            self.blocks = nn.ModuleList(CausalBlock(cfg.channels, cfg.kernel, d, cfg.dropout) for d in cfg.dilations)
             self.out = nn.Conv1d(cfg.channels, cfg.n_out, 1)
 
         def forward(self, mel):
@@ -523,13 +526,14 @@ def is_audio_file(path) -> bool:
 
 
 def audio_model_for(checkpoint=None, speech_names=None):
-    """The audio network that goes with a generator: ``checkpoint``'s own ``audio.safetensors`` when its
-    folder has one, else the embedded default's. ``speech_names``: the generator's speech parameter
+    """The audio network that goes with a generator: ``checkpoint``'s own ``audio.safetensors`` (or an
+    export folder's ``audio.onnx``) when its folder has one, else the embedded default's. ``speech_names``: the generator's speech parameter
     names; an audio model predicting other parameters is a CheckpointError (its outputs would mean
     other motions)."""
     from .checkpoint import CheckpointError
     path = None
-    if checkpoint is not None and Path(checkpoint).is_dir() and (Path(checkpoint) / AUDIO_MODEL_FILE).exists():
+    if checkpoint is not None and Path(checkpoint).is_dir() and any(
+            (Path(checkpoint) / f).exists() for f in (AUDIO_MODEL_FILE, AUDIO_ONNX_FILE)):
         path = checkpoint
     net = load_audio_model(path)
     generic = speech_names is not None and all(re.fullmatch(r"speech_?\d+", str(n)) for n in speech_names)

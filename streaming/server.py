@@ -485,6 +485,8 @@ class Session:
         self.face = None                       # FaceDriver, made when webcam frames come
         self.mic = None                        # MicDriver, made when the microphone is routed or heard
         self.mic_track = None
+        self._mic_worker = None                # its own thread: the microphone's frames in order
+        self._mic_pending = 0
         self.track: TrackEntry | None = None
         self.track_driver = None
         self.track_t0 = 0.0                    # clock time the track started
@@ -614,16 +616,40 @@ class Session:
         finally:
             self.input_track = None
 
+    MIC_BACKLOG = 25    # frames (0.5 s) the microphone's worker may fall behind before frames are dropped
+
     async def consume_audio(self, track):
         """Read the browser's microphone: every frame (20 ms) through the audio model as it arrives, on
-        the event loop (about 0.5 ms each, less than a hop to a worker thread and back would cost)."""
+        the session's own microphone thread (in order; never on the event loop, which a slow model
+        call on a loaded machine would stall). A worker that falls MIC_BACKLOG frames behind drops
+        frames (the driver then holds, then eases the mouth closed) rather than lagging further."""
         from aiortc.mediastreams import MediaStreamError
         self.mic_track = track
+        loop = asyncio.get_running_loop()
+
+        def done():
+            self._mic_pending -= 1
+
+        def push(mic, frame, now):     # the microphone's thread
+            try:
+                mic.push_frame(frame, now)
+            finally:
+                try:
+                    loop.call_soon_threadsafe(done)
+                except RuntimeError:   # the loop has closed
+                    pass
         try:
             while not self.closed:
                 frame = await track.recv()
-                if "mic" in self.mix.routes.values() or self.mic is not None:
-                    self.ensure_mic().push_frame(frame)
+                if "mic" not in self.mix.routes.values() and self.mic is None:
+                    continue
+                mic = self.ensure_mic()
+                if self._mic_worker is None:
+                    self._mic_worker = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="mic")
+                if self._mic_pending >= self.MIC_BACKLOG:
+                    continue
+                self._mic_pending += 1
+                loop.run_in_executor(self._mic_worker, push, mic, frame, time.monotonic())
         except (MediaStreamError, asyncio.CancelledError):
             pass
         except ValueError as e:     # no audio model: say so once
@@ -937,6 +963,9 @@ class Session:
             except RuntimeError:   # the engine's pools are shut down
                 face.close()
         self.face = None
+        if self._mic_worker is not None:
+            self._mic_worker.shutdown(wait=False, cancel_futures=True)
+            self._mic_worker = None
         self.mic = None
         # The peer connection's and the channel's handlers hold this session: drop them, so that
         # the session (its animator, frames and buffers) is freed now, not at the next full

@@ -235,9 +235,10 @@ def test_silence_closes_the_mouth(shipped):
 
 
 def test_speech_opens_the_mouth_and_silence_closes_it_again(shipped, shared_data):
-    """Held-out speech (d19's sound) moves lips_part; the silence appended after it brings it back."""
+    """Held-out speech (a held-out talking clip's sound) moves lips_part; the silence appended after it
+    brings it back."""
     from engine.audio import predict_samples, read_audio
-    x = read_audio(shared_data / "driving" / "d19.mp4", max_seconds=4.0)
+    x = read_audio(shared_data / "talking" / "tpsmm_driving.mp4", max_seconds=4.0)
     x = np.concatenate([x, np.zeros(16000, np.float32)])
     t, p = predict_samples(x, shipped)
     lips = p[:, shipped.cfg.out_names.index("lips_part")]

@@ -70,6 +70,9 @@ class AudioTrainConfig:
     corr_weight: float = 0.5
     channels: int = 96
     lookahead_frames: int = 6
+    dropout: float = 0.0
+    spec_masks: int = 0            # SpecAugment: this many time and this many frequency masks per window
+    label_smooth_frames: int = 0   # training targets averaged over +-this many 10 ms frames (evaluation: raw)
     p_speed: float = 0.5
     p_reverb: float = 0.3
     p_noise: float = 0.5
@@ -200,7 +203,18 @@ class Sampler:
         peak = float(np.max(np.abs(x))) + 1e-9
         gain = 10 ** (rng.uniform(*cfg.gain_db) / 20) * min(1.0, 0.5 / peak)
         x = np.clip(x * gain, -1, 1).astype(np.float32)
-        return log_mel(x), y, valid
+        mel = log_mel(x)
+        for _ in range(cfg.spec_masks):
+            # SpecAugment (Park et al. 2019), masks filled with the window's mean (not silence: a masked
+            # stretch must not teach that silence goes with an open mouth)
+            t0, f0 = int(rng.integers(0, n_frames)), int(rng.integers(0, mel.shape[1]))
+            mel[t0:t0 + int(rng.integers(1, 12))] = mel.mean(0)
+            mel[:, f0:f0 + int(rng.integers(1, 10))] = mel[:, f0:f0 + 10].mean()
+        if cfg.label_smooth_frames:
+            k = 2 * cfg.label_smooth_frames + 1
+            yp = np.pad(y, ((cfg.label_smooth_frames,) * 2, (0, 0)), mode="edge")
+            y = np.stack([np.convolve(yp[:, i], np.ones(k) / k, mode="valid") for i in range(y.shape[1])], 1)
+        return mel, y.astype(np.float32), valid
 
     def batch(self):
         items = [self.window() for _ in range(self.cfg.batch_size)]
@@ -315,7 +329,8 @@ def train(cfg: AudioTrainConfig, resume=None, progress: bool = True) -> dict:
         raise ValueError(f"no training clips in {cfg.labels} (all held out?)")
     noise = load_noise(cfg)
     face = load_default_face_model()
-    acfg = AudioConfig(channels=cfg.channels, lookahead_frames=cfg.lookahead_frames, out_names=list(names),
+    acfg = AudioConfig(channels=cfg.channels, lookahead_frames=cfg.lookahead_frames, dropout=cfg.dropout,
+                       out_names=list(names),
                        blendshapes=face.describe() if hasattr(face, "describe") else "")
     if isinstance(acfg.blendshapes, dict):
         acfg.blendshapes = json.dumps(acfg.blendshapes, sort_keys=True, default=str)
