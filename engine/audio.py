@@ -206,6 +206,7 @@ class AudioConfig:
     dilations: tuple = (1, 2, 4, 8, 1, 2, 4, 8)
     lookahead_frames: int = 6                  # 60 ms
     dropout: float = 0.0                       # training only (inside each block)
+    bottleneck: int = 0                        # > 0: the mel bands first projected to this many channels
     out_names: list = field(default_factory=list)   # the speech parameters' names (the blendshape model's)
     blendshapes: str = ""                      # identity of the blendshape model they belong to
 
@@ -264,7 +265,10 @@ def build_audio_net(cfg: AudioConfig):
             self.cfg = cfg
             self.register_buffer("mel_mean", torch.zeros(cfg.n_mels))
             self.register_buffer("mel_std", torch.ones(cfg.n_mels))
-            self.inp = nn.Conv1d(cfg.n_mels, cfg.channels, 1)
+            # a narrow first projection (``bottleneck``) keeps the network to a few broad spectral
+            # features, which generalise to new voices from few speakers better than 64 bands do
+            self.inp = (nn.Conv1d(cfg.n_mels, cfg.channels, 1) if not cfg.bottleneck else
+                        nn.Sequential(nn.Conv1d(cfg.n_mels, cfg.bottleneck, 1), nn.Conv1d(cfg.bottleneck, cfg.channels, 1)))
             self.blocks = nn.ModuleList(CausalBlock(cfg.channels, cfg.kernel, d, cfg.dropout) for d in cfg.dilations)
             self.out = nn.Conv1d(cfg.channels, cfg.n_out, 1)
 
@@ -322,14 +326,14 @@ class OnnxAudioNet:
     """The exported audio network in onnxruntime, with the interface ``AudioStream`` uses (``cfg``,
     ``run_numpy``)."""
 
-    def __init__(self, file: Path, threads: int | None = 1):
+    def __init__(self, file, threads: int | None = 1, model: bytes | None = None):
         import onnxruntime as ort
 
         from .checkpoint import CheckpointError
         from .inference import ort_session_options
         try:
-            self.session = ort.InferenceSession(str(file), ort_session_options(threads),
-                                                providers=["CPUExecutionProvider"])
+            self.session = ort.InferenceSession(model if model is not None else str(file),
+                                                ort_session_options(threads), providers=["CPUExecutionProvider"])
         except Exception as e:
             raise CheckpointError(f"{file} is not a loadable ONNX audio model: {_why(e)}") from None
         md = self.session.get_modelmeta().custom_metadata_map
@@ -343,10 +347,61 @@ class OnnxAudioNet:
         return self.session.run(None, {"mel": np.ascontiguousarray(mel, np.float32)})[0]
 
 
-def load_audio_model(path=None):
+def to_onnxruntime(net, threads: int | None = 1) -> "OnnxAudioNet":
+    """The network converted in memory and run by onnxruntime: per 40 ms of sound 0.27 ms against
+    22 ms for eager PyTorch on this loaded 2-core machine (benchmarks/bench_audio_latency.py), where
+    PyTorch's per-call overhead dominates so small a network."""
+    onx = OnnxAudioNet(getattr(net, "file", ""), threads=threads, model=audio_onnx_bytes(net))
+    onx.torch = net
+    return onx
+
+
+def audio_onnx_bytes(net, opset: int = 20) -> bytes:
+    """The network as a serialised ONNX model: input ``mel`` (B, T, n_mels), output ``speech``
+    (B, T, n_out), dynamic batch and time, its config and meta in ``slidergan.*`` metadata (the one
+    conversion; ``exporters.onnx.export_audio`` writes and verifies it)."""
+    import io
+
+    import onnx
+    import torch
+
+    from .onnx_graph import _quiet_export
+    buf = io.BytesIO()
+    example = torch.zeros(1, 50, net.cfg.n_mels)
+    _quiet_export(lambda: torch.onnx.export(
+        net.eval(), (example,), buf, dynamo=False, opset_version=opset, input_names=["mel"],
+        output_names=["speech"], dynamic_axes={"mel": {0: "batch", 1: "time"}, "speech": {0: "batch", 1: "time"}},
+        do_constant_folding=True))
+    proto = onnx.load_from_string(buf.getvalue())
+    for k, v in {"slidergan.format": AUDIO_FORMAT, "slidergan.role": "audio",
+                 "slidergan.audio_config": net.cfg.to_json(),
+                 "slidergan.meta": json.dumps(getattr(net, "meta", {}), default=str),
+                 "slidergan.io": "mel (B, T, 64) log-mel frames (engine.audio.log_mel) -> speech (B, T, n_out)"}.items():
+        proto.metadata_props.add(key=k, value=v)
+    return proto.SerializeToString()
+
+
+def load_audio_model(path=None, backend: str = "torch", threads: int | None = 1):
     """Load the audio network (eval mode, float32) from a file or a model folder (default: the
-    embedded default model); an export folder's ``audio.onnx`` loads into onnxruntime. A missing,
-    unreadable, corrupt (checksum) or non-finite file is a CheckpointError saying so."""
+    embedded default model); an export folder's ``audio.onnx`` loads into onnxruntime.
+    ``backend``: "torch" (a torch module: training, export), "onnxruntime" (converted in memory), or
+    "auto" (onnxruntime where installed, else torch: what the runtime uses). A missing, unreadable,
+    corrupt (checksum) or non-finite file is a CheckpointError saying so."""
+    if backend not in ("torch", "onnxruntime", "auto"):
+        raise ValueError(f"backend must be torch, onnxruntime or auto, not {backend!r}")
+    net = _load_audio_model(path)
+    if backend == "torch" or isinstance(net, OnnxAudioNet):
+        return net
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        if backend == "onnxruntime":
+            raise
+        return net
+    return to_onnxruntime(net, threads)
+
+
+def _load_audio_model(path=None):
     from safetensors import SafetensorError, safe_open
     from safetensors.torch import load_file
 
@@ -387,7 +442,7 @@ class AudioStream:
     ``flush()`` pads with ``lookahead`` of silence to give the last predictions of a file."""
 
     def __init__(self, net=None, threads: int | None = None):
-        self.net = load_audio_model() if net is None else net
+        self.net = load_audio_model(backend="auto") if net is None else net
         self.cfg: AudioConfig = self.net.cfg
         self.mel = MelStream()
         self.context = np.zeros((0, self.cfg.n_mels), np.float32)
@@ -486,7 +541,7 @@ def track_from_audio(audio, out=None, fps: float = 25.0, net=None, max_seconds: 
     ``fps``, referencing the audio file (no expression: the expression group stays with whatever
     else drives it). Written to ``out`` when given."""
     from .tracks import DEFAULT_N_EXPRESSION, ParamTrack, TrackError, save_track
-    net = load_audio_model() if net is None else net
+    net = load_audio_model(backend="auto") if net is None else net
     t, p, dur = predict_file(audio, net, max_seconds=max_seconds, progress=progress)
     if len(t) < 2:
         raise AudioError(f"the audio of {audio} is too short ({dur * 1000:.0f} ms) to make a track")
@@ -535,7 +590,7 @@ def audio_model_for(checkpoint=None, speech_names=None):
     if checkpoint is not None and Path(checkpoint).is_dir() and any(
             (Path(checkpoint) / f).exists() for f in (AUDIO_MODEL_FILE, AUDIO_ONNX_FILE)):
         path = checkpoint
-    net = load_audio_model(path)
+    net = load_audio_model(path, backend="auto")
     generic = speech_names is not None and all(re.fullmatch(r"speech_?\d+", str(n)) for n in speech_names)
     if speech_names is not None and (len(speech_names) != net.cfg.n_out
                                      or (not generic and list(speech_names) != list(net.cfg.out_names))):

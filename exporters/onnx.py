@@ -316,23 +316,11 @@ def export_audio(src, out_file, *, opset: int = OPSET, verify: bool = True, atol
     import onnx
     import onnxruntime as ort
 
-    from engine.audio import AUDIO_FORMAT, load_audio_model, log_mel
-    from engine.onnx_graph import _quiet_export
+    from engine.audio import audio_onnx_bytes, load_audio_model, log_mel
     net = load_audio_model(src)
     out_file = Path(out_file)
-    buf = io.BytesIO()
-    example = torch.zeros(1, 50, net.cfg.n_mels)
-    _quiet_export(lambda: torch.onnx.export(
-        net, (example,), buf, dynamo=False, opset_version=opset, input_names=["mel"], output_names=["speech"],
-        dynamic_axes={"mel": {0: "batch", 1: "time"}, "speech": {0: "batch", 1: "time"}},
-        do_constant_folding=True))
-    proto = onnx.load_from_string(buf.getvalue())
-    for k, v in {"slidergan.format": AUDIO_FORMAT, "slidergan.role": "audio",
-                 "slidergan.audio_config": net.cfg.to_json(), "slidergan.meta": json.dumps(net.meta, default=str),
-                 "slidergan.io": "mel (B, T, 64) log-mel frames (engine.audio.log_mel) -> speech (B, T, n_out)"}.items():
-        proto.metadata_props.add(key=k, value=v)
-    onnx.checker.check_model(proto)
-    data = proto.SerializeToString()
+    data = audio_onnx_bytes(net, opset)
+    onnx.checker.check_model(onnx.load_from_string(data))
     out_file.write_bytes(data)
     rec = {"file": out_file.name, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(),
            "n_out": net.cfg.n_out, "lookahead_s": net.cfg.lookahead_s}

@@ -113,6 +113,9 @@ def main(argv=None) -> int:
     metrics["loudness_baseline"] = {c.name: {"corr": _corr(base[c.name], c.speech[:, li]),
                                              "amplitude": float(base[c.name].std() / c.speech[:, li].std())}
                                     for c in val}
+    a = np.concatenate([base[c.name] - base[c.name].mean() for c in val])
+    b = np.concatenate([c.speech[:, li] - c.speech[:, li].mean() for c in val])
+    metrics["loudness_baseline_pooled"] = {"corr": _corr(a, b), "amplitude": float(a.std() / b.std())}
     for c in val:
         c.clip = by_name[c.name]["clip"]
         c.audio = Path(args.labels) / by_name[c.name]["audio"]
@@ -137,7 +140,8 @@ def main(argv=None) -> int:
                      f"{r['jaw_open']['corr']:.2f} | {r['jaw_open']['amplitude']:.2f} | "
                      f"{metrics['loudness_baseline'][c.name]['corr']:.2f} |")
     lines.append(f"| **pooled** | **{p['lips_part']['corr']:.2f}** | **{p['lips_part']['amplitude']:.2f}** | "
-                 f"{p['jaw_open']['corr']:.2f} | {p['jaw_open']['amplitude']:.2f} | |")
+                 f"{p['jaw_open']['corr']:.2f} | {p['jaw_open']['amplitude']:.2f} | "
+                 f"{metrics['loudness_baseline_pooled']['corr']:.2f} |")
     if metrics.get("rendered"):
         lines += ["", f"Rendered (default model, portrait `{Path(args.portrait).name}`, {args.size} px, first "
                   f"{args.render_seconds:g} s): mouth opening of the result against the real video's, by the face mesh.",

@@ -71,6 +71,7 @@ class AudioTrainConfig:
     channels: int = 96
     lookahead_frames: int = 6
     dropout: float = 0.0
+    bottleneck: int = 0
     spec_masks: int = 0            # SpecAugment: this many time and this many frequency masks per window
     label_smooth_frames: int = 0   # training targets averaged over +-this many 10 ms frames (evaluation: raw)
     p_speed: float = 0.5
@@ -330,6 +331,7 @@ def train(cfg: AudioTrainConfig, resume=None, progress: bool = True) -> dict:
     noise = load_noise(cfg)
     face = load_default_face_model()
     acfg = AudioConfig(channels=cfg.channels, lookahead_frames=cfg.lookahead_frames, dropout=cfg.dropout,
+                       bottleneck=cfg.bottleneck,
                        out_names=list(names),
                        blendshapes=face.describe() if hasattr(face, "describe") else "")
     if isinstance(acfg.blendshapes, dict):
