@@ -10,11 +10,11 @@
   25 ms that end at ``(k + 1) * 10 ms``, so a frame never waits for later sound.
 - **Network** (``AudioNet``): a causal temporal convolution stack (a 1x1 input projection, residual
   blocks of dilated causal 1-D convolutions, kernel 3, dilations 1, 2, 4, 8, 1, 2, 4, 8; receptive
-  field 0.31 s of past sound) that maps log-mel frames to the 10 speech parameters, one output per
+  field 0.61 s of past sound) that maps log-mel frames to the 10 speech parameters, one output per
   10 ms frame.
 - **Bounded look-ahead**: output k is the prediction for ``(k + 1) * 10 ms - lookahead``: the mouth
-  at time t is decided from sound up to ``t + lookahead`` (``LOOKAHEAD_S`` = 60 ms, plus the 10 ms
-  frame hop: 70 ms at most). Lips move before the sound they make; this lets the model see the
+  at time t is decided from sound up to ``t + lookahead`` (``AudioConfig.lookahead_frames``: the
+  shipped model's is 100 ms). Lips move before the sound they make; this lets the model see the
   sound a mouth shape leads to, at a bounded delay (live, the mouth lags the voice by it).
 - **Streaming** (``AudioStream``): ``push(samples)`` returns the predictions the new sound decides,
   with their times; the network runs over its receptive field plus the new frames, so its output is
