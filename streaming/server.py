@@ -148,6 +148,7 @@ class Engine:
         self.models = models
         self._audio_net = audio_net          # the audio model (microphone route), loaded on first use
         self._audio_error: str | None = None
+        self._audio_lock = threading.Lock()
         self.checkpoint = checkpoint
         self.output_size = int(output_size)
         self.renderer = renderer
@@ -257,6 +258,8 @@ class Engine:
         which photos have no usable face); an offer's own preparation does not wait for this."""
         for p in list(self.portraits.values()):
             self.warm_pool.submit(self.prepare, p)
+        # the audio model too (loaded and converted to onnxruntime once, not in a session's first offer)
+        self.warm_pool.submit(lambda: self.audio_net)
 
     async def prepared(self, p: Portrait):
         loop = asyncio.get_running_loop()
@@ -294,14 +297,15 @@ class Engine:
     def audio_net(self):
         """The audio model for the microphone route (the model folder's own ``audio.safetensors``, else
         the embedded default's), or None with ``audio_error`` saying why."""
-        if self._audio_net is None and self._audio_error is None:
-            from engine.audio import audio_model_for
-            try:
-                self._audio_net = audio_model_for(self.checkpoint, self.param_names[self.n_exp:])
-            except (ValueError, OSError) as e:
-                self._audio_error = str(e)
-                log.warning("no microphone driver: %s", e)
-        return self._audio_net
+        with self._audio_lock:
+            if self._audio_net is None and self._audio_error is None:
+                from engine.audio import audio_model_for
+                try:
+                    self._audio_net = audio_model_for(self.checkpoint, self.param_names[self.n_exp:])
+                except (ValueError, OSError) as e:
+                    self._audio_error = str(e)
+                    log.warning("no microphone driver: %s", e)
+            return self._audio_net
 
     @property
     def audio_error(self) -> str | None:
@@ -323,7 +327,7 @@ class Engine:
                 "backend": str(getattr(self.models, "backend", "")),
                 "preview": self.face_model is not None,
                 "params_sources": self.params_sources, "renderer": self.renderer,
-                "mic": self.audio_net is not None,
+                "mic": self._audio_error is None,     # (not waiting for the model being loaded)
                 "limits": {"upload_bytes": MAX_UPLOAD, "image_max_side": MAX_SIDE,
                            "image_max_megapixels": round(MAX_PIXELS / 1e6), "uploaded_portraits": MAX_UPLOADED_PORTRAITS,
                            "offer_bytes": MAX_OFFER, "message_bytes": MAX_MESSAGE},
