@@ -1,8 +1,8 @@
 """Audio drives the lips: speech parameters ``p_speech`` from sound.
 
 - **Decoding** (PyAV): any file FFmpeg reads (wav, mp3, m4a, ogg, flac, a video's soundtrack), any
-  sample rate, mono or stereo -> mono float32 at 16 kHz (the channels' mean), streamed in chunks (``audio_chunks``), so a
-  file of hours is never held whole. An unreadable or unsupported file, one without an audio stream,
+  sample rate, mono or stereo -> mono float32 at 16 kHz (the channels' mean), streamed in chunks
+  (``audio_chunks``), so a file of hours is never held whole. An unreadable or unsupported file, one without an audio stream,
   an empty or an entirely silent one -> ``AudioError`` (a ValueError) saying which and where.
 - **Features**: log-mel spectrogram, our own NumPy implementation (torchaudio has no build for the
   pinned torch 2.13.0): 25 ms Hann window, 10 ms hop (100 frames a second), 512-point FFT, 64 mel
@@ -38,7 +38,8 @@ import numpy as np
 
 __all__ = ["AudioError", "SAMPLE_RATE", "HOP", "FRAME_RATE", "AUDIO_MODEL_FILE", "audio_chunks", "read_audio",
            "log_mel", "MelStream", "AudioConfig", "AudioNet", "AudioStream", "save_audio_model",
-           "load_audio_model", "predict_file", "predict_samples", "track_from_audio", "SILENCE_DBFS"]
+           "load_audio_model", "predict_file", "predict_samples", "track_from_audio", "SILENCE_DBFS",
+           "OnnxAudioNet", "to_onnxruntime", "audio_onnx_bytes", "audio_model_for", "is_audio_file"]
 
 SAMPLE_RATE = 16000
 HOP = 160                 # 10 ms
@@ -268,7 +269,8 @@ def build_audio_net(cfg: AudioConfig):
             # a narrow first projection (``bottleneck``) keeps the network to a few broad spectral
             # features, which generalise to new voices from few speakers better than 64 bands do
             self.inp = (nn.Conv1d(cfg.n_mels, cfg.channels, 1) if not cfg.bottleneck else
-                        nn.Sequential(nn.Conv1d(cfg.n_mels, cfg.bottleneck, 1), nn.Conv1d(cfg.bottleneck, cfg.channels, 1)))
+                        nn.Sequential(nn.Conv1d(cfg.n_mels, cfg.bottleneck, 1),
+                                      nn.Conv1d(cfg.bottleneck, cfg.channels, 1)))
             self.blocks = nn.ModuleList(CausalBlock(cfg.channels, cfg.kernel, d, cfg.dropout) for d in cfg.dilations)
             self.out = nn.Conv1d(cfg.channels, cfg.n_out, 1)
 
@@ -348,8 +350,8 @@ class OnnxAudioNet:
 
 
 def to_onnxruntime(net, threads: int | None = 1) -> "OnnxAudioNet":
-    """The network converted in memory and run by onnxruntime: per 40 ms of sound 0.27 ms against
-    22 ms for eager PyTorch on this loaded 2-core machine (benchmarks/bench_audio_latency.py), where
+    """The network converted in memory and run by onnxruntime: per 40 ms of sound 0.3-0.4 ms against
+    7-66 ms for eager PyTorch on this loaded 2-core machine (benchmarks/bench_audio_latency.py), where
     PyTorch's per-call overhead dominates so small a network."""
     onx = OnnxAudioNet(getattr(net, "file", ""), threads=threads, model=audio_onnx_bytes(net))
     onx.torch = net
@@ -376,7 +378,8 @@ def audio_onnx_bytes(net, opset: int = 20) -> bytes:
     for k, v in {"slidergan.format": AUDIO_FORMAT, "slidergan.role": "audio",
                  "slidergan.audio_config": net.cfg.to_json(),
                  "slidergan.meta": json.dumps(getattr(net, "meta", {}), default=str),
-                 "slidergan.io": "mel (B, T, 64) log-mel frames (engine.audio.log_mel) -> speech (B, T, n_out)"}.items():
+                 "slidergan.io": "mel (B, T, 64) log-mel frames (engine.audio.log_mel) -> speech (B, T, n_out)",
+                 }.items():
         proto.metadata_props.add(key=k, value=v)
     return proto.SerializeToString()
 
@@ -582,9 +585,9 @@ def is_audio_file(path) -> bool:
 
 def audio_model_for(checkpoint=None, speech_names=None):
     """The audio network that goes with a generator: ``checkpoint``'s own ``audio.safetensors`` (or an
-    export folder's ``audio.onnx``) when its folder has one, else the embedded default's. ``speech_names``: the generator's speech parameter
-    names; an audio model predicting other parameters is a CheckpointError (its outputs would mean
-    other motions)."""
+    export folder's ``audio.onnx``) when its folder has one, else the embedded default's; in
+    onnxruntime where installed. ``speech_names``: the generator's speech parameter names; an audio
+    model predicting other parameters is a CheckpointError (its outputs would mean other motions)."""
     from .checkpoint import CheckpointError
     path = None
     if checkpoint is not None and Path(checkpoint).is_dir() and any(

@@ -98,7 +98,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     from engine.atomic import write_text_atomic
     from engine.audio import load_audio_model
-    from trainer.audio import KEY_PARAMS, _corr, evaluate_clips, load_clips
+    from trainer.audio import _corr, evaluate_clips, load_clips
     net = load_audio_model(args.model)
     clips, names = load_clips(args.labels)
     manifest = json.loads((Path(args.labels) / "manifest.json").read_text())
@@ -132,7 +132,8 @@ def main(argv=None) -> int:
     lines = ["# The audio model on held-out talking clips", "",
              f"Model `{metrics['model']}` (look-ahead {metrics['lookahead_ms']} ms); held-out clips: "
              + ", ".join(f"`{h}`" for h in metrics["held_out"]) + ". Made by `python scripts/audio_report.py`.", "",
-             "| clip | lips_part corr | lips_part amplitude | jaw_open corr | jaw_open amplitude | loudness baseline lips corr |",
+             "| clip | lips_part corr | lips_part amplitude | jaw_open corr | jaw_open amplitude "
+             "| loudness baseline lips corr |",
              "|---|---|---|---|---|---|"]
     for c in val:
         r = p["clips"][c.name]
@@ -144,7 +145,8 @@ def main(argv=None) -> int:
                  f"{metrics['loudness_baseline_pooled']['corr']:.2f} |")
     if metrics.get("rendered"):
         lines += ["", f"Rendered (default model, portrait `{Path(args.portrait).name}`, {args.size} px, first "
-                  f"{args.render_seconds:g} s): mouth opening of the result against the real video's, by the face mesh.",
+                  f"{args.render_seconds:g} s): mouth opening of the result against the real video's, by the "
+                  "face mesh.",
                   "", "| clip | frames | mouth corr | mouth amplitude |", "|---|---|---|---|"]
         for k, r in metrics["rendered"].items():
             lines.append(f"| {k} | {r['frames']} | {r['mouth_corr']:.2f} | {r['mouth_ratio']:.2f} |")

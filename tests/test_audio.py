@@ -198,7 +198,7 @@ def test_mic_driver_holds_then_eases_closed_on_a_dropout():
     x = (rng.standard_normal((2, 1920)) * 3000).astype(np.int16)
     f = av.AudioFrame.from_ndarray(x.T.reshape(1, -1).copy(), format="s16", layout="stereo")
     f.sample_rate, f.pts, f.time_base = 48000, 0, fractions.Fraction(1, 48000)
-    mic.push_frame(f)                                          # 40 ms at 48 kHz stereo -> 4 feature frames (the resampler keeps a few samples back)
+    mic.push_frame(f)        # 40 ms at 48 kHz stereo -> 4 feature frames (the resampler keeps a few samples back)
     v = mic.value()
     assert mic.stream.frames >= 3 and np.all(v[:30] == 0) and np.abs(v[30:]).max() > 0.1
     now[0] += 0.15

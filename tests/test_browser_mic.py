@@ -16,7 +16,7 @@ import pytest
 from streaming.client import chromium_context, serve_process
 from tests import streamkit as kit
 from tests.test_audio import DEFAULT_AUDIO
-from tests.test_browser import GRAB, _grab, _wait_no_sessions
+from tests.test_browser import _grab, _wait_no_sessions
 
 CHROMIUM = os.environ.get("SLIDERGAN_CHROMIUM", "/usr/bin/chromium")
 pytestmark = pytest.mark.timeout(180)
