@@ -351,3 +351,23 @@ def test_audio_onnx_export_matches_torch(tmp_path):
         ta, pa = a.push(x[i:i + 640])
         tb, pb = b.push(x[i:i + 640])
         assert np.array_equal(ta, tb) and np.abs(pa - pb).max() < 1e-4
+
+
+def test_a_long_file_is_streamed_in_chunks(tmp_path, monkeypatch):
+    """``predict_file`` (what ``track from-audio`` and ``render`` use) never holds more than one chunk of
+    the decoded sound: a 60 s file in 2 s chunks gives predictions over all of it."""
+    import engine.audio as ea
+    rng = np.random.default_rng(0)
+    pcm = (rng.standard_normal(8000 * 60) * 3000).astype(np.int16)
+    wav = kit.write_wav(tmp_path / "long.wav", pcm[:, None], rate=8000)
+    seen = []
+    real = ea.audio_chunks
+
+    def spy(*a, **k):
+        for c in real(*a, **{**k, "chunk_s": 2.0}):
+            seen.append(len(c))
+            yield c
+    monkeypatch.setattr(ea, "audio_chunks", spy)
+    t, p, dur = ea.predict_file(wav, tiny_net())
+    assert abs(dur - 60.0) < 0.01 and len(seen) == 30 and max(seen) == 32000
+    assert t[0] >= 0 and t[-1] > 59.9 and len(p) == len(t) and abs(len(t) - 6000) <= 2
