@@ -9,7 +9,9 @@ combines them (speech from a track while the expression follows the webcam, a sl
   whose mouth is least open: a driver that talks from its first frame still gets a closed-mouth
   neutral, ``neutral_of``). When the face is lost the
   last value is held for ``hold_s`` seconds, then eases back to rest (the portrait's own parameters in
-  relative mode, the neutral face p = 0 in absolute mode) with time constant ``ease_s``.
+  relative mode, the neutral face p = 0 in absolute mode) with time constant ``ease_s``. It also reads
+  the head's pose from the face mesh (``engine.pose``; ``pose_value``): relative to the neutral's pose in
+  relative mode, to a frontal face in absolute mode; smoothed, held and eased the same way.
 - ``TrackDriver``: a parameter track; ``value(t)`` interpolates the track at time ``t`` seconds of the
   audio clock (any track fps works: it is resampled), looping or holding the last frame at the end.
 - ``SlidersDriver``: values set by hand, and named presets (``presets.py``).
@@ -27,12 +29,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from engine.pose import mean_pose
+
 log = logging.getLogger(__name__)
 
-__all__ = ["FaceDriver", "FaceDriverState", "PARAMS_SOURCES", "check_params_source", "neutral_of", "TrackDriver", "SlidersDriver", "DriverMix", "GROUPS",
+__all__ = ["FaceDriver", "FaceDriverState", "PARAMS_SOURCES", "check_params_source", "MOTIONS", "check_motion", "neutral_of", "TrackDriver", "SlidersDriver", "DriverMix", "GROUPS",
            "group_indices"]
 
 GROUPS = ("exp", "speech")
+N_POSE = 6      # engine.pose.N_POSE: the head pose FaceDriver reads beside p
 
 
 def group_indices(n_exp: int, n_params: int) -> dict[str, np.ndarray]:
@@ -55,6 +60,14 @@ def neutral_of(params: np.ndarray, mouth_opening: np.ndarray) -> np.ndarray:
     k = min(len(params), max(3, int(np.ceil(CALM_SHARE * len(params)))))
     calm = np.argsort(np.where(np.isfinite(m), m, np.inf), kind="stable")[:k]
     return np.median(params[calm], axis=0).astype(np.float32)
+
+
+MOTIONS = ("expression", "head")   # what a driver moves: expression + speech, or that and the head's pose
+
+
+def check_motion(motion: str) -> None:
+    if motion not in MOTIONS:
+        raise ValueError(f"motion must be one of {MOTIONS} ('head': expression + head), not {motion!r}")
 
 
 def check_params_source(params: str, fit=None) -> None:
@@ -111,8 +124,9 @@ class FaceDriver:
         self._own_tracker = tracker is None
         self._min_face_px = float(min_face_px)
         self._lock = threading.RLock()
-        self._calib: list[tuple[np.ndarray, float, float]] = []   # (p, mouth opening, t)
+        self._calib: list[tuple[np.ndarray, float, float, object]] = []   # (p, mouth opening, t, head pose)
         self.neutral: np.ndarray | None = None     # the driver's own neutral (relative mode)
+        self.neutral_pose = None                   # its head pose (engine.pose.HeadPose)
         self._last_out: np.ndarray | None = None   # last value with a face
         self._last_face_t: float | None = None
         self._lost_value: np.ndarray | None = None  # value when the face was lost
@@ -163,16 +177,20 @@ class FaceDriver:
             self._calib = []
             self.neutral = None
 
-    def set_neutral(self, neutral) -> None:
-        """Use a known driver neutral (relative mode) instead of calibrating on the first frames."""
+    def set_neutral(self, neutral, pose=None) -> None:
+        """Use a known driver neutral (relative mode) instead of calibrating on the first frames;
+        ``pose``: its head pose (``engine.pose.HeadPose``; None: head pose reads 0)."""
         with self._lock:
             self.neutral = np.asarray(neutral, np.float32).reshape(-1).copy()
+            self.neutral_pose = pose
             self._calib = []
             self.state.calibrating = False
 
     @property
     def rest(self) -> np.ndarray:
-        return self.rest_params if self.mode == "relative" else np.zeros(self.n_params, np.float32)
+        """What the driver gives without a face: [p, head pose in slider units (0: unmoved)]."""
+        p = self.rest_params if self.mode == "relative" else np.zeros(self.n_params, np.float32)
+        return np.concatenate([p, np.zeros(N_POSE, np.float32)])
 
     # --------------------------------------------------------------------------- frames
     def push(self, frame: np.ndarray, t: float) -> np.ndarray:
@@ -180,19 +198,24 @@ class FaceDriver:
         import time
         t0 = time.perf_counter()
         from engine.geometry import mouth_opening
+        from engine.pose import measure as measure_pose
         res = self.tracker.process(frame, t)
-        p_raw, mouth = None, float("nan")
+        p_raw, mouth, head = None, float("nan"), None
         if res.ok:
             p_raw = np.asarray(self.fit(res.landmarks) if self.params == "mesh" else self.regress(res.crop),
                                np.float32).reshape(-1)
-            mouth = mouth_opening(res.landmarks) if res.landmarks is not None else float("nan")
-        return self.update(p_raw, t, res.status, res.message, ms=(time.perf_counter() - t0) * 1000, mouth=mouth)
+            if res.landmarks is not None:
+                mouth = mouth_opening(res.landmarks)
+                head = measure_pose(res.landmarks)
+        return self.update(p_raw, t, res.status, res.message, ms=(time.perf_counter() - t0) * 1000, mouth=mouth,
+                           head=head)
 
     def update(self, p_raw: np.ndarray | None, t: float, status: str = "ok", message: str = "",
-               ms: float = 0.0, mouth: float = float("nan")) -> np.ndarray:
+               ms: float = 0.0, mouth: float = float("nan"), head=None) -> np.ndarray:
         """The driver's logic for one frame whose parameters ``p_raw`` (None: no usable face) were
         computed elsewhere (batched, offline); ``mouth``: its mouth opening (``engine.geometry``),
-        which picks the calm frames of a calibration. Returns ``value(t)``."""
+        which picks the calm frames of a calibration; ``head``: its head pose (``engine.pose.measure``,
+        None: unknown, reads as unmoved). Returns ``value(t)``."""
         if p_raw is not None:
             p_raw = np.asarray(p_raw, np.float32).reshape(-1)
             if p_raw.shape[0] != self.n_params or not np.all(np.isfinite(p_raw)):
@@ -206,12 +229,12 @@ class FaceDriver:
             self.state.ms = ms
             if p_raw is not None:
                 self.raw = p_raw
-                self._on_face(p_raw, float(t), float(mouth))
+                self._on_face(p_raw, float(t), float(mouth), head)
             else:
                 self._on_lost(float(t))
-            return self._value(float(t))
+            return self._value(float(t))[:self.n_params]
 
-    def _on_face(self, p_raw: np.ndarray, t: float, mouth: float = float("nan")) -> None:
+    def _on_face(self, p_raw: np.ndarray, t: float, mouth: float = float("nan"), head=None) -> None:
         if self._last_face_t is None or self._lost_value is not None:
             # (re)acquired: restart the filter from what is shown now, so nothing jumps
             shown = self._value(t) if self._last_face_t is not None else None
@@ -222,23 +245,36 @@ class FaceDriver:
         self._last_face_t = t
         self.state.holding = False
         if self.mode == "relative" and self.neutral is None:
-            self._calib.append((p_raw, mouth, t))
+            self._calib.append((p_raw, mouth, t, head))
             self.state.calibrating = True
             if len(self._calib) >= self.calib_frames and t - self._calib[0][2] >= self.calib_s:
                 self.neutral = neutral_of(np.stack([c[0] for c in self._calib]), [c[1] for c in self._calib])
+                heads = [c[3] for c in self._calib if c[3] is not None]
+                self.neutral_pose = mean_pose(heads) if heads else None
                 self._calib = []
                 self.state.calibrating = False
                 self._filter.reset()
             self._last_out = self.rest.copy()
             return
         self.state.calibrating = False
-        target = self._target(p_raw)
+        target = np.concatenate([self._target(p_raw), self._pose_target(head)])
         self._last_out = np.clip(self._filter(target, t), -1.0, 1.0).astype(np.float32)
 
     def _target(self, p_raw: np.ndarray) -> np.ndarray:
         if self.mode == "absolute":
             return p_raw
         return self.rest_params + (p_raw - self.neutral)
+
+    def _pose_target(self, head) -> np.ndarray:
+        """The head pose in slider units (engine.pose.to_unit: smoothly clamped to its limits)."""
+        from engine import pose
+        if head is None:
+            return np.zeros(N_POSE, np.float32)
+        if self.mode == "absolute":
+            return pose.to_unit(pose.absolute(head))
+        if self.neutral_pose is None:
+            return np.zeros(N_POSE, np.float32)
+        return pose.to_unit(pose.relative(head, self.neutral_pose))
 
     def _on_lost(self, t: float) -> None:
         if self._last_face_t is None:
@@ -259,10 +295,19 @@ class FaceDriver:
         return (self.rest + (self._lost_value - self.rest) * k).astype(np.float32)
 
     def value(self, t: float | None = None) -> np.ndarray | None:
+        """The parameters p (N,) at ``t``."""
         with self._lock:
             if t is None:
                 t = self.state.t
-            return self._value(float(t))
+            return self._value(float(t))[:self.n_params]
+
+    def pose_value(self, t: float | None = None) -> np.ndarray:
+        """The head pose (6,) at ``t`` in ``engine.pose`` units (degrees, inter-ocular distances, ln size)."""
+        from engine.pose import from_unit
+        with self._lock:
+            if t is None:
+                t = self.state.t
+            return from_unit(self._value(float(t))[self.n_params:])
 
     def close(self) -> None:
         if self._own_tracker and self._tracker is not None:

@@ -206,10 +206,12 @@ def render(source, driver, out, *, audio=None, checkpoint=None, backend: str = "
            size: int = 512, fps: float | None = None, side_by_side: bool = False, mode: str = "relative",
            no_audio: bool = False, batch: int = 8, crf: int = 20, preset: str = "superfast",
            max_seconds: float | None = None, progress: bool = True, threads: int | None = 1,
-           params: str = "mesh", renderer: str = "model") -> RenderResult:
+           params: str = "mesh", renderer: str = "model", motion: str = "expression") -> RenderResult:
     """Render ``source`` (portrait) driven by ``driver`` (video or track) to ``out``. ``params``: where a
     video driver's p comes from ("mesh": the blendshape fit of its face mesh; "head": the regression
-    head on its crop). ``renderer``: "model" or "warp-only" (engine.animator.Animator)."""
+    head on its crop). ``renderer``: "model" or "warp-only" (engine.animator.Animator). ``motion``:
+    "expression" (SliderGAN's: expression and speech) or "head" (expression + the driver's head pose,
+    from a video's face mesh or a track's pose)."""
     out = Path(out)
     driver = Path(driver)
     if not driver.exists():
@@ -223,6 +225,8 @@ def render(source, driver, out, *, audio=None, checkpoint=None, backend: str = "
         raise ValueError(f"params must be one of {PARAMS_SOURCES}, not {params!r}")
     if renderer not in ("model", "warp-only"):
         raise ValueError(f"renderer must be 'model' or 'warp-only', not {renderer!r}")
+    from .drivers import check_motion
+    check_motion(motion)
     if fps is not None:
         check_fps(float(fps), "--fps")
     if max_seconds is not None and not (math.isfinite(float(max_seconds)) and float(max_seconds) > 0):
@@ -232,7 +236,7 @@ def render(source, driver, out, *, audio=None, checkpoint=None, backend: str = "
         return _render(source, driver, out, audio=audio, checkpoint=checkpoint, backend=backend, models=models,
                        size=size, fps=fps, side_by_side=side_by_side, mode=mode, no_audio=no_audio, batch=batch,
                        crf=crf, preset=preset, max_seconds=max_seconds, progress=progress, threads=threads,
-                       params=params, renderer=renderer)
+                       params=params, renderer=renderer, motion=motion)
     except BaseException:
         for d in reversed(made):  # folders made for the output, if the render left them empty
             try:
@@ -288,7 +292,8 @@ def prepare_output(out: Path) -> list[Path]:
 
 
 def _render(source, driver: Path, out: Path, *, audio, checkpoint, backend, models, size, fps, side_by_side, mode,
-            no_audio, batch, crf, preset, max_seconds, progress, threads, params, renderer) -> RenderResult:
+            no_audio, batch, crf, preset, max_seconds, progress, threads, params, renderer, motion
+            ) -> RenderResult:
     from engine.animator import Animator, load_models
     from engine.atomic import atomic_path
 
@@ -302,12 +307,15 @@ def _render(source, driver: Path, out: Path, *, audio, checkpoint, backend, mode
     _STAGE_CPU.clear()
     track_mode = is_track_file(driver)
     fmt = {".mp4": "mp4", ".mov": "mov", ".mkv": "matroska"}[out.suffix.lower()]
+    if motion == "head" and renderer == "model" and not getattr(models, "needs_frame", False):
+        raise ValueError("--motion head needs the geometry-guided generator (or --renderer warp-only); this model "
+                         "is an image-to-image generator")
     if track_mode:
-        job = _TrackJob(anim, driver, n_exp, fps, audio, no_audio, max_seconds, side_by_side)
+        job = _TrackJob(anim, driver, n_exp, fps, audio, no_audio, max_seconds, side_by_side, motion)
     else:
         from .drivers import check_params_source
         check_params_source(params, anim.fit if anim.face_model is not None else None)
-        job = _VideoJob(anim, driver, n_exp, fps, audio, no_audio, max_seconds, side_by_side, mode, params)
+        job = _VideoJob(anim, driver, n_exp, fps, audio, no_audio, max_seconds, side_by_side, mode, params, motion)
     h, w = anim.output_shape
     if side_by_side:
         w = w + job.left_width(h)
@@ -373,8 +381,8 @@ def _generate(anim, q_in: queue.Queue, q_out: queue.Queue, stop: threading.Event
             item = q_in.get()
             if item is _END or stop.is_set():
                 break
-            params, lefts = item
-            frames = anim.animate_batch(np.stack(params))
+            params, lefts, poses = item
+            frames = anim.animate_batch(np.stack(params), None if poses is None else np.stack(poses))
             for i, f in enumerate(frames):
                 if side:
                     f = _side(lefts[i], f)
@@ -388,7 +396,7 @@ def _generate(anim, q_in: queue.Queue, q_out: queue.Queue, stop: threading.Event
 
 
 class _TrackJob:
-    def __init__(self, anim, path, n_exp, fps, audio, no_audio, max_seconds, side):
+    def __init__(self, anim, path, n_exp, fps, audio, no_audio, max_seconds, side, motion="expression"):
         from engine.tracks import load_track
 
         from .drivers import DriverMix, TrackDriver
@@ -402,6 +410,9 @@ class _TrackJob:
             self.mix.route(g, "track")
         if "exp" not in self.driver.groups():
             self.mix.route("exp", "rest")
+        self.head = motion == "head" and self.track.pose is not None
+        if motion == "head" and not self.head:
+            log.warning("the track %s has no head pose: expression only", path)
         self.fps = float(fps or self.track.fps or 30.0)
         check_fps(self.fps, f"the track {path}" if not fps else "--fps")
         dur = self.track.duration
@@ -423,7 +434,7 @@ class _TrackJob:
 
     def produce(self, q: queue.Queue, stop: threading.Event, batch: int):
         try:
-            params, lefts = [], []
+            params, lefts, start = [], [], 0
             for i in range(self.n_frames):
                 if stop.is_set():
                     return
@@ -431,9 +442,13 @@ class _TrackJob:
                 params.append(p)
                 lefts.append(_bars(p, self.n_exp, 256, 256) if self.side else None)
                 if len(params) == batch or i == self.n_frames - 1:
-                    if not _put(q, (params, lefts), stop):
+                    poses = None
+                    if self.head:
+                        ts = [self.driver.track_time(k / self.fps) for k in range(start, i + 1)]
+                        poses = list(self.track.pose_at_times(ts))
+                    if not _put(q, (params, lefts, poses), stop):
                         return
-                    params, lefts = [], []
+                    params, lefts, start = [], [], i + 1
         finally:
             _put(q, _END, threading.Event())
 
@@ -442,8 +457,10 @@ class _TrackJob:
 
 
 class _VideoJob:
-    def __init__(self, anim, path, n_exp, fps, audio, no_audio, max_seconds, side, mode, params="mesh"):
+    def __init__(self, anim, path, n_exp, fps, audio, no_audio, max_seconds, side, mode, params="mesh",
+                 motion="expression"):
         self.params = params
+        self.head = motion == "head"
         from engine.video import video_info
         self.info = video_info(path)
         self.path = path
@@ -480,6 +497,7 @@ class _VideoJob:
         from engine.video import read_frames
 
         from engine.geometry import mouth_opening
+        from engine.pose import mean_pose, measure
 
         from .drivers import FaceDriver, neutral_of
 
@@ -507,19 +525,21 @@ class _VideoJob:
                         raise ValueError(f"no face in the first {len(pending)} frames of {self.path}: "
                                          "cannot calibrate the driver's neutral (use --mode absolute, "
                                          "or another video)")
-                    drv.set_neutral(neutral_of(regs, [mouth_opening(r.landmarks) for r in ok]))
+                    drv.set_neutral(neutral_of(regs, [mouth_opening(r.landmarks) for r in ok]),
+                                    mean_pose([measure(r.landmarks) for r in ok]))
                 it = iter(regs)
-                params, lefts = [], []
+                params, lefts, poses = [], [], []
                 for rgb, t, r in pending:
                     if r.ok:
-                        p = drv.update(next(it), t, r.status, r.message)
+                        p = drv.update(next(it), t, r.status, r.message, head=measure(r.landmarks))
                     else:
                         self.missing += 1
                         p = drv.update(None, t, r.status, r.message)
                     params.append(p)
+                    poses.append(drv.pose_value(t))
                     lefts.append(rgb if self.side else None)
                 pending.clear()
-                return _put(q, (params, lefts), stop)
+                return _put(q, (params, lefts, poses if self.head else None), stop)
 
             for i, (rgb, t) in enumerate(read_frames(self.path, max_frames=self.n_frames)):
                 if stop.is_set():
@@ -571,6 +591,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--params", choices=["mesh", "head"], default="mesh",
                    help="a video driver's parameters: 'mesh', the blendshape fit of its face mesh (default: it "
                         "follows the driver better, README), or 'head', the discriminator's regression head")
+    p.add_argument("--motion", choices=["expression", "head"], default="expression",
+                   help="'expression' (expression and speech only: SliderGAN's; default) or 'head' (expression "
+                        "+ the driver's head turns, nods, tilts and moves, within engine.pose.LIMITS)")
     p.add_argument("--renderer", choices=["model", "warp-only"], default="model",
                    help="'model' (the generator) or 'warp-only' (no network: the portrait warped along its mesh)")
     p.add_argument("--max-seconds", type=float, default=None, help="render at most this many seconds")
@@ -591,6 +614,6 @@ def main(args) -> int:
                  backend=args.backend, size=args.size, fps=args.fps, side_by_side=args.side_by_side,
                  mode=args.mode, no_audio=args.no_audio, batch=args.batch, crf=args.crf,
                  preset=args.preset, max_seconds=args.max_seconds, progress=not args.quiet,
-                 threads=args.threads, params=args.params, renderer=args.renderer)
+                 threads=args.threads, params=args.params, renderer=args.renderer, motion=args.motion)
     print(res.summary())
     return 0
