@@ -80,6 +80,23 @@ STRIP_FRAMES = 6
 
 # ==================================================================================== the metric
 
+def seam_ratio(frame: np.ndarray, base: np.ndarray, changed: float = 3.0) -> float:
+    """Tearing, measured: the 99th percentile of the gradient magnitude of ``frame`` over the pixels
+    its warp changed (by more than ``changed`` grey levels from ``base``, the unmoved portrait),
+    divided by the same of ``base`` there. A warp that stretches or compresses smoothly gives about 1;
+    a tear or fold adds edges the portrait never had and raises it."""
+    import cv2
+    f = cv2.cvtColor(np.ascontiguousarray(frame), cv2.COLOR_RGB2GRAY).astype(np.float32)
+    b = cv2.cvtColor(np.ascontiguousarray(base), cv2.COLOR_RGB2GRAY).astype(np.float32)
+    mask = cv2.dilate((np.abs(f - b) > changed).astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
+    if mask.sum() < 50:
+        return 1.0
+
+    def grad(x):
+        return np.hypot(cv2.Sobel(x, cv2.CV_32F, 1, 0), cv2.Sobel(x, cv2.CV_32F, 0, 1))[mask]
+    return float(np.percentile(grad(f), 99) / max(np.percentile(grad(b), 99), 1e-6))
+
+
 def openings(lm: np.ndarray | None) -> np.ndarray:
     """(2,) [mouth opening, eye opening] of one face's landmarks; NaN for no face (None)."""
     if lm is None:
