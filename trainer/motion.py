@@ -84,13 +84,13 @@ def seam_ratio(frame: np.ndarray, base: np.ndarray, changed: float = 3.0) -> flo
     """Tearing, measured: the 99th percentile of the gradient magnitude of ``frame`` over the pixels
     its warp changed (by more than ``changed`` grey levels from ``base``, the unmoved portrait),
     divided by the same of ``base`` there. A warp that stretches or compresses smoothly gives about 1;
-    a tear or fold adds edges the portrait never had and raises it."""
+    a tear or fold adds edges the portrait never had and raises it. NaN where nothing moved."""
     import cv2
     f = cv2.cvtColor(np.ascontiguousarray(frame), cv2.COLOR_RGB2GRAY).astype(np.float32)
     b = cv2.cvtColor(np.ascontiguousarray(base), cv2.COLOR_RGB2GRAY).astype(np.float32)
     mask = cv2.dilate((np.abs(f - b) > changed).astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
     if mask.sum() < 50:
-        return 1.0
+        return float("nan")          # nothing moved: nothing to tear
 
     def grad(x):
         return np.hypot(cv2.Sobel(x, cv2.CV_32F, 1, 0), cv2.Sobel(x, cv2.CV_32F, 0, 1))[mask]
