@@ -238,6 +238,11 @@ class Animator:
         return list(self.models.param_names)
 
     @property
+    def moves_head(self) -> bool:
+        """Whether head poses apply: the geometry-guided path (the portrait's own mesh is warped)."""
+        return self.renderer == "warp-only" or bool(getattr(self.models, "needs_frame", False))
+
+    @property
     def source(self) -> SourceInfo | None:
         src = self._src
         return None if src is None else src.info
@@ -456,7 +461,7 @@ class Animator:
             raise ValueError(f"got {n} parameter vectors and {len(q)} head poses")
         if not np.any(q):
             return None
-        if src.warp is None:
+        if not self.moves_head:
             raise ValueError("head motion needs the geometry-guided generator (or renderer 'warp-only'); "
                              "this model is an image-to-image generator")
         return soft_clamp(q)

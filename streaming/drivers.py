@@ -33,7 +33,7 @@ from engine.pose import mean_pose
 
 log = logging.getLogger(__name__)
 
-__all__ = ["FaceDriver", "FaceDriverState", "PARAMS_SOURCES", "check_params_source", "MOTIONS", "check_motion", "neutral_of", "TrackDriver", "SlidersDriver", "DriverMix", "GROUPS",
+__all__ = ["FaceDriver", "FaceDriverState", "PARAMS_SOURCES", "check_params_source", "MOTIONS", "check_motion", "resolve_motion", "neutral_of", "TrackDriver", "SlidersDriver", "DriverMix", "GROUPS",
            "group_indices"]
 
 GROUPS = ("exp", "speech")
@@ -65,9 +65,21 @@ def neutral_of(params: np.ndarray, mouth_opening: np.ndarray) -> np.ndarray:
 MOTIONS = ("expression", "head")   # what a driver moves: expression + speech, or that and the head's pose
 
 
-def check_motion(motion: str) -> None:
-    if motion not in MOTIONS:
+def check_motion(motion: str | None) -> None:
+    if motion is not None and motion not in MOTIONS:
         raise ValueError(f"motion must be one of {MOTIONS} ('head': expression + head), not {motion!r}")
+
+
+def resolve_motion(motion: str | None, animator) -> str:
+    """What a driver moves: ``motion`` as asked ("head" needs an animator that ``moves_head``), or by
+    default (None) the head too wherever the model can."""
+    check_motion(motion)
+    if motion is None:
+        return "head" if animator.moves_head else "expression"
+    if motion == "head" and not animator.moves_head:
+        raise ValueError("head motion needs the geometry-guided generator (or renderer 'warp-only'); this model "
+                         "is an image-to-image generator: use motion 'expression'")
+    return motion
 
 
 def check_params_source(params: str, fit=None) -> None:

@@ -206,12 +206,12 @@ def render(source, driver, out, *, audio=None, checkpoint=None, backend: str = "
            size: int = 512, fps: float | None = None, side_by_side: bool = False, mode: str = "relative",
            no_audio: bool = False, batch: int = 8, crf: int = 20, preset: str = "superfast",
            max_seconds: float | None = None, progress: bool = True, threads: int | None = 1,
-           params: str = "mesh", renderer: str = "model", motion: str = "expression") -> RenderResult:
+           params: str = "mesh", renderer: str = "model", motion: str | None = None) -> RenderResult:
     """Render ``source`` (portrait) driven by ``driver`` (video or track) to ``out``. ``params``: where a
     video driver's p comes from ("mesh": the blendshape fit of its face mesh; "head": the regression
     head on its crop). ``renderer``: "model" or "warp-only" (engine.animator.Animator). ``motion``:
-    "expression" (SliderGAN's: expression and speech) or "head" (expression + the driver's head pose,
-    from a video's face mesh or a track's pose)."""
+    "expression" (SliderGAN's: expression and speech), "head" (expression + the driver's head pose, from a
+    video's face mesh or a track's pose) or None (head wherever the model can move it)."""
     out = Path(out)
     driver = Path(driver)
     if not driver.exists():
@@ -307,9 +307,8 @@ def _render(source, driver: Path, out: Path, *, audio, checkpoint, backend, mode
     _STAGE_CPU.clear()
     track_mode = is_track_file(driver)
     fmt = {".mp4": "mp4", ".mov": "mov", ".mkv": "matroska"}[out.suffix.lower()]
-    if motion == "head" and renderer == "model" and not getattr(models, "needs_frame", False):
-        raise ValueError("--motion head needs the geometry-guided generator (or --renderer warp-only); this model "
-                         "is an image-to-image generator")
+    from .drivers import resolve_motion
+    motion = resolve_motion(motion, anim)
     if track_mode:
         job = _TrackJob(anim, driver, n_exp, fps, audio, no_audio, max_seconds, side_by_side, motion)
     else:
@@ -411,8 +410,6 @@ class _TrackJob:
         if "exp" not in self.driver.groups():
             self.mix.route("exp", "rest")
         self.head = motion == "head" and self.track.pose is not None
-        if motion == "head" and not self.head:
-            log.warning("the track %s has no head pose: expression only", path)
         self.fps = float(fps or self.track.fps or 30.0)
         check_fps(self.fps, f"the track {path}" if not fps else "--fps")
         dur = self.track.duration
@@ -591,9 +588,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--params", choices=["mesh", "head"], default="mesh",
                    help="a video driver's parameters: 'mesh', the blendshape fit of its face mesh (default: it "
                         "follows the driver better, README), or 'head', the discriminator's regression head")
-    p.add_argument("--motion", choices=["expression", "head"], default="expression",
-                   help="'expression' (expression and speech only: SliderGAN's; default) or 'head' (expression "
-                        "+ the driver's head turns, nods, tilts and moves, within engine.pose.LIMITS)")
+    p.add_argument("--motion", choices=["expression", "head"], default=None,
+                   help="'head' (expression + the driver's head turns, nods, tilts and moves, within "
+                        "engine.pose.LIMITS; the default where the model can: a video's face, a track with a pose) "
+                        "or 'expression' (expression and speech only: SliderGAN's)")
     p.add_argument("--renderer", choices=["model", "warp-only"], default="model",
                    help="'model' (the generator) or 'warp-only' (no network: the portrait warped along its mesh)")
     p.add_argument("--max-seconds", type=float, default=None, help="render at most this many seconds")

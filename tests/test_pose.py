@@ -146,7 +146,8 @@ def test_face_driver_gives_the_pose_relative_to_its_neutral():
 
 
 def test_render_switch(tmp_path, shared_data):
-    """--motion head renders a track's head pose; expression only ignores it."""
+    """--motion head renders a track's head pose (the default where the model can); expression only
+    ignores it."""
     from engine.tracks import ParamTrack
     from streaming.render import render
     models = kit.load_tiny(kit.tiny_checkpoint(tmp_path / "ck", profile="tiny-warp"))
@@ -156,7 +157,7 @@ def test_render_switch(tmp_path, shared_data):
     tr = ParamTrack(times=np.arange(n) / 10.0, speech=np.zeros((n, 10), np.float32), pose=pose, fps=10.0)
     path = tr.save(tmp_path / "turn.npz")
     frames = {}
-    for motion in ("expression", "head"):
+    for motion in ("expression", "head", None):
         out = tmp_path / f"{motion}.mp4"
         render(str(shared_data / "portraits" / "s5.jpg"), path, out, models=models, size=160, progress=False,
                renderer="warp-only", motion=motion, no_audio=True)
@@ -167,6 +168,7 @@ def test_render_switch(tmp_path, shared_data):
     still = np.abs(frames["expression"][-1] - frames["expression"][0]).mean()
     turned = np.abs(frames["head"][-1] - frames["expression"][-1]).mean()
     assert still < 1.0 and turned > 3 * still + 1.0, (still, turned)
+    assert np.abs(frames[None][-1] - frames["head"][-1]).max() <= 2
     with pytest.raises(ValueError, match="motion must be one of"):
         render(str(shared_data / "portraits" / "s5.jpg"), path, tmp_path / "x.mp4", models=models, progress=False,
                motion="nod")
