@@ -368,6 +368,12 @@ class TrackDriver:
             return None
         return np.clip(self.track.at(self.track_time(float(t))), -1.0, 1.0).astype(np.float32)
 
+    def pose(self, t: float) -> np.ndarray:
+        """The track's head pose (6,) at clock time ``t`` (engine.pose units; zeros when it has none)."""
+        if self.track.pose is None:
+            return np.zeros(N_POSE)
+        return self.track.pose_at_times([self.track_time(float(t))])[0].astype(np.float64)
+
 
 # --------------------------------------------------------------------------------- sliders driver
 class SlidersDriver:

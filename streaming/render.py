@@ -439,10 +439,7 @@ class _TrackJob:
                 params.append(p)
                 lefts.append(_bars(p, self.n_exp, 256, 256) if self.side else None)
                 if len(params) == batch or i == self.n_frames - 1:
-                    poses = None
-                    if self.head:
-                        ts = [self.driver.track_time(k / self.fps) for k in range(start, i + 1)]
-                        poses = list(self.track.pose_at_times(ts))
+                    poses = [self.driver.pose(k / self.fps) for k in range(start, i + 1)] if self.head else None
                     if not _put(q, (params, lefts, poses), stop):
                         return
                     params, lefts, start = [], [], i + 1

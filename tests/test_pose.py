@@ -172,3 +172,52 @@ def test_render_switch(tmp_path, shared_data):
     with pytest.raises(ValueError, match="motion must be one of"):
         render(str(shared_data / "portraits" / "s5.jpg"), path, tmp_path / "x.mp4", models=models, progress=False,
                motion="nod")
+
+
+def test_server_switch_and_head_sliders(tmp_path):
+    """Over WebRTC: the session moves the head by default (a geometry-guided model), a head slider
+    turns it, the switch to expression only gives the unmoved portrait back; a model that cannot move
+    the head refuses the switch clearly."""
+    import asyncio
+
+    from streaming.client import StreamClient
+    from streaming.server import Engine, configure_ice
+    from tests.conftest import SHARED_DATA
+    from tests.test_streaming import face_region, serving
+    if not (SHARED_DATA / "portraits").is_dir():
+        pytest.skip(f"shared data not found at {SHARED_DATA}")
+    configure_ice("loopback")
+    eng = Engine(kit.load_tiny(kit.tiny_checkpoint(tmp_path / "ck", profile="tiny-warp")), output_size=256,
+                 renderer="warp-only")
+    eng.add_portrait_file(SHARED_DATA / "portraits" / "s5.jpg")
+    assert eng.info()["moves_head"] and eng.info()["pose_labels"][0].startswith("head turn")
+
+    async def run():
+        async with serving(eng) as url:
+            async with StreamClient(url, exp="sliders", speech="sliders", audio=False) as c:
+                assert c.hello["motion"] == "head"
+                base = (await c.wait_frames(3))[0]
+                await c.send({"type": "pose", "index": 0, "value": 1.0})
+                await asyncio.sleep(0.4)
+                turned = (await c.wait_frames(3))[0]
+                st = await c.request({"type": "status"}, "stats")
+                assert st["pose"][0] > 0.8 and st["pose_pinned"] == [0], st["pose"]
+                moved = np.abs(face_region(turned) - face_region(base)).mean()
+                assert moved > 4.0, moved
+                r = await c.request({"type": "motion", "motion": "expression"}, "motion")
+                assert r["motion"] == "expression"
+                await asyncio.sleep(0.4)
+                back = (await c.wait_frames(3))[0]
+                # the unmoved portrait again, up to the video codec's noise
+                assert np.abs(face_region(back) - face_region(base)).mean() < 0.5 * moved
+                r = await c.request({"type": "pose", "index": 9, "value": 1.0}, "error")
+                assert "index" in r["message"]
+    try:
+        asyncio.run(run())
+    finally:
+        eng.close()
+    plain = Engine(kit.load_tiny(kit.tiny_checkpoint(tmp_path / "ck2")), output_size=128)
+    try:
+        assert not plain.info()["moves_head"]
+    finally:
+        plain.close()
