@@ -32,7 +32,7 @@ import numpy as np
 
 __all__ = ["POSE_NAMES", "POSE_UNITS", "LIMITS", "N_POSE", "HeadPose", "measure", "relative", "absolute",
            "mean_pose", "rotation", "euler", "soft_clamp", "to_unit", "from_unit", "apply_pose",
-           "pose_labels"]
+           "pose_labels", "POSE_PRESETS"]
 
 POSE_NAMES = ("yaw", "pitch", "roll", "x", "y", "scale")
 POSE_UNITS = ("°", "°", "°", "IOD", "IOD", "ln")
@@ -41,6 +41,14 @@ N_POSE = len(POSE_NAMES)
 LIMITS = np.array([20.0, 15.0, 20.0, 0.3, 0.3, 0.14], np.float64)
 SOFT_KNEE = 0.8            # soft_clamp leaves values below this share of a limit unchanged
 EYE_CORNERS = (33, 263)
+
+
+# Head presets (the page's preset buttons): poses at about three quarters of the limits.
+POSE_PRESETS = {
+    "look left": [-15.0, 0, 0, 0, 0, 0], "look right": [15.0, 0, 0, 0, 0, 0],
+    "look up": [0, -11.0, 0, 0, 0, 0], "look down": [0, 11.0, 0, 0, 0, 0],
+    "tilt left": [0, 0, -15.0, 0, 0, 0], "tilt right": [0, 0, 15.0, 0, 0, 0],
+}
 
 
 def pose_labels() -> list[str]:

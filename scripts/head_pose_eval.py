@@ -8,7 +8,8 @@ with the real frame's. Rows: copy (the first frame), expression only, expression
 The source frame is the driver's neutral (self-reenactment: motion relative to it).
 
 - pose following: correlation of the result's yaw / pitch / roll (face mesh of the result, relative to
-  the source) with the driver's, over frames whose driver pose is within engine.pose.LIMITS;
+  the source) with the driver's, over frames whose driver pose is within engine.pose.LIMITS, and the
+  gain (the slope of the result's angle on the driver's: 1 is as much motion);
 - landmark error: mean distance of the 468 mesh points, result against the real frame, in % of the
   source's inter-ocular distance;
 - tearing: trainer.motion.seam_ratio of each frame against the unmoved portrait (about 1: no seam);
@@ -87,6 +88,13 @@ def corr(a, b):
     return float(np.corrcoef(a[ok], b[ok])[0, 1])
 
 
+def gain(driver, result):
+    """The least-squares slope of the result's angle on the driver's (1: as much motion)."""
+    ok = np.isfinite(driver) & np.isfinite(result)
+    d = driver[ok] - driver[ok].mean()
+    return float((d @ (result[ok] - result[ok].mean())) / max(d @ d, 1e-9)) if ok.sum() >= 5 else float("nan")
+
+
 def main(argv=None) -> int:
     from engine import pose as P
     from engine.animator import Animator
@@ -115,6 +123,7 @@ def main(argv=None) -> int:
         clip = {"frames": len(seams),
                 "landmark_error_pct_iod": {k: round(float(np.nanmean(v)), 2) for k, v in rows.items()},
                 "pose_corr": {n: round(corr(dp[inside, i], rp[inside, i]), 3) for i, n in enumerate(P.POSE_NAMES[:3])},
+                "pose_gain": {n: round(gain(dp[inside, i], rp[inside, i]), 3) for i, n in enumerate(P.POSE_NAMES[:3])},
                 "driver_pose_std_deg": {n: round(float(np.std(dp[:, i])), 2) for i, n in enumerate(P.POSE_NAMES[:3])},
                 "seam_ratio": {"mean": round(float(np.nanmean(seams)), 3), "max": round(float(np.nanmax(seams)), 3)}}
         clip["landmark_vs_copy"] = {k: round(clip["landmark_error_pct_iod"][k] / max(clip["landmark_error_pct_iod"]["copy"], 1e-9), 3)
@@ -129,6 +138,7 @@ def main(argv=None) -> int:
         "landmark_vs_copy": {k: round(float(np.mean([c["landmark_vs_copy"][k] for c in clips])), 3)
                              for k in ("expression", "head")},
         "pose_corr": {n: round(float(np.nanmean([c["pose_corr"][n] for c in clips])), 3) for n in P.POSE_NAMES[:3]},
+        "pose_gain": {n: round(float(np.nanmean([c["pose_gain"][n] for c in clips])), 3) for n in P.POSE_NAMES[:3]},
         "seam_ratio_max": round(float(max(c["seam_ratio"]["max"] for c in clips)), 3)}
     report["seconds"] = round(time.perf_counter() - t0, 1)
     print(json.dumps(report["mean"]))

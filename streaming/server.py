@@ -75,7 +75,7 @@ import numpy as np
 
 from engine.images import MAX_PIXELS, MAX_SIDE, ImageReadError, ImageTooLargeError, decode_image, load_image
 from engine.pose import LIMITS as POSE_LIMITS
-from engine.pose import N_POSE, POSE_NAMES, POSE_UNITS, pose_labels, to_unit
+from engine.pose import N_POSE, POSE_NAMES, POSE_PRESETS, POSE_UNITS, pose_labels, to_unit
 
 log = logging.getLogger("slidergan.serve")
 
@@ -288,6 +288,11 @@ class Engine:
         return e.audio
 
     @property
+    def preset_names(self) -> list[str]:
+        """The expression presets, and the head's where the model can move it."""
+        return sorted(self.presets) + (list(POSE_PRESETS) if self.moves_head else [])
+
+    @property
     def moves_head(self) -> bool:
         """Whether this model can carry the head's pose (the geometry-guided path)."""
         return self.renderer == "warp-only" or bool(getattr(self.models, "needs_frame", False))
@@ -302,7 +307,7 @@ class Engine:
         return {"param_names": self.param_names, "param_labels": self.param_labels, "n_exp": self.n_exp,
                 "n_params": self.n_params,
                 "groups": {"exp": [0, self.n_exp], "speech": [self.n_exp, self.n_params]},
-                "presets": sorted(self.presets), "portraits": [p.describe() for p in self.portraits.values()],
+                "presets": self.preset_names, "portraits": [p.describe() for p in self.portraits.values()],
                 "tracks": [t.describe() for t in self.tracks.values()], "max_sessions": self.max_sessions,
                 "sessions": len(self.sessions), "output_size": self.output_size, "fps": self.fps,
                 "backend": str(getattr(self.models, "backend", "")),
@@ -726,7 +731,7 @@ class Session:
     def hello(self) -> dict:
         return {"type": "hello", "session": self.id, "param_names": self.engine.param_names,
                 "param_labels": self.engine.param_labels,
-                "n_exp": self.engine.n_exp, "presets": sorted(self.engine.presets),
+                "n_exp": self.engine.n_exp, "presets": self.engine.preset_names,
                 "rest": [round(float(v), 4) for v in self.animator.source_params],
                 "routes": dict(self.mix.routes), "mode": self.mode, "params_source": self.params_source,
                 "motion": self.motion, "portrait": self.portrait_id,
@@ -783,7 +788,15 @@ class Session:
             return None
         if kind == "preset":
             name = _string(msg, "name")
+            if name in POSE_PRESETS and self.engine.moves_head:   # the head's sliders, pinned
+                self.pose_sliders[:] = to_unit(np.array(POSE_PRESETS[name]))
+                self.pose_pinned[:] = True
+                return {"type": "preset", "name": name, "values": [round(float(x), 4) for x in self.params],
+                        "pose": [round(float(x), 4) for x in self.pose_sliders], "routes": dict(self.mix.routes)}
             v = self.sliders.preset(name)
+            if name == "neutral":                                  # ... and the head unmoved
+                self.pose_sliders[:] = 0.0
+                self.pose_pinned[:] = True
             for g in ("exp", "speech"):
                 if self.mix.routes[g] != "sliders" and msg.get("route", True):
                     self.mix.route(g, "sliders")

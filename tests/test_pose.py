@@ -212,6 +212,9 @@ def test_server_switch_and_head_sliders(tmp_path):
                 assert np.abs(face_region(back) - face_region(base)).mean() < 0.5 * moved
                 r = await c.request({"type": "pose", "index": 9, "value": 1.0}, "error")
                 assert "index" in r["message"]
+                assert "look left" in c.hello["presets"]
+                r = await c.request({"type": "preset", "name": "look left"}, "preset")
+                assert r["pose"][0] == pytest.approx(-0.75, abs=0.01) and r["pose"][1:] == [0.0] * 5
     try:
         asyncio.run(run())
     finally:
