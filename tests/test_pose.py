@@ -19,7 +19,7 @@ def _mesh(scale=220.0, at=(160.0, 140.0)):
 def test_pose_reads_a_synthetic_rotation(pose):
     lm = _mesh()
     neutral = P.measure(lm)
-    moved = P.apply_pose(lm, np.array(pose, float), neutral.centre, neutral.iod)
+    moved = P.apply_pose(lm, np.array(pose, float), neutral.centre, neutral.iod, depth_gain=1.0)   # rigid
     got = P.relative(P.measure(moved), neutral)
     np.testing.assert_allclose(got, pose, atol=1e-3)
     np.testing.assert_allclose(P.euler(P.rotation(*pose[:3])), pose[:3], atol=1e-6)
@@ -133,7 +133,7 @@ def test_face_driver_gives_the_pose_relative_to_its_neutral():
         drv.update(np.zeros(4, np.float32), t, head=P.measure(lm))
         t += 1 / 30
     assert drv.neutral_pose is not None
-    turned = P.apply_pose(lm, np.array([10.0, 0, -6, 0.1, 0, 0]), neutral.centre, neutral.iod)
+    turned = P.apply_pose(lm, np.array([10.0, 0, -6, 0.1, 0, 0]), neutral.centre, neutral.iod, depth_gain=1.0)
     for _ in range(60):
         drv.update(np.zeros(4, np.float32), t, head=P.measure(turned))
         t += 1 / 30
