@@ -13,7 +13,9 @@ The source frame is the driver's neutral (self-reenactment: motion relative to i
 - landmark error: mean distance of the 468 mesh points, result against the real frame, in % of the
   source's inter-ocular distance;
 - tearing: trainer.motion.seam_ratio of each frame against the unmoved portrait (about 1: no seam);
-- a picture of the worst frames (largest turn, largest seam ratio): real | expression only | + head.
+- a picture of the worst frames (largest turn, largest seam ratio): real | expression only | + head;
+- every pose component at minus and plus its limit on the held-out portraits (limits.jpg), with the
+  seam ratio of each.
 
     python scripts/head_pose_eval.py --data ../shared/data --out reports/head [--renderer model]
 """
@@ -88,6 +90,37 @@ def corr(a, b):
     return float(np.corrcoef(a[ok], b[ok])[0, 1])
 
 
+def limits_sweep(anim, data: Path, path: Path) -> dict:
+    """Each pose component at minus and plus its limit on the held-out portraits: the picture
+    (rows: portraits; columns: unmoved, then each limit) and each frame's seam ratio."""
+    import cv2
+
+    from engine import pose as P
+    from trainer.holdout import HELD_OUT_PORTRAITS
+    from trainer.motion import seam_ratio
+    anim.output_size = 256
+    rows, seams = [], {}
+    for rel in HELD_OUT_PORTRAITS:
+        if not (data / rel).exists():
+            continue
+        anim.set_source(str(data / rel))
+        p = anim.source_params
+        base = anim.animate(p)
+        row = [base]
+        for i, name in enumerate(P.POSE_NAMES):
+            for sign in (-1, 1):
+                pose = np.zeros(P.N_POSE)
+                pose[i] = sign * P.LIMITS[i]
+                out = anim.animate(p, pose=pose)
+                seams[f"{Path(rel).stem} {name} {sign * P.LIMITS[i]:+g}"] = round(seam_ratio(out, base), 3)
+                cv2.putText(out, f"{name} {sign * P.LIMITS[i]:+g}", (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.4,
+                            (255, 255, 255), 1, cv2.LINE_AA)
+                row.append(out)
+        rows.append(np.concatenate(row, 1))
+    cv2.imwrite(str(path), cv2.cvtColor(np.concatenate(rows, 0), cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 85])
+    return {"seam_ratio_max": max(seams.values()), "seam_ratio": seams}
+
+
 def gain(driver, result):
     """The least-squares slope of the result's angle on the driver's (1: as much motion)."""
     ok = np.isfinite(driver) & np.isfinite(result)
@@ -133,6 +166,7 @@ def main(argv=None) -> int:
         turn = np.abs(dp[:, :3]).max(1)
         for k in {int(np.argmax(turn)), int(np.nanargmax(seams))}:
             worst.append((rel, k, float(turn[k]), float(seams[k]), pics[k]))
+    report["limits_sweep"] = limits_sweep(anim, Path(args.data), out / "limits.jpg")
     clips = list(report["clips"].values())
     report["mean"] = {
         "landmark_vs_copy": {k: round(float(np.mean([c["landmark_vs_copy"][k] for c in clips])), 3)
