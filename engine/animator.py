@@ -85,6 +85,7 @@ class SourceInfo:
     base: np.ndarray                 # (H_out, W_out, 3) uint8 framed portrait (the output with no edit)
     framing: np.ndarray              # 2x3 portrait px -> output px
     matrix: np.ndarray               # 2x3 output px -> crop px
+    pose: np.ndarray | None = None   # the portrait's head pose against a frontal face (engine.pose.absolute)
     message: str = ""
     prepare_ms: float = 0.0
 
@@ -92,6 +93,7 @@ class SourceInfo:
         return {"width": self.width, "height": self.height, "face_px": round(self.face_px, 1),
                 "n_faces": self.n_faces, "params": [round(float(v), 4) for v in self.params],
                 "fitted": self.params_fitted is not None, "message": self.message,
+                "pose": None if self.pose is None else [round(float(v), 2) for v in self.pose],
                 "output": [int(self.base.shape[1]), int(self.base.shape[0])],
                 "prepare_ms": round(self.prepare_ms, 1)}
 
@@ -307,6 +309,7 @@ class Animator:
                 name: str | None = None) -> "PreparedSource":
         """All per-source work for a portrait, without changing what this animator shows."""
         import cv2
+        from . import pose as head_pose
         from .face import _as_rgb, align_face, detect_and_align, face_mask, invert_matrix
         t0 = time.perf_counter()
         if name is None:
@@ -407,6 +410,7 @@ class Animator:
         info = SourceInfo(width=w, height=h, face_px=float(aligned.face_px), n_faces=int(aligned.n_faces),
                           params=params, params_regressed=p_reg, params_fitted=p_fit, crop=crop,
                           base=base, framing=f, matrix=m_out, message=aligned.message,
+                          pose=head_pose.absolute(head_pose.measure(aligned.landmarks)),
                           prepare_ms=(time.perf_counter() - t0) * 1000)
         return PreparedSource(info=info, x=x, feats=feats, roi=(rx0, ry0, rx1, ry1), map1=map1,
                               map2=map2, mask=mask, region=region, detail=detail, crop_f=crop_f,

@@ -113,7 +113,8 @@ class FaceDriver:
     def __init__(self, regress, n_params: int, size: int, mode: str = "relative",
                  rest: np.ndarray | None = None, calib_frames: int = 8, calib_s: float = 1.0, hold_s: float = 0.6,
                  ease_s: float = 0.5, min_cutoff: float = 1.5, beta: float = 0.6,
-                 fps: float = 30.0, tracker=None, min_face_px: float = 48.0, params: str = "head", fit=None):
+                 fps: float = 30.0, tracker=None, min_face_px: float = 48.0, params: str = "head", fit=None,
+                 rest_pose=None):
         from engine.smoothing import OneEuroFilter
         if mode not in ("relative", "absolute"):
             raise ValueError(f"mode must be 'relative' or 'absolute', not {mode!r}")
@@ -126,6 +127,7 @@ class FaceDriver:
         self.mode = mode
         self.rest_params = (np.zeros(self.n_params, np.float32) if rest is None
                             else np.asarray(rest, np.float32).reshape(-1).copy())
+        self.rest_pose = np.zeros(N_POSE) if rest_pose is None else np.asarray(rest_pose, np.float64).copy()
         self.calib_frames = max(1, int(calib_frames))   # calibration: at least this many faces ...
         self.calib_s = float(calib_s)                      # ... over at least this long
         self.hold_s = float(hold_s)
@@ -176,10 +178,13 @@ class FaceDriver:
                 self.calibrate()
                 self._filter.reset()
 
-    def set_rest(self, rest) -> None:
-        """The portrait's own parameters (after a portrait change)."""
+    def set_rest(self, rest, pose=None) -> None:
+        """The portrait's own parameters (after a portrait change), and its head pose against a frontal
+        face (absolute mode turns the portrait's head to the driver's)."""
         with self._lock:
             self.rest_params = np.asarray(rest, np.float32).reshape(-1).copy()
+            if pose is not None:
+                self.rest_pose = np.asarray(pose, np.float64).copy()
             self._filter.reset()
             self._last_out = None
 
@@ -282,8 +287,8 @@ class FaceDriver:
         from engine import pose
         if head is None:
             return np.zeros(N_POSE, np.float32)
-        if self.mode == "absolute":
-            return pose.to_unit(pose.absolute(head))
+        if self.mode == "absolute":     # the driver's pose against a frontal face, less the portrait's
+            return pose.to_unit(pose.absolute(head) - self.rest_pose)
         if self.neutral_pose is None:
             return np.zeros(N_POSE, np.float32)
         return pose.to_unit(pose.relative(head, self.neutral_pose))

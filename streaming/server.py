@@ -517,7 +517,8 @@ class Session:
             from .drivers import FaceDriver
             self.face = FaceDriver(self.animator.regress, self.engine.n_params, self.engine.image_size,
                                    mode=self.mode, rest=self.animator.source_params, fps=self.engine.fps,
-                                   params=self.params_source, fit=self.animator.fit)
+                                   params=self.params_source, fit=self.animator.fit,
+                                   rest_pose=self.animator.source.pose)
             self.mix.set_driver("face", self.face)
         return self.face
 
@@ -862,7 +863,7 @@ class Session:
             self.sliders.set_all(rest)
             self.sliders.release()
             if self.face is not None:
-                self.face.set_rest(rest)
+                self.face.set_rest(rest, prepared.info.pose)
             return self.hello()
         if kind == "track":
             tid = msg.get("id")

@@ -224,3 +224,18 @@ def test_server_switch_and_head_sliders(tmp_path):
         assert not plain.info()["moves_head"]
     finally:
         plain.close()
+
+
+def test_absolute_mode_turns_the_portrait_to_the_drivers_pose():
+    """Absolute mode: the driver's pose against a frontal face, less the portrait's own."""
+    from streaming.drivers import FaceDriver
+    lm = _mesh()
+    h = P.measure(lm)
+    turned = P.apply_pose(lm, np.array([12.0, 0, 0, 0, 0, 0]), h.centre, h.iod, depth_gain=1.0)
+    drv = FaceDriver(regress=None, n_params=4, size=64, mode="absolute", params="mesh",
+                     fit=lambda x: np.zeros(4, np.float32), rest_pose=[5.0, 0, 0, 0, 0, 0])
+    t = 0.0
+    for _ in range(60):
+        drv.update(np.zeros(4, np.float32), t, head=P.measure(turned))
+        t += 1 / 30
+    assert drv.pose_value(t)[0] == pytest.approx(7.0, abs=0.3)      # the driver at 12, the portrait at 5
