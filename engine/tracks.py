@@ -448,11 +448,12 @@ def extract_track(video: str | os.PathLike, out: str | os.PathLike, audio: str |
             pose[missing, c] = np.interp(t_arr[missing], t_arr[good], pose[good, c])
     n_exp = int(model.n_exp)
     if smooth:
-        from .smoothing import smooth_sequence
-        p[:, n_exp:] = smooth_sequence(p[:, n_exp:], t_arr, min_cutoff=3.0, beta=5.0)
-        p[:, :n_exp] = smooth_sequence(p[:, :n_exp], t_arr, min_cutoff=1.5, beta=5.0)
-        p = np.clip(p, -1.0, 1.0)
-        pose = smooth_sequence(pose, t_arr, min_cutoff=1.5, beta=0.5)
+        from .pose import LIMITS
+        from .smoothing import group_filter
+        f = group_filter({"exp": n_exp, "speech": p.shape[1] - n_exp, "pose": pose.shape[1]})
+        both = np.stack([f(np.concatenate([a, b / LIMITS]), t) for a, b, t in zip(p, pose, t_arr)])
+        p = np.clip(both[:, :p.shape[1]], -1.0, 1.0)
+        pose = both[:, p.shape[1]:] * LIMITS
     names = [str(x) for x in model.param_names]
 
     audio_file = None

@@ -55,7 +55,7 @@ def run_clip(anim, path: Path, every: int, max_frames: int):
     src_pose = P.measure(lms[0])
     iod = src_pose.iod
     p_raw = anim.fit(np.stack(lms))
-    drv = FaceDriver(anim.regress, anim.n_params, anim.image_size, rest=anim.source_params, fps=30 / every,
+    drv = FaceDriver(anim.regress, anim.n_params, anim.image_size, rest=anim.source_params, n_exp=int(anim.models.n_exp), fps=30 / every,
                      params="mesh", fit=anim.fit)
     # self-reenactment: the source frame is the driver's neutral (its motion is relative to that frame)
     drv.set_neutral(p_raw[0], src_pose)

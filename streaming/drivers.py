@@ -107,15 +107,18 @@ class FaceDriver:
 
     ``regress``: callable (S, S, 3) uint8 aligned crop -> (N,) parameters (the regression head).
     ``params``: "head" (``regress`` on the crop) or "mesh" (``fit`` on the frame's face mesh, (478, 3)
-    -> (N,): the blendshape fit). ``size``: the crop size the regressor takes. ``rest``: the portrait's own parameters (relative
-    mode's base). Thread-safe: ``push`` on a worker thread, ``value`` anywhere."""
+    -> (N,): the blendshape fit). ``size``: the crop size the regressor takes. ``rest``: the portrait's own
+    parameters (relative mode's base); ``rest_pose``: its head pose (absolute mode's). ``n_exp``: the
+    width of p_exp (the speech group after it is smoothed more lightly, ``engine.smoothing.PARAM_SMOOTHING``;
+    None: all of p as expression); ``min_cutoff``/``beta``: one One Euro setting for everything instead.
+    Thread-safe: ``push`` on a worker thread, ``value`` anywhere."""
 
     def __init__(self, regress, n_params: int, size: int, mode: str = "relative",
                  rest: np.ndarray | None = None, calib_frames: int = 8, calib_s: float = 1.0, hold_s: float = 0.6,
-                 ease_s: float = 0.5, min_cutoff: float = 1.5, beta: float = 0.6,
+                 ease_s: float = 0.5, min_cutoff: float | None = None, beta: float | None = None,
                  fps: float = 30.0, tracker=None, min_face_px: float = 48.0, params: str = "head", fit=None,
-                 rest_pose=None):
-        from engine.smoothing import OneEuroFilter
+                 rest_pose=None, n_exp: int | None = None):
+        from engine.smoothing import OneEuroFilter, group_filter
         if mode not in ("relative", "absolute"):
             raise ValueError(f"mode must be 'relative' or 'absolute', not {mode!r}")
         check_params_source(params, fit)
@@ -133,7 +136,12 @@ class FaceDriver:
         self.hold_s = float(hold_s)
         self.ease_s = max(float(ease_s), 1e-3)
         self.fps = float(fps)
-        self._filter = OneEuroFilter(min_cutoff=min_cutoff, beta=beta, freq=fps)
+        if min_cutoff is None and beta is None:   # each group its own (engine.smoothing.PARAM_SMOOTHING)
+            n_exp = self.n_params if n_exp is None else int(n_exp)
+            self._filter = group_filter({"exp": n_exp, "speech": self.n_params - n_exp, "pose": N_POSE}, fps)
+        else:
+            self._filter = OneEuroFilter(min_cutoff=1.5 if min_cutoff is None else min_cutoff,
+                                         beta=0.6 if beta is None else beta, freq=fps)
         self._tracker = tracker
         self._own_tracker = tracker is None
         self._min_face_px = float(min_face_px)

@@ -190,7 +190,7 @@ def main(args) -> int:
     mix = DriverMix(n_exp, anim.n_params, anim.source_params)
     cam = Camera(args.camera)
     face = FaceDriver(anim.regress, anim.n_params, anim.image_size, mode=args.mode,
-                      rest=anim.source_params, rest_pose=anim.source.pose, fps=cam.fps, params=args.params,
+                      rest=anim.source_params, rest_pose=anim.source.pose, n_exp=n_exp, fps=cam.fps, params=args.params,
                       fit=anim.fit if anim.face_model is not None else None)
     mix.set_driver("face", face)
     mix.route("exp", "face")

@@ -502,7 +502,7 @@ class _VideoJob:
             return np.asarray(self.anim.models.regress(x), np.float32)
         try:
             drv = FaceDriver(self.anim.regress, self.anim.n_params, self.anim.image_size, mode=self.mode,
-                             rest=self.anim.source_params, rest_pose=self.anim.source.pose, fps=self.fps,
+                             rest=self.anim.source_params, rest_pose=self.anim.source.pose, n_exp=self.n_exp, fps=self.fps,
                              tracker=None, params=self.params,
                              fit=self.anim.fit)
             self.tracker = FaceTracker(size=self.anim.image_size, fps=self.fps, max_faces=1)

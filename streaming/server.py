@@ -518,7 +518,7 @@ class Session:
             self.face = FaceDriver(self.animator.regress, self.engine.n_params, self.engine.image_size,
                                    mode=self.mode, rest=self.animator.source_params, fps=self.engine.fps,
                                    params=self.params_source, fit=self.animator.fit,
-                                   rest_pose=self.animator.source.pose)
+                                   rest_pose=self.animator.source.pose, n_exp=self.engine.n_exp)
             self.mix.set_driver("face", self.face)
         return self.face
 

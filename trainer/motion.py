@@ -279,7 +279,8 @@ def raw_params(clip: DriverClip, p_source: str, models=None, face_model=None) ->
     return out
 
 
-def drive_params(raw: np.ndarray, times, rest: np.ndarray, fps: float, mouth=None) -> np.ndarray:
+def drive_params(raw: np.ndarray, times, rest: np.ndarray, fps: float, mouth=None, n_exp: int | None = None
+                 ) -> np.ndarray:
     """The Animator's parameters per frame from raw driver readings, as render's video driver makes
     them: ``FaceDriver`` in relative mode with the neutral from the first second of faces (at least
     ``CALIB_FRAMES``; ``streaming.drivers.neutral_of`` by their mouth openings ``mouth``); frames
@@ -287,7 +288,7 @@ def drive_params(raw: np.ndarray, times, rest: np.ndarray, fps: float, mouth=Non
     from streaming.drivers import FaceDriver, neutral_of
     raw = np.asarray(raw, np.float32)
     rest = np.asarray(rest, np.float32).reshape(-1)
-    drv = FaceDriver(None, len(rest), 0, mode="relative", rest=rest, fps=fps)
+    drv = FaceDriver(None, len(rest), 0, mode="relative", rest=rest, fps=fps, n_exp=n_exp)
     valid = np.all(np.isfinite(raw), axis=1)
     if valid.any():
         t = np.asarray(times, np.float64)[valid]
@@ -506,7 +507,8 @@ def run_motion(rows: list[MotionRow], main_models, face_model, opts: MotionOptio
                         P = np.tile(src.params, (len(clip), 1))
                     else:
                         raw = raw_params(clip, row.p_source, models, face_model)
-                        P = drive_params(raw, clip.times, src.params, clip.fps, clip.tracked_mouth)[clip.indices]
+                        P = drive_params(raw, clip.times, src.params, clip.fps, clip.tracked_mouth,
+                                         face_model.n_exp if face_model is not None else None)[clip.indices]
                     frames = row.render(src, P[use])
                     res = meter.series(frames)
                     stats = follow(clip.openings[use], res)
