@@ -97,8 +97,9 @@ def limits_sweep(anim, data: Path, path: Path) -> dict:
 
     from engine import pose as P
     from trainer.holdout import HELD_OUT_PORTRAITS
+    from engine.animator import Animator
     from trainer.motion import seam_ratio
-    anim.output_size = 256
+    anim = Animator(anim.models, output_size=256, renderer=anim.renderer)     # square framing: one row each
     rows, seams = [], {}
     for rel in HELD_OUT_PORTRAITS:
         if not (data / rel).exists():
