@@ -35,8 +35,8 @@ is lost the full-range detector (``FaceLocator``) searches the frame again and r
 face by position and size. The alignment (crop centre, log crop side, roll angle) is smoothed with a
 One Euro filter, so crops jitter little. It never raises on a frame: each result has a ``status``
 (``ok``, ``multiple_faces``, ``no_face``, ``too_small``, ``lost``). A face is "too small" when the
-side of the frame region that becomes the crop is below ``min_face_px`` (default ``MIN_FACE_PX`` = 64
-frame pixels, i.e. a face about 36 px wide, forehead-to-chin ~45 px).
+side of the frame region that becomes the crop is below ``min_face_px`` (default ``MIN_FACE_PX`` = 56
+frame pixels, i.e. a face about 32 px wide cheek to cheek, forehead-to-chin ~39 px).
 
 Small and distant faces
 -----------------------
@@ -76,7 +76,7 @@ __all__ = [
 
 NUM_LANDMARKS = 478
 DEFAULT_SIZE = 128
-MIN_FACE_PX = 64          # crop region side, frame px: a face about 36 px wide (FACE_WIDTH_SHARE)
+MIN_FACE_PX = 56          # crop region side, frame px: a face about 32 px wide (FACE_WIDTH_SHARE), box ~35 px
 # Sizes: a face's "crop region" (AlignedFace.face_px) is the side of the frame square its aligned crop
 # covers; the face itself, cheek to cheek (mesh points 234-454), is this share of it (the template's):
 FACE_WIDTH_SHARE = 0.57
@@ -485,6 +485,19 @@ def _frame_thumbnail(frame, max_side: int) -> tuple[np.ndarray, float]:
     return cv2.resize(frame, (tw, th), interpolation=cv2.INTER_AREA), tw / w
 
 
+def _resize_fast(img: np.ndarray, w: int, h: int) -> np.ndarray:
+    """Resize for the mesh's input: bilinear, after an integer area shrink when shrinking more than 2x
+    (OpenCV's area resize at a non-integer factor costs 10x the bilinear one)."""
+    import cv2
+    ih, iw = img.shape[:2]
+    f = int(min(iw / max(w, 1), ih / max(h, 1)) // 2) * 2 if min(iw / max(w, 1), ih / max(h, 1)) >= 2 else 1
+    if f >= 2:
+        img = cv2.resize(img, (max(1, iw // f), max(1, ih // f)), interpolation=cv2.INTER_AREA)
+    if img.shape[:2] == (h, w):
+        return img
+    return cv2.resize(img, (w, h), interpolation=cv2.INTER_LINEAR)
+
+
 def _square_patch(frame, cx: float, cy: float, side: float, out: int):
     """The ``side`` x ``side`` frame square centred on (cx, cy), resized to ``out`` x ``out`` (black
     where it leaves the frame). Returns (patch, (ax, bx, ay, by)) with frame x = ax * patch x + bx,
@@ -503,7 +516,7 @@ def _square_patch(frame, cx: float, cy: float, side: float, out: int):
     nh = max(1, min(out, int(round((iy1 - iy0) * k))))
     left = min(out - nw, max(0, int(round((ix0 - x0) * k))))
     top = min(out - nh, max(0, int(round((iy0 - y0) * k))))
-    small = cv2.resize(region, (nw, nh), interpolation=cv2.INTER_AREA if k < 1 else cv2.INTER_LINEAR)
+    small = _resize_fast(region, nw, nh)
     if (nw, nh) != (out, out):
         small = cv2.copyMakeBorder(small, top, out - top - nh, left, out - left - nw, cv2.BORDER_CONSTANT,
                                    value=(0, 0, 0))
@@ -642,6 +655,7 @@ class FaceMeshDetector:
         self.locate = static if locate is None else bool(locate)
         self._locator: FaceLocator | None = None
         self.unmeshed: list[FaceBox] = []
+        self.last_patch = None          # (patch, (ax, bx, ay, by)) of the last detect_in
         self._lock = threading.Lock()
         self._first = True
 
@@ -699,6 +713,7 @@ class FaceMeshDetector:
         if got is None:
             return []
         patch, (ax, bx, ay, by) = got
+        self.last_patch = got
         faces = self._landmarks(self._process(patch), MESH_INPUT, MESH_INPUT, ax, bx, ay, by)
         faces.sort(key=lambda f: float(np.hypot(*(f[list(STABLE_POINTS), :2].mean(0) - (cx, cy)))))
         return faces
@@ -1011,13 +1026,15 @@ class FaceTracker:
                 self.detector.forget()
             found = self.detector.detect_in(frame, *self._roi)
             lm = found[0] if found else None
-            if lm is not None and not searched and self._target is not None:
-                # the mesh kept a face: is it still the locked one (no jump to a neighbour)?
-                c = lm[list(STABLE_POINTS), :2].mean(0)
-                fp = self.size / matrix_scale(alignment_matrix(lm, self.size))
-                if (np.hypot(*(c - self._target[:2])) > 0.75 * self._target[2]
-                        or not 0.6 <= fp / self._target[2] <= 1.6):
-                    lm = None
+            if lm is not None:
+                raw = alignment_matrix(lm, self.size)
+                if not searched and self._target is not None:
+                    # the mesh kept a face: is it still the locked one (no jump to a neighbour)?
+                    c = _matrix_to_params(raw, self.size)[:2]
+                    fp = self.size / matrix_scale(raw)
+                    if (np.hypot(*(c - self._target[:2])) > 0.75 * self._target[2]
+                            or not 0.6 <= fp / self._target[2] <= 1.6):
+                        lm = None
             if lm is not None:
                 break
             self._roi = None
@@ -1028,7 +1045,6 @@ class FaceTracker:
                                         f"{describe_face_size(self.min_face_px)}", t, self._n_seen)
                 return self._report(STATUS_NO_FACE, "no face (a face was located but the mesh found no "
                                     "landmarks)", t, self._n_seen)
-        raw = alignment_matrix(lm, self.size)
         face_px = self.size / matrix_scale(raw)
         centre = _matrix_to_params(raw, self.size)[:2]
         self._roi = (float(centre[0]), float(centre[1]), face_px * ROI_SCALE)
@@ -1059,7 +1075,9 @@ class FaceTracker:
             q = self._filter(q, t)
             q[:2] *= self._ref_side
             m = _params_to_matrix(q, self.size)
-        crop = _warp_frame_to_crop(frame, m, self.size)
+        crop = _crop_from_patch(self.detector.last_patch, m, self.size, h, w)
+        if crop is None:
+            crop = _warp_frame_to_crop(frame, m, self.size)
         status = STATUS_MULTIPLE if n_faces > 1 else STATUS_OK
         msg = f"{n_faces} faces; following the locked one" if n_faces > 1 else ""
         self.counts[status] += 1
@@ -1084,6 +1102,29 @@ class FaceTracker:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def _crop_from_patch(last_patch, m: np.ndarray, size: int, h: int, w: int) -> np.ndarray | None:
+    """The aligned crop cut from the mesh's input square instead of the frame, when that square is at
+    least as detailed as the crop and holds its whole footprint inside the frame (else None): one
+    resampling of the face per frame instead of two."""
+    import cv2
+    if last_patch is None:
+        return None
+    patch, (ax, bx, ay, by) = last_patch
+    if 1.0 / max(ax, ay) < 0.95 * matrix_scale(m):
+        return None
+    foot = _footprint(m, size)
+    if foot.min() < 0 or foot[:, 0].max() > w - 1 or foot[:, 1].max() > h - 1:
+        return None
+    # patch pixel centres -> frame pixel centres: f = a p + (b + a/2 - 1/2)
+    p2f = np.array([[ax, 0, bx + 0.5 * ax - 0.5], [0, ay, by + 0.5 * ay - 0.5], [0, 0, 1]])
+    pf = (foot - p2f[:2, 2]) / np.array([ax, ay])
+    n = patch.shape[0]
+    if pf.min() < 0 or pf.max() > n - 1:
+        return None
+    m_patch = (np.vstack([np.asarray(m, np.float64), [0, 0, 1]]) @ p2f)[:2]
+    return cv2.warpAffine(patch, m_patch, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 
 def _warp_frame_to_crop(frame, m: np.ndarray, size: int) -> np.ndarray:
