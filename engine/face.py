@@ -82,6 +82,8 @@ MIN_FACE_PX = 56          # crop region side, frame px: a face about 32 px wide 
 FACE_WIDTH_SHARE = 0.57
 MESH_INPUT = 256          # the face mesh runs on a square around one face, scaled to this side
 ROI_SCALE = 1.6           # that square's side / the face's crop region side
+ROI_SHIFT, ROI_RESIZE = 0.06, 0.08   # the square follows when the face is off its centre by this share
+#                                     of its side, or its size is off by this log ratio
 BOX_TO_FOOTPRINT = 1.6    # full-range detector box width -> crop region side (1.58 measured on s5.jpg)
 DETECT_TILE = 800         # frames longer than this are searched in tiles too when the thumbnail finds no face
 LOCATE_THUMBNAIL = 640    # the whole-frame search runs on a thumbnail this long (the detector sees 192 px)
@@ -1047,7 +1049,13 @@ class FaceTracker:
                                     "landmarks)", t, self._n_seen)
         face_px = self.size / matrix_scale(raw)
         centre = _matrix_to_params(raw, self.size)[:2]
-        self._roi = (float(centre[0]), float(centre[1]), face_px * ROI_SCALE)
+        side = face_px * ROI_SCALE
+        if searched or abs(np.log(side / self._roi[2])) > ROI_RESIZE or \
+                np.hypot(centre[0] - self._roi[0], centre[1] - self._roi[1]) > ROI_SHIFT * self._roi[2]:
+            # The square moves only when the face has moved away from its centre or changed size:
+            # a still face is then read from the same pixels each frame, and the mesh does not jitter
+            # with the square's resampling.
+            self._roi = (float(centre[0]), float(centre[1]), side)
         if not searched and self.recount_s >= 0 and (self._last_search_t is None
                                                      or t - self._last_search_t >= self.recount_s):
             self._last_search_t = t

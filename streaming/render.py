@@ -534,7 +534,7 @@ class _VideoJob:
                 if calibrate:
                     if not len(regs):
                         why = next((r.message for _, _, r in reversed(pending) if r.message), "")
-                        raise ValueError(f"no usable face in the first {len(pending)} frames of {self.path}"
+                        raise ValueError(f"no face in the first {len(pending)} frames of {self.path}"
                                          f"{f' (last: {why})' if why else ''}: cannot calibrate the driver's "
                                          "neutral (use --mode absolute, or another video)")
                     drv.set_neutral(neutral_of(regs, [mouth_opening(r.landmarks) for r in ok]))
