@@ -904,7 +904,7 @@ class FaceTracker:
                  beta: float = 10.0, d_cutoff: float = 1.0, min_face_px: float = MIN_FACE_PX,
                  max_faces: int = 4, fps: float = 30.0, static: bool = False,
                  reset_after: float = 0.5, detector: FaceMeshDetector | None = None,
-                 locator: FaceLocator | None = None, relock_s: float = 5.0, recount_s: float = 1.0,
+                 locator: FaceLocator | None = None, relock_s: float = 2.0, recount_s: float = 1.0,
                  pick: tuple[float, float] | None = None):
         from .smoothing import OneEuroFilter
         self.size = int(size)
