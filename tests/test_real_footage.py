@@ -163,6 +163,22 @@ def test_two_people_the_first_locked_face_is_followed(shared_data, tmp_path):
         for i in range(3):
             r = tr.process(frames[-1], t + (5 + i) / 30)
             assert r.ok and r.landmarks[:, 0].mean() > w / 2
+    # the same through the face driver (the server's {"type": "face"} message): status and a new neutral
+    from streaming.drivers import FaceDriver
+    seen = []
+    drv = FaceDriver(lambda crop: np.full(4, crop.mean() / 255, np.float32), 4, 128, mode="relative",
+                     calib_frames=2, calib_s=0.0)
+    try:
+        for i, f in enumerate(frames[:3]):
+            drv.push(f, i / 30)
+            seen.append(drv.tracker._target[0])
+        assert drv.neutral is not None and max(seen) < w / 2
+        drv.pick(1100, 360, normalized=False)
+        assert drv.neutral is None                       # calibrated again on the picked face
+        drv.push(frames[3], 3 / 30)
+        assert drv.state.status in ("ok", "multiple_faces") and drv.tracker._target[0] > w / 2
+    finally:
+        drv.close()
 
 
 def test_rotated_phone_video_is_driven_upright(shared_data, tiny, tmp_path):
