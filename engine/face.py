@@ -989,6 +989,16 @@ class FaceTracker:
         """Find the faces in the whole frame and choose the one to follow: (box or None, n boxes)."""
         small = self._target is not None and self._target[2] / BOX_TO_FOOTPRINT < max(h, w) * 0.06
         boxes = self.locator.locate(frame, tiles=True if small else None)
+        if not boxes:
+            # A face so close that it fills the picture (cut off at the edges) can escape the full-range
+            # detector; the mesh's own short-range detector, on the whole frame, finds it.
+            self.detector.forget()
+            for lm in self.detector.detect_in(frame, w / 2.0, h / 2.0, float(max(h, w))):
+                m = alignment_matrix(lm, self.size)
+                fp = self.size / matrix_scale(m)
+                c = _matrix_to_params(m, self.size)[:2]
+                bw = fp / BOX_TO_FOOTPRINT
+                boxes.append(FaceBox(c[0] - bw / 2, c[1] - bw / 2, bw, bw, 1.0))
         self._last_search_t = t
         self._n_seen = len(boxes)
         if not boxes:
