@@ -8,7 +8,9 @@ encoded the same way (H.264, x264 preset veryfast, crf 20, with the clip's audio
 with ``streaming.render.render`` as ``slidergan render`` does (the embedded default model, output
 512 px, onnxruntime at 1 intra-op thread, the three-stage pipeline), ``--rounds`` times in turn;
 reported: x real time (video seconds / wall seconds; best and median of the rounds), CPU seconds
-per stage, and the 1-minute load average before and after, as the CPU is shared.
+per stage, and the 1-minute load average before and after, as the CPU is shared. First, the drive
+stage alone (decode + face tracking, as render runs it) per driver: CPU ms per frame, which other
+load on the machine disturbs much less than wall time.
 
     python benchmarks/bench_render_sizes.py [--video ../shared/data/driving/d3.mp4] [--seconds 10]
         [--rounds 2] [--portrait ../shared/data/portraits/s0.jpg] [--json out/bench_render_sizes.json]
@@ -110,6 +112,28 @@ def _with_audio(video: Path, pcm: np.ndarray, out: Path, rate) -> Path:
     return out
 
 
+def drive_cost(path: Path, size: int = 128) -> dict:
+    """The drive stage alone, as render runs it: decode, convert (only what the tracker asks for) and
+    track the face. CPU time of the whole process (MediaPipe's and the decoder's threads included)
+    per frame: a figure the machine's other load disturbs much less than wall time."""
+    import inspect
+
+    from engine.face import FaceTracker
+    from engine.video import read_frames
+    lazy = "lazy" in inspect.signature(read_frames).parameters    # (older trees: whole RGB frames)
+    with FaceTracker(size=size, max_faces=1) as tr:
+        tr.process(np.zeros((64, 64, 3), np.uint8), 0.0)              # graphs started
+        kw = {"lazy": True} if lazy else {}
+        n, ok = 0, 0
+        c0, w0 = time.process_time(), time.perf_counter()
+        for frame, t in read_frames(path, **kw):
+            ok += tr.process(frame, t).ok
+            n += 1
+        cpu, wall = time.process_time() - c0, time.perf_counter() - w0
+    return {"frames": n, "faces": ok, "cpu_ms_per_frame": round(cpu / n * 1000, 2),
+            "wall_ms_per_frame": round(wall / n * 1000, 2), "lazy_frames": lazy}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--video", default=str(SHARED / "driving" / "d3.mp4"))
@@ -119,6 +143,7 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--size", type=int, default=512, help="output size (default 512, as render)")
+    ap.add_argument("--drive-only", action="store_true", help="measure the drive stage only (no renders)")
     ap.add_argument("--json", default=str(ROOT / "out" / "bench_render_sizes.json"))
     args = ap.parse_args()
     from engine.animator import load_models
@@ -133,9 +158,19 @@ def main() -> int:
         tmp = Path(td)
         drivers = make_drivers(Path(args.video), args.seconds, tmp)
         # one render first, untimed: model and MediaPipe graphs warm, files in the page cache
-        render(args.portrait, next(iter(drivers.values())), tmp / "warm.mp4", models=models, size=args.size,
-               max_seconds=1.0, progress=False)
+        if not args.drive_only:
+            render(args.portrait, next(iter(drivers.values())), tmp / "warm.mp4", models=models, size=args.size,
+                   max_seconds=1.0, progress=False)
+        drive: dict[str, list] = {}
         for r in range(args.rounds):
+            for name, path in drivers.items():
+                d = drive_cost(path)
+                drive.setdefault(name, []).append(d)
+                print(f"round {r} drive stage {name:>9}: {d['cpu_ms_per_frame']} ms CPU / frame "
+                      f"({d['wall_ms_per_frame']} ms wall), {d['faces']}/{d['frames']} faces", flush=True)
+        out["drive_stage"] = {k: {"cpu_ms_per_frame_min": min(x["cpu_ms_per_frame"] for x in v),
+                                  "runs": v} for k, v in drive.items()}
+        for r in range(0 if args.drive_only else args.rounds):
             for name, path in drivers.items():
                 load0 = os.getloadavg()[0]
                 cpu0 = time.process_time()
