@@ -492,7 +492,7 @@ def _resize_fast(img: np.ndarray, w: int, h: int) -> np.ndarray:
     (OpenCV's area resize at a non-integer factor costs 10x the bilinear one)."""
     import cv2
     ih, iw = img.shape[:2]
-    f = int(min(iw / max(w, 1), ih / max(h, 1)) // 2) * 2 if min(iw / max(w, 1), ih / max(h, 1)) >= 2 else 1
+    f = int(min(iw / max(w, 1), ih / max(h, 1)))     # the whole part of the shrink
     if f >= 2:
         img = cv2.resize(img, (max(1, iw // f), max(1, ih // f)), interpolation=cv2.INTER_AREA)
     if img.shape[:2] == (h, w):
@@ -700,7 +700,8 @@ class FaceMeshDetector:
                        for f in faces):
                     continue   # the whole-frame mesh has this one
                 found = self.detect_in(rgb, c[0], c[1], box.footprint * ROI_SCALE)
-                if found:
+                near = found and np.hypot(*(found[0][list(STABLE_POINTS), :2].mean(0) - c)) < 0.5 * box.footprint
+                if near:
                     faces.append(found[0])
                 else:
                     self.unmeshed.append(box)
@@ -836,7 +837,7 @@ def detect_and_align(image, size: int = DEFAULT_SIZE, min_face_px: float = MIN_F
             b = max(small, key=lambda x: x.area)
             raise FaceTooSmallError(
                 f"the face in {name} is too small: about {b.w:.0f} px wide ({describe_face_size(b.footprint)}), "
-                f"too small for the face mesh; at least {describe_face_size(max(min_face_px, MIN_FACE_PX))} "
+                f"too small for the face mesh; at least {describe_face_size(min_face_px or MIN_FACE_PX)} "
                 "is needed: use a closer or larger photo")
         raise NoFaceError(f"no face found in {name} ({rgb.shape[1]}x{rgb.shape[0]})")
     res = align_face(rgb, faces[0], size)
