@@ -86,6 +86,7 @@ ROI_SHIFT, ROI_RESIZE = 0.06, 0.08   # the square follows when the face is off i
 #                                     of its side, or its size is off by this log ratio
 BOX_TO_FOOTPRINT = 1.6    # full-range detector box width -> crop region side (1.58 measured on s5.jpg)
 DETECT_TILE = 800         # frames longer than this are searched in tiles too when the thumbnail finds no face
+TILE_EVERY_S = 0.5        # a tracker with nothing in view searches the tiles this often (the thumbnail every frame)
 LOCATE_THUMBNAIL = 640    # the whole-frame search runs on a thumbnail this long (the detector sees 192 px)
 
 STATUS_OK = "ok"
@@ -930,6 +931,7 @@ class FaceTracker:
         self._shape: tuple[int, int] | None = None
         self._n_seen = 0
         self._last_search_t: float | None = None
+        self._last_tiles_t: float | None = None
         self.locked = False
         self.counts = {STATUS_OK: 0, STATUS_MULTIPLE: 0, STATUS_NO_FACE: 0, STATUS_TOO_SMALL: 0}
         if pick is not None:
@@ -989,7 +991,13 @@ class FaceTracker:
     def _search(self, frame, t: float, h: int, w: int):
         """Find the faces in the whole frame and choose the one to follow: (box or None, n boxes)."""
         small = self._target is not None and self._target[2] / BOX_TO_FOOTPRINT < max(h, w) * 0.06
-        boxes = self.locator.locate(frame, tiles=True if small else None)
+        # Tiles (several detector runs) at most every TILE_EVERY_S while nothing is in view, so an empty
+        # HD scene does not cost them on every frame.
+        may_tile = small or self._last_tiles_t is None or t - self._last_tiles_t >= TILE_EVERY_S \
+            or t < self._last_tiles_t
+        if may_tile:
+            self._last_tiles_t = t
+        boxes = self.locator.locate(frame, tiles=True if small else (None if may_tile else False))
         if not boxes:
             # A face so close that it fills the picture (cut off at the edges) can escape the full-range
             # detector; the mesh's own short-range detector, on the whole frame, finds it.
