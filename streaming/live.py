@@ -159,6 +159,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "(the discriminator's regression head)")
     p.add_argument("--renderer", choices=["model", "warp-only"], default="model",
                    help="'model' (the generator) or 'warp-only' (no network: the portrait warped along its mesh)")
+    p.add_argument("--motion", choices=["expression", "head"], default=None,
+                   help="'head' (expression + the camera's head turns, nods, tilts and moves; the default where "
+                        "the model can) or 'expression' (expression and speech only); the h key switches")
     p.add_argument("--size", type=int, default=512)
     p.add_argument("--record", default=None, help="also write the animated video here (.mp4)")
     p.add_argument("--no-window", action="store_true", help="do not open a window")
@@ -174,7 +177,7 @@ def main(args) -> int:
 
     from engine.animator import Animator, load_models
 
-    from .drivers import DriverMix, FaceDriver, TrackDriver
+    from .drivers import DriverMix, FaceDriver, TrackDriver, resolve_motion
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     window, why = (False, "--no-window") if args.no_window else gui_available()
     if not window and not args.record:
@@ -185,11 +188,12 @@ def main(args) -> int:
     models = load_models(args.checkpoint, backend=args.backend)
     anim = Animator(models, output_size=args.size, renderer=args.renderer)
     anim.set_source(args.source)
+    head = resolve_motion(args.motion, anim) == "head"
     n_exp = int(models.n_exp)
     mix = DriverMix(n_exp, anim.n_params, anim.source_params)
     cam = Camera(args.camera)
     face = FaceDriver(anim.regress, anim.n_params, anim.image_size, mode=args.mode,
-                      rest=anim.source_params, fps=cam.fps, params=args.params,
+                      rest=anim.source_params, rest_pose=anim.source.pose, n_exp=n_exp, fps=cam.fps, params=args.params,
                       fit=anim.fit if anim.face_model is not None else None)
     if args.face:
         from .render import _face_point
@@ -241,7 +245,7 @@ def main(args) -> int:
                           flush=True)
                 last_status = st
             t_clock = player.now() if player is not None else time.monotonic() - clock0
-            out = anim.animate(mix.value(t_clock))
+            out = anim.animate(mix.value(t_clock), pose=face.pose_value(t_clock) if head else None)
             n += 1
             if writer is not None:
                 writer.write(out)
@@ -256,6 +260,8 @@ def main(args) -> int:
                     face.set_mode("absolute" if face.mode == "relative" else "relative")
                 if k == ord("n"):
                     mix.route("exp", "rest")
+                if k == ord("h"):
+                    head = not head
             if args.max_seconds is not None and time.monotonic() - t_start >= args.max_seconds:
                 break
     finally:

@@ -210,10 +210,13 @@ def render(source, driver, out, *, audio=None, checkpoint=None, backend: str = "
            size: int = 512, fps: float | None = None, side_by_side: bool = False, mode: str = "relative",
            no_audio: bool = False, batch: int = 8, crf: int = 20, preset: str = "superfast",
            max_seconds: float | None = None, progress: bool = True, threads: int | None = 1,
-           params: str = "mesh", renderer: str = "model", face: tuple[float, float] | None = None) -> RenderResult:
+           params: str = "mesh", renderer: str = "model", motion: str | None = None,
+           face: tuple[float, float] | None = None) -> RenderResult:
     """Render ``source`` (portrait) driven by ``driver`` (video or track) to ``out``. ``params``: where a
     video driver's p comes from ("mesh": the blendshape fit of its face mesh; "head": the regression
-    head on its crop). ``renderer``: "model" or "warp-only" (engine.animator.Animator). ``face``: a video
+    head on its crop). ``renderer``: "model" or "warp-only" (engine.animator.Animator). ``motion``:
+    "expression" (SliderGAN's: expression and speech), "head" (expression + the driver's head pose, from a
+    video's face mesh or a track's pose) or None (head wherever the model can move it). ``face``: a video
     driver with several people: follow the face at (or nearest) this (x, y) pixel of its first frames
     (default: the largest face when tracking starts); either way one face is followed, never another."""
     out = Path(out)
@@ -229,6 +232,8 @@ def render(source, driver, out, *, audio=None, checkpoint=None, backend: str = "
         raise ValueError(f"params must be one of {PARAMS_SOURCES}, not {params!r}")
     if renderer not in ("model", "warp-only"):
         raise ValueError(f"renderer must be 'model' or 'warp-only', not {renderer!r}")
+    from .drivers import check_motion
+    check_motion(motion)
     if fps is not None:
         check_fps(float(fps), "--fps")
     if face is not None:
@@ -240,7 +245,7 @@ def render(source, driver, out, *, audio=None, checkpoint=None, backend: str = "
         return _render(source, driver, out, audio=audio, checkpoint=checkpoint, backend=backend, models=models,
                        size=size, fps=fps, side_by_side=side_by_side, mode=mode, no_audio=no_audio, batch=batch,
                        crf=crf, preset=preset, max_seconds=max_seconds, progress=progress, threads=threads,
-                       params=params, renderer=renderer, face=face)
+                       params=params, renderer=renderer, motion=motion, face=face)
     except BaseException:
         for d in reversed(made):  # folders made for the output, if the render left them empty
             try:
@@ -296,7 +301,8 @@ def prepare_output(out: Path) -> list[Path]:
 
 
 def _render(source, driver: Path, out: Path, *, audio, checkpoint, backend, models, size, fps, side_by_side, mode,
-            no_audio, batch, crf, preset, max_seconds, progress, threads, params, renderer, face=None) -> RenderResult:
+            no_audio, batch, crf, preset, max_seconds, progress, threads, params, renderer, motion,
+            face=None) -> RenderResult:
     from engine.animator import Animator, load_models
     from engine.atomic import atomic_path
 
@@ -310,12 +316,15 @@ def _render(source, driver: Path, out: Path, *, audio, checkpoint, backend, mode
     _STAGE_CPU.clear()
     track_mode = is_track_file(driver)
     fmt = {".mp4": "mp4", ".mov": "mov", ".mkv": "matroska"}[out.suffix.lower()]
+    from .drivers import resolve_motion
+    motion = resolve_motion(motion, anim)
     if track_mode:
-        job = _TrackJob(anim, driver, n_exp, fps, audio, no_audio, max_seconds, side_by_side)
+        job = _TrackJob(anim, driver, n_exp, fps, audio, no_audio, max_seconds, side_by_side, motion)
     else:
         from .drivers import check_params_source
         check_params_source(params, anim.fit if anim.face_model is not None else None)
-        job = _VideoJob(anim, driver, n_exp, fps, audio, no_audio, max_seconds, side_by_side, mode, params, face)
+        job = _VideoJob(anim, driver, n_exp, fps, audio, no_audio, max_seconds, side_by_side, mode, params, motion,
+                        face)
     h, w = anim.output_shape
     if side_by_side:
         w = w + job.left_width(h)
@@ -382,8 +391,8 @@ def _generate(anim, q_in: queue.Queue, q_out: queue.Queue, stop: threading.Event
             item = q_in.get()
             if item is _END or stop.is_set():
                 break
-            params, lefts = item
-            frames = anim.animate_batch(np.stack(params))
+            params, lefts, poses = item
+            frames = anim.animate_batch(np.stack(params), None if poses is None else np.stack(poses))
             for i, f in enumerate(frames):
                 if side:
                     f = _side(lefts[i], f)
@@ -397,7 +406,7 @@ def _generate(anim, q_in: queue.Queue, q_out: queue.Queue, stop: threading.Event
 
 
 class _TrackJob:
-    def __init__(self, anim, path, n_exp, fps, audio, no_audio, max_seconds, side):
+    def __init__(self, anim, path, n_exp, fps, audio, no_audio, max_seconds, side, motion="expression"):
         from engine.tracks import load_track
 
         from .drivers import DriverMix, TrackDriver
@@ -411,6 +420,7 @@ class _TrackJob:
             self.mix.route(g, "track")
         if "exp" not in self.driver.groups():
             self.mix.route("exp", "rest")
+        self.head = motion == "head" and self.track.pose is not None
         self.fps = float(fps or self.track.fps or 30.0)
         check_fps(self.fps, f"the track {path}" if not fps else "--fps")
         dur = self.track.duration
@@ -432,7 +442,7 @@ class _TrackJob:
 
     def produce(self, q: queue.Queue, stop: threading.Event, batch: int):
         try:
-            params, lefts = [], []
+            params, lefts, start = [], [], 0
             for i in range(self.n_frames):
                 if stop.is_set():
                     return
@@ -440,9 +450,10 @@ class _TrackJob:
                 params.append(p)
                 lefts.append(_bars(p, self.n_exp, 256, 256) if self.side else None)
                 if len(params) == batch or i == self.n_frames - 1:
-                    if not _put(q, (params, lefts), stop):
+                    poses = [self.driver.pose(k / self.fps) for k in range(start, i + 1)] if self.head else None
+                    if not _put(q, (params, lefts, poses), stop):
                         return
-                    params, lefts = [], []
+                    params, lefts, start = [], [], i + 1
         finally:
             _put(q, _END, threading.Event())
 
@@ -466,8 +477,10 @@ def _face_point(face) -> tuple[float, float]:
 
 
 class _VideoJob:
-    def __init__(self, anim, path, n_exp, fps, audio, no_audio, max_seconds, side, mode, params="mesh", face=None):
+    def __init__(self, anim, path, n_exp, fps, audio, no_audio, max_seconds, side, mode, params="mesh",
+                 motion="expression", face=None):
         self.params = params
+        self.head = motion == "head"
         self.face = face
         from engine.video import video_info
         self.info = video_info(path)
@@ -509,6 +522,7 @@ class _VideoJob:
         from engine.video import read_frames
 
         from engine.geometry import mouth_opening
+        from engine.pose import mean_pose, measure
 
         from .drivers import FaceDriver, neutral_of
 
@@ -519,7 +533,8 @@ class _VideoJob:
             return np.asarray(self.anim.models.regress(x), np.float32)
         try:
             drv = FaceDriver(self.anim.regress, self.anim.n_params, self.anim.image_size, mode=self.mode,
-                             rest=self.anim.source_params, fps=self.fps, tracker=None, params=self.params,
+                             rest=self.anim.source_params, rest_pose=self.anim.source.pose, n_exp=self.n_exp, fps=self.fps,
+                             tracker=None, params=self.params,
                              fit=self.anim.fit)
             self.tracker = FaceTracker(size=self.anim.image_size, fps=self.fps, max_faces=1, pick=self.face)
             pending = []   # (rgb, t, result)
@@ -537,20 +552,22 @@ class _VideoJob:
                         raise ValueError(f"no face in the first {len(pending)} frames of {self.path}"
                                          f"{f' (last: {why})' if why else ''}: cannot calibrate the driver's "
                                          "neutral (use --mode absolute, or another video)")
-                    drv.set_neutral(neutral_of(regs, [mouth_opening(r.landmarks) for r in ok]))
+                    drv.set_neutral(neutral_of(regs, [mouth_opening(r.landmarks) for r in ok]),
+                                    mean_pose([measure(r.landmarks) for r in ok]))
                 it = iter(regs)
-                params, lefts = [], []
+                params, lefts, poses = [], [], []
                 for rgb, t, r in pending:
                     if r.ok:
-                        p = drv.update(next(it), t, r.status, r.message)
+                        p = drv.update(next(it), t, r.status, r.message, head=measure(r.landmarks))
                     else:
                         self.missing += 1
                         self.lost += r.status == "lost"
                         p = drv.update(None, t, r.status, r.message)
                     params.append(p)
+                    poses.append(drv.pose_value(t))
                     lefts.append(rgb)
                 pending.clear()
-                return _put(q, (params, lefts), stop)
+                return _put(q, (params, lefts, poses if self.head else None), stop)
 
             # Decoded frames are converted to RGB only where needed: the face's square for the mesh
             # (and a thumbnail when searching for the face), the whole frame only for --side-by-side.
@@ -611,6 +628,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--params", choices=["mesh", "head"], default="mesh",
                    help="a video driver's parameters: 'mesh', the blendshape fit of its face mesh (default: it "
                         "follows the driver better, README), or 'head', the discriminator's regression head")
+    p.add_argument("--motion", choices=["expression", "head"], default=None,
+                   help="'head' (expression + the driver's head turns, nods, tilts and moves, within "
+                        "engine.pose.LIMITS; the default where the model can: a video's face, a track with a pose) "
+                        "or 'expression' (expression and speech only: SliderGAN's)")
     p.add_argument("--renderer", choices=["model", "warp-only"], default="model",
                    help="'model' (the generator) or 'warp-only' (no network: the portrait warped along its mesh)")
     p.add_argument("--face", default=None, metavar="X,Y",
@@ -634,6 +655,7 @@ def main(args) -> int:
                  backend=args.backend, size=args.size, fps=args.fps, side_by_side=args.side_by_side,
                  mode=args.mode, no_audio=args.no_audio, batch=args.batch, crf=args.crf,
                  preset=args.preset, max_seconds=args.max_seconds, progress=not args.quiet,
-                 threads=args.threads, params=args.params, renderer=args.renderer, face=args.face)
+                 threads=args.threads, params=args.params, renderer=args.renderer, motion=args.motion,
+                 face=args.face)
     print(res.summary())
     return 0
