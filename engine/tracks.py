@@ -419,8 +419,8 @@ def extract_track(video: str | os.PathLike, out: str | os.PathLike, audio: str |
         bar = tqdm(total=total, unit="frame", desc=f"track {video.name}", leave=False)
     nan = np.full((478, 3), np.nan, np.float32)
     with FaceTracker(fps=info.fps) as tr:
-        for rgb, t in read_frames(video, start=start, end=end):
-            r = tr.process(rgb, t)
+        for frame, t in read_frames(video, start=start, end=end, lazy=True):   # only the face converted
+            r = tr.process(frame, t)
             times.append(t)
             statuses[r.status] = statuses.get(r.status, 0) + 1
             lms.append(r.landmarks if r.ok else nan)

@@ -1,7 +1,8 @@
 """Drivers: small pieces that each produce parameter vectors p (N,) for the animator, and a mixer that
 combines them (speech from a track while the expression follows the webcam, a slider pinned on top).
 
-- ``FaceDriver``: webcam or video frames -> face mesh + alignment (``engine.face.FaceTracker``) -> p from
+- ``FaceDriver``: webcam or video frames -> face mesh + alignment (``engine.face.FaceTracker``: one face,
+  locked on and followed, found anywhere in the frame; ``pick`` chooses which of several) -> p from
   the discriminator's regression head on the crop (``params="head"``, the card's method) or from the
   blendshape fit of the face mesh (``params="mesh"``), One Euro smoothed. Absolute mode copies the driver's
   expression; relative mode gives the portrait's own parameters plus the driver's change from its
@@ -98,7 +99,7 @@ def check_params_source(params: str, fit=None) -> None:
 @dataclass
 class FaceDriverState:
     """What the last frame told a FaceDriver."""
-    status: str = "waiting"          # ok, multiple_faces, no_face, too_small, waiting
+    status: str = "waiting"          # ok, multiple_faces, no_face, too_small, lost (the locked face), waiting
     message: str = ""
     calibrating: bool = False
     holding: bool = False            # face lost, holding or easing back
@@ -170,6 +171,15 @@ class FaceDriver:
             self._tracker = FaceTracker(size=self.size, fps=self.fps, min_face_px=self._min_face_px,
                                         max_faces=1)
         return self._tracker
+
+    def pick(self, x: float, y: float, normalized: bool = True) -> None:
+        """Follow the face at (or nearest) point (x, y) of the driver's frames from the next frame on
+        (``normalized``: fractions of the frame's width and height; else pixels). The parameters
+        are calibrated again on the new face (relative mode)."""
+        with self._lock:
+            self.tracker.pick(x, y, normalized=normalized)
+            self.calibrate()
+            self._filter.reset()
 
     def set_mode(self, mode: str) -> None:
         if mode not in ("relative", "absolute"):

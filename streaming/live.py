@@ -167,6 +167,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-window", action="store_true", help="do not open a window")
     p.add_argument("--no-audio", action="store_true", help="do not play the track's audio")
     p.add_argument("--max-seconds", type=float, default=None, help="stop after this many seconds")
+    p.add_argument("--face", default=None, metavar="X,Y",
+                   help="several people in view: follow the face at this pixel of the camera frame (default: the "
+                        "largest); one face is followed, never another")
 
 
 def main(args) -> int:
@@ -192,6 +195,9 @@ def main(args) -> int:
     face = FaceDriver(anim.regress, anim.n_params, anim.image_size, mode=args.mode,
                       rest=anim.source_params, rest_pose=anim.source.pose, n_exp=n_exp, fps=cam.fps, params=args.params,
                       fit=anim.fit if anim.face_model is not None else None)
+    if args.face:
+        from .render import _face_point
+        face.pick(*_face_point(args.face), normalized=False)
     mix.set_driver("face", face)
     mix.route("exp", "face")
     mix.route("speech", "face")
@@ -222,6 +228,7 @@ def main(args) -> int:
         h, w = anim.output_shape
         writer = VideoWriter(Path(args.record), w, h, cam.fps, None)
     n = 0
+    last_status = "ok"
     t_start = time.monotonic()
     try:
         while True:
@@ -231,6 +238,12 @@ def main(args) -> int:
             if item is not None:
                 rgb, t = item
                 face.push(rgb, t - clock0)
+                st = face.state.status
+                if st != last_status and st in ("lost", "no_face", "too_small", "ok"):
+                    # say when the followed face goes and comes back (not every frame)
+                    print(f"slidergan live: face {st}" + (f": {face.state.message}" if face.state.message else ""),
+                          flush=True)
+                last_status = st
             t_clock = player.now() if player is not None else time.monotonic() - clock0
             out = anim.animate(mix.value(t_clock), pose=face.pose_value(t_clock) if head else None)
             n += 1

@@ -47,6 +47,7 @@ class RenderResult:
     seconds: float                # wall time
     faces_missing: int = 0
     cpu: dict | None = None       # CPU seconds: per stage thread, and the whole process
+    faces_lost: int = 0           # of faces_missing: frames where other faces were in view, not the locked one
 
     @property
     def speed(self) -> float:
@@ -56,6 +57,9 @@ class RenderResult:
     def summary(self) -> str:
         a = f", audio {self.audio_duration:.2f} s" if self.audio_duration is not None else ", no audio"
         miss = f", {self.faces_missing} driver frame(s) without a face (held)" if self.faces_missing else ""
+        if self.faces_lost:
+            miss += (f"; in {self.faces_lost} of them the locked face was lost while another face was in view "
+                     "(not followed)")
         return (f"wrote {self.path}: {self.frames} frames at {self.fps:g} fps ({self.duration:.2f} s{a}) "
                 f"in {self.seconds:.1f} s, {self.speed:.2f}x real time{miss}")
 
@@ -206,12 +210,15 @@ def render(source, driver, out, *, audio=None, checkpoint=None, backend: str = "
            size: int = 512, fps: float | None = None, side_by_side: bool = False, mode: str = "relative",
            no_audio: bool = False, batch: int = 8, crf: int = 20, preset: str = "superfast",
            max_seconds: float | None = None, progress: bool = True, threads: int | None = 1,
-           params: str = "mesh", renderer: str = "model", motion: str | None = None) -> RenderResult:
+           params: str = "mesh", renderer: str = "model", motion: str | None = None,
+           face: tuple[float, float] | None = None) -> RenderResult:
     """Render ``source`` (portrait) driven by ``driver`` (video or track) to ``out``. ``params``: where a
     video driver's p comes from ("mesh": the blendshape fit of its face mesh; "head": the regression
     head on its crop). ``renderer``: "model" or "warp-only" (engine.animator.Animator). ``motion``:
     "expression" (SliderGAN's: expression and speech), "head" (expression + the driver's head pose, from a
-    video's face mesh or a track's pose) or None (head wherever the model can move it)."""
+    video's face mesh or a track's pose) or None (head wherever the model can move it). ``face``: a video
+    driver with several people: follow the face at (or nearest) this (x, y) pixel of its first frames
+    (default: the largest face when tracking starts); either way one face is followed, never another."""
     out = Path(out)
     driver = Path(driver)
     if not driver.exists():
@@ -229,6 +236,8 @@ def render(source, driver, out, *, audio=None, checkpoint=None, backend: str = "
     check_motion(motion)
     if fps is not None:
         check_fps(float(fps), "--fps")
+    if face is not None:
+        face = _face_point(face)
     if max_seconds is not None and not (math.isfinite(float(max_seconds)) and float(max_seconds) > 0):
         raise ValueError(f"--max-seconds must be a positive number of seconds, not {max_seconds}")
     made = prepare_output(out)
@@ -236,7 +245,7 @@ def render(source, driver, out, *, audio=None, checkpoint=None, backend: str = "
         return _render(source, driver, out, audio=audio, checkpoint=checkpoint, backend=backend, models=models,
                        size=size, fps=fps, side_by_side=side_by_side, mode=mode, no_audio=no_audio, batch=batch,
                        crf=crf, preset=preset, max_seconds=max_seconds, progress=progress, threads=threads,
-                       params=params, renderer=renderer, motion=motion)
+                       params=params, renderer=renderer, motion=motion, face=face)
     except BaseException:
         for d in reversed(made):  # folders made for the output, if the render left them empty
             try:
@@ -292,8 +301,8 @@ def prepare_output(out: Path) -> list[Path]:
 
 
 def _render(source, driver: Path, out: Path, *, audio, checkpoint, backend, models, size, fps, side_by_side, mode,
-            no_audio, batch, crf, preset, max_seconds, progress, threads, params, renderer, motion
-            ) -> RenderResult:
+            no_audio, batch, crf, preset, max_seconds, progress, threads, params, renderer, motion,
+            face=None) -> RenderResult:
     from engine.animator import Animator, load_models
     from engine.atomic import atomic_path
 
@@ -314,7 +323,8 @@ def _render(source, driver: Path, out: Path, *, audio, checkpoint, backend, mode
     else:
         from .drivers import check_params_source
         check_params_source(params, anim.fit if anim.face_model is not None else None)
-        job = _VideoJob(anim, driver, n_exp, fps, audio, no_audio, max_seconds, side_by_side, mode, params, motion)
+        job = _VideoJob(anim, driver, n_exp, fps, audio, no_audio, max_seconds, side_by_side, mode, params, motion,
+                        face)
     h, w = anim.output_shape
     if side_by_side:
         w = w + job.left_width(h)
@@ -367,7 +377,8 @@ def _render(source, driver: Path, out: Path, *, audio, checkpoint, backend, mode
     adur = writer.apos / AUDIO_RATE if job.audio is not None else None
     cpu = {k.replace("render-", ""): round(v, 2) for k, v in _STAGE_CPU.items()}
     cpu["process"] = round(time.process_time() - cpu_start, 2)
-    return RenderResult(out, n, job.fps, dur, adur, time.perf_counter() - t_start, job.missing, cpu)
+    return RenderResult(out, n, job.fps, dur, adur, time.perf_counter() - t_start, job.missing, cpu,
+                        getattr(job, "lost", 0))
 
 
 class _Stopped(Exception):
@@ -450,11 +461,27 @@ class _TrackJob:
         pass
 
 
+def _face_point(face) -> tuple[float, float]:
+    """--face X,Y (pixels of the driver video) -> (x, y)."""
+    if isinstance(face, str):
+        parts = face.replace(" ", "").split(",")
+    else:
+        parts = list(face)
+    try:
+        x, y = (float(v) for v in parts)
+    except (TypeError, ValueError):
+        raise ValueError(f"--face wants X,Y: a pixel of the driver video, e.g. 320,180; got {face!r}") from None
+    if not (math.isfinite(x) and math.isfinite(y) and x >= 0 and y >= 0):
+        raise ValueError(f"--face wants a pixel of the driver video (non-negative X,Y), got {face!r}")
+    return x, y
+
+
 class _VideoJob:
     def __init__(self, anim, path, n_exp, fps, audio, no_audio, max_seconds, side, mode, params="mesh",
-                 motion="expression"):
+                 motion="expression", face=None):
         self.params = params
         self.head = motion == "head"
+        self.face = face
         from engine.video import video_info
         self.info = video_info(path)
         self.path = path
@@ -471,8 +498,12 @@ class _VideoJob:
         check_length(dur, f"the video {path}")
         self.max_frames = int(round(dur * self.fps)) if max_seconds is not None else None
         self.n_frames = min(self.info.frame_count, self.max_frames or self.info.frame_count)
+        if face is not None and not (face[0] < self.info.width and face[1] < self.info.height):
+            raise ValueError(f"--face {face[0]:g},{face[1]:g} is outside the driver video "
+                             f"({self.info.width}x{self.info.height})")
         self.side = side
         self.missing = 0
+        self.lost = 0
         self.audio = None
         if not no_audio:
             from .media import load_audio
@@ -505,7 +536,7 @@ class _VideoJob:
                              rest=self.anim.source_params, rest_pose=self.anim.source.pose, n_exp=self.n_exp, fps=self.fps,
                              tracker=None, params=self.params,
                              fit=self.anim.fit)
-            self.tracker = FaceTracker(size=self.anim.image_size, fps=self.fps, max_faces=1)
+            self.tracker = FaceTracker(size=self.anim.image_size, fps=self.fps, max_faces=1, pick=self.face)
             pending = []   # (rgb, t, result)
             # Relative mode: the driver's neutral (drivers.neutral_of) from its first second of faces (at
             # least 8; looked for in the first 2 s); those frames wait until it is known.
@@ -517,9 +548,10 @@ class _VideoJob:
                 regs = read_batch(ok) if ok else np.zeros((0, self.anim.n_params), np.float32)
                 if calibrate:
                     if not len(regs):
-                        raise ValueError(f"no face in the first {len(pending)} frames of {self.path}: "
-                                         "cannot calibrate the driver's neutral (use --mode absolute, "
-                                         "or another video)")
+                        why = next((r.message for _, _, r in reversed(pending) if r.message), "")
+                        raise ValueError(f"no face in the first {len(pending)} frames of {self.path}"
+                                         f"{f' (last: {why})' if why else ''}: cannot calibrate the driver's "
+                                         "neutral (use --mode absolute, or another video)")
                     drv.set_neutral(neutral_of(regs, [mouth_opening(r.landmarks) for r in ok]),
                                     mean_pose([measure(r.landmarks) for r in ok]))
                 it = iter(regs)
@@ -529,17 +561,21 @@ class _VideoJob:
                         p = drv.update(next(it), t, r.status, r.message, head=measure(r.landmarks))
                     else:
                         self.missing += 1
+                        self.lost += r.status == "lost"
                         p = drv.update(None, t, r.status, r.message)
                     params.append(p)
                     poses.append(drv.pose_value(t))
-                    lefts.append(rgb if self.side else None)
+                    lefts.append(rgb)
                 pending.clear()
                 return _put(q, (params, lefts, poses if self.head else None), stop)
 
-            for i, (rgb, t) in enumerate(read_frames(self.path, max_frames=self.n_frames)):
+            # Decoded frames are converted to RGB only where needed: the face's square for the mesh
+            # (and a thumbnail when searching for the face), the whole frame only for --side-by-side.
+            for i, (frame, t) in enumerate(read_frames(self.path, max_frames=self.n_frames, lazy=True)):
                 if stop.is_set():
                     return
-                pending.append((rgb, t, self.tracker.process(rgb, t)))
+                res = self.tracker.process(frame, t)
+                pending.append((self._left(frame) if self.side else None, t, res))
                 if not calibrated:
                     faces = [t for _, t, r in pending if r.ok]
                     if (len(faces) >= k_calib and faces[-1] - faces[0] >= calib_s) or len(pending) >= look:
@@ -552,6 +588,12 @@ class _VideoJob:
                 flush(calibrate=not calibrated)
         finally:
             _put(q, _END, threading.Event())
+
+    def _left(self, frame) -> np.ndarray:
+        """The driver frame for the side-by-side panel, already shrunk to the output's height."""
+        h = self.anim.output_shape[0]
+        fh, fw = frame.shape[:2]
+        return frame.thumbnail(max(1, int(math.ceil(max(fh, fw) * h / fh))))[0]
 
     def close(self):
         if self.tracker is not None:
@@ -592,6 +634,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "or 'expression' (expression and speech only: SliderGAN's)")
     p.add_argument("--renderer", choices=["model", "warp-only"], default="model",
                    help="'model' (the generator) or 'warp-only' (no network: the portrait warped along its mesh)")
+    p.add_argument("--face", default=None, metavar="X,Y",
+                   help="a driver video with several people: follow the face at this pixel of its first frames "
+                        "(default: the largest face); one face is followed, never another")
     p.add_argument("--max-seconds", type=float, default=None, help="render at most this many seconds")
     p.add_argument("--batch", type=int, default=8, help="frames per model call (default 8)")
     p.add_argument("--crf", type=int, default=20, help="H.264 quality (lower is better; default 20)")
@@ -610,6 +655,7 @@ def main(args) -> int:
                  backend=args.backend, size=args.size, fps=args.fps, side_by_side=args.side_by_side,
                  mode=args.mode, no_audio=args.no_audio, batch=args.batch, crf=args.crf,
                  preset=args.preset, max_seconds=args.max_seconds, progress=not args.quiet,
-                 threads=args.threads, params=args.params, renderer=args.renderer, motion=args.motion)
+                 threads=args.threads, params=args.params, renderer=args.renderer, motion=args.motion,
+                 face=args.face)
     print(res.summary())
     return 0

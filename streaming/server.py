@@ -45,6 +45,7 @@ Data channel messages (JSON), browser -> server:
   {"type": "slider", "index": i, "value": v}          {"type": "sliders", "values": [...]}
   {"type": "preset", "name": "..."}                   {"type": "release"}   (unpin the sliders)
   {"type": "portrait", "id": "..."}                   {"type": "track", "id": "..." | null}
+  {"type": "face", "x": 0..1, "y": 0..1}              (several people: follow the webcam face at that point)
   {"type": "ping", "t": ...}                          {"type": "bye"}
 server -> browser: "hello" (names, presets, state), "stats" (twice a second: fps, latency p50/p95,
 face status, current parameters), "pong", "error" {"message"}. Every message gets exactly one
@@ -571,9 +572,10 @@ class Session:
         """Drive thread: the newest webcam frame through the face driver."""
         t0 = time.perf_counter()
         frame, t_recv = job
-        rgb = frame.to_ndarray(format="rgb24")
+        from engine.video import DecodedFrame
         ft = float(frame.time) if frame.time is not None else t_recv
-        self.ensure_face().push(rgb, ft)
+        # converted to RGB only where the tracker looks (the face's square; a thumbnail when searching)
+        self.ensure_face().push(DecodedFrame(frame), ft)
         self.stats.drive.append(time.perf_counter() - t0)
         return t_recv
 
@@ -850,6 +852,12 @@ class Session:
         if kind == "calibrate":
             self.ensure_face().calibrate()
             return {"type": "calibrate"}
+        if kind == "face":
+            x, y = _number(msg, "x"), _number(msg, "y")
+            if not (0.0 <= x <= 1.0 and 0.0 <= y <= 1.0):
+                raise ValueError("face: x and y are fractions of the webcam frame, 0..1")
+            self.ensure_face().pick(x, y, normalized=True)
+            return {"type": "face", "x": x, "y": y}
         if kind == "portrait":
             pid = _string(msg, "id")
             p = self.engine.portraits.get(pid)

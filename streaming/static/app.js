@@ -268,7 +268,9 @@ function onMessage(m) {
       $("r-render").textContent = m.render_ms ?? "-";
       $("r-drop").textContent = m.frames_dropped + (m.frames_superseded || 0);
       $("r-face").textContent = m.face === null ? "-" :
-        (m.face + (m.calibrating ? " (calibrating)" : "") + (m.holding ? " (holding)" : ""));
+        ((m.face === "lost" ? "locked face lost" : m.face) + (m.calibrating ? " (calibrating)" : "") +
+         (m.holding ? " (holding)" : ""));
+      $("r-face").title = m.face_message || "";
       showParams(m.params.concat(m.pose || []),
         m.pinned.concat((m.pose_pinned || []).map((i) => i + m.params.length)));
       updatePreview(m.params);
@@ -365,6 +367,15 @@ async function init() {
   $("stop").onclick = stop;
   $("release").onclick = () => send({ type: "release" });
   $("calibrate").onclick = () => send({ type: "calibrate" });
+  // several people in view: click a face in the webcam view to follow that one
+  $("self").addEventListener("click", (ev) => {
+    const r = ev.currentTarget.getBoundingClientRect();
+    if (!r.width || !r.height) return;
+    // the view is mirrored (style.css), the frames the server gets are not
+    const x = Math.min(1, Math.max(0, 1 - (ev.clientX - r.left) / r.width));
+    const y = Math.min(1, Math.max(0, (ev.clientY - r.top) / r.height));
+    send({ type: "face", x, y });
+  });
   $("route-exp").onchange = onRouteChange;
   $("route-speech").onchange = onRouteChange;
   $("track").onchange = () => {
