@@ -241,8 +241,12 @@ class Animator:
 
     @property
     def moves_head(self) -> bool:
-        """Whether head poses apply: the geometry-guided path (the portrait's own mesh is warped)."""
-        return self.renderer == "warp-only" or bool(getattr(self.models, "needs_frame", False))
+        return moves_head(self.models, self.renderer)
+
+    def require_head_motion(self) -> None:
+        if not self.moves_head:
+            raise ValueError("head motion needs the geometry-guided generator (or renderer 'warp-only'); this "
+                             "model is an image-to-image generator: use motion 'expression'")
 
     @property
     def source(self) -> SourceInfo | None:
@@ -465,9 +469,7 @@ class Animator:
             raise ValueError(f"got {n} parameter vectors and {len(q)} head poses")
         if not np.any(q):
             return None
-        if not self.moves_head:
-            raise ValueError("head motion needs the geometry-guided generator (or renderer 'warp-only'); "
-                             "this model is an image-to-image generator")
+        self.require_head_motion()
         return soft_clamp(q)
 
     def _head_warp(self, src: PreparedSource) -> WarpedSource:
@@ -563,6 +565,11 @@ class Animator:
         np.clip(blended, 0.0, 255.0, out=blended)
         out[y0:y1, x0:x1] = blended.astype(np.uint8)
         return out
+
+
+def moves_head(models, renderer: str = "model") -> bool:
+    """Whether head poses apply: the geometry-guided path (the portrait's own mesh is warped)."""
+    return renderer == "warp-only" or bool(getattr(models, "needs_frame", False))
 
 
 # --------------------------------------------------------------------------------- model loading

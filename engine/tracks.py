@@ -42,6 +42,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .pose import N_POSE
+
 log = logging.getLogger(__name__)
 
 __all__ = ["TrackError", "ParamTrack", "load_track", "save_track", "extract_track", "FORMAT",
@@ -50,7 +52,7 @@ __all__ = ["TrackError", "ParamTrack", "load_track", "save_track", "extract_trac
 FORMAT = "slidergan-track"
 VERSION = 1
 DEFAULT_N_EXPRESSION = 30
-N_POSE = 6                         # the head pose's width (engine.pose.N_POSE)
+
 # What a track may be (checked on construction and on load, before anything is sized from it):
 MIN_FPS, MAX_FPS = 1.0, 240.0      # its frame rate (nominal, or from its timestamps when it has none)
 MAX_SECONDS = 24 * 3600.0          # the span of its timestamps

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine.pose import mean_pose
+from engine import pose as head_pose
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ __all__ = ["FaceDriver", "FaceDriverState", "PARAMS_SOURCES", "check_params_sour
            "group_indices"]
 
 GROUPS = ("exp", "speech")
-N_POSE = 6      # engine.pose.N_POSE: the head pose FaceDriver reads beside p
+N_POSE = head_pose.N_POSE     # the head pose FaceDriver reads beside p
 
 
 def group_indices(n_exp: int, n_params: int) -> dict[str, np.ndarray]:
@@ -81,9 +81,8 @@ def resolve_motion(motion: str | None, animator) -> str:
     check_motion(motion)
     if motion is None:
         return "head" if animator.moves_head else "expression"
-    if motion == "head" and not animator.moves_head:
-        raise ValueError("head motion needs the geometry-guided generator (or renderer 'warp-only'); this model "
-                         "is an image-to-image generator: use motion 'expression'")
+    if motion == "head":
+        animator.require_head_motion()
     return motion
 
 
@@ -237,7 +236,6 @@ class FaceDriver:
         import time
         t0 = time.perf_counter()
         from engine.geometry import mouth_opening
-        from engine.pose import measure as measure_pose
         res = self.tracker.process(frame, t)
         p_raw, mouth, head = None, float("nan"), None
         if res.ok:
@@ -245,7 +243,7 @@ class FaceDriver:
                                np.float32).reshape(-1)
             if res.landmarks is not None:
                 mouth = mouth_opening(res.landmarks)
-                head = measure_pose(res.landmarks)
+                head = head_pose.measure(res.landmarks)
         return self.update(p_raw, t, res.status, res.message, ms=(time.perf_counter() - t0) * 1000, mouth=mouth,
                            head=head)
 
@@ -289,7 +287,7 @@ class FaceDriver:
             if len(self._calib) >= self.calib_frames and t - self._calib[0][2] >= self.calib_s:
                 self.neutral = neutral_of(np.stack([c[0] for c in self._calib]), [c[1] for c in self._calib])
                 heads = [c[3] for c in self._calib if c[3] is not None]
-                self.neutral_pose = mean_pose(heads) if heads else None
+                self.neutral_pose = head_pose.mean_pose(heads) if heads else None
                 self._calib = []
                 self.state.calibrating = False
                 self._filter.reset()
@@ -306,14 +304,13 @@ class FaceDriver:
 
     def _pose_target(self, head) -> np.ndarray:
         """The head pose in slider units (engine.pose.to_unit: smoothly clamped to its limits)."""
-        from engine import pose
         if head is None:
             return np.zeros(N_POSE, np.float32)
         if self.mode == "absolute":     # the driver's pose against a frontal face, less the portrait's
-            return pose.to_unit(pose.absolute(head) - self.rest_pose)
+            return head_pose.to_unit(head_pose.absolute(head) - self.rest_pose)
         if self.neutral_pose is None:
             return np.zeros(N_POSE, np.float32)
-        return pose.to_unit(pose.relative(head, self.neutral_pose))
+        return head_pose.to_unit(head_pose.relative(head, self.neutral_pose))
 
     def _on_lost(self, t: float) -> None:
         if self._last_face_t is None:
@@ -342,11 +339,10 @@ class FaceDriver:
 
     def pose_value(self, t: float | None = None) -> np.ndarray:
         """The head pose (6,) at ``t`` in ``engine.pose`` units (degrees, inter-ocular distances, ln size)."""
-        from engine.pose import from_unit
         with self._lock:
             if t is None:
                 t = self.state.t
-            return from_unit(self._value(float(t))[self.n_params:])
+            return head_pose.from_unit(self._value(float(t))[self.n_params:])
 
     def close(self) -> None:
         if self._own_tracker and self._tracker is not None:

@@ -295,8 +295,8 @@ class Engine:
 
     @property
     def moves_head(self) -> bool:
-        """Whether this model can carry the head's pose (the geometry-guided path)."""
-        return self.renderer == "warp-only" or bool(getattr(self.models, "needs_frame", False))
+        from engine.animator import moves_head
+        return moves_head(self.models, self.renderer)
 
     @property
     def params_sources(self) -> list[str]:
