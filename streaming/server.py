@@ -76,7 +76,7 @@ import numpy as np
 
 from engine.images import MAX_PIXELS, MAX_SIDE, ImageReadError, ImageTooLargeError, decode_image, load_image
 from engine.pose import LIMITS as POSE_LIMITS
-from engine.pose import N_POSE, POSE_NAMES, POSE_PRESETS, POSE_UNITS, pose_labels, to_unit
+from engine.pose import N_POSE, POSE_NAMES, POSE_PRESETS, POSE_UNITS, from_unit, pose_labels, to_unit
 
 log = logging.getLogger("slidergan.serve")
 
@@ -541,7 +541,6 @@ class Session:
     def head_pose(self, t: float) -> np.ndarray:
         """The head's pose now: the webcam's when it drives the expression, else a track's (when it has
         one and drives), else rest; pinned head sliders on top."""
-        from engine.pose import from_unit
         pose = np.zeros(N_POSE)
         if self.face is not None and self.mix.routes.get("exp") == "face":
             pose = self.face.pose_value(t)
