@@ -85,6 +85,7 @@ class SourceInfo:
     base: np.ndarray                 # (H_out, W_out, 3) uint8 framed portrait (the output with no edit)
     framing: np.ndarray              # 2x3 portrait px -> output px
     matrix: np.ndarray               # 2x3 output px -> crop px
+    pose: np.ndarray | None = None   # the portrait's head pose against a frontal face (engine.pose.absolute)
     message: str = ""
     prepare_ms: float = 0.0
 
@@ -92,6 +93,7 @@ class SourceInfo:
         return {"width": self.width, "height": self.height, "face_px": round(self.face_px, 1),
                 "n_faces": self.n_faces, "params": [round(float(v), 4) for v in self.params],
                 "fitted": self.params_fitted is not None, "message": self.message,
+                "pose": None if self.pose is None else [round(float(v), 2) for v in self.pose],
                 "output": [int(self.base.shape[1]), int(self.base.shape[0])],
                 "prepare_ms": round(self.prepare_ms, 1)}
 
@@ -113,6 +115,8 @@ class PreparedSource:
     mask3: np.ndarray                 # (h, w, 3) the mask on every channel
     warp: "WarpedSource | None" = None  # the geometry, when the portrait is warped (see WarpedSource)
     extra: dict = field(default_factory=dict)
+    head_warp: "WarpedSource | None" = None   # the same with head motion's wider band, made on first use
+    _head_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
 
 @dataclass
@@ -122,10 +126,33 @@ class WarpedSource:
     margin) the crop coordinates and output coordinates of every pixel."""
     p_src: np.ndarray                 # the fitted p of the portrait (the mesh the warp starts from)
     mesh: object                      # engine.geometry.MeshWarp
+    frame_to_crop: np.ndarray         # 2x3 portrait px -> crop px (head motion turns about the portrait's axes)
     roi: tuple[int, int, int, int]    # x0, y0, x1, y1 in the output
     crop_x: np.ndarray                # (h, w) float32 crop coordinates of the ROI's pixels
     crop_y: np.ndarray
     out_grid: np.ndarray              # (h, w, 2) float32 output coordinates of the ROI's pixels
+
+
+def _prepare_warp(crop_landmarks: np.ndarray, frame_to_crop: np.ndarray, p_fit: np.ndarray, size: int,
+                  m_out: np.ndarray, out_size, head: bool = False) -> WarpedSource:
+    """The geometry of the warp path for one portrait (see WarpedSource); ``head``: with the wider
+    band head motion needs."""
+    from .face import invert_matrix
+    from .geometry import MeshWarp
+    mesh = MeshWarp(crop_landmarks, size, head=head)
+    # the output region of the grid (crop plus band margin), where the motion can be non-zero
+    inv = invert_matrix(m_out)
+    e0, e1 = -mesh.margin - 0.5, size + mesh.margin - 0.5
+    foot = np.array([[e0, e0], [e1, e0], [e1, e1], [e0, e1]]) @ inv[:, :2].T + inv[:, 2]
+    ow, oh = out_size
+    x0, y0 = int(max(0, np.floor(foot[:, 0].min()))), int(max(0, np.floor(foot[:, 1].min())))
+    x1, y1 = int(min(ow, np.ceil(foot[:, 0].max()) + 1)), int(min(oh, np.ceil(foot[:, 1].max()) + 1))
+    xs, ys = np.meshgrid(np.arange(x0, x1, dtype=np.float32), np.arange(y0, y1, dtype=np.float32))
+    cx = (m_out[0, 0] * xs + m_out[0, 1] * ys + m_out[0, 2]).astype(np.float32)
+    cy = (m_out[1, 0] * xs + m_out[1, 1] * ys + m_out[1, 2]).astype(np.float32)
+    return WarpedSource(p_src=np.asarray(p_fit, np.float64), mesh=mesh,
+                        frame_to_crop=np.asarray(frame_to_crop, np.float64), roi=(x0, y0, x1, y1),
+                        crop_x=cx, crop_y=cy, out_grid=np.ascontiguousarray(np.stack([xs, ys], -1)))
 
 
 def _square_framing(w: int, h: int, m_crop: np.ndarray, size: int, scale: float, out: int):
@@ -213,6 +240,15 @@ class Animator:
         return list(self.models.param_names)
 
     @property
+    def moves_head(self) -> bool:
+        return moves_head(self.models, self.renderer)
+
+    def require_head_motion(self) -> None:
+        if not self.moves_head:
+            raise ValueError("head motion needs the geometry-guided generator (or renderer 'warp-only'); this "
+                             "model is an image-to-image generator: use motion 'expression'")
+
+    @property
     def source(self) -> SourceInfo | None:
         src = self._src
         return None if src is None else src.info
@@ -277,6 +313,7 @@ class Animator:
                 name: str | None = None) -> "PreparedSource":
         """All per-source work for a portrait, without changing what this animator shows."""
         import cv2
+        from . import pose as head_pose
         from .face import _as_rgb, align_face, detect_and_align, face_mask, invert_matrix
         t0 = time.perf_counter()
         if name is None:
@@ -369,38 +406,20 @@ class Animator:
         md = mask * detail
         warp = None
         if self.renderer == "warp-only" or getattr(self.models, "needs_frame", False):
-            warp = self._prepare_warp(aligned, p_fit, m_out, (ow, oh), name)
+            if p_fit is None:
+                raise NoFaceError(f"the face mesh of {name} could not be fitted (the warp moves that mesh)"
+                                  + ("; source_params='regress' does not fit it"
+                                     if self.source_params_mode == "regress" else ""))
+            warp = _prepare_warp(aligned.crop_landmarks, aligned.matrix, p_fit, size, m_out, (ow, oh))
         info = SourceInfo(width=w, height=h, face_px=float(aligned.face_px), n_faces=int(aligned.n_faces),
                           params=params, params_regressed=p_reg, params_fitted=p_fit, crop=crop,
                           base=base, framing=f, matrix=m_out, message=aligned.message,
+                          pose=head_pose.absolute(head_pose.measure(aligned.landmarks)),
                           prepare_ms=(time.perf_counter() - t0) * 1000)
         return PreparedSource(info=info, x=x, feats=feats, roi=(rx0, ry0, rx1, ry1), map1=map1,
                               map2=map2, mask=mask, region=region, detail=detail, crop_f=crop_f,
                               base_r=np.ascontiguousarray(region - md), md=np.ascontiguousarray(md),
                               mask3=np.ascontiguousarray(np.repeat(mask, 3, axis=2)), warp=warp)
-
-    def _prepare_warp(self, aligned, p_fit, m_out: np.ndarray, out_size, name: str) -> WarpedSource:
-        """The geometry of the warp path for one portrait (see WarpedSource)."""
-        from .face import invert_matrix
-        from .geometry import MeshWarp
-        if p_fit is None:
-            raise NoFaceError(f"the face mesh of {name} could not be fitted (the warp moves that mesh)"
-                              + ("; source_params='regress' does not fit it" if self.source_params_mode == "regress"
-                                 else ""))
-        size = self.image_size
-        mesh = MeshWarp(aligned.crop_landmarks, size)
-        # the output region of the grid (crop plus band margin), where the motion can be non-zero
-        inv = invert_matrix(m_out)
-        e0, e1 = -mesh.margin - 0.5, size + mesh.margin - 0.5
-        foot = np.array([[e0, e0], [e1, e0], [e1, e1], [e0, e1]]) @ inv[:, :2].T + inv[:, 2]
-        ow, oh = out_size
-        x0, y0 = int(max(0, np.floor(foot[:, 0].min()))), int(max(0, np.floor(foot[:, 1].min())))
-        x1, y1 = int(min(ow, np.ceil(foot[:, 0].max()) + 1)), int(min(oh, np.ceil(foot[:, 1].max()) + 1))
-        xs, ys = np.meshgrid(np.arange(x0, x1, dtype=np.float32), np.arange(y0, y1, dtype=np.float32))
-        cx = (m_out[0, 0] * xs + m_out[0, 1] * ys + m_out[0, 2]).astype(np.float32)
-        cy = (m_out[1, 0] * xs + m_out[1, 1] * ys + m_out[1, 2]).astype(np.float32)
-        return WarpedSource(p_src=np.asarray(p_fit, np.float64), mesh=mesh, roi=(x0, y0, x1, y1),
-                            crop_x=cx, crop_y=cy, out_grid=np.ascontiguousarray(np.stack([xs, ys], -1)))
 
     # ---------------------------------------------------------------------------------- per step
     def _checked(self, params, src) -> tuple[np.ndarray, PreparedSource]:
@@ -416,37 +435,68 @@ class Animator:
         """The generated crop for ``params``: (S, S, 3) float32 in [0, 255] (Eq. 4 on the crop)."""
         return self.generate_crops(params, src)[0]
 
-    def generate_crops(self, params, src: PreparedSource | None = None) -> list[np.ndarray]:
+    def generate_crops(self, params, src: PreparedSource | None = None, poses=None) -> list[np.ndarray]:
         """``generate_crop`` for a batch (B, N) in one model call (offline rendering)."""
         p, src = self._checked(params, src)
+        poses = self._poses(poses, len(p), src)
         if src.warp is not None:
-            return self._warp_layers(p, src)[2]
+            return self._warp_layers(p, src, poses)[2]
         gen = np.asarray(self.models.generate(src.feats, p), np.float32)   # Eq. 4 composite on the crop
         return [from_model_output(g) for g in gen]
 
-    def animate_batch(self, params) -> list[np.ndarray]:
-        """``animate`` for a batch of parameter vectors (B, N)."""
+    def animate_batch(self, params, poses=None) -> list[np.ndarray]:
+        """``animate`` for a batch of parameter vectors (B, N) (and head poses (B, 6))."""
         p, src = self._checked(params, None)
+        poses = self._poses(poses, len(p), src)
         if src.warp is not None:
-            return self._animate_warped(p, src)
+            return self._animate_warped(p, src, poses)
         return [self.paste(g, src) for g in self.generate_crops(p, src)]
 
-    def animate(self, params) -> np.ndarray:
-        """One output frame (H_out, W_out, 3) uint8 RGB for a parameter vector (N,)."""
-        return self.animate_batch(params)[0]
+    def animate(self, params, pose=None) -> np.ndarray:
+        """One output frame (H_out, W_out, 3) uint8 RGB for a parameter vector (N,); ``pose``: the
+        head's pose (6,) in ``engine.pose`` units (degrees, inter-ocular distances, ln size), or None
+        (expression only)."""
+        return self.animate_batch(params, None if pose is None else np.asarray(pose, np.float64)[None])[0]
+
+    def _poses(self, poses, n: int, src: PreparedSource):
+        """Head poses (B, 6), softly clamped to ``engine.pose.LIMITS``; None when there are none or all are
+        zero (expression only: the narrower band, exactly the SliderGAN path)."""
+        if poses is None:
+            return None
+        from .pose import N_POSE, soft_clamp
+        q = np.nan_to_num(np.asarray(poses, np.float64).reshape(-1, N_POSE), nan=0.0)
+        if len(q) != n:
+            raise ValueError(f"got {n} parameter vectors and {len(q)} head poses")
+        if not np.any(q):
+            return None
+        self.require_head_motion()
+        return soft_clamp(q)
+
+    def _head_warp(self, src: PreparedSource) -> WarpedSource:
+        """The warp with head motion's wider band, made on first use (then shared, like the source)."""
+        with src._head_lock:
+            if src.head_warp is None:
+                w = src.warp
+                src.head_warp = _prepare_warp(w.mesh.src, w.frame_to_crop, w.p_src, self.image_size,
+                                              src.info.matrix, src.info.base.shape[1::-1], head=True)
+            return src.head_warp
 
     # ------------------------------------------------------------------------ the warp path
-    def _warp_layers(self, p: np.ndarray, src: PreparedSource):
-        """For each p: the target mesh's backward map, the layers to put over the warped portrait
-        (each (premultiplied colour A*C (S, S, 3), attention A (S, S, 1)) at crop resolution: the drawn
-        mouth interior, then the generator's), and the crop-level result."""
-        from .geometry import target_landmarks
-        w = src.warp
+    def _warp_layers(self, p: np.ndarray, src: PreparedSource, poses: np.ndarray | None = None):
+        """For each p (and head pose): the target mesh's backward map, the layers to put over the warped
+        portrait (each (premultiplied colour A*C (S, S, 3), attention A (S, S, 1)) at crop resolution: the
+        drawn mouth interior, then the generator's), and the crop-level result."""
+        from .geometry import HeadMove, target_landmarks
+        w = src.warp if poses is None else self._head_warp(src)
         crop = src.info.crop
         maps, layers, gen = [], [], []
-        for q in p:
+        for i, q in enumerate(p):
             dst = target_landmarks(self.face_model, w.mesh.src, w.p_src, q)
-            bm = w.mesh.backward_map(dst)
+            move = None
+            if poses is not None:
+                move = HeadMove.of(w.mesh.src, poses[i], w.frame_to_crop)
+                dst = move(dst)
+            bm = w.mesh.backward_map(dst, move)
             drawn, mouth = w.mesh.drawn_warp(crop, dst, bm)
             maps.append((dst, bm))
             layers.append([] if mouth is None else [mouth])
@@ -463,20 +513,23 @@ class Animator:
                 gen[i] = g
         return [bm for _, bm in maps], layers, gen
 
-    def _animate_warped(self, p: np.ndarray, src: PreparedSource) -> list[np.ndarray]:
+    def _animate_warped(self, p: np.ndarray, src: PreparedSource, poses: np.ndarray | None = None
+                        ) -> list[np.ndarray]:
         """Full resolution: the portrait's own pixels warped by the crop-level flow carried to the
         output frame, then each layer's A*C and A upsampled and blended over it (Eq. 4 at the
         output's resolution)."""
         import cv2
         from .geometry import output_map
-        w = src.warp
-        maps, layers, _ = self._warp_layers(p, src)
+        maps, layers, _ = self._warp_layers(p, src, poses)
+        w = src.warp if poses is None else src.head_warp
         base = src.info.base
         x0, y0, x1, y1 = w.roi
         frames = []
         for bm, frame_layers in zip(maps, layers):
             full = output_map(w.mesh, bm, w.crop_x, w.crop_y, src.info.matrix, w.out_grid)
-            region = cv2.remap(base, full, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+            # fixed-point maps: what remap makes of float maps anyway (1/32 px), but a third cheaper
+            region = cv2.remap(base, *cv2.convertMaps(full, None, cv2.CV_16SC2), cv2.INTER_LINEAR,
+                               borderMode=cv2.BORDER_REPLICATE)
             for ac, a in frame_layers:
                 if float(a.max()) <= 0.5 / 255:
                     continue
@@ -512,6 +565,11 @@ class Animator:
         np.clip(blended, 0.0, 255.0, out=blended)
         out[y0:y1, x0:x1] = blended.astype(np.uint8)
         return out
+
+
+def moves_head(models, renderer: str = "model") -> bool:
+    """Whether head poses apply: the geometry-guided path (the portrait's own mesh is warped)."""
+    return renderer == "warp-only" or bool(getattr(models, "needs_frame", False))
 
 
 # --------------------------------------------------------------------------------- model loading

@@ -28,11 +28,24 @@ in 3D (rotation, scale, translation) and is what the blendshape models use as th
 
 Streams
 -------
-``FaceTracker`` runs the mesh in video mode, picks the largest face, and smooths the alignment
-(crop centre, log crop side, roll angle) with a One Euro filter, so crops jitter little. It never
-raises on a frame: each result has a ``status`` (``ok``, ``multiple_faces``, ``no_face``,
-``too_small``). A face is "too small" when the side of the frame region that becomes the crop is
-below ``min_face_px`` (default ``MIN_FACE_PX`` = 64 frame pixels, i.e. forehead-to-chin ~45 px).
+``FaceTracker`` locks on to one face (the largest, or one picked) and follows it: the mesh (video
+mode) runs on a square around the face only, placed from the last frame's landmarks, so the cost per
+frame does not grow with the frame and distant faces are read at the mesh's resolution; when the face
+is lost the full-range detector (``FaceLocator``) searches the frame again and re-acquires the same
+face by position and size. The alignment (crop centre, log crop side, roll angle) is smoothed with a
+One Euro filter, so crops jitter little. It never raises on a frame: each result has a ``status``
+(``ok``, ``multiple_faces``, ``no_face``, ``too_small``, ``lost``). A face is "too small" when the
+side of the frame region that becomes the crop is below ``min_face_px`` (default ``MIN_FACE_PX`` = 56
+frame pixels, i.e. a face about 32 px wide cheek to cheek, forehead-to-chin ~39 px).
+
+Small and distant faces
+-----------------------
+The mesh's own detector is short-range (faces within about 2 m of the camera, a good part of the
+picture). ``FaceLocator`` runs MediaPipe's full-range detector (up to about 5 m) on a thumbnail of the
+frame and, for frames longer than ``DETECT_TILE`` px where that finds nothing, on full-resolution
+tiles; the mesh then runs on a square around each face (``FaceMeshDetector.detect_in``). Stills
+(``detect_and_align``) do the same for faces the whole-picture mesh misses, so a full-body photo is a
+portrait when its face is large enough.
 """
 from __future__ import annotations
 
@@ -52,8 +65,9 @@ log = logging.getLogger(__name__)
 __all__ = [
     "NUM_LANDMARKS", "STABLE_POINTS", "FACE_OVAL", "FOREHEAD_TOP", "CHIN", "MIN_FACE_PX", "DEFAULT_SIZE",
     "FaceError", "NoFaceError", "FaceTooSmallError", "ImageReadError",
-    "STATUS_OK", "STATUS_MULTIPLE", "STATUS_NO_FACE", "STATUS_TOO_SMALL",
-    "AlignedFace", "FaceMeshDetector", "FaceTracker",
+    "STATUS_OK", "STATUS_MULTIPLE", "STATUS_NO_FACE", "STATUS_TOO_SMALL", "STATUS_LOST",
+    "FACE_WIDTH_SHARE", "MESH_INPUT", "AlignedFace", "FaceBox", "FaceLocator", "FaceMeshDetector", "FaceTracker",
+    "describe_face_size",
     "load_image", "template_points", "canonical_mesh", "estimate_similarity", "alignment_matrix",
     "transform_points", "invert_matrix", "matrix_scale", "warp_to_crop", "align_face", "face_mask",
     "paste_back", "detect_landmarks", "detect_and_align", "align_mesh_3d", "umeyama",
@@ -62,12 +76,24 @@ __all__ = [
 
 NUM_LANDMARKS = 478
 DEFAULT_SIZE = 128
-MIN_FACE_PX = 64
+MIN_FACE_PX = 56          # crop region side, frame px: a face about 32 px wide (FACE_WIDTH_SHARE), box ~35 px
+# Sizes: a face's "crop region" (AlignedFace.face_px) is the side of the frame square its aligned crop
+# covers; the face itself, cheek to cheek (mesh points 234-454), is this share of it (the template's):
+FACE_WIDTH_SHARE = 0.57
+MESH_INPUT = 256          # the face mesh runs on a square around one face, scaled to this side
+ROI_SCALE = 1.6           # that square's side / the face's crop region side
+ROI_SHIFT, ROI_RESIZE = 0.06, 0.08   # the square follows when the face is off its centre by this share
+#                                     of its side, or its size is off by this log ratio
+BOX_TO_FOOTPRINT = 1.6    # full-range detector box width -> crop region side (1.58 measured on s5.jpg)
+DETECT_TILE = 800         # frames longer than this are searched in tiles too when the thumbnail finds no face
+TILE_EVERY_S = 0.5        # a tracker with nothing in view searches the tiles this often (the thumbnail every frame)
+LOCATE_THUMBNAIL = 640    # the whole-frame search runs on a thumbnail this long (the detector sees 192 px)
 
 STATUS_OK = "ok"
-STATUS_MULTIPLE = "multiple_faces"   # a face was aligned: the largest of several
+STATUS_MULTIPLE = "multiple_faces"   # a face was aligned: the largest (tracker: the locked one) of several
 STATUS_NO_FACE = "no_face"
 STATUS_TOO_SMALL = "too_small"
+STATUS_LOST = "lost"                 # tracker: faces in view, but not the locked one (not followed)
 
 # Points that expressions and speech hardly move (MediaPipe face-mesh indices).
 STABLE_POINTS: tuple[int, ...] = (
@@ -102,6 +128,11 @@ class NoFaceError(FaceError):
 
 class FaceTooSmallError(NoFaceError):
     """A face was found but it is below the minimum size."""
+
+
+def describe_face_size(face_px: float) -> str:
+    """A crop region side in words: "60 px crop region (a face about 34 px wide)"."""
+    return f"{face_px:.0f} px crop region (a face about {face_px * FACE_WIDTH_SHARE:.0f} px wide)"
 
 
 def _as_rgb(image) -> np.ndarray:
@@ -430,15 +461,188 @@ def _face_area(lm: np.ndarray) -> float:
     return float(span[0] * span[1])
 
 
+# Frames: an RGB array, or a decoded video frame that converts only the pixels asked for
+# (``engine.video.DecodedFrame``, from ``read_frames(lazy=True)``).
+def _frame_shape(frame) -> tuple[int, int]:
+    if hasattr(frame, "region"):
+        return int(frame.shape[0]), int(frame.shape[1])
+    return frame.shape[0], frame.shape[1]
+
+
+def _frame_region(frame, x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
+    if hasattr(frame, "region"):
+        return frame.region(x0, y0, x1, y1)
+    return frame[y0:y1, x0:x1]
+
+
+def _frame_thumbnail(frame, max_side: int) -> tuple[np.ndarray, float]:
+    """The whole frame with its longer side at most ``max_side``, and its scale (thumbnail px / frame px)."""
+    if hasattr(frame, "thumbnail"):
+        return frame.thumbnail(max_side)
+    import cv2
+    h, w = frame.shape[:2]
+    k = min(1.0, max_side / max(h, w))
+    if k >= 1.0:
+        return frame, 1.0
+    tw, th = max(1, int(round(w * k))), max(1, int(round(h * k)))
+    return cv2.resize(frame, (tw, th), interpolation=cv2.INTER_AREA), tw / w
+
+
+def _resize_fast(img: np.ndarray, w: int, h: int) -> np.ndarray:
+    """Resize for the mesh's input: bilinear, after an integer area shrink when shrinking more than 2x
+    (OpenCV's area resize at a non-integer factor costs 10x the bilinear one)."""
+    import cv2
+    ih, iw = img.shape[:2]
+    f = int(min(iw / max(w, 1), ih / max(h, 1)))     # the whole part of the shrink
+    if f >= 2:
+        img = cv2.resize(img, (max(1, iw // f), max(1, ih // f)), interpolation=cv2.INTER_AREA)
+    if img.shape[:2] == (h, w):
+        return img
+    return cv2.resize(img, (w, h), interpolation=cv2.INTER_LINEAR)
+
+
+def _square_patch(frame, cx: float, cy: float, side: float, out: int):
+    """The ``side`` x ``side`` frame square centred on (cx, cy), resized to ``out`` x ``out`` (black
+    where it leaves the frame). Returns (patch, (ax, bx, ay, by)) with frame x = ax * patch x + bx,
+    frame y = ay * patch y + by; None when the square misses the frame."""
+    import cv2
+    h, w = _frame_shape(frame)
+    side_i = max(8, int(round(side)))
+    x0, y0 = int(round(cx - side_i / 2)), int(round(cy - side_i / 2))
+    ix0, iy0 = max(0, x0), max(0, y0)
+    ix1, iy1 = min(w, x0 + side_i), min(h, y0 + side_i)
+    if ix1 - ix0 < 4 or iy1 - iy0 < 4:
+        return None
+    region = _frame_region(frame, ix0, iy0, ix1, iy1)
+    k = out / side_i
+    nw = max(1, min(out, int(round((ix1 - ix0) * k))))
+    nh = max(1, min(out, int(round((iy1 - iy0) * k))))
+    left = min(out - nw, max(0, int(round((ix0 - x0) * k))))
+    top = min(out - nh, max(0, int(round((iy0 - y0) * k))))
+    small = _resize_fast(region, nw, nh)
+    if (nw, nh) != (out, out):
+        small = cv2.copyMakeBorder(small, top, out - top - nh, left, out - left - nw, cv2.BORDER_CONSTANT,
+                                   value=(0, 0, 0))
+    ax, ay = (ix1 - ix0) / nw, (iy1 - iy0) / nh
+    return np.ascontiguousarray(small), (ax, ix0 - left * ax, ay, iy0 - top * ay)
+
+
+@dataclass
+class FaceBox:
+    """A face found by the full-range detector, in frame pixels (x, y: top-left corner)."""
+    x: float
+    y: float
+    w: float
+    h: float
+    score: float
+
+    @property
+    def centre(self) -> np.ndarray:
+        return np.array([self.x + self.w / 2, self.y + self.h / 2])
+
+    @property
+    def footprint(self) -> float:
+        """The side of the crop region (``AlignedFace.face_px``) a face with this box has (estimated)."""
+        return float(self.w) * BOX_TO_FOOTPRINT
+
+    @property
+    def area(self) -> float:
+        return float(self.w * self.h)
+
+
+def _iou(a: FaceBox, b: FaceBox) -> float:
+    ix = max(0.0, min(a.x + a.w, b.x + b.w) - max(a.x, b.x))
+    iy = max(0.0, min(a.y + a.h, b.y + b.h) - max(a.y, b.y))
+    inter = ix * iy
+    return inter / max(a.area + b.area - inter, 1e-9)
+
+
+class FaceLocator:
+    """Where the faces are: MediaPipe's full-range face detector (``face_detection``, ``model_selection=1``:
+    faces up to about 5 m from the camera), which the face mesh's own short-range detector is not.
+
+    The detector sees 192 x 192 pixels, so ``locate`` searches a thumbnail of the whole frame and, when
+    that finds nothing (or ``tiles=True``) in a frame longer than ``tile`` pixels, overlapping
+    ``tile``-pixel squares of it at full resolution: a face 40 px wide is then 10 px or more to the
+    detector (in a whole 1280 px frame it would be 6 px, below what it finds). Returns boxes in frame
+    pixels, largest first. Not thread-safe (one locator per thread)."""
+
+    def __init__(self, min_confidence: float = 0.5, tile: int = DETECT_TILE):
+        _quiet_logs()
+        with _stderr_silenced():
+            import mediapipe as mp
+            self._det = mp.solutions.face_detection.FaceDetection(
+                model_selection=1, min_detection_confidence=min_confidence)
+            self._det.process(np.zeros((64, 64, 3), np.uint8))
+        self.tile = int(tile)
+        self._lock = threading.Lock()
+
+    def _run(self, rgb: np.ndarray, scale: float, ox: float, oy: float) -> list[FaceBox]:
+        h, w = rgb.shape[:2]
+        with self._lock:
+            if self._det is None:
+                raise RuntimeError("FaceLocator is closed")
+            res = self._det.process(np.ascontiguousarray(rgb))
+        out = []
+        for d in res.detections or []:
+            b = d.location_data.relative_bounding_box
+            if not (b.width > 0 and b.height > 0):
+                continue
+            out.append(FaceBox(ox + b.xmin * w / scale, oy + b.ymin * h / scale, b.width * w / scale,
+                               b.height * h / scale, float(d.score[0]) if d.score else 0.0))
+        return out
+
+    def locate(self, frame, tiles: bool | None = None) -> list[FaceBox]:
+        h, w = _frame_shape(frame)
+        thumb, k = _frame_thumbnail(frame, LOCATE_THUMBNAIL)
+        boxes = self._run(thumb, k, 0.0, 0.0)
+        if tiles is None:
+            tiles = not boxes
+        if tiles and max(h, w) > self.tile:
+            t = self.tile
+            step = int(t * 0.75)
+            xs = list(range(0, max(1, w - t), step)) + [max(0, w - t)]
+            ys = list(range(0, max(1, h - t), step)) + [max(0, h - t)]
+            for y0 in sorted(set(ys)):
+                for x0 in sorted(set(xs)):
+                    tile = _frame_region(frame, x0, y0, min(w, x0 + t), min(h, y0 + t))
+                    boxes += self._run(tile, 1.0, x0, y0)
+        # one box per face: where boxes overlap (whole frame and tiles, neighbouring tiles) keep the surest
+        boxes.sort(key=lambda b: b.score, reverse=True)
+        kept: list[FaceBox] = []
+        for b in boxes:
+            if all(_iou(b, c) < 0.3 for c in kept):
+                kept.append(b)
+        kept.sort(key=lambda b: b.area, reverse=True)
+        return kept
+
+    def close(self) -> None:
+        with self._lock:
+            if self._det is not None:
+                self._det.close()
+                self._det = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
 class FaceMeshDetector:
     """MediaPipe face mesh (legacy ``mp.solutions.face_mesh``, refine_landmarks=True, 478 points).
 
     ``static=True`` runs face detection on every image (stills); ``static=False`` is video mode
     (detection once, then tracking). ``detect`` returns frame-coordinate landmarks of every face,
-    the largest first. Not thread-safe: one detector per thread (calls are serialised by a lock)."""
+    the largest first. The mesh's own detector is short-range (faces within about 2 m, a good part of
+    the frame); in static mode ``detect`` also asks a ``FaceLocator`` (full-range) for faces and runs
+    the mesh on a square around each face the whole-frame mesh missed (``detect_in``), so small and
+    distant faces (a full-body photo, a group) are found too. ``unmeshed`` then lists the located
+    faces the mesh found no landmarks for (too small for it). Not thread-safe: one detector per
+    thread (calls are serialised by a lock)."""
 
     def __init__(self, static: bool = True, max_faces: int = 4, min_detection_confidence: float = 0.5,
-                 min_tracking_confidence: float = 0.5):
+                 min_tracking_confidence: float = 0.5, locate: bool | None = None):
         _quiet_logs()
         with _stderr_silenced():
             import mediapipe as mp
@@ -451,12 +655,14 @@ class FaceMeshDetector:
             self._mesh.process(np.zeros((64, 64, 3), np.uint8))
         self.static = static
         self.max_faces = max_faces
+        self.locate = static if locate is None else bool(locate)
+        self._locator: FaceLocator | None = None
+        self.unmeshed: list[FaceBox] = []
+        self.last_patch = None          # (patch, (ax, bx, ay, by)) of the last detect_in
         self._lock = threading.Lock()
         self._first = True
 
-    def detect(self, image) -> list[np.ndarray]:
-        rgb = _as_rgb(image)
-        h, w = rgb.shape[:2]
+    def _process(self, rgb: np.ndarray):
         with self._lock:
             if self._mesh is None:
                 raise RuntimeError("FaceMeshDetector is closed")
@@ -466,19 +672,75 @@ class FaceMeshDetector:
                 self._first = False
             else:
                 res = self._mesh.process(rgb)
+        return res
+
+    @staticmethod
+    def _landmarks(res, w: float, h: float, ax: float = 1.0, bx: float = 0.0, ay: float = 1.0,
+                   by: float = 0.0) -> list[np.ndarray]:
         faces = []
         for f in res.multi_face_landmarks or []:
             a = np.array([(p.x * w, p.y * h, p.z * w) for p in f.landmark], np.float32)
             if a.shape == (NUM_LANDMARKS, 3) and np.all(np.isfinite(a)):
+                a[:, 0] = a[:, 0] * ax + bx
+                a[:, 1] = a[:, 1] * ay + by
+                a[:, 2] *= (ax + ay) / 2
                 faces.append(a)
+        return faces
+
+    def detect(self, image) -> list[np.ndarray]:
+        rgb = _as_rgb(image)
+        h, w = rgb.shape[:2]
+        faces = self._landmarks(self._process(rgb), w, h)
+        self.unmeshed = []
+        if self.locate and self.static and len(faces) < self.max_faces:
+            for box in self.locator.locate(rgb):
+                if len(faces) >= self.max_faces:
+                    break
+                c = box.centre
+                if any(f[:, 0].min() <= c[0] <= f[:, 0].max() and f[:, 1].min() <= c[1] <= f[:, 1].max()
+                       for f in faces):
+                    continue   # the whole-frame mesh has this one
+                found = self.detect_in(rgb, c[0], c[1], box.footprint * ROI_SCALE)
+                near = found and np.hypot(*(found[0][list(STABLE_POINTS), :2].mean(0) - c)) < 0.5 * box.footprint
+                if near:
+                    faces.append(found[0])
+                else:
+                    self.unmeshed.append(box)
         faces.sort(key=_face_area, reverse=True)
         return faces
+
+    def detect_in(self, frame, cx: float, cy: float, side: float) -> list[np.ndarray]:
+        """The mesh on the ``side`` x ``side`` square around (cx, cy) only, scaled to ``MESH_INPUT``
+        pixels: frame-coordinate landmarks, the face nearest the square's centre first. ``frame``: an
+        RGB array or an ``engine.video.DecodedFrame`` (then only the square is converted)."""
+        got = _square_patch(frame, cx, cy, side, MESH_INPUT)
+        if got is None:
+            return []
+        patch, (ax, bx, ay, by) = got
+        self.last_patch = got
+        faces = self._landmarks(self._process(patch), MESH_INPUT, MESH_INPUT, ax, bx, ay, by)
+        faces.sort(key=lambda f: float(np.hypot(*(f[list(STABLE_POINTS), :2].mean(0) - (cx, cy)))))
+        return faces
+
+    def forget(self) -> None:
+        """Video mode: drop the face being tracked (the next frame runs the mesh's own detection)."""
+        if not self.static:
+            self._process(np.zeros((MESH_INPUT, MESH_INPUT, 3), np.uint8))
+
+    @property
+    def locator(self) -> FaceLocator:
+        if self._locator is None:
+            self._locator = FaceLocator()
+        return self._locator
 
     def close(self) -> None:
         with self._lock:
             if self._mesh is not None:
                 self._mesh.close()
                 self._mesh = None
+            if self._locator is not None:
+                self._locator.close()
+                self._locator = None
 
     def __enter__(self):
         return self
@@ -559,20 +821,31 @@ def detect_and_align(image, size: int = DEFAULT_SIZE, min_face_px: float = MIN_F
                      detector: FaceMeshDetector | None = None) -> AlignedFace:
     """Detect the face in a still (path or RGB array) and return its aligned ``size`` crop.
 
+    Faces anywhere in the picture count: a full-body or group photo works when the face is large
+    enough (the static detector also searches with the full-range detector, ``FaceMeshDetector``).
     Several faces: the largest is aligned, ``status`` is ``multiple_faces`` and ``n_faces`` says how
     many (a warning is logged). No face -> NoFaceError; a face whose crop footprint is below
-    ``min_face_px`` frame pixels -> FaceTooSmallError (pass 0 to accept any size). Unreadable file ->
-    FileNotFoundError / ImageReadError."""
+    ``min_face_px`` frame pixels (or one too small for the face mesh at all) -> FaceTooSmallError,
+    saying the size found and the size needed (pass 0 to accept any size the mesh reads).
+    Unreadable file -> FileNotFoundError / ImageReadError."""
     name = str(image) if isinstance(image, (str, os.PathLike)) else "the image"
     rgb = _as_rgb(image)
-    faces = (detector or _shared_static_detector()).detect(rgb)
+    det = detector or _shared_static_detector()
+    faces = det.detect(rgb)
     if not faces:
+        small = list(getattr(det, "unmeshed", []) or [])
+        if small:
+            b = max(small, key=lambda x: x.area)
+            raise FaceTooSmallError(
+                f"the face in {name} is too small: about {b.w:.0f} px wide ({describe_face_size(b.footprint)}), "
+                f"too small for the face mesh; at least {describe_face_size(min_face_px or MIN_FACE_PX)} "
+                "is needed: use a closer or larger photo")
         raise NoFaceError(f"no face found in {name} ({rgb.shape[1]}x{rgb.shape[0]})")
     res = align_face(rgb, faces[0], size)
     res.n_faces = len(faces)
     if res.face_px < min_face_px:
-        raise FaceTooSmallError(f"face in {name} is too small: {res.face_px:.0f} px across, "
-                                f"minimum {min_face_px:.0f} px")
+        raise FaceTooSmallError(f"face in {name} is too small: {describe_face_size(res.face_px)}, "
+                                f"minimum {describe_face_size(min_face_px)}")
     if len(faces) > 1:
         res.status = STATUS_MULTIPLE
         res.message = f"{len(faces)} faces in {name}; aligned the largest"
@@ -601,57 +874,217 @@ def _params_to_matrix(p: np.ndarray, size: int) -> np.ndarray:
 
 
 class FaceTracker:
-    """Face mesh on a stream of frames with a temporally smoothed alignment.
+    """One face followed through a stream of frames, with a temporally smoothed alignment.
+
+    Per frame, the face mesh runs on a square around the followed face only (``ROI_SCALE`` times its
+    crop region, scaled to ``MESH_INPUT`` px), placed from the previous frame's landmarks: the cost
+    does not grow with the frame, and faces far from the camera (small in an HD frame) are read at the
+    mesh's resolution. When the face is lost, a ``FaceLocator`` (full-range detector; tiles for HD
+    frames) finds the faces in the whole frame again. Frames: RGB arrays, or
+    ``engine.video.DecodedFrame`` (``read_frames(lazy=True)``), of which only the face's square (and,
+    when searching, a thumbnail) is converted to RGB.
+
+    Several people: the tracker locks on to one face, the largest when it starts (or the one nearest
+    a point given to ``pick``), and follows it, never another: if the locked face is lost while others
+    are in view the status is ``lost`` (the message says how many faces are ignored); it is
+    re-acquired by position and size (the candidate nearest its last place and of a similar size,
+    the search widening with the time lost), not by being the largest. After ``relock_s`` seconds
+    without it the tracker locks on to the face nearest where it was. ``n_faces`` counts the faces
+    found at the last search (a search runs at least every ``recount_s`` seconds).
 
     ``process(frame, t)`` returns an ``AlignedFace`` for every frame and never raises on a frame's
-    content: no face, several faces (largest used) and too-small faces are statuses. The alignment's
-    crop centre, log side and roll are One Euro filtered in face-relative units (centre divided by the
-    footprint side), so the settings do not depend on the face's size in the frame. Landmarks stay
-    unsmoothed (they carry the expression); ``crop_landmarks`` are them under the smoothed matrix.
-    After ``reset_after`` seconds without a face the filter restarts.
+    content: statuses ok, multiple_faces, no_face, too_small, lost. The alignment's crop centre, log
+    side and roll are One Euro filtered in face-relative units (centre divided by the footprint side),
+    so the settings do not depend on the face's size in the frame. Landmarks stay unsmoothed (they
+    carry the expression); ``crop_landmarks`` are them under the smoothed matrix. After ``reset_after``
+    seconds without a face the filter restarts. ``max_faces`` and ``static`` are accepted for
+    compatibility (one face is followed; frames are a stream).
 
     ``smooth=False`` gives the per-frame alignment (the figure the tests compare against)."""
 
     def __init__(self, size: int = DEFAULT_SIZE, smooth: bool = True, min_cutoff: float = 1.0,
                  beta: float = 10.0, d_cutoff: float = 1.0, min_face_px: float = MIN_FACE_PX,
                  max_faces: int = 4, fps: float = 30.0, static: bool = False,
-                 reset_after: float = 0.5, detector: FaceMeshDetector | None = None):
+                 reset_after: float = 0.5, detector: FaceMeshDetector | None = None,
+                 locator: FaceLocator | None = None, relock_s: float = 2.0, recount_s: float = 1.0,
+                 pick: tuple[float, float] | None = None):
         from .smoothing import OneEuroFilter
         self.size = int(size)
         self.smooth = smooth
         self.min_face_px = float(min_face_px)
         self.fps = float(fps)
         self.reset_after = float(reset_after)
+        self.relock_s = float(relock_s)
+        self.recount_s = float(recount_s)
         self._own_detector = detector is None
-        self.detector = detector or FaceMeshDetector(static=static, max_faces=max_faces)
+        # Video mode on the face's square: the mesh's own tracking then follows the face inside it.
+        self.detector = detector or FaceMeshDetector(static=False, max_faces=1, locate=False)
+        self._own_locator = locator is None
+        self._locator = locator
         self._filter = OneEuroFilter(min_cutoff=min_cutoff, beta=beta, d_cutoff=d_cutoff, freq=fps)
         self._last_t: float | None = None
         self._last_face_t: float | None = None
         self._ref_side: float | None = None
+        self._roi: tuple[float, float, float] | None = None     # square the mesh runs on: cx, cy, side
+        self._target: tuple[float, float, float, float] | None = None  # locked face: cx, cy, footprint, t
+        self._pick: tuple[float, float] | None = None
+        self._shape: tuple[int, int] | None = None
+        self._n_seen = 0
+        self._last_search_t: float | None = None
+        self._last_tiles_t: float | None = None
+        self.locked = False
         self.counts = {STATUS_OK: 0, STATUS_MULTIPLE: 0, STATUS_NO_FACE: 0, STATUS_TOO_SMALL: 0}
+        if pick is not None:
+            self.pick(*pick)
+
+    @property
+    def locator(self) -> FaceLocator:
+        if self._locator is None:
+            self._locator = FaceLocator()
+        return self._locator
 
     def reset(self) -> None:
         self._filter.reset()
         self._ref_side = None
         self._last_face_t = None
 
+    def pick(self, x: float, y: float, normalized: bool = False) -> None:
+        """Follow the face at (or nearest to) frame point (x, y) from the next frame on, instead of the
+        one locked now. ``normalized``: x, y are fractions of the frame's width and height."""
+        x, y = float(x), float(y)
+        if not (np.isfinite(x) and np.isfinite(y)):
+            raise ValueError("pick needs a finite point")
+        if normalized:
+            if not (0.0 <= x <= 1.0 and 0.0 <= y <= 1.0):
+                raise ValueError("a normalized point lies in 0..1")
+            self._pick = (x, y, True)
+        else:
+            self._pick = (x, y, False)
+        self._roi = None
+
+    def unlock(self) -> None:
+        """Forget the locked face: the next search locks on to the largest."""
+        self._target = None
+        self._roi = None
+        self.locked = False
+
+    def _choose(self, boxes: list[FaceBox], t: float, h: int, w: int) -> FaceBox | None:
+        if self._pick is not None:
+            px, py, norm = self._pick
+            if norm:
+                px, py = px * w, py * h
+            self._pick = None
+            self._target = None
+            inside = [b for b in boxes if b.x <= px <= b.x + b.w and b.y <= py <= b.y + b.h]
+            return min(inside or boxes, key=lambda b: float(np.hypot(*(b.centre - (px, py)))))
+        if self._target is None:
+            return boxes[0]   # the largest
+        cx, cy, fp, t_seen = self._target
+        lost_s = max(0.0, t - t_seen)
+        dist = [float(np.hypot(*(b.centre - (cx, cy)))) / fp for b in boxes]
+        if lost_s > self.relock_s:
+            return boxes[int(np.argmin(dist))]
+        gate = 1.0 + 3.0 * lost_s     # crop regions: how far the face may have moved since
+        ok = [(d, b) for d, b in zip(dist, boxes) if d <= gate and 0.5 <= b.footprint / fp <= 2.0]
+        return min(ok, key=lambda x: x[0])[1] if ok else None
+
+    def _search(self, frame, t: float, h: int, w: int):
+        """Find the faces in the whole frame and choose the one to follow: (box or None, n boxes)."""
+        small = self._target is not None and self._target[2] / BOX_TO_FOOTPRINT < max(h, w) * 0.06
+        # Tiles (several detector runs) at most every TILE_EVERY_S while nothing is in view, so an empty
+        # HD scene does not cost them on every frame.
+        may_tile = small or self._last_tiles_t is None or t - self._last_tiles_t >= TILE_EVERY_S \
+            or t < self._last_tiles_t
+        if may_tile:
+            self._last_tiles_t = t
+        boxes = self.locator.locate(frame, tiles=True if small else (None if may_tile else False))
+        if not boxes:
+            # A face so close that it fills the picture (cut off at the edges) can escape the full-range
+            # detector; the mesh's own short-range detector, on the whole frame, finds it.
+            self.detector.forget()
+            for lm in self.detector.detect_in(frame, w / 2.0, h / 2.0, float(max(h, w))):
+                m = alignment_matrix(lm, self.size)
+                fp = self.size / matrix_scale(m)
+                c = _matrix_to_params(m, self.size)[:2]
+                bw = fp / BOX_TO_FOOTPRINT
+                boxes.append(FaceBox(c[0] - bw / 2, c[1] - bw / 2, bw, bw, 1.0))
+        self._last_search_t = t
+        self._n_seen = len(boxes)
+        if not boxes:
+            return None, 0
+        return self._choose(boxes, t, h, w), len(boxes)
+
     def process(self, frame, t: float | None = None) -> AlignedFace:
         if t is None:
             t = 0.0 if self._last_t is None else self._last_t + 1.0 / self.fps
         self._last_t = float(t)
         try:
-            rgb = _as_rgb(frame)
-            faces = self.detector.detect(rgb)
+            if not hasattr(frame, "region"):
+                frame = _as_rgb(frame)
+            h, w = _frame_shape(frame)
+            if h < 8 or w < 8:
+                return self._report(STATUS_NO_FACE, "no face (frame too small)", t, 0)
+            return self._track(frame, float(t), h, w)
         except Exception as e:  # a broken frame must not end the stream
             return self._report(STATUS_NO_FACE, f"frame unusable: {e}", t, 0)
-        if not faces:
-            return self._report(STATUS_NO_FACE, "no face", t, 0)
-        lm = faces[0]
-        raw = alignment_matrix(lm, self.size)
+
+    def _track(self, frame, t: float, h: int, w: int) -> AlignedFace:
+        if self._shape != (h, w):    # another stream (or camera): nothing carries over
+            self._shape = (h, w)
+            self.unlock()
+        searched = False
+        box = None
+        for attempt in range(2):
+            if self._roi is None:
+                box, n = self._search(frame, t, h, w)
+                searched = True
+                if box is None:
+                    if n and self._target is not None:
+                        return self._report(STATUS_LOST, f"the locked face is lost: {n} other face"
+                                            f"{'s' if n > 1 else ''} in view, not followed", t, n)
+                    return self._report(STATUS_NO_FACE, "no face", t, 0)
+                self._roi = (float(box.centre[0]), float(box.centre[1]), box.footprint * ROI_SCALE)
+                self.detector.forget()
+            found = self.detector.detect_in(frame, *self._roi)
+            lm = found[0] if found else None
+            if lm is not None:
+                raw = alignment_matrix(lm, self.size)
+                if not searched and self._target is not None:
+                    # the mesh kept a face: is it still the locked one (no jump to a neighbour)?
+                    c = _matrix_to_params(raw, self.size)[:2]
+                    fp = self.size / matrix_scale(raw)
+                    if (np.hypot(*(c - self._target[:2])) > 0.75 * self._target[2]
+                            or not 0.6 <= fp / self._target[2] <= 1.6):
+                        lm = None
+            if lm is not None:
+                break
+            self._roi = None
+            if searched:
+                if box.footprint < self.min_face_px:
+                    return self._report(STATUS_TOO_SMALL, f"face too small: about {box.w:.0f} px wide "
+                                        f"({describe_face_size(box.footprint)}), minimum "
+                                        f"{describe_face_size(self.min_face_px)}", t, self._n_seen)
+                return self._report(STATUS_NO_FACE, "no face (a face was located but the mesh found no "
+                                    "landmarks)", t, self._n_seen)
         face_px = self.size / matrix_scale(raw)
+        centre = _matrix_to_params(raw, self.size)[:2]
+        side = face_px * ROI_SCALE
+        if searched or abs(np.log(side / self._roi[2])) > ROI_RESIZE or \
+                np.hypot(centre[0] - self._roi[0], centre[1] - self._roi[1]) > ROI_SHIFT * self._roi[2]:
+            # The square moves only when the face has moved away from its centre or changed size:
+            # a still face is then read from the same pixels each frame, and the mesh does not jitter
+            # with the square's resampling.
+            self._roi = (float(centre[0]), float(centre[1]), side)
+        if not searched and self.recount_s >= 0 and (self._last_search_t is None
+                                                     or t - self._last_search_t >= self.recount_s):
+            self._last_search_t = t
+            self._n_seen = len(self.locator.locate(frame, tiles=False))
+        n_faces = max(1, self._n_seen)
         if face_px < self.min_face_px:
-            return self._report(STATUS_TOO_SMALL, f"face too small: {face_px:.0f} px across, "
-                                f"minimum {self.min_face_px:.0f} px", t, len(faces), lm)
+            return self._report(STATUS_TOO_SMALL, f"face too small: {describe_face_size(face_px)}, "
+                                f"minimum {describe_face_size(self.min_face_px)}", t, n_faces, lm)
+        self._target = (float(centre[0]), float(centre[1]), float(face_px), t)
+        self.locked = True
         if self._last_face_t is not None and t - self._last_face_t > self.reset_after:
             self.reset()
         self._last_face_t = float(t)
@@ -669,28 +1102,69 @@ class FaceTracker:
             q = self._filter(q, t)
             q[:2] *= self._ref_side
             m = _params_to_matrix(q, self.size)
-        crop = warp_to_crop(rgb, m, self.size)
-        status = STATUS_MULTIPLE if len(faces) > 1 else STATUS_OK
-        msg = f"{len(faces)} faces; aligned the largest" if len(faces) > 1 else ""
+        crop = _crop_from_patch(self.detector.last_patch, m, self.size, h, w)
+        if crop is None:
+            crop = _warp_frame_to_crop(frame, m, self.size)
+        status = STATUS_MULTIPLE if n_faces > 1 else STATUS_OK
+        msg = f"{n_faces} faces; following the locked one" if n_faces > 1 else ""
         self.counts[status] += 1
         return AlignedFace(crop=crop, landmarks=lm, crop_landmarks=transform_points(lm, m), matrix=m,
-                           size=self.size, n_faces=len(faces), face_px=self.size / matrix_scale(m),
+                           size=self.size, n_faces=n_faces, face_px=self.size / matrix_scale(m),
                            status=status, message=msg, t=float(t), raw_matrix=raw)
 
     def _report(self, status, message, t, n_faces, lm=None) -> AlignedFace:
-        self.counts[status] += 1
+        self.counts[status] = self.counts.get(status, 0) + 1
         return AlignedFace(crop=None, landmarks=lm, crop_landmarks=None, matrix=None, size=self.size,
                            n_faces=n_faces, status=status, message=message, t=float(t))
 
     def close(self) -> None:
         if self._own_detector:
             self.detector.close()
+        if self._own_locator and self._locator is not None:
+            self._locator.close()
+            self._locator = None
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc):
         self.close()
+
+
+def _crop_from_patch(last_patch, m: np.ndarray, size: int, h: int, w: int) -> np.ndarray | None:
+    """The aligned crop cut from the mesh's input square instead of the frame, when that square is at
+    least as detailed as the crop and holds its whole footprint inside the frame (else None): one
+    resampling of the face per frame instead of two."""
+    import cv2
+    if last_patch is None:
+        return None
+    patch, (ax, bx, ay, by) = last_patch
+    if 1.0 / max(ax, ay) < 0.95 * matrix_scale(m):
+        return None
+    foot = _footprint(m, size)
+    if foot.min() < 0 or foot[:, 0].max() > w - 1 or foot[:, 1].max() > h - 1:
+        return None
+    # patch pixel centres -> frame pixel centres: f = a p + (b + a/2 - 1/2)
+    p2f = np.array([[ax, 0, bx + 0.5 * ax - 0.5], [0, ay, by + 0.5 * ay - 0.5], [0, 0, 1]])
+    pf = (foot - p2f[:2, 2]) / np.array([ax, ay])
+    n = patch.shape[0]
+    if pf.min() < 0 or pf.max() > n - 1:
+        return None
+    m_patch = (np.vstack([np.asarray(m, np.float64), [0, 0, 1]]) @ p2f)[:2]
+    return cv2.warpAffine(patch, m_patch, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+
+def _warp_frame_to_crop(frame, m: np.ndarray, size: int) -> np.ndarray:
+    """``warp_to_crop`` for an RGB array or a ``DecodedFrame`` (only the crop's footprint converted)."""
+    if not hasattr(frame, "region"):
+        return warp_to_crop(frame, m, size)
+    x0, y0, x1, y1 = _roi(m, size, frame.shape)
+    if x1 - x0 < 2 or y1 - y0 < 2:
+        return warp_to_crop(frame.rgb(), m, size)
+    m_roi = np.asarray(m, np.float64).copy()
+    m_roi[:, 2] = m_roi[:, :2] @ np.array([x0, y0], np.float64) + m_roi[:, 2]
+    # the footprint is inside the region, so the region's edges never show (no border difference)
+    return warp_to_crop(frame.region(x0, y0, x1, y1), m_roi, size)
 
 
 # ----------------------------------------------------------------------------------- measurements

@@ -39,6 +39,14 @@ import numpy as np
 RING_SCALE = 1.35
 RING_FOLLOW = 0.5
 BAND_MARGIN = 0.08   # fixed border points lie this far (x crop size) outside the crop
+# With head motion (engine.pose) the head is carried out to a second ring round the oval (hair, ears),
+# and the band that fades the motion out reaches further.
+HEAD_RING_SCALE = 1.75
+HEAD_BAND_MARGIN = 0.45
+
+
+def band_margin(head: bool) -> float:
+    return HEAD_BAND_MARGIN if head else BAND_MARGIN
 
 
 # ------------------------------------------------------------------------------------ geometry
@@ -136,9 +144,12 @@ def target_landmarks(face_model, crop_landmarks: np.ndarray, p_src, p_trg, fix_c
     return uncross(out) if fix_crossing else out
 
 
-def _triangulation(src_xy: np.ndarray, dst_xy: np.ndarray, size: int):
-    """All triangles of the warp: (vertices_src (V, 2), vertices_dst (V, 2), depth (V,), triangles
-    (T, 3), layer (T,): 0 outer band, 1 holes, 2 face)."""
+def _triangulation(src_xy: np.ndarray, dst_xy: np.ndarray, size: int, head: bool = False):
+    """All triangles of the warp: (vertices_src (V, 2), vertices_dst (V, 2), triangles (T, 3), layer
+    (T,): 0 outer band, 1 holes, 2 face). Vertices: the 468 mesh points, the 3 hole centres, the ring
+    round the oval, with ``head`` the head ring (``HEAD_RING_SCALE``), then the border points (at
+    ``band_margin(head)`` outside the crop). The dst of the rings and the border is src (callers
+    the ring's dst follows the oval by RING_FOLLOW, the head ring's and the border's stay)."""
     from scipy.spatial import Delaunay
 
     from engine.blendshapes import INNER_LIP_LOOP, LEFT_EYE_LOOP, RIGHT_EYE_LOOP, mesh_triangles
@@ -161,8 +172,12 @@ def _triangulation(src_xy: np.ndarray, dst_xy: np.ndarray, size: int):
     c_src = src[0][oval].mean(0)
     ring_src = c_src + RING_SCALE * (src[0][oval] - c_src)
     ring_dst = ring_src + RING_FOLLOW * (dst[0][oval] - src[0][oval])
-    m = BAND_MARGIN * size
-    k = 9
+    m = band_margin(head) * size
+    if head:
+        head_ring = c_src + HEAD_RING_SCALE * (src[0][oval] - c_src)
+        ring_src = np.concatenate([ring_src, head_ring])
+        ring_dst = np.concatenate([ring_dst, head_ring])
+    k = 13 if head else 9
     lin = np.linspace(-m, size + m, k)
     border = np.concatenate([np.stack([lin, np.full(k, -m)], 1), np.stack([lin, np.full(k, size + m)], 1),
                              np.stack([np.full(k - 2, -m), lin[1:-1]], 1),
@@ -351,18 +366,31 @@ class MeshWarp:
     to the fixed border points), so the motion is exactly zero at the grid's edge: a frame warped
     through it has no seam."""
 
-    def __init__(self, src_landmarks: np.ndarray, size: int, iterations: int = 5):
+    def __init__(self, src_landmarks: np.ndarray, size: int, iterations: int = 5, head: bool = False):
         from scipy import sparse
         self.size = int(size)
-        self.margin = int(np.ceil(BAND_MARGIN * self.size)) + 1   # both edge rows at or beyond the border
+        self.head = bool(head)
+        self.margin = int(np.ceil(band_margin(self.head) * self.size)) + 1   # edge rows at or beyond the border
         self.iterations = int(iterations)
         self.src = np.asarray(src_landmarks, np.float64)
         xy = self.src[:, :2]
-        vs, _vd, tri, layer = _triangulation(xy, xy, self.size)
+        vs, _vd, tri, layer = _triangulation(xy, xy, self.size, self.head)
         self.vertices = vs
         self.n_vertices = len(vs)
-        self._ring = np.arange(471, 471 + len(_oval_loop()))
+        n_oval = len(_oval_loop())
+        self._ring = np.arange(471, 471 + n_oval)
         self._oval = np.array(_oval_loop())
+        if self.head:
+            # the rings as 3D points at the oval's depth, and how much of the head's motion each
+            # carries: all of it above the oval's middle, less towards the neck (it turns less)
+            self._head_ring = np.arange(471 + n_oval, 471 + 2 * n_oval)
+            rings = np.concatenate([self._ring, self._head_ring])
+            z = np.tile(self.src[self._oval, 2], 2)
+            self._ring_points = np.concatenate([vs[rings], z[:, None]], 1)
+            oval = self.src[self._oval, :2]
+            below = np.clip((vs[rings, 1] - oval[:, 1].mean()) / max(np.ptp(oval[:, 1]), 1e-6) * 2, 0, None)
+            share = np.where(np.arange(len(rings)) < n_oval, 1.0 - 0.4 * below, 1.0 - 0.8 * below)
+            self._ring_share = np.clip(share, 0.2, 1.0)[:, None]
         self._holes = [np.array(loop) for loop in _hole_loops()]
         # Source triangles far to near into an id buffer (once), then barycentric weights per pixel.
         z = np.zeros(len(vs))
@@ -373,8 +401,14 @@ class MeshWarp:
         self._inner = tri[order[layer[order] > 0]]
         self._inner_src = vs[self._inner].astype(np.float32)
         g, mg = self.grid_size, self.margin
-        # every grid pixel's source triangle (drawn in order: the nearest wins) and its barycentrics
-        ordered = tri[order]
+        # The forward field that the band's fixed-point steps invert: the band's triangles, and inside
+        # the oval a smooth fill from the oval's own motion (not the face's: where a turning cheek
+        # passes over the oval, steps into the face would not converge and the band would show a
+        # strip of the face; the face is drawn exactly on top anyway).
+        from scipy.spatial import Delaunay
+        oval = np.array(_oval_loop())
+        fill = oval[Delaunay(xy[oval]).simplices]
+        ordered = np.concatenate([fill, tri[layer == 0]])
         pixels, t, w1, w2 = _raster(((vs + mg)[ordered]).astype(np.float32), g)
         w = np.stack([1 - w1 - w2, w1, w2], 1)
         self.weights = sparse.csr_matrix((w.reshape(-1), (np.repeat(pixels, 3), ordered[t].reshape(-1))),
@@ -392,24 +426,39 @@ class MeshWarp:
         mg = self.margin
         return a[mg:mg + self.size, mg:mg + self.size]
 
-    def vertex_displacement(self, dst_landmarks: np.ndarray) -> np.ndarray:
+    def vertex_displacement(self, dst_landmarks: np.ndarray, head_move=None) -> np.ndarray:
         """(V, 2) displacement of every warp vertex: the mesh's own, the hole centres' mean, the ring
-        following the oval by RING_FOLLOW (kept inside the border frame), the border fixed."""
+        following the oval by RING_FOLLOW (kept inside the border frame), the border fixed.
+        ``head_move``: the head's motion (``HeadMove``; the warp must have been made with ``head``),
+        whose share the rings carry on top (``dst_landmarks`` already has it)."""
         dst = np.asarray(dst_landmarks, np.float64)[:468, :2]
         d = np.zeros((self.n_vertices, 2))
         d[:468] = dst - self.src[:468, :2]
         for k, loop in enumerate(self._holes):
             d[468 + k] = d[loop].mean(0)
-        m = BAND_MARGIN * self.size
+        m = band_margin(self.head) * self.size
         ring = self.vertices[self._ring]
-        d[self._ring] = np.clip(ring + RING_FOLLOW * d[self._oval], -m * 0.9, self.size + m * 0.9) - ring
+        if head_move is None:
+            d[self._ring] = np.clip(ring + RING_FOLLOW * d[self._oval], -m * 0.9, self.size + m * 0.9) - ring
+            return d
+        if not self.head:
+            raise ValueError("head motion needs a MeshWarp made with head=True (its band is wider)")
+        carried = (head_move(self._ring_points)[:, :2] - self._ring_points[:, :2]) * self._ring_share
+        # the oval's own expression motion (what the head's motion leaves of its displacement)
+        expression = dst[self._oval] - head_move(self.src[self._oval])[:, :2]
+        n = len(self._ring)
+        rings = np.concatenate([self._ring, self._head_ring])
+        moved = self.vertices[rings] + carried
+        moved[:n] += RING_FOLLOW * expression
+        d[rings] = np.clip(moved, -m * 0.9, self.size + m * 0.9) - self.vertices[rings]
         return d
 
-    def backward_map(self, dst_landmarks: np.ndarray) -> np.ndarray:
-        """(G, G, 2) float32: for every grid pixel of the target, the source crop coordinates it shows."""
+    def backward_map(self, dst_landmarks: np.ndarray, head_move=None) -> np.ndarray:
+        """(G, G, 2) float32: for every grid pixel of the target, the source crop coordinates it shows.
+        ``head_move``: see ``vertex_displacement``."""
         import cv2
         g, mg = self.grid_size, self.margin
-        d = self.vertex_displacement(dst_landmarks)
+        d = self.vertex_displacement(dst_landmarks, head_move)
         # The outer band (gentle gradients): the forward field inverted by fixed-point steps.
         field = np.ascontiguousarray((self.weights @ d.astype(np.float32)).reshape(g, g, 2))
         x = self.grid - field
@@ -506,6 +555,27 @@ def warp_batch(face_model, landmarks: np.ndarray, p_src: np.ndarray, p_trg: np.n
 
 
 FLOW_SCALE = 4.0    # generator_frame's flow channels: about -1..1 for the largest face motions
+
+
+class HeadMove:
+    """The head's rigid motion in a portrait's crop: ``engine.pose.apply_pose`` with the head's
+    centre and inter-ocular distance (crop pixels) and the portrait's frame -> crop matrix."""
+
+    def __init__(self, pose: np.ndarray, centre: np.ndarray, iod: float, frame_to_crop: np.ndarray | None = None):
+        self.pose = np.asarray(pose, np.float64)
+        self.centre = np.asarray(centre, np.float64)
+        self.iod = float(iod)
+        self.frame_to_crop = frame_to_crop
+
+    @classmethod
+    def of(cls, crop_landmarks: np.ndarray, pose: np.ndarray, frame_to_crop: np.ndarray | None = None):
+        from .pose import measure
+        h = measure(crop_landmarks)
+        return cls(pose, h.centre, h.iod, frame_to_crop)
+
+    def __call__(self, points: np.ndarray) -> np.ndarray:
+        from .pose import apply_pose
+        return apply_pose(points, self.pose, self.centre, self.iod, self.frame_to_crop)
 
 
 def output_map(warp: MeshWarp, backward: np.ndarray, crop_x: np.ndarray, crop_y: np.ndarray,

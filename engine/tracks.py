@@ -11,6 +11,9 @@ One file format, a NumPy ``.npz`` (no pickles) holding:
     expression        (T, Ne) float32 expression parameters p_exp; absent when the track has none
     expression_names  (Ne,) component names (absent with expression)
     n_expression      width of p_exp that ``at`` fills with zeros when expression is absent
+    pose              (T, 6) float32 head pose (``engine.pose``: yaw, pitch, roll in degrees, x, y in
+                      inter-ocular distances, ln size), relative to the clip's mean pose; optional
+                      (older tracks and speech-only tracks have none)
     audio             path of the audio file, relative to the track's folder ("" for none)
     audio_offset      audio time (s) of track time 0
     meta              JSON object: source video, model, fit residuals, frames without a face...
@@ -39,6 +42,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .pose import N_POSE
+
 log = logging.getLogger(__name__)
 
 __all__ = ["TrackError", "ParamTrack", "load_track", "save_track", "extract_track", "FORMAT",
@@ -47,6 +52,7 @@ __all__ = ["TrackError", "ParamTrack", "load_track", "save_track", "extract_trac
 FORMAT = "slidergan-track"
 VERSION = 1
 DEFAULT_N_EXPRESSION = 30
+
 # What a track may be (checked on construction and on load, before anything is sized from it):
 MIN_FPS, MAX_FPS = 1.0, 240.0      # its frame rate (nominal, or from its timestamps when it has none)
 MAX_SECONDS = 24 * 3600.0          # the span of its timestamps
@@ -77,12 +83,15 @@ class ParamTrack:
     audio_offset: float = 0.0
     meta: dict = field(default_factory=dict)
     path: Path | None = None       # where it was loaded from / saved to (resolves ``audio``)
+    pose: np.ndarray | None = None
 
     def __post_init__(self):
         self.times = np.asarray(self.times, dtype=np.float64)
         self.speech = np.asarray(self.speech, dtype=np.float32)
         if self.expression is not None:
             self.expression = np.asarray(self.expression, dtype=np.float32)
+        if self.pose is not None:
+            self.pose = np.asarray(self.pose, dtype=np.float32)
         if self.speech.ndim == 2:
             self.speech_names = _names(self.speech_names, self.speech.shape[1], "speech_")
         if self.expression is not None and self.expression.ndim == 2:
@@ -124,8 +133,11 @@ class ParamTrack:
                                  f"width {self.expression.shape[1]}")
         if self.n_expression < 0:
             raise TrackError(f"{w}: n_expression must be >= 0")
+        if self.pose is not None and self.pose.shape != (n, N_POSE):
+            raise TrackError(f"{w}: pose must have shape ({n}, {N_POSE}) (yaw, pitch, roll, x, y, scale) to "
+                             f"match {n} timestamps, got {self.pose.shape}")
         for name, arr in (("times", self.times), ("speech", self.speech),
-                          ("expression", self.expression)):
+                          ("expression", self.expression), ("pose", self.pose)):
             if arr is None:
                 continue
             bad = ~np.isfinite(arr)
@@ -227,17 +239,13 @@ class ParamTrack:
 
     def at_times(self, ts) -> np.ndarray:
         """``at`` for many times at once: (len(ts), n_params)."""
-        ts = np.asarray(ts, np.float64).reshape(-1)
-        if not np.all(np.isfinite(ts)):
-            raise TrackError("at(): time must be finite")
-        p = self.params.astype(np.float64)
-        if len(self) == 1:
-            return np.repeat(p, len(ts), axis=0).astype(np.float32)
-        i = np.clip(np.searchsorted(self.times, ts, side="right") - 1, 0, len(self) - 2)
-        t0 = self.times[i]
-        t1 = self.times[i + 1]
-        a = np.clip((ts - t0) / (t1 - t0), 0.0, 1.0)[:, None]
-        return ((1 - a) * p[i] + a * p[i + 1]).astype(np.float32)
+        return _interpolate(self.times, self.params, ts)
+
+    def pose_at_times(self, ts) -> np.ndarray | None:
+        """The head pose (len(ts), 6) at times ``ts``, interpolated like ``at``; None without one."""
+        if self.pose is None:
+            return None
+        return _interpolate(self.times, self.pose, ts)
 
     def speech_at(self, t: float) -> np.ndarray:
         return self.at(t)[self.n_expression:]
@@ -264,11 +272,27 @@ class ParamTrack:
                           else None, fps=float(fps), speech_names=list(self.speech_names),
                           expression_names=list(self.expression_names) if self.expression_names
                           else None, n_expression=ne, audio=self.audio, audio_offset=self.audio_offset,
-                          meta={**self.meta, "resampled_from_fps": self.fps}, path=self.path)
+                          meta={**self.meta, "resampled_from_fps": self.fps}, path=self.path,
+                          pose=self.pose_at_times(ts))
 
     # ---------------------------------------------------------------------------------- I/O
     def save(self, path: str | os.PathLike) -> Path:
         return save_track(self, path)
+
+
+def _interpolate(times: np.ndarray, values: np.ndarray, ts) -> np.ndarray:
+    """Rows of ``values`` at times ``ts``, linear between frames, held outside them (float32)."""
+    ts = np.asarray(ts, np.float64).reshape(-1)
+    if not np.all(np.isfinite(ts)):
+        raise TrackError("at(): time must be finite")
+    p = np.asarray(values, np.float64)
+    if len(times) == 1:
+        return np.repeat(p, len(ts), axis=0).astype(np.float32)
+    i = np.clip(np.searchsorted(times, ts, side="right") - 1, 0, len(times) - 2)
+    t0 = times[i]
+    t1 = times[i + 1]
+    a = np.clip((ts - t0) / (t1 - t0), 0.0, 1.0)[:, None]
+    return ((1 - a) * p[i] + a * p[i + 1]).astype(np.float32)
 
 
 def save_track(track: ParamTrack, path: str | os.PathLike) -> Path:
@@ -298,6 +322,8 @@ def save_track(track: ParamTrack, path: str | os.PathLike) -> Path:
     if track.expression is not None:
         arrays["expression"] = track.expression
         arrays["expression_names"] = np.array(track.expression_names, dtype=str)
+    if track.pose is not None:
+        arrays["pose"] = track.pose
     buf = io.BytesIO()
     np.savez(buf, **arrays)
     with atomic_path(path) as tmp:
@@ -342,7 +368,7 @@ def load_track(path: str | os.PathLike, check_audio: bool = True) -> ParamTrack:
             if "expression_names" in data else None,
             n_expression=int(data["n_expression"]) if "n_expression" in data and exp is None else None,
             audio=str(data.get("audio", "")) or None,
-            audio_offset=float(data.get("audio_offset", 0.0)), meta=meta, path=path)
+            audio_offset=float(data.get("audio_offset", 0.0)), meta=meta, path=path, pose=data.get("pose"))
     except TrackError as e:
         msg = str(e)
         raise TrackError(msg.replace("track:", f"track {path}:", 1)) from None
@@ -351,6 +377,17 @@ def load_track(path: str | os.PathLike, check_audio: bool = True) -> ParamTrack:
 
 
 # --------------------------------------------------------------------------------------- extract
+def _clip_pose(landmarks: np.ndarray, found: np.ndarray) -> np.ndarray:
+    """(T, 6) head pose of every frame with a face relative to the clip's mean pose (0 elsewhere)."""
+    from .pose import mean_pose, measure, relative
+    poses = {i: measure(landmarks[i]) for i in np.flatnonzero(found)}
+    neutral = mean_pose(list(poses.values()))
+    out = np.zeros((len(landmarks), N_POSE), np.float64)
+    for i, hp in poses.items():
+        out[i] = relative(hp, neutral)
+    return out
+
+
 def extract_track(video: str | os.PathLike, out: str | os.PathLike, audio: str | None = "m4a",
                   start: float = 0.0, end: float | None = None, model=None,
                   smooth: bool = False, progress: bool = True) -> ParamTrack:
@@ -384,8 +421,8 @@ def extract_track(video: str | os.PathLike, out: str | os.PathLike, audio: str |
         bar = tqdm(total=total, unit="frame", desc=f"track {video.name}", leave=False)
     nan = np.full((478, 3), np.nan, np.float32)
     with FaceTracker(fps=info.fps) as tr:
-        for rgb, t in read_frames(video, start=start, end=end):
-            r = tr.process(rgb, t)
+        for frame, t in read_frames(video, start=start, end=end, lazy=True):   # only the face converted
+            r = tr.process(frame, t)
             times.append(t)
             statuses[r.status] = statuses.get(r.status, 0) + 1
             lms.append(r.landmarks if r.ok else nan)
@@ -401,6 +438,7 @@ def extract_track(video: str | os.PathLike, out: str | os.PathLike, audio: str |
         raise TrackError(f"no usable face in any frame of {video} ({statuses})")
     fit = model.fit_sequence(lms)
     p = np.array(fit.p, np.float64)
+    pose = _clip_pose(lms, found)
     valid = found & np.asarray(fit.valid, bool) & np.all(np.isfinite(p), axis=1)
     t_arr = np.asarray(times, np.float64)
     missing = np.flatnonzero(~valid)
@@ -408,12 +446,16 @@ def extract_track(video: str | os.PathLike, out: str | os.PathLike, audio: str |
         good = np.flatnonzero(valid)
         for c in range(p.shape[1]):
             p[missing, c] = np.interp(t_arr[missing], t_arr[good], p[good, c])
+        for c in range(pose.shape[1]):
+            pose[missing, c] = np.interp(t_arr[missing], t_arr[good], pose[good, c])
     n_exp = int(model.n_exp)
     if smooth:
-        from .smoothing import smooth_sequence
-        p[:, n_exp:] = smooth_sequence(p[:, n_exp:], t_arr, min_cutoff=3.0, beta=5.0)
-        p[:, :n_exp] = smooth_sequence(p[:, :n_exp], t_arr, min_cutoff=1.5, beta=5.0)
-        p = np.clip(p, -1.0, 1.0)
+        from .pose import LIMITS
+        from .smoothing import group_filter
+        f = group_filter({"exp": n_exp, "speech": p.shape[1] - n_exp, "pose": pose.shape[1]})
+        both = np.stack([f(np.concatenate([a, b / LIMITS]), t) for a, b, t in zip(p, pose, t_arr)])
+        p = np.clip(both[:, :p.shape[1]], -1.0, 1.0)
+        pose = both[:, p.shape[1]:] * LIMITS
     names = [str(x) for x in model.param_names]
 
     audio_file = None
@@ -440,7 +482,8 @@ def extract_track(video: str | os.PathLike, out: str | os.PathLike, audio: str |
     audio_t0 = t0 - float(getattr(info, "audio_delay", 0.0)) if audio_file else t0
     track = ParamTrack(times=t_arr - t0, speech=p[:, n_exp:], expression=p[:, :n_exp], fps=info.fps,
                        speech_names=names[n_exp:], expression_names=names[:n_exp],
-                       audio=str(audio_file) if audio_file else None, audio_offset=audio_t0, meta=meta)
+                       audio=str(audio_file) if audio_file else None, audio_offset=audio_t0, meta=meta,
+                       pose=pose)
     save_track(track, out)
     track.validate(check_audio=True)
     return track

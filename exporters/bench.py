@@ -13,6 +13,7 @@ so thread pools and memory of one backend do not disturb the next:
 - regressor (D trunk + regression head): median and p95 ms at batch 1, images/s at batch 8;
 - geometry ("warp" generators): the per-frame warp beside the network (NumPy/OpenCV: target mesh,
   backward map, the generator's frame, the flow carried to a 512 px output and the warp there);
+  "geometry+head" the same with a head pose (engine.pose: the mesh turned, the wider band);
 - peak memory: the process's peak RSS while loading and running, minus its RSS before loading;
 - FLOPs per frame (torch.utils.flop_counter on the trained modules: convolutions and matrix products,
   2 per multiply-add), the machine-limit time FLOPs / ``--peak-gflops`` (default 157: 2 cores x
@@ -128,13 +129,14 @@ def measure(path: str, backend: str, threads: int | None, quick: bool = False) -
     res["regressor"]["batch8_fps"] = 8e3 / r8["median_ms"]
     if models.needs_frame:
         res["geometry"] = _stats(time_calls(_geometry_frame(s), **it))
+        res["geometry+head"] = _stats(time_calls(_geometry_frame(s, head=True), **it))
     res["peak_rss_mb"] = _peak_mb() - rss0
     res["peak_rss_exact"] = exact_peak
     res["provider"] = getattr(models.runner, "providers", [backend])[0]
     return res
 
 
-def _geometry_frame(s: int, out: int = 512):
+def _geometry_frame(s: int, out: int = 512, head: bool = False):
     """One frame of the warp path's geometry (NumPy/OpenCV, beside the network) at ``out`` px output,
     as engine.animator runs it: target mesh from p, backward map, the generator's frame, the flow
     carried to the output and the portrait warped there. A synthetic face: the blendshape model's
@@ -142,10 +144,10 @@ def _geometry_frame(s: int, out: int = 512):
     import cv2
 
     from engine.blendshapes import load_default_face_model
-    from engine.geometry import MeshWarp, output_map, target_landmarks
+    from engine.geometry import HeadMove, MeshWarp, output_map, target_landmarks
     fm = load_default_face_model()
     lm = fm.instantiate(np.zeros(fm.n_params)).astype(np.float64) * s
-    mesh = MeshWarp(lm, s)
+    mesh = MeshWarp(lm, s, head=head)
     crop = np.random.default_rng(0).integers(0, 255, (s, s, 3), np.uint8)
     base = cv2.resize(crop, (out, out))
     k = s / out
@@ -156,9 +158,14 @@ def _geometry_frame(s: int, out: int = 512):
     p = np.zeros(fm.n_params)
     p[fm.n_exp:fm.n_exp + 4] = 0.7
 
+    pose = np.array([10.0, 5.0, 5.0, 0.1, 0.05, 0.05])
+
     def frame():
         dst = target_landmarks(fm, lm, np.zeros(fm.n_params), p)
-        bm = mesh.backward_map(dst)
+        move = HeadMove.of(lm, pose) if head else None
+        if move is not None:
+            dst = move(dst)
+        bm = mesh.backward_map(dst, move)
         mesh.generator_frame(crop, dst, bm)
         cv2.remap(base, output_map(mesh, bm, cx, cy, m_out, grid), None, cv2.INTER_LINEAR)
     return frame
@@ -335,7 +342,7 @@ def format_table(report: dict) -> str:
             if "error" in r:
                 notes.append(f"{profile} {b}: not measured: {r['error']}")
                 continue
-            for part in ("geometry", "encoder", "generator", "regressor"):
+            for part in ("geometry", "geometry+head", "encoder", "generator", "regressor"):
                 if part not in r:
                     continue
                 x = r[part]

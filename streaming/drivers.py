@@ -1,7 +1,8 @@
 """Drivers: small pieces that each produce parameter vectors p (N,) for the animator, and a mixer that
 combines them (speech from a track while the expression follows the webcam, a slider pinned on top).
 
-- ``FaceDriver``: webcam or video frames -> face mesh + alignment (``engine.face.FaceTracker``) -> p from
+- ``FaceDriver``: webcam or video frames -> face mesh + alignment (``engine.face.FaceTracker``: one face,
+  locked on and followed, found anywhere in the frame; ``pick`` chooses which of several) -> p from
   the discriminator's regression head on the crop (``params="head"``, the card's method) or from the
   blendshape fit of the face mesh (``params="mesh"``), One Euro smoothed. Absolute mode copies the driver's
   expression; relative mode gives the portrait's own parameters plus the driver's change from its
@@ -9,7 +10,9 @@ combines them (speech from a track while the expression follows the webcam, a sl
   whose mouth is least open: a driver that talks from its first frame still gets a closed-mouth
   neutral, ``neutral_of``). When the face is lost the
   last value is held for ``hold_s`` seconds, then eases back to rest (the portrait's own parameters in
-  relative mode, the neutral face p = 0 in absolute mode) with time constant ``ease_s``.
+  relative mode, the neutral face p = 0 in absolute mode) with time constant ``ease_s``. It also reads
+  the head's pose from the face mesh (``engine.pose``; ``pose_value``): relative to the neutral's pose in
+  relative mode, to a frontal face in absolute mode; smoothed, held and eased the same way.
 - ``TrackDriver``: a parameter track; ``value(t)`` interpolates the track at time ``t`` seconds of the
   audio clock (any track fps works: it is resampled), looping or holding the last frame at the end.
 - ``MicDriver``: live sound (a microphone, a WebRTC audio track) -> the audio model (``engine.audio``)
@@ -32,12 +35,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from engine import pose as head_pose
+
 log = logging.getLogger(__name__)
 
-__all__ = ["FaceDriver", "FaceDriverState", "PARAMS_SOURCES", "check_params_source", "neutral_of", "TrackDriver",
-           "MicDriver", "SlidersDriver", "DriverMix", "GROUPS", "DRIVER_NAMES", "group_indices"]
+__all__ = ["FaceDriver", "FaceDriverState", "PARAMS_SOURCES", "check_params_source", "MOTIONS", "check_motion", "resolve_motion", "neutral_of", "TrackDriver", "MicDriver", "SlidersDriver", "DriverMix", "GROUPS", "DRIVER_NAMES",
+           "group_indices"]
 
 GROUPS = ("exp", "speech")
+N_POSE = head_pose.N_POSE     # the head pose FaceDriver reads beside p
 DRIVER_NAMES = ("face", "track", "mic", "sliders", "rest")
 
 
@@ -48,7 +54,11 @@ def group_indices(n_exp: int, n_params: int) -> dict[str, np.ndarray]:
 
 # ------------------------------------------------------------------------------------ face driver
 PARAMS_SOURCES = ("mesh", "head")
-CALM_SHARE = 0.3    # the driver's neutral: the median p of its frames with the least open 30 % of mouths
+# The driver's neutral: the median p of its frames with the least open 10 % of mouths. A portrait's
+# mouth is usually closed, so the driver's neutral should be its closed mouth too: with the least open
+# 30 %, a closed-mouth portrait kept 0.69-0.80 of a talking driver's lip motion on held-out clips (the
+# driver's closings below its neutral had nothing to close), with 10 % 0.77-0.89.
+CALM_SHARE = 0.1
 
 
 def neutral_of(params: np.ndarray, mouth_opening: np.ndarray) -> np.ndarray:
@@ -63,6 +73,25 @@ def neutral_of(params: np.ndarray, mouth_opening: np.ndarray) -> np.ndarray:
     return np.median(params[calm], axis=0).astype(np.float32)
 
 
+MOTIONS = ("expression", "head")   # what a driver moves: expression + speech, or that and the head's pose
+
+
+def check_motion(motion: str | None) -> None:
+    if motion is not None and motion not in MOTIONS:
+        raise ValueError(f"motion must be one of {MOTIONS} ('head': expression + head), not {motion!r}")
+
+
+def resolve_motion(motion: str | None, animator) -> str:
+    """What a driver moves: ``motion`` as asked ("head" needs an animator that ``moves_head``), or by
+    default (None) the head too wherever the model can."""
+    check_motion(motion)
+    if motion is None:
+        return "head" if animator.moves_head else "expression"
+    if motion == "head":
+        animator.require_head_motion()
+    return motion
+
+
 def check_params_source(params: str, fit=None) -> None:
     """``params`` names where a face driver's p comes from; "mesh" needs a blendshape fit."""
     if params not in PARAMS_SOURCES:
@@ -75,7 +104,7 @@ def check_params_source(params: str, fit=None) -> None:
 @dataclass
 class FaceDriverState:
     """What the last frame told a FaceDriver."""
-    status: str = "waiting"          # ok, multiple_faces, no_face, too_small, waiting
+    status: str = "waiting"          # ok, multiple_faces, no_face, too_small, lost (the locked face), waiting
     message: str = ""
     calibrating: bool = False
     holding: bool = False            # face lost, holding or easing back
@@ -88,14 +117,18 @@ class FaceDriver:
 
     ``regress``: callable (S, S, 3) uint8 aligned crop -> (N,) parameters (the regression head).
     ``params``: "head" (``regress`` on the crop) or "mesh" (``fit`` on the frame's face mesh, (478, 3)
-    -> (N,): the blendshape fit). ``size``: the crop size the regressor takes. ``rest``: the portrait's own parameters (relative
-    mode's base). Thread-safe: ``push`` on a worker thread, ``value`` anywhere."""
+    -> (N,): the blendshape fit). ``size``: the crop size the regressor takes. ``rest``: the portrait's own
+    parameters (relative mode's base); ``rest_pose``: its head pose (absolute mode's). ``n_exp``: the
+    width of p_exp (the speech group after it is smoothed more lightly, ``engine.smoothing.PARAM_SMOOTHING``;
+    None: all of p as expression); ``min_cutoff``/``beta``: one One Euro setting for everything instead.
+    Thread-safe: ``push`` on a worker thread, ``value`` anywhere."""
 
     def __init__(self, regress, n_params: int, size: int, mode: str = "relative",
                  rest: np.ndarray | None = None, calib_frames: int = 8, calib_s: float = 1.0, hold_s: float = 0.6,
-                 ease_s: float = 0.5, min_cutoff: float = 1.5, beta: float = 0.6,
-                 fps: float = 30.0, tracker=None, min_face_px: float = 48.0, params: str = "head", fit=None):
-        from engine.smoothing import OneEuroFilter
+                 ease_s: float = 0.5, min_cutoff: float | None = None, beta: float | None = None,
+                 fps: float = 30.0, tracker=None, min_face_px: float = 48.0, params: str = "head", fit=None,
+                 rest_pose=None, n_exp: int | None = None):
+        from engine.smoothing import OneEuroFilter, group_filter
         if mode not in ("relative", "absolute"):
             raise ValueError(f"mode must be 'relative' or 'absolute', not {mode!r}")
         check_params_source(params, fit)
@@ -107,18 +140,25 @@ class FaceDriver:
         self.mode = mode
         self.rest_params = (np.zeros(self.n_params, np.float32) if rest is None
                             else np.asarray(rest, np.float32).reshape(-1).copy())
+        self.rest_pose = np.zeros(N_POSE) if rest_pose is None else np.asarray(rest_pose, np.float64).copy()
         self.calib_frames = max(1, int(calib_frames))   # calibration: at least this many faces ...
         self.calib_s = float(calib_s)                      # ... over at least this long
         self.hold_s = float(hold_s)
         self.ease_s = max(float(ease_s), 1e-3)
         self.fps = float(fps)
-        self._filter = OneEuroFilter(min_cutoff=min_cutoff, beta=beta, freq=fps)
+        if min_cutoff is None and beta is None:   # each group its own (engine.smoothing.PARAM_SMOOTHING)
+            n_exp = self.n_params if n_exp is None else int(n_exp)
+            self._filter = group_filter({"exp": n_exp, "speech": self.n_params - n_exp, "pose": N_POSE}, fps)
+        else:
+            self._filter = OneEuroFilter(min_cutoff=1.5 if min_cutoff is None else min_cutoff,
+                                         beta=0.6 if beta is None else beta, freq=fps)
         self._tracker = tracker
         self._own_tracker = tracker is None
         self._min_face_px = float(min_face_px)
         self._lock = threading.RLock()
-        self._calib: list[tuple[np.ndarray, float, float]] = []   # (p, mouth opening, t)
+        self._calib: list[tuple[np.ndarray, float, float, object]] = []   # (p, mouth opening, t, head pose)
         self.neutral: np.ndarray | None = None     # the driver's own neutral (relative mode)
+        self.neutral_pose = None                   # its head pose (engine.pose.HeadPose)
         self._last_out: np.ndarray | None = None   # last value with a face
         self._last_face_t: float | None = None
         self._lost_value: np.ndarray | None = None  # value when the face was lost
@@ -136,6 +176,15 @@ class FaceDriver:
             self._tracker = FaceTracker(size=self.size, fps=self.fps, min_face_px=self._min_face_px,
                                         max_faces=1)
         return self._tracker
+
+    def pick(self, x: float, y: float, normalized: bool = True) -> None:
+        """Follow the face at (or nearest) point (x, y) of the driver's frames from the next frame on
+        (``normalized``: fractions of the frame's width and height; else pixels). The parameters
+        are calibrated again on the new face (relative mode)."""
+        with self._lock:
+            self.tracker.pick(x, y, normalized=normalized)
+            self.calibrate()
+            self._filter.reset()
 
     def set_mode(self, mode: str) -> None:
         if mode not in ("relative", "absolute"):
@@ -156,10 +205,13 @@ class FaceDriver:
                 self.calibrate()
                 self._filter.reset()
 
-    def set_rest(self, rest) -> None:
-        """The portrait's own parameters (after a portrait change)."""
+    def set_rest(self, rest, pose=None) -> None:
+        """The portrait's own parameters (after a portrait change), and its head pose against a frontal
+        face (absolute mode turns the portrait's head to the driver's)."""
         with self._lock:
             self.rest_params = np.asarray(rest, np.float32).reshape(-1).copy()
+            if pose is not None:
+                self.rest_pose = np.asarray(pose, np.float64).copy()
             self._filter.reset()
             self._last_out = None
 
@@ -169,16 +221,20 @@ class FaceDriver:
             self._calib = []
             self.neutral = None
 
-    def set_neutral(self, neutral) -> None:
-        """Use a known driver neutral (relative mode) instead of calibrating on the first frames."""
+    def set_neutral(self, neutral, pose=None) -> None:
+        """Use a known driver neutral (relative mode) instead of calibrating on the first frames;
+        ``pose``: its head pose (``engine.pose.HeadPose``; None: head pose reads 0)."""
         with self._lock:
             self.neutral = np.asarray(neutral, np.float32).reshape(-1).copy()
+            self.neutral_pose = pose
             self._calib = []
             self.state.calibrating = False
 
     @property
     def rest(self) -> np.ndarray:
-        return self.rest_params if self.mode == "relative" else np.zeros(self.n_params, np.float32)
+        """What the driver gives without a face: [p, head pose in slider units (0: unmoved)]."""
+        p = self.rest_params if self.mode == "relative" else np.zeros(self.n_params, np.float32)
+        return np.concatenate([p, np.zeros(N_POSE, np.float32)])
 
     # --------------------------------------------------------------------------- frames
     def push(self, frame: np.ndarray, t: float) -> np.ndarray:
@@ -187,18 +243,22 @@ class FaceDriver:
         t0 = time.perf_counter()
         from engine.geometry import mouth_opening
         res = self.tracker.process(frame, t)
-        p_raw, mouth = None, float("nan")
+        p_raw, mouth, head = None, float("nan"), None
         if res.ok:
             p_raw = np.asarray(self.fit(res.landmarks) if self.params == "mesh" else self.regress(res.crop),
                                np.float32).reshape(-1)
-            mouth = mouth_opening(res.landmarks) if res.landmarks is not None else float("nan")
-        return self.update(p_raw, t, res.status, res.message, ms=(time.perf_counter() - t0) * 1000, mouth=mouth)
+            if res.landmarks is not None:
+                mouth = mouth_opening(res.landmarks)
+                head = head_pose.measure(res.landmarks)
+        return self.update(p_raw, t, res.status, res.message, ms=(time.perf_counter() - t0) * 1000, mouth=mouth,
+                           head=head)
 
     def update(self, p_raw: np.ndarray | None, t: float, status: str = "ok", message: str = "",
-               ms: float = 0.0, mouth: float = float("nan")) -> np.ndarray:
+               ms: float = 0.0, mouth: float = float("nan"), head=None) -> np.ndarray:
         """The driver's logic for one frame whose parameters ``p_raw`` (None: no usable face) were
         computed elsewhere (batched, offline); ``mouth``: its mouth opening (``engine.geometry``),
-        which picks the calm frames of a calibration. Returns ``value(t)``."""
+        which picks the calm frames of a calibration; ``head``: its head pose (``engine.pose.measure``,
+        None: unknown, reads as unmoved). Returns ``value(t)``."""
         if p_raw is not None:
             p_raw = np.asarray(p_raw, np.float32).reshape(-1)
             if p_raw.shape[0] != self.n_params or not np.all(np.isfinite(p_raw)):
@@ -212,12 +272,12 @@ class FaceDriver:
             self.state.ms = ms
             if p_raw is not None:
                 self.raw = p_raw
-                self._on_face(p_raw, float(t), float(mouth))
+                self._on_face(p_raw, float(t), float(mouth), head)
             else:
                 self._on_lost(float(t))
-            return self._value(float(t))
+            return self._value(float(t))[:self.n_params]
 
-    def _on_face(self, p_raw: np.ndarray, t: float, mouth: float = float("nan")) -> None:
+    def _on_face(self, p_raw: np.ndarray, t: float, mouth: float = float("nan"), head=None) -> None:
         if self._last_face_t is None or self._lost_value is not None:
             # (re)acquired: restart the filter from what is shown now, so nothing jumps
             shown = self._value(t) if self._last_face_t is not None else None
@@ -228,23 +288,35 @@ class FaceDriver:
         self._last_face_t = t
         self.state.holding = False
         if self.mode == "relative" and self.neutral is None:
-            self._calib.append((p_raw, mouth, t))
+            self._calib.append((p_raw, mouth, t, head))
             self.state.calibrating = True
             if len(self._calib) >= self.calib_frames and t - self._calib[0][2] >= self.calib_s:
                 self.neutral = neutral_of(np.stack([c[0] for c in self._calib]), [c[1] for c in self._calib])
+                heads = [c[3] for c in self._calib if c[3] is not None]
+                self.neutral_pose = head_pose.mean_pose(heads) if heads else None
                 self._calib = []
                 self.state.calibrating = False
                 self._filter.reset()
             self._last_out = self.rest.copy()
             return
         self.state.calibrating = False
-        target = self._target(p_raw)
+        target = np.concatenate([self._target(p_raw), self._pose_target(head)])
         self._last_out = np.clip(self._filter(target, t), -1.0, 1.0).astype(np.float32)
 
     def _target(self, p_raw: np.ndarray) -> np.ndarray:
         if self.mode == "absolute":
             return p_raw
         return self.rest_params + (p_raw - self.neutral)
+
+    def _pose_target(self, head) -> np.ndarray:
+        """The head pose in slider units (engine.pose.to_unit: smoothly clamped to its limits)."""
+        if head is None:
+            return np.zeros(N_POSE, np.float32)
+        if self.mode == "absolute":     # the driver's pose against a frontal face, less the portrait's
+            return head_pose.to_unit(head_pose.absolute(head) - self.rest_pose)
+        if self.neutral_pose is None:
+            return np.zeros(N_POSE, np.float32)
+        return head_pose.to_unit(head_pose.relative(head, self.neutral_pose))
 
     def _on_lost(self, t: float) -> None:
         if self._last_face_t is None:
@@ -265,10 +337,18 @@ class FaceDriver:
         return (self.rest + (self._lost_value - self.rest) * k).astype(np.float32)
 
     def value(self, t: float | None = None) -> np.ndarray | None:
+        """The parameters p (N,) at ``t``."""
         with self._lock:
             if t is None:
                 t = self.state.t
-            return self._value(float(t))
+            return self._value(float(t))[:self.n_params]
+
+    def pose_value(self, t: float | None = None) -> np.ndarray:
+        """The head pose (6,) at ``t`` in ``engine.pose`` units (degrees, inter-ocular distances, ln size)."""
+        with self._lock:
+            if t is None:
+                t = self.state.t
+            return head_pose.from_unit(self._value(float(t))[self.n_params:])
 
     def close(self) -> None:
         if self._own_tracker and self._tracker is not None:
@@ -316,6 +396,12 @@ class TrackDriver:
         if t is None:
             return None
         return np.clip(self.track.at(self.track_time(float(t))), -1.0, 1.0).astype(np.float32)
+
+    def pose(self, t: float) -> np.ndarray:
+        """The track's head pose (6,) at clock time ``t`` (engine.pose units; zeros when it has none)."""
+        if self.track.pose is None:
+            return np.zeros(N_POSE)
+        return self.track.pose_at_times([self.track_time(float(t))])[0].astype(np.float64)
 
 
 # ------------------------------------------------------------------------------------- mic driver

@@ -251,11 +251,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "(the discriminator's regression head)")
     p.add_argument("--renderer", choices=["model", "warp-only"], default="model",
                    help="'model' (the generator) or 'warp-only' (no network: the portrait warped along its mesh)")
+    p.add_argument("--motion", choices=["expression", "head"], default=None,
+                   help="'head' (expression + the camera's head turns, nods, tilts and moves; the default where "
+                        "the model can) or 'expression' (expression and speech only); the h key switches")
     p.add_argument("--size", type=int, default=512)
     p.add_argument("--record", default=None, help="also write the animated video here (.mp4)")
     p.add_argument("--no-window", action="store_true", help="do not open a window")
     p.add_argument("--no-audio", action="store_true", help="do not play the track's audio")
     p.add_argument("--max-seconds", type=float, default=None, help="stop after this many seconds")
+    p.add_argument("--face", default=None, metavar="X,Y",
+                   help="several people in view: follow the face at this pixel of the camera frame (default: the "
+                        "largest); one face is followed, never another")
 
 
 def main(args) -> int:
@@ -263,7 +269,7 @@ def main(args) -> int:
 
     from engine.animator import Animator, load_models
 
-    from .drivers import DriverMix, FaceDriver, TrackDriver
+    from .drivers import DriverMix, FaceDriver, TrackDriver, resolve_motion
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     window, why = (False, "--no-window") if args.no_window else gui_available()
     if not window and not args.record:
@@ -280,6 +286,7 @@ def main(args) -> int:
     models = load_models(args.checkpoint, backend=args.backend)
     anim = Animator(models, output_size=args.size, renderer=args.renderer)
     anim.set_source(args.source)
+    head = resolve_motion(args.motion, anim) == "head"
     n_exp = int(models.n_exp)
     mix = DriverMix(n_exp, anim.n_params, anim.source_params)
     mic = None
@@ -300,8 +307,11 @@ def main(args) -> int:
     face = None
     if cam is not None:
         face = FaceDriver(anim.regress, anim.n_params, anim.image_size, mode=args.mode,
-                          rest=anim.source_params, fps=cam.fps, params=args.params,
-                          fit=anim.fit if anim.face_model is not None else None)
+                          rest=anim.source_params, rest_pose=anim.source.pose, n_exp=n_exp, fps=cam.fps,
+                          params=args.params, fit=anim.fit if anim.face_model is not None else None)
+        if args.face:
+            from .render import _face_point
+            face.pick(*_face_point(args.face), normalized=False)
         mix.set_driver("face", face)
     mix.route("exp", "face" if cam is not None else "rest")
     mix.route("speech", "mic" if mic is not None else "face" if cam is not None else "rest")
@@ -332,6 +342,7 @@ def main(args) -> int:
         h, w = anim.output_shape
         writer = VideoWriter(Path(args.record), w, h, fps, None)
     n = 0
+    last_status = "ok"
     t_start = time.monotonic()
     try:
         while True:
@@ -342,10 +353,16 @@ def main(args) -> int:
                 if item is not None:
                     rgb, t = item
                     face.push(rgb, t - clock0)
+                    st = face.state.status
+                    if st != last_status and st in ("lost", "no_face", "too_small", "ok"):
+                        # say when the followed face goes and comes back (not every frame)
+                        print(f"slidergan live: face {st}" + (f": {face.state.message}" if face.state.message
+                                                              else ""), flush=True)
+                    last_status = st
             else:
                 time.sleep(max(0.0, t_start + (n + 1) / fps - time.monotonic()))
             t_clock = player.now() if player is not None else time.monotonic() - clock0
-            out = anim.animate(mix.value(t_clock))
+            out = anim.animate(mix.value(t_clock), pose=face.pose_value(t_clock) if head and face is not None else None)
             n += 1
             if writer is not None:
                 writer.write(out)
@@ -360,6 +377,8 @@ def main(args) -> int:
                     face.set_mode("absolute" if face.mode == "relative" else "relative")
                 if k == ord("n"):
                     mix.route("exp", "rest")
+                if k == ord("h"):
+                    head = not head
             if args.max_seconds is not None and time.monotonic() - t_start >= args.max_seconds:
                 break
     finally:

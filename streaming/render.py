@@ -50,6 +50,7 @@ class RenderResult:
     seconds: float                # wall time
     faces_missing: int = 0
     cpu: dict | None = None       # CPU seconds: per stage thread, and the whole process
+    faces_lost: int = 0           # of faces_missing: frames where other faces were in view, not the locked one
 
     @property
     def speed(self) -> float:
@@ -59,6 +60,9 @@ class RenderResult:
     def summary(self) -> str:
         a = f", audio {self.audio_duration:.2f} s" if self.audio_duration is not None else ", no audio"
         miss = f", {self.faces_missing} driver frame(s) without a face (held)" if self.faces_missing else ""
+        if self.faces_lost:
+            miss += (f"; in {self.faces_lost} of them the locked face was lost while another face was in view "
+                     "(not followed)")
         return (f"wrote {self.path}: {self.frames} frames at {self.fps:g} fps ({self.duration:.2f} s{a}) "
                 f"in {self.seconds:.1f} s, {self.speed:.2f}x real time{miss}")
 
@@ -209,10 +213,15 @@ def render(source, driver, out, *, audio=None, checkpoint=None, backend: str = "
            size: int = 512, fps: float | None = None, side_by_side: bool = False, mode: str = "relative",
            no_audio: bool = False, batch: int = 8, crf: int = 20, preset: str = "superfast",
            max_seconds: float | None = None, progress: bool = True, threads: int | None = 1,
-           params: str = "mesh", renderer: str = "model") -> RenderResult:
+           params: str = "mesh", renderer: str = "model", motion: str | None = None,
+           face: tuple[float, float] | None = None) -> RenderResult:
     """Render ``source`` (portrait) driven by ``driver`` (video or track) to ``out``. ``params``: where a
     video driver's p comes from ("mesh": the blendshape fit of its face mesh; "head": the regression
-    head on its crop). ``renderer``: "model" or "warp-only" (engine.animator.Animator)."""
+    head on its crop). ``renderer``: "model" or "warp-only" (engine.animator.Animator). ``motion``:
+    "expression" (SliderGAN's: expression and speech), "head" (expression + the driver's head pose, from a
+    video's face mesh or a track's pose) or None (head wherever the model can move it). ``face``: a video
+    driver with several people: follow the face at (or nearest) this (x, y) pixel of its first frames
+    (default: the largest face when tracking starts); either way one face is followed, never another."""
     out = Path(out)
     driver = Path(driver)
     if not driver.exists():
@@ -226,8 +235,12 @@ def render(source, driver, out, *, audio=None, checkpoint=None, backend: str = "
         raise ValueError(f"params must be one of {PARAMS_SOURCES}, not {params!r}")
     if renderer not in ("model", "warp-only"):
         raise ValueError(f"renderer must be 'model' or 'warp-only', not {renderer!r}")
+    from .drivers import check_motion
+    check_motion(motion)
     if fps is not None:
         check_fps(float(fps), "--fps")
+    if face is not None:
+        face = _face_point(face)
     if max_seconds is not None and not (math.isfinite(float(max_seconds)) and float(max_seconds) > 0):
         raise ValueError(f"--max-seconds must be a positive number of seconds, not {max_seconds}")
     made = prepare_output(out)
@@ -235,7 +248,7 @@ def render(source, driver, out, *, audio=None, checkpoint=None, backend: str = "
         return _render(source, driver, out, audio=audio, checkpoint=checkpoint, backend=backend, models=models,
                        size=size, fps=fps, side_by_side=side_by_side, mode=mode, no_audio=no_audio, batch=batch,
                        crf=crf, preset=preset, max_seconds=max_seconds, progress=progress, threads=threads,
-                       params=params, renderer=renderer)
+                       params=params, renderer=renderer, motion=motion, face=face)
     except BaseException:
         for d in reversed(made):  # folders made for the output, if the render left them empty
             try:
@@ -291,7 +304,8 @@ def prepare_output(out: Path) -> list[Path]:
 
 
 def _render(source, driver: Path, out: Path, *, audio, checkpoint, backend, models, size, fps, side_by_side, mode,
-            no_audio, batch, crf, preset, max_seconds, progress, threads, params, renderer) -> RenderResult:
+            no_audio, batch, crf, preset, max_seconds, progress, threads, params, renderer, motion,
+            face=None) -> RenderResult:
     from engine.animator import Animator, load_models
     from engine.atomic import atomic_path
 
@@ -305,6 +319,8 @@ def _render(source, driver: Path, out: Path, *, audio, checkpoint, backend, mode
     _STAGE_CPU.clear()
     track_mode = is_track_file(driver)
     fmt = {".mp4": "mp4", ".mov": "mov", ".mkv": "matroska"}[out.suffix.lower()]
+    from .drivers import resolve_motion
+    motion = resolve_motion(motion, anim)
     from engine.audio import is_audio_file
     if not track_mode and is_audio_file(driver):
         # Sound drives the lips: the audio model's speech track (streamed through the file in chunks),
@@ -313,13 +329,14 @@ def _render(source, driver: Path, out: Path, *, audio, checkpoint, backend, mode
         net = audio_model_for(checkpoint, anim.param_names[n_exp:])
         track = track_from_audio(driver, fps=float(fps or 25.0), net=net, max_seconds=max_seconds,
                                  n_expression=n_exp, progress=progress)
-        job = _TrackJob(anim, track, n_exp, fps, audio, no_audio, max_seconds, side_by_side)
+        job = _TrackJob(anim, track, n_exp, fps, audio, no_audio, max_seconds, side_by_side, motion)
     elif track_mode:
-        job = _TrackJob(anim, driver, n_exp, fps, audio, no_audio, max_seconds, side_by_side)
+        job = _TrackJob(anim, driver, n_exp, fps, audio, no_audio, max_seconds, side_by_side, motion)
     else:
         from .drivers import check_params_source
         check_params_source(params, anim.fit if anim.face_model is not None else None)
-        job = _VideoJob(anim, driver, n_exp, fps, audio, no_audio, max_seconds, side_by_side, mode, params)
+        job = _VideoJob(anim, driver, n_exp, fps, audio, no_audio, max_seconds, side_by_side, mode, params, motion,
+                        face)
     h, w = anim.output_shape
     if side_by_side:
         w = w + job.left_width(h)
@@ -372,7 +389,8 @@ def _render(source, driver: Path, out: Path, *, audio, checkpoint, backend, mode
     adur = writer.apos / AUDIO_RATE if job.audio is not None else None
     cpu = {k.replace("render-", ""): round(v, 2) for k, v in _STAGE_CPU.items()}
     cpu["process"] = round(time.process_time() - cpu_start, 2)
-    return RenderResult(out, n, job.fps, dur, adur, time.perf_counter() - t_start, job.missing, cpu)
+    return RenderResult(out, n, job.fps, dur, adur, time.perf_counter() - t_start, job.missing, cpu,
+                        getattr(job, "lost", 0))
 
 
 class _Stopped(Exception):
@@ -385,8 +403,8 @@ def _generate(anim, q_in: queue.Queue, q_out: queue.Queue, stop: threading.Event
             item = q_in.get()
             if item is _END or stop.is_set():
                 break
-            params, lefts = item
-            frames = anim.animate_batch(np.stack(params))
+            params, lefts, poses = item
+            frames = anim.animate_batch(np.stack(params), None if poses is None else np.stack(poses))
             for i, f in enumerate(frames):
                 if side:
                     f = _side(lefts[i], f)
@@ -400,7 +418,7 @@ def _generate(anim, q_in: queue.Queue, q_out: queue.Queue, stop: threading.Event
 
 
 class _TrackJob:
-    def __init__(self, anim, path, n_exp, fps, audio, no_audio, max_seconds, side):
+    def __init__(self, anim, path, n_exp, fps, audio, no_audio, max_seconds, side, motion="expression"):
         from engine.tracks import ParamTrack, load_track
 
         from .drivers import DriverMix, TrackDriver
@@ -415,6 +433,7 @@ class _TrackJob:
             self.mix.route(g, "track")
         if "exp" not in self.driver.groups():
             self.mix.route("exp", "rest")
+        self.head = motion == "head" and self.track.pose is not None
         self.fps = float(fps or self.track.fps or 30.0)
         check_fps(self.fps, f"the track {path}" if not fps else "--fps")
         dur = self.track.duration
@@ -436,7 +455,7 @@ class _TrackJob:
 
     def produce(self, q: queue.Queue, stop: threading.Event, batch: int):
         try:
-            params, lefts = [], []
+            params, lefts, start = [], [], 0
             for i in range(self.n_frames):
                 if stop.is_set():
                     return
@@ -444,9 +463,10 @@ class _TrackJob:
                 params.append(p)
                 lefts.append(_bars(p, self.n_exp, 256, 256) if self.side else None)
                 if len(params) == batch or i == self.n_frames - 1:
-                    if not _put(q, (params, lefts), stop):
+                    poses = [self.driver.pose(k / self.fps) for k in range(start, i + 1)] if self.head else None
+                    if not _put(q, (params, lefts, poses), stop):
                         return
-                    params, lefts = [], []
+                    params, lefts, start = [], [], i + 1
         finally:
             _put(q, _END, threading.Event())
 
@@ -454,9 +474,27 @@ class _TrackJob:
         pass
 
 
+def _face_point(face) -> tuple[float, float]:
+    """--face X,Y (pixels of the driver video) -> (x, y)."""
+    if isinstance(face, str):
+        parts = face.replace(" ", "").split(",")
+    else:
+        parts = list(face)
+    try:
+        x, y = (float(v) for v in parts)
+    except (TypeError, ValueError):
+        raise ValueError(f"--face wants X,Y: a pixel of the driver video, e.g. 320,180; got {face!r}") from None
+    if not (math.isfinite(x) and math.isfinite(y) and x >= 0 and y >= 0):
+        raise ValueError(f"--face wants a pixel of the driver video (non-negative X,Y), got {face!r}")
+    return x, y
+
+
 class _VideoJob:
-    def __init__(self, anim, path, n_exp, fps, audio, no_audio, max_seconds, side, mode, params="mesh"):
+    def __init__(self, anim, path, n_exp, fps, audio, no_audio, max_seconds, side, mode, params="mesh",
+                 motion="expression", face=None):
         self.params = params
+        self.head = motion == "head"
+        self.face = face
         from engine.video import video_info
         self.info = video_info(path)
         self.path = path
@@ -473,8 +511,12 @@ class _VideoJob:
         check_length(dur, f"the video {path}")
         self.max_frames = int(round(dur * self.fps)) if max_seconds is not None else None
         self.n_frames = min(self.info.frame_count, self.max_frames or self.info.frame_count)
+        if face is not None and not (face[0] < self.info.width and face[1] < self.info.height):
+            raise ValueError(f"--face {face[0]:g},{face[1]:g} is outside the driver video "
+                             f"({self.info.width}x{self.info.height})")
         self.side = side
         self.missing = 0
+        self.lost = 0
         self.audio = None
         if not no_audio:
             from .media import load_audio
@@ -493,6 +535,7 @@ class _VideoJob:
         from engine.video import read_frames
 
         from engine.geometry import mouth_opening
+        from engine.pose import mean_pose, measure
 
         from .drivers import FaceDriver, neutral_of
 
@@ -503,9 +546,10 @@ class _VideoJob:
             return np.asarray(self.anim.models.regress(x), np.float32)
         try:
             drv = FaceDriver(self.anim.regress, self.anim.n_params, self.anim.image_size, mode=self.mode,
-                             rest=self.anim.source_params, fps=self.fps, tracker=None, params=self.params,
+                             rest=self.anim.source_params, rest_pose=self.anim.source.pose, n_exp=self.n_exp, fps=self.fps,
+                             tracker=None, params=self.params,
                              fit=self.anim.fit)
-            self.tracker = FaceTracker(size=self.anim.image_size, fps=self.fps, max_faces=1)
+            self.tracker = FaceTracker(size=self.anim.image_size, fps=self.fps, max_faces=1, pick=self.face)
             pending = []   # (rgb, t, result)
             # Relative mode: the driver's neutral (drivers.neutral_of) from its first second of faces (at
             # least 8; looked for in the first 2 s); those frames wait until it is known.
@@ -517,27 +561,34 @@ class _VideoJob:
                 regs = read_batch(ok) if ok else np.zeros((0, self.anim.n_params), np.float32)
                 if calibrate:
                     if not len(regs):
-                        raise ValueError(f"no face in the first {len(pending)} frames of {self.path}: "
-                                         "cannot calibrate the driver's neutral (use --mode absolute, "
-                                         "or another video)")
-                    drv.set_neutral(neutral_of(regs, [mouth_opening(r.landmarks) for r in ok]))
+                        why = next((r.message for _, _, r in reversed(pending) if r.message), "")
+                        raise ValueError(f"no face in the first {len(pending)} frames of {self.path}"
+                                         f"{f' (last: {why})' if why else ''}: cannot calibrate the driver's "
+                                         "neutral (use --mode absolute, or another video)")
+                    drv.set_neutral(neutral_of(regs, [mouth_opening(r.landmarks) for r in ok]),
+                                    mean_pose([measure(r.landmarks) for r in ok]))
                 it = iter(regs)
-                params, lefts = [], []
+                params, lefts, poses = [], [], []
                 for rgb, t, r in pending:
                     if r.ok:
-                        p = drv.update(next(it), t, r.status, r.message)
+                        p = drv.update(next(it), t, r.status, r.message, head=measure(r.landmarks))
                     else:
                         self.missing += 1
+                        self.lost += r.status == "lost"
                         p = drv.update(None, t, r.status, r.message)
                     params.append(p)
-                    lefts.append(rgb if self.side else None)
+                    poses.append(drv.pose_value(t))
+                    lefts.append(rgb)
                 pending.clear()
-                return _put(q, (params, lefts), stop)
+                return _put(q, (params, lefts, poses if self.head else None), stop)
 
-            for i, (rgb, t) in enumerate(read_frames(self.path, max_frames=self.n_frames)):
+            # Decoded frames are converted to RGB only where needed: the face's square for the mesh
+            # (and a thumbnail when searching for the face), the whole frame only for --side-by-side.
+            for i, (frame, t) in enumerate(read_frames(self.path, max_frames=self.n_frames, lazy=True)):
                 if stop.is_set():
                     return
-                pending.append((rgb, t, self.tracker.process(rgb, t)))
+                res = self.tracker.process(frame, t)
+                pending.append((self._left(frame) if self.side else None, t, res))
                 if not calibrated:
                     faces = [t for _, t, r in pending if r.ok]
                     if (len(faces) >= k_calib and faces[-1] - faces[0] >= calib_s) or len(pending) >= look:
@@ -550,6 +601,12 @@ class _VideoJob:
                 flush(calibrate=not calibrated)
         finally:
             _put(q, _END, threading.Event())
+
+    def _left(self, frame) -> np.ndarray:
+        """The driver frame for the side-by-side panel, already shrunk to the output's height."""
+        h = self.anim.output_shape[0]
+        fh, fw = frame.shape[:2]
+        return frame.thumbnail(max(1, int(math.ceil(max(fh, fw) * h / fh))))[0]
 
     def close(self):
         if self.tracker is not None:
@@ -585,8 +642,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--params", choices=["mesh", "head"], default="mesh",
                    help="a video driver's parameters: 'mesh', the blendshape fit of its face mesh (default: it "
                         "follows the driver better, README), or 'head', the discriminator's regression head")
+    p.add_argument("--motion", choices=["expression", "head"], default=None,
+                   help="'head' (expression + the driver's head turns, nods, tilts and moves, within "
+                        "engine.pose.LIMITS; the default where the model can: a video's face, a track with a pose) "
+                        "or 'expression' (expression and speech only: SliderGAN's)")
     p.add_argument("--renderer", choices=["model", "warp-only"], default="model",
                    help="'model' (the generator) or 'warp-only' (no network: the portrait warped along its mesh)")
+    p.add_argument("--face", default=None, metavar="X,Y",
+                   help="a driver video with several people: follow the face at this pixel of its first frames "
+                        "(default: the largest face); one face is followed, never another")
     p.add_argument("--max-seconds", type=float, default=None, help="render at most this many seconds")
     p.add_argument("--batch", type=int, default=8, help="frames per model call (default 8)")
     p.add_argument("--crf", type=int, default=20, help="H.264 quality (lower is better; default 20)")
@@ -605,6 +669,7 @@ def main(args) -> int:
                  backend=args.backend, size=args.size, fps=args.fps, side_by_side=args.side_by_side,
                  mode=args.mode, no_audio=args.no_audio, batch=args.batch, crf=args.crf,
                  preset=args.preset, max_seconds=args.max_seconds, progress=not args.quiet,
-                 threads=args.threads, params=args.params, renderer=args.renderer)
+                 threads=args.threads, params=args.params, renderer=args.renderer, motion=args.motion,
+                 face=args.face)
     print(res.summary())
     return 0

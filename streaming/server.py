@@ -12,7 +12,8 @@ Routes (JSON errors are ``{"error": "..."}`` with a 4xx/5xx status):
                                (engine.images: 16384 px a side, 50 megapixels); 422 when it is not a
                                readable image or holds no usable face; 503 when too many are in progress
   GET  /api/tracks             parameter tracks (``--tracks``)
-  POST /offer                  {"sdp", "type": "offer", "portrait", "exp", "speech", "track", "mode", "params"}
+  POST /offer                  {"sdp", "type": "offer", "portrait", "exp", "speech", "track", "mode", "params",
+                               "motion"}
                                -> the answer; 400 on a bad offer, 413 over 256 KB, 503 when all
                                sessions are in use
   GET  /api/sessions           live sessions and their figures ("closing": sessions still being closed)
@@ -43,9 +44,12 @@ Data channel messages (JSON), browser -> server:
   {"type": "route", "exp": "face|track|sliders|rest", "speech": ...|mic}   which driver moves what
   {"type": "mode", "mode": "relative|absolute"}      {"type": "calibrate"}
   {"type": "params", "params": "mesh|head"}           (the webcam's p: blendshape fit of its mesh, or D_p)
+  {"type": "motion", "motion": "head|expression"}     (expression + head pose, or expression only)
+  {"type": "pose", "index": i, "value": v}            (pin a head-pose slider; v in units of its limit, -1..1)
   {"type": "slider", "index": i, "value": v}          {"type": "sliders", "values": [...]}
   {"type": "preset", "name": "..."}                   {"type": "release"}   (unpin the sliders)
   {"type": "portrait", "id": "..."}                   {"type": "track", "id": "..." | null}
+  {"type": "face", "x": 0..1, "y": 0..1}              (several people: follow the webcam face at that point)
   {"type": "ping", "t": ...}                          {"type": "bye"}
 server -> browser: "hello" (names, presets, state), "stats" (twice a second: fps, latency p50/p95,
 face status, current parameters), "pong", "error" {"message"}. Every message gets exactly one
@@ -75,6 +79,8 @@ from pathlib import Path
 import numpy as np
 
 from engine.images import MAX_PIXELS, MAX_SIDE, ImageReadError, ImageTooLargeError, decode_image, load_image
+from engine.pose import LIMITS as POSE_LIMITS
+from engine.pose import N_POSE, POSE_NAMES, POSE_PRESETS, POSE_UNITS, from_unit, pose_labels, to_unit
 
 log = logging.getLogger("slidergan.serve")
 
@@ -294,6 +300,16 @@ class Engine:
         return e.audio
 
     @property
+    def preset_names(self) -> list[str]:
+        """The expression presets, and the head's where the model can move it."""
+        return sorted(self.presets) + (list(POSE_PRESETS) if self.moves_head else [])
+
+    @property
+    def moves_head(self) -> bool:
+        from engine.animator import moves_head
+        return moves_head(self.models, self.renderer)
+
+    @property
     def audio_net(self):
         """The audio model for the microphone route (the model folder's own ``audio.safetensors``, else
         the embedded default's), or None with ``audio_error`` saying why."""
@@ -321,13 +337,15 @@ class Engine:
         return {"param_names": self.param_names, "param_labels": self.param_labels, "n_exp": self.n_exp,
                 "n_params": self.n_params,
                 "groups": {"exp": [0, self.n_exp], "speech": [self.n_exp, self.n_params]},
-                "presets": sorted(self.presets), "portraits": [p.describe() for p in self.portraits.values()],
+                "presets": self.preset_names, "portraits": [p.describe() for p in self.portraits.values()],
                 "tracks": [t.describe() for t in self.tracks.values()], "max_sessions": self.max_sessions,
                 "sessions": len(self.sessions), "output_size": self.output_size, "fps": self.fps,
                 "backend": str(getattr(self.models, "backend", "")),
                 "preview": self.face_model is not None,
                 "params_sources": self.params_sources, "renderer": self.renderer,
                 "mic": self._audio_error is None,     # (not waiting for the model being loaded)
+                "pose_names": list(POSE_NAMES), "pose_labels": pose_labels(), "pose_units": list(POSE_UNITS),
+                "pose_limits": [float(v) for v in POSE_LIMITS], "moves_head": self.moves_head,
                 "limits": {"upload_bytes": MAX_UPLOAD, "image_max_side": MAX_SIDE,
                            "image_max_megapixels": round(MAX_PIXELS / 1e6), "uploaded_portraits": MAX_UPLOADED_PORTRAITS,
                            "offer_bytes": MAX_OFFER, "message_bytes": MAX_MESSAGE},
@@ -471,7 +489,8 @@ class _Stats:
 class Session:
     """One browser (or client) connection and everything it owns."""
 
-    def __init__(self, engine: Engine, pc, portrait: Portrait, mode: str = "relative", params: str | None = None):
+    def __init__(self, engine: Engine, pc, portrait: Portrait, mode: str = "relative", params: str | None = None,
+                 motion: str | None = None):
         from engine.animator import Animator
 
         from .drivers import DriverMix, SlidersDriver
@@ -511,6 +530,11 @@ class Session:
         self.tasks: list[asyncio.Task] = []
         self.closed = False
         self.params = rest.copy()
+        from .drivers import resolve_motion
+        self.motion = resolve_motion(motion, self.animator)
+        self.pose_sliders = np.zeros(N_POSE, np.float32)     # head-pose sliders, in units of their limits
+        self.pose_pinned = np.zeros(N_POSE, bool)
+        self.pose = np.zeros(N_POSE, np.float32)             # the pose of the last frame (engine.pose units)
         self.lat_est = 0.03                    # render-to-send latency estimate (s), for track sync
         self.video_out = AnimatedTrack(self)
         self.audio_out = SessionAudioTrack(self)
@@ -528,7 +552,8 @@ class Session:
             from .drivers import FaceDriver
             self.face = FaceDriver(self.animator.regress, self.engine.n_params, self.engine.image_size,
                                    mode=self.mode, rest=self.animator.source_params, fps=self.engine.fps,
-                                   params=self.params_source, fit=self.animator.fit)
+                                   params=self.params_source, fit=self.animator.fit,
+                                   rest_pose=self.animator.source.pose, n_exp=self.engine.n_exp)
             self.mix.set_driver("face", self.face)
         return self.face
 
@@ -557,6 +582,18 @@ class Session:
     def track_time(self, t_elapsed: float) -> float:
         return t_elapsed - self.track_t0
 
+    def head_pose(self, t: float) -> np.ndarray:
+        """The head's pose now: the webcam's when it drives the expression, else a track's (when it has
+        one and drives), else rest; pinned head sliders on top."""
+        pose = np.zeros(N_POSE)
+        if self.face is not None and self.mix.routes.get("exp") == "face":
+            pose = self.face.pose_value(t)
+        elif self.track_driver is not None and "track" in self.mix.routes.values():
+            pose = self.track_driver.pose(t)
+        if self.pose_pinned.any():
+            pose = np.where(self.pose_pinned, from_unit(self.pose_sliders), pose)
+        return pose
+
     # ---------------------------------------------------------------- worker-thread work
     # Two stages on two threads, so consecutive frames overlap: "drive" (decode to RGB, face mesh,
     # regression head, smoothing) and "render" (mix, generator, paste-back, YUV), on the engine's
@@ -578,9 +615,10 @@ class Session:
         """Drive thread: the newest webcam frame through the face driver."""
         t0 = time.perf_counter()
         frame, t_recv = job
-        rgb = frame.to_ndarray(format="rgb24")
+        from engine.video import DecodedFrame
         ft = float(frame.time) if frame.time is not None else t_recv
-        self.ensure_face().push(rgb, ft)
+        # converted to RGB only where the tracker looks (the face's square; a thumbnail when searching)
+        self.ensure_face().push(DecodedFrame(frame), ft)
         self.stats.drive.append(time.perf_counter() - t0)
         return t_recv
 
@@ -590,9 +628,12 @@ class Session:
 
         from .media import rgb_to_yuv420
         t0 = time.perf_counter()
-        p = self.mix.value(self.track_time(t_content))
+        t = self.track_time(t_content)
+        p = self.mix.value(t)
         self.params = p
-        out = self.animator.animate(p)
+        pose = self.head_pose(t) if self.motion == "head" else None
+        self.pose = np.zeros(N_POSE, np.float32) if pose is None else pose.astype(np.float32)
+        out = self.animator.animate(p, pose=pose)
         h, w = out.shape[:2]
         if h % 2 or w % 2:
             out = out[: h - h % 2, : w - w % 2]
@@ -763,6 +804,8 @@ class Session:
                   "portrait": self.portrait_id, "track": self.track.id if self.track else None,
                   "params": [round(float(v), 3) for v in self.params],
                   "pinned": [int(i) for i in np.flatnonzero(self.sliders.pinned)],
+                  "motion": self.motion, "pose": [round(float(v), 3) for v in to_unit(self.pose)],
+                  "pose_pinned": [int(i) for i in np.flatnonzero(self.pose_pinned)],
                   "webcam": self.input_track is not None, "error": self.last_error or None,
                   "mic": None if self.mic is None else {
                       "heard": self.mic_track is not None, "frames": self.mic.frames,
@@ -779,10 +822,10 @@ class Session:
     def hello(self) -> dict:
         return {"type": "hello", "session": self.id, "param_names": self.engine.param_names,
                 "param_labels": self.engine.param_labels,
-                "n_exp": self.engine.n_exp, "presets": sorted(self.engine.presets),
+                "n_exp": self.engine.n_exp, "presets": self.engine.preset_names,
                 "rest": [round(float(v), 4) for v in self.animator.source_params],
                 "routes": dict(self.mix.routes), "mode": self.mode, "params_source": self.params_source,
-                "portrait": self.portrait_id,
+                "motion": self.motion, "portrait": self.portrait_id,
                 "track": self.track.id if self.track else None}
 
     def send(self, msg: dict) -> None:
@@ -836,7 +879,15 @@ class Session:
             return None
         if kind == "preset":
             name = _string(msg, "name")
+            if name in POSE_PRESETS and self.engine.moves_head:   # the head's sliders, pinned
+                self.pose_sliders[:] = to_unit(np.array(POSE_PRESETS[name]))
+                self.pose_pinned[:] = True
+                return {"type": "preset", "name": name, "values": [round(float(x), 4) for x in self.params],
+                        "pose": [round(float(x), 4) for x in self.pose_sliders], "routes": dict(self.mix.routes)}
             v = self.sliders.preset(name)
+            if name == "neutral":                                  # ... and the head unmoved
+                self.pose_sliders[:] = 0.0
+                self.pose_pinned[:] = True
             for g in ("exp", "speech"):
                 if self.mix.routes[g] != "sliders" and msg.get("route", True):
                     self.mix.route(g, "sliders")
@@ -845,7 +896,18 @@ class Session:
                     "routes": dict(self.mix.routes)}
         if kind == "release":
             self.sliders.release(None if msg.get("index") is None else _index(msg, "index", n))
+            if msg.get("index") is None:
+                self.pose_pinned[:] = False
             return None
+        if kind == "pose":
+            i = _index(msg, "index", N_POSE)
+            self.pose_sliders[i] = np.clip(_number(msg, "value"), -1.0, 1.0)
+            self.pose_pinned[i] = True
+            return None
+        if kind == "motion":
+            from .drivers import resolve_motion
+            self.motion = resolve_motion(_string(msg, "motion"), self.animator)
+            return {"type": "motion", "motion": self.motion}
         if kind == "route":
             routes = {g: _string(msg, g) for g in ("exp", "speech") if msg.get(g) is not None}
             from .drivers import DRIVER_NAMES
@@ -883,6 +945,12 @@ class Session:
         if kind == "calibrate":
             self.ensure_face().calibrate()
             return {"type": "calibrate"}
+        if kind == "face":
+            x, y = _number(msg, "x"), _number(msg, "y")
+            if not (0.0 <= x <= 1.0 and 0.0 <= y <= 1.0):
+                raise ValueError("face: x and y are fractions of the webcam frame, 0..1")
+            self.ensure_face().pick(x, y, normalized=True)
+            return {"type": "face", "x": x, "y": y}
         if kind == "portrait":
             pid = _string(msg, "id")
             p = self.engine.portraits.get(pid)
@@ -896,7 +964,7 @@ class Session:
             self.sliders.set_all(rest)
             self.sliders.release()
             if self.face is not None:
-                self.face.set_rest(rest)
+                self.face.set_rest(rest, prepared.info.pose)
             return self.hello()
         if kind == "track":
             tid = msg.get("id")
@@ -1498,12 +1566,17 @@ async def _offer(request, engine: Engine):
     source = params.get("params", engine.params_sources[0])
     if source not in engine.params_sources:
         raise HTTPError(400, f"params must be one of {engine.params_sources}, not {source!r}")
+    motion = params.get("motion")
+    from .drivers import MOTIONS
+    if motion is not None and (motion not in MOTIONS or motion == "head" and not engine.moves_head):
+        raise HTTPError(400, f"motion must be one of {list(MOTIONS) if engine.moves_head else ['expression']}, "
+                             f"not {motion!r}")
     engine.pending += 1
     pc = None
     try:
         await engine.prepared(portrait)
         pc = RTCPeerConnection()
-        session = Session(engine, pc, portrait, mode=mode, params=source)
+        session = Session(engine, pc, portrait, mode=mode, params=source, motion=motion)
         exp, speech = params.get("exp", "face"), params.get("speech", "face")
         try:
             if exp == "mic":

@@ -74,14 +74,17 @@ def synth_driving_frames(n: int, seed: int = 1, w: int = 640, h: int = 480, peri
 
 
 def write_video(path: Path, frames, fps: float = 30.0, audio: np.ndarray | None = None,
-                rate: int = 48000) -> Path:
-    """H.264 (+ AAC from int16 (n, 2) samples) with PyAV."""
+                rate: int = 48000, rotation: int = 0) -> Path:
+    """H.264 (+ AAC from int16 (n, 2) samples) with PyAV. ``rotation``: the display matrix's
+    counter-clockwise rotation in degrees (a phone video stores its frames sideways and says so)."""
     import av
     fr = fractions.Fraction(fps).limit_denominator(1001)
     h, w = frames[0].shape[:2]
     with av.open(str(path), "w") as c:
         vs = c.add_stream("libx264", rate=fr)
         vs.width, vs.height, vs.pix_fmt = w, h, "yuv420p"
+        if rotation:
+            vs.set_display_rotation(rotation)
         tb = 1 / fr
         a_s = None
         if audio is not None:

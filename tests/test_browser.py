@@ -136,3 +136,50 @@ def test_page_says_when_a_photo_has_no_face(page, tmp_path):
                            timeout=20000)
     msg = page.inner_text("#portrait-msg")
     assert "Cannot use this photo" in msg and "wall.png" in msg
+
+
+def _session_status(url: str) -> dict:
+    import json
+    s = json.loads(urllib.request.urlopen(url + "api/sessions", timeout=5).read())["sessions"]
+    return s[0] if s else {}
+
+
+def test_page_switches_head_motion(tmp_path):
+    """With a model that can move the head: the page offers the Motion switch and a Head slider group
+    with presets; the switch and a head preset reach the session."""
+    from playwright.sync_api import sync_playwright
+
+    from tests.conftest import SHARED_DATA
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
+    if not (SHARED_DATA / "portraits").is_dir():
+        pytest.skip(f"shared data not found at {SHARED_DATA}")
+    ck = kit.tiny_checkpoint(tmp_path / "ck", profile="tiny-warp")
+    kit.write_y4m(tmp_path / "cam.y4m", kit.synth_driving_frames(60))
+    args = ["--checkpoint", str(ck), "--backend", "torch", "--portraits", str(SHARED_DATA / "portraits" / "s5.jpg"),
+            "--size", "256", "--renderer", "warp-only"]
+    with serve_process(args, tmp_path / "server.log") as (url, _), sync_playwright() as pw:
+        ctx = chromium_context(pw, tmp_path / "profile", tmp_path / "cam.y4m", executable=CHROMIUM)
+        try:
+            page = ctx.new_page()
+            page.goto(url)
+            page.wait_for_function("document.querySelectorAll('#portraits img').length > 0", timeout=20000)
+            assert page.is_visible("#motion-row")
+            assert page.locator("#sliders input[type=range]").count() == 46       # 40 parameters + 6 head
+            assert page.locator("#sliders .group").nth(2).inner_text() == "Head"
+            page.click("#start")
+            page.wait_for_function("document.getElementById('out').videoWidth > 0", timeout=40000)
+            assert _session_status(url)["motion"] == "head"
+            page.check("input[name=motion][value=expression]")
+            deadline = time.monotonic() + 10
+            while _session_status(url)["motion"] != "expression":
+                assert time.monotonic() < deadline, "the switch did not reach the session"
+                time.sleep(0.2)
+            page.click("#presets button:text-is('look left')")
+            deadline = time.monotonic() + 10
+            while not _session_status(url).get("pose_pinned"):
+                assert time.monotonic() < deadline, "the head preset did not reach the session"
+                time.sleep(0.2)
+            page.click("#stop")
+        finally:
+            ctx.close()

@@ -50,3 +50,16 @@ def test_bad_inputs():
         f(np.zeros(3))
     with pytest.raises(ValueError, match="NaN"):
         f(np.array([np.nan, 0.0]))
+
+
+def test_group_filter_smooths_each_group_with_its_own_setting():
+    """Speech follows fast motion more closely than expression; a still signal stays still in both."""
+    from engine.smoothing import PARAM_SMOOTHING, group_filter
+    t = np.arange(90) / 30.0
+    wave = 0.1 * np.sin(2 * np.pi * 5.0 * t)              # syllable-rate motion
+    f = group_filter({"exp": 1, "speech": 1, "pose": 1}, freq=30.0)
+    out = np.stack([f(np.array([w, w, 0.0]), ti) for w, ti in zip(wave, t)])
+    amp = out[30:].std(0) / wave[30:].std()
+    assert PARAM_SMOOTHING["speech"][0] > PARAM_SMOOTHING["exp"][0]
+    assert amp[1] > amp[0] + 0.05, amp
+    assert np.all(out[:, 2] == 0.0)

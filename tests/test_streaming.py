@@ -225,7 +225,17 @@ def test_webcam_driver_moves_the_face(setup):
                 r = await c.request({"type": "mode", "mode": "absolute"}, "mode")
                 assert r["mode"] == "absolute"
                 await c.request({"type": "calibrate"}, "calibrate")
+                # several people: the page's click picks the face to follow (here the only one)
+                r = await c.request({"type": "face", "x": 0.5, "y": 0.5}, "face")
+                assert r["x"] == 0.5 and r["y"] == 0.5
                 await c.wait_frames(10, timeout=20)
+                t0 = time.monotonic()
+                while True:
+                    st = await c.request({"type": "status"}, "stats")
+                    if st["face"] in ("ok", "multiple_faces") or time.monotonic() - t0 > 10:
+                        break
+                    await asyncio.sleep(0.05)
+                assert st["face"] == "ok", st
             await _wait_closed(eng)
     asyncio.run(run())
 

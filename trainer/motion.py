@@ -80,6 +80,23 @@ STRIP_FRAMES = 6
 
 # ==================================================================================== the metric
 
+def seam_ratio(frame: np.ndarray, base: np.ndarray, changed: float = 3.0) -> float:
+    """Tearing, measured: the 99th percentile of the gradient magnitude of ``frame`` over the pixels
+    its warp changed (by more than ``changed`` grey levels from ``base``, the unmoved portrait),
+    divided by the same of ``base`` there. A warp that stretches or compresses smoothly gives about 1;
+    a tear or fold adds edges the portrait never had and raises it. NaN where nothing moved."""
+    import cv2
+    f = cv2.cvtColor(np.ascontiguousarray(frame), cv2.COLOR_RGB2GRAY).astype(np.float32)
+    b = cv2.cvtColor(np.ascontiguousarray(base), cv2.COLOR_RGB2GRAY).astype(np.float32)
+    mask = cv2.dilate((np.abs(f - b) > changed).astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
+    if mask.sum() < 50:
+        return float("nan")          # nothing moved: nothing to tear
+
+    def grad(x):
+        return np.hypot(cv2.Sobel(x, cv2.CV_32F, 1, 0), cv2.Sobel(x, cv2.CV_32F, 0, 1))[mask]
+    return float(np.percentile(grad(f), 99) / max(np.percentile(grad(b), 99), 1e-6))
+
+
 def openings(lm: np.ndarray | None) -> np.ndarray:
     """(2,) [mouth opening, eye opening] of one face's landmarks; NaN for no face (None)."""
     if lm is None:
@@ -262,7 +279,8 @@ def raw_params(clip: DriverClip, p_source: str, models=None, face_model=None) ->
     return out
 
 
-def drive_params(raw: np.ndarray, times, rest: np.ndarray, fps: float, mouth=None) -> np.ndarray:
+def drive_params(raw: np.ndarray, times, rest: np.ndarray, fps: float, mouth=None, n_exp: int | None = None
+                 ) -> np.ndarray:
     """The Animator's parameters per frame from raw driver readings, as render's video driver makes
     them: ``FaceDriver`` in relative mode with the neutral from the first second of faces (at least
     ``CALIB_FRAMES``; ``streaming.drivers.neutral_of`` by their mouth openings ``mouth``); frames
@@ -270,7 +288,7 @@ def drive_params(raw: np.ndarray, times, rest: np.ndarray, fps: float, mouth=Non
     from streaming.drivers import FaceDriver, neutral_of
     raw = np.asarray(raw, np.float32)
     rest = np.asarray(rest, np.float32).reshape(-1)
-    drv = FaceDriver(None, len(rest), 0, mode="relative", rest=rest, fps=fps)
+    drv = FaceDriver(None, len(rest), 0, mode="relative", rest=rest, fps=fps, n_exp=n_exp)
     valid = np.all(np.isfinite(raw), axis=1)
     if valid.any():
         t = np.asarray(times, np.float64)[valid]
@@ -489,7 +507,8 @@ def run_motion(rows: list[MotionRow], main_models, face_model, opts: MotionOptio
                         P = np.tile(src.params, (len(clip), 1))
                     else:
                         raw = raw_params(clip, row.p_source, models, face_model)
-                        P = drive_params(raw, clip.times, src.params, clip.fps, clip.tracked_mouth)[clip.indices]
+                        P = drive_params(raw, clip.times, src.params, clip.fps, clip.tracked_mouth,
+                                         face_model.n_exp if face_model is not None else None)[clip.indices]
                     frames = row.render(src, P[use])
                     res = meter.series(frames)
                     stats = follow(clip.openings[use], res)

@@ -79,29 +79,38 @@ async function upload(file) {
 }
 
 // ------------------------------------------------------------------------------------- sliders
+// The model's parameters, then (where the model can move the head) the head's pose: its sliders
+// are in units of their limits, shown in degrees / eye distances.
 function buildSliders(names, nExp, values, labels) {
   const box = $("sliders");
   box.innerHTML = "";
   state.sliders = [];
+  const info = state.info || {};
+  const nParams = names.length;
+  if (info.moves_head && info.pose_names) {
+    names = names.concat(info.pose_names);
+    labels = (labels || names.slice(0, nParams)).concat(info.pose_labels);
+  }
   names.forEach((name, i) => {
     const label = labels && labels[i] ? labels[i] : name;
-    if (i === 0 || i === nExp) {
+    const v0 = values && values[i] !== undefined ? values[i] : 0;
+    if (i === 0 || i === nExp || i === nParams) {
       const h = document.createElement("div");
       h.className = "group";
-      h.textContent = i === 0 ? "Expression" : "Speech";
+      h.textContent = i === 0 ? "Expression" : i === nExp ? "Speech" : "Head";
       box.appendChild(h);
     }
     const row = document.createElement("div");
     row.className = "slider";
     row.innerHTML = `<span class="name" title="${name}">${label}</span>` +
-      `<input type="range" min="-1" max="1" step="0.01" value="${values ? values[i] : 0}" aria-label="${label}">` +
-      `<span class="val">${(values ? values[i] : 0).toFixed(2)}</span>`;
+      `<input type="range" min="-1" max="1" step="0.01" value="${v0}" aria-label="${label}">` +
+      `<span class="val">${sliderText(i, v0)}</span>`;
     const input = row.querySelector("input");
     const val = row.querySelector(".val");
     input.addEventListener("pointerdown", () => { state.dragging = i; });
     input.addEventListener("pointerup", () => { state.dragging = -1; });
     input.addEventListener("input", () => {
-      val.textContent = Number(input.value).toFixed(2);
+      val.textContent = sliderText(i, Number(input.value));
       queueSlider(i, Number(input.value));
     });
     box.appendChild(row);
@@ -115,8 +124,18 @@ function queueSlider(i, v) {
 }
 function flushSliders() {
   state.raf = 0;
-  for (const [index, value] of state.pending) send({ type: "slider", index, value });
+  const n = state.info.n_params;
+  for (const [index, value] of state.pending) {
+    send(index < n ? { type: "slider", index, value } : { type: "pose", index: index - n, value });
+  }
   state.pending.clear();
+}
+
+function sliderText(i, v) {
+  const n = state.info ? state.info.n_params : Infinity;
+  if (i < n) return v.toFixed(2);
+  const k = i - n, x = v * state.info.pose_limits[k], unit = state.info.pose_units[k];
+  return unit === "°" ? `${x.toFixed(0)}°` : x.toFixed(2);
 }
 
 function showParams(params, pinned) {
@@ -127,7 +146,7 @@ function showParams(params, pinned) {
     s.row.classList.toggle("pinned", state.pinned.has(i));
     if (i !== state.dragging && !state.pending.has(i)) {
       s.input.value = v;
-      s.val.textContent = v.toFixed(2);
+      s.val.textContent = sliderText(i, v);
     }
   });
 }
@@ -214,6 +233,7 @@ async function start() {
       exp: r.exp, speech: r.speech, mode: document.querySelector("input[name=mode]:checked").value,
       params: document.querySelector("input[name=params]:checked").value,
     };
+    if (state.info.moves_head) body.motion = document.querySelector("input[name=motion]:checked").value;
     if ($("track").value) body.track = $("track").value;
     const answer = await api("/offer", {
       method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
@@ -248,6 +268,7 @@ function onMessage(m) {
       state.nExp = m.n_exp;
       buildSliders(m.param_names, m.n_exp, m.rest, m.param_labels);
       if (m.portrait) state.portrait = m.portrait;
+      for (const r of document.querySelectorAll("input[name=motion]")) r.checked = r.value === m.motion;
       break;
     case "stats":
       $("r-fps").textContent = m.fps;
@@ -256,10 +277,13 @@ function onMessage(m) {
       $("r-render").textContent = m.render_ms ?? "-";
       $("r-drop").textContent = m.frames_dropped + (m.frames_superseded || 0);
       $("r-face").textContent = m.face === null ? "-" :
-        (m.face + (m.calibrating ? " (calibrating)" : "") + (m.holding ? " (holding)" : ""));
+        ((m.face === "lost" ? "locked face lost" : m.face) + (m.calibrating ? " (calibrating)" : "") +
+         (m.holding ? " (holding)" : ""));
+      $("r-face").title = m.face_message || "";
       $("r-mic").textContent = !m.mic ? "-" : !m.mic.heard ? "off" :
         (m.mic.silent_s !== null && m.mic.silent_s > 0.3 ? "no sound" : `${m.mic.model_ms} ms`);
-      showParams(m.params, m.pinned);
+      showParams(m.params.concat(m.pose || []),
+        m.pinned.concat((m.pose_pinned || []).map((i) => i + m.params.length)));
       updatePreview(m.params);
       if (m.error) showMsg(m.error);
       break;
@@ -324,6 +348,8 @@ async function init() {
     r.disabled = !sources.includes(r.value);
     r.checked = r.value === sources[0];
   }
+  // head motion needs the geometry-guided model
+  $("motion-row").hidden = !state.info.moves_head;
   const tsel = $("track");
   for (const t of state.info.tracks) {
     const o = document.createElement("option");
@@ -353,6 +379,15 @@ async function init() {
   $("stop").onclick = stop;
   $("release").onclick = () => send({ type: "release" });
   $("calibrate").onclick = () => send({ type: "calibrate" });
+  // several people in view: click a face in the webcam view to follow that one
+  $("self").addEventListener("click", (ev) => {
+    const r = ev.currentTarget.getBoundingClientRect();
+    if (!r.width || !r.height) return;
+    // the view is mirrored (style.css), the frames the server gets are not
+    const x = Math.min(1, Math.max(0, 1 - (ev.clientX - r.left) / r.width));
+    const y = Math.min(1, Math.max(0, (ev.clientY - r.top) / r.height));
+    send({ type: "face", x, y });
+  });
   $("route-exp").onchange = onRouteChange;
   $("route-speech").onchange = onRouteChange;
   $("track").onchange = () => {
@@ -365,6 +400,9 @@ async function init() {
   }
   for (const r of document.querySelectorAll("input[name=params]")) {
     r.onchange = () => send({ type: "params", params: r.value });
+  }
+  for (const r of document.querySelectorAll("input[name=motion]")) {
+    r.onchange = () => send({ type: "motion", motion: r.value });
   }
   window.addEventListener("pagehide", stop);
 }

@@ -1,0 +1,170 @@
+"""Head pose: the third parameter group beside ``exp`` and ``speech``, read from the face mesh and
+applied to the portrait's mesh (the geometry-guided generator carries the head along with it).
+
+Six numbers, in the units a person reads (a track stores them so):
+
+    yaw    degrees, > 0: the face turns towards the image's right (the nose tip moves right)
+    pitch  degrees, > 0: the chin goes down (a nod)
+    roll   degrees, > 0: the head tilts clockwise in the image
+    x, y   the head's move in the frame, in inter-ocular distances (eye corner to eye corner), x right,
+           y down
+    scale  ln of the head's size ratio (0.1: 10.5 % larger, nearer the camera)
+
+The rotation is Rz(roll) Rx(pitch) Ry(-yaw) in camera axes (x right, y down, z away from the
+camera, MediaPipe's): yaw first, then pitch, then roll.
+
+Measuring (``measure``): the similarity that fits the face mesh's stable points (forehead, nose
+bridge, eye corners, temples: ``engine.face.STABLE_POINTS``) onto the frontal canonical mesh gives the
+head's orientation O, its centre (the stable points' centroid) and its size. A driver's pose is taken
+relative to its own neutral (``relative``): the rotation O O_n^T, the centre's move over the neutral's
+inter-ocular distance, the size ratio. Absolute pose is relative to a frontal face.
+
+Limits (``LIMITS``): beyond them the warp stops being credible (a turned head shows what the photo
+never saw; the band that carries the head stretches the background). The driver's pose is clamped
+smoothly to them (``soft_clamp``: unchanged up to 80 % of a limit, then bending towards it). On sliders
+a pose value is in units of its limit (-1 ... 1), like the other groups' parameters (``to_unit``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["POSE_NAMES", "POSE_UNITS", "LIMITS", "N_POSE", "HeadPose", "measure", "relative", "absolute",
+           "mean_pose", "rotation", "euler", "soft_clamp", "to_unit", "from_unit", "apply_pose",
+           "pose_labels", "POSE_PRESETS"]
+
+POSE_NAMES = ("yaw", "pitch", "roll", "x", "y", "scale")
+POSE_UNITS = ("°", "°", "°", "IOD", "IOD", "ln")
+N_POSE = len(POSE_NAMES)
+# what the warp carries credibly: ±20° yaw, ±15° pitch, ±20° roll, ±0.3 inter-ocular distances, ±15 % size
+LIMITS = np.array([20.0, 15.0, 20.0, 0.3, 0.3, 0.14], np.float64)
+SOFT_KNEE = 0.8            # soft_clamp leaves values below this share of a limit unchanged
+DEPTH_GAIN = 1.25          # apply_pose: the face mesh's depth while it turns (see there)
+EYE_CORNERS = (33, 263)
+
+
+# Head presets (the page's preset buttons): poses at about three quarters of the limits.
+POSE_PRESETS = {
+    "look left": [-15.0, 0, 0, 0, 0, 0], "look right": [15.0, 0, 0, 0, 0, 0],
+    "look up": [0, -11.0, 0, 0, 0, 0], "look down": [0, 11.0, 0, 0, 0, 0],
+    "tilt left": [0, 0, -15.0, 0, 0, 0], "tilt right": [0, 0, 15.0, 0, 0, 0],
+}
+
+
+def pose_labels() -> list[str]:
+    """Readable labels of the pose group (page sliders, reports)."""
+    return ["head turn (yaw, ° right)", "head nod (pitch, ° down)", "head tilt (roll, ° clockwise)",
+            "head move right (eye distances)", "head move down (eye distances)", "head nearer (ln size)"]
+
+
+@dataclass
+class HeadPose:
+    """One face's head pose in its frame: orientation O (3x3, frontal -> camera), centre (3,) pixels,
+    inter-ocular distance (pixels) and size (1/s of the fit onto the canonical mesh)."""
+    orientation: np.ndarray
+    centre: np.ndarray
+    iod: float
+    size: float
+
+
+def measure(landmarks: np.ndarray) -> HeadPose:
+    """The head pose of (478|468, 3) face-mesh landmarks (pixels, MediaPipe's z)."""
+    from .face import STABLE_POINTS, canonical_mesh, umeyama
+    lm = np.asarray(landmarks, np.float64)
+    if lm.ndim != 2 or lm.shape[0] < 468 or lm.shape[1] != 3:
+        raise ValueError(f"expected face-mesh landmarks of shape (478, 3), got {lm.shape}")
+    if not np.all(np.isfinite(lm[:468])):
+        raise ValueError("face-mesh landmarks contain NaN or inf")
+    idx = list(STABLE_POINTS)
+    s, r, _t = umeyama(lm[idx], canonical_mesh().astype(np.float64)[idx])   # canonical ~ s R x + t
+    iod = float(np.linalg.norm(lm[EYE_CORNERS[0], :2] - lm[EYE_CORNERS[1], :2]))
+    return HeadPose(orientation=r.T, centre=lm[idx].mean(0), iod=iod, size=1.0 / s)
+
+
+def rotation(yaw: float, pitch: float, roll: float) -> np.ndarray:
+    """Rz(roll) Rx(pitch) Ry(-yaw), angles in degrees (see the module docstring)."""
+    q, p, r = np.radians([-yaw, pitch, roll])
+    ry = np.array([[np.cos(q), 0, np.sin(q)], [0, 1, 0], [-np.sin(q), 0, np.cos(q)]])
+    rx = np.array([[1, 0, 0], [0, np.cos(p), -np.sin(p)], [0, np.sin(p), np.cos(p)]])
+    rz = np.array([[np.cos(r), -np.sin(r), 0], [np.sin(r), np.cos(r), 0], [0, 0, 1]])
+    return rz @ rx @ ry
+
+
+def euler(m: np.ndarray) -> np.ndarray:
+    """(yaw, pitch, roll) degrees of a rotation ``rotation(yaw, pitch, roll)``."""
+    m = np.asarray(m, np.float64)
+    pitch = np.arcsin(np.clip(m[2, 1], -1.0, 1.0))
+    yaw = -np.arctan2(-m[2, 0], m[2, 2])
+    roll = np.arctan2(-m[0, 1], m[1, 1])
+    return np.degrees([yaw, pitch, roll])
+
+
+def relative(pose: HeadPose, neutral: HeadPose) -> np.ndarray:
+    """(6,) the pose of a frame relative to the driver's neutral (module docstring's units)."""
+    angles = euler(pose.orientation @ neutral.orientation.T)
+    move = (pose.centre[:2] - neutral.centre[:2]) / max(neutral.iod, 1e-6)
+    return np.concatenate([angles, move, [np.log(max(pose.size, 1e-9) / max(neutral.size, 1e-9))]])
+
+
+def absolute(pose: HeadPose) -> np.ndarray:
+    """(6,) the rotation relative to a frontal face; no move, no size change."""
+    return np.concatenate([euler(pose.orientation), [0.0, 0.0, 0.0]])
+
+
+def mean_pose(poses: list[HeadPose]) -> HeadPose:
+    """A neutral from several frames: the rotation nearest the mean of theirs, the median rest."""
+    o = np.mean([p.orientation for p in poses], axis=0)
+    u, _s, vt = np.linalg.svd(o)
+    r = u @ vt
+    if np.linalg.det(r) < 0:
+        u[:, -1] *= -1
+        r = u @ vt
+    return HeadPose(orientation=r, centre=np.median([p.centre for p in poses], axis=0),
+                    iod=float(np.median([p.iod for p in poses])), size=float(np.median([p.size for p in poses])))
+
+
+def soft_clamp(pose: np.ndarray) -> np.ndarray:
+    """Each value unchanged up to SOFT_KNEE x its limit, then bent smoothly (C1) towards the limit."""
+    u = np.asarray(pose, np.float64) / LIMITS
+    a = np.abs(u)
+    k = SOFT_KNEE
+    bent = k + (1 - k) * np.tanh((a - k) / (1 - k))
+    return np.sign(u) * np.where(a <= k, a, bent) * LIMITS
+
+
+def to_unit(pose: np.ndarray) -> np.ndarray:
+    """Physical pose -> slider units (its limit = 1), clamped smoothly."""
+    return (soft_clamp(pose) / LIMITS).astype(np.float32)
+
+
+def from_unit(u: np.ndarray) -> np.ndarray:
+    """Slider units -> physical pose (values beyond ±1 are clamped)."""
+    return np.clip(np.asarray(u, np.float64), -1.0, 1.0) * LIMITS
+
+
+def apply_pose(points: np.ndarray, pose: np.ndarray, centre: np.ndarray, iod: float,
+               frame_to_crop: np.ndarray | None = None, depth_gain: float = DEPTH_GAIN) -> np.ndarray:
+    """Move 3D points (P, 3) (crop pixels) of a head whose centre is ``centre`` (3,) and inter-ocular
+    distance ``iod`` (crop pixels) by ``pose`` (6,) physical units: rotated about the centre, scaled
+    about it, moved. ``frame_to_crop``: the 2x3 frame -> crop matrix when the crop is the portrait
+    turned upright (its in-plane rotation is undone, so that yaw turns the head about the frame's
+    vertical axis as the driver's did). ``depth_gain``: the mesh's depth is stretched by this while
+    it turns (MediaPipe's depth is flatter than a head's: at 1, a portrait turned by 12° reads back
+    as 8-11° of yaw and 5-9° of pitch on the held-out portraits; at 1.25, 12-14° and 8-12°)."""
+    pose = np.asarray(pose, np.float64)
+    r = rotation(*pose[:3])
+    move = np.array([pose[3], pose[4]]) * iod
+    if frame_to_crop is not None:
+        lin = np.asarray(frame_to_crop, np.float64)[:, :2]
+        k = np.sqrt(abs(np.linalg.det(lin)))
+        rz = np.eye(3)
+        rz[:2, :2] = lin / k                     # frame -> crop rotation (a similarity's)
+        r = rz @ r @ rz.T
+        move = rz[:2, :2] @ move
+    c = np.asarray(centre, np.float64)
+    x = np.asarray(points, np.float64) - c
+    stretch = np.array([1.0, 1.0, depth_gain])
+    out = np.exp(pose[5]) * ((x * stretch) @ r.T) / stretch + c
+    out[:, :2] += move
+    return out

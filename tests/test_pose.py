@@ -1,0 +1,241 @@
+"""Head pose (engine.pose): read from the face mesh, carried by tracks and the face driver, applied to
+the portrait through the geometry-guided warp, with a switch between expression only and expression +
+head."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from engine import pose as P
+from tests import streamkit as kit
+
+
+def _mesh(scale=220.0, at=(160.0, 140.0)):
+    from engine.face import canonical_mesh
+    return canonical_mesh().astype(np.float64) * scale + [at[0], at[1], 0.0]
+
+
+@pytest.mark.parametrize("pose", [[12, -8, 5, 0.2, -0.1, 0.05], [-18, 10, -15, 0.0, 0.25, -0.1], [0, 0, 0, 0, 0, 0]])
+def test_pose_reads_a_synthetic_rotation(pose):
+    lm = _mesh()
+    neutral = P.measure(lm)
+    moved = P.apply_pose(lm, np.array(pose, float), neutral.centre, neutral.iod, depth_gain=1.0)   # rigid
+    got = P.relative(P.measure(moved), neutral)
+    np.testing.assert_allclose(got, pose, atol=1e-3)
+    np.testing.assert_allclose(P.euler(P.rotation(*pose[:3])), pose[:3], atol=1e-6)
+
+
+def test_directions_are_what_the_names_say():
+    lm = _mesh()
+    h = P.measure(lm)
+    nose = 1
+    right = P.apply_pose(lm, np.array([10.0, 0, 0, 0, 0, 0]), h.centre, h.iod)
+    down = P.apply_pose(lm, np.array([0, 10.0, 0, 0, 0, 0]), h.centre, h.iod)
+    cw = P.apply_pose(lm, np.array([0, 0, 10.0, 0, 0, 0]), h.centre, h.iod)
+    assert right[nose, 0] > lm[nose, 0] + 3          # yaw > 0: the nose moves right
+    assert down[nose, 1] > lm[nose, 1] + 3           # pitch > 0: a nod down
+    left_eye, right_eye = 33, 263                    # roll > 0: clockwise (the image's right eye goes down)
+    assert cw[right_eye, 1] - cw[left_eye, 1] > lm[right_eye, 1] - lm[left_eye, 1] + 3
+
+
+def test_soft_clamp_keeps_small_poses_and_never_passes_a_limit():
+    x = np.linspace(-3, 3, 601)[:, None] * P.LIMITS[None]
+    y = np.array([P.soft_clamp(v) for v in x])
+    assert np.all(np.abs(y) < P.LIMITS + 1e-9)
+    assert np.all(np.diff(y, axis=0) >= 0)                            # monotonic
+    small = np.abs(x) <= P.SOFT_KNEE * P.LIMITS
+    np.testing.assert_allclose(y[small], x[small])
+    np.testing.assert_allclose(P.from_unit(P.to_unit(x[300])), x[300], atol=1e-6)
+
+
+def test_roll_of_a_rotated_still(shared_data):
+    """A real photo turned by 12 degrees in the image reads as a 12 degree head tilt."""
+    import cv2
+
+    from engine.face import _as_rgb, detect_landmarks
+    img = _as_rgb(str(shared_data / "portraits" / "s5.jpg"))
+    h, w = img.shape[:2]
+    lm0 = detect_landmarks(img)[0]
+    c = tuple(float(v) for v in lm0[:, :2].mean(0))
+    turned = cv2.warpAffine(img, cv2.getRotationMatrix2D(c, -12.0, 1.0), (w, h), borderMode=cv2.BORDER_REFLECT)
+    got = P.relative(P.measure(detect_landmarks(turned)[0]), P.measure(lm0))
+    assert abs(got[2] - 12.0) < 1.5 and abs(got[0]) < 3 and abs(got[1]) < 3, got
+
+
+@pytest.fixture(scope="module")
+def warp_only(tmp_path_factory):
+    from engine.animator import Animator
+    from tests.conftest import SHARED_DATA as shared_data
+    if not (shared_data / "portraits").is_dir():
+        pytest.skip(f"shared data not found at {shared_data}")
+    models = kit.load_tiny(kit.tiny_checkpoint(tmp_path_factory.mktemp("pose") / "ck", profile="tiny-warp"))
+    a = Animator(models, output_size=320, renderer="warp-only")
+    a.set_source(str(shared_data / "portraits" / "s5.jpg"))
+    return a
+
+
+def test_head_motion_turns_the_portrait(warp_only):
+    """The portrait driven with a pose shows that pose (read back by the face mesh), expression-only
+    frames are untouched by the switch, and the band that carries the head shows no seam."""
+    from engine.face import detect_landmarks
+    from trainer.motion import seam_ratio
+    anim = warp_only
+    p = anim.source.params
+    base = anim.animate(p)
+    assert np.array_equal(anim.animate(p, pose=np.zeros(6)), base)     # pose 0: the expression-only path
+    neutral = P.measure(detect_landmarks(base)[0])
+    for pose in ([12, 0, 0, 0, 0, 0], [0, 0, -12, 0, 0, 0], [0, 0, 0, 0.2, 0, 0], [-10, 6, 8, 0, -0.1, 0.08]):
+        out = anim.animate(p, pose=pose)
+        got = P.relative(P.measure(detect_landmarks(out)[0]), neutral)
+        err = np.abs(got - pose)
+        assert np.all(err[:3] < 4.0) and np.all(err[3:] < 0.06), (pose, got.round(2))
+        assert seam_ratio(out, base) < 1.3, pose
+
+
+def test_head_motion_needs_the_warp(tmp_path):
+    from engine.animator import Animator
+    a = Animator(kit.load_tiny(kit.tiny_checkpoint(tmp_path / "ck")), output_size=128)
+    a.set_source(kit.synth_portrait(0, 192))
+    a.animate(a.source.params, pose=np.zeros(6))                      # zero pose: fine
+    with pytest.raises(ValueError, match="geometry-guided"):
+        a.animate(a.source.params, pose=[10, 0, 0, 0, 0, 0])
+
+
+def test_track_with_and_without_pose(tmp_path):
+    from engine.tracks import ParamTrack, TrackError, load_track
+    t = np.arange(5) / 25.0
+    speech = np.zeros((5, 10), np.float32)
+    pose = np.zeros((5, 6), np.float32)
+    pose[:, 0] = np.linspace(0, 20, 5)
+    tr = ParamTrack(times=t, speech=speech, pose=pose, fps=25.0)
+    back = load_track(tr.save(tmp_path / "with.npz"))
+    np.testing.assert_allclose(back.pose, pose)
+    assert back.pose_at_times([0.02])[0, 0] == pytest.approx(2.5)
+    assert back.resample(50).pose.shape == (9, 6)
+    old = load_track(ParamTrack(times=t, speech=speech, fps=25.0).save(tmp_path / "old.npz"))
+    assert old.pose is None and old.pose_at_times([0.0]) is None
+    with pytest.raises(TrackError, match="pose must have shape"):
+        ParamTrack(times=t, speech=speech, pose=np.zeros((5, 3)), fps=25.0)
+    bad = pose.copy()
+    bad[2, 1] = np.nan
+    with pytest.raises(TrackError, match="pose contains NaN"):
+        ParamTrack(times=t, speech=speech, pose=bad, fps=25.0)
+
+
+def test_face_driver_gives_the_pose_relative_to_its_neutral():
+    from streaming.drivers import FaceDriver
+    lm = _mesh()
+    neutral = P.measure(lm)
+    drv = FaceDriver(regress=None, n_params=4, size=64, params="mesh", fit=lambda x: np.zeros(4, np.float32),
+                     calib_frames=3, calib_s=0.1)
+    t = 0.0
+    for _ in range(5):                                  # calibration on the neutral head
+        drv.update(np.zeros(4, np.float32), t, head=P.measure(lm))
+        t += 1 / 30
+    assert drv.neutral_pose is not None
+    turned = P.apply_pose(lm, np.array([10.0, 0, -6, 0.1, 0, 0]), neutral.centre, neutral.iod, depth_gain=1.0)
+    for _ in range(60):
+        drv.update(np.zeros(4, np.float32), t, head=P.measure(turned))
+        t += 1 / 30
+    np.testing.assert_allclose(drv.pose_value(t), [10, 0, -6, 0.1, 0, 0], atol=0.3)
+    assert drv.value(t).shape == (4,)
+    for _ in range(120):                                # face lost: held, then eased back to rest (0)
+        drv.update(None, t, "no_face")
+        t += 1 / 30
+    assert np.abs(drv.pose_value(t)).max() < 0.5
+
+
+def test_render_switch(tmp_path, shared_data):
+    """--motion head renders a track's head pose (the default where the model can); expression only
+    ignores it."""
+    from engine.tracks import ParamTrack
+    from streaming.render import render
+    models = kit.load_tiny(kit.tiny_checkpoint(tmp_path / "ck", profile="tiny-warp"))
+    n = 6
+    pose = np.zeros((n, 6), np.float32)
+    pose[:, 0] = 15.0
+    tr = ParamTrack(times=np.arange(n) / 10.0, speech=np.zeros((n, 10), np.float32), pose=pose, fps=10.0)
+    path = tr.save(tmp_path / "turn.npz")
+    frames = {}
+    for motion in ("expression", "head", None):
+        out = tmp_path / f"{motion}.mp4"
+        render(str(shared_data / "portraits" / "s5.jpg"), path, out, models=models, size=160, progress=False,
+               renderer="warp-only", motion=motion, no_audio=True)
+        import av
+        with av.open(str(out)) as c:
+            frames[motion] = [f.to_ndarray(format="rgb24").astype(int) for f in c.decode(video=0)]
+    assert len(frames["head"]) == n
+    still = np.abs(frames["expression"][-1] - frames["expression"][0]).mean()
+    turned = np.abs(frames["head"][-1] - frames["expression"][-1]).mean()
+    assert still < 1.0 and turned > 3 * still + 1.0, (still, turned)
+    assert np.abs(frames[None][-1] - frames["head"][-1]).max() <= 2
+    with pytest.raises(ValueError, match="motion must be one of"):
+        render(str(shared_data / "portraits" / "s5.jpg"), path, tmp_path / "x.mp4", models=models, progress=False,
+               motion="nod")
+
+
+def test_server_switch_and_head_sliders(tmp_path):
+    """Over WebRTC: the session moves the head by default (a geometry-guided model), a head slider
+    turns it, the switch to expression only gives the unmoved portrait back; a model that cannot move
+    the head refuses the switch clearly."""
+    import asyncio
+
+    from streaming.client import StreamClient
+    from streaming.server import Engine, configure_ice
+    from tests.conftest import SHARED_DATA
+    from tests.test_streaming import face_region, serving
+    if not (SHARED_DATA / "portraits").is_dir():
+        pytest.skip(f"shared data not found at {SHARED_DATA}")
+    configure_ice("loopback")
+    eng = Engine(kit.load_tiny(kit.tiny_checkpoint(tmp_path / "ck", profile="tiny-warp")), output_size=256,
+                 renderer="warp-only")
+    eng.add_portrait_file(SHARED_DATA / "portraits" / "s5.jpg")
+    assert eng.info()["moves_head"] and eng.info()["pose_labels"][0].startswith("head turn")
+
+    async def run():
+        async with serving(eng) as url:
+            async with StreamClient(url, exp="sliders", speech="sliders", audio=False) as c:
+                assert c.hello["motion"] == "head"
+                base = (await c.wait_frames(3))[0]
+                await c.send({"type": "pose", "index": 0, "value": 1.0})
+                await asyncio.sleep(0.4)
+                turned = (await c.wait_frames(3))[0]
+                st = await c.request({"type": "status"}, "stats")
+                assert st["pose"][0] > 0.8 and st["pose_pinned"] == [0], st["pose"]
+                moved = np.abs(face_region(turned) - face_region(base)).mean()
+                assert moved > 4.0, moved
+                r = await c.request({"type": "motion", "motion": "expression"}, "motion")
+                assert r["motion"] == "expression"
+                await asyncio.sleep(0.4)
+                back = (await c.wait_frames(3))[0]
+                # the unmoved portrait again, up to the video codec's noise
+                assert np.abs(face_region(back) - face_region(base)).mean() < 0.5 * moved
+                r = await c.request({"type": "pose", "index": 9, "value": 1.0}, "error")
+                assert "index" in r["message"]
+                assert "look left" in c.hello["presets"]
+                r = await c.request({"type": "preset", "name": "look left"}, "preset")
+                assert r["pose"][0] == pytest.approx(-0.75, abs=0.01) and r["pose"][1:] == [0.0] * 5
+    try:
+        asyncio.run(run())
+    finally:
+        eng.close()
+    plain = Engine(kit.load_tiny(kit.tiny_checkpoint(tmp_path / "ck2")), output_size=128)
+    try:
+        assert not plain.info()["moves_head"]
+    finally:
+        plain.close()
+
+
+def test_absolute_mode_turns_the_portrait_to_the_drivers_pose():
+    """Absolute mode: the driver's pose against a frontal face, less the portrait's own."""
+    from streaming.drivers import FaceDriver
+    lm = _mesh()
+    h = P.measure(lm)
+    turned = P.apply_pose(lm, np.array([12.0, 0, 0, 0, 0, 0]), h.centre, h.iod, depth_gain=1.0)
+    drv = FaceDriver(regress=None, n_params=4, size=64, mode="absolute", params="mesh",
+                     fit=lambda x: np.zeros(4, np.float32), rest_pose=[5.0, 0, 0, 0, 0, 0])
+    t = 0.0
+    for _ in range(60):
+        drv.update(np.zeros(4, np.float32), t, head=P.measure(turned))
+        t += 1 / 30
+    assert drv.pose_value(t)[0] == pytest.approx(7.0, abs=0.3)      # the driver at 12, the portrait at 5

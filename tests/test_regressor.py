@@ -1,0 +1,87 @@
+"""``slidergan train-head`` (trainer/regressor.py): the regression head trained alone, identity-balanced,
+with webcam augmentations; it learns, resumes exactly and leaves the generator untouched."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from tests import streamkit as kit
+
+
+def _dataset(path, n: int, seed: int, n_params: int = 40):
+    """Faces whose first parameters are readable from the image: a bright disc whose position and size
+    are p[0], p[1] and p[2] (the rest 0); 4 'identities' by background colour."""
+    import cv2
+
+    from trainer.data import DatasetWriter
+    rng = np.random.default_rng(seed)
+    with DatasetWriter(path, image_size=64, n_params=n_params) as w:
+        for i in range(n):
+            p = np.zeros(n_params, np.float32)
+            p[:3] = rng.uniform(-1, 1, 3)
+            img = np.full((64, 64, 3), 40 + 30 * (i % 4), np.uint8)
+            cv2.circle(img, (int(32 + 14 * p[0]), int(32 + 14 * p[1])), int(9 + 5 * p[2]), (230, 220, 200), -1)
+            w.add(img, p, seq=f"person{i % 4}")
+    return path
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    d = tmp_path_factory.mktemp("head")
+    ck = kit.tiny_checkpoint(d / "ck")
+    return ck, _dataset(d / "train", 160, 0), _dataset(d / "val", 48, 1), d
+
+
+def _cfg(setup, out, **kw):
+    from trainer.regressor import HeadConfig
+    ck, train, val, _ = setup
+    base = dict(init=str(ck), data=[str(train)], val=str(val), out=str(out), steps=8, batch_size=8,
+                checkpoint_every=4, lr=1e-3, seed=0)
+    return HeadConfig(**{**base, **kw})
+
+
+def test_the_head_learns_and_the_generator_is_kept(setup, tmp_path):
+    from engine.checkpoint import load_checkpoint
+    from trainer.regressor import head_metrics, load_arrays, regress_all, train
+    ck, _, val, _ = setup
+    start = load_checkpoint(ck)
+    images, params, _ = load_arrays([val])
+    before = head_metrics(params, regress_all(start.discriminator, images), k=3)
+    summary = train(_cfg(setup, tmp_path / "run", steps=300, augment=False), progress=False)
+    assert summary["relative_error"] < 0.7 * before["relative_error"], (before, summary)
+    assert summary["corr_strongest_mean"] > 0.6, summary
+    out = load_checkpoint(tmp_path / "run" / "checkpoints" / "step-0000300")
+    for a, b in zip(start.generator.state_dict().values(), out.generator.state_dict().values()):
+        assert torch.equal(a, b)
+    assert out.meta["head"]["val"]["relative_error"] == pytest.approx(summary["relative_error"])
+
+
+def test_resume_is_exact(setup, tmp_path):
+    from engine.checkpoint import load_checkpoint
+    from trainer.regressor import train
+    train(_cfg(setup, tmp_path / "a", steps=4), progress=False)
+    train(_cfg(setup, tmp_path / "a", steps=8), resume=True, progress=False)
+    train(_cfg(setup, tmp_path / "b", steps=8), progress=False)
+    a = load_checkpoint(tmp_path / "a" / "checkpoints" / "step-0000008").discriminator.state_dict()
+    b = load_checkpoint(tmp_path / "b" / "checkpoints" / "step-0000008").discriminator.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(FileExistsError, match="--resume"):
+        train(_cfg(setup, tmp_path / "b", steps=8), progress=False)
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        train(_cfg(setup, tmp_path / "c", steps=8), resume=True, progress=False)
+
+
+def test_augmentations_change_the_look_not_the_face():
+    """Each augmented crop differs from its original but stays the same face: same size and type,
+    a similar picture (the jitter is small, the eyes and mouth never covered)."""
+    from trainer.regressor import augment
+    rng = np.random.default_rng(0)
+    img = np.zeros((4, 64, 64, 3), np.uint8)
+    img[:, 20:44, 20:44] = 200
+    out = augment(img, rng)
+    assert out.shape == img.shape and out.dtype == np.uint8
+    d = np.abs(out.astype(int) - img).mean((1, 2, 3))
+    assert np.all(d > 0.5) and np.all(d < 60), d
+    centre = out[:, 28:36, 28:36].mean((1, 2, 3))
+    assert np.all(centre > 90), centre                  # the middle of the face still shows

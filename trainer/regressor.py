@@ -1,0 +1,220 @@
+"""``slidergan train-head``: the discriminator's regression head D_p trained to read faces it never saw.
+
+The paper trains D_p with the GAN (L_exp on real images, SPEC section 4); in a short CPU schedule it
+learned the training sequences rather than faces. This trains D (trunk + regression head) on the
+regression alone: ``L = || D_p(aug(I)) - p ||^2`` over annotated crops (``slidergan annotate``: p is
+the blendshape fit of each crop's face mesh), starting from a checkpoint's D (its critic is carried
+along unchanged in the output, the generator untouched), with
+
+- identity balance: each batch draws sequences (an annotated video or a still's person) uniformly,
+  then a frame of each, so the long clips do not outvote the 150 people of the stills;
+- the augmentations a webcam brings: exposure and white balance, blur, sensor noise, JPEG, a small
+  alignment jitter (shift, scale, roll) and a partial occlusion (a flat patch on the forehead, a cheek
+  or a side of the face; never over the eyes or mouth, whose motion is the label);
+- validation on held-out identities (``--val``): Table 4's relative error ``||p - D_p(I)|| / ||p||``
+  and the correlation per component with the fit, TensorBoard logs, a progress bar, atomic
+  checkpoints with the optimiser and RNG states (exact resume).
+
+    slidergan train-head --init engine/assets/default_model --data runs/data/faces-lm \\
+        --val runs/data/val-lm --out runs/head --steps 2000
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class HeadConfig:
+    init: str
+    data: list[str] = field(default_factory=list)
+    val: str | None = None
+    out: str = "runs/head"
+    steps: int = 2000
+    batch_size: int = 32
+    lr: float = 2e-4
+    checkpoint_every: int = 250
+    log_every: int = 50
+    seed: int = 0
+    augment: bool = True
+
+
+def load_arrays(paths) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Images (M, S, S, 3) uint8, params (M, N) float32 and a sequence id (M,) of every dataset, in memory."""
+    from trainer.data import open_dataset
+    images, params, seqs, offset = [], [], [], 0
+    for p in paths:
+        info = open_dataset(p)
+        for i in range(len(info.shard_counts)):
+            a = info.load_shard(i)
+            images.append(a["images"])
+            params.append(a["params"].astype(np.float32))
+            seqs.append(a["seq"].astype(np.int64) + offset)
+        offset = int(max(s.max() for s in seqs)) + 1
+    return np.concatenate(images), np.concatenate(params), np.concatenate(seqs)
+
+
+# --------------------------------------------------------------------------------- augmentation
+def augment(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A webcam's variations of aligned crops (B, S, S, 3) uint8 (see the module docstring)."""
+    import cv2
+    out = np.empty_like(images)
+    s = images.shape[1]
+    for i, img in enumerate(images):
+        x = img
+        # alignment jitter: the tracker's crop is never exactly the template's
+        ang, k = rng.normal(0, 3.0), np.exp(rng.normal(0, 0.03))
+        m = cv2.getRotationMatrix2D((s / 2, s / 2), ang, k)
+        m[:, 2] += rng.normal(0, 0.02 * s, 2)
+        x = cv2.warpAffine(x, m, (s, s), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+        x = x.astype(np.float32)
+        # exposure and white balance
+        x = x * np.exp(rng.normal(0, 0.25)) * np.exp(rng.normal(0, 0.06, 3))[None, None]
+        if rng.random() < 0.3:
+            x = cv2.GaussianBlur(x, (0, 0), rng.uniform(0.4, 1.3))
+        if rng.random() < 0.5:
+            x = x + rng.normal(0, rng.uniform(1, 8), x.shape)
+        if rng.random() < 0.25:   # a flat patch: forehead, a cheek or a side; the eyes and mouth stay seen
+            zones = [(0.15, 0.85, 0.0, 0.22), (0.0, 0.22, 0.45, 0.75), (0.78, 1.0, 0.45, 0.75)]
+            x0, x1, y0, y1 = zones[rng.integers(len(zones))]
+            a, b = int(x0 * s), int(x1 * s)
+            c, d = int(y0 * s), int(y1 * s)
+            x[c:d, a:b] = rng.uniform(20, 230, 3)
+        x = np.clip(x, 0, 255).astype(np.uint8)
+        if rng.random() < 0.4:
+            ok, enc = cv2.imencode(".jpg", x, [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(25, 90))])
+            x = cv2.imdecode(enc, cv2.IMREAD_UNCHANGED)
+        out[i] = x
+    return out
+
+
+def to_input(images: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(images).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+
+
+# ------------------------------------------------------------------------------------ measuring
+def regress_all(D, images: np.ndarray, batch: int = 64) -> np.ndarray:
+    D.eval()
+    with torch.no_grad():
+        out = [D.regress(to_input(images[i:i + batch])).numpy() for i in range(0, len(images), batch)]
+    return np.concatenate(out)
+
+
+def head_metrics(p_fit: np.ndarray, p_head: np.ndarray, k: int = 10) -> dict:
+    """Table 4's relative error (trainer.evaluate.regression_summary) and the correlation with the fit of
+    the ``k`` components that vary most in ``p_fit``."""
+    from trainer.evaluate import regression_summary
+    std = p_fit.std(0)
+    strongest = [c for c in np.argsort(-std)[:k] if std[c] > 1e-6]          # components that vary
+    corr = [float(np.corrcoef(p_fit[:, c], p_head[:, c])[0, 1]) for c in strongest]
+    return {"relative_error": regression_summary(p_fit, p_head)["mean"], "corr_strongest": corr,
+            "corr_strongest_mean": float(np.mean(corr)), "strongest": [int(c) for c in strongest]}
+
+
+# ------------------------------------------------------------------------------------- training
+def train(cfg: HeadConfig, resume: bool = False, progress: bool = True) -> dict:
+    from torch.utils.tensorboard import SummaryWriter
+
+    from engine.checkpoint import load_checkpoint, save_checkpoint
+    out = Path(cfg.out)
+    ck_dir = out / "checkpoints"
+    last = sorted(ck_dir.glob("step-*")) if ck_dir.exists() else []
+    if resume and not last:
+        raise FileNotFoundError(f"--resume: no checkpoint under {ck_dir}")
+    if not resume and last:
+        raise FileExistsError(f"{out} already has checkpoints: --resume to continue, or another --out")
+    start = load_checkpoint(last[-1] if resume else cfg.init, training=resume)
+    D = start.discriminator
+    torch.manual_seed(cfg.seed)
+    images, params, seqs = load_arrays(cfg.data)
+    if params.shape[1] != start.config.n_params:
+        raise ValueError(f"the data has {params.shape[1]} parameters, the model {start.config.n_params}")
+    val = load_arrays([cfg.val]) if cfg.val else None
+    groups = [np.flatnonzero(seqs == s) for s in np.unique(seqs)]
+    opt = torch.optim.Adam(D.parameters(), lr=cfg.lr, betas=(0.9, 0.999))
+    rng = np.random.default_rng(cfg.seed)
+    step = 0
+    if resume:
+        st = start.training
+        opt.load_state_dict(st["optimizer"])
+        rng.bit_generator.state = json.loads(st["rng"])
+        torch.set_rng_state(st["torch_rng"])
+        step = int(start.step)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
+    tb = SummaryWriter(str(out / "tb"))
+    bar = None
+    if progress:
+        from tqdm import tqdm
+        bar = tqdm(total=cfg.steps, initial=step, unit="step", desc="train-head")
+    summary = {}
+    t0 = time.perf_counter()
+    while step < cfg.steps:
+        D.train()
+        which = rng.integers(len(groups), size=cfg.batch_size)           # identity balance
+        idx = np.array([g[rng.integers(len(g))] for g in (groups[w] for w in which)])
+        x = images[idx]
+        if cfg.augment:
+            x = augment(x, rng)
+        loss = torch.mean((D.regress(to_input(x)) - torch.from_numpy(params[idx])) ** 2)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        step += 1
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.4f}")
+        if step % cfg.log_every == 0:
+            tb.add_scalar("head/loss", loss.item(), step)
+        if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+            if val is not None:
+                summary = head_metrics(val[1], regress_all(D, val[0]))
+                tb.add_scalar("val/relative_error", summary["relative_error"], step)
+                tb.add_scalar("val/corr_strongest_mean", summary["corr_strongest_mean"], step)
+                log.info("step %d: held-out relative error %.3f, corr %.3f", step, summary["relative_error"],
+                         summary["corr_strongest_mean"])
+            state = {"optimizer": opt.state_dict(), "rng": json.dumps(rng.bit_generator.state),
+                     "torch_rng": torch.get_rng_state()}
+            meta = {**start.meta, "head": {"config": asdict(cfg), "val": summary,
+                                           "seconds": round(time.perf_counter() - t0, 1)}}
+            save_checkpoint(ck_dir / f"step-{step:07d}", start.config, start.generator, D,
+                            param_names=start.param_names, blendshapes=start.blendshapes, step=step, meta=meta,
+                            training=state)
+    if bar is not None:
+        bar.close()
+    tb.close()
+    return summary
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--init", required=True, help="checkpoint whose D to start from (its G is carried along)")
+    p.add_argument("--data", nargs="+", required=True, help="annotated datasets (slidergan annotate)")
+    p.add_argument("--val", default=None, help="an annotated dataset of held-out identities")
+    p.add_argument("--out", default="runs/head")
+    p.add_argument("--steps", type=int, default=2000)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=2e-4)
+    p.add_argument("--checkpoint-every", type=int, default=250)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-augment", action="store_true")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--quiet", action="store_true")
+
+
+def main(args) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    cfg = HeadConfig(init=args.init, data=list(args.data), val=args.val, out=args.out, steps=args.steps,
+                     batch_size=args.batch_size, lr=args.lr, checkpoint_every=args.checkpoint_every,
+                     seed=args.seed, augment=not args.no_augment)
+    summary = train(cfg, resume=args.resume, progress=not args.quiet)
+    print(json.dumps(summary))
+    return 0
