@@ -512,10 +512,10 @@ def predict_file(path, net=None, max_seconds: float | None = None, progress: boo
     s = AudioStream(net)
     ts, ps, n, peak = [], [], 0, 0.0
     bar = None
-    if progress:
-        from tqdm import tqdm
-        bar = tqdm(unit="s", desc=f"audio {Path(path).name}", leave=False)
     for chunk in audio_chunks(path, max_seconds=max_seconds):
+        if progress and bar is None:       # made once the file has proved readable
+            from tqdm import tqdm
+            bar = tqdm(unit="s", desc=f"audio {Path(path).name}", leave=False)
         n += len(chunk)
         peak = max(peak, float(np.max(np.abs(chunk))))
         t, p = s.push(chunk)
