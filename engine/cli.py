@@ -13,6 +13,7 @@ import sys
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("trainer.train", "train SliderGAN (tiny, realtime or paper profile)"),
+    "train-audio": ("trainer.audio", "train the audio model (speech parameters from sound)"),
     "train-head": ("trainer.regressor", "train the regression head D_p alone, with webcam augmentations"),
     "synthetic": ("trainer.synthetic", "write a procedural dataset of labelled synthetic faces"),
     "annotate": ("trainer.annotate", "videos and image folders to a labelled dataset"),

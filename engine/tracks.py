@@ -476,9 +476,13 @@ def extract_track(video: str | os.PathLike, out: str | os.PathLike, audio: str |
         meta["fit_residual_px_mean"] = float(np.nanmean(res))
         meta["fit_residual_px_max"] = float(np.nanmax(res))
     t0 = float(times[0])
+    # The audio file starts with the audio stream's first sample, which need not be at the first video
+    # frame (e.g. a clip whose video starts 0.84 s into the container): track time 0 is audio time
+    # t0 - audio_delay.
+    audio_t0 = t0 - float(getattr(info, "audio_delay", 0.0)) if audio_file else t0
     track = ParamTrack(times=t_arr - t0, speech=p[:, n_exp:], expression=p[:, :n_exp], fps=info.fps,
                        speech_names=names[n_exp:], expression_names=names[:n_exp],
-                       audio=str(audio_file) if audio_file else None, audio_offset=t0, meta=meta,
+                       audio=str(audio_file) if audio_file else None, audio_offset=audio_t0, meta=meta,
                        pose=pose)
     save_track(track, out)
     track.validate(check_audio=True)

@@ -1,6 +1,7 @@
 """``slidergan track``: extract a parameter track from a video, or check a track file.
 
     slidergan track extract VIDEO -o TRACK.npz [--audio m4a|wav|none] [--start S] [--end S] [--smooth]
+    slidergan track from-audio SPEECH.wav -o TRACK.npz [--fps 25] [--model DIR] [--max-seconds S]
     slidergan track check TRACK.npz [--speech N] [--expression N]
 """
 from __future__ import annotations
@@ -22,6 +23,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     e.add_argument("--end", type=float, default=None, help="second to stop at")
     e.add_argument("--smooth", action="store_true", help="One Euro filter over the parameters")
     e.add_argument("--quiet", action="store_true", help="no progress bar")
+    a = sub.add_parser("from-audio", help="speech parameters from a sound file (the audio model); the track "
+                                          "references the audio")
+    a.add_argument("audio", help="sound file: wav, mp3, m4a, ogg, flac, ... (any rate, mono or stereo)")
+    a.add_argument("-o", "--output", required=True, help="track file to write (.npz)")
+    a.add_argument("--fps", type=float, default=25.0, help="track frame rate (default 25)")
+    a.add_argument("--model", default=None, help="model folder with audio.safetensors (default: the embedded "
+                                                 "default model's)")
+    a.add_argument("--max-seconds", type=float, default=None, help="use at most this many seconds")
+    a.add_argument("--quiet", action="store_true", help="no progress bar")
     c = sub.add_parser("check", help="validate a track file and print a summary")
     c.add_argument("track")
     c.add_argument("--speech", type=int, default=None, help="expected number of speech parameters")
@@ -59,6 +69,12 @@ def main(args: argparse.Namespace) -> int:
         track = extract_track(args.video, args.output, audio=None if args.audio == "none" else args.audio,
                               start=args.start, end=args.end, smooth=args.smooth,
                               progress=not args.quiet)
+        print(_summary(track))
+        return 0
+    if args.action == "from-audio":
+        from .audio import audio_model_for, track_from_audio
+        track = track_from_audio(args.audio, args.output, fps=args.fps, net=audio_model_for(args.model),
+                                 max_seconds=args.max_seconds, progress=not args.quiet)
         print(_summary(track))
         return 0
     track = load_track(args.track)

@@ -40,6 +40,7 @@ class VideoInfo:
     has_audio: bool
     audio_codec: str | None = None
     audio_sample_rate: int | None = None
+    audio_delay: float = 0.0  # seconds from the first video frame to the first audio sample (< 0: audio first)
     rotation: int = 0         # degrees counter-clockwise the stored frames are turned to be upright
 
 
@@ -93,6 +94,9 @@ def video_info(path: str | os.PathLike, count_frames: bool = False) -> VideoInfo
         if dur is None:
             dur = n / fps
         a = c.streams.audio[0] if c.streams.audio else None
+        delay = 0.0
+        if a is not None and a.start_time is not None and vs.start_time is not None:
+            delay = float(a.start_time * a.time_base) - float(vs.start_time * vs.time_base)
         with _open(path) as c2:     # its own reader: decoding a frame here must not disturb the count
             rot = _stream_rotation(c2, c2.streams.video[0])
         w, h = int(vs.codec_context.width), int(vs.codec_context.height)
@@ -103,7 +107,7 @@ def video_info(path: str | os.PathLike, count_frames: bool = False) -> VideoInfo
                          has_audio=a is not None,
                          audio_codec=a.codec_context.name if a is not None else None,
                          audio_sample_rate=int(a.codec_context.sample_rate or 0) if a is not None
-                         else None)
+                         else None, audio_delay=delay)
 
 
 def _quarter_turns(degrees) -> int:

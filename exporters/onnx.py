@@ -4,6 +4,8 @@ Files written to OUTDIR (one model each, dynamic batch dimension, opset ``OPSET`
 - ``encoder.onnx`` ("cached" and "warp" generators): image -> feat0..featK, the source features.
 - ``generator.onnx``: image, params[, feat0..featK] -> image_gen, mask (Eq. 4 inside the graph).
 - ``regressor.onnx``: image -> params, the discriminator trunk and regression head (no critic).
+- ``audio.onnx`` (when the checkpoint folder has the audio model, ``audio.safetensors``): log-mel
+  frames (1, T, 64) -> speech parameters (1, T, 10), dynamic batch and time; verified the same way.
 - ``export.json``: the manifest (files with their sha256, roles, config, parameter names) and the
   verification record. Loading checks each file against its recorded sha256 (engine.inference.read_export).
 
@@ -294,6 +296,9 @@ def export_onnx(checkpoint, outdir, *, opset: int = OPSET, exporter: str = "torc
             if not rec["passed"]:
                 bad = {r: d for r, d in rec["max_abs_diff"].items()}
                 raise ExportError(f"onnxruntime output differs from PyTorch beyond {atol}: max abs diff {bad}")
+        audio_src = None if isinstance(checkpoint, Checkpoint) else Path(checkpoint) / "audio.safetensors"
+        if audio_src is not None and audio_src.exists():
+            manifest["audio"] = export_audio(audio_src, tmp / "audio.onnx", opset=opset, verify=verify, atol=atol)
         if int8:
             manifest["int8"] = quantize_int8(tmp, cfg, real, log=log)
             manifest["int8"]["files"] = {r: role_file(r, "int8") for r in protos}
@@ -304,13 +309,48 @@ def export_onnx(checkpoint, outdir, *, opset: int = OPSET, exporter: str = "torc
     return manifest
 
 
+def export_audio(src, out_file, *, opset: int = OPSET, verify: bool = True, atol: float = ATOL) -> dict:
+    """The audio model (``engine.audio``, a file or a model folder) to ONNX at ``out_file``, its config
+    in the metadata (``slidergan.audio_config``); verified against PyTorch in onnxruntime on random
+    and speech-like log-mel inputs of several lengths (max abs diff <= ``atol`` x max(1, max |out|))."""
+    import onnx
+    import onnxruntime as ort
+
+    from engine.audio import audio_onnx_bytes, load_audio_model, log_mel
+    net = load_audio_model(src)
+    out_file = Path(out_file)
+    data = audio_onnx_bytes(net, opset)
+    onnx.checker.check_model(onnx.load_from_string(data))
+    out_file.write_bytes(data)
+    rec = {"file": out_file.name, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(),
+           "n_out": net.cfg.n_out, "lookahead_s": net.cfg.lookahead_s}
+    if verify:
+        sess = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+        rng = np.random.default_rng(0)
+        t = np.arange(48000) / 16000
+        voice = (np.sin(2 * np.pi * 180 * t) * (np.sin(2 * np.pi * 3 * t) > 0) * 0.3).astype(np.float32)
+        cases = [rng.normal(-5, 4, (1, n, net.cfg.n_mels)).astype(np.float32) for n in (1, 37, 400)]
+        cases.append(log_mel(voice)[None])
+        diffs = []
+        for x in cases:
+            with torch.no_grad():
+                ref = net(torch.from_numpy(x)).numpy()
+            got = sess.run(None, {"mel": x})[0]
+            diffs.append((float(np.abs(got - ref).max()), atol * max(1.0, float(np.abs(ref).max()))))
+        rec["verification"] = {"max_abs_diff": max(d for d, _ in diffs), "passed": all(d <= b for d, b in diffs),
+                               "cases": len(cases), "atol": atol}
+        if not rec["verification"]["passed"]:
+            raise ExportError(f"the audio model in onnxruntime differs from PyTorch beyond {atol}: {diffs}")
+    return rec
+
+
 def check_outdir(outdir: Path) -> None:
     """OUTDIR is replaced whole: refuse a folder that holds anything but a previous export."""
     if not outdir.exists():
         return
     if not outdir.is_dir():
         raise ExportError(f"{outdir} exists and is not a folder")
-    ours = set(ROLE_FILES.values()) | {role_file(r, "int8") for r in ROLE_FILES} | {MANIFEST}
+    ours = set(ROLE_FILES.values()) | {role_file(r, "int8") for r in ROLE_FILES} | {MANIFEST, "audio.onnx"}
     other = [p.name for p in outdir.iterdir() if p.name not in ours and not p.name.endswith(ENGINE_SUFFIX)]
     if other:
         raise ExportError(f"{outdir} holds other files ({', '.join(sorted(other)[:3])}...); an export "
@@ -333,6 +373,12 @@ def format_report(manifest: dict) -> str:
             parts = [f"{r} {res[r]['max_abs_diff']:.2e}" for r in ("encoder", "generator", "regressor") if r in res]
             lines.append(f"  {case:<10} batch {res['batch']}: max abs diff " + ", ".join(parts))
         lines.append("  PASSED" if v["passed"] else "  FAILED")
+    a = manifest.get("audio")
+    if a:
+        v = a.get("verification")
+        lines.append(f"  {a['file']:<16} {a['bytes'] / 1e6:7.2f} MB  mel (1, T, 64) -> speech (1, T, {a['n_out']})"
+                     + (f"; onnxruntime vs PyTorch max abs diff {v['max_abs_diff']:.2e} "
+                        f"({'PASSED' if v['passed'] else 'FAILED'})" if v else ""))
     q = manifest.get("int8")
     if q:
         lines.append(f"int8 copies ({', '.join(q['files'].values())}), calibrated on {q['calibration']}; "

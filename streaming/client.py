@@ -23,7 +23,7 @@ import urllib.request
 from pathlib import Path
 
 
-__all__ = ["StreamClient", "FrameSource", "OfferError", "serve_process", "free_port", "chromium_context",
+__all__ = ["StreamClient", "FrameSource", "SoundSource", "OfferError", "serve_process", "free_port", "chromium_context",
            "TOKEN_HEADER", "page_token", "fetch_token"]
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -95,13 +95,70 @@ class FrameSource(_track_base()):
         return vf
 
 
+class SoundSource(_track_base()):
+    """An audio track (a microphone stand-in) that plays mono samples (float in [-1, 1] or int16, at
+    ``rate``) in real time, in 20 ms frames, then silence. ``sent[i]``: the monotonic time frame i was
+    handed to the sender (a benchmark's onset clock); ``pause()``/``resume()`` stop and restart the
+    packets (a dropout: nothing is sent meanwhile)."""
+    kind = "audio"
+
+    def __init__(self, samples, rate: int = 48000, loop: bool = False):
+        import numpy as np
+        super().__init__()
+        x = np.asarray(samples)
+        if x.dtype != np.int16:
+            x = (np.clip(x, -1, 1) * 32767).astype(np.int16)
+        self.samples, self.rate, self.loop = x.reshape(-1), int(rate), loop
+        self.frame = self.rate // 50
+        self.index = 0
+        self._t0 = None
+        self.sent: list[float] = []
+        self._running = asyncio.Event()
+        self._running.set()
+
+    def pause(self):
+        self._running.clear()
+
+    def resume(self):
+        self._t0 = None          # restart the real-time schedule from now
+        self._running.set()
+
+    async def recv(self):
+        import av
+        import numpy as np
+        from aiortc.mediastreams import MediaStreamError
+        if self.readyState != "live":
+            raise MediaStreamError
+        if not self._running.is_set():
+            await self._running.wait()
+        if self._t0 is None:
+            self._t0 = time.monotonic() - self.index * self.frame / self.rate
+        due = self._t0 + self.index * self.frame / self.rate
+        wait = due - time.monotonic()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        a = self.index * self.frame
+        n = len(self.samples)
+        if self.loop and n:
+            chunk = np.take(self.samples, np.arange(a, a + self.frame) % n)
+        else:
+            chunk = self.samples[a:a + self.frame]
+            chunk = np.pad(chunk, (0, self.frame - len(chunk)))
+        f = av.AudioFrame.from_ndarray(np.ascontiguousarray(chunk).reshape(1, -1), format="s16", layout="mono")
+        f.sample_rate, f.pts, f.time_base = self.rate, a, fractions.Fraction(1, self.rate)
+        self.index += 1
+        self.sent.append(time.monotonic())
+        return f
+
+
 class StreamClient:
-    """Connect to the server, optionally send a video, receive the animated video (and audio)."""
+    """Connect to the server, optionally send a video (``frames``) and a sound (``sound``: an audio
+    track such as ``SoundSource``, the microphone), receive the animated video (and audio)."""
 
     def __init__(self, url: str, frames=None, fps: float = 30.0, portrait: str | None = None,
                  exp: str | None = None, speech: str | None = None, track: str | None = None,
                  mode: str = "relative", audio: bool = True, keep: int = 600, decode: bool = True,
-                 token: str | None = None):
+                 token: str | None = None, sound=None):
         self.url = url.rstrip("/")
         self.token = token           # the server's token; None: read from its page on connect
         self.source = FrameSource(frames, fps) if frames is not None else None
@@ -109,6 +166,7 @@ class StreamClient:
                             "exp": exp or ("face" if frames is not None else "sliders"),
                             "speech": speech or ("face" if frames is not None else "sliders")}
         self.want_audio = audio
+        self.sound = sound
         self.frames: collections.deque = collections.deque(maxlen=keep)
         self.frame_times: collections.deque = collections.deque(maxlen=10000)
         self.audio_samples = 0
@@ -163,7 +221,9 @@ class StreamClient:
             pc.addTrack(self.source)
         else:
             pc.addTransceiver("video", direction="recvonly")
-        if self.want_audio:
+        if self.sound is not None:
+            pc.addTrack(self.sound)           # sendrecv: the server's audio comes back on it
+        elif self.want_audio:
             pc.addTransceiver("audio", direction="recvonly")
         await pc.setLocalDescription(await pc.createOffer())
         body = {"sdp": pc.localDescription.sdp, "type": pc.localDescription.type}
@@ -238,6 +298,8 @@ class StreamClient:
         self._tasks.clear()
         if self.source is not None:
             self.source.stop()
+        if self.sound is not None:
+            self.sound.stop()
         if self.pc is not None:
             await self.pc.close()
 
@@ -283,14 +345,17 @@ def serve_process(args: list[str], log_path, timeout: float = 60.0):
 CHROMIUM = "/usr/bin/chromium"
 
 
-def chromium_context(playwright, profile_dir, camera_y4m, viewport=(1280, 860), executable: str = CHROMIUM):
-    """Headless Chromium (Playwright) whose fake webcam plays ``camera_y4m``, allowed to use loopback
-    ICE candidates, with the flags that keep it off the network (none of its background services)."""
+def chromium_context(playwright, profile_dir, camera_y4m, viewport=(1280, 860), executable: str = CHROMIUM,
+                     microphone_wav=None):
+    """Headless Chromium (Playwright) whose fake webcam plays ``camera_y4m`` (and fake microphone
+    ``microphone_wav``, looped, when given), allowed to use loopback ICE candidates, with the flags that
+    keep it off the network (none of its background services)."""
     return playwright.chromium.launch_persistent_context(
         str(profile_dir), executable_path=executable, headless=True,
         args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
               "--disable-background-networking", "--disable-component-update", "--disable-sync",
               "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
               f"--use-file-for-fake-video-capture={camera_y4m}", "--allow-loopback-in-peer-connection",
-              "--autoplay-policy=no-user-gesture-required"],
+              "--autoplay-policy=no-user-gesture-required"]
+        + ([f"--use-file-for-fake-audio-capture={microphone_wav}"] if microphone_wav else []),
         viewport={"width": viewport[0], "height": viewport[1]})

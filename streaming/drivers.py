@@ -15,6 +15,11 @@ combines them (speech from a track while the expression follows the webcam, a sl
   relative mode, to a frontal face in absolute mode; smoothed, held and eased the same way.
 - ``TrackDriver``: a parameter track; ``value(t)`` interpolates the track at time ``t`` seconds of the
   audio clock (any track fps works: it is resampled), looping or holding the last frame at the end.
+- ``MicDriver``: live sound (a microphone, a WebRTC audio track) -> the audio model (``engine.audio``)
+  -> the speech parameters; the newest prediction is the value. Silence closes the mouth (the model's
+  answer to silence); when sound stops arriving (a dropout, a muted or closed microphone) the last
+  value is held ``hold_s`` seconds, then eases to the closed mouth (p_speech = 0) with time constant
+  ``ease_s``: the portrait never freezes open.
 - ``SlidersDriver``: values set by hand, and named presets (``presets.py``).
 - ``DriverMix``: routes each parameter group ("exp", "speech") to one driver, then applies pinned
   sliders on top.
@@ -34,11 +39,12 @@ from engine import pose as head_pose
 
 log = logging.getLogger(__name__)
 
-__all__ = ["FaceDriver", "FaceDriverState", "PARAMS_SOURCES", "check_params_source", "MOTIONS", "check_motion", "resolve_motion", "neutral_of", "TrackDriver", "SlidersDriver", "DriverMix", "GROUPS",
+__all__ = ["FaceDriver", "FaceDriverState", "PARAMS_SOURCES", "check_params_source", "MOTIONS", "check_motion", "resolve_motion", "neutral_of", "TrackDriver", "MicDriver", "SlidersDriver", "DriverMix", "GROUPS", "DRIVER_NAMES",
            "group_indices"]
 
 GROUPS = ("exp", "speech")
 N_POSE = head_pose.N_POSE     # the head pose FaceDriver reads beside p
+DRIVER_NAMES = ("face", "track", "mic", "sliders", "rest")
 
 
 def group_indices(n_exp: int, n_params: int) -> dict[str, np.ndarray]:
@@ -398,6 +404,74 @@ class TrackDriver:
         return self.track.pose_at_times([self.track_time(float(t))])[0].astype(np.float64)
 
 
+# ------------------------------------------------------------------------------------- mic driver
+class MicDriver:
+    """Live sound -> speech parameters (see the module docstring). ``push(samples)`` takes mono float32
+    at 16 kHz (``push_frame`` an ``av.AudioFrame`` of any rate and layout, as aiortc delivers them);
+    ``value(t)`` is the newest prediction, eased to the closed mouth after a dropout. Thread-safe.
+    ``net``: the audio network (``engine.audio.load_audio_model``)."""
+
+    def __init__(self, net, n_exp: int, n_params: int, hold_s: float = 0.25, ease_s: float = 0.15,
+                 clock=None):
+        import time as _time
+
+        from engine.audio import AudioStream
+        self.stream = AudioStream(net)
+        self.n_exp, self.n_params = int(n_exp), int(n_params)
+        if self.n_params - self.n_exp != net.cfg.n_out:
+            raise ValueError(f"the audio model predicts {net.cfg.n_out} speech parameters, the model has "
+                             f"{self.n_params - self.n_exp}")
+        self.present = np.zeros(self.n_params, bool)
+        self.present[self.n_exp:] = True
+        self.hold_s, self.ease_s = float(hold_s), max(float(ease_s), 1e-3)
+        self.clock = clock or _time.monotonic
+        self._p = np.zeros(self.n_params, np.float32)
+        self._last: float | None = None       # clock time of the newest sound
+        self._lock = threading.Lock()
+        self._resampler = None
+        self.frames = 0
+        self.ms = 0.0                          # model time of the last push
+
+    def groups(self) -> list[str]:
+        return ["speech"]
+
+    def push(self, samples: np.ndarray, now: float | None = None) -> None:
+        import time as _time
+        t0 = _time.perf_counter()
+        with self._lock:
+            _, p = self.stream.push(np.asarray(samples, np.float32).reshape(-1))
+            if len(p):
+                self._p[self.n_exp:] = np.clip(p[-1], -1.0, 1.0)
+            self._last = self.clock() if now is None else float(now)
+            self.frames += 1
+        self.ms = (_time.perf_counter() - t0) * 1000
+
+    def push_frame(self, frame, now: float | None = None) -> None:
+        """An ``av.AudioFrame`` (any rate, layout and sample format)."""
+        import av
+
+        from engine.audio import SAMPLE_RATE
+        if self._resampler is None:
+            self._resampler = av.AudioResampler(format="fltp", rate=SAMPLE_RATE)
+        frame.pts = None
+        for rf in self._resampler.resample(frame):
+            self.push(rf.to_ndarray().mean(axis=0), now)
+
+    def value(self, t: float | None = None) -> np.ndarray:
+        with self._lock:
+            if self._last is None:
+                return np.zeros(self.n_params, np.float32)
+            gone = self.clock() - self._last - self.hold_s
+            if gone <= 0:
+                return self._p.copy()
+            return (self._p * math.exp(-gone / self.ease_s)).astype(np.float32)
+
+    @property
+    def silent_for(self) -> float | None:
+        """Seconds since the last sound arrived (None: none yet)."""
+        return None if self._last is None else self.clock() - self._last
+
+
 # --------------------------------------------------------------------------------- sliders driver
 class SlidersDriver:
     """Hand-set values and named presets. ``pinned``: the parameters the user has moved by hand
@@ -454,7 +528,7 @@ class SlidersDriver:
 class DriverMix:
     """Routes each parameter group to a driver and pins sliders on top.
 
-    ``routes``: {"exp": name, "speech": name} with names among "face", "track", "sliders", "rest".
+    ``routes``: {"exp": name, "speech": name} with names among "face", "track", "mic", "sliders", "rest".
     A route to a driver that is absent, or has nothing to say yet, falls back to the rest parameters
     (the portrait's own). Pinned sliders override whatever the route gives."""
 
@@ -479,8 +553,8 @@ class DriverMix:
     def route(self, group: str, name: str) -> None:
         if group not in GROUPS:
             raise ValueError(f"unknown parameter group {group!r}; use one of {GROUPS}")
-        if name not in ("face", "track", "sliders", "rest"):
-            raise ValueError(f"unknown driver {name!r}; use face, track, sliders or rest")
+        if name not in DRIVER_NAMES:
+            raise ValueError(f"unknown driver {name!r}; use {', '.join(DRIVER_NAMES[:-1])} or rest")
         with self._lock:
             self.routes[group] = name
 
@@ -499,8 +573,9 @@ class DriverMix:
             v = cache[name]
             if v is not None:
                 ix = self.idx[group]
-                if isinstance(drivers.get(name), TrackDriver):
-                    ix = ix[drivers[name].present[ix]]
+                present = getattr(drivers.get(name), "present", None)   # a track or mic: what it defines
+                if present is not None:
+                    ix = ix[present[ix]]
                 out[ix] = v[ix]
         pins = self.sliders.pinned
         if pins.any():

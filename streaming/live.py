@@ -1,9 +1,12 @@
 """``slidergan live``: local puppeteering without a browser. Camera in (OpenCV ``VideoCapture``: a
 camera index or a video file), the animated portrait out to a window (when OpenCV has a GUI and a
-display exists) and/or a recording, a parameter track's audio through sounddevice.
+display exists) and/or a recording, a parameter track's audio through sounddevice, the lips from a
+microphone (sounddevice input, the audio model of ``engine.audio``).
 
     slidergan live --source portrait.jpg                      # webcam 0 drives the portrait
     slidergan live --source portrait.jpg --track speech.npz   # lips from the track, with its audio
+    slidergan live --source portrait.jpg --mic                # lips from the microphone, expression from the webcam
+    slidergan live --source portrait.jpg --mic --camera none  # the microphone alone
     slidergan live --source portrait.jpg --camera talk.mp4 --record out.mp4 --max-seconds 10
 
 Keys in the window: q or Esc quits, c recalibrates the neutral, m switches relative/absolute, n shows
@@ -146,9 +149,98 @@ class AudioPlayer:
         self.stream.close()
 
 
+def check_microphone(device=None) -> tuple:
+    """(device, name, sample rate) of the input device ``device`` (None or "default": the system's
+    default; an index; a name), checked before anything is loaded: LiveError when sounddevice/PortAudio
+    is missing, the device does not exist or has no input channels."""
+    try:
+        import sounddevice as sd
+    except (ImportError, OSError) as e:
+        raise LiveError(f"no microphone: sounddevice/PortAudio unavailable ({e}); install libportaudio2") from None
+    from engine.audio import SAMPLE_RATE
+    if device == "default":
+        device = None
+    dev = int(device) if isinstance(device, str) and device.isdigit() else device
+    which = "the default input device" if dev is None else f"input device {device!r}"
+    try:
+        info = sd.query_devices(dev, kind="input")
+    except (ValueError, sd.PortAudioError) as e:
+        raise LiveError(f"no microphone: {which} does not exist ({e}); list the devices with "
+                        "`python -m sounddevice`, or leave out --mic") from None
+    if int(info.get("max_input_channels", 0)) < 1:
+        raise LiveError(f"no microphone: {info.get('name', which)} has no input channels")
+    try:
+        sd.check_input_settings(dev, channels=1, samplerate=SAMPLE_RATE, dtype="float32")
+        rate = SAMPLE_RATE
+    except Exception:
+        rate = int(info.get("default_samplerate") or 48000)
+    return dev, str(info.get("name", which)), rate
+
+
+class Microphone:
+    """sounddevice input, mono, 20 ms blocks, each handed to ``sink(samples_16k)`` on a worker thread
+    (PortAudio's callback only queues). 16 kHz when the device takes it, else its own rate resampled.
+    A missing device, a device that is not an input, or one that cannot be opened (taken by another
+    program) is a LiveError saying which."""
+
+    def __init__(self, sink, device=None, block_s: float = 0.02):
+        import queue
+
+        import sounddevice as sd
+        dev, self.name, self.rate = check_microphone(device)
+        self.sink = sink
+        self.q: queue.Queue = queue.Queue(maxsize=100)
+        self.blocks = self.overflows = 0
+        self._stop = threading.Event()
+
+        def callback(indata, frames, time_info, status):
+            if status:
+                self.overflows += 1
+            try:
+                self.q.put_nowait(indata[:, 0].copy())
+            except queue.Full:
+                self.overflows += 1
+        self._t = threading.Thread(target=self._run, name="live-mic", daemon=True)
+        self._t.start()
+        try:
+            self.stream = sd.InputStream(device=dev, channels=1, samplerate=self.rate, dtype="float32",
+                                         blocksize=int(self.rate * block_s), callback=callback)
+            self.stream.start()
+        except Exception as e:
+            self._stop.set()
+            raise LiveError(f"cannot open the microphone {self.name}: {e} (is another program using it?)") from None
+
+    def _run(self):
+        import queue
+
+        from engine.audio import SAMPLE_RATE
+        while not self._stop.is_set():
+            try:
+                x = self.q.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            if self.rate != SAMPLE_RATE:
+                n = int(round(len(x) * SAMPLE_RATE / self.rate))
+                x = np.interp(np.arange(n) * self.rate / SAMPLE_RATE, np.arange(len(x)), x).astype(np.float32)
+            self.sink(x)
+            self.blocks += 1
+
+    def close(self):
+        self._stop.set()
+        try:
+            self.stream.stop()
+            self.stream.close()
+        except Exception:
+            pass
+        self._t.join(timeout=2)
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--source", required=True, help="the portrait to animate")
-    p.add_argument("--camera", default="0", help="camera index or a video file (default 0)")
+    p.add_argument("--camera", default="0", help="camera index or a video file (default 0), or 'none'")
+    p.add_argument("--mic", nargs="?", const="default", default=None, metavar="DEVICE",
+                   help="lips from the microphone (the audio model): the default input device, or a device "
+                        "index or name (`python -m sounddevice` lists them)")
     p.add_argument("--track", default=None, help="a parameter track: speech from it, with its audio")
     p.add_argument("--checkpoint", "--model", dest="checkpoint", default=None,
                    help="model folder (default: the embedded default model)")
@@ -185,22 +277,44 @@ def main(args) -> int:
                         "`slidergan serve` and a browser")
     if not window and not args.no_window:
         print(f"slidergan live: no window ({why}); recording to {args.record}", flush=True)
+    if args.mic is not None and args.track:
+        raise LiveError("--mic and --track both drive the lips: choose one")
+    if args.camera == "none" and args.mic is None and not args.track:
+        raise LiveError("--camera none leaves nothing to drive the portrait: add --mic or --track")
+    if args.mic is not None:
+        check_microphone(args.mic)        # a missing microphone is said before anything loads
     models = load_models(args.checkpoint, backend=args.backend)
     anim = Animator(models, output_size=args.size, renderer=args.renderer)
     anim.set_source(args.source)
     head = resolve_motion(args.motion, anim) == "head"
     n_exp = int(models.n_exp)
     mix = DriverMix(n_exp, anim.n_params, anim.source_params)
-    cam = Camera(args.camera)
-    face = FaceDriver(anim.regress, anim.n_params, anim.image_size, mode=args.mode,
-                      rest=anim.source_params, rest_pose=anim.source.pose, n_exp=n_exp, fps=cam.fps, params=args.params,
-                      fit=anim.fit if anim.face_model is not None else None)
-    if args.face:
-        from .render import _face_point
-        face.pick(*_face_point(args.face), normalized=False)
-    mix.set_driver("face", face)
-    mix.route("exp", "face")
-    mix.route("speech", "face")
+    mic = None
+    if args.mic is not None:
+        from engine.audio import audio_model_for
+
+        from .drivers import MicDriver
+        mic_driver = MicDriver(audio_model_for(args.checkpoint, anim.param_names[n_exp:]), n_exp, anim.n_params)
+        mic = Microphone(mic_driver.push, args.mic)
+        mix.set_driver("mic", mic_driver)
+    try:
+        cam = Camera(args.camera) if args.camera != "none" else None
+    except BaseException:
+        if mic is not None:
+            mic.close()
+        raise
+    fps = cam.fps if cam is not None else 30.0
+    face = None
+    if cam is not None:
+        face = FaceDriver(anim.regress, anim.n_params, anim.image_size, mode=args.mode,
+                          rest=anim.source_params, rest_pose=anim.source.pose, n_exp=n_exp, fps=cam.fps,
+                          params=args.params, fit=anim.fit if anim.face_model is not None else None)
+        if args.face:
+            from .render import _face_point
+            face.pick(*_face_point(args.face), normalized=False)
+        mix.set_driver("face", face)
+    mix.route("exp", "face" if cam is not None else "rest")
+    mix.route("speech", "mic" if mic is not None else "face" if cam is not None else "rest")
     player = None
     clock0 = time.monotonic()
     if args.track:
@@ -226,26 +340,29 @@ def main(args) -> int:
 
         from .render import VideoWriter
         h, w = anim.output_shape
-        writer = VideoWriter(Path(args.record), w, h, cam.fps, None)
+        writer = VideoWriter(Path(args.record), w, h, fps, None)
     n = 0
     last_status = "ok"
     t_start = time.monotonic()
     try:
         while True:
-            item = cam.read(timeout=1.0 / cam.fps)
-            if item is None and cam.ended:
-                break
-            if item is not None:
-                rgb, t = item
-                face.push(rgb, t - clock0)
-                st = face.state.status
-                if st != last_status and st in ("lost", "no_face", "too_small", "ok"):
-                    # say when the followed face goes and comes back (not every frame)
-                    print(f"slidergan live: face {st}" + (f": {face.state.message}" if face.state.message else ""),
-                          flush=True)
-                last_status = st
+            if cam is not None:
+                item = cam.read(timeout=1.0 / cam.fps)
+                if item is None and cam.ended:
+                    break
+                if item is not None:
+                    rgb, t = item
+                    face.push(rgb, t - clock0)
+                    st = face.state.status
+                    if st != last_status and st in ("lost", "no_face", "too_small", "ok"):
+                        # say when the followed face goes and comes back (not every frame)
+                        print(f"slidergan live: face {st}" + (f": {face.state.message}" if face.state.message
+                                                              else ""), flush=True)
+                    last_status = st
+            else:
+                time.sleep(max(0.0, t_start + (n + 1) / fps - time.monotonic()))
             t_clock = player.now() if player is not None else time.monotonic() - clock0
-            out = anim.animate(mix.value(t_clock), pose=face.pose_value(t_clock) if head else None)
+            out = anim.animate(mix.value(t_clock), pose=face.pose_value(t_clock) if head and face is not None else None)
             n += 1
             if writer is not None:
                 writer.write(out)
@@ -254,9 +371,9 @@ def main(args) -> int:
                 k = cv2.waitKey(1) & 0xFF
                 if k in (ord("q"), 27):
                     break
-                if k == ord("c"):
+                if k == ord("c") and face is not None:
                     face.calibrate()
-                if k == ord("m"):
+                if k == ord("m") and face is not None:
                     face.set_mode("absolute" if face.mode == "relative" else "relative")
                 if k == ord("n"):
                     mix.route("exp", "rest")
@@ -265,8 +382,12 @@ def main(args) -> int:
             if args.max_seconds is not None and time.monotonic() - t_start >= args.max_seconds:
                 break
     finally:
-        cam.close()
-        face.close()
+        if mic is not None:
+            mic.close()
+        if cam is not None:
+            cam.close()
+        if face is not None:
+            face.close()
         if player is not None:
             player.close()
         if writer is not None:
@@ -274,6 +395,7 @@ def main(args) -> int:
         if window:
             cv2.destroyAllWindows()
     dt = time.monotonic() - t_start
-    print(f"slidergan live: {n} frames in {dt:.1f} s ({n / max(dt, 1e-6):.1f} fps), camera frames "
-          f"{cam.frames}, dropped {cam.dropped}", flush=True)
+    cam_s = f", camera frames {cam.frames}, dropped {cam.dropped}" if cam is not None else ""
+    mic_s = f", microphone blocks {mic.blocks} ({mic.overflows} overflows)" if mic is not None else ""
+    print(f"slidergan live: {n} frames in {dt:.1f} s ({n / max(dt, 1e-6):.1f} fps){cam_s}{mic_s}", flush=True)
     return 0

@@ -11,8 +11,7 @@ import numpy as np
 __all__ = ["load_audio", "track_audio", "MediaClock", "rgb_to_yuv420", "AudioError"]
 
 
-class AudioError(ValueError):
-    """An audio file that cannot be read."""
+from engine.audio import AudioError  # noqa: E402  (one error for every audio input)
 
 
 def load_audio(path: str | os.PathLike, rate: int = 48000, channels: int = 2, start: float = 0.0,

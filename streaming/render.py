@@ -2,10 +2,13 @@
 
     slidergan render --source portrait.jpg --driver talk.mp4 -o out.mp4 [--side-by-side]
     slidergan render --source portrait.jpg --driver speech.npz [--audio speech.wav] -o out.mp4
+    slidergan render --source portrait.jpg --driver speech.wav -o out.mp4
 
-The driver is a video (its face is tracked and read by the regression head, as the webcam is live)
-or a parameter track (``.npz`` from ``slidergan track extract``). The audio is the driver video's own,
-the track's, or ``--audio FILE``; it is cut or padded to the video's duration exactly, so audio and
+The driver is a video (its face is tracked and read by the regression head, as the webcam is live),
+a parameter track (``.npz`` from ``slidergan track extract``), or a sound file (wav, mp3, m4a, ogg,
+flac, ...: the audio model predicts the speech parameters, ``engine.audio``, the expression stays the
+portrait's own). The audio is the driver video's own, the track's, the sound file, or ``--audio
+FILE``; it is cut or padded to the video's duration exactly, so audio and
 video end together. The output appears only when complete (written next to it, then renamed): a
 failing render leaves no file and an existing output as it was. Before any work, the output's folder
 is checked to be writable, and the render's frame rate (1..240 fps) and length (at most an hour, the
@@ -318,7 +321,16 @@ def _render(source, driver: Path, out: Path, *, audio, checkpoint, backend, mode
     fmt = {".mp4": "mp4", ".mov": "mov", ".mkv": "matroska"}[out.suffix.lower()]
     from .drivers import resolve_motion
     motion = resolve_motion(motion, anim)
-    if track_mode:
+    from engine.audio import is_audio_file
+    if not track_mode and is_audio_file(driver):
+        # Sound drives the lips: the audio model's speech track (streamed through the file in chunks),
+        # rendered like any track; the sound itself is the output's audio.
+        from engine.audio import audio_model_for, track_from_audio
+        net = audio_model_for(checkpoint, anim.param_names[n_exp:])
+        track = track_from_audio(driver, fps=float(fps or 25.0), net=net, max_seconds=max_seconds,
+                                 n_expression=n_exp, progress=progress)
+        job = _TrackJob(anim, track, n_exp, fps, audio, no_audio, max_seconds, side_by_side, motion)
+    elif track_mode:
         job = _TrackJob(anim, driver, n_exp, fps, audio, no_audio, max_seconds, side_by_side, motion)
     else:
         from .drivers import check_params_source
@@ -407,10 +419,11 @@ def _generate(anim, q_in: queue.Queue, q_out: queue.Queue, stop: threading.Event
 
 class _TrackJob:
     def __init__(self, anim, path, n_exp, fps, audio, no_audio, max_seconds, side, motion="expression"):
-        from engine.tracks import load_track
+        from engine.tracks import ParamTrack, load_track
 
         from .drivers import DriverMix, TrackDriver
-        self.track = load_track(path, check_audio=audio is None and not no_audio)
+        self.track = path if isinstance(path, ParamTrack) else load_track(path, check_audio=audio is None
+                                                                           and not no_audio)
         self.anim = anim
         self.n_exp = n_exp
         self.driver = TrackDriver(self.track, n_exp, anim.n_params, loop=False)
@@ -612,7 +625,8 @@ def _fit_audio(pcm: np.ndarray, seconds: float) -> np.ndarray:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--source", required=True, help="the portrait to animate (an image with one face)")
     p.add_argument("--driver", required=True,
-                   help="a driving video (its face drives the portrait) or a parameter track (.npz)")
+                   help="a driving video (its face drives the portrait), a parameter track (.npz) or a sound "
+                        "file (wav, mp3, m4a, ogg, flac: the audio model moves the lips)")
     p.add_argument("--audio", default=None, help="audio to put in the output (default: the driver's own)")
     p.add_argument("--no-audio", action="store_true", help="write no audio")
     p.add_argument("-o", "--output", required=True, help="output video (.mp4, .mov or .mkv)")
@@ -621,7 +635,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="model folder (default: the embedded default model)")
     p.add_argument("--backend", default="auto", help="inference backend: auto, torch, onnxruntime, tensorrt")
     p.add_argument("--size", type=int, default=512, help="output size in pixels (default 512)")
-    p.add_argument("--fps", type=float, default=None, help="output fps for a track driver (default: the track's)")
+    p.add_argument("--fps", type=float, default=None, help="output fps for a track driver (default: the track's) or a sound file (default 25)")
     p.add_argument("--mode", choices=["relative", "absolute"], default="relative",
                    help="video driver: relative (the portrait's own expression plus the driver's change "
                         "from its neutral; default) or absolute (copy the driver's expression)")

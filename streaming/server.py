@@ -34,10 +34,14 @@ track's audio, else silence). Only the newest webcam frame is used: frames that 
 being processed are dropped, so latency stays bounded. A producer task renders frames on the
 session's worker thread while aiortc encodes the previous one, and ``recv`` hands out the newest.
 Audio and video share one clock: video frames take the track's parameters at the audio clock time
-(ahead by the measured render latency) so lips stay in sync for the whole track.
+(ahead by the measured render latency) so lips stay in sync for the whole track. The browser may
+also send its microphone (an audio track): the audio model (``engine.audio``, ``drivers.MicDriver``)
+turns each 20 ms of it into speech parameters as it arrives, for the "mic" route of the speech group
+(with the webcam or sliders on the expression); silence closes the mouth, and a dropout eases it
+closed rather than freezing it.
 
 Data channel messages (JSON), browser -> server:
-  {"type": "route", "exp": "face|track|sliders|rest", "speech": ...}   which driver moves what
+  {"type": "route", "exp": "face|track|sliders|rest", "speech": ...|mic}   which driver moves what
   {"type": "mode", "mode": "relative|absolute"}      {"type": "calibrate"}
   {"type": "params", "params": "mesh|head"}           (the webcam's p: blendshape fit of its mesh, or D_p)
   {"type": "motion", "motion": "head|expression"}     (expression + head pose, or expression only)
@@ -144,9 +148,14 @@ class Engine:
     """What all sessions share: the models, the portraits, the tracks, the presets."""
 
     def __init__(self, models, output_size: int = 512, fps: float = 30.0, max_sessions: int = 2,
-                 presets: dict | None = None, n_exp: int | None = None, renderer: str = "model"):
+                 presets: dict | None = None, n_exp: int | None = None, renderer: str = "model",
+                 audio_net=None, checkpoint=None):
         from engine.animator import Animator
         self.models = models
+        self._audio_net = audio_net          # the audio model (microphone route), loaded on first use
+        self._audio_error: str | None = None
+        self._audio_lock = threading.Lock()
+        self.checkpoint = checkpoint
         self.output_size = int(output_size)
         self.renderer = renderer
         self.fps = float(fps)
@@ -255,6 +264,8 @@ class Engine:
         which photos have no usable face); an offer's own preparation does not wait for this."""
         for p in list(self.portraits.values()):
             self.warm_pool.submit(self.prepare, p)
+        # the audio model too (loaded and converted to onnxruntime once, not in a session's first offer)
+        self.warm_pool.submit(lambda: self.audio_net)
 
     async def prepared(self, p: Portrait):
         loop = asyncio.get_running_loop()
@@ -299,6 +310,24 @@ class Engine:
         return moves_head(self.models, self.renderer)
 
     @property
+    def audio_net(self):
+        """The audio model for the microphone route (the model folder's own ``audio.safetensors``, else
+        the embedded default's), or None with ``audio_error`` saying why."""
+        with self._audio_lock:
+            if self._audio_net is None and self._audio_error is None:
+                from engine.audio import audio_model_for
+                try:
+                    self._audio_net = audio_model_for(self.checkpoint, self.param_names[self.n_exp:])
+                except (ValueError, OSError) as e:
+                    self._audio_error = str(e)
+                    log.warning("no microphone driver: %s", e)
+            return self._audio_net
+
+    @property
+    def audio_error(self) -> str | None:
+        return None if self.audio_net is not None else self._audio_error
+
+    @property
     def params_sources(self) -> list[str]:
         """Where a webcam's p may come from: the mesh's blendshape fit needs the model's blendshapes."""
         from .drivers import PARAMS_SOURCES
@@ -314,6 +343,7 @@ class Engine:
                 "backend": str(getattr(self.models, "backend", "")),
                 "preview": self.face_model is not None,
                 "params_sources": self.params_sources, "renderer": self.renderer,
+                "mic": self._audio_error is None,     # (not waiting for the model being loaded)
                 "pose_names": list(POSE_NAMES), "pose_labels": pose_labels(), "pose_units": list(POSE_UNITS),
                 "pose_limits": [float(v) for v in POSE_LIMITS], "moves_head": self.moves_head,
                 "limits": {"upload_bytes": MAX_UPLOAD, "image_max_side": MAX_SIDE,
@@ -476,6 +506,10 @@ class Session:
         self.mix = DriverMix(engine.n_exp, engine.n_params, rest, self.sliders)
         self.mode = mode
         self.face = None                       # FaceDriver, made when webcam frames come
+        self.mic = None                        # MicDriver, made when the microphone is routed or heard
+        self.mic_track = None
+        self._mic_worker = None                # its own thread: the microphone's frames in order
+        self._mic_pending = 0
         self.track: TrackEntry | None = None
         self.track_driver = None
         self.track_t0 = 0.0                    # clock time the track started
@@ -522,6 +556,16 @@ class Session:
                                    rest_pose=self.animator.source.pose, n_exp=self.engine.n_exp)
             self.mix.set_driver("face", self.face)
         return self.face
+
+    def ensure_mic(self):
+        if self.mic is None:
+            net = self.engine.audio_net
+            if net is None:
+                raise ValueError(f"no microphone driver on this server: {self.engine.audio_error}")
+            from .drivers import MicDriver
+            self.mic = MicDriver(net, self.engine.n_exp, self.engine.n_params)
+            self.mix.set_driver("mic", self.mic)
+        return self.mic
 
     def set_track(self, entry: TrackEntry | None):
         from .drivers import TrackDriver
@@ -616,6 +660,47 @@ class Session:
             pass
         finally:
             self.input_track = None
+
+    MIC_BACKLOG = 25    # frames (0.5 s) the microphone's worker may fall behind before frames are dropped
+
+    async def consume_audio(self, track):
+        """Read the browser's microphone: every frame (20 ms) through the audio model as it arrives, on
+        the session's own microphone thread (in order; never on the event loop, which a slow model
+        call on a loaded machine would stall). A worker that falls MIC_BACKLOG frames behind drops
+        frames (the driver then holds, then eases the mouth closed) rather than lagging further."""
+        from aiortc.mediastreams import MediaStreamError
+        self.mic_track = track
+        loop = asyncio.get_running_loop()
+
+        def done():
+            self._mic_pending -= 1
+
+        def push(mic, frame, now):     # the microphone's thread
+            try:
+                mic.push_frame(frame, now)
+            finally:
+                try:
+                    loop.call_soon_threadsafe(done)
+                except RuntimeError:   # the loop has closed
+                    pass
+        try:
+            while not self.closed:
+                frame = await track.recv()
+                if "mic" not in self.mix.routes.values() and self.mic is None:
+                    continue
+                mic = self.ensure_mic()
+                if self._mic_worker is None:
+                    self._mic_worker = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="mic")
+                if self._mic_pending >= self.MIC_BACKLOG:
+                    continue
+                self._mic_pending += 1
+                loop.run_in_executor(self._mic_worker, push, mic, frame, time.monotonic())
+        except (MediaStreamError, asyncio.CancelledError):
+            pass
+        except ValueError as e:     # no audio model: say so once
+            self.send({"type": "error", "message": str(e)})
+        finally:
+            self.mic_track = None
 
     async def drive(self):
         """Stage 1: the newest webcam frame -> face driver (stale frames are dropped)."""
@@ -721,7 +806,11 @@ class Session:
                   "pinned": [int(i) for i in np.flatnonzero(self.sliders.pinned)],
                   "motion": self.motion, "pose": [round(float(v), 3) for v in to_unit(self.pose)],
                   "pose_pinned": [int(i) for i in np.flatnonzero(self.pose_pinned)],
-                  "webcam": self.input_track is not None, "error": self.last_error or None})
+                  "webcam": self.input_track is not None, "error": self.last_error or None,
+                  "mic": None if self.mic is None else {
+                      "heard": self.mic_track is not None, "frames": self.mic.frames,
+                      "model_ms": round(self.mic.ms, 2),
+                      "silent_s": None if self.mic.silent_for is None else round(self.mic.silent_for, 2)}})
         if self.face is not None:
             st = self.face.state
             s.update({"face": st.status, "face_message": st.message, "calibrating": st.calibrating,
@@ -821,11 +910,16 @@ class Session:
             return {"type": "motion", "motion": self.motion}
         if kind == "route":
             routes = {g: _string(msg, g) for g in ("exp", "speech") if msg.get(g) is not None}
+            from .drivers import DRIVER_NAMES
             for g, name in routes.items():   # all checked before any is applied
-                if name not in ("face", "track", "sliders", "rest"):
-                    raise ValueError(f"unknown driver {name!r}; use face, track, sliders or rest")
+                if name not in DRIVER_NAMES:
+                    raise ValueError(f"unknown driver {name!r}; use {', '.join(DRIVER_NAMES[:-1])} or rest")
             if "track" in routes.values() and self.track is None and not self.engine.tracks:
                 raise ValueError("no parameter tracks on this server (start it with --tracks DIR)")
+            if "mic" in routes.values():
+                if routes.get("exp") == "mic":
+                    raise ValueError("the microphone drives the speech parameters only")
+                self.ensure_mic()
             for g, name in routes.items():
                 self.mix.route(g, name)
             if self.uses_face:
@@ -921,6 +1015,8 @@ class Session:
         self.audio_out.stop()
         if self.input_track is not None:
             self.input_track.stop()
+        if self.mic_track is not None:
+            self.mic_track.stop()
         try:
             await self.pc.close()
         except Exception:  # already closed or half-open
@@ -939,6 +1035,10 @@ class Session:
             except RuntimeError:   # the engine's pools are shut down
                 face.close()
         self.face = None
+        if self._mic_worker is not None:
+            self._mic_worker.shutdown(wait=False, cancel_futures=True)
+            self._mic_worker = None
+        self.mic = None
         # The peer connection's and the channel's handlers hold this session: drop them, so that
         # the session (its animator, frames and buffers) is freed now, not at the next full
         # collection of the cyclic GC (aiortc's own objects keep cycles of their own).
@@ -1479,8 +1579,12 @@ async def _offer(request, engine: Engine):
         session = Session(engine, pc, portrait, mode=mode, params=source, motion=motion)
         exp, speech = params.get("exp", "face"), params.get("speech", "face")
         try:
+            if exp == "mic":
+                raise ValueError("the microphone drives the speech parameters only")
             session.mix.route("exp", exp)
             session.mix.route("speech", speech)
+            if speech == "mic":
+                session.ensure_mic()
             if params.get("track"):
                 e = engine.tracks.get(str(params["track"]))
                 if e is None:
@@ -1546,6 +1650,8 @@ def _wire(session: Session, pc) -> None:
     def on_track(track):
         if track.kind == "video":
             session.tasks.append(asyncio.ensure_future(session.consume(track)))
+        elif track.kind == "audio":
+            session.tasks.append(asyncio.ensure_future(session.consume_audio(track)))
 
     @pc.on("connectionstatechange")
     async def on_state():
@@ -1642,7 +1748,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def build_engine(args) -> Engine:
     from engine.animator import load_models
     models = load_models(args.checkpoint, backend=args.backend, threads=args.threads)
-    eng = Engine(models, output_size=args.size, fps=args.fps, max_sessions=args.max_sessions,
+    eng = Engine(models, output_size=args.size, fps=args.fps, max_sessions=args.max_sessions, checkpoint=args.checkpoint,
                  renderer=args.renderer)
     for spec in args.portraits:
         for f in _expand(spec, IMAGE_EXTS):

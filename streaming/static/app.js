@@ -163,6 +163,9 @@ function needsWebcam() {
   const r = routes();
   return r.exp === "face" || r.speech === "face";
 }
+function needsMic() {
+  return routes().speech === "mic";
+}
 
 function waitIce(pc) {
   if (pc.iceGatheringState === "complete") return Promise.resolve();
@@ -202,20 +205,26 @@ async function start() {
     else setStatus(s);
   };
   try {
-    if (needsWebcam()) {
+    const cam = needsWebcam(), mic = needsMic();
+    if (cam || mic) {
       try {
+        // the microphone raw: no echo cancellation or noise suppression (they gate speech onsets)
         state.local = await navigator.mediaDevices.getUserMedia({
-          video: { width: 640, height: 480, frameRate: 30 }, audio: false });
+          video: cam ? { width: 640, height: 480, frameRate: 30 } : false,
+          audio: mic ? { echoCancellation: false, noiseSuppression: false, autoGainControl: false } : false });
       } catch (e) {
-        throw new Error(`no webcam (${e.name}): choose "track" or "sliders" as the driver`);
+        throw new Error(cam ? `no webcam (${e.name}): choose "track" or "sliders" as the driver`
+          : `no microphone (${e.name}): choose another driver for the speech`);
       }
+      for (const t of state.local.getTracks()) pc.addTrack(t, state.local);
+    }
+    if (cam) {
       $("self").srcObject = state.local;
       $("self-fig").hidden = false;
-      for (const t of state.local.getTracks()) pc.addTrack(t, state.local);
     } else {
       pc.addTransceiver("video", { direction: "recvonly" });
     }
-    pc.addTransceiver("audio", { direction: "recvonly" });
+    if (!mic) pc.addTransceiver("audio", { direction: "recvonly" });
     await pc.setLocalDescription(await pc.createOffer());
     await waitIce(pc);
     const r = routes();
@@ -271,6 +280,8 @@ function onMessage(m) {
         ((m.face === "lost" ? "locked face lost" : m.face) + (m.calibrating ? " (calibrating)" : "") +
          (m.holding ? " (holding)" : ""));
       $("r-face").title = m.face_message || "";
+      $("r-mic").textContent = !m.mic ? "-" : !m.mic.heard ? "off" :
+        (m.mic.silent_s !== null && m.mic.silent_s > 0.3 ? "no sound" : `${m.mic.model_ms} ms`);
       showParams(m.params.concat(m.pose || []),
         m.pinned.concat((m.pose_pinned || []).map((i) => i + m.params.length)));
       updatePreview(m.params);
@@ -310,8 +321,9 @@ function syncRoutes(r) {
 
 async function onRouteChange() {
   if (!state.running) return;
-  if (needsWebcam() && !state.local) {
-    // the webcam was not part of this connection: reconnect with it
+  const local = state.local ? state.local.getTracks().map((t) => t.kind) : [];
+  if ((needsWebcam() && !local.includes("video")) || (needsMic() && !local.includes("audio"))) {
+    // the webcam or microphone was not part of this connection: reconnect with it
     stop();
     await start();
     return;

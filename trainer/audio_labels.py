@@ -1,0 +1,97 @@
+"""Labels for the audio model: every talking clip with audio in the shared data, as a parameter
+track fitted from its video (``engine.tracks.extract_track``: face mesh per frame, blendshape fit,
+p = [p_exp, p_speech]) with its soundtrack copied next to it as 16-bit PCM wav.
+
+    python -m trainer.audio_labels ../shared/data -o runs/audio-labels
+
+Resumable: a clip whose track and audio are already there is skipped. ``manifest.json`` lists the
+clips, which are held out (``trainer.holdout``) and why any was skipped. A clip whose soundtrack is
+silent (under ``SOUND_SHARE`` of its 100 ms windows above -45 dBFS: LivePortrait's d3, d9, d18 and d19
+carry a silent AAC track) is left out: its mouth moves to no sound, and it would teach the model to
+open the mouth in silence.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+SOUND_SHARE = 0.1
+SOUND_DBFS = -45.0
+
+
+def sound_share(wave) -> float:
+    """The share of 100 ms windows of a 16 kHz signal whose level is above SOUND_DBFS."""
+    import numpy as np
+    n = len(wave) // 1600
+    if n == 0:
+        return 0.0
+    w = np.asarray(wave[:n * 1600], np.float64).reshape(n, 1600)
+    return float((10 * np.log10((w ** 2).mean(1) + 1e-12) > SOUND_DBFS).mean())
+
+
+def audio_clips(data: str | Path) -> list[Path]:
+    """Every video of talking/ and driving/ that has an audio stream, sorted."""
+    from engine.video import video_info
+    data = Path(data)
+    clips = sorted(p for sub in ("talking", "driving") for p in (data / sub).glob("*.mp4"))
+    return [p for p in clips if video_info(p).has_audio]
+
+
+def label_name(clip: Path, data: Path) -> str:
+    """``talking/grid_bbaf2n.mp4`` -> ``talking__grid_bbaf2n``."""
+    rel = clip.resolve().relative_to(data.resolve())
+    return "__".join(rel.with_suffix("").parts)
+
+
+def build_labels(data: str | Path, out: str | Path, progress: bool = True) -> dict:
+    """Fit every audio clip under ``data`` (skipping those done) and write ``out/manifest.json``."""
+    from engine.atomic import write_text_atomic
+    from engine.audio import read_audio
+    from engine.tracks import extract_track
+    from trainer.holdout import is_held_out
+    data, out = Path(data), Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    entries, skipped = [], {}
+    clips = audio_clips(data)
+    for i, clip in enumerate(clips):
+        name = label_name(clip, data)
+        track_path, audio_path = out / f"{name}.npz", out / f"{name}.wav"
+        if not (track_path.exists() and audio_path.exists()):
+            t0 = time.time()
+            try:
+                extract_track(clip, track_path, audio="wav", progress=progress)
+            except ValueError as e:     # no usable face, undecodable: say so and go on
+                skipped[str(clip.relative_to(data))] = str(e)
+                log.warning("skipped %s: %s", clip, e)
+                continue
+            print(f"[{i + 1}/{len(clips)}] {name}: {time.time() - t0:.1f} s", flush=True)
+        share = sound_share(read_audio(audio_path))
+        if share < SOUND_SHARE:
+            skipped[str(clip.relative_to(data))] = (f"silent soundtrack ({100 * share:.0f}% of 100 ms windows "
+                                                    f"above {SOUND_DBFS:g} dBFS)")
+            continue
+        entries.append({"name": name, "clip": str(clip.relative_to(data)), "track": track_path.name,
+                        "audio": audio_path.name, "held_out": is_held_out(clip, data)})
+    manifest = {"data": str(data.resolve()), "clips": entries, "skipped": skipped}
+    write_text_atomic(out / "manifest.json", json.dumps(manifest, indent=1))
+    return manifest
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m trainer.audio_labels", description=__doc__.split("\n\n")[0])
+    p.add_argument("data", nargs="?", default="../shared/data")
+    p.add_argument("-o", "--output", default="runs/audio-labels")
+    p.add_argument("--quiet", action="store_true")
+    a = p.parse_args(argv)
+    m = build_labels(a.data, a.output, progress=not a.quiet)
+    print(f"{len(m['clips'])} clips labelled ({sum(c['held_out'] for c in m['clips'])} held out), "
+          f"{len(m['skipped'])} skipped")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
