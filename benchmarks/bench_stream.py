@@ -108,9 +108,9 @@ def portrait_path(args, tmp: Path) -> Path:
     return out
 
 
-async def stream_bench(url: str, frames, seconds: float, warmup: float, server_pid: int) -> dict:
+async def stream_bench(url: str, frames, seconds: float, warmup: float, server_pid: int, motion=None) -> dict:
     from streaming.client import StreamClient
-    async with StreamClient(url, frames=frames, fps=30, mode="relative", decode=False) as c:
+    async with StreamClient(url, frames=frames, fps=30, mode="relative", decode=False, motion=motion) as c:
         await c.wait_frames(5, timeout=60)
         await asyncio.sleep(warmup)
         n0, t0 = len(c.frame_times), time.monotonic()
@@ -166,6 +166,8 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=15.0, help="measurement window of the stream")
     ap.add_argument("--warmup", type=float, default=5.0)
     ap.add_argument("--skip-stream", action="store_true")
+    ap.add_argument("--motion", choices=["expression", "head"], default=None,
+                    help="what the webcam moves (default: the server's, head motion where the model can)")
     ap.add_argument("--skip-render", action="store_true")
     ap.add_argument("--json", default=str(ROOT / "out" / "bench_stream.json"))
     args = ap.parse_args()
@@ -183,7 +185,9 @@ def main() -> int:
                 from streaming.server import configure_ice
                 configure_ice("loopback")
                 frames = driving_frames(args, 300)
-                out["stream"] = asyncio.run(stream_bench(url.rstrip("/"), frames, args.seconds, args.warmup, proc.pid))
+                out["stream"] = asyncio.run(stream_bench(url.rstrip("/"), frames, args.seconds, args.warmup, proc.pid,
+                                                         args.motion))
+                out["stream"]["motion"] = args.motion or "server default"
                 out["stream"]["targets"] = {"fps": 25, "latency_p95_ms": 80}
             s = out["stream"]
             print(f"stream: {s['received_fps']} fps received (server {s['server_fps']}), latency p50 "

@@ -155,6 +155,24 @@ def _prepare_warp(crop_landmarks: np.ndarray, frame_to_crop: np.ndarray, p_fit: 
                         crop_x=cx, crop_y=cy, out_grid=np.ascontiguousarray(np.stack([xs, ys], -1)))
 
 
+def _layer_box(a: np.ndarray, crop_to_roi: np.ndarray, shape) -> tuple[slice, slice] | None:
+    """The part of the output region a layer's attention ``a`` (S, S, 1) touches (the generator's is
+    confined to the mouth and eyes, the drawn mouth to the mouth): only it is upsampled and blended.
+    None when the layer is empty."""
+    ys, xs = np.nonzero(a[..., 0] > 0.5 / 255)
+    if not len(xs):
+        return None
+    corners = np.array([[xs.min() - 1, ys.min() - 1], [xs.max() + 1, ys.min() - 1],
+                        [xs.min() - 1, ys.max() + 1], [xs.max() + 1, ys.max() + 1]], np.float64)
+    o = corners @ crop_to_roi[:, :2].T + crop_to_roi[:, 2]
+    h, w = shape[:2]
+    bx0, by0 = max(0, int(np.floor(o[:, 0].min())) - 1), max(0, int(np.floor(o[:, 1].min())) - 1)
+    bx1, by1 = min(w, int(np.ceil(o[:, 0].max())) + 2), min(h, int(np.ceil(o[:, 1].max())) + 2)
+    if bx1 <= bx0 or by1 <= by0:
+        return None
+    return slice(by0, by1), slice(bx0, bx1)
+
+
 def _square_framing(w: int, h: int, m_crop: np.ndarray, size: int, scale: float, out: int):
     """A square of side ``scale`` x the face footprint (at most the portrait's short side), centred on
     the face and kept inside the portrait; returns the 2x3 portrait -> output matrix and (W, H)."""
@@ -519,11 +537,14 @@ class Animator:
         output frame, then each layer's A*C and A upsampled and blended over it (Eq. 4 at the
         output's resolution)."""
         import cv2
+        from .face import invert_matrix
         from .geometry import output_map
         maps, layers, _ = self._warp_layers(p, src, poses)
         w = src.warp if poses is None else src.head_warp
         base = src.info.base
         x0, y0, x1, y1 = w.roi
+        crop_to_roi = invert_matrix(src.info.matrix)
+        crop_to_roi[:, 2] -= (x0, y0)
         frames = []
         for bm, frame_layers in zip(maps, layers):
             full = output_map(w.mesh, bm, w.crop_x, w.crop_y, src.info.matrix, w.out_grid)
@@ -531,12 +552,13 @@ class Animator:
             region = cv2.remap(base, *cv2.convertMaps(full, None, cv2.CV_16SC2), cv2.INTER_LINEAR,
                                borderMode=cv2.BORDER_REPLICATE)
             for ac, a in frame_layers:
-                if float(a.max()) <= 0.5 / 255:
+                box = _layer_box(a, crop_to_roi, region.shape)
+                if box is None:
                     continue
                 layer = np.concatenate([ac, a], -1).astype(np.float32)
-                up = cv2.remap(layer, w.crop_x, w.crop_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
-                               borderValue=0)
-                region = np.clip(up[..., :3] + (1.0 - up[..., 3:]) * region + 0.5, 0, 255).astype(np.uint8)
+                up = cv2.remap(layer, w.crop_x[box], w.crop_y[box], cv2.INTER_LINEAR,
+                               borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+                region[box] = np.clip(up[..., :3] + (1.0 - up[..., 3:]) * region[box] + 0.5, 0, 255).astype(np.uint8)
             out = base.copy()
             out[y0:y1, x0:x1] = region
             frames.append(out)
