@@ -214,12 +214,16 @@ def test_webcam_driver_moves_the_face(setup):
                         break
                     await asyncio.sleep(0.02)
                 assert st["face"] == "no_face" and st["holding"], st
+                t_lost = time.monotonic()
                 await asyncio.sleep(0.1)     # the render stage catches up with the drive stage
                 st1 = await c.request({"type": "status"}, "stats")
                 await asyncio.sleep(0.15)
                 st2 = await c.request({"type": "status"}, "stats")
                 assert st2["holding"] and st2["face"] == "no_face"
-                assert np.abs(np.array(st2["params"]) - np.array(st1["params"])).max() < 0.05
+                # held while within the 0.6 s hold (a machine so loaded that the status replies took
+                # longer cannot tell holding from easing)
+                if time.monotonic() - t_lost < 0.5:
+                    assert np.abs(np.array(st2["params"]) - np.array(st1["params"])).max() < 0.05
                 c.source.frames = frames
                 # absolute mode and calibration switch on the fly
                 r = await c.request({"type": "mode", "mode": "absolute"}, "mode")
