@@ -37,7 +37,6 @@ import json
 import logging
 import math
 import random
-import re
 import time
 import tomllib
 from dataclasses import asdict, dataclass, field, fields
@@ -48,9 +47,9 @@ import torch
 
 from engine.audio import (FRAME_RATE, HOP, SAMPLE_RATE, AudioConfig, build_audio_net, log_mel, read_audio,
                           save_audio_model)
+from trainer.train import CKPT_RE, find_latest_checkpoint
 
 log = logging.getLogger(__name__)
-CKPT_RE = re.compile(r"^step-(\d+)$")
 KEY_PARAMS = ("lips_part", "jaw_open")
 
 
@@ -293,14 +292,6 @@ def evaluate_clips(net, clips: list[Clip], names: list[str]) -> dict:
 
 
 # ------------------------------------------------------------------------------------------- training
-def find_latest_checkpoint(out) -> Path | None:
-    d = Path(out) / "checkpoints"
-    if not d.is_dir():
-        return None
-    found = sorted((int(m.group(1)), p) for p in d.iterdir() if (m := CKPT_RE.match(p.name)) and p.is_dir())
-    return found[-1][1] if found else None
-
-
 def save_training_checkpoint(folder: Path, net, opt, sched, step: int, rng: np.random.Generator, cfg, meta):
     from safetensors.torch import save_file
 

@@ -125,14 +125,15 @@ def train(cfg: HeadConfig, resume: bool = False, progress: bool = True) -> dict:
     from torch.utils.tensorboard import SummaryWriter
 
     from engine.checkpoint import load_checkpoint, save_checkpoint
+    from trainer.train import find_latest_checkpoint
     out = Path(cfg.out)
     ck_dir = out / "checkpoints"
-    last = sorted(ck_dir.glob("step-*")) if ck_dir.exists() else []
-    if resume and not last:
+    last = find_latest_checkpoint(out)
+    if resume and last is None:
         raise FileNotFoundError(f"--resume: no checkpoint under {ck_dir}")
-    if not resume and last:
+    if not resume and last is not None:
         raise FileExistsError(f"{out} already has checkpoints: --resume to continue, or another --out")
-    start = load_checkpoint(last[-1] if resume else cfg.init, training=resume)
+    start = load_checkpoint(last if resume else cfg.init, training=resume)
     D = start.discriminator
     torch.manual_seed(cfg.seed)
     images, params, seqs = load_arrays(cfg.data)
