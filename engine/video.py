@@ -219,7 +219,6 @@ class DecodedFrame:
         if (ex1 - ex0) % 2 or (ey1 - ey0) % 2:      # an odd-sized frame's last row/column
             return self.rgb()[y0:y1, x0:x1]
         yp, up, vp = planes
-        hh, ww = ey1 - ey0, ex1 - ex0
         out = cv2.cvtColor(_i420(yp[ey0:ey1, ex0:ex1], up[ey0 // 2:ey1 // 2, ex0 // 2:ex1 // 2],
                                  vp[ey0 // 2:ey1 // 2, ex0 // 2:ex1 // 2]), cv2.COLOR_YUV2RGB_I420)[sy0 - ey0:sy1 - ey0, sx0 - ex0:sx1 - ex0]
         return np.ascontiguousarray(np.rot90(out, self.k)) if self.k else out

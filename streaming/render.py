@@ -312,7 +312,7 @@ def _render(source, driver: Path, out: Path, *, audio, checkpoint, backend, mode
     if models is None:
         models = load_models(checkpoint, backend=backend, threads=threads)
     anim = Animator(models, output_size=size, renderer=renderer)
-    info = anim.set_source(source)
+    anim.set_source(source)
     n_exp = int(getattr(models, "n_exp", 0) or 0)
     t_start = time.perf_counter()
     cpu_start = time.process_time()
