@@ -20,11 +20,16 @@ CHROMIUM = os.environ.get("SLIDERGAN_CHROMIUM", "/usr/bin/chromium")
 pytestmark = pytest.mark.timeout(180)
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def need_browser() -> None:
+    """Skip unless Debian's Chromium and Playwright are here."""
     if not Path(CHROMIUM).exists():
         pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
     pytest.importorskip("playwright.sync_api", reason="playwright (pip install playwright) not installed")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    need_browser()
     d = tmp_path_factory.mktemp("browser")
     import cv2
     ck = kit.tiny_checkpoint(d / "ck")
@@ -150,8 +155,7 @@ def test_page_switches_head_motion(tmp_path):
     from playwright.sync_api import sync_playwright
 
     from tests.conftest import SHARED_DATA
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
+    need_browser()
     if not (SHARED_DATA / "portraits").is_dir():
         pytest.skip(f"shared data not found at {SHARED_DATA}")
     ck = kit.tiny_checkpoint(tmp_path / "ck", profile="tiny-warp")

@@ -5,10 +5,8 @@ parameters the server reports follow the sound and the received video changes wi
 from __future__ import annotations
 
 import json
-import os
 import time
 import urllib.request
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,17 +14,14 @@ import pytest
 from streaming.client import chromium_context, serve_process
 from tests import streamkit as kit
 from tests.test_audio import DEFAULT_AUDIO
-from tests.test_browser import _grab, _wait_no_sessions
+from tests.test_browser import CHROMIUM, _grab, _wait_no_sessions, need_browser
 
-CHROMIUM = os.environ.get("SLIDERGAN_CHROMIUM", "/usr/bin/chromium")
 pytestmark = pytest.mark.timeout(180)
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
-    pytest.importorskip("playwright.sync_api", reason="playwright (pip install playwright) not installed")
+    need_browser()
     if not DEFAULT_AUDIO.exists():
         pytest.skip("no audio model in the default model folder")
     from tests.conftest import SHARED_DATA
