@@ -131,6 +131,7 @@ class WarpedSource:
     crop_x: np.ndarray                # (h, w) float32 crop coordinates of the ROI's pixels
     crop_y: np.ndarray
     out_grid: np.ndarray              # (h, w, 2) float32 output coordinates of the ROI's pixels
+    head: object = None               # engine.pose.HeadPose of the crop's mesh (the warp with head motion's band)
 
 
 def _prepare_warp(crop_landmarks: np.ndarray, frame_to_crop: np.ndarray, p_fit: np.ndarray, size: int,
@@ -150,9 +151,11 @@ def _prepare_warp(crop_landmarks: np.ndarray, frame_to_crop: np.ndarray, p_fit: 
     xs, ys = np.meshgrid(np.arange(x0, x1, dtype=np.float32), np.arange(y0, y1, dtype=np.float32))
     cx = (m_out[0, 0] * xs + m_out[0, 1] * ys + m_out[0, 2]).astype(np.float32)
     cy = (m_out[1, 0] * xs + m_out[1, 1] * ys + m_out[1, 2]).astype(np.float32)
+    from .pose import measure
     return WarpedSource(p_src=np.asarray(p_fit, np.float64), mesh=mesh,
                         frame_to_crop=np.asarray(frame_to_crop, np.float64), roi=(x0, y0, x1, y1),
-                        crop_x=cx, crop_y=cy, out_grid=np.ascontiguousarray(np.stack([xs, ys], -1)))
+                        crop_x=cx, crop_y=cy, out_grid=np.ascontiguousarray(np.stack([xs, ys], -1)),
+                        head=measure(crop_landmarks) if head else None)
 
 
 def _layer_box(a: np.ndarray, crop_to_roi: np.ndarray, shape) -> tuple[slice, slice] | None:
@@ -512,7 +515,7 @@ class Animator:
             dst = target_landmarks(self.face_model, w.mesh.src, w.p_src, q)
             move = None
             if poses is not None:
-                move = HeadMove.of(w.mesh.src, poses[i], w.frame_to_crop)
+                move = HeadMove(poses[i], w.head.centre, w.head.iod, w.frame_to_crop)
                 dst = move(dst)
             bm = w.mesh.backward_map(dst, move)
             drawn, mouth = w.mesh.drawn_warp(crop, dst, bm)

@@ -567,12 +567,6 @@ class HeadMove:
         self.iod = float(iod)
         self.frame_to_crop = frame_to_crop
 
-    @classmethod
-    def of(cls, crop_landmarks: np.ndarray, pose: np.ndarray, frame_to_crop: np.ndarray | None = None):
-        from .pose import measure
-        h = measure(crop_landmarks)
-        return cls(pose, h.centre, h.iod, frame_to_crop)
-
     def __call__(self, points: np.ndarray) -> np.ndarray:
         from .pose import apply_pose
         return apply_pose(points, self.pose, self.centre, self.iod, self.frame_to_crop)

@@ -150,8 +150,8 @@ def apply_pose(points: np.ndarray, pose: np.ndarray, centre: np.ndarray, iod: fl
     about it, moved. ``frame_to_crop``: the 2x3 frame -> crop matrix when the crop is the portrait
     turned upright (its in-plane rotation is undone, so that yaw turns the head about the frame's
     vertical axis as the driver's did). ``depth_gain``: the mesh's depth is stretched by this while
-    it turns (MediaPipe's depth is flatter than a head's: at 1, a portrait turned by 12° reads back
-    as 8-11° of yaw and 5-9° of pitch on the held-out portraits; at 1.25, 12-14° and 8-12°)."""
+    it turns (MediaPipe's depth is flatter than a head's: on the held-out portraits, at 1 a turn of
+    12° yaw reads back as 10-11° and a nod of 10° pitch as 5-8.5°; at 1.25, 12-14° and 7-10°)."""
     pose = np.asarray(pose, np.float64)
     r = rotation(*pose[:3])
     move = np.array([pose[3], pose[4]]) * iod

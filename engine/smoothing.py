@@ -15,7 +15,8 @@ Both may be arrays that broadcast against the samples (a setting per element).
 ``PARAM_SMOOTHING``: the settings for parameters in [-1, 1] units, per group, used by tracks made from
 video and by the live face driver alike. Speech moves fastest (syllables at 4-6 Hz: a cut-off of
 1.5 Hz with little speed gain left the mouth at 0.82-0.84 of the driver's motion, correlation
-0.86-0.88, on held-out talking clips; these settings 0.90-0.93 and 0.95-0.96), blinks are quick, and a
+0.86-0.88, on two held-out talking clips, tpsmm_driving and sadtalker_wda_aoc; these settings 0.90-0.93
+and 0.95-0.96; on d19, whose mouth hardly moves, 0.57 and 0.60 either way), blinks are quick, and a
 still face stays still (jitter of the mouth opening on a still photo replayed with noise: 0.05 % of
 the inter-ocular distance per frame).
 ``d_cutoff`` (Hz): the cut-off of the speed estimate itself.

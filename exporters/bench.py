@@ -159,10 +159,12 @@ def _geometry_frame(s: int, out: int = 512, head: bool = False):
     p[fm.n_exp:fm.n_exp + 4] = 0.7
 
     pose = np.array([10.0, 5.0, 5.0, 0.1, 0.05, 0.05])
+    from engine.pose import measure
+    head_pose = measure(lm) if head else None         # once per portrait, as the animator does
 
     def frame():
         dst = target_landmarks(fm, lm, np.zeros(fm.n_params), p)
-        move = HeadMove.of(lm, pose) if head else None
+        move = HeadMove(pose, head_pose.centre, head_pose.iod) if head else None
         if move is not None:
             dst = move(dst)
         bm = mesh.backward_map(dst, move)

@@ -559,6 +559,7 @@ class _VideoJob:
             def flush(calibrate: bool = False):
                 ok = [r for _, _, r in pending if r.ok]
                 regs = read_batch(ok) if ok else np.zeros((0, self.anim.n_params), np.float32)
+                heads = [measure(r.landmarks) for r in ok]
                 if calibrate:
                     if not len(regs):
                         why = next((r.message for _, _, r in reversed(pending) if r.message), "")
@@ -566,12 +567,12 @@ class _VideoJob:
                                          f"{f' (last: {why})' if why else ''}: cannot calibrate the driver's "
                                          "neutral (use --mode absolute, or another video)")
                     drv.set_neutral(neutral_of(regs, [mouth_opening(r.landmarks) for r in ok]),
-                                    mean_pose([measure(r.landmarks) for r in ok]))
-                it = iter(regs)
+                                    mean_pose(heads))
+                it, it_head = iter(regs), iter(heads)
                 params, lefts, poses = [], [], []
                 for rgb, t, r in pending:
                     if r.ok:
-                        p = drv.update(next(it), t, r.status, r.message, head=measure(r.landmarks))
+                        p = drv.update(next(it), t, r.status, r.message, head=next(it_head))
                     else:
                         self.missing += 1
                         self.lost += r.status == "lost"
