@@ -170,3 +170,26 @@ def test_cli_parses_motion_options():
     assert a.motion and not a.motion_only and a.motion_frames == 5 and a.motion_every == 2
     b = p.parse_args(["ck", "--data", "d", "-o", "r"])
     assert not b.motion and b.motion_every == 3 and b.motion_clips is None
+
+
+def test_drive_params_gives_the_drivers_head_pose_relative_to_its_calibration():
+    """The evaluation drives as render does: with the driver's head poses, the portrait's head follows
+    the driver's turn from its calibration (its first second), not the driver's absolute pose."""
+    from engine import pose as P
+    from engine.face import canonical_mesh
+    lm = canonical_mesh().astype(np.float64) * 220.0 + [160.0, 140.0, 0.0]
+    h0 = P.measure(lm)
+    fps, n = 30.0, 90
+    times = np.arange(n) / fps
+    yaw = np.where(times < 1.2, 6.0, 6.0 + 10.0)            # turned 6 deg throughout, 10 deg more after 1.2 s
+    heads = [P.measure(P.apply_pose(lm, np.array([y, 0, 0, 0, 0, 0]), h0.centre, h0.iod, depth_gain=1.0))
+             for y in yaw]
+    raw = np.zeros((n, 4), np.float32)
+    rest = np.full(4, 0.25, np.float32)
+    p_only, none = mo.drive_params(raw, times, rest, fps)
+    assert none is None and np.allclose(p_only, rest)
+    p, poses = mo.drive_params(raw, times, rest, fps, heads=heads)
+    assert poses.shape == (n, P.N_POSE) and np.allclose(p, rest)
+    assert np.abs(poses[:30]).max() < 0.5                  # the calibration's own pose reads as unturned
+    assert poses[-1, 0] == pytest.approx(10.0, abs=1.0)    # the turn after it: 10 deg of yaw
+    assert np.abs(poses[-1, 1:3]).max() < 1.0

@@ -37,6 +37,7 @@ and the warper of ``trainer.synth_pairs``.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import time
@@ -486,6 +487,7 @@ class EvalOptions:
     motion_frames: int | None = 60       # sampled frames per driver clip (None: all)
     motion_every: int = 3                # every K-th driver frame
     motion_size: int = 256               # Animator output size the frames are measured at
+    head_motion: bool = True             # the driver's head pose moves the portrait's head (render's default)
     motion_clips: list | None = None     # driver clips (paths under data, globs); None: the held-out ones
     motion_portraits: list | None = None  # cross-identity sources; None: the held-out portraits
 
@@ -716,7 +718,7 @@ def motion_options(opts: EvalOptions):
     from .motion import MotionOptions
     return MotionOptions(data=opts.data, every=opts.motion_every, max_frames=opts.motion_frames,
                          clips=opts.motion_clips, portraits=opts.motion_portraits,
-                         output_size=opts.motion_size, device=opts.device)
+                         output_size=opts.motion_size, head_motion=opts.head_motion, device=opts.device)
 
 
 def motion_metrics(models_list: list[Models], fm: FaceModel, opts: EvalOptions, log=print,
@@ -864,6 +866,9 @@ def add_arguments(p) -> None:
     g.add_argument("--motion-frames", type=int, default=60,
                    help="sampled frames per driver clip (default 60; 0: all)")
     g.add_argument("--motion-every", type=int, default=3, help="every K-th driver frame (default 3)")
+    g.add_argument("--head-motion", action=argparse.BooleanOptionalAction, default=True,
+                   help="the driver's head pose moves the portrait's head, as render's default --motion head "
+                        "(default); --no-head-motion: expression and speech only")
     g.add_argument("--motion-size", type=int, default=256, help="output size the frames are measured at (default 256)")
     g.add_argument("--motion-clips", nargs="*", default=None,
                    help="driver clips under --data (globs allowed; default: the held-out talking clips and W011's)")
@@ -888,6 +893,6 @@ def main(args) -> int:
                        motion=args.motion or args.motion_only, motion_only=args.motion_only,
                        motion_frames=args.motion_frames or None, motion_every=args.motion_every,
                        motion_size=args.motion_size, motion_clips=args.motion_clips,
-                       motion_portraits=args.motion_portraits)
+                       motion_portraits=args.motion_portraits, head_motion=args.head_motion)
     evaluate(models, lambda m: FaceModel(m, args.blendshapes), opts)
     return 0

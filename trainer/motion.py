@@ -39,15 +39,18 @@ in relative mode: p = the portrait's own parameters + (driver p - driver's neutr
 being the median of the driver's first 8 readings; One Euro smoothing; clipped to [-1, 1]. The
 driver p comes from one of two sources (``P_SOURCES``): ``head``, the model's regression head D_p on
 the tracked crop (what render does), or ``mesh``, the blendshape fit of the tracked face mesh
-(``engine.blendshapes.FaceModel.fit``).
+(``engine.blendshapes.FaceModel.fit``). With ``head_motion`` (the default, as render's default
+``--motion head`` wherever the model can move the head) the driver's head pose
+(``engine.pose.measure`` of the tracked mesh, relative to its calibration's mean pose) moves the
+portrait's head too; without it (``--no-head-motion``), expression and speech only.
 
 Rows (``MotionRow``: a name, a renderer, the p source, the models): ``copy`` (the source portrait
 unchanged), ``warp-only`` (no network: the Animator's warp-only renderer, the portrait warped at the
 output's resolution along its own fitted mesh to the target p, ``engine.geometry``), once per p
 source, and each model through the normal Animator path (``Animator.animate_batch``; a
 geometry-guided model warps the same way, then adds its colour and attention). A renderer is any
-callable ``(SourceFace, P (B, N)) -> list of (H, W, 3) uint8 frames`` in the Animator's output
-framing.
+callable ``(SourceFace, P (B, N), poses (B, 6) or None) -> list of (H, W, 3) uint8 frames`` in the
+Animator's output framing.
 
 Self-reenactment: on the self-driven pairs, each result frame is compared with the real frame it
 was driven by, on aligned crops at the model's image size (the result cut out with the source's
@@ -214,6 +217,14 @@ class DriverClip:
         """Mouth opening of every frame read, from the tracker's mesh (NaN: no face): calibration."""
         return np.array([mouth_opening(r.landmarks) if r.ok else np.nan for r in self.tracked])
 
+    @property
+    def tracked_heads(self) -> list:
+        """Head pose (``engine.pose.measure``) of every frame read, from the tracker's mesh (None: no face)."""
+        if "heads" not in self._raw:
+            from engine.pose import measure
+            self._raw["heads"] = [measure(r.landmarks) if r.ok else None for r in self.tracked]
+        return self._raw["heads"]
+
     def __len__(self):
         return len(self.frames)
 
@@ -279,12 +290,14 @@ def raw_params(clip: DriverClip, p_source: str, models=None, face_model=None) ->
     return out
 
 
-def drive_params(raw: np.ndarray, times, rest: np.ndarray, fps: float, mouth=None, n_exp: int | None = None
-                 ) -> np.ndarray:
+def drive_params(raw: np.ndarray, times, rest: np.ndarray, fps: float, mouth=None, n_exp: int | None = None,
+                 heads=None) -> tuple[np.ndarray, np.ndarray | None]:
     """The Animator's parameters per frame from raw driver readings, as render's video driver makes
-    them: ``FaceDriver`` in relative mode with the neutral from the first second of faces (at least
-    ``CALIB_FRAMES``; ``streaming.drivers.neutral_of`` by their mouth openings ``mouth``); frames
-    without a face hold, then ease to rest."""
+    them: ``FaceDriver`` in relative mode with the neutral (and, given ``heads``, the neutral head pose)
+    from the first second of faces (at least ``CALIB_FRAMES``; ``streaming.drivers.neutral_of`` by their
+    mouth openings ``mouth``); frames without a face hold, then ease to rest. Returns (P (F, N), poses
+    (F, 6) in engine.pose units, or None without ``heads``)."""
+    from engine.pose import N_POSE, mean_pose
     from streaming.drivers import FaceDriver, neutral_of
     raw = np.asarray(raw, np.float32)
     rest = np.asarray(rest, np.float32).reshape(-1)
@@ -294,10 +307,16 @@ def drive_params(raw: np.ndarray, times, rest: np.ndarray, fps: float, mouth=Non
         t = np.asarray(times, np.float64)[valid]
         first = np.nonzero(valid)[0][(t - t[0] <= 1.0) | (np.arange(len(t)) < CALIB_FRAMES)]
         m = np.full(len(raw), np.nan) if mouth is None else np.asarray(mouth, np.float64)
-        drv.set_neutral(neutral_of(raw[first], m[first]))
-    out = [drv.update(raw[k] if valid[k] else None, float(t), "ok" if valid[k] else "no_face")
-           for k, t in enumerate(times)]
-    return np.stack(out).astype(np.float32) if out else np.zeros((0, len(rest)), np.float32)
+        calm = [heads[k] for k in first if heads[k] is not None] if heads is not None else []
+        drv.set_neutral(neutral_of(raw[first], m[first]), mean_pose(calm) if calm else None)
+    P, poses = [], []
+    for k, t in enumerate(times):
+        P.append(drv.update(raw[k] if valid[k] else None, float(t), "ok" if valid[k] else "no_face",
+                            head=heads[k] if heads is not None and valid[k] else None))
+        poses.append(drv.pose_value(float(t)))
+    if not P:
+        return np.zeros((0, len(rest)), np.float32), None if heads is None else np.zeros((0, N_POSE), np.float32)
+    return np.stack(P).astype(np.float32), None if heads is None else np.stack(poses).astype(np.float32)
 
 
 # ==================================================================================== sources
@@ -353,21 +372,25 @@ class MotionRow:
     models: object = None
 
 
-def copy_renderer(src: SourceFace, P: np.ndarray) -> list:
+def copy_renderer(src: SourceFace, P: np.ndarray, poses=None) -> list:
     """The source unchanged (the framed portrait, one object for every frame)."""
     base = src.anim.source.base
     return [base] * len(P)
 
 
-def model_renderer(src: SourceFace, P: np.ndarray) -> list:
-    """The normal Animator path: generator + paste-back."""
+def _animate(anim, P: np.ndarray, poses) -> list:
     out = []
     for i in range(0, len(P), 16):
-        out += src.anim.animate_batch(np.asarray(P[i:i + 16], np.float32))
+        out += anim.animate_batch(np.asarray(P[i:i + 16], np.float32), None if poses is None else poses[i:i + 16])
     return out
 
 
-def warp_only_renderer(src: SourceFace, P: np.ndarray) -> list:
+def model_renderer(src: SourceFace, P: np.ndarray, poses=None) -> list:
+    """The normal Animator path: generator + paste-back (and the head's pose, given ``poses``)."""
+    return _animate(src.anim, P, poses if src.anim.moves_head else None)
+
+
+def warp_only_renderer(src: SourceFace, P: np.ndarray, poses=None) -> list:
     """No network: the Animator's warp-only renderer (engine.geometry: the portrait warped at the
     output's resolution along its fitted mesh to each p, with a drawn mouth interior)."""
     from engine.animator import Animator
@@ -375,10 +398,7 @@ def warp_only_renderer(src: SourceFace, P: np.ndarray) -> list:
         a = src.anim
         src.warp_anim = Animator(a.models, output_size=a.output_size, renderer="warp-only")
         src.warp_anim.set_source(src.image, landmarks=src.landmarks)
-    out = []
-    for i in range(0, len(P), 16):
-        out += src.warp_anim.animate_batch(np.asarray(P[i:i + 16], np.float32))
-    return out
+    return _animate(src.warp_anim, P, poses)
 
 
 def default_rows(models: list, model_p_sources=("head",), warp_p_sources=P_SOURCES) -> list[MotionRow]:
@@ -402,6 +422,7 @@ class MotionOptions:
     clips: list | None = None            # paths relative to data, globs; None: the held-out ones
     portraits: list | None = None        # None: trainer.holdout.HELD_OUT_PORTRAITS
     output_size: int = 256               # Animator output (frames measured at this size)
+    head_motion: bool = True             # the driver's head pose moves the portrait's head (render's default)
     self_reenactment: bool = True
     identity: bool = True                # dlib identity in the self-reenactment table (if installed)
     strips: bool = True
@@ -503,13 +524,17 @@ def run_motion(rows: list[MotionRow], main_models, face_model, opts: MotionOptio
                     if id(anim) not in prepared:
                         prepared[id(anim)] = prepare_source(anim, rgb, sname, kind, lm)
                     src = prepared[id(anim)]
+                    poses = None
                     if row.p_source is None:
                         P = np.tile(src.params, (len(clip), 1))
                     else:
                         raw = raw_params(clip, row.p_source, models, face_model)
-                        P = drive_params(raw, clip.times, src.params, clip.fps, clip.tracked_mouth,
-                                         face_model.n_exp if face_model is not None else None)[clip.indices]
-                    frames = row.render(src, P[use])
+                        P, poses = drive_params(raw, clip.times, src.params, clip.fps, clip.tracked_mouth,
+                                                face_model.n_exp if face_model is not None else None,
+                                                clip.tracked_heads if opts.head_motion else None)
+                        P = P[clip.indices]
+                        poses = None if poses is None else poses[clip.indices][use]
+                    frames = row.render(src, P[use], poses)
                     res = meter.series(frames)
                     stats = follow(clip.openings[use], res)
                     stats["result"] = np.round(res, 5).tolist()
@@ -547,7 +572,7 @@ def protocol(opts: MotionOptions, clips, portraits) -> dict:
         "clips": [f"{p.parent.name}/{p.name}" for p, _ in clips],
         "talking_clips": [f"{p.parent.name}/{p.name}" for p, t in clips if t],
         "portraits": [n for n, _, _ in portraits], "every": opts.every, "max_frames": opts.max_frames,
-        "output_size": opts.output_size,
+        "output_size": opts.output_size, "head_motion": opts.head_motion,
         "mouth_opening": "mean distance of the inner-lip pairs (engine.geometry.LIP_PAIRS) / distance "
                          "of the outer eye corners 33-263; face mesh (static mode) on driver and result frames",
         "eye_opening": "mean upper/lower lid distance of both eyes (LID_PAIRS) / the same inter-ocular distance",
@@ -558,6 +583,9 @@ def protocol(opts: MotionOptions, clips, portraits) -> dict:
         "p": "render's video driver: FaceTracker, FaceDriver relative mode (neutral: the median p of the least "
              "open mouths of the first second of faces, streaming.drivers.neutral_of), p source head = "
              "regression head D_p, mesh = blendshape fit",
+        "head": ("the driver's head pose (engine.pose, relative to its calibration's mean) moves the portrait's "
+                 "head (render's default, --motion head) where the renderer can" if opts.head_motion else
+                 "expression and speech only (render --motion expression)"),
     }
 
 
@@ -761,7 +789,7 @@ def report_lines(motion: dict | None, self_re: dict | None) -> list[str]:
               f"- Eye opening: {p['eye_opening']}; eye figures only over pairs whose driver blinks ({p['blink']}); "
               "n = such pairs, or \"no blink\".",
               f"- Correlation: {p['correlation']}; amplitude ratio: {p['amplitude_ratio']}.",
-              f"- p: {p['p']}."]
+              f"- p: {p['p']}.", f"- Head: {p.get('head', 'expression and speech only')}."]
         if motion.get("clips_not_used"):
             L.append("- Not used: " + "; ".join(f"`{c['clip']}` ({c['why']})" for c in motion["clips_not_used"])
                      + " (an expression clip is there for its blinks).")
