@@ -22,6 +22,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from .rtp import marker_frame_buffer, use_buffer
+
 
 __all__ = ["StreamClient", "FrameSource", "SoundSource", "OfferError", "serve_process", "free_port", "chromium_context",
            "TOKEN_HEADER", "page_token", "fetch_token"]
@@ -215,6 +217,8 @@ class StreamClient:
 
         @pc.on("track")
         def _track(track):
+            if track.kind == "video":
+                use_buffer(pc, track, marker_frame_buffer())   # frames as a browser passes them on
             self._tasks.append(asyncio.ensure_future(self._read(track)))
 
         if self.source is not None:

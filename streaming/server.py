@@ -82,6 +82,8 @@ from engine.images import MAX_PIXELS, MAX_SIDE, ImageReadError, ImageTooLargeErr
 from engine.pose import LIMITS as POSE_LIMITS
 from engine.pose import N_POSE, POSE_NAMES, POSE_PRESETS, POSE_UNITS, from_unit, pose_labels, to_unit
 
+from .rtp import mic_buffer, use_buffer
+
 log = logging.getLogger("slidergan.serve")
 
 STATIC = Path(__file__).resolve().parent / "static"
@@ -1651,7 +1653,7 @@ def _wire(session: Session, pc) -> None:
         if track.kind == "video":
             session.tasks.append(asyncio.ensure_future(session.consume(track)))
         elif track.kind == "audio":
-            _low_latency_audio(pc, track)
+            use_buffer(pc, track, mic_buffer())   # streaming.rtp: one frame held back, not aiortc's four
             session.tasks.append(asyncio.ensure_future(session.consume_audio(track)))
 
     @pc.on("connectionstatechange")
@@ -1661,21 +1663,6 @@ def _wire(session: Session, pc) -> None:
             session.connected = True
         elif st in ("failed", "closed"):
             await session.close()
-
-
-MIC_PREFETCH = 1   # audio frames (20 ms) the microphone's jitter buffer holds back
-
-
-def _low_latency_audio(pc, track) -> None:
-    """The microphone's receive buffer holds back MIC_PREFETCH frame instead of aiortc's 4 (80 ms): its
-    sound drives the lips and is never played, so a frame arriving a little late costs nothing, and
-    waiting for a smooth playout would delay every mouth opening by 60 ms more (set before the first
-    packet: the track event comes with the remote description)."""
-    from aiortc.jitterbuffer import JitterBuffer
-    for t in pc.getTransceivers():
-        r = t.receiver
-        if r.track is track and hasattr(r, "_RTCRtpReceiver__jitter_buffer"):
-            r._RTCRtpReceiver__jitter_buffer = JitterBuffer(capacity=16, prefetch=MIC_PREFETCH)
 
 
 async def _watchdog(session: Session, connect_timeout: float = 20.0, disconnect_grace: float = 8.0):

@@ -75,7 +75,7 @@ def test_microphone_moves_the_lips_and_silence_closes_them(engine, shared_data):
     talking, quiet, mic, stats, frames_in_dropout, eased, buffers = asyncio.run(run())
     assert mic is not None and mic.frames > 100 and stats["heard"]
     # the microphone's sound is not held back for a smooth playout (aiortc's default: 4 frames, 80 ms)
-    from streaming.server import MIC_PREFETCH
+    from streaming.rtp import MIC_PREFETCH
     assert [b._prefetch for b in buffers] == [MIC_PREFETCH]
     assert talking.std() > 0.04 and talking.max() > 0.15, talking
     assert np.abs(quiet).max() < 0.15, quiet
