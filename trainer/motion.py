@@ -53,9 +53,10 @@ callable ``(SourceFace, P (B, N), poses (B, 6) or None) -> list of (H, W, 3) uin
 Animator's output framing.
 
 Self-reenactment: on the self-driven pairs, each result frame is compared with the real frame it
-was driven by, on aligned crops at the model's image size (the result cut out with the source's
-alignment, i.e. in the generator's own crop; the real frame with its own alignment: the existing
-same-video protocol of ``trainer.evaluate``): IED (of the whole crop, and of the face only: both crops
+was driven by, on aligned crops at the model's image size, each frame aligned on its own face mesh
+(static mode; a result where the mesh finds no face is cut out with the source's alignment): a
+result whose head turns is compared as the real frame is, after the same in-plane alignment (the
+existing same-video protocol of ``trainer.evaluate``): IED (of the whole crop, and of the face only: both crops
 weighted by ``engine.face.face_mask``, since a background that moves with the real head and not with
 a still source dominates the whole crop's figure), face-mesh landmark error at 128 px, and identity
 (dlib descriptors: distance and cosine to the source crop; the real frames' own distance to the
@@ -494,7 +495,7 @@ def run_motion(rows: list[MotionRow], main_models, face_model, opts: MotionOptio
         return anims[id(models)], models
     size = int(main_models.image_size)
     meter = OpeningMeter()
-    sr = SelfReenactment(size, opts.identity, opts.device) if opts.self_reenactment else None
+    sr = SelfReenactment(size, opts.identity, opts.device, meter) if opts.self_reenactment else None
     pairs: list[dict] = []
     no_use: list[dict] = []
     shows: dict[str, list] = {r.name: [] for r in rows}   # strips: a few pairs per row
@@ -626,12 +627,14 @@ class SelfReenactment:
     """Collects self-driven results against the real frames: IED, landmark error, identity
     (``trainer.evaluate``'s measurements on aligned crops of the model's image size)."""
 
-    def __init__(self, size: int, identity: bool = True, device: str = "cpu"):
+    def __init__(self, size: int, identity: bool = True, device: str = "cpu", meter: OpeningMeter | None = None):
         from .evaluate import MeshOnCrops
         import torch
 
         from engine.face import face_mask
         self.size = size
+        self._own_meter = meter is None
+        self.meter = meter or OpeningMeter()     # the result frames' own mesh, for their alignment
         self.mesh = MeshOnCrops()
         m = face_mask(size, "face").astype(np.float32)
         self.mask = torch.from_numpy(m)[None, None]
@@ -656,6 +659,11 @@ class SelfReenactment:
             self._real[key] = (crop, self.mesh(crop))
         return self._real[key]
 
+    def _aligned(self, src: SourceFace, frame: np.ndarray) -> np.ndarray:
+        from engine.face import align_face
+        lm = self.meter.landmarks(frame)
+        return src.crop_of(frame) if lm is None else align_face(frame, lm, self.size).crop
+
     def add(self, row: str, src: SourceFace, frames: list, clip: DriverClip, ks: list[int]) -> None:
         import torch
 
@@ -663,7 +671,7 @@ class SelfReenactment:
         from .ied import ied
         if not ks:
             return
-        res = np.stack([src.crop_of(f) for f in frames])
+        res = np.stack([self._aligned(src, f) for f in frames])
         reals = [self._real_for(src, clip, k) for k in ks]
         real = np.stack([r[0] for r in reals])
         d = self.rows.setdefault(row, {"ied": [], "ied_face": [], "landmark_px": [], "identity_distance": [],
@@ -691,6 +699,8 @@ class SelfReenactment:
     def result(self) -> dict:
         from .evaluate import summary
         self.mesh.close()
+        if self._own_meter:
+            self.meter.close()
         rows = {}
         ref = "real frames (reference)"
         for name in [n for n in self.rows if n != ref] + ([ref] if ref in self.rows else []):
@@ -698,8 +708,8 @@ class SelfReenactment:
         return {"rows": rows, "identity": self.identity_note or "dlib descriptors: distance (same person "
                 "< 0.6) and cosine, result crop vs the source crop",
                 "protocol": "source = the clip's first frame; each result frame vs the real frame it was "
-                            "driven by (the source frame itself left out); result cut out with the source's "
-                            "alignment, real frame aligned on its own; crops of the model's image size; IED "
+                            "driven by (the source frame itself left out); each aligned on its own face mesh "
+                            "(a result with no face found: the source's alignment); crops of the model's image size; IED "
                             "and landmark error as in the same-video table. The whole crop's IED counts the "
                             "background, which moves with the real head and not with a still source; "
                             "'IED on the face' weights both crops by the crop's face mask "
