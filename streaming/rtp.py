@@ -3,10 +3,11 @@
 - The server's microphone (``MIC_PREFETCH``): aiortc holds back 4 audio frames (80 ms) for a smooth
   playout; this sound drives the lips and is never played, so one frame is held (a buffer finds a
   frame's end by the next packet's start).
-- A receiving client's video (``MarkerFrameBuffer``): aiortc knows a frame is complete only when the
-  next frame's first packet arrives, a frame interval later (33 ms at 30 fps); browsers pass a frame
-  on at its last packet, which carries the RTP marker bit. The Python client does the same, so what it
-  measures is what a browser would see.
+- Video (``marker_frame_buffer``: the server's webcam, the Python client's received stream): aiortc
+  knows a frame is complete only when the next frame's first packet arrives, a frame interval later
+  (33 ms at 30 fps); browsers pass a frame on at its last packet, which carries the RTP marker bit.
+  So does this buffer: the webcam's frame reaches the face tracker a frame earlier, and what the
+  Python client measures is what a browser would see.
 
 aiortc has no option for either: ``use_buffer`` swaps the receiver's buffer before the first packet
 (the track event comes with the remote description) and leaves a receiver that is not what it

@@ -82,7 +82,7 @@ from engine.images import MAX_PIXELS, MAX_SIDE, ImageReadError, ImageTooLargeErr
 from engine.pose import LIMITS as POSE_LIMITS
 from engine.pose import N_POSE, POSE_NAMES, POSE_PRESETS, POSE_UNITS, from_unit, pose_labels, to_unit
 
-from .rtp import mic_buffer, use_buffer
+from .rtp import marker_frame_buffer, mic_buffer, use_buffer
 
 log = logging.getLogger("slidergan.serve")
 
@@ -1650,10 +1650,13 @@ def _wire(session: Session, pc) -> None:
 
     @pc.on("track")
     def on_track(track):
+        # streaming.rtp: a webcam frame is passed on at its last packet (aiortc: a frame later), the
+        # microphone's sound with one frame held back (aiortc: four)
         if track.kind == "video":
+            use_buffer(pc, track, marker_frame_buffer())
             session.tasks.append(asyncio.ensure_future(session.consume(track)))
         elif track.kind == "audio":
-            use_buffer(pc, track, mic_buffer())   # streaming.rtp: one frame held back, not aiortc's four
+            use_buffer(pc, track, mic_buffer())
             session.tasks.append(asyncio.ensure_future(session.consume_audio(track)))
 
     @pc.on("connectionstatechange")
