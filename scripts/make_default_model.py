@@ -5,7 +5,8 @@
 
 Writes the weights in float16 without optimizer state (half the size; the engine computes in
 float32), atomically, and ``MODEL_CARD.md``: data, schedule, steps, training time, and the
-evaluation figures of ``slidergan evaluate``'s report when one is given.
+evaluation figures of ``slidergan evaluate``'s report when one is given. The folder's audio model
+(``audio.safetensors``, ``slidergan train-audio``) and its section of the card are kept.
 """
 from __future__ import annotations
 
@@ -15,9 +16,12 @@ import sys
 from pathlib import Path
 
 from engine.animator import DEFAULT_MODEL_DIR
-from engine.atomic import write_text_atomic
+from engine.atomic import write_bytes_atomic, write_text_atomic
+from engine.audio import AUDIO_MODEL_FILE
 from engine.checkpoint import load_checkpoint, save_checkpoint
 from trainer.evaluate import fmt_regression, fmt_summary
+
+AUDIO_CARD_HEADING = "## Audio model"
 
 
 def schedule(tc: dict, steps: int) -> str:
@@ -117,11 +121,19 @@ def main(argv=None) -> int:
                                                      "profile": donor.config.name}}
     report = json.loads((Path(args.report) / "metrics.json").read_text()) if args.report else None
     out = Path(args.out)
+    # the folder's audio model (trained on its own, engine/audio.py) and its part of the card survive
+    audio = (out / AUDIO_MODEL_FILE).read_bytes() if (out / AUDIO_MODEL_FILE).is_file() else None
+    old_card = (out / "MODEL_CARD.md").read_text() if (out / "MODEL_CARD.md").is_file() else ""
+    audio_card = old_card[old_card.index(AUDIO_CARD_HEADING):] if AUDIO_CARD_HEADING in old_card else ""
     save_checkpoint(out, ck.config, ck.generator, ck.discriminator, param_names=ck.param_names,
                     blendshapes=ck.blendshapes, step=ck.step, meta=ck.meta, half=True)
+    if audio is not None:
+        write_bytes_atomic(out / AUDIO_MODEL_FILE, audio)
     card = model_card(ck, report, args.hours, args.machine, args.config)
     if args.notes:
         card += "\n" + Path(args.notes).read_text()
+    if audio_card:
+        card = card.rstrip("\n") + "\n\n" + audio_card
     write_text_atomic(out / "MODEL_CARD.md", card)
     print(f"wrote {out} (step {ck.step}, {sum(f.stat().st_size for f in out.iterdir()) / 1e6:.1f} MB)")
     return 0
