@@ -1,5 +1,5 @@
-"""streaming.rtp: the client's video buffer passes a frame on at its marker packet (as a browser does),
-not when the next frame begins; gaps and late packets never give a broken frame."""
+"""streaming.rtp: the video buffer (server webcam, Python client) passes a frame on at its marker packet,
+as a browser does, not when the next frame begins; gaps and late packets never give a broken frame."""
 import pytest
 
 pytest.importorskip("aiortc")

@@ -211,7 +211,7 @@ class DriverClip:
     landmarks: list                  # static-mode mesh per sampled frame (478, 3) or None
     openings: np.ndarray             # (T, 2) [mouth, eye] per sampled frame, NaN rows: no face
     talking: bool = True
-    _raw: dict = field(default_factory=dict, repr=False)   # raw p per (source, models id)
+    _raw: dict = field(default_factory=dict, repr=False)   # raw p per (source, models id); "heads"
 
     @property
     def tracked_mouth(self) -> np.ndarray:
