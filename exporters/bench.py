@@ -169,7 +169,8 @@ def _geometry_frame(s: int, out: int = 512, head: bool = False):
             dst = move(dst)
         bm = mesh.backward_map(dst, move)
         mesh.generator_frame(crop, dst, bm)
-        cv2.remap(base, output_map(mesh, bm, cx, cy, m_out, grid), None, cv2.INTER_LINEAR)
+        full = output_map(mesh, bm, cx, cy, m_out, grid)
+        cv2.remap(base, *cv2.convertMaps(full, None, cv2.CV_16SC2), cv2.INTER_LINEAR)   # fixed point, as the animator
     return frame
 
 

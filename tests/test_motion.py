@@ -96,12 +96,17 @@ def test_blink_criterion_and_pearson_edge_cases():
 
 
 def test_summary_averages_mouth_over_talking_clips_and_eyes_over_blinks():
-    def pair(kind, talking, corr, ratio, blink, eye=None):
-        return {"kind": kind, "talking": talking, "rows": {"r": {
+    def pair(kind, talking, corr, ratio, blink, eye=None, source="clip frame 0"):
+        return {"kind": kind, "talking": talking, "source": source, "rows": {"r": {
             "mouth_corr": corr, "mouth_ratio": ratio, "blink": blink, "eye_corr": eye,
             "eye_ratio": eye, "frames": 10, "skipped": 1}}}
-    pairs = [pair("self", True, 0.8, 0.5, False), pair("cross", True, 0.4, 0.3, True, 0.6),
-             pair("cross", False, -1.0, 9.0, True, 0.2)]
+    pairs = [pair("self", True, 0.8, 0.5, False), pair("cross", True, 0.4, 0.3, True, 0.6, "s5"),
+             pair("cross", False, -1.0, 9.0, True, 0.2, "s5"), pair("cross", True, 0.9, 1.0, False, None, "d30")]
+    s = mo.summarise(pairs, ["r"])
+    # each held-out portrait on its own as well
+    assert s["portrait s5"]["r"]["mouth_corr"] == pytest.approx(0.4) and s["portrait s5"]["r"]["blink_pairs"] == 2
+    assert s["portrait d30"]["r"]["mouth_corr"] == pytest.approx(0.9) and s["portrait d30"]["r"]["pairs"] == 1
+    pairs = pairs[:3]
     s = mo.summarise(pairs, ["r"])
     assert s["cross"]["r"]["mouth_corr"] == pytest.approx(0.4)       # the expression clip: eyes only
     assert s["cross"]["r"]["eye_corr"] == pytest.approx(0.4) and s["cross"]["r"]["blink_pairs"] == 2
@@ -110,7 +115,7 @@ def test_summary_averages_mouth_over_talking_clips_and_eyes_over_blinks():
     assert s["self"]["r"]["blink_pairs"] == 0 and s["all"]["r"]["frames"] == 30 and s["all"]["r"]["skipped"] == 3
     lines = "\n".join(mo.report_lines({"protocol": mo.protocol(mo.MotionOptions(data="."), [], []),
                                        "summary": s, "figures": {}}, None))
-    assert "no blink" in lines and "| r | 0.80" in lines
+    assert "no blink" in lines and "| r | 0.80" in lines and "portrait `s5` alone" in lines
 
 
 @pytest.mark.slow

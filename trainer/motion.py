@@ -596,11 +596,13 @@ def _mean(v):
 
 
 def summarise(pairs: list[dict], rows: list[str]) -> dict:
-    """Per source kind ("self", "cross", "all") and row: mouth corr/ratio over the talking clips
-    (mean, min, max), eye corr/ratio over the pairs whose driver blinks (any clip), frames."""
+    """Per source kind ("self", "cross", each held-out portrait as "portrait NAME", "all") and row: mouth
+    corr/ratio over the talking clips (mean, min, max), eye corr/ratio over the pairs whose driver
+    blinks (any clip), frames."""
     out = {}
-    for kind in ("self", "cross", "all"):
-        sel = [p for p in pairs if kind == "all" or p["kind"] == kind]
+    portraits = list(dict.fromkeys(p["source"] for p in pairs if p["kind"] == "cross"))
+    for kind in ["self", "cross"] + [f"portrait {n}" for n in portraits] + ["all"]:
+        sel = [p for p in pairs if kind == "all" or p["kind"] == kind or f"portrait {p['source']}" == kind]
         if not sel:
             continue
         out[kind] = {}
@@ -807,7 +809,8 @@ def report_lines(motion: dict | None, self_re: dict | None) -> list[str]:
         titles = {"self": "Self-driven (the clip's first frame as source)",
                   "cross": "Cross-identity (held-out portraits)", "all": "All pairs"}
         for kind, rows in motion["summary"].items():
-            L += [f"{titles[kind]}:", "",
+            title = titles.get(kind) or f"Cross-identity, held-out portrait `{kind.split(' ', 1)[1]}` alone"
+            L += [f"{title}:", "",
                   "| Row | mouth corr | mouth amplitude ratio | eye corr (blinks) | eye ratio "
                   "| frames used (skipped) |",
                   "|---|---|---|---|---|---|"]
