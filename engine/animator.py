@@ -121,16 +121,12 @@ class PreparedSource:
 
 @dataclass
 class WarpedSource:
-    """Per-portrait geometry of the warp path: the fitted p and the prepared MeshWarp of the crop's
-    mesh (``mesh.src``), and for the output region the warp can touch (the crop and its band's
-    margin) the crop coordinates and output coordinates of every pixel."""
+    """Per-portrait geometry of the warp path: the fitted p, the prepared MeshWarp of the crop's mesh
+    (``mesh.src``) and its flow carried to the output frame (``out``)."""
     p_src: np.ndarray                 # the fitted p of the portrait (the mesh the warp starts from)
     mesh: object                      # engine.geometry.MeshWarp
+    out: object                       # engine.geometry.OutputWarp
     frame_to_crop: np.ndarray         # 2x3 portrait px -> crop px (head motion turns about the portrait's axes)
-    roi: tuple[int, int, int, int]    # x0, y0, x1, y1 in the output
-    crop_x: np.ndarray                # (h, w) float32 crop coordinates of the ROI's pixels
-    crop_y: np.ndarray
-    out_grid: np.ndarray              # (h, w, 2) float32 output coordinates of the ROI's pixels
     head: object = None               # engine.pose.HeadPose of the crop's mesh (the warp with head motion's band)
 
 
@@ -138,23 +134,11 @@ def _prepare_warp(crop_landmarks: np.ndarray, frame_to_crop: np.ndarray, p_fit: 
                   m_out: np.ndarray, out_size, head: bool = False) -> WarpedSource:
     """The geometry of the warp path for one portrait (see WarpedSource); ``head``: with the wider
     band head motion needs."""
-    from .face import invert_matrix
-    from .geometry import MeshWarp
-    mesh = MeshWarp(crop_landmarks, size, head=head)
-    # the output region of the grid (crop plus band margin), where the motion can be non-zero
-    inv = invert_matrix(m_out)
-    e0, e1 = -mesh.margin - 0.5, size + mesh.margin - 0.5
-    foot = np.array([[e0, e0], [e1, e0], [e1, e1], [e0, e1]]) @ inv[:, :2].T + inv[:, 2]
-    ow, oh = out_size
-    x0, y0 = int(max(0, np.floor(foot[:, 0].min()))), int(max(0, np.floor(foot[:, 1].min())))
-    x1, y1 = int(min(ow, np.ceil(foot[:, 0].max()) + 1)), int(min(oh, np.ceil(foot[:, 1].max()) + 1))
-    xs, ys = np.meshgrid(np.arange(x0, x1, dtype=np.float32), np.arange(y0, y1, dtype=np.float32))
-    cx = (m_out[0, 0] * xs + m_out[0, 1] * ys + m_out[0, 2]).astype(np.float32)
-    cy = (m_out[1, 0] * xs + m_out[1, 1] * ys + m_out[1, 2]).astype(np.float32)
+    from .geometry import MeshWarp, OutputWarp
     from .pose import measure
-    return WarpedSource(p_src=np.asarray(p_fit, np.float64), mesh=mesh,
-                        frame_to_crop=np.asarray(frame_to_crop, np.float64), roi=(x0, y0, x1, y1),
-                        crop_x=cx, crop_y=cy, out_grid=np.ascontiguousarray(np.stack([xs, ys], -1)),
+    mesh = MeshWarp(crop_landmarks, size, head=head)
+    return WarpedSource(p_src=np.asarray(p_fit, np.float64), mesh=mesh, out=OutputWarp(mesh, m_out, out_size),
+                        frame_to_crop=np.asarray(frame_to_crop, np.float64),
                         head=measure(crop_landmarks) if head else None)
 
 
@@ -541,19 +525,15 @@ class Animator:
         output's resolution)."""
         import cv2
         from .face import invert_matrix
-        from .geometry import output_map
         maps, layers, _ = self._warp_layers(p, src, poses)
-        w = src.warp if poses is None else src.head_warp
+        w = (src.warp if poses is None else src.head_warp).out
         base = src.info.base
         x0, y0, x1, y1 = w.roi
         crop_to_roi = invert_matrix(src.info.matrix)
         crop_to_roi[:, 2] -= (x0, y0)
         frames = []
         for bm, frame_layers in zip(maps, layers):
-            full = output_map(w.mesh, bm, w.crop_x, w.crop_y, src.info.matrix, w.out_grid)
-            # fixed-point maps: what remap makes of float maps anyway (1/32 px), but a third cheaper
-            region = cv2.remap(base, *cv2.convertMaps(full, None, cv2.CV_16SC2), cv2.INTER_LINEAR,
-                               borderMode=cv2.BORDER_REPLICATE)
+            region = w.warp(base, bm)
             for ac, a in frame_layers:
                 box = _layer_box(a, crop_to_roi, region.shape)
                 if box is None:

@@ -144,17 +144,14 @@ def _geometry_frame(s: int, out: int = 512, head: bool = False):
     import cv2
 
     from engine.blendshapes import load_default_face_model
-    from engine.geometry import HeadMove, MeshWarp, output_map, target_landmarks
+    from engine.geometry import HeadMove, MeshWarp, OutputWarp, target_landmarks
     fm = load_default_face_model()
     lm = fm.instantiate(np.zeros(fm.n_params)).astype(np.float64) * s
     mesh = MeshWarp(lm, s, head=head)
     crop = np.random.default_rng(0).integers(0, 255, (s, s, 3), np.uint8)
     base = cv2.resize(crop, (out, out))
     k = s / out
-    m_out = np.array([[k, 0, 0.5 * k - 0.5], [0, k, 0.5 * k - 0.5]])
-    ys, xs = np.mgrid[0:out, 0:out].astype(np.float32)
-    cx, cy = (xs * k + m_out[0, 2]).astype(np.float32), (ys * k + m_out[1, 2]).astype(np.float32)
-    grid = np.ascontiguousarray(np.stack([xs, ys], -1))
+    to_output = OutputWarp(mesh, np.array([[k, 0, 0.5 * k - 0.5], [0, k, 0.5 * k - 0.5]]), (out, out))
     p = np.zeros(fm.n_params)
     p[fm.n_exp:fm.n_exp + 4] = 0.7
 
@@ -169,8 +166,7 @@ def _geometry_frame(s: int, out: int = 512, head: bool = False):
             dst = move(dst)
         bm = mesh.backward_map(dst, move)
         mesh.generator_frame(crop, dst, bm)
-        full = output_map(mesh, bm, cx, cy, m_out, grid)
-        cv2.remap(base, *cv2.convertMaps(full, None, cv2.CV_16SC2), cv2.INTER_LINEAR)   # fixed point, as the animator
+        to_output.warp(base, bm)
     return frame
 
 

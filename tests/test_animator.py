@@ -104,7 +104,7 @@ def test_warp_path_moves_the_face_at_full_resolution(warp_anims):
         else:  # an untrained attention of about 0.002 blends a trace of random colour
             assert np.abs(still).mean() < 1.0, np.abs(still).mean()
         f = anim.animate(_with(anim, jaw_open=1.0, lips_part=1.0))
-        x0, y0, x1, y1 = w.roi
+        x0, y0, x1, y1 = w.out.roi
         outside = np.ones(f.shape[:2], bool)
         outside[y0:y1, x0:x1] = False
         assert np.array_equal(f[outside], info.base[outside]), renderer

@@ -1,5 +1,5 @@
-"""The per-frame mesh warp (engine.geometry.MeshWarp): the same warp as the pair maker's exact one,
-drawn without a per-triangle loop, and carried to the output frame at full resolution."""
+"""The per-frame mesh warp (engine.geometry.MeshWarp): the same warp as the pair maker's, drawn by the
+same compiled rasteriser over a grid prepared once, and carried to the output frame at full resolution."""
 from __future__ import annotations
 
 import numpy as np
@@ -37,8 +37,34 @@ def test_matches_the_exact_warp(fm, motion):
     assert np.abs(exact.astype(int) - img).mean() > 0.2          # the motion is visible
     fast = g.MeshWarp(lm, 128).warp_crop(img, dst)
     diff = np.abs(fast.astype(int) - exact).max(2)
-    # Equal but for pixels on triangle edges, which the two rasterisers assign differently.
-    assert diff.mean() < 1.0 and np.percentile(diff, 99) < 12, (diff.mean(), np.percentile(diff, 99))
+    # The same rasteriser on the same triangles: equal but for a rare pixel (float rounding on an edge).
+    assert (diff > 1).mean() < 1e-3, (diff > 1).mean()
+
+
+def test_raster_interpolates_the_corner_values_over_a_tiling():
+    """Two triangles tiling a square: every pixel centre inside is drawn once or more, with the affine
+    function its corners carry; pixels outside are left alone; what is drawn later wins."""
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(2, 2)).astype(np.float32)
+    b = rng.normal(size=2).astype(np.float32)
+    quad = np.array([[3.2, 4.7], [17.6, 4.7], [17.6, 15.1], [3.2, 15.1]], np.float32)
+    tris = quad[[[0, 1, 2], [0, 2, 3]]]
+    s = 24
+    out = np.full((s * s, 2), -99.0, np.float32)
+    g._raster(tris, s, tris @ a.T + b, out)
+    ys, xs = np.mgrid[0:s, 0:s]
+    inside = ((xs >= 3.2) & (xs <= 17.6) & (ys >= 4.7) & (ys <= 15.1)).reshape(-1)
+    pts = np.stack([xs, ys], -1).reshape(-1, 2).astype(np.float32)
+    assert np.abs(out[inside] - (pts[inside] @ a.T + b)).max() < 1e-4
+    assert (out[~inside] == -99.0).all()
+    # drawn again with other values, the later triangles win everywhere they cover
+    g._raster(tris, s, np.full((2, 3, 2), 5.0, np.float32), out)
+    assert (out[inside] == 5.0).all() and (out[~inside] == -99.0).all()
+    # a degenerate triangle draws nothing
+    flat = np.array([[[1, 1], [5, 5], [9, 9]]], np.float32)
+    before = out.copy()
+    g._raster(flat, s, flat, out)
+    assert np.array_equal(out, before)
 
 
 def test_region_mask_marks_the_openings(fm):
@@ -78,13 +104,11 @@ def test_output_map_warps_the_frame_at_full_resolution(fm):
     big = cv2.GaussianBlur(rng.integers(0, 255, (s * k, s * k, 3)).astype(np.uint8), (0, 0), 1.0)
     crop = cv2.resize(big, (s, s), interpolation=cv2.INTER_AREA)
     out_to_crop = np.array([[1 / k, 0, 0.5 / k - 0.5], [0, 1 / k, 0.5 / k - 0.5]])
-    ys, xs = np.mgrid[0:s * k, 0:s * k].astype(np.float32)
-    map_x = (out_to_crop[0, 0] * xs + out_to_crop[0, 2]).astype(np.float32)
-    map_y = (out_to_crop[1, 1] * ys + out_to_crop[1, 2]).astype(np.float32)
     mw = g.MeshWarp(lm, s)
     dst = g.target_landmarks(fm, lm, np.zeros(40), _p(fm, smile=1.0, brow_raise_left=1.0))
-    full = g.output_map(mw, mw.backward_map(dst), map_x, map_y, out_to_crop, np.stack([xs, ys], -1))
-    warped_big = cv2.remap(big, full, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    to_output = g.OutputWarp(mw, out_to_crop, (s * k, s * k))
+    assert to_output.roi == (0, 0, s * k, s * k)
+    warped_big = to_output.warp(big, mw.backward_map(dst))
     small = cv2.resize(warped_big, (s, s), interpolation=cv2.INTER_AREA)
     warped_crop = mw.warp_crop(crop, dst)
     assert np.abs(small.astype(int) - warped_crop).mean() < 6.0
