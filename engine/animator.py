@@ -142,24 +142,6 @@ def _prepare_warp(crop_landmarks: np.ndarray, frame_to_crop: np.ndarray, p_fit: 
                         head=measure(crop_landmarks) if head else None)
 
 
-def _layer_box(a: np.ndarray, crop_to_roi: np.ndarray, shape) -> tuple[slice, slice] | None:
-    """The part of the output region a layer's attention ``a`` (S, S, 1) touches (the generator's is
-    confined to the mouth and eyes, the drawn mouth to the mouth): only it is upsampled and blended.
-    None when the layer is empty."""
-    ys, xs = np.nonzero(a[..., 0] > 0.5 / 255)
-    if not len(xs):
-        return None
-    corners = np.array([[xs.min() - 1, ys.min() - 1], [xs.max() + 1, ys.min() - 1],
-                        [xs.min() - 1, ys.max() + 1], [xs.max() + 1, ys.max() + 1]], np.float64)
-    o = corners @ crop_to_roi[:, :2].T + crop_to_roi[:, 2]
-    h, w = shape[:2]
-    bx0, by0 = max(0, int(np.floor(o[:, 0].min())) - 1), max(0, int(np.floor(o[:, 1].min())) - 1)
-    bx1, by1 = min(w, int(np.ceil(o[:, 0].max())) + 2), min(h, int(np.ceil(o[:, 1].max())) + 2)
-    if bx1 <= bx0 or by1 <= by0:
-        return None
-    return slice(by0, by1), slice(bx0, bx1)
-
-
 def _square_framing(w: int, h: int, m_crop: np.ndarray, size: int, scale: float, out: int):
     """A square of side ``scale`` x the face footprint (at most the portrait's short side), centred on
     the face and kept inside the portrait; returns the 2x3 portrait -> output matrix and (W, H)."""
@@ -488,9 +470,9 @@ class Animator:
 
     # ------------------------------------------------------------------------ the warp path
     def _warp_layers(self, p: np.ndarray, src: PreparedSource, poses: np.ndarray | None = None):
-        """For each p (and head pose): the target mesh's backward map, the layers to put over the warped
-        portrait (each (premultiplied colour A*C (S, S, 3), attention A (S, S, 1)) at crop resolution: the
-        drawn mouth interior, then the generator's), and the crop-level result."""
+        """For each p (and head pose): the target mesh's backward map, the layer to put over the warped
+        portrait ((premultiplied colour A*C (S, S, 3), attention A (S, S, 1)) at crop resolution: the
+        drawn mouth interior and the generator's, composited; or None), and the crop-level result."""
         from .geometry import HeadMove, target_landmarks
         w = src.warp if poses is None else self._head_warp(src)
         crop = src.info.crop
@@ -504,44 +486,39 @@ class Animator:
             bm = w.mesh.backward_map(dst, move)
             drawn, mouth = w.mesh.drawn_warp(crop, dst, bm)
             maps.append((dst, bm))
-            layers.append([] if mouth is None else [mouth])
+            layers.append(mouth)
             gen.append(drawn)
         if self.renderer == "model":
             frames = np.stack([w.mesh.generator_frame(crop, dst, bm, drawn)
                                for (dst, bm), drawn in zip(maps, gen)])
             out, mask = self.models.generate(src.feats, p, return_mask=True, frame=frames)
             for i, (o, m) in enumerate(zip(np.asarray(out, np.float32), np.asarray(mask, np.float32))):
-                a = m.transpose(1, 2, 0)                                     # (S, S, 1)
+                keep = 1.0 - m.transpose(1, 2, 0)                            # (S, S, 1): 1 - A
                 g = from_model_output(o)
-                # A*C = I_gen - (1 - A) * frame (both 0-255): the premultiplied colour to upsample
-                layers[i].append((g - (1 - a) * gen[i], a))
+                # I_gen = A*C + (1 - A) * drawn, and drawn = mouth A*C + (1 - mouth A) * warp: one layer
+                # over the warp, A*C = I_gen - (1 - A) * (drawn - mouth A*C), 1 - A = (1 - A) (1 - mouth A)
+                if layers[i] is None:
+                    layers[i] = (g - keep * gen[i], 1.0 - keep)
+                else:
+                    ac, a = layers[i]
+                    layers[i] = (g - keep * (gen[i] - ac), 1.0 - keep * (1.0 - a))
                 gen[i] = g
         return [bm for _, bm in maps], layers, gen
 
     def _animate_warped(self, p: np.ndarray, src: PreparedSource, poses: np.ndarray | None = None
                         ) -> list[np.ndarray]:
         """Full resolution: the portrait's own pixels warped by the crop-level flow carried to the
-        output frame, then each layer's A*C and A upsampled and blended over it (Eq. 4 at the
+        output frame, then the layer's A*C and A upsampled and blended over it (Eq. 4 at the
         output's resolution)."""
-        import cv2
-        from .face import invert_matrix
         maps, layers, _ = self._warp_layers(p, src, poses)
         w = (src.warp if poses is None else src.head_warp).out
         base = src.info.base
         x0, y0, x1, y1 = w.roi
-        crop_to_roi = invert_matrix(src.info.matrix)
-        crop_to_roi[:, 2] -= (x0, y0)
         frames = []
-        for bm, frame_layers in zip(maps, layers):
+        for bm, layer in zip(maps, layers):
             region = w.warp(base, bm)
-            for ac, a in frame_layers:
-                box = _layer_box(a, crop_to_roi, region.shape)
-                if box is None:
-                    continue
-                layer = np.concatenate([ac, a], -1).astype(np.float32)
-                up = cv2.remap(layer, w.crop_x[box], w.crop_y[box], cv2.INTER_LINEAR,
-                               borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-                region[box] = np.clip(up[..., :3] + (1.0 - up[..., 3:]) * region[box] + 0.5, 0, 255).astype(np.uint8)
+            if layer is not None:
+                w.blend(region, *layer)
             out = base.copy()
             out[y0:y1, x0:x1] = region
             frames.append(out)

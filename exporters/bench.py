@@ -11,9 +11,12 @@ so thread pools and memory of one backend do not disturb the next:
 - generator: per frame after source caching (the whole generator for the paper's), median and p95 ms
   at batch 1, frames/s at batch 8;
 - regressor (D trunk + regression head): median and p95 ms at batch 1, images/s at batch 8;
-- geometry ("warp" generators): the per-frame warp beside the network (NumPy/OpenCV: target mesh,
-  backward map, the generator's frame, the flow carried to a 512 px output and the warp there);
+- geometry ("warp" generators): a frame of the per-frame warp beside the network at 512 px output,
+  framed as the product frames a portrait (the warp-only renderer of engine.animator: target mesh,
+  backward map, drawn mouth, the flow carried to the output, the warp and blend there);
   "geometry+head" the same with a head pose (engine.pose: the mesh turned, the wider band);
+- engine ("warp" generators): a whole frame of engine.animator at 512 px output (geometry, the
+  generator's input and the generator, its layer upsampled and blended), "engine+head" with a head pose;
 - peak memory: the process's peak RSS while loading and running, minus its RSS before loading;
 - FLOPs per frame (torch.utils.flop_counter on the trained modules: convolutions and matrix products,
   2 per multiply-add), the machine-limit time FLOPs / ``--peak-gflops`` (default 157: 2 cores x
@@ -128,45 +131,42 @@ def measure(path: str, backend: str, threads: int | None, quick: bool = False) -
     res["generator"]["batch8_fps"] = 8e3 / g8["median_ms"]
     res["regressor"]["batch8_fps"] = 8e3 / r8["median_ms"]
     if models.needs_frame:
-        res["geometry"] = _stats(time_calls(_geometry_frame(s), **it))
-        res["geometry+head"] = _stats(time_calls(_geometry_frame(s, head=True), **it))
+        res["geometry"] = _stats(time_calls(_engine_frame(models, renderer="warp-only"), **it))
+        res["geometry+head"] = _stats(time_calls(_engine_frame(models, head=True, renderer="warp-only"), **it))
+        res["engine"] = _stats(time_calls(_engine_frame(models), **it))
+        res["engine+head"] = _stats(time_calls(_engine_frame(models, head=True), **it))
     res["peak_rss_mb"] = _peak_mb() - rss0
     res["peak_rss_exact"] = exact_peak
     res["provider"] = getattr(models.runner, "providers", [backend])[0]
     return res
 
 
-def _geometry_frame(s: int, out: int = 512, head: bool = False):
-    """One frame of the warp path's geometry (NumPy/OpenCV, beside the network) at ``out`` px output,
-    as engine.animator runs it: target mesh from p, backward map, the generator's frame, the flow
-    carried to the output and the portrait warped there. A synthetic face: the blendshape model's
-    mean mesh filling the crop, the crop scaled to the output."""
-    import cv2
-
+def _engine_frame(models, out: int = 512, head: bool = False, renderer: str = "model"):
+    """One whole frame of ``engine.animator`` at ``out`` px, framed as the product frames a portrait, p
+    changing every frame as when driven: with ``renderer`` "model" the geometry, the generator and its
+    layer blended at full resolution; "warp-only" the same without the network (the geometry: target
+    mesh, backward map, drawn mouth, the flow carried to the output, the warp and blend there). A
+    synthetic portrait: the blendshape model's mean mesh on a patterned 720 px photo."""
+    from engine.animator import Animator
     from engine.blendshapes import load_default_face_model
-    from engine.geometry import HeadMove, MeshWarp, OutputWarp, target_landmarks
     fm = load_default_face_model()
-    lm = fm.instantiate(np.zeros(fm.n_params)).astype(np.float64) * s
-    mesh = MeshWarp(lm, s, head=head)
-    crop = np.random.default_rng(0).integers(0, 255, (s, s, 3), np.uint8)
-    base = cv2.resize(crop, (out, out))
-    k = s / out
-    to_output = OutputWarp(mesh, np.array([[k, 0, 0.5 * k - 0.5], [0, k, 0.5 * k - 0.5]]), (out, out))
-    p = np.zeros(fm.n_params)
-    p[fm.n_exp:fm.n_exp + 4] = 0.7
-
-    pose = np.array([10.0, 5.0, 5.0, 0.1, 0.05, 0.05])
-    from engine.pose import measure
-    head_pose = measure(lm) if head else None         # once per portrait, as the animator does
+    side = 720
+    lm = fm.instantiate(np.zeros(fm.n_params)).astype(np.float64) * 400 + (160, 160, 0)
+    yy, xx = np.mgrid[0:side, 0:side].astype(np.float32)
+    photo = np.stack([128 + 60 * np.sin(xx / 9), 128 + 60 * np.cos(yy / 7), 128 + 40 * np.sin((xx + yy) / 13)], -1)
+    anim = Animator(models, output_size=out, renderer=renderer)
+    anim.set_source(np.clip(photo, 0, 255).astype(np.uint8), landmarks=lm)
+    base, names = anim.source.params.copy(), anim.param_names
+    pose = np.array([10.0, 5.0, 5.0, 0.1, 0.05, 0.05]) if head else None
+    t = [0]
 
     def frame():
-        dst = target_landmarks(fm, lm, np.zeros(fm.n_params), p)
-        move = HeadMove(pose, head_pose.centre, head_pose.iod) if head else None
-        if move is not None:
-            dst = move(dst)
-        bm = mesh.backward_map(dst, move)
-        mesh.generator_frame(crop, dst, bm)
-        to_output.warp(base, bm)
+        t[0] += 1
+        p = base.copy()
+        for name in ("jaw_open", "lips_part"):
+            if name in names:
+                p[names.index(name)] = 0.5 + 0.5 * np.sin(t[0] / 4.0)
+        anim.animate(p, pose=pose)
     return frame
 
 
@@ -341,7 +341,7 @@ def format_table(report: dict) -> str:
             if "error" in r:
                 notes.append(f"{profile} {b}: not measured: {r['error']}")
                 continue
-            for part in ("geometry", "geometry+head", "encoder", "generator", "regressor"):
+            for part in ("geometry", "geometry+head", "engine", "engine+head", "encoder", "generator", "regressor"):
                 if part not in r:
                     continue
                 x = r[part]
