@@ -85,3 +85,43 @@ def test_augmentations_change_the_look_not_the_face():
     assert np.all(d > 0.5) and np.all(d < 60), d
     centre = out[:, 28:36, 28:36].mean((1, 2, 3))
     assert np.all(centre > 90), centre                  # the middle of the face still shows
+
+
+def test_mesh_loss_weighs_a_parameter_error_by_the_motion_it_makes(setup, tmp_path):
+    """``--loss mesh``: d^T M d is the squared mesh motion of the parameter difference d (scaled so that
+    M's trace is the parameter count); two components that move the same points make errors that can
+    cancel. Training with it runs, checkpoints and reports the mouth- and eye-opening correlations."""
+    from engine.blendshapes import load_default_face_model
+    from trainer.regressor import HeadConfig, mesh_metric, train
+    fm = load_default_face_model()
+    m = mesh_metric(fm, 40).double().numpy()
+    assert np.trace(m) == pytest.approx(40) and np.allclose(m, m.T)
+    u2 = sum(float((fm.displacement(np.eye(40)[k]) ** 2).sum()) for k in range(40))
+    d = np.random.default_rng(0).normal(size=40)
+    assert d @ m @ d == pytest.approx(float((fm.displacement(d) ** 2).sum()) / (u2 / 40), rel=1e-4)
+    # the most overlapping pair of components: an error in one is partly undone by the other
+    c = m / np.sqrt(np.outer(np.diag(m), np.diag(m)))
+    np.fill_diagonal(c, 0)
+    i, j = np.unravel_index(np.abs(c).argmax(), c.shape)
+    e = np.zeros(40)
+    e[i], e[j] = 1.0, -np.sign(c[i, j])
+    assert e @ m @ e < m[i, i] + m[j, j]
+    summary = train(_cfg(setup, tmp_path / "mesh", steps=8, loss="mesh"), progress=False)
+    assert (tmp_path / "mesh" / "checkpoints" / "step-0000008").is_dir()
+    assert np.isfinite(summary["mouth_corr"]) and np.isfinite(summary["eye_corr"])
+    with pytest.raises(ValueError, match="loss"):
+        HeadConfig(init="x", loss="pixels")
+
+
+def test_batches_take_the_videos_and_the_stills_people_in_the_asked_shares():
+    from trainer.regressor import balanced_batch
+    rng = np.random.default_rng(0)
+    clips = [np.arange(0, 500), np.arange(500, 520)]           # a long and a short video
+    people = [np.array([520 + k]) for k in range(300)]          # one photo each
+    idx = np.concatenate([balanced_batch(clips, people, 32, 0.5, rng) for _ in range(200)])
+    from_clips = idx < 520
+    assert abs(from_clips.mean() - 0.5) < 0.03
+    # the videos equally often, whatever their length
+    assert abs((idx[from_clips] >= 500).mean() - 0.5) < 0.05
+    assert len(np.unique(idx[~from_clips])) > 250             # the people spread out
+    assert (balanced_batch(clips, [], 16, 0.2, rng) < 520).all()  # one kind only: all from it
