@@ -368,7 +368,7 @@ MOUTH_VALUE, EYE_VALUE = 1.0, 0.5   # region_mask: where the warp cannot make th
 
 class MeshWarp:
     """The warp of one portrait's crop, prepared once; then per frame a target mesh gives the
-    backward map in about a millisecond (see the module docstring).
+    backward map in a fifth of a millisecond (see the module docstring).
 
     ``src_landmarks``: (478|468, 3) the portrait's mesh in crop pixels; ``size``: the crop size S.
     The grid covers the crop and the band's margin around it (G = S + 2 * margin pixels a side, out
