@@ -14,7 +14,7 @@ def test_shapes_and_eq4(name):
     p = torch.rand(2, cfg.n_params) * 2 - 1
     y, C, A = G(x, p)
     assert y.shape == x.shape and C.shape == x.shape and A.shape == (2, 1, cfg.image_size, cfg.image_size)
-    assert float(A.min()) >= 0 and float(A.max()) <= 1 and float(C.abs().max()) <= 1
+    assert float(A.min().detach()) >= 0 and float(A.max().detach()) <= 1 and float(C.abs().max().detach()) <= 1
     assert torch.allclose(y, A * C + (1 - A) * x)
     critic, params = D(x)
     assert params.shape == (2, cfg.n_params) and critic.shape[:2] == (2, 1)
