@@ -141,3 +141,29 @@ def test_output_warp_samples_the_flow_finely_enough(fm, turn, scale):
     assert np.abs(up).max() > 2 * scale                 # the face moves by more than two crop pixels
     assert err.mean() < 0.05 and np.percentile(err, 99) < 0.35 and (err > 1).mean() < 0.01, (
         err.mean(), np.percentile(err, 99), (err > 1).mean())
+
+
+def test_output_warp_blends_a_layer_only_where_its_attention_is(fm):
+    """OutputWarp.blend: Eq. 4 at the output's resolution, in place: where A is 1 the layer's colour,
+    where A is 0 the region untouched, in between the mix; an empty layer changes nothing."""
+    lm, _ = _face(fm)
+    mw = g.MeshWarp(lm, 128)
+    k = 2
+    ow = g.OutputWarp(mw, np.array([[1 / k, 0, 0.5 / k - 0.5], [0, 1 / k, 0.5 / k - 0.5]]), (128 * k, 128 * k))
+    rng = np.random.default_rng(0)
+    region = rng.integers(0, 255, (128 * k, 128 * k, 3), np.uint8)
+    a = np.zeros((128, 128, 1), np.float32)
+    a[40:80, 30:60] = 1.0                     # a block of full attention ...
+    a[40:80, 60:90] = 0.25                    # ... and one of a quarter
+    colour = np.array([10.0, 200.0, 90.0], np.float32)
+    out = region.copy()
+    ow.blend(out, colour * a, a)
+    assert (out[100:140, 80:100] == colour.astype(np.uint8)).all()        # inside the full block
+    expect = np.round(0.25 * colour + 0.75 * region[100:140, 140:160]).astype(int)
+    assert np.abs(out[100:140, 140:160].astype(int) - expect).max() <= 1
+    untouched = np.ones(out.shape[:2], bool)
+    untouched[76:164, 56:184] = False         # the blocks and a pixel of interpolation round them
+    assert np.array_equal(out[untouched], region[untouched])
+    empty = region.copy()
+    ow.blend(empty, np.zeros((128, 128, 3), np.float32), np.zeros((128, 128, 1), np.float32))
+    assert np.array_equal(empty, region)
