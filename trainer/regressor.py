@@ -16,17 +16,19 @@ along unchanged in the output, the generator untouched), with
   alignment jitter (shift, scale, roll) and a partial occlusion (a flat patch on the forehead, a cheek
   or a side of the face; never over the eyes or mouth, whose motion is the label);
 - validation on held-out identities (``--val``): Table 4's relative error ``||p - D_p(I)|| / ||p||``,
-  the correlation per component with the fit and the correlation of the mouth opening the two make
-  (on the blendshape model's mean face: what driving the lips needs), TensorBoard logs, a progress
+  the correlation per component with the fit and the correlations of the mouth and eye openings the
+  two make (on the blendshape model's mean face: what driving needs), TensorBoard logs, a progress
   bar, atomic checkpoints with the optimiser and RNG states (exact resume);
-- ``--loss mesh`` (choice): the error of the mesh motion the parameters make, ``||U (D_p(I) - p)||^2``
-  (U: the blendshape model's components; normalised so that orthonormal equal components would give
-  the plain loss), instead of the parameters' own. Components that move the same points (three of the
+- the loss (choice, ``--loss``): ``mesh`` is the error of the mesh motion the parameters make,
+  ``||U (D_p(I) - p)||^2`` (U: the blendshape model's components; normalised so that orthonormal
+  equal components would give the plain loss). Components that move the same points (three of the
   speech components open the mouth) share the motion differently on different faces; the fit's split
-  of it is not what the warp needs, the motion is.
+  of it is not what the warp needs, the motion is. Eyelid motion is small in mesh units, so the
+  default, ``mesh+p``, is the mean of that and the parameters' own error (``p``). Measured in the
+  README ("Training the regression head alone").
 
     slidergan train-head --init engine/assets/default_model --data runs/data/faces-lm \\
-        --val runs/data/val-lm --out runs/head --steps 2000
+        --val runs/data/val-lm --out runs/head --steps 1500
 """
 from __future__ import annotations
 
@@ -56,7 +58,7 @@ class HeadConfig:
     log_every: int = 50
     seed: int = 0
     augment: bool = True
-    loss: str = "p"          # "p": the parameters' squared error; "mesh": the mesh motion's; "mesh+p": both
+    loss: str = "mesh+p"     # "p": the parameters' squared error; "mesh": the mesh motion's; "mesh+p": both
     clip_share: float = 0.5  # share of each batch from the annotated videos (the rest: the stills' people)
 
     def __post_init__(self):
@@ -286,9 +288,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-augment", action="store_true")
     p.add_argument("--clip-share", type=float, default=0.5,
                    help="share of each batch from the annotated videos; the rest from the stills' people")
-    p.add_argument("--loss", choices=LOSSES, default="p",
+    p.add_argument("--loss", choices=LOSSES, default="mesh+p",
                    help="p: the parameters' squared error; mesh: the error of the mesh motion they make; "
-                        "mesh+p: the mean of the two")
+                        "mesh+p (default): the mean of the two")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--quiet", action="store_true")
 
