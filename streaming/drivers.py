@@ -36,6 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from engine import pose as head_pose
+from engine.animator import P_LIMIT
 
 log = logging.getLogger(__name__)
 
@@ -301,7 +302,12 @@ class FaceDriver:
             return
         self.state.calibrating = False
         target = np.concatenate([self._target(p_raw), self._pose_target(head)])
-        self._last_out = np.clip(self._filter(target, t), -1.0, 1.0).astype(np.float32)
+        out = self._filter(target, t)
+        # p: in relative mode the portrait's own p plus the driver's motion (engine.animator.P_LIMIT)
+        lim = P_LIMIT if self.mode == "relative" else 1.0
+        out[:self.n_params] = np.clip(out[:self.n_params], -lim, lim)
+        out[self.n_params:] = np.clip(out[self.n_params:], -1.0, 1.0)
+        self._last_out = out.astype(np.float32)
 
     def _target(self, p_raw: np.ndarray) -> np.ndarray:
         if self.mode == "absolute":

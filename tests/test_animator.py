@@ -119,6 +119,33 @@ def test_warp_path_moves_the_face_at_full_resolution(warp_anims):
         assert np.abs(pair[1].astype(int) - f).max() <= 1
 
 
+def test_parameters_beyond_one_move_the_mesh_further_and_the_network_sees_them_clipped(warp_anims):
+    """A relative driver's p may pass the fit's [-1, 1] (engine.animator.P_LIMIT): the warp moves the
+    mesh by all of it, the generator (trained on [-1, 1]) is given p clipped there."""
+    import cv2
+    anim = warp_anims["warp-only"]
+    base = anim.source.base.astype(int)
+    inv = cv2.invertAffineTransform(anim.source.matrix)
+    chin = inv[:, :2] @ anim._src.warp.mesh.src[152, :2] + inv[:, 2]
+    patch = (slice(int(chin[1]) - 20, int(chin[1]) + 20), slice(int(chin[0]) - 25, int(chin[0]) + 25))
+    moved = [np.abs(anim.animate(_with(anim, jaw_open=v)).astype(int)[patch] - base[patch]).mean()
+             for v in (1.0, 1.5)]
+    assert moved[1] > 1.1 * moved[0], moved
+    model = warp_anims["model"]
+    seen = []
+    generate = model.models.generate
+
+    def spy(feats, p, **kw):
+        seen.append(np.array(p))
+        return generate(feats, p, **kw)
+    model.models.generate = spy
+    try:
+        model.animate(_with(model, jaw_open=1.5))
+    finally:
+        model.models.generate = generate
+    assert np.abs(seen[0]).max() <= 1.0 and seen[0].max() == pytest.approx(1.0)
+
+
 def test_untrained_warp_generator_returns_the_warp(warp_anims):
     """Attention starts at about 0: an untrained geometry-guided model shows the warp, and its crop is
     the warp-only crop but for the drawn mouth interior."""

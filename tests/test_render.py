@@ -292,6 +292,25 @@ def test_relative_mode_calibrates_and_adds_the_change():
     assert np.allclose(d.push(153, 13 / 30), rest, atol=1e-3)     # new neutral: no change
 
 
+def test_relative_mode_keeps_the_drivers_motion_beyond_the_fits_bounds():
+    """The portrait's own p plus the driver's whole change, up to engine.animator.P_LIMIT (a portrait
+    fitted near a bound keeps the driver's motion); absolute mode stays in [-1, 1]."""
+    from engine.animator import P_LIMIT
+    from streaming.drivers import FaceDriver
+    d = _driver("relative", calib_frames=3, calib_s=0.0, min_cutoff=1000.0, beta=0.0)
+    for i in range(3):
+        d.push(0, i / 30)                                         # the driver's neutral: 0
+    assert np.allclose(d.push(255, 4 / 30), [1.1, 1.2, 1.3, 1.4], atol=1e-3)    # +1 on the rest
+    near = FaceDriver(lambda crop: np.full(4, crop[0, 0, 0] / 255.0, np.float32), 4, 8, mode="relative",
+                      rest=np.full(4, 0.9), tracker=_FakeTracker(8), calib_frames=3, calib_s=0.0,
+                      min_cutoff=1000.0, beta=0.0)
+    for i in range(3):
+        near.push(0, i / 30)
+    assert np.allclose(near.push(255, 4 / 30), P_LIMIT, atol=1e-3)
+    a = _driver("absolute", min_cutoff=1000.0, beta=0.0)
+    assert np.abs(a.push(255, 0.0)).max() <= 1.0
+
+
 def test_track_driver_resamples_and_loops(tmp_path):
     from engine.tracks import load_track
     from streaming.drivers import DriverMix, TrackDriver
