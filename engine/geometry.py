@@ -29,8 +29,11 @@ Geometry
 from __future__ import annotations
 
 import functools
+import logging
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 RING_SCALE = 1.35
 RING_FOLLOW = 0.5
@@ -652,13 +655,22 @@ def _raster(c: np.ndarray, s: int, values: np.ndarray, out: np.ndarray) -> None:
     _raster_kernel()(np.ascontiguousarray(c, np.float32), s, np.ascontiguousarray(values, np.float32), out)
 
 
+def _compiled(fn):
+    """``fn`` compiled by numba (no GIL held), its machine code cached on disk (next to this file, else
+    in the user's cache folder) so later runs skip the second of compiling; where no cache folder is
+    writable (a read-only install, no home), compiled anew each run instead of failing."""
+    import numba
+    try:
+        return numba.njit(cache=True, nogil=True)(fn)
+    except RuntimeError as e:           # numba: "cannot cache function ...: no locator available ..."
+        log.info("numba cannot cache %s (%s): compiling it each run", fn.__qualname__, e)
+        return numba.njit(nogil=True)(fn)
+
+
 @functools.lru_cache(maxsize=1)
 def _blend_kernel():
     """``OutputWarp.blend``'s per-pixel step, compiled (one pass instead of NumPy's six):
     region = round(A*C + (1 - A) region), clipped to 0-255."""
-    import numba
-
-    @numba.njit(cache=True, nogil=True)
     def kernel(region, up):
         for y in range(region.shape[0]):
             for x in range(region.shape[1]):
@@ -666,7 +678,7 @@ def _blend_kernel():
                 for c in range(3):
                     v = up[y, x, c] + keep * region[y, x, c] + 0.5
                     region[y, x, c] = min(max(v, 0.0), 255.0)
-    return kernel
+    return _compiled(kernel)
 
 
 @functools.lru_cache(maxsize=1)
@@ -674,9 +686,6 @@ def _raster_kernel():
     """The rasteriser's loop, compiled (numba; cached on disk after the first run): a scan of each
     triangle's bounding box. Vectorised NumPy over (triangle, pixel) pairs took 1.3 ms a frame at a
     128 px crop for the face alone; compiled, the face and the band take 0.1 ms."""
-    import numba
-
-    @numba.njit(cache=True, nogil=True)
     def kernel(c, s, values, out):
         eps = 1e-5
         for t in range(c.shape[0]):
@@ -719,4 +728,4 @@ def _raster_kernel():
                     dx = px - x0
                     out[py * s + px, 0] = r0 + g0 * dx
                     out[py * s + px, 1] = r1 + g1 * dx
-    return kernel
+    return _compiled(kernel)

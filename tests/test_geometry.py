@@ -167,3 +167,28 @@ def test_output_warp_blends_a_layer_only_where_its_attention_is(fm):
     empty = region.copy()
     ow.blend(empty, np.zeros((128, 128, 3), np.float32), np.zeros((128, 128, 1), np.float32))
     assert np.array_equal(empty, region)
+
+
+def test_the_compiled_warp_runs_where_nothing_is_writable(tmp_path):
+    """A read-only install with no writable home: numba cannot cache the kernels on disk, and the
+    rasteriser compiles them anew instead of failing (a copy of the module in a folder whose
+    __pycache__ is a file, every numba cache folder under a file)."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    shutil.copy(g.__file__, tmp_path / "geometry_copy.py")
+    (tmp_path / "__pycache__").write_text("")
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("")
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(blocked / "numba"), "HOME": str(blocked / "home"),
+           "XDG_CACHE_HOME": str(blocked / "cache")}
+    code = ("import numpy as np, geometry_copy as g\n"
+            "out = np.zeros((16, 2), np.float32)\n"
+            "t = np.array([[[0, 0], [3, 0], [0, 3]]], np.float32)\n"
+            "g._raster(t, 4, t, out)\n"
+            "print(out[5].tolist())\n")
+    r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip() == "[1.0, 1.0]"                   # pixel (1, 1) shows source point (1, 1)
