@@ -140,8 +140,9 @@ def _prepare_warp(crop_landmarks: np.ndarray, frame_to_crop: np.ndarray, p_fit: 
                   m_out: np.ndarray, out_size, head: bool = False) -> WarpedSource:
     """The geometry of the warp path for one portrait (see WarpedSource); ``head``: with the wider
     band head motion needs."""
-    from .geometry import MeshWarp, OutputWarp
+    from .geometry import MeshWarp, OutputWarp, compile_kernels
     from .pose import measure
+    compile_kernels()          # here, not on the first frame
     mesh = MeshWarp(crop_landmarks, size, head=head)
     return WarpedSource(p_src=np.asarray(p_fit, np.float64), mesh=mesh, out=OutputWarp(mesh, m_out, out_size),
                         frame_to_crop=np.asarray(frame_to_crop, np.float64),

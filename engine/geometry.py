@@ -655,6 +655,15 @@ def _raster(c: np.ndarray, s: int, values: np.ndarray, out: np.ndarray) -> None:
     _raster_kernel()(np.ascontiguousarray(c, np.float32), s, np.ascontiguousarray(values, np.float32), out)
 
 
+def compile_kernels() -> None:
+    """Load (or compile) the warp's kernels now, on inputs of the frame path's types, so that the first
+    frame does not wait for them (about half a second from the disk cache, seconds to compile)."""
+    t = np.zeros((1, 3, 2), np.float32)
+    _raster(t, 2, t, np.zeros((4, 2), np.float32))
+    region = np.zeros((3, 3, 3), np.uint8)
+    _blend_kernel()(region[1:, 1:], np.zeros((2, 2, 4), np.float32))   # a view, as OutputWarp.blend's
+
+
 def _compiled(fn):
     """``fn`` compiled by numba (no GIL held), its machine code cached on disk (next to this file, else
     in the user's cache folder) so later runs skip the second of compiling; where no cache folder is
