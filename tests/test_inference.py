@@ -215,6 +215,13 @@ def test_bench_smoke(tmp_path):
     table = format_table(report)
     assert "generator" in table and "onnxruntime" in table
     json.dumps(report)  # JSON-ready
+    # a geometry-guided profile adds the warp beside the network and the whole engine frame
+    warp = bench(profiles=["tiny-warp"], backends=["onnxruntime"], threads=1, quick=True,
+                 log=lambda *a, **k: None)["profiles"]["tiny-warp"]["backends"]["onnxruntime"]
+    assert "error" not in warp, warp
+    for part in ("geometry", "geometry+head", "engine", "engine+head"):
+        assert warp[part]["median_ms"] > 0, part
+    assert warp["engine"]["median_ms"] > warp["geometry"]["median_ms"]      # the network comes on top
 
 
 def test_engine_never_imports_exporters(tiny, tmp_path):
