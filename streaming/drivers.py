@@ -6,7 +6,7 @@ combines them (speech from a track while the expression follows the webcam, a sl
   the discriminator's regression head on the crop (``params="head"``, the card's method) or from the
   blendshape fit of the face mesh (``params="mesh"``), One Euro smoothed. Absolute mode copies the driver's
   expression; relative mode gives the portrait's own parameters plus the driver's change from its
-  neutral (calibrated on the first second of frames with a face, or again on demand, from the frames
+  neutral (which may pass [-1, 1], up to ``engine.animator.P_LIMIT``; calibrated on the first second of frames with a face, or again on demand, from the frames
   whose mouth is least open: a driver that talks from its first frame still gets a closed-mouth
   neutral, ``neutral_of``). When the face is lost the
   last value is held for ``hold_s`` seconds, then eases back to rest (the portrait's own parameters in

@@ -36,7 +36,8 @@ Sources: the clip's own first frame (self-driven) and the held-out portraits ``H
 Driver frames become p as ``slidergan render`` makes them (``streaming/render.py``): the face is
 tracked (``engine.face.FaceTracker``, smoothed alignment) and read, then ``streaming.drivers.FaceDriver``
 in relative mode: p = the portrait's own parameters + (driver p - driver's neutral), the neutral
-being the median of the driver's first 8 readings; One Euro smoothing; clipped to [-1, 1]. The
+from the least open mouths of the first second of faces (``streaming.drivers.neutral_of``); One Euro
+smoothing; clipped to +-``engine.animator.P_LIMIT``. The
 driver p comes from one of two sources (``P_SOURCES``): ``head``, the model's regression head D_p on
 the tracked crop (what render does), or ``mesh``, the blendshape fit of the tracked face mesh
 (``engine.blendshapes.FaceModel.fit``). With ``head_motion`` (the default, as render's default
