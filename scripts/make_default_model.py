@@ -117,8 +117,10 @@ def main(argv=None) -> int:
     if args.discriminator_from:
         donor = load_checkpoint(args.discriminator_from)
         ck.discriminator.load_state_dict(donor.discriminator.state_dict())   # same D network, or an error
-        ck.meta = {**ck.meta, "discriminator_from": {"path": str(args.discriminator_from), "step": donor.step,
-                                                     "profile": donor.config.name}}
+        # a donor that got its D elsewhere (a previous default) names that D's run
+        origin = donor.meta.get("discriminator_from") or {"path": str(args.discriminator_from),
+                                                          "step": donor.step, "profile": donor.config.name}
+        ck.meta = {**ck.meta, "discriminator_from": origin}
     report = json.loads((Path(args.report) / "metrics.json").read_text()) if args.report else None
     out = Path(args.out)
     # the folder's audio model (trained on its own, engine/audio.py) and its part of the card survive

@@ -85,6 +85,7 @@ class AudioTrainConfig:
     log_every: int = 25
     threads: int = 2
     seed: int = 0
+    sync: bool = False             # load_clips(sync=True): the training clips' lips put in step with their sound
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -107,11 +108,17 @@ class Clip:
     times: np.ndarray         # label times on the audio clock (s)
     speech: np.ndarray        # (T, 10) labels
     held_out: bool
+    lag: float = 0.0          # trainer.audio_labels.av_lag: how much later the sound comes than the lips (s)
 
 
-def load_clips(labels: str | Path) -> tuple[list[Clip], list[str]]:
-    """The labelled clips of ``trainer.audio_labels`` (its manifest) and the speech parameter names."""
+def load_clips(labels: str | Path, sync: bool = False) -> tuple[list[Clip], list[str]]:
+    """The labelled clips of ``trainer.audio_labels`` (its manifest) and the speech parameter names.
+
+    ``sync``: the training clips' labels are moved in time so that each clip's sound follows its lips
+    by the median lag of the training clips (``av_lag``), not by whatever its source's encoding left;
+    held-out clips stay as recorded."""
     from engine.tracks import load_track
+    from trainer.audio_labels import av_lag
     labels = Path(labels)
     mf = labels / "manifest.json"
     if not mf.exists():
@@ -122,8 +129,14 @@ def load_clips(labels: str | Path) -> tuple[list[Clip], list[str]]:
         tr = load_track(labels / e["track"], check_audio=False)
         wave = read_audio(labels / e["audio"])
         names = names or list(tr.speech_names)
-        clips.append(Clip(e["name"], wave, tr.times + tr.audio_offset, tr.speech.copy(),
-                          bool(e["held_out"])))
+        c = Clip(e["name"], wave, tr.times + tr.audio_offset, tr.speech.copy(), bool(e["held_out"]))
+        c.lag = av_lag(c.wave, c.times, c.speech[:, names.index("lips_part")])[0]
+        clips.append(c)
+    if sync:
+        ref = float(np.median([c.lag for c in clips if not c.held_out]))
+        for c in clips:
+            if not c.held_out:
+                c.times = c.times + (c.lag - ref)
     return clips, names
 
 
@@ -314,7 +327,7 @@ def train(cfg: AudioTrainConfig, resume=None, progress: bool = True) -> dict:
     from engine.audio import load_audio_model
     torch.set_num_threads(max(1, int(cfg.threads)))
     out = Path(cfg.out)
-    clips, names = load_clips(cfg.labels)
+    clips, names = load_clips(cfg.labels, sync=cfg.sync)
     train_clips = [c for c in clips if not c.held_out]
     val_clips = [c for c in clips if c.held_out]
     if not train_clips:
