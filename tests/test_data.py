@@ -6,7 +6,6 @@ import pytest
 import torch
 
 from trainer.data import (MANIFEST, DatasetError, DatasetWriter, ParamBank, ShardStream, images_to_tensor,
-                          recolour_pairs,
                           make_loader, open_dataset, tensor_to_images, write_arrays)
 from trainer.synthetic import synthetic_arrays, write_synthetic
 
@@ -216,22 +215,3 @@ def test_missing_shard_file(tmp_path):
 def test_write_synthetic_writes_manifest(tmp_path):
     info = write_synthetic(tmp_path / "s", 5, 64, seed=2, per_identity=2, shard_size=2)
     assert info.count == 5 and len(info.shards) == 3 and info.meta["source"] == "synthetic"
-
-
-def test_recolour_gives_both_images_of_a_pair_one_look_and_keeps_the_rest():
-    rng = np.random.default_rng(0)
-    a = images_to_tensor(rng.integers(0, 255, (64, 32, 32, 3), np.uint8))
-    b = images_to_tensor(rng.integers(0, 255, (64, 32, 32, 3), np.uint8))
-    out_a, out_b, none = recolour_pairs([a, b, None], 0.5, torch.Generator().manual_seed(1))
-    assert none is None and out_a.shape == a.shape and out_a.abs().max() <= 1.0
-    changed = (out_a - a).abs().flatten(1).amax(1) > 1e-6
-    assert 16 < int(changed.sum()) < 48                       # about half the rows
-    assert torch.equal(out_a[~changed], a[~changed]) and torch.equal(out_b[~changed], b[~changed])
-    assert ((out_b - b).abs().flatten(1).amax(1) > 1e-6).tolist() == changed.tolist()
-    # the same look on both: the same image in both slots comes out the same
-    same = recolour_pairs([a, a.clone()], 1.0, torch.Generator().manual_seed(2))
-    assert torch.equal(same[0], same[1]) and not torch.equal(same[0], a)
-    # seeded: the same generator state gives the same looks
-    again = recolour_pairs([a, a.clone()], 1.0, torch.Generator().manual_seed(2))
-    assert torch.equal(again[0], same[0])
-    assert recolour_pairs([a], 0.0, torch.Generator())[0] is a

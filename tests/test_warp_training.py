@@ -47,8 +47,7 @@ def test_warp_profile_trains_resumes_and_animates(pairs, tmp_path):
     cfg = TrainConfig(profile="tiny-warp", paired=[str(info.path)], unpaired=[str(info.path)],
                       val_pairs=str(info.path), out=str(tmp_path / "run"), paired_steps=4, unpaired_steps=4,
                       batch_size=4, n_critic=2, checkpoint_every=4, sample_every=8, log_every=4, no_id=True,
-                      workers=0, progress=False, val_count=8, sample_images=1, sample_params=[30], seed=3,
-                      recolour=0.5)                   # its random looks resume exactly too
+                      workers=0, progress=False, val_count=8, sample_images=1, sample_params=[30], seed=3)
     tr = Trainer(cfg, keep_history=True)
     summary = tr.run(max_steps=4)
     assert all(np.isfinite(v) for h in tr.history for k, v in h.items() if k != "step")

@@ -376,53 +376,6 @@ def tensor_to_images(t: torch.Tensor) -> np.ndarray:
     return a.permute(0, 2, 3, 1).cpu().numpy()
 
 
-def recolour_pairs(images: list, amount: float, gen: torch.Generator) -> list:
-    """The same random look for each row of every tensor in ``images`` (each (B, 3, S, S) in
-    [-1, 1], or None): with probability ``amount`` a row gets a colour matrix (gain and white balance,
-    saturation 0.2-1.4, a hue turn of up to 20 degrees), a contrast curve, and one time in three an
-    edge-preserving smoothing (a painted surface). Colour and smoothing only: meshes stay valid.
-
-    (choice) Paintings, old photos and odd white balance are portraits people animate; the training
-    videos are camera footage. Without it the warp generator painted a grey slab over a painting's
-    open mouth (held-out s5, s9) that the face mesh read as closed lips."""
-    b = next(t for t in images if t is not None).shape[0]
-    pick = torch.rand(b, generator=gen) < float(amount)
-    if not pick.any():
-        return images
-    u = torch.rand(b, 8, generator=gen)
-    seeds = torch.randint(0, 2 ** 31 - 1, (b,), generator=gen)
-    out = [None if t is None else t.clone() for t in images]
-    lum = torch.tensor([0.299, 0.587, 0.114])
-    for i in torch.nonzero(pick).flatten().tolist():
-        gain = torch.exp((u[i, :3] - 0.5) * 0.5)                        # white balance: +-12 % a channel
-        sat = 0.2 + 1.2 * float(u[i, 3])
-        ang = (float(u[i, 4]) - 0.5) * np.radians(40.0)
-        # hue turn about the grey axis (Rodrigues), then saturation towards the luminance
-        k = torch.ones(3) / np.sqrt(3.0)
-        kx = torch.tensor([[0.0, -k[2], k[1]], [k[2], 0.0, -k[0]], [-k[1], k[0], 0.0]])
-        rot = torch.eye(3) * np.cos(ang) + np.sin(ang) * kx + (1 - np.cos(ang)) * torch.outer(k, k)
-        m = sat * rot + (1 - sat) * torch.ones(3, 1) * lum[None]
-        m = torch.diag(gain) @ m
-        gamma = float(np.exp((float(u[i, 5]) - 0.5) * 0.6))
-        contrast = 0.7 + 0.5 * float(u[i, 6])
-        smooth = float(u[i, 7]) < 1.0 / 3.0
-        rng = np.random.default_rng(int(seeds[i]))
-        sigma_s, sigma_r = rng.uniform(8, 30), rng.uniform(0.15, 0.4)
-        for t in out:
-            if t is None:
-                continue
-            x = (t[i] + 1) * 0.5                                          # 0..1
-            x = torch.einsum("ij,jhw->ihw", m.to(x), x).clamp(0, 1) ** gamma
-            x = ((x - 0.5) * contrast + 0.5).clamp(0, 1)
-            if smooth:
-                import cv2
-                a = (x.permute(1, 2, 0).cpu().numpy() * 255).astype(np.uint8)
-                a = cv2.edgePreservingFilter(a, flags=cv2.RECURS_FILTER, sigma_s=sigma_s, sigma_r=sigma_r)
-                x = torch.from_numpy(a).to(x).permute(2, 0, 1) / 255.0
-            t[i] = x * 2 - 1
-    return out
-
-
 def _rng(*keys: int) -> np.random.Generator:
     return np.random.default_rng([int(k) & 0xFFFFFFFF for k in keys])
 

@@ -48,8 +48,7 @@ from engine.config import ModelConfig, get_profile
 from engine.models import Discriminator, build_generator
 
 from . import losses as Lx
-from .data import (DatasetError, ParamBank, ShardStream, make_loader, open_dataset, recolour_pairs,
-                   tensor_to_images)
+from .data import DatasetError, ParamBank, ShardStream, make_loader, open_dataset, tensor_to_images
 from .losses import LossWeights
 
 log = logging.getLogger("slidergan.train")
@@ -89,7 +88,6 @@ class TrainConfig:
     # Training: on real faces the weak regression head gives L_exp little pull towards p).
     paired_share: float = 0.0
     lr_decay: float = 0.0  # last fraction of all steps over which both lrs decay linearly to 0
-    recolour: float = 0.0  # share of training images given another look (data.recolour_pairs; pairs alike)
     checkpoint_every: int = 2000
     keep_checkpoints: int = 3
     sample_every: int = 1000
@@ -119,8 +117,6 @@ class TrainConfig:
             raise ValueError("betas takes two numbers")
         if not 0.0 <= float(self.paired_share) <= 1.0:
             raise ValueError(f"paired_share must be between 0 and 1, not {self.paired_share}")
-        if not 0.0 <= float(self.recolour) <= 1.0:
-            raise ValueError(f"recolour must be between 0 and 1, not {self.recolour}")
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -585,8 +581,6 @@ class Trainer:
         else:
             p_trg = self.bank.sample(I_org.shape[0], self.gen).to(dev)
             I_trg = None
-        if cfg.recolour > 0:
-            I_org, I_trg = recolour_pairs([I_org, I_trg], cfg.recolour, self.gen)
         out: dict[str, float] = {}
         G_fwd = self.conditioned(batch.get("landmarks"), p_org)
 
