@@ -99,7 +99,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     from engine.atomic import write_text_atomic
     from engine.audio import load_audio_model
-    from trainer.audio import _corr, evaluate_clips, load_clips
+    from trainer.audio import _corr, clear_lag, evaluate_clips, load_clips
     net = load_audio_model(args.model)
     clips, names = load_clips(args.labels)
     manifest = json.loads((Path(args.labels) / "manifest.json").read_text())
@@ -109,9 +109,9 @@ def main(argv=None) -> int:
     metrics = {"model": str(net.file), "lookahead_ms": round(net.cfg.lookahead_s * 1000),
                "held_out": [by_name[c.name]["clip"] for c in val], "skipped": manifest.get("skipped", {})}
     metrics["params"] = evaluate_clips(net, val, names)
-    # The same with each held-out clip's lips put in step with its sound as the training clips are
-    # (trainer.audio.load_clips(sync=True)): its own lag estimated from loudness, so optimistic; both shown.
-    ref = float(np.median([c.lag for c in train]))
+    # Timing: the same with each held-out clip's labels moved to the training clips' median lag of sound
+    # behind lips (av_lag, clips with a clear lag); its own lag is estimated from loudness: optimistic.
+    ref = float(np.median([c.lag for c in train if clear_lag(c)]))
     metrics["lags"] = {"training_median_s": ref, "held_out_s": {c.name: c.lag for c in val}}
     synced = [dataclasses.replace(c, times=c.times + (c.lag - ref)) for c in val]
     metrics["params_synced"] = evaluate_clips(net, synced, names)

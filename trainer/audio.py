@@ -51,6 +51,12 @@ from trainer.train import CKPT_RE, find_latest_checkpoint
 
 log = logging.getLogger(__name__)
 KEY_PARAMS = ("lips_part", "jaw_open")
+CLEAR_LAG_CORR = 0.3    # below it a clip's loudness says too little about its lips to time them
+
+
+def clear_lag(c: "Clip") -> bool:
+    from trainer.audio_labels import MAX_LAG_S
+    return c.lag_corr >= CLEAR_LAG_CORR and abs(c.lag) < MAX_LAG_S
 
 
 @dataclass
@@ -85,7 +91,6 @@ class AudioTrainConfig:
     log_every: int = 25
     threads: int = 2
     seed: int = 0
-    sync: bool = False             # load_clips(sync=True): the training clips' lips put in step with their sound
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -109,14 +114,12 @@ class Clip:
     speech: np.ndarray        # (T, 10) labels
     held_out: bool
     lag: float = 0.0          # trainer.audio_labels.av_lag: how much later the sound comes than the lips (s)
+    lag_corr: float = 0.0     # ... and how well the loudness follows the lips at that lag
 
 
-def load_clips(labels: str | Path, sync: bool = False) -> tuple[list[Clip], list[str]]:
-    """The labelled clips of ``trainer.audio_labels`` (its manifest) and the speech parameter names.
-
-    ``sync``: the training clips' labels are moved in time so that each clip's sound follows its lips
-    by the median lag of the training clips (``av_lag``), not by whatever its source's encoding left;
-    held-out clips stay as recorded."""
+def load_clips(labels: str | Path) -> tuple[list[Clip], list[str]]:
+    """The labelled clips of ``trainer.audio_labels`` (its manifest), each with its ``av_lag``, and
+    the speech parameter names."""
     from engine.tracks import load_track
     from trainer.audio_labels import av_lag
     labels = Path(labels)
@@ -130,13 +133,8 @@ def load_clips(labels: str | Path, sync: bool = False) -> tuple[list[Clip], list
         wave = read_audio(labels / e["audio"])
         names = names or list(tr.speech_names)
         c = Clip(e["name"], wave, tr.times + tr.audio_offset, tr.speech.copy(), bool(e["held_out"]))
-        c.lag = av_lag(c.wave, c.times, c.speech[:, names.index("lips_part")])[0]
+        c.lag, c.lag_corr = av_lag(c.wave, c.times, c.speech[:, names.index("lips_part")])
         clips.append(c)
-    if sync:
-        ref = float(np.median([c.lag for c in clips if not c.held_out]))
-        for c in clips:
-            if not c.held_out:
-                c.times = c.times + (c.lag - ref)
     return clips, names
 
 
@@ -327,7 +325,7 @@ def train(cfg: AudioTrainConfig, resume=None, progress: bool = True) -> dict:
     from engine.audio import load_audio_model
     torch.set_num_threads(max(1, int(cfg.threads)))
     out = Path(cfg.out)
-    clips, names = load_clips(cfg.labels, sync=cfg.sync)
+    clips, names = load_clips(cfg.labels)
     train_clips = [c for c in clips if not c.held_out]
     val_clips = [c for c in clips if c.held_out]
     if not train_clips:

@@ -21,6 +21,7 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 SOUND_SHARE = 0.1
 SOUND_DBFS = -45.0
+MAX_LAG_S = 0.4
 
 
 def sound_share(wave) -> float:
@@ -33,7 +34,7 @@ def sound_share(wave) -> float:
     return float((10 * np.log10((w ** 2).mean(1) + 1e-12) > SOUND_DBFS).mean())
 
 
-def av_lag(wave, times, lips, max_lag_s: float = 0.4) -> tuple[float, float]:
+def av_lag(wave, times, lips, max_lag_s: float = MAX_LAG_S) -> tuple[float, float]:
     """How much later the sound comes than the lips: the shift (s, -max_lag_s..+max_lag_s, 10 ms
     steps) of the loudness (log mel energy) that correlates best with the fitted lip opening ``lips``
     at ``times`` (audio clock); and that correlation. Positive: the lips lead the sound.
