@@ -32,15 +32,13 @@ SHARED = ROOT.parent / "shared" / "data"
 
 def loudness_baseline(train, val, names, lookahead_frames):
     """The sound's log energy, scaled by least squares to the training clips' lips_part."""
-    from engine.audio import FRAME_RATE, log_mel
+    from engine.audio import FRAME_RATE
     from trainer.audio import frame_labels
+    from trainer.audio_labels import loudness
     i = names.index("lips_part")
-
-    def energy(c):
-        return np.log(np.exp(log_mel(c.wave)).sum(1) + 1e-6)
     xs, ys = [], []
     for c in train:
-        e = energy(c)
+        e = loudness(c.wave)
         y, v = frame_labels(c, len(e), 0.0, lookahead_frames)
         xs.append(e[v])
         ys.append(y[v, i])
@@ -48,7 +46,7 @@ def loudness_baseline(train, val, names, lookahead_frames):
     a, b = np.polyfit(x, y, 1)
     out = {}
     for c in val:
-        e = energy(c)
+        e = loudness(c.wave)
         t = (np.arange(len(e)) + 1) / FRAME_RATE - lookahead_frames / FRAME_RATE
         out[c.name] = np.interp(c.times, t, a * e + b)
     return out
