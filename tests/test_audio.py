@@ -295,8 +295,8 @@ def test_render_from_a_sound_file(tmp_path):
 
 # ------------------------------------------------------------------------------------------ training
 def _labels(folder: Path, rng, clips=((False, 0.0), (True, 0.0)), blocks: int = 12) -> Path:
-    """A labels folder like trainer.audio_labels': clips (held out, how much the lips lead the sound in
-    s, or None: lips that ignore it) whose lips follow their loudness."""
+    """A labels folder like trainer.audio_labels': clips of (held out, how far in s the lips lead their
+    loudness, or None: lips that ignore the sound)."""
     from engine.tracks import ParamTrack, save_track
     folder.mkdir()
     entries = []
@@ -317,12 +317,13 @@ def _labels(folder: Path, rng, clips=((False, 0.0), (True, 0.0)), blocks: int = 
 
 
 def test_av_lag_measures_how_far_the_lips_lead_the_sound(tmp_path):
-    from trainer.audio import clear_lag, load_clips
+    from trainer.audio import load_clips
+    from trainer.audio_labels import clear_lag
     labels = _labels(tmp_path / "labels", np.random.default_rng(3), blocks=40,
                      clips=((False, 0.0), (False, 0.16), (True, -0.08), (False, None)))
     clips, _ = load_clips(labels)
     assert [c.lag for c in clips[:3]] == pytest.approx([0.0, 0.16, -0.08], abs=0.021)
-    assert [clear_lag(c) for c in clips] == [True, True, True, False]     # the last one's lips ignore the sound
+    assert [clear_lag(c.lag, c.lag_corr) for c in clips] == [True, True, True, False]     # the last one's lips ignore the sound
 
 
 def test_train_audio_resumes_exactly(tmp_path):

@@ -51,12 +51,6 @@ from trainer.train import CKPT_RE, find_latest_checkpoint
 
 log = logging.getLogger(__name__)
 KEY_PARAMS = ("lips_part", "jaw_open")
-CLEAR_LAG_CORR = 0.3    # below it a clip's loudness says too little about its lips to time them
-
-
-def clear_lag(c: "Clip") -> bool:
-    from trainer.audio_labels import MAX_LAG_S
-    return c.lag_corr >= CLEAR_LAG_CORR and abs(c.lag) < MAX_LAG_S
 
 
 @dataclass

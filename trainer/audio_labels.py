@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 SOUND_SHARE = 0.1
 SOUND_DBFS = -45.0
 MAX_LAG_S = 0.4
+CLEAR_LAG_CORR = 0.3    # below it a clip's loudness says too little about its lips to time them
 
 
 def sound_share(wave) -> float:
@@ -64,6 +65,11 @@ def av_lag(wave, times, lips, max_lag_s: float = MAX_LAG_S) -> tuple[float, floa
         if c > best[1]:
             best = (float(round(lag, 3)), c)
     return best
+
+
+def clear_lag(lag: float, corr: float) -> bool:
+    """Whether ``av_lag``'s answer times the clip: a clear correlation, not at the searched range's end."""
+    return corr >= CLEAR_LAG_CORR and abs(lag) < MAX_LAG_S
 
 
 def audio_clips(data: str | Path) -> list[Path]:
