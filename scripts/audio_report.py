@@ -98,7 +98,7 @@ def main(argv=None) -> int:
     from engine.atomic import write_text_atomic
     from engine.audio import load_audio_model
     from trainer.audio import _corr, evaluate_clips, load_clips
-    from trainer.audio_labels import clear_lag
+    from trainer.audio_labels import av_lag, clear_lag
     net = load_audio_model(args.model)
     clips, names = load_clips(args.labels)
     manifest = json.loads((Path(args.labels) / "manifest.json").read_text())
@@ -110,12 +110,13 @@ def main(argv=None) -> int:
     metrics["params"] = evaluate_clips(net, val, names)
     # Timing: the same with each held-out clip's labels moved to the training clips' median lag of sound
     # behind lips (av_lag, clips with a clear lag); its own lag is estimated from loudness: optimistic.
-    ref = float(np.median([c.lag for c in train if clear_lag(c.lag, c.lag_corr)]))
-    metrics["lags"] = {"training_median_s": ref, "held_out_s": {c.name: c.lag for c in val}}
-    synced = [dataclasses.replace(c, times=c.times + (c.lag - ref)) for c in val]
+    li = names.index("lips_part")
+    lags = {c.name: av_lag(c.wave, c.times, c.speech[:, li]) for c in clips}
+    ref = float(np.median([lags[c.name][0] for c in train if clear_lag(*lags[c.name])]))
+    metrics["lags"] = {"training_median_s": ref, "held_out_s": {c.name: lags[c.name][0] for c in val}}
+    synced = [dataclasses.replace(c, times=c.times + (lags[c.name][0] - ref)) for c in val]
     metrics["params_synced"] = evaluate_clips(net, synced, names)
     base = loudness_baseline(train, val, names, net.cfg.lookahead_frames)
-    li = names.index("lips_part")
     metrics["loudness_baseline"] = {c.name: {"corr": _corr(base[c.name], c.speech[:, li]),
                                              "amplitude": float(base[c.name].std() / c.speech[:, li].std())}
                                     for c in val}

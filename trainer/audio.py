@@ -107,15 +107,11 @@ class Clip:
     times: np.ndarray         # label times on the audio clock (s)
     speech: np.ndarray        # (T, 10) labels
     held_out: bool
-    lag: float = 0.0          # trainer.audio_labels.av_lag: how much later the sound comes than the lips (s)
-    lag_corr: float = 0.0     # ... and how well the loudness follows the lips at that lag
 
 
 def load_clips(labels: str | Path) -> tuple[list[Clip], list[str]]:
-    """The labelled clips of ``trainer.audio_labels`` (its manifest), each with its ``av_lag``, and
-    the speech parameter names."""
+    """The labelled clips of ``trainer.audio_labels`` (its manifest) and the speech parameter names."""
     from engine.tracks import load_track
-    from trainer.audio_labels import av_lag
     labels = Path(labels)
     mf = labels / "manifest.json"
     if not mf.exists():
@@ -126,9 +122,8 @@ def load_clips(labels: str | Path) -> tuple[list[Clip], list[str]]:
         tr = load_track(labels / e["track"], check_audio=False)
         wave = read_audio(labels / e["audio"])
         names = names or list(tr.speech_names)
-        c = Clip(e["name"], wave, tr.times + tr.audio_offset, tr.speech.copy(), bool(e["held_out"]))
-        c.lag, c.lag_corr = av_lag(c.wave, c.times, c.speech[:, names.index("lips_part")])
-        clips.append(c)
+        clips.append(Clip(e["name"], wave, tr.times + tr.audio_offset, tr.speech.copy(),
+                          bool(e["held_out"])))
     return clips, names
 
 
