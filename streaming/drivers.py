@@ -342,6 +342,13 @@ class FaceDriver:
         k = math.exp(-gone / self.ease_s)
         return (self.rest + (self._lost_value - self.rest) * k).astype(np.float32)
 
+    def lost_for(self, t: float) -> float | None:
+        """Seconds since the face was last seen, at ``t`` (None while it is seen, or before it ever was)."""
+        with self._lock:
+            if self._lost_value is None or self._last_face_t is None:
+                return None
+            return float(t) - self._last_face_t
+
     def value(self, t: float | None = None) -> np.ndarray | None:
         """The parameters p (N,) at ``t``."""
         with self._lock:
@@ -371,9 +378,10 @@ class TrackDriver:
     ``track``: an ``engine.tracks.ParamTrack`` (or a path); its widths must match the model's
     (``n_exp`` expression + ``n_params - n_exp`` speech parameters). The speech group always comes
     from the track; the expression group only when the track has expression parameters.
-    ``loop``: wrap around at the end (the audio wraps with it), else hold the last frame."""
+    ``loop``: wrap around at the end (the audio wraps with it), else hold the last frame.
+    ``started_at``: the clock time the track started playing (a stream's session clock)."""
 
-    def __init__(self, track, n_exp: int, n_params: int, loop: bool = True):
+    def __init__(self, track, n_exp: int, n_params: int, loop: bool = True, started_at: float = 0.0):
         from engine.tracks import ParamTrack, load_track
         if not isinstance(track, ParamTrack):
             track = load_track(track)
@@ -382,6 +390,7 @@ class TrackDriver:
         self.n_exp = int(n_exp)
         self.n_params = int(n_params)
         self.loop = bool(loop)
+        self.started_at = float(started_at)
         self.present = np.zeros(self.n_params, bool)       # parameters the track defines
         self.present[self.n_exp:] = True
         if track.expression is not None:
@@ -393,7 +402,8 @@ class TrackDriver:
         return ["exp", "speech"] if self.present[0] else ["speech"]
 
     def track_time(self, t: float) -> float:
-        """Clock time -> track time (track.start at clock 0)."""
+        """Clock time -> track time (track.start at clock ``started_at``)."""
+        t -= self.started_at
         if self.loop and self.duration > 0:
             t = t % self.duration
         return self.track.start + t

@@ -93,9 +93,11 @@ class MediaClock:
     def started(self) -> bool:
         return self._t0 is not None
 
-    def elapsed(self) -> float:
-        """Unwrapped seconds since start (0 before it)."""
-        return 0.0 if self._t0 is None else time.monotonic() - self._t0
+    def elapsed(self, at: float | None = None) -> float:
+        """Unwrapped seconds since start (0 before it), now or at ``time.monotonic()`` value ``at``."""
+        if self._t0 is None:
+            return 0.0
+        return (time.monotonic() if at is None else at) - self._t0
 
     def now(self) -> float:
         t = self.elapsed()

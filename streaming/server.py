@@ -575,9 +575,10 @@ class Session:
             self.track, self.track_driver, self.audio_pcm = None, None, None
             self.mix.set_driver("track", None)
             return
-        drv = TrackDriver(entry.track, self.engine.n_exp, self.engine.n_params, loop=True)
-        self.audio_pcm = self.engine.track_audio(entry)
         self.track_t0 = self.clock.elapsed()
+        drv = TrackDriver(entry.track, self.engine.n_exp, self.engine.n_params, loop=True,
+                          started_at=self.track_t0)
+        self.audio_pcm = self.engine.track_audio(entry)
         self.track, self.track_driver = entry, drv
         self.mix.set_driver("track", drv)
 
@@ -618,9 +619,10 @@ class Session:
         t0 = time.perf_counter()
         frame, t_recv = job
         from engine.video import DecodedFrame
-        ft = float(frame.time) if frame.time is not None else t_recv
-        # converted to RGB only where the tracker looks (the face's square; a thumbnail when searching)
-        self.ensure_face().push(DecodedFrame(frame), ft)
+        # stamped on the session clock when it arrived, the clock the render asks the drivers at (the
+        # frame's own pts counts from a random RTP origin); converted to RGB only where the tracker
+        # looks (the face's square; a thumbnail when searching)
+        self.ensure_face().push(DecodedFrame(frame), self.clock.elapsed(at=t_recv))
         self.stats.drive.append(time.perf_counter() - t0)
         return t_recv
 
@@ -630,10 +632,9 @@ class Session:
 
         from .media import rgb_to_yuv420
         t0 = time.perf_counter()
-        t = self.track_time(t_content)
-        p = self.mix.value(t)
+        p = self.mix.value(t_content)
         self.params = p
-        pose = self.head_pose(t) if self.motion == "head" else None
+        pose = self.head_pose(t_content) if self.motion == "head" else None
         self.pose = np.zeros(N_POSE, np.float32) if pose is None else pose.astype(np.float32)
         out = self.animator.animate(p, pose=pose)
         h, w = out.shape[:2]
@@ -652,6 +653,8 @@ class Session:
             while not self.closed:
                 frame = await track.recv()
                 now = time.monotonic()
+                if not self.clock.started:
+                    self.clock.start(now)
                 self.stats.frames_in += 1
                 self.stats.received.append(now)
                 if self.latest_in is not None:
@@ -817,6 +820,8 @@ class Session:
             st = self.face.state
             s.update({"face": st.status, "face_message": st.message, "calibrating": st.calibrating,
                       "holding": st.holding, "track_ms": round(st.ms, 1)})
+            lost = self.face.lost_for(self.clock.elapsed())
+            s["lost_s"] = None if lost is None else round(lost, 3)
         else:
             s["face"] = None
         return s

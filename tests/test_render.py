@@ -322,6 +322,9 @@ def test_track_driver_resamples_and_loops(tmp_path):
     want = tr.at(t)
     assert np.allclose(d.value(t), want, atol=1e-6)
     assert np.allclose(d.value(t + d.duration), want, atol=1e-5)   # loops
+    # a stream loads the track 2.5 s into its session: the track plays from there
+    late = TrackDriver(tr, 30, 40, loop=True, started_at=2.5)
+    assert np.allclose(late.value(2.5 + t), want, atol=1e-5)
     mix = DriverMix(30, 40, rest=np.full(40, 0.25, np.float32))
     mix.set_driver("track", d)
     mix.route("speech", "track")

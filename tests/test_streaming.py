@@ -214,16 +214,28 @@ def test_webcam_driver_moves_the_face(setup):
                         break
                     await asyncio.sleep(0.02)
                 assert st["face"] == "no_face" and st["holding"], st
-                t_lost = time.monotonic()
-                await asyncio.sleep(0.1)     # the render stage catches up with the drive stage
-                st1 = await c.request({"type": "status"}, "stats")
-                await asyncio.sleep(0.15)
-                st2 = await c.request({"type": "status"}, "stats")
-                assert st2["holding"] and st2["face"] == "no_face"
-                # held while within the 0.6 s hold (a machine so loaded that the status replies took
-                # longer cannot tell holding from easing)
-                if time.monotonic() - t_lost < 0.5:
-                    assert np.abs(np.array(st2["params"]) - np.array(st1["params"])).max() < 0.05
+                # held for 0.6 s, timed by the server (its "lost_s"), then eased back to the portrait's own
+                # parameters; rendered params lag the driver by a render, so only samples well inside the
+                # hold are compared (a machine too loaded to give two of them cannot tell holding from easing)
+                held, eased = [], None
+                t0 = time.monotonic()
+                while time.monotonic() - t0 < 10:
+                    st = await c.request({"type": "status"}, "stats")
+                    if 0.25 <= st["lost_s"] <= 0.5:
+                        held.append(st["params"])
+                    if st["lost_s"] > 2.5:
+                        eased = st["params"]
+                        break
+                    await asyncio.sleep(0.05)
+                assert eased is not None, "the face's loss was never eased back: " + repr(st)
+                assert st["holding"] and st["face"] == "no_face", st
+                rest = np.array(c.hello["rest"])
+                if len(held) >= 2:
+                    assert np.abs(np.array(held) - held[0]).max() < 0.02, held
+                    # eased back: e^-3.8 of the held expression's distance from rest is left
+                    assert np.abs(np.array(eased) - rest).max() < 0.2 * max(np.abs(held[0] - rest).max(), 0.05)
+                else:
+                    assert np.abs(np.array(eased) - rest).max() < 0.05
                 c.source.frames = frames
                 # absolute mode and calibration switch on the fly
                 r = await c.request({"type": "mode", "mode": "absolute"}, "mode")
