@@ -46,6 +46,15 @@ DEFAULT_OUTPUT_SIZE = 512
 # the mesh by all of it; a network, trained on [-1, 1], is given p clipped there. Held out, mesh p,
 # 1.6 against 1: cross-identity eye corr 0.77 -> 0.81, mouth amplitude 0.53 -> 0.55 (README).
 P_LIMIT = 1.6
+SOURCE_MOUTHS = ("closed", "own")     # Animator.rest_params
+
+
+def add_source_mouth_argument(p) -> None:
+    """The command-line choice of ``Animator``'s ``source_mouth`` (render, live, serve, evaluate)."""
+    p.add_argument("--source-mouth", choices=SOURCE_MOUTHS, default="closed",
+                   help="the portrait's mouth that a relative driver starts from: 'closed' (default: a portrait "
+                        "photographed with its mouth open closes it first, then opens it as the driver does) or "
+                        "'own' (as photographed)")
 
 
 def default_checkpoint() -> Path:
@@ -92,6 +101,7 @@ class SourceInfo:
     framing: np.ndarray              # 2x3 portrait px -> output px
     matrix: np.ndarray               # 2x3 output px -> crop px
     pose: np.ndarray | None = None   # the portrait's head pose against a frontal face (engine.pose.absolute)
+    closed_params: np.ndarray | None = None   # params with the mouth closed (engine.geometry.closed_mouth)
     message: str = ""
     prepare_ms: float = 0.0
 
@@ -188,7 +198,7 @@ class Animator:
 
     def __init__(self, models, output_size: int = DEFAULT_OUTPUT_SIZE, framing: str = "square",
                  framing_scale: float = 1.9, mask: str = "face", blendshapes=None,
-                 source_params: str = "auto", renderer: str = "model"):
+                 source_params: str = "auto", renderer: str = "model", source_mouth: str = "closed"):
         """``models``: an ``engine.inference`` model set (generator + regressor). ``framing``:
         "square" (a square around the face, ``output_size`` pixels) or "full" (the whole portrait,
         long side ``output_size``). ``blendshapes``: a blendshape model for fitting the portrait's own
@@ -196,7 +206,12 @@ class Animator:
         ``source_params``: "auto" (fit when possible), "fit" or "regress".
         ``renderer``: "model" (the generator; a geometry-guided one warps the portrait first) or
         "warp-only" (no network: the portrait warped along its mesh, with a drawn mouth interior;
-        the models only read parameters)."""
+        the models only read parameters). ``source_mouth``: the mouth a relative driver starts from
+        (``rest_params``): "closed" (a portrait photographed mid-word closes it first, as LivePortrait's
+        lip normalisation does) or "own" (as photographed: an open mouth then never closes)."""
+        if source_mouth not in SOURCE_MOUTHS:
+            raise ValueError(f"source_mouth must be one of {', '.join(SOURCE_MOUTHS)}, not {source_mouth!r}")
+        self.source_mouth = source_mouth
         if renderer not in ("model", "warp-only"):
             raise ValueError(f"renderer must be 'model' or 'warp-only', not {renderer!r}")
         self.renderer = renderer
@@ -252,6 +267,14 @@ class Animator:
         if self._src is None:
             raise RuntimeError("no source portrait: call set_source first")
         return self._src.info.params.copy()
+
+    @property
+    def rest_params(self) -> np.ndarray:
+        """What a relative driver adds its motion to: the portrait's own parameters, with its mouth
+        closed (``source_mouth`` "closed": ``engine.geometry.closed_mouth``) or as photographed ("own")."""
+        own = self.source_params          # (a clear error without a source)
+        closed = self.source.closed_params
+        return own if self.source_mouth == "own" or closed is None else closed.copy()
 
     @property
     def output_shape(self) -> tuple[int, int]:
@@ -405,10 +428,14 @@ class Animator:
                                   + ("; source_params='regress' does not fit it"
                                      if self.source_params_mode == "regress" else ""))
             warp = _prepare_warp(aligned.crop_landmarks, aligned.matrix, p_fit, size, m_out, (ow, oh))
+        closed = params
+        if self.face_model is not None:
+            from .geometry import closed_mouth
+            closed = closed_mouth(self.face_model, aligned.crop_landmarks, params)
         info = SourceInfo(width=w, height=h, face_px=float(aligned.face_px), n_faces=int(aligned.n_faces),
                           params=params, params_regressed=p_reg, params_fitted=p_fit, crop=crop,
                           base=base, framing=f, matrix=m_out, message=aligned.message,
-                          pose=head_pose.absolute(head_pose.measure(aligned.landmarks)),
+                          pose=head_pose.absolute(head_pose.measure(aligned.landmarks)), closed_params=closed,
                           prepare_ms=(time.perf_counter() - t0) * 1000)
         return PreparedSource(info=info, x=x, feats=feats, roi=(rx0, ry0, rx1, ry1), map1=map1,
                               map2=map2, mask=mask, region=region, detail=detail, crop_f=crop_f,

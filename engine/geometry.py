@@ -116,6 +116,47 @@ def eye_opening(lm: np.ndarray) -> float:
     return _pair_mean(lm, LID_PAIRS) / max(inter_ocular(lm), 1e-9)
 
 
+def lip_gap(lm: np.ndarray) -> float:
+    """Mean vertical distance lower minus upper inner lip over the inter-ocular distance, in an upright
+    face (0: the lips meet; signed, and linear in the model's motion, unlike ``mouth_opening``)."""
+    lm = np.asarray(lm, np.float64)
+    p = np.asarray(LIP_PAIRS)
+    return float((lm[p[:, 1], 1] - lm[p[:, 0], 1]).mean()) / max(inter_ocular(lm), 1e-9)
+
+
+CLOSED_GAP = 0.02    # lip_gap below which a mouth counts as closed (closed lips read 0.000-0.015)
+
+
+def closed_mouth(face_model, crop_landmarks: np.ndarray, p) -> np.ndarray:
+    """``p`` with the face's mouth closed (LivePortrait's lip normalisation): where the inner lips of
+    ``crop_landmarks`` are apart (``lip_gap`` above CLOSED_GAP), the least change of p (least squares
+    over all components, so mostly the mouth-opening ones; within [-1, 1]) that makes them meet.
+    A relative driver adds its motion to this p: a portrait photographed mid-word then opens its mouth
+    as far as the driver does, from closed, instead of further than any driver."""
+    p = np.asarray(p, np.float64).reshape(-1).copy()
+    lm = np.asarray(crop_landmarks, np.float64)
+    gap = lip_gap(lm)
+    if gap <= CLOSED_GAP:
+        return p.astype(np.float32)
+    eye = np.eye(len(p))
+    # the gap is linear in p: its gradient, one component at a time
+    grad = np.array([lip_gap(lm[:468] + motion_in_crop(face_model, lm, eye[k])) - lip_gap(lm[:468])
+                     for k in range(len(p))])
+    p0, free = p.copy(), np.ones(len(p), bool)
+    for _ in range(4):         # components that reach a bound stay there; the others close the rest
+        left = gap + float(grad @ (p - p0))
+        g = np.where(free, grad, 0.0)
+        if left <= 1e-6 or g @ g < 1e-12:
+            break
+        p -= left * g / (g @ g)
+        hit = np.abs(p) > 1.0
+        p = np.clip(p, -1.0, 1.0)
+        free &= ~hit
+        if not hit.any():
+            break
+    return p.astype(np.float32)
+
+
 def crossing(landmarks: np.ndarray) -> float:
     """How far (pixels) an upper eyelid or the upper inner lip passes below its lower partner in an
     upright crop (0 when nothing crosses): a target mesh with crossings is not a face."""

@@ -236,6 +236,7 @@ class Microphone:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from engine.animator import add_source_mouth_argument
     p.add_argument("--source", required=True, help="the portrait to animate")
     p.add_argument("--camera", default="0", help="camera index or a video file (default 0), or 'none'")
     p.add_argument("--mic", nargs="?", const="default", default=None, metavar="DEVICE",
@@ -251,6 +252,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "(the discriminator's regression head)")
     p.add_argument("--renderer", choices=["model", "warp-only"], default="model",
                    help="'model' (the generator) or 'warp-only' (no network: the portrait warped along its mesh)")
+    add_source_mouth_argument(p)
     p.add_argument("--motion", choices=["expression", "head"], default=None,
                    help="'head' (expression + the camera's head turns, nods, tilts and moves; the default where "
                         "the model can) or 'expression' (expression and speech only); the h key switches")
@@ -284,7 +286,7 @@ def main(args) -> int:
     if args.mic is not None:
         check_microphone(args.mic)        # a missing microphone is said before anything loads
     models = load_models(args.checkpoint, backend=args.backend)
-    anim = Animator(models, output_size=args.size, renderer=args.renderer)
+    anim = Animator(models, output_size=args.size, renderer=args.renderer, source_mouth=args.source_mouth)
     anim.set_source(args.source)
     head = resolve_motion(args.motion, anim) == "head"
     n_exp = int(models.n_exp)
@@ -307,7 +309,7 @@ def main(args) -> int:
     face = None
     if cam is not None:
         face = FaceDriver(anim.regress, anim.n_params, anim.image_size, mode=args.mode,
-                          rest=anim.source_params, rest_pose=anim.source.pose, n_exp=n_exp, fps=cam.fps,
+                          rest=anim.rest_params, rest_pose=anim.source.pose, n_exp=n_exp, fps=cam.fps,
                           params=args.params, fit=anim.fit if anim.face_model is not None else None)
         if args.face:
             from .render import _face_point

@@ -214,14 +214,15 @@ def render(source, driver, out, *, audio=None, checkpoint=None, backend: str = "
            no_audio: bool = False, batch: int = 8, crf: int = 20, preset: str = "superfast",
            max_seconds: float | None = None, progress: bool = True, threads: int | None = 1,
            params: str = "mesh", renderer: str = "model", motion: str | None = None,
-           face: tuple[float, float] | None = None) -> RenderResult:
+           face: tuple[float, float] | None = None, source_mouth: str = "closed") -> RenderResult:
     """Render ``source`` (portrait) driven by ``driver`` (video or track) to ``out``. ``params``: where a
     video driver's p comes from ("mesh": the blendshape fit of its face mesh; "head": the regression
     head on its crop). ``renderer``: "model" or "warp-only" (engine.animator.Animator). ``motion``:
     "expression" (SliderGAN's: expression and speech), "head" (expression + the driver's head pose, from a
     video's face mesh or a track's pose) or None (head wherever the model can move it). ``face``: a video
     driver with several people: follow the face at (or nearest) this (x, y) pixel of its first frames
-    (default: the largest face when tracking starts); either way one face is followed, never another."""
+    (default: the largest face when tracking starts); either way one face is followed, never another.
+    ``source_mouth``: "closed" or "own" (engine.animator.Animator)."""
     out = Path(out)
     driver = Path(driver)
     if not driver.exists():
@@ -248,7 +249,7 @@ def render(source, driver, out, *, audio=None, checkpoint=None, backend: str = "
         return _render(source, driver, out, audio=audio, checkpoint=checkpoint, backend=backend, models=models,
                        size=size, fps=fps, side_by_side=side_by_side, mode=mode, no_audio=no_audio, batch=batch,
                        crf=crf, preset=preset, max_seconds=max_seconds, progress=progress, threads=threads,
-                       params=params, renderer=renderer, motion=motion, face=face)
+                       params=params, renderer=renderer, motion=motion, face=face, source_mouth=source_mouth)
     except BaseException:
         for d in reversed(made):  # folders made for the output, if the render left them empty
             try:
@@ -305,13 +306,13 @@ def prepare_output(out: Path) -> list[Path]:
 
 def _render(source, driver: Path, out: Path, *, audio, checkpoint, backend, models, size, fps, side_by_side, mode,
             no_audio, batch, crf, preset, max_seconds, progress, threads, params, renderer, motion,
-            face=None) -> RenderResult:
+            face=None, source_mouth="closed") -> RenderResult:
     from engine.animator import Animator, load_models
     from engine.atomic import atomic_path
 
     if models is None:
         models = load_models(checkpoint, backend=backend, threads=threads)
-    anim = Animator(models, output_size=size, renderer=renderer)
+    anim = Animator(models, output_size=size, renderer=renderer, source_mouth=source_mouth)
     anim.set_source(source)
     n_exp = int(getattr(models, "n_exp", 0) or 0)
     t_start = time.perf_counter()
@@ -546,7 +547,7 @@ class _VideoJob:
             return np.asarray(self.anim.models.regress(x), np.float32)
         try:
             drv = FaceDriver(self.anim.regress, self.anim.n_params, self.anim.image_size, mode=self.mode,
-                             rest=self.anim.source_params, rest_pose=self.anim.source.pose, n_exp=self.n_exp, fps=self.fps,
+                             rest=self.anim.rest_params, rest_pose=self.anim.source.pose, n_exp=self.n_exp, fps=self.fps,
                              tracker=None, params=self.params,
                              fit=self.anim.fit)
             self.tracker = FaceTracker(size=self.anim.image_size, fps=self.fps, max_faces=1, pick=self.face)
@@ -624,6 +625,7 @@ def _fit_audio(pcm: np.ndarray, seconds: float) -> np.ndarray:
 
 # --------------------------------------------------------------------------------------------- CLI
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from engine.animator import add_source_mouth_argument
     p.add_argument("--source", required=True, help="the portrait to animate (an image with one face)")
     p.add_argument("--driver", required=True,
                    help="a driving video (its face drives the portrait), a parameter track (.npz) or a sound "
@@ -649,6 +651,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "or 'expression' (expression and speech only: SliderGAN's)")
     p.add_argument("--renderer", choices=["model", "warp-only"], default="model",
                    help="'model' (the generator) or 'warp-only' (no network: the portrait warped along its mesh)")
+    add_source_mouth_argument(p)
     p.add_argument("--face", default=None, metavar="X,Y",
                    help="a driver video with several people: follow the face at this pixel of its first frames "
                         "(default: the largest face); one face is followed, never another")
@@ -670,7 +673,7 @@ def main(args) -> int:
                  backend=args.backend, size=args.size, fps=args.fps, side_by_side=args.side_by_side,
                  mode=args.mode, no_audio=args.no_audio, batch=args.batch, crf=args.crf,
                  preset=args.preset, max_seconds=args.max_seconds, progress=not args.quiet,
-                 threads=args.threads, params=args.params, renderer=args.renderer, motion=args.motion,
+                 threads=args.threads, params=args.params, renderer=args.renderer, motion=args.motion, source_mouth=args.source_mouth,
                  face=args.face)
     print(res.summary())
     return 0

@@ -151,7 +151,7 @@ class Engine:
 
     def __init__(self, models, output_size: int = 512, fps: float = 30.0, max_sessions: int = 2,
                  presets: dict | None = None, n_exp: int | None = None, renderer: str = "model",
-                 audio_net=None, checkpoint=None):
+                 audio_net=None, checkpoint=None, source_mouth: str = "closed"):
         from engine.animator import Animator
         self.models = models
         self._audio_net = audio_net          # the audio model (microphone route), loaded on first use
@@ -160,6 +160,7 @@ class Engine:
         self.checkpoint = checkpoint
         self.output_size = int(output_size)
         self.renderer = renderer
+        self.source_mouth = source_mouth     # engine.animator.Animator's: a relative webcam's starting mouth
         self.fps = float(fps)
         self.max_sessions = int(max_sessions)
         self.param_names = list(models.param_names)
@@ -167,7 +168,7 @@ class Engine:
         self.n_exp = int(n_exp if n_exp is not None else getattr(models, "n_exp", 0) or
                          sum(not n.lower().startswith("speech") for n in self.param_names))
         self.image_size = int(models.image_size)
-        self._prep = Animator(models, output_size=self.output_size, renderer=renderer)
+        self._prep = Animator(models, output_size=self.output_size, renderer=renderer, source_mouth=source_mouth)
         self.portraits: dict[str, Portrait] = {}
         self.tracks: dict[str, TrackEntry] = {}
         from engine.animator import face_model_for
@@ -500,7 +501,8 @@ class Session:
         self.engine = engine
         self.pc = pc
         self.portrait_id = portrait.id
-        self.animator = Animator(engine.models, output_size=engine.output_size, renderer=engine.renderer)
+        self.animator = Animator(engine.models, output_size=engine.output_size, renderer=engine.renderer,
+                                 source_mouth=engine.source_mouth)
         self.params_source = params or engine.params_sources[0]
         self.animator.use(portrait.prepared)
         rest = portrait.prepared.info.params
@@ -553,7 +555,7 @@ class Session:
         if self.face is None:
             from .drivers import FaceDriver
             self.face = FaceDriver(self.animator.regress, self.engine.n_params, self.engine.image_size,
-                                   mode=self.mode, rest=self.animator.source_params, fps=self.engine.fps,
+                                   mode=self.mode, rest=self.animator.rest_params, fps=self.engine.fps,
                                    params=self.params_source, fit=self.animator.fit,
                                    rest_pose=self.animator.source.pose, n_exp=self.engine.n_exp)
             self.mix.set_driver("face", self.face)
@@ -1724,6 +1726,7 @@ def configure_ice(mode: str = "all") -> None:
 
 # ------------------------------------------------------------------------------------------ CLI
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from engine.animator import add_source_mouth_argument
     p.add_argument("--checkpoint", "--model", dest="checkpoint", default=None,
                    help="model: a checkpoint folder or exported model (default: the embedded default "
                         "model, engine/assets/default_model)")
@@ -1742,6 +1745,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--size", type=int, default=512, help="output frame size in pixels (default 512)")
     p.add_argument("--renderer", choices=["model", "warp-only"], default="model",
                    help="'model' (the generator) or 'warp-only' (no network: the portrait warped along its mesh)")
+    add_source_mouth_argument(p)
     p.add_argument("--fps", type=float, default=30.0, help="stream frame rate without a webcam (default 30)")
     p.add_argument("--ice", choices=["all", "loopback"], default="all",
                    help="ICE candidates: all local addresses plus 127.0.0.1 (default), or loopback only")
@@ -1760,7 +1764,7 @@ def build_engine(args) -> Engine:
     from engine.animator import load_models
     models = load_models(args.checkpoint, backend=args.backend, threads=args.threads)
     eng = Engine(models, output_size=args.size, fps=args.fps, max_sessions=args.max_sessions, checkpoint=args.checkpoint,
-                 renderer=args.renderer)
+                 renderer=args.renderer, source_mouth=args.source_mouth)
     for spec in args.portraits:
         for f in _expand(spec, IMAGE_EXTS):
             try:

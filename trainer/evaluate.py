@@ -488,6 +488,7 @@ class EvalOptions:
     motion_every: int = 3                # every K-th driver frame
     motion_size: int = 256               # Animator output size the frames are measured at
     head_motion: bool = True             # the driver's head pose moves the portrait's head (render's default)
+    source_mouth: str = "closed"         # the relative mode's starting mouth (engine.animator.Animator)
     motion_clips: list | None = None     # driver clips (paths under data, globs); None: the held-out ones
     motion_portraits: list | None = None  # cross-identity sources; None: the held-out portraits
 
@@ -718,7 +719,8 @@ def motion_options(opts: EvalOptions):
     from .motion import MotionOptions
     return MotionOptions(data=opts.data, every=opts.motion_every, max_frames=opts.motion_frames,
                          clips=opts.motion_clips, portraits=opts.motion_portraits,
-                         output_size=opts.motion_size, head_motion=opts.head_motion, device=opts.device)
+                         output_size=opts.motion_size, head_motion=opts.head_motion, device=opts.device,
+                         source_mouth=opts.source_mouth)
 
 
 def motion_metrics(models_list: list[Models], fm: FaceModel, opts: EvalOptions, log=print,
@@ -869,6 +871,8 @@ def add_arguments(p) -> None:
     g.add_argument("--head-motion", action=argparse.BooleanOptionalAction, default=True,
                    help="the driver's head pose moves the portrait's head, as render's default --motion head "
                         "(default); --no-head-motion: expression and speech only")
+    from engine.animator import add_source_mouth_argument
+    add_source_mouth_argument(g)
     g.add_argument("--motion-size", type=int, default=256, help="output size the frames are measured at (default 256)")
     g.add_argument("--motion-clips", nargs="*", default=None,
                    help="driver clips under --data (globs allowed; default: the held-out talking clips and W011's)")
@@ -893,6 +897,7 @@ def main(args) -> int:
                        motion=args.motion or args.motion_only, motion_only=args.motion_only,
                        motion_frames=args.motion_frames or None, motion_every=args.motion_every,
                        motion_size=args.motion_size, motion_clips=args.motion_clips,
-                       motion_portraits=args.motion_portraits, head_motion=args.head_motion)
+                       motion_portraits=args.motion_portraits, head_motion=args.head_motion,
+                       source_mouth=args.source_mouth)
     evaluate(models, lambda m: FaceModel(m, args.blendshapes), opts)
     return 0

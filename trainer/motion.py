@@ -35,7 +35,8 @@ Sources: the clip's own first frame (self-driven) and the held-out portraits ``H
 
 Driver frames become p as ``slidergan render`` makes them (``streaming/render.py``): the face is
 tracked (``engine.face.FaceTracker``, smoothed alignment) and read, then ``streaming.drivers.FaceDriver``
-in relative mode: p = the portrait's own parameters + (driver p - driver's neutral), the neutral
+in relative mode: p = the portrait's own parameters (its mouth closed, ``MotionOptions.source_mouth``)
++ (driver p - driver's neutral), the neutral
 from the least open mouths of the first second of faces (``streaming.drivers.neutral_of``); One Euro
 smoothing; clipped to +-``engine.animator.P_LIMIT``. The
 driver p comes from one of two sources (``P_SOURCES``): ``head``, the model's regression head D_p on
@@ -336,8 +337,13 @@ class SourceFace:
 
     @property
     def params(self) -> np.ndarray:
-        """The portrait's own parameters (the fit; the relative mode's rest)."""
+        """The portrait's own parameters (the fit)."""
         return self.anim.source_params
+
+    @property
+    def rest(self) -> np.ndarray:
+        """The relative mode's rest (``Animator.rest_params``: its mouth closed by default)."""
+        return self.anim.rest_params
 
     @property
     def crop(self) -> np.ndarray:
@@ -398,7 +404,8 @@ def warp_only_renderer(src: SourceFace, P: np.ndarray, poses=None) -> list:
     from engine.animator import Animator
     if src.warp_anim is None:
         a = src.anim
-        src.warp_anim = Animator(a.models, output_size=a.output_size, renderer="warp-only")
+        src.warp_anim = Animator(a.models, output_size=a.output_size, renderer="warp-only",
+                                source_mouth=a.source_mouth)
         src.warp_anim.set_source(src.image, landmarks=src.landmarks)
     return _animate(src.warp_anim, P, poses)
 
@@ -425,6 +432,7 @@ class MotionOptions:
     portraits: list | None = None        # None: trainer.holdout.HELD_OUT_PORTRAITS
     output_size: int = 256               # Animator output (frames measured at this size)
     head_motion: bool = True             # the driver's head pose moves the portrait's head (render's default)
+    source_mouth: str = "closed"         # the relative mode's starting mouth (engine.animator.Animator)
     self_reenactment: bool = True
     identity: bool = True                # dlib identity in the self-reenactment table (if installed)
     strips: bool = True
@@ -492,7 +500,7 @@ def run_motion(rows: list[MotionRow], main_models, face_model, opts: MotionOptio
     def anim_for(models):
         models = models if models is not None else main_models
         if id(models) not in anims:
-            anims[id(models)] = Animator(models, output_size=opts.output_size)
+            anims[id(models)] = Animator(models, output_size=opts.output_size, source_mouth=opts.source_mouth)
         return anims[id(models)], models
     size = int(main_models.image_size)
     meter = OpeningMeter()
@@ -531,7 +539,7 @@ def run_motion(rows: list[MotionRow], main_models, face_model, opts: MotionOptio
                         P = np.tile(src.params, (len(clip), 1))
                     else:
                         raw = raw_params(clip, row.p_source, models, face_model)
-                        P, poses = drive_params(raw, clip.times, src.params, clip.fps, clip.tracked_mouth,
+                        P, poses = drive_params(raw, clip.times, src.rest, clip.fps, clip.tracked_mouth,
                                                 face_model.n_exp if face_model is not None else None,
                                                 clip.tracked_heads if opts.head_motion else None)
                         P = P[clip.indices]
@@ -574,7 +582,7 @@ def protocol(opts: MotionOptions, clips, portraits) -> dict:
         "clips": [f"{p.parent.name}/{p.name}" for p, _ in clips],
         "talking_clips": [f"{p.parent.name}/{p.name}" for p, t in clips if t],
         "portraits": [n for n, _, _ in portraits], "every": opts.every, "max_frames": opts.max_frames,
-        "output_size": opts.output_size, "head_motion": opts.head_motion,
+        "output_size": opts.output_size, "head_motion": opts.head_motion, "source_mouth": opts.source_mouth,
         "mouth_opening": "mean distance of the inner-lip pairs (engine.geometry.LIP_PAIRS) / distance "
                          "of the outer eye corners 33-263; face mesh (static mode) on driver and result frames",
         "eye_opening": "mean upper/lower lid distance of both eyes (LID_PAIRS) / the same inter-ocular distance",
@@ -583,8 +591,9 @@ def protocol(opts: MotionOptions, clips, portraits) -> dict:
         "amplitude_ratio": "std(result) / std(driver) (1: moves as much as the driver)",
         "blink": f"the driver's sampled eye-opening series dips below {BLINK_DIP:.0%} of its median",
         "p": "render's video driver: FaceTracker, FaceDriver relative mode (neutral: the median p of the least "
-             "open mouths of the first second of faces, streaming.drivers.neutral_of), p source head = "
-             "regression head D_p, mesh = blendshape fit",
+             "open mouths of the first second of faces, streaming.drivers.neutral_of; rest: the portrait's own p"
+             + (" with its mouth closed, engine.geometry.closed_mouth" if opts.source_mouth == "closed" else "")
+             + "), p source head = regression head D_p, mesh = blendshape fit",
         "head": ("the driver's head pose (engine.pose, relative to its calibration's mean) moves the portrait's "
                  "head (render's default, --motion head) where the renderer can" if opts.head_motion else
                  "expression and speech only (render --motion expression)"),
