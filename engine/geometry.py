@@ -129,8 +129,12 @@ CLOSED_GAP = 0.02    # lip_gap below which a mouth counts as closed (closed lips
 
 def closed_mouth(face_model, crop_landmarks: np.ndarray, p) -> np.ndarray:
     """``p`` with the face's mouth closed (LivePortrait's lip normalisation): where the inner lips of
-    ``crop_landmarks`` are apart (``lip_gap`` above CLOSED_GAP), the least change of p (least squares
-    over all components, so mostly the mouth-opening ones; within [-1, 1]) that makes them meet.
+    ``crop_landmarks`` are apart (``lip_gap`` above CLOSED_GAP), the least change of p (least squares,
+    within [-1, 1]) that makes them meet: each component changes in proportion to how much it parts
+    the lips (mostly lips_part; a smile, which parts them a little, a little). (Tried: the change that
+    moves the rest of the mesh least, which combines many components at their bounds, and weights
+    by how specific a component's motion is to the lips, which drives a small duplicate component
+    to its bound.)
     A relative driver adds its motion to this p: a portrait photographed mid-word then opens its mouth
     as far as the driver does, from closed, instead of further than any driver."""
     p = np.asarray(p, np.float64).reshape(-1).copy()
@@ -138,10 +142,9 @@ def closed_mouth(face_model, crop_landmarks: np.ndarray, p) -> np.ndarray:
     gap = lip_gap(lm)
     if gap <= CLOSED_GAP:
         return p.astype(np.float32)
-    eye = np.eye(len(p))
     # the gap is linear in p: its gradient, one component at a time
-    grad = np.array([lip_gap(lm[:468] + motion_in_crop(face_model, lm, eye[k])) - lip_gap(lm[:468])
-                     for k in range(len(p))])
+    grad = np.array([lip_gap(lm[:468] + motion_in_crop(face_model, lm, e)) for e in np.eye(len(p))])
+    grad -= lip_gap(lm[:468])
     p0, free = p.copy(), np.ones(len(p), bool)
     for _ in range(4):         # components that reach a bound stay there; the others close the rest
         left = gap + float(grad @ (p - p0))

@@ -167,3 +167,31 @@ def test_warp_needs_a_fit(tmp_path, shared_data):
         Animator(models, renderer="paint")
     with pytest.raises(ValueError, match="blendshape model"):
         Animator(models, blendshapes=False)
+
+
+def test_a_relative_driver_starts_from_the_portraits_mouth_closed(tmp_path, shared_data):
+    """A portrait photographed with its mouth open (held-out d9, mid-scream): the relative mode's rest
+    is its p with the mouth closed (lip normalisation, the default), or its own with source_mouth "own";
+    animated at that rest, the warped face's mouth is closed."""
+    from engine.animator import Animator
+    from engine.face import FaceMeshDetector
+    from engine.geometry import CLOSED_GAP, lip_gap
+    models = kit.load_tiny(kit.tiny_checkpoint(tmp_path / "ck", profile="tiny-warp"))
+    portrait = str(shared_data / "portraits" / "d9.jpg")
+    own = Animator(models, output_size=256, renderer="warp-only", source_mouth="own")
+    own.set_source(portrait)
+    assert np.array_equal(own.rest_params, own.source_params)
+    closed = Animator(models, output_size=256, renderer="warp-only")
+    closed.set_source(portrait)
+    assert closed.source_mouth == "closed"
+    names = closed.face_model.param_names   # the test checkpoint's own names are exp00...
+    dp = closed.rest_params - closed.source_params
+    assert dp[names.index("lips_part")] < -0.5, dict(zip(names, dp.round(2)))
+    det = FaceMeshDetector(static=True, max_faces=1)
+    try:
+        gaps = [lip_gap(det.detect(a.animate(a.rest_params))[0]) for a in (own, closed)]
+    finally:
+        det.close()
+    assert gaps[0] > 0.2 and gaps[1] < 0.7 * gaps[0], gaps     # (a scream: the tongue stays in sight)
+    with pytest.raises(ValueError, match="source_mouth"):
+        Animator(models, renderer="warp-only", source_mouth="open")

@@ -192,3 +192,22 @@ def test_the_compiled_warp_runs_where_nothing_is_writable(tmp_path):
                        timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.strip() == "[1.0, 1.0]"                   # pixel (1, 1) shows source point (1, 1)
+
+
+def test_closed_mouth_closes_an_open_mouth_with_the_mouth_components(fm):
+    """Lip normalisation: an open mouth's p moved the least way that makes the lips meet; mostly by the
+    components that open the mouth, within [-1, 1]; a closed mouth's p is left as it is."""
+    lm, _ = _face(fm)
+    assert abs(g.lip_gap(lm)) < g.CLOSED_GAP
+    assert np.array_equal(g.closed_mouth(fm, lm, np.zeros(40)), np.zeros(40))
+    own = _p(fm, lips_part=0.9, jaw_open=0.7, smile=0.5, brow_raise_left=0.6)
+    open_lm = g.target_landmarks(fm, lm, np.zeros(40), own)
+    assert g.lip_gap(open_lm) > 3 * g.CLOSED_GAP
+    closed = g.closed_mouth(fm, open_lm, own)
+    assert np.abs(closed).max() <= 1.0
+    shut = g.target_landmarks(fm, open_lm, own, closed, fix_crossing=False)
+    assert abs(g.lip_gap(shut)) < 0.005, g.lip_gap(shut)
+    names = fm.param_names
+    moved = np.abs(closed - own)
+    assert names[int(np.argmax(moved))] == "lips_part", dict(zip(names, moved.round(2)))
+    assert moved[names.index("brow_raise_left")] < 0.01     # the brows have nothing to do with it

@@ -92,7 +92,8 @@ def test_render_cli(env, tmp_path):
     tr = kit.speech_track(tmp_path / "t.npz", seconds=0.5, fps=30)
     out = tmp_path / "cli.mp4"
     rc = main(["render", "--source", str(env["portrait"]), "--driver", str(tr), "-o", str(out),
-               "--checkpoint", str(env["ck"]), "--backend", "torch", "--size", "128", "--quiet"])
+               "--checkpoint", str(env["ck"]), "--backend", "torch", "--size", "128", "--quiet",
+               "--source-mouth", "own"])
     assert rc == 0 and _streams(out)["video"]["frames"] == 15 and "audio" not in _streams(out)
     rc = main(["render", "--source", str(tmp_path / "nope.png"), "--driver", str(tr), "-o", str(out),
                "--checkpoint", str(env["ck"]), "--backend", "torch"])
