@@ -229,7 +229,7 @@ def test_webcam_driver_moves_the_face(setup):
                     await asyncio.sleep(0.05)
                 assert eased is not None, "the face's loss was never eased back: " + repr(st)
                 assert st["holding"] and st["face"] == "no_face", st
-                rest = np.array(c.hello["rest"])
+                rest = eng.sessions[c.hello["session"]].animator.rest_params    # its mouth closed
                 if len(held) >= 2:
                     assert np.abs(np.array(held) - held[0]).max() < 0.02, held
                     # eased back: e^-3.8 of the held expression's distance from rest is left
