@@ -91,3 +91,11 @@ def test_missing_data_folder_is_a_clear_error(tmp_path):
     ev.add_arguments(p)
     with pytest.raises(FileNotFoundError, match="driving"):
         ev.main(p.parse_args(["ck", "--data", str(tmp_path), "-o", str(tmp_path / "r")]))
+
+
+def test_default_portraits_are_the_held_out_ones(shared_data, tmp_path):
+    """The figures' portraits (sweeps, identity) default to held-out identities, never training ones."""
+    from trainer.holdout import is_held_out
+    paths = ev._portrait_paths(ev.EvalOptions(data=shared_data, out=tmp_path))
+    assert [p.stem for p in paths] == ["d30", "s5", "s9"]
+    assert all(is_held_out(p, shared_data) for p in paths)

@@ -501,7 +501,9 @@ def _portrait_paths(opts: EvalOptions) -> list[Path]:
     pdir = opts.data / "portraits"
     if opts.portraits:
         return [pdir / (n if Path(n).suffix else f"{n}.jpg") for n in opts.portraits]
-    return sorted(pdir.glob("*.jpg"))[: max(opts.n_portraits + 2, opts.n_portraits)]
+    # the held-out portraits (trainer.holdout): the others are training identities
+    from .holdout import HELD_OUT_PORTRAITS, held_out_files
+    return held_out_files(opts.data, HELD_OUT_PORTRAITS)
 
 
 def evaluate(models_list: list[Models], face_model_for, opts: EvalOptions, log=print) -> dict:
@@ -853,7 +855,8 @@ def add_arguments(p) -> None:
     p.add_argument("--source-frame", default="neutral",
                    help="index of the source among the sampled frames, or 'neutral' (default): the one "
                         "with the smallest fitted ||p||, the paper's neutral-source setting")
-    p.add_argument("--portraits", nargs="*", default=[], help="portrait names for the figures")
+    p.add_argument("--portraits", nargs="*", default=[],
+                   help="portrait names for the figures (default: the held-out ones, trainer/holdout.py)")
     p.add_argument("--n-portraits", type=int, default=3)
     p.add_argument("--components", type=int, default=4, help="strongest components swept")
     p.add_argument("--speech-video", default=None, help="talking video for Fig. 13 (default: held-out)")
