@@ -673,7 +673,7 @@ def main(args) -> int:
                  backend=args.backend, size=args.size, fps=args.fps, side_by_side=args.side_by_side,
                  mode=args.mode, no_audio=args.no_audio, batch=args.batch, crf=args.crf,
                  preset=args.preset, max_seconds=args.max_seconds, progress=not args.quiet,
-                 threads=args.threads, params=args.params, renderer=args.renderer, motion=args.motion, source_mouth=args.source_mouth,
-                 face=args.face)
+                 threads=args.threads, params=args.params, renderer=args.renderer, motion=args.motion,
+                 face=args.face, source_mouth=args.source_mouth)
     print(res.summary())
     return 0

@@ -622,8 +622,9 @@ class Session:
         frame, t_recv = job
         from engine.video import DecodedFrame
         # stamped on the session clock when it arrived, the clock the render asks the drivers at (the
-        # frame's own pts counts from a random RTP origin); converted to RGB only where the tracker
-        # looks (the face's square; a thumbnail when searching)
+        # frame's own pts counts from the sender's first frame, so a hold timed on it would be off by
+        # however long the session ran before); converted to RGB only where the tracker looks (the
+        # face's square; a thumbnail when searching)
         self.ensure_face().push(DecodedFrame(frame), self.clock.elapsed(at=t_recv))
         self.stats.drive.append(time.perf_counter() - t0)
         return t_recv
