@@ -105,7 +105,8 @@ def main(argv=None) -> int:
     by_name = {e["name"]: e for e in manifest["clips"]}
     train = [c for c in clips if not c.held_out]
     val = [c for c in clips if c.held_out]
-    metrics = {"model": str(net.file), "lookahead_ms": round(net.cfg.lookahead_s * 1000),
+    model = Path(net.file).resolve()
+    metrics = {"model": str(model.relative_to(ROOT) if model.is_relative_to(ROOT) else model), "lookahead_ms": round(net.cfg.lookahead_s * 1000),
                "held_out": [by_name[c.name]["clip"] for c in val], "skipped": manifest.get("skipped", {})}
     metrics["params"] = evaluate_clips(net, val, names)
     # Timing: the same with each held-out clip's labels moved to the training clips' median lag of sound
