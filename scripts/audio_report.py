@@ -10,8 +10,8 @@
    ``lips_part`` (the component that opens the lips: 0.87 correlation with the mesh's lip gap) and
    ``jaw_open``, per clip and pooled (each clip's mean removed). Baseline: the sound's loudness (log
    energy) scaled to the fitted lips by least squares on the training clips, at the same look-ahead.
-2. Rendered: the embedded default model renders a held-out portrait (s9) driven by the predicted track
-   (``streaming.render``, 256 px); the face mesh measures the mouth opening of each rendered frame and of
+2. Rendered: the embedded default model renders the held-out portraits (the photo d30, the painting
+   s9) driven by the predicted track (``streaming.render``, 256 px); the face mesh measures the mouth opening of each rendered frame and of
    the real video's frame at the same time (``trainer.motion``): correlation and amplitude ratio.
 """
 from __future__ import annotations
@@ -90,7 +90,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default=None, help="model folder or audio.safetensors (default: the embedded one)")
     ap.add_argument("--labels", default="runs/audio-labels")
-    ap.add_argument("--portrait", default=str(SHARED / "portraits" / "s9.jpg"))
+    ap.add_argument("--portraits", nargs="+", default=[str(SHARED / "portraits" / f"{n}.jpg") for n in ("d30", "s9")],
+                    help="held-out portraits to render (default: the photo d30 and the painting s9)")
     ap.add_argument("--render-seconds", type=float, default=6.0)
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("-o", "--out", default="reports/audio")
@@ -106,7 +107,8 @@ def main(argv=None) -> int:
     train = [c for c in clips if not c.held_out]
     val = [c for c in clips if c.held_out]
     model = Path(net.file).resolve()
-    metrics = {"model": str(model.relative_to(ROOT) if model.is_relative_to(ROOT) else model), "lookahead_ms": round(net.cfg.lookahead_s * 1000),
+    metrics = {"model": str(model.relative_to(ROOT) if model.is_relative_to(ROOT) else model),
+               "lookahead_ms": round(net.cfg.lookahead_s * 1000),
                "held_out": [by_name[c.name]["clip"] for c in val], "skipped": manifest.get("skipped", {})}
     metrics["params"] = evaluate_clips(net, val, names)
     # Timing: the same with each held-out clip's labels moved to the training clips' median lag of sound
@@ -130,7 +132,8 @@ def main(argv=None) -> int:
         from engine.tracks import load_track
         c.audio_offset = load_track(Path(args.labels) / by_name[c.name]["track"], check_audio=False).audio_offset
     try:
-        metrics["rendered"] = render_rows(net, val, Path(args.portrait), args.render_seconds, args.size)
+        metrics["rendered"] = {Path(f).stem: render_rows(net, val, Path(f), args.render_seconds, args.size)
+                               for f in args.portraits}
     except Exception as e:      # the parameter figures stand on their own
         metrics["rendered_error"] = f"{type(e).__name__}: {e}"
     out = Path(args.out)
@@ -160,12 +163,12 @@ def main(argv=None) -> int:
               f"lips_part correlation {q['lips_part']['corr']:.2f}, amplitude {q['lips_part']['amplitude']:.2f}; "
               f"jaw_open {q['jaw_open']['corr']:.2f} / {q['jaw_open']['amplitude']:.2f}."]
     if metrics.get("rendered"):
-        lines += ["", f"Rendered (default model, portrait `{Path(args.portrait).name}`, {args.size} px, first "
-                  f"{args.render_seconds:g} s): mouth opening of the result against the real video's, by the "
-                  "face mesh.",
-                  "", "| clip | frames | mouth corr | mouth amplitude |", "|---|---|---|---|"]
-        for k, r in metrics["rendered"].items():
-            lines.append(f"| {k} | {r['frames']} | {r['mouth_corr']:.2f} | {r['mouth_ratio']:.2f} |")
+        lines += ["", f"Rendered (default model, {args.size} px, first {args.render_seconds:g} s of each clip): "
+                  "mouth opening of the result against the real video's, by the face mesh.",
+                  "", "| portrait | clip | frames | mouth corr | mouth amplitude |", "|---|---|---|---|---|"]
+        for portrait, rows in metrics["rendered"].items():
+            for k, r in rows.items():
+                lines.append(f"| {portrait} | {k} | {r['frames']} | {r['mouth_corr']:.2f} | {r['mouth_ratio']:.2f} |")
     if metrics.get("rendered_error"):
         lines += ["", f"Rendered figures failed: {metrics['rendered_error']}"]
     lines += ["", "Clips left out of the labels: " + "; ".join(f"`{k}`: {v}" for k, v in metrics["skipped"].items())]
