@@ -11,8 +11,9 @@
    ``jaw_open``, per clip and pooled (each clip's mean removed). Baseline: the sound's loudness (log
    energy) scaled to the fitted lips by least squares on the training clips, at the same look-ahead.
 2. Rendered: the embedded default model renders the held-out portraits (the photo d30, the painting
-   s9) driven by the predicted track (``streaming.render``, 256 px); the face mesh measures the mouth opening of each rendered frame and of
-   the real video's frame at the same time (``trainer.motion``): correlation and amplitude ratio.
+   s9) driven by the predicted track (``streaming.render``, 256 px); the face mesh measures the mouth
+   opening of each rendered frame and of the real video's frame at the same time (``trainer.motion``):
+   correlation and amplitude ratio.
 """
 from __future__ import annotations
 
@@ -90,7 +91,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default=None, help="model folder or audio.safetensors (default: the embedded one)")
     ap.add_argument("--labels", default="runs/audio-labels")
-    ap.add_argument("--portraits", nargs="+", default=[str(SHARED / "portraits" / f"{n}.jpg") for n in ("d30", "s9")],
+    ap.add_argument("--portraits", nargs="+",
+                    default=[str(SHARED / "portraits" / f"{n}.jpg") for n in ("d30", "s9")],
                     help="held-out portraits to render (default: the photo d30 and the painting s9)")
     ap.add_argument("--render-seconds", type=float, default=6.0)
     ap.add_argument("--size", type=int, default=256)
@@ -168,7 +170,8 @@ def main(argv=None) -> int:
                   "", "| portrait | clip | frames | mouth corr | mouth amplitude |", "|---|---|---|---|---|"]
         for portrait, rows in metrics["rendered"].items():
             for k, r in rows.items():
-                lines.append(f"| {portrait} | {k} | {r['frames']} | {r['mouth_corr']:.2f} | {r['mouth_ratio']:.2f} |")
+                lines.append(f"| {portrait} | {k} | {r['frames']} | {r['mouth_corr']:.2f} "
+                             f"| {r['mouth_ratio']:.2f} |")
     if metrics.get("rendered_error"):
         lines += ["", f"Rendered figures failed: {metrics['rendered_error']}"]
     lines += ["", "Clips left out of the labels: " + "; ".join(f"`{k}`: {v}" for k, v in metrics["skipped"].items())]

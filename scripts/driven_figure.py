@@ -66,7 +66,7 @@ def main() -> int:
     picks = sorted({int(order[int(q * (n - 1))]) for q in (0.1, 0.5, 0.8, 1.0)})
     grid = np.concatenate([np.concatenate([r[i] for i in picks], 1) for r in [driver, *rows]], 0)
     out = Path(args.out)
-    ok, jpg = cv2.imencode(".jpg", grid[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 90])
+    _, jpg = cv2.imencode(".jpg", grid[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 90])
     write_bytes_atomic(out, jpg.tobytes())
     print(f"wrote {out}: driver frames {picks} of {args.clip}; rows: driver, " + ", ".join(args.portraits))
     return 0

@@ -175,7 +175,7 @@ def test_a_relative_driver_starts_from_the_portraits_mouth_closed(tmp_path, shar
     animated at that rest, the warped face's mouth is closed."""
     from engine.animator import Animator
     from engine.face import FaceMeshDetector
-    from engine.geometry import CLOSED_GAP, lip_gap
+    from engine.geometry import lip_gap
     models = kit.load_tiny(kit.tiny_checkpoint(tmp_path / "ck", profile="tiny-warp"))
     portrait = str(shared_data / "portraits" / "d9.jpg")
     own = Animator(models, output_size=256, renderer="warp-only", source_mouth="own")
