@@ -215,18 +215,19 @@ def test_webcam_driver_moves_the_face(setup):
                     await asyncio.sleep(0.02)
                 assert st["face"] == "no_face" and st["holding"], st
                 # held for 0.6 s, timed by the server (its "lost_s"), then eased back to the portrait's own
-                # parameters; rendered params lag the driver by a render, so only samples well inside the
-                # hold are compared (a machine too loaded to give two of them cannot tell holding from easing)
+                # parameters. Rendered params lag the driver by a render and are taken up to 0.3 s ahead
+                # (the stream's latency estimate), so only samples well inside the hold are compared (a
+                # machine too loaded to give two of them cannot tell holding from easing)
                 held, eased = [], None
                 t0 = time.monotonic()
                 while time.monotonic() - t0 < 10:
                     st = await c.request({"type": "status"}, "stats")
-                    if 0.25 <= st["lost_s"] <= 0.5:
+                    if 0.15 <= st["lost_s"] <= 0.28:
                         held.append(st["params"])
                     if st["lost_s"] > 2.5:
                         eased = st["params"]
                         break
-                    await asyncio.sleep(0.05)
+                    await asyncio.sleep(0.03)
                 assert eased is not None, "the face's loss was never eased back: " + repr(st)
                 assert st["holding"] and st["face"] == "no_face", st
                 rest = eng.sessions[c.hello["session"]].animator.rest_params    # its mouth closed
