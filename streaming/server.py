@@ -168,7 +168,7 @@ class Engine:
         self.n_exp = int(n_exp if n_exp is not None else getattr(models, "n_exp", 0) or
                          sum(not n.lower().startswith("speech") for n in self.param_names))
         self.image_size = int(models.image_size)
-        self._prep = Animator(models, output_size=self.output_size, renderer=renderer, source_mouth=source_mouth)
+        self._prep = Animator(models, output_size=self.output_size, renderer=renderer)
         self.portraits: dict[str, Portrait] = {}
         self.tracks: dict[str, TrackEntry] = {}
         from engine.animator import face_model_for
