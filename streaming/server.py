@@ -974,7 +974,7 @@ class Session:
             self.sliders.set_all(rest)
             self.sliders.release()
             if self.face is not None:
-                self.face.set_rest(rest, prepared.info.pose)
+                self.face.set_rest(self.animator.rest_params, prepared.info.pose)
             return self.hello()
         if kind == "track":
             tid = msg.get("id")

@@ -253,6 +253,12 @@ def test_webcam_driver_moves_the_face(setup):
                         break
                     await asyncio.sleep(0.05)
                 assert st["face"] == "ok", st
+                # a portrait chosen again: the face driver starts from its mouth closed, as at first
+                session = eng.sessions[c.hello["session"]]
+                await c.request({"type": "portrait", "id": "portrait"}, "hello")
+                own, closed = session.animator.source_params, session.animator.rest_params
+                assert np.abs(own - closed).max() > 0.05             # (the test portrait's lips are apart)
+                assert np.allclose(session.face.rest_params, closed)
             await _wait_closed(eng)
     asyncio.run(run())
 
