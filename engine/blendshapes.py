@@ -697,6 +697,14 @@ _REGION_WORDS = {"jaw": "chin", "lips": "mouth", "brow_r": "brow", "brow_l": "br
                  "eye_r": "eyelids", "eye_l": "eyelids", "eye": "eyelids", "nose": "nose", "cheek": "cheek"}
 
 
+def _moving(d: np.ndarray) -> tuple[np.ndarray, float]:
+    """The points of a displacement (468, 3) that really move (up to 12, at least half the largest
+    motion) and that largest motion."""
+    mag = np.sqrt((d ** 2).sum(1))
+    top = np.argsort(-mag)[:12]
+    return top[mag[top] >= 0.5 * mag.max()], float(mag.max())
+
+
 def motion_label(d: np.ndarray) -> str:
     """A readable description of a displacement (468, 3) (canonical frame: x to the subject's left, y
     down, z away from the camera): where it moves most, which way, which side ("left cheek up",
@@ -704,9 +712,7 @@ def motion_label(d: np.ndarray) -> str:
     from .face import canonical_mesh
     tpl = canonical_mesh()
     d = np.asarray(d, np.float64)
-    mag = np.sqrt((d ** 2).sum(1))
-    top = np.argsort(-mag)[:12]
-    top = top[mag[top] >= 0.5 * mag.max()]              # the points that really move
+    top, _ = _moving(d)
     centre = tpl[top].mean(0)
     region = min(_FEATURE_POINTS, key=lambda r: np.linalg.norm(tpl[list(_FEATURE_POINTS[r])] - centre, axis=1).min())
     mean = d[top].mean(0)
@@ -720,24 +726,60 @@ def motion_label(d: np.ndarray) -> str:
     return f"{side}{_REGION_WORDS[region]} {way}"
 
 
+SECOND_MOTION_RADIUS = 0.12   # canonical units (the eye corners are 0.38 apart): "elsewhere on the face"
+SECOND_MOTION_SHARE = 0.3     # a second motion at least this share of the largest one is worth naming
+SAME_MOTION_COS = 0.9         # two components whose motions are this alike make "the same motion"
+
+
+def second_motion(d: np.ndarray) -> str | None:
+    """``motion_label`` of what a displacement (468, 3) moves away from its main motion (beyond
+    SECOND_MOTION_RADIUS), when that is at least SECOND_MOTION_SHARE of it; else None."""
+    from .face import canonical_mesh
+    tpl = canonical_mesh()[:NUM_MESH_POINTS]
+    d = np.asarray(d, np.float64)
+    top, peak = _moving(d)
+    far = np.linalg.norm(tpl - tpl[top].mean(0), axis=1) > SECOND_MOTION_RADIUS
+    rest = np.where(far[:, None], d, 0.0)
+    if peak <= 0 or np.sqrt((rest ** 2).sum(1)).max() < SECOND_MOTION_SHARE * peak:
+        return None
+    return motion_label(rest)
+
+
+def _cos(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = np.asarray(a, np.float64).reshape(-1), np.asarray(b, np.float64).reshape(-1)
+    n = float(np.linalg.norm(a) * np.linalg.norm(b))
+    return float(a @ b) / n if n > 0 else 1.0
+
+
 def component_labels(names: list[str], displacements: np.ndarray) -> list[str]:
     """A readable label for every component: its name in words ("brow raise left") when it has one,
-    else its motion (``motion_label``); a name repeated with "_2" says which component it repeats,
-    and two labels that would read the same are told apart the same way. ``displacements``: (K,
-    468, 3), each component's motion for p = +1. Labels are for people (the page, reports); the names
-    stay the model's identity (its fingerprint)."""
-    out: list[str] = []
+    else its motion (``motion_label``). Components whose labels would read the same are told apart by
+    what else they move (``second_motion``: "eyelids left, brow left"); a name repeated with "_2" says
+    which component it repeats when its motion is the same (cosine at least SAME_MOTION_COS), else
+    adds the motion it makes ("lips part 2 (mouth forward)"). Labels still alike get "(2)", "(3)". ``displacements``: (K, 468, 3),
+    each component's motion for p = +1. Labels are for people (the page, reports); the names stay the
+    model's identity (its fingerprint)."""
+    words = [n.replace("_", " ") for n in names]
+    first: list[str] = []
     for name, d in zip(names, displacements):
         base, _, rep = name.rpartition("_")
         if rep.isdigit() and base in names:
-            label = f"{base.replace('_', ' ')} ({rep}, the same motion as {base.replace('_', ' ')})"
-        elif _AUTO_NAME.match(name):
-            label = motion_label(d)
+            b = base.replace("_", " ")
+            if _cos(d, displacements[names.index(base)]) >= SAME_MOTION_COS:
+                first.append(f"{b} ({rep}, the same motion as {b})")
+            else:
+                first.append(f"{b} {rep} ({motion_label(d)})")
         else:
-            label = name.replace("_", " ")
-        first, n = label, 2
+            first.append(motion_label(d) if _AUTO_NAME.match(name) else words[names.index(name)])
+    out: list[str] = []
+    for k, (label, d) in enumerate(zip(first, displacements)):
+        if first.count(label) > 1 and _AUTO_NAME.match(names[k]):
+            extra = second_motion(d)
+            if extra and extra != label:
+                label = f"{label}, {extra}"
+        base_label, n = label, 2
         while label in out:
-            label = f"{first} ({n})"
+            label = f"{base_label} ({n})"
             n += 1
         out.append(label)
     return out

@@ -263,3 +263,14 @@ def test_every_component_has_a_readable_label():
     assert motion_label(d).startswith(("left", "right")) and motion_label(d).endswith("up")
     assert component_labels(["lips_part", "lips_part_2"], np.zeros((2, 468, 3)))[1].startswith(
         "lips part (2, the same motion as lips part")
+    # a repeated name whose motion is another says so, with that motion; components whose motions read
+    # alike are told apart by what else they move
+    chin, brow = np.zeros((468, 3)), np.zeros((468, 3))
+    chin[[152, 148, 377, 175, 199], 1] = 1.0
+    brow[[105, 66, 107, 65, 52], 1] = -0.4          # under half the chin's: the chin is the main motion
+    aside = np.zeros((468, 3))
+    aside[[152, 148, 377, 175, 199], 0] = 1.0                    # the chin to the subject's left
+    labels = component_labels(["jaw_open", "jaw_open_2", "exp02", "exp03"],
+                              np.stack([chin, aside, chin, chin + brow]))
+    assert labels[1] == "jaw open 2 (chin left)" and labels[2] == "chin down", labels
+    assert labels[3].startswith("chin down, ") and labels[3].endswith("brow up"), labels
