@@ -756,10 +756,9 @@ def component_labels(names: list[str], displacements: np.ndarray) -> list[str]:
     else its motion (``motion_label``). Components whose labels would read the same are told apart by
     what else they move (``second_motion``: "eyelids left, brow left"); a name repeated with "_2" says
     which component it repeats when its motion is the same (cosine at least SAME_MOTION_COS), else
-    adds the motion it makes ("lips part 2 (mouth forward)"). Labels still alike get "(2)", "(3)". ``displacements``: (K, 468, 3),
-    each component's motion for p = +1. Labels are for people (the page, reports); the names stay the
-    model's identity (its fingerprint)."""
-    words = [n.replace("_", " ") for n in names]
+    adds the motion it makes ("lips part 2 (mouth forward)"). Labels still alike get "(2)", "(3)".
+    ``displacements``: (K, 468, 3), each component's motion for p = +1. Labels are for people (the
+    page, reports); the names stay the model's identity (its fingerprint)."""
     first: list[str] = []
     for name, d in zip(names, displacements):
         base, _, rep = name.rpartition("_")
@@ -770,7 +769,7 @@ def component_labels(names: list[str], displacements: np.ndarray) -> list[str]:
             else:
                 first.append(f"{b} {rep} ({motion_label(d)})")
         else:
-            first.append(motion_label(d) if _AUTO_NAME.match(name) else words[names.index(name)])
+            first.append(motion_label(d) if _AUTO_NAME.match(name) else name.replace("_", " "))
     out: list[str] = []
     for k, (label, d) in enumerate(zip(first, displacements)):
         if first.count(label) > 1 and _AUTO_NAME.match(names[k]):
