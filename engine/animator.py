@@ -209,8 +209,6 @@ class Animator:
         the models only read parameters). ``source_mouth``: the mouth a relative driver starts from
         (``rest_params``): "closed" (a portrait photographed mid-word closes it first, as LivePortrait's
         lip normalisation does) or "own" (as photographed: an open mouth then never closes)."""
-        if source_mouth not in SOURCE_MOUTHS:
-            raise ValueError(f"source_mouth must be one of {', '.join(SOURCE_MOUTHS)}, not {source_mouth!r}")
         self.source_mouth = source_mouth
         if renderer not in ("model", "warp-only"):
             raise ValueError(f"renderer must be 'model' or 'warp-only', not {renderer!r}")
@@ -267,6 +265,16 @@ class Animator:
         if self._src is None:
             raise RuntimeError("no source portrait: call set_source first")
         return self._src.info.params.copy()
+
+    @property
+    def source_mouth(self) -> str:
+        return self._source_mouth
+
+    @source_mouth.setter
+    def source_mouth(self, mouth: str) -> None:
+        if mouth not in SOURCE_MOUTHS:
+            raise ValueError(f"source_mouth must be one of {', '.join(SOURCE_MOUTHS)}, not {mouth!r}")
+        self._source_mouth = mouth
 
     @property
     def rest_params(self) -> np.ndarray:

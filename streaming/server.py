@@ -13,7 +13,7 @@ Routes (JSON errors are ``{"error": "..."}`` with a 4xx/5xx status):
                                readable image or holds no usable face; 503 when too many are in progress
   GET  /api/tracks             parameter tracks (``--tracks``)
   POST /offer                  {"sdp", "type": "offer", "portrait", "exp", "speech", "track", "mode", "params",
-                               "motion"}
+                               "motion", "mouth"}
                                -> the answer; 400 on a bad offer, 413 over 256 KB, 503 when all
                                sessions are in use
   GET  /api/sessions           live sessions and their figures ("closing": sessions still being closed)
@@ -43,6 +43,7 @@ closed rather than freezing it.
 Data channel messages (JSON), browser -> server:
   {"type": "route", "exp": "face|track|sliders|rest", "speech": ...|mic}   which driver moves what
   {"type": "mode", "mode": "relative|absolute"}      {"type": "calibrate"}
+  {"type": "mouth", "mouth": "closed|own"}            (the portrait's mouth a relative webcam starts from)
   {"type": "params", "params": "mesh|head"}           (the webcam's p: blendshape fit of its mesh, or D_p)
   {"type": "motion", "motion": "head|expression"}     (expression + head pose, or expression only)
   {"type": "pose", "index": i, "value": v}            (pin a head-pose slider; v in units of its limit, -1..1)
@@ -346,6 +347,7 @@ class Engine:
                 "backend": str(getattr(self.models, "backend", "")),
                 "preview": self.face_model is not None,
                 "params_sources": self.params_sources, "renderer": self.renderer,
+                "source_mouth": self.source_mouth,
                 "mic": self._audio_error is None,     # (not waiting for the model being loaded)
                 "pose_names": list(POSE_NAMES), "pose_labels": pose_labels(), "pose_units": list(POSE_UNITS),
                 "pose_limits": [float(v) for v in POSE_LIMITS], "moves_head": self.moves_head,
@@ -493,7 +495,7 @@ class Session:
     """One browser (or client) connection and everything it owns."""
 
     def __init__(self, engine: Engine, pc, portrait: Portrait, mode: str = "relative", params: str | None = None,
-                 motion: str | None = None):
+                 motion: str | None = None, mouth: str | None = None):
         from engine.animator import Animator
 
         from .drivers import DriverMix, SlidersDriver
@@ -502,7 +504,7 @@ class Session:
         self.pc = pc
         self.portrait_id = portrait.id
         self.animator = Animator(engine.models, output_size=engine.output_size, renderer=engine.renderer,
-                                 source_mouth=engine.source_mouth)
+                                 source_mouth=mouth or engine.source_mouth)
         self.params_source = params or engine.params_sources[0]
         self.animator.use(portrait.prepared)
         rest = portrait.prepared.info.params
@@ -808,7 +810,7 @@ class Session:
     def status(self) -> dict:
         s = self.stats.summary()
         s.update({"type": "stats", "session": self.id, "routes": dict(self.mix.routes), "mode": self.mode,
-                  "params_source": self.params_source,
+                  "params_source": self.params_source, "mouth": self.animator.source_mouth,
                   "portrait": self.portrait_id, "track": self.track.id if self.track else None,
                   "params": [round(float(v), 3) for v in self.params],
                   "pinned": [int(i) for i in np.flatnonzero(self.sliders.pinned)],
@@ -835,6 +837,7 @@ class Session:
                 "n_exp": self.engine.n_exp, "presets": self.engine.preset_names,
                 "rest": [round(float(v), 4) for v in self.animator.source_params],
                 "routes": dict(self.mix.routes), "mode": self.mode, "params_source": self.params_source,
+                "mouth": self.animator.source_mouth,
                 "motion": self.motion, "portrait": self.portrait_id,
                 "track": self.track.id if self.track else None}
 
@@ -945,6 +948,11 @@ class Session:
             self.ensure_face().set_mode(mode)
             self.mode = mode
             return {"type": "mode", "mode": mode}
+        if kind == "mouth":
+            self.animator.source_mouth = _string(msg, "mouth")    # a ValueError names the choices
+            if self.face is not None:
+                self.face.set_rest(self.animator.rest_params, self.animator.source.pose)
+            return {"type": "mouth", "mouth": self.animator.source_mouth}
         if kind == "params":
             source = _string(msg, "params")
             if source not in self.engine.params_sources:
@@ -1576,6 +1584,10 @@ async def _offer(request, engine: Engine):
     source = params.get("params", engine.params_sources[0])
     if source not in engine.params_sources:
         raise HTTPError(400, f"params must be one of {engine.params_sources}, not {source!r}")
+    from engine.animator import SOURCE_MOUTHS
+    mouth = params.get("mouth", engine.source_mouth)
+    if mouth not in SOURCE_MOUTHS:
+        raise HTTPError(400, f"mouth must be one of {', '.join(SOURCE_MOUTHS)}, not {mouth!r}")
     motion = params.get("motion")
     from .drivers import MOTIONS
     if motion is not None and (motion not in MOTIONS or motion == "head" and not engine.moves_head):
@@ -1586,7 +1598,7 @@ async def _offer(request, engine: Engine):
     try:
         await engine.prepared(portrait)
         pc = RTCPeerConnection()
-        session = Session(engine, pc, portrait, mode=mode, params=source, motion=motion)
+        session = Session(engine, pc, portrait, mode=mode, params=source, motion=motion, mouth=mouth)
         exp, speech = params.get("exp", "face"), params.get("speech", "face")
         try:
             if exp == "mic":

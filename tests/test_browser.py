@@ -179,6 +179,11 @@ def test_page_switches_head_motion(tmp_path):
             while _session_status(url)["motion"] != "expression":
                 assert time.monotonic() < deadline, "the switch did not reach the session"
                 time.sleep(0.2)
+            page.check("input[name=mouth][value=own]")         # the portrait's mouth as photographed
+            deadline = time.monotonic() + 10
+            while _session_status(url)["mouth"] != "own":
+                assert time.monotonic() < deadline, "the mouth switch did not reach the session"
+                time.sleep(0.2)
             page.click("#presets button:text-is('look left')")
             deadline = time.monotonic() + 10
             while not _session_status(url).get("pose_pinned"):

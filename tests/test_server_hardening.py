@@ -370,6 +370,8 @@ def test_every_data_channel_message_gets_a_reply(setup):
         '{"type": "release", "index": -1}': "index",
         '{"type": "release", "index": 1e999}': "index",
         '{"type": "mode", "mode": "sideways"}': "mode",
+        '{"type": "mouth", "mouth": "open"}': "closed, own",
+        '{"type": "mouth", "mouth": 1}': "mouth",
         '{"type": "face", "x": 2, "y": 0.5}': "0..1",
         '{"type": "face", "x": "left", "y": 0.5}': "x",
         '{"type": "face", "y": 0.5}': "x",

@@ -99,6 +99,9 @@ def test_garbage_sdp_is_400_with_reason(setup):
             assert st == 400 and "SDP" in body["error"]
             st, body = await _post(url + "/offer", json={"type": "offer"})
             assert st == 400 and "sdp" in body["error"]
+            st, body = await _post(url + "/offer", json={"sdp": "v=0\r\nm=video 9 junk\r\n", "type": "offer",
+                                                          "mouth": ["open"]})
+            assert st == 400 and "mouth must be one of closed, own" in body["error"], body
             await _wait_closed(eng)
     asyncio.run(run())
 
@@ -258,6 +261,11 @@ def test_webcam_driver_moves_the_face(setup):
                 await c.request({"type": "portrait", "id": "portrait"}, "hello")
                 own, closed = session.animator.source_params, session.animator.rest_params
                 assert np.abs(own - closed).max() > 0.05             # (the test portrait's lips are apart)
+                assert np.allclose(session.face.rest_params, closed)
+                # the page's "Portrait's mouth": as photographed, and back
+                r = await c.request({"type": "mouth", "mouth": "own"}, "mouth")
+                assert r["mouth"] == "own" and np.allclose(session.face.rest_params, own)
+                await c.request({"type": "mouth", "mouth": "closed"}, "mouth")
                 assert np.allclose(session.face.rest_params, closed)
             await _wait_closed(eng)
     asyncio.run(run())

@@ -232,6 +232,7 @@ async function start() {
       sdp: pc.localDescription.sdp, type: pc.localDescription.type, portrait: state.portrait,
       exp: r.exp, speech: r.speech, mode: document.querySelector("input[name=mode]:checked").value,
       params: document.querySelector("input[name=params]:checked").value,
+      mouth: document.querySelector("input[name=mouth]:checked").value,
     };
     if (state.info.moves_head) body.motion = document.querySelector("input[name=motion]:checked").value;
     if ($("track").value) body.track = $("track").value;
@@ -348,6 +349,9 @@ async function init() {
     r.disabled = !sources.includes(r.value);
     r.checked = r.value === sources[0];
   }
+  for (const r of document.querySelectorAll("input[name=mouth]")) {
+    r.checked = r.value === (state.info.source_mouth || "closed");
+  }
   // head motion needs the geometry-guided model
   $("motion-row").hidden = !state.info.moves_head;
   const tsel = $("track");
@@ -403,6 +407,9 @@ async function init() {
   }
   for (const r of document.querySelectorAll("input[name=motion]")) {
     r.onchange = () => send({ type: "motion", motion: r.value });
+  }
+  for (const r of document.querySelectorAll("input[name=mouth]")) {
+    r.onchange = () => send({ type: "mouth", mouth: r.value });
   }
   window.addEventListener("pagehide", stop);
 }
