@@ -102,7 +102,7 @@ function buildSliders(names, nExp, values, labels) {
     }
     const row = document.createElement("div");
     row.className = "slider";
-    row.innerHTML = `<span class="name" title="${name}">${label}</span>` +
+    row.innerHTML = `<span class="name" title="${label} (${name})">${label}</span>` +
       `<input type="range" min="-1" max="1" step="0.01" value="${v0}" aria-label="${label}">` +
       `<span class="val">${sliderText(i, v0)}</span>`;
     const input = row.querySelector("input");
