@@ -7,8 +7,8 @@ combines them (speech from a track while the expression follows the webcam, a sl
   blendshape fit of the face mesh (``params="mesh"``), One Euro smoothed. Absolute mode copies the driver's
   expression; relative mode gives the portrait's own parameters plus the driver's change from its
   neutral (which may pass [-1, 1], up to ``engine.animator.P_LIMIT``; calibrated on the first second of frames with a face, or again on demand, from the frames
-  whose mouth is least open: a driver that talks from its first frame still gets a closed-mouth
-  neutral, ``neutral_of``). When the face is lost the
+  whose mouth is least open, its lips then closed: a driver that talks from its first frame still
+  gets a closed-mouth neutral, ``neutral_of``). When the face is lost the
   last value is held for ``hold_s`` seconds, then eases back to rest (the portrait's own parameters in
   relative mode, the neutral face p = 0 in absolute mode) with time constant ``ease_s``. It also reads
   the head's pose from the face mesh (``engine.pose``; ``pose_value``): relative to the neutral's pose in
@@ -62,16 +62,30 @@ PARAMS_SOURCES = ("mesh", "head")
 CALM_SHARE = 0.1
 
 
-def neutral_of(params: np.ndarray, mouth_opening: np.ndarray) -> np.ndarray:
+def neutral_of(params: np.ndarray, mouth_opening: np.ndarray, landmarks=None, face_model=None) -> np.ndarray:
     """A driver's neutral from calibration frames: the median parameters of the frames whose mouth
     is least open (``CALM_SHARE`` of them, at least 3 where there are). The median of all frames
     would be half-open for a driver that talks from the start, and every closing of its mouth would
-    then close the portrait's more than shut."""
+    then close the portrait's more than shut.
+
+    With ``landmarks`` (each frame's crop landmarks, None where unknown) and the ``face_model`` p
+    belongs to: that neutral with its lips closed (``engine.geometry.closed_mouth``, as the portrait's
+    rest is), moved as much as closes the lips of the calm frame nearest the neutral. A driver whose
+    every calm frame is mid-word (its first second all talk) still starts from closed lips, and its
+    mouth's motion reaches the portrait whole."""
     params = np.asarray(params, np.float32).reshape(len(params), -1)
     m = np.asarray(mouth_opening, np.float64).reshape(-1)
     k = min(len(params), max(3, int(np.ceil(CALM_SHARE * len(params)))))
     calm = np.argsort(np.where(np.isfinite(m), m, np.inf), kind="stable")[:k]
-    return np.median(params[calm], axis=0).astype(np.float32)
+    neutral = np.median(params[calm], axis=0).astype(np.float32)
+    if face_model is None or landmarks is None:
+        return neutral
+    calm = [i for i in calm if landmarks[i] is not None]
+    if not calm:
+        return neutral
+    from engine.geometry import closed_mouth
+    i = min(calm, key=lambda j: float(np.abs(params[j] - neutral).sum()))
+    return (neutral + closed_mouth(face_model, landmarks[i], params[i]) - params[i]).astype(np.float32)
 
 
 MOTIONS = ("expression", "head")   # what a driver moves: expression + speech, or that and the head's pose
@@ -122,13 +136,16 @@ class FaceDriver:
     parameters (relative mode's base); ``rest_pose``: its head pose (absolute mode's). ``n_exp``: the
     width of p_exp (the speech group after it is smoothed more lightly, ``engine.smoothing.PARAM_SMOOTHING``;
     None: all of p as expression); ``min_cutoff``/``beta``: one One Euro setting for everything instead.
+    ``face_model`` (the blendshape model p belongs to) and ``neutral_mouth`` "closed" (as the portrait's
+    rest, ``engine.animator.Animator.source_mouth``): the calibrated neutral has its lips closed
+    (``neutral_of``); "own": as calibrated. Both are kept, so switching needs no new calibration.
     Thread-safe: ``push`` on a worker thread, ``value`` anywhere."""
 
     def __init__(self, regress, n_params: int, size: int, mode: str = "relative",
                  rest: np.ndarray | None = None, calib_frames: int = 8, calib_s: float = 1.0, hold_s: float = 0.6,
                  ease_s: float = 0.5, min_cutoff: float | None = None, beta: float | None = None,
                  fps: float = 30.0, tracker=None, min_face_px: float = 48.0, params: str = "head", fit=None,
-                 rest_pose=None, n_exp: int | None = None):
+                 rest_pose=None, n_exp: int | None = None, face_model=None, neutral_mouth: str = "closed"):
         from engine.smoothing import OneEuroFilter, group_filter
         if mode not in ("relative", "absolute"):
             raise ValueError(f"mode must be 'relative' or 'absolute', not {mode!r}")
@@ -157,8 +174,10 @@ class FaceDriver:
         self._own_tracker = tracker is None
         self._min_face_px = float(min_face_px)
         self._lock = threading.RLock()
-        self._calib: list[tuple[np.ndarray, float, float, object]] = []   # (p, mouth opening, t, head pose)
-        self.neutral: np.ndarray | None = None     # the driver's own neutral (relative mode)
+        self._calib: list[tuple] = []   # (p, mouth opening, t, head pose, crop landmarks)
+        self.face_model = face_model
+        self.neutral_mouth = neutral_mouth
+        self._neutrals: dict[str, np.ndarray] | None = None   # the driver's neutral (relative mode) by mouth
         self.neutral_pose = None                   # its head pose (engine.pose.HeadPose)
         self._last_out: np.ndarray | None = None   # last value with a face
         self._last_face_t: float | None = None
@@ -216,17 +235,34 @@ class FaceDriver:
             self._filter.reset()
             self._last_out = None
 
+    @property
+    def neutral(self) -> np.ndarray | None:
+        """The driver's neutral p (relative mode) with the mouth ``neutral_mouth`` asks; None until calibrated."""
+        n = self._neutrals
+        return None if n is None else n.get(self.neutral_mouth, n["own"])
+
+    @property
+    def neutral_mouth(self) -> str:
+        return self._neutral_mouth
+
+    @neutral_mouth.setter
+    def neutral_mouth(self, mouth: str) -> None:
+        from engine.animator import SOURCE_MOUTHS
+        if mouth not in SOURCE_MOUTHS:
+            raise ValueError(f"neutral_mouth must be one of {SOURCE_MOUTHS}, not {mouth!r}")
+        self._neutral_mouth = mouth
+
     def calibrate(self) -> None:
         """Take the driver's neutral again from the next frames with a face."""
         with self._lock:
             self._calib = []
-            self.neutral = None
+            self._neutrals = None
 
     def set_neutral(self, neutral, pose=None) -> None:
-        """Use a known driver neutral (relative mode) instead of calibrating on the first frames;
-        ``pose``: its head pose (``engine.pose.HeadPose``; None: head pose reads 0)."""
+        """Use a known driver neutral (relative mode, for either mouth) instead of calibrating on the
+        first frames; ``pose``: its head pose (``engine.pose.HeadPose``; None: head pose reads 0)."""
         with self._lock:
-            self.neutral = np.asarray(neutral, np.float32).reshape(-1).copy()
+            self._neutrals = {"own": np.asarray(neutral, np.float32).reshape(-1).copy()}
             self.neutral_pose = pose
             self._calib = []
             self.state.calibrating = False
@@ -244,22 +280,24 @@ class FaceDriver:
         t0 = time.perf_counter()
         from engine.geometry import mouth_opening
         res = self.tracker.process(frame, t)
-        p_raw, mouth, head = None, float("nan"), None
+        p_raw, mouth, head, crop_lm = None, float("nan"), None, None
         if res.ok:
             p_raw = np.asarray(self.fit(res.landmarks) if self.params == "mesh" else self.regress(res.crop),
                                np.float32).reshape(-1)
             if res.landmarks is not None:
                 mouth = mouth_opening(res.landmarks)
                 head = head_pose.measure(res.landmarks)
+                crop_lm = res.crop_landmarks
         return self.update(p_raw, t, res.status, res.message, ms=(time.perf_counter() - t0) * 1000, mouth=mouth,
-                           head=head)
+                           head=head, crop_landmarks=crop_lm)
 
     def update(self, p_raw: np.ndarray | None, t: float, status: str = "ok", message: str = "",
-               ms: float = 0.0, mouth: float = float("nan"), head=None) -> np.ndarray:
+               ms: float = 0.0, mouth: float = float("nan"), head=None, crop_landmarks=None) -> np.ndarray:
         """The driver's logic for one frame whose parameters ``p_raw`` (None: no usable face) were
         computed elsewhere (batched, offline); ``mouth``: its mouth opening (``engine.geometry``),
         which picks the calm frames of a calibration; ``head``: its head pose (``engine.pose.measure``,
-        None: unknown, reads as unmoved). Returns ``value(t)``."""
+        None: unknown, reads as unmoved); ``crop_landmarks``: its aligned landmarks (a calibration
+        closes the neutral's lips with them). Returns ``value(t)``."""
         if p_raw is not None:
             p_raw = np.asarray(p_raw, np.float32).reshape(-1)
             if p_raw.shape[0] != self.n_params or not np.all(np.isfinite(p_raw)):
@@ -273,12 +311,13 @@ class FaceDriver:
             self.state.ms = ms
             if p_raw is not None:
                 self.raw = p_raw
-                self._on_face(p_raw, float(t), float(mouth), head)
+                self._on_face(p_raw, float(t), float(mouth), head, crop_landmarks)
             else:
                 self._on_lost(float(t))
             return self._value(float(t))[:self.n_params]
 
-    def _on_face(self, p_raw: np.ndarray, t: float, mouth: float = float("nan"), head=None) -> None:
+    def _on_face(self, p_raw: np.ndarray, t: float, mouth: float = float("nan"), head=None,
+                 crop_landmarks=None) -> None:
         if self._last_face_t is None or self._lost_value is not None:
             # (re)acquired: restart the filter from what is shown now, so nothing jumps
             shown = self._value(t) if self._last_face_t is not None else None
@@ -289,10 +328,13 @@ class FaceDriver:
         self._last_face_t = t
         self.state.holding = False
         if self.mode == "relative" and self.neutral is None:
-            self._calib.append((p_raw, mouth, t, head))
+            self._calib.append((p_raw, mouth, t, head, crop_landmarks))
             self.state.calibrating = True
             if len(self._calib) >= self.calib_frames and t - self._calib[0][2] >= self.calib_s:
-                self.neutral = neutral_of(np.stack([c[0] for c in self._calib]), [c[1] for c in self._calib])
+                ps, ms = np.stack([c[0] for c in self._calib]), [c[1] for c in self._calib]
+                self._neutrals = {"own": neutral_of(ps, ms)}
+                if self.face_model is not None:
+                    self._neutrals["closed"] = neutral_of(ps, ms, [c[4] for c in self._calib], self.face_model)
                 heads = [c[3] for c in self._calib if c[3] is not None]
                 self.neutral_pose = head_pose.mean_pose(heads) if heads else None
                 self._calib = []

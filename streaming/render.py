@@ -567,8 +567,9 @@ class _VideoJob:
                         raise ValueError(f"no face in the first {len(pending)} frames of {self.path}"
                                          f"{f' (last: {why})' if why else ''}: cannot calibrate the driver's "
                                          "neutral (use --mode absolute, or another video)")
-                    drv.set_neutral(neutral_of(regs, [mouth_opening(r.landmarks) for r in ok]),
-                                    mean_pose(heads))
+                    close = self.anim.face_model if self.anim.source_mouth == "closed" else None
+                    drv.set_neutral(neutral_of(regs, [mouth_opening(r.landmarks) for r in ok],
+                                               [r.crop_landmarks for r in ok], close), mean_pose(heads))
                 it, it_head = iter(regs), iter(heads)
                 params, lefts, poses = [], [], []
                 for rgb, t, r in pending:

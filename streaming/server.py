@@ -559,7 +559,8 @@ class Session:
             self.face = FaceDriver(self.animator.regress, self.engine.n_params, self.engine.image_size,
                                    mode=self.mode, rest=self.animator.rest_params, fps=self.engine.fps,
                                    params=self.params_source, fit=self.animator.fit,
-                                   rest_pose=self.animator.source.pose, n_exp=self.engine.n_exp)
+                                   rest_pose=self.animator.source.pose, n_exp=self.engine.n_exp,
+                                   face_model=self.animator.face_model, neutral_mouth=self.animator.source_mouth)
             self.mix.set_driver("face", self.face)
         return self.face
 
@@ -951,6 +952,7 @@ class Session:
         if kind == "mouth":
             self.animator.source_mouth = _string(msg, "mouth")    # a ValueError names the choices
             if self.face is not None:
+                self.face.neutral_mouth = self.animator.source_mouth
                 self.face.set_rest(self.animator.rest_params, self.animator.source.pose)
             return {"type": "mouth", "mouth": self.animator.source_mouth}
         if kind == "params":

@@ -326,6 +326,19 @@ def test_av_lag_measures_how_far_the_lips_lead_the_sound(tmp_path):
     assert [clear_lag(*x) for x in lags] == [True, True, True, False]     # the last one's lips ignore the sound
 
 
+def test_align_lags_moves_each_clip_to_the_median_lag(tmp_path):
+    from trainer.audio import align_lags, load_clips
+    from trainer.audio_labels import av_lag
+    labels = _labels(tmp_path / "labels", np.random.default_rng(3), blocks=40,
+                     clips=((False, 0.0), (False, 0.16), (False, 0.04), (False, None)))
+    clips, names = load_clips(labels)
+    before = [c.times.copy() for c in clips]
+    shifts = align_lags(clips, names)
+    assert sorted(shifts) == ["c0", "c1", "c2"]               # the lips that ignore the sound are left alone
+    assert np.array_equal(clips[3].times, before[3])
+    assert [av_lag(c.wave, c.times, c.speech[:, 0])[0] for c in clips[:3]] == pytest.approx([0.04] * 3, abs=0.021)
+
+
 def test_train_audio_resumes_exactly(tmp_path):
     from trainer.audio import AudioTrainConfig, train
     from engine.audio import load_audio_model

@@ -261,6 +261,37 @@ def test_the_neutral_is_taken_from_the_calm_frames():
     assert d.neutral is not None and not d.state.calibrating
 
 
+def test_a_driver_that_starts_mid_word_gets_a_closed_mouth_neutral():
+    """Every calm frame of the calibration has the lips apart (the driver talks from its first frame):
+    with the face model, the neutral's lips are closed (neutral_mouth "closed", as the portrait's rest),
+    so the driver's open mouth opens the portrait's by as much; "own" keeps the neutral as calibrated;
+    switching needs no new calibration."""
+    from engine import geometry as g
+    from engine.blendshapes import load_default_face_model
+    from streaming.drivers import FaceDriver, neutral_of
+    from tests.test_synth_pairs import _face_and_image, _p
+    fm = load_default_face_model()
+    lm, _ = _face_and_image(fm, 128)
+    half = _p(fm, lips_part=0.5, jaw_open=0.3)
+    half_lm = g.target_landmarks(fm, lm, np.zeros(40), half)
+    assert g.lip_gap(half_lm) > 2 * g.CLOSED_GAP
+    li = fm.param_names.index("lips_part")
+    shut = neutral_of(np.stack([half] * 4), [0.2] * 4, [half_lm] * 4, fm)
+    assert shut[li] < half[li] - 0.2 and abs(g.lip_gap(g.target_landmarks(fm, half_lm, half, shut))) < 0.01
+    assert np.array_equal(neutral_of(np.zeros((4, 40)), [0.0] * 4, [lm] * 4, fm), np.zeros(40))  # closed: as is
+    d = FaceDriver(None, 40, 128, rest=np.zeros(40), calib_frames=4, calib_s=0.0, min_cutoff=1000.0, beta=0.0,
+                   face_model=fm)
+    for i in range(4):
+        d.update(half, i / 30, crop_landmarks=half_lm, mouth=g.mouth_opening(half_lm))
+    assert np.allclose(d.neutral, shut, atol=1e-5)
+    v = d.update(half, 5 / 30, crop_landmarks=half_lm)
+    assert v[li] == pytest.approx(half[li] - shut[li], abs=1e-3) and v[li] > 0.2   # the driver's opening, whole
+    d.neutral_mouth = "own"
+    assert np.allclose(d.neutral, half) and abs(d.update(half, 6 / 30)[li]) < 0.02
+    with pytest.raises(ValueError, match="closed"):
+        d.neutral_mouth = "open"
+
+
 def test_face_lost_holds_then_eases_to_rest():
     d = _driver("absolute", hold_s=0.5, ease_s=0.2, min_cutoff=1000.0, beta=0.0)
     for i in range(10):

@@ -265,8 +265,10 @@ def test_webcam_driver_moves_the_face(setup):
                 # the page's "Portrait's mouth": as photographed, and back
                 r = await c.request({"type": "mouth", "mouth": "own"}, "mouth")
                 assert r["mouth"] == "own" and np.allclose(session.face.rest_params, own)
+                assert session.face.neutral_mouth == "own"          # the driver's neutral as calibrated
                 await c.request({"type": "mouth", "mouth": "closed"}, "mouth")
-                assert np.allclose(session.face.rest_params, closed)
+                assert np.allclose(session.face.rest_params, closed) and session.face.neutral_mouth == "closed"
+                assert session.face.face_model is not None          # (so its neutral's lips are closed)
             await _wait_closed(eng)
     asyncio.run(run())
 

@@ -73,6 +73,8 @@ class AudioTrainConfig:
     bottleneck: int = 0
     spec_masks: int = 0            # SpecAugment: this many time and this many frequency masks per window
     label_smooth_frames: int = 0   # training targets averaged over +-this many 10 ms frames (evaluation: raw)
+    align_lags: bool = False       # each training clip's labels moved to one lag of sound behind lips:
+    align_lag_s: float | None = None   # this one (s), or None: the training clips' median
     p_speed: float = 0.5
     p_reverb: float = 0.3
     p_noise: float = 0.5
@@ -228,6 +230,27 @@ def load_noise(cfg: AudioTrainConfig) -> list[np.ndarray]:
     return [read_audio(p, max_seconds=30) for p in files]
 
 
+def align_lags(clips: list[Clip], names: list[str], ref: float | None = None) -> dict:
+    """Move each clip's labels so that its sound comes ``ref`` s later than its lips (None: the clips'
+    median; ``trainer.audio_labels.av_lag``; only clips whose lag is clear): the sources were recorded or encoded
+    with different offsets (-0.23 to +0.23 s among the training clips), which, left in, teach the model
+    a timing smeared over 0.4 s. Returns the shifts (s) by clip name."""
+    from trainer.audio_labels import av_lag, clear_lag
+    li = names.index("lips_part")
+    lags = {c.name: av_lag(c.wave, c.times, c.speech[:, li]) for c in clips}
+    clear = [lag for lag, corr in lags.values() if clear_lag(lag, corr)]
+    if not clear:
+        return {}
+    ref = float(np.median(clear)) if ref is None else float(ref)
+    shifts = {}
+    for c in clips:
+        if clear_lag(*lags[c.name]):
+            shifts[c.name] = round(lags[c.name][0] - ref, 3)
+            c.times = c.times + shifts[c.name]
+    log.info("labels re-timed to a lag of %.3f s: %s", ref, shifts)
+    return shifts
+
+
 # ------------------------------------------------------------------------------------------- losses
 def pearson(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Per-row correlation of a and b (B, T) over the masked frames."""
@@ -354,10 +377,11 @@ def train(cfg: AudioTrainConfig, resume=None, progress: bool = True) -> dict:
         random.setstate((st["rng"]["python_version"], tuple(json.loads(st["rng"]["python"])),
                          st["rng"]["python_gauss"]))
         log.info("resumed from %s at step %d", path, step)
+    shifts = align_lags(train_clips, names, cfg.align_lag_s) if cfg.align_lags else {}
     sampler = Sampler(cfg, train_clips, noise, rng)
     key_idx = [names.index(k) for k in KEY_PARAMS]
     meta = {"train_clips": [c.name for c in train_clips], "held_out_clips": [c.name for c in val_clips],
-            "noise_files": len(noise), "train_config": cfg.to_dict(),
+            "noise_files": len(noise), "train_config": cfg.to_dict(), "label_shifts_s": shifts,
             "features": "log-mel 64 bands, 25 ms Hann window, 10 ms hop, own NumPy implementation"}
     from torch.utils.tensorboard import SummaryWriter
     tb = SummaryWriter(str(out / "tb"), purge_step=step if step else None)

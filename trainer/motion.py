@@ -37,7 +37,7 @@ Driver frames become p as ``slidergan render`` makes them (``streaming/render.py
 tracked (``engine.face.FaceTracker``, smoothed alignment) and read, then ``streaming.drivers.FaceDriver``
 in relative mode: p = the portrait's own parameters (its mouth closed, ``MotionOptions.source_mouth``)
 + (driver p - driver's neutral), the neutral
-from the least open mouths of the first second of faces (``streaming.drivers.neutral_of``); One Euro
+from the least open mouths of the first second of faces, its lips closed too (``streaming.drivers.neutral_of``); One Euro
 smoothing; clipped to +-``engine.animator.P_LIMIT``. The
 driver p comes from one of two sources (``P_SOURCES``): ``head``, the model's regression head D_p on
 the tracked crop (what render does), or ``mesh``, the blendshape fit of the tracked face mesh
@@ -221,6 +221,11 @@ class DriverClip:
         return np.array([mouth_opening(r.landmarks) if r.ok else np.nan for r in self.tracked])
 
     @property
+    def tracked_crop_landmarks(self) -> list:
+        """The tracker's crop landmarks of every frame read (None: no face): calibration."""
+        return [r.crop_landmarks if r.ok else None for r in self.tracked]
+
+    @property
     def tracked_heads(self) -> list:
         """Head pose (``engine.pose.measure``) of every frame read, from the tracker's mesh (None: no face)."""
         if "heads" not in self._raw:
@@ -294,7 +299,7 @@ def raw_params(clip: DriverClip, p_source: str, models=None, face_model=None) ->
 
 
 def drive_params(raw: np.ndarray, times, rest: np.ndarray, fps: float, mouth=None, n_exp: int | None = None,
-                 heads=None) -> tuple[np.ndarray, np.ndarray | None]:
+                 heads=None, landmarks=None, face_model=None) -> tuple[np.ndarray, np.ndarray | None]:
     """The Animator's parameters per frame from raw driver readings, as render's video driver makes
     them: ``FaceDriver`` in relative mode with the neutral (and, given ``heads``, the neutral head pose)
     from the first second of faces (at least ``CALIB_FRAMES``; ``streaming.drivers.neutral_of`` by their
@@ -311,7 +316,8 @@ def drive_params(raw: np.ndarray, times, rest: np.ndarray, fps: float, mouth=Non
         first = np.nonzero(valid)[0][(t - t[0] <= 1.0) | (np.arange(len(t)) < CALIB_FRAMES)]
         m = np.full(len(raw), np.nan) if mouth is None else np.asarray(mouth, np.float64)
         calm = [heads[k] for k in first if heads[k] is not None] if heads is not None else []
-        drv.set_neutral(neutral_of(raw[first], m[first]), mean_pose(calm) if calm else None)
+        lms = None if landmarks is None else [landmarks[k] for k in first]
+        drv.set_neutral(neutral_of(raw[first], m[first], lms, face_model), mean_pose(calm) if calm else None)
     P, poses = [], []
     for k, t in enumerate(times):
         P.append(drv.update(raw[k] if valid[k] else None, float(t), "ok" if valid[k] else "no_face",
@@ -541,7 +547,9 @@ def run_motion(rows: list[MotionRow], main_models, face_model, opts: MotionOptio
                         raw = raw_params(clip, row.p_source, models, face_model)
                         P, poses = drive_params(raw, clip.times, src.rest, clip.fps, clip.tracked_mouth,
                                                 face_model.n_exp if face_model is not None else None,
-                                                clip.tracked_heads if opts.head_motion else None)
+                                                clip.tracked_heads if opts.head_motion else None,
+                                                clip.tracked_crop_landmarks, src.anim.face_model
+                                                if opts.source_mouth == "closed" else None)
                         P = P[clip.indices]
                         poses = None if poses is None else poses[clip.indices][use]
                     frames = row.render(src, P[use], poses)
@@ -591,7 +599,8 @@ def protocol(opts: MotionOptions, clips, portraits) -> dict:
         "amplitude_ratio": "std(result) / std(driver) (1: moves as much as the driver)",
         "blink": f"the driver's sampled eye-opening series dips below {BLINK_DIP:.0%} of its median",
         "p": "render's video driver: FaceTracker, FaceDriver relative mode (neutral: the median p of the least "
-             "open mouths of the first second of faces, streaming.drivers.neutral_of; rest: the portrait's own p"
+             "open mouths of the first second of faces, streaming.drivers.neutral_of"
+             + (", its lips closed" if opts.source_mouth == "closed" else "") + "; rest: the portrait's own p"
              + (" with its mouth closed, engine.geometry.closed_mouth" if opts.source_mouth == "closed" else "")
              + "), p source head = regression head D_p, mesh = blendshape fit",
         "head": ("the driver's head pose (engine.pose, relative to its calibration's mean) moves the portrait's "
