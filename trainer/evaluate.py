@@ -449,8 +449,10 @@ def grid(rows: list[list[np.ndarray]], row_labels: list[str] | None = None,
         line = np.concatenate(tiles, 1)
         if lw:
             lab = np.full((cell, lw, 3), 255, np.uint8)
-            for k, part in enumerate(str(row_labels[i]).split("\n")[:4]):
-                cv2.putText(lab, part[:18], (3, 16 + 16 * k), cv2.FONT_HERSHEY_SIMPLEX, 0.38, (0, 0, 0), 1,
+            import textwrap
+            lines = [w for part in str(row_labels[i]).split("\n") for w in textwrap.wrap(part, 18) or [""]]
+            for k, part in enumerate(lines[:max(1, cell // 16 - 1)]):
+                cv2.putText(lab, part, (3, 16 + 16 * k), cv2.FONT_HERSHEY_SIMPLEX, 0.38, (0, 0, 0), 1,
                             cv2.LINE_AA)
             line = np.concatenate([lab, line], 1)
         out_rows.append(line)
@@ -631,7 +633,7 @@ def evaluate(models_list: list[Models], face_model_for, opts: EvalOptions, log=p
     # ---------------------------------------------------------------- sweeps (figures + identity)
     log("[evaluate] slider sweeps and figures")
     comps = fm.strongest(opts.components)
-    names = main.param_names
+    names = fm.model.param_labels if fm.matches_checkpoint else main.param_names   # the sliders' labels
     sweep_portraits = portraits.crops[: opts.n_portraits] if len(portraits.crops) else held.crops[:1]
     sweep_names = portraits.names[: opts.n_portraits] if len(portraits.crops) else [held.names[0]]
     for m in models_list:
