@@ -119,7 +119,7 @@ def test_output_map_warps_the_frame_at_full_resolution(fm):
 
 @pytest.mark.parametrize("turn, scale", [(0.0, 4.0), (0.3, 4.0), (0.2, 2.5), (0.1, 8.0)])
 def test_output_warp_samples_the_flow_finely_enough(fm, turn, scale):
-    """OutputWarp samples the grid's flow at output pixels at most half a crop pixel apart and resizes:
+    """OutputWarp samples the grid's flow at output pixels half to one crop pixel apart and resizes:
     against sampling it at every output pixel, the maps agree but for a few pixels on the openings'
     edges, where the flow jumps (the lips parting)."""
     import cv2
