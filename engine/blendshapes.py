@@ -718,12 +718,20 @@ def motion_label(d: np.ndarray) -> str:
     mean = d[top].mean(0)
     axis = int(np.argmax(np.abs(mean)))
     way = {0: ("left", "right"), 1: ("down", "up"), 2: ("back", "forward")}[axis][0 if mean[axis] > 0 else 1]
-    # side: where the moving points lie (x > 0: the subject's left), when clearly on one side
+    side = motion_side(d)
+    if axis == 0 or side is None:  # a sideways motion names its own direction; the side would only confuse
+        return f"{_REGION_WORDS[region]} {way}"
+    return f"{side} {_REGION_WORDS[region]} {way}"
+
+
+def motion_side(d: np.ndarray) -> str | None:
+    """The side of the face whose points a displacement (468, 3) moves ("left": the subject's left,
+    x > 0), when they are all on one side; else None."""
+    from .face import canonical_mesh
+    tpl = canonical_mesh()
+    top, _ = _moving(d)
     xs = tpl[top, 0] - tpl[:, 0].mean()
-    side = "left " if xs.min() > 0 else "right " if xs.max() < 0 else ""
-    if axis == 0:  # a sideways motion names its own direction; the side would only confuse
-        side = ""
-    return f"{side}{_REGION_WORDS[region]} {way}"
+    return "left" if xs.min() > 0 else "right" if xs.max() < 0 else None
 
 
 SECOND_MOTION_RADIUS = 0.12   # canonical units (the eye corners are 0.38 apart): "elsewhere on the face"
@@ -756,7 +764,8 @@ def component_labels(names: list[str], displacements: np.ndarray) -> list[str]:
     else its motion (``motion_label``). Components whose labels would read the same are told apart by
     what else they move (``second_motion``: "eyelids left, brow left"); a name repeated with "_2" says
     which component it repeats when its motion is the same (cosine at least SAME_MOTION_COS), else
-    adds the motion it makes ("lips part 2 (mouth forward)"). Labels still alike get "(2)", "(3)".
+    adds the motion it makes ("lips part 2 (mouth forward)"); else by the side they move ("brow left
+    (right side)": a sideways motion's label does not name it). Labels still alike get "(2)", "(3)".
     ``displacements``: (K, 468, 3), each component's motion for p = +1. Labels are for people (the
     page, reports); the names stay the model's identity (its fingerprint)."""
     first: list[str] = []
@@ -773,9 +782,11 @@ def component_labels(names: list[str], displacements: np.ndarray) -> list[str]:
     out: list[str] = []
     for k, (label, d) in enumerate(zip(first, displacements)):
         if first.count(label) > 1 and _AUTO_NAME.match(names[k]):
-            extra = second_motion(d)
+            extra, side = second_motion(d), motion_side(d)
             if extra and extra != label:
                 label = f"{label}, {extra}"
+            elif side:            # the same motion on the two sides ("brow left" of either brow)
+                label = f"{label} ({side} side)"
         base_label, n = label, 2
         while label in out:
             label = f"{base_label} ({n})"

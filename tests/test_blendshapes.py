@@ -259,7 +259,7 @@ def test_every_component_has_a_readable_label():
     d[[152, 148, 377, 175, 199], 1] = 1.0                      # chin points, y down
     assert motion_label(d) == "chin down"
     d = np.zeros((468, 3))
-    d[[105, 66, 107, 65, 52], 1] = -1.0                          # the subject's left brow up (x > 0 side)
+    d[[105, 66, 107, 65, 52], 1] = -1.0                          # the subject's right brow up (x < 0 side)
     assert motion_label(d).startswith(("left", "right")) and motion_label(d).endswith("up")
     assert component_labels(["lips_part", "lips_part_2"], np.zeros((2, 468, 3)))[1].startswith(
         "lips part (2, the same motion as lips part")
@@ -274,3 +274,10 @@ def test_every_component_has_a_readable_label():
                               np.stack([chin, aside, chin, chin + brow]))
     assert labels[1] == "jaw open 2 (chin left)" and labels[2] == "chin down", labels
     assert labels[3].startswith("chin down, ") and labels[3].endswith("brow up"), labels
+    # the same sideways motion of either brow: told apart by the side
+    left_brow, right_brow = np.zeros((468, 3)), np.zeros((468, 3))
+    left_brow[[334, 296, 336, 295, 282], 0] = 1.0              # x > 0: the subject's left
+    right_brow[[105, 66, 107, 65, 52], 0] = 1.0
+    assert motion_label(left_brow) == motion_label(right_brow) == "brow left"
+    assert component_labels(["exp02", "exp03"], np.stack([left_brow, right_brow])) == [
+        "brow left (left side)", "brow left (right side)"]
