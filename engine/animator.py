@@ -515,7 +515,7 @@ class Animator:
         """For each p (and head pose): the target mesh's backward map, the layer to put over the warped
         portrait ((premultiplied colour A*C (S, S, 3), attention A (S, S, 1)) at crop resolution: the
         drawn mouth interior and the generator's, composited; or None), and the crop-level result."""
-        from .geometry import HeadMove, target_landmarks
+        from .geometry import HeadMove, mouth_gate, target_landmarks
         w = src.warp if poses is None else self._head_warp(src)
         crop = src.info.crop
         maps, layers, gen = [], [], []
@@ -537,6 +537,10 @@ class Animator:
             for i, (o, m) in enumerate(zip(np.asarray(out, np.float32), np.asarray(mask, np.float32))):
                 keep = 1.0 - m.transpose(1, 2, 0)                            # (S, S, 1): 1 - A
                 g = from_model_output(o)
+                gate = mouth_gate(w.mesh.src, maps[i][0], frames[i, 3])
+                if gate is not None:   # the mouth painted only where it opens: A -> gate A, so that
+                    keep = 1.0 - gate * (1.0 - keep)     # I_gen = A C + (1 - A) drawn becomes
+                    g = gen[i] + gate * (g - gen[i])     # drawn + gate (I_gen - drawn)
                 # I_gen = A*C + (1 - A) * drawn, and drawn = mouth A*C + (1 - mouth A) * warp: one layer
                 # over the warp, A*C = I_gen - (1 - A) * (drawn - mouth A*C), 1 - A = (1 - A) (1 - mouth A)
                 if layers[i] is None:

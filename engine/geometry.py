@@ -338,6 +338,47 @@ def lip_colour(source: np.ndarray, src_landmarks: np.ndarray) -> np.ndarray:
     return np.array([150.0, 80, 80])
 
 
+def new_opening(src_landmarks: np.ndarray, dst_landmarks: np.ndarray) -> float:
+    """The share (0..1) of the target's mouth opening (its inner-lip polygon's area) that the source's
+    had not: 0 when the target's mouth is no more open than the source's, where the warp moves the
+    source's own lips and mouth and nothing is missing."""
+    from .blendshapes import INNER_LIP_LOOP
+    loop = list(INNER_LIP_LOOP)
+    a_src = _poly_area(np.asarray(src_landmarks)[loop, :2])
+    a_dst = _poly_area(np.asarray(dst_landmarks)[loop, :2])
+    return float(min(max((a_dst - a_src) / a_dst, 0.0), 1.0)) if a_dst > 1.0 else 0.0
+
+
+GATE_AREA = 0.05    # new mouth opening (area / mouth width^2) at which the generator paints the mouth fully
+
+
+def mouth_gate(src_landmarks: np.ndarray, dst_landmarks: np.ndarray, region: np.ndarray) -> np.ndarray | None:
+    """(S, S, 1) float32 factor on the warp generator's attention: 1 but in the mouth's zone (where
+    ``WarpGenerator.openings`` lets it paint the mouth), where it grows from 0, for a target mouth no
+    more open than the source's, to 1 once the new opening's area reaches GATE_AREA x the mouth's width
+    squared; None where it would be 1 everywhere. There the warp moves the portrait's own lips and
+    mouth and nothing is missing, and a generator trained briefly on photographs painted bright blobs
+    between a painting's closed lips. ``region``: ``MeshWarp.region_mask`` of the target."""
+    import cv2
+    from .blendshapes import INNER_LIP_LOOP
+    loop = list(INNER_LIP_LOOP)
+    dst = np.asarray(dst_landmarks, np.float64)
+    new = _poly_area(dst[loop, :2]) - _poly_area(np.asarray(src_landmarks)[loop, :2])
+    gate = min(max(new / (GATE_AREA * float(np.sum((dst[78, :2] - dst[308, :2]) ** 2)) + 1e-9), 0.0), 1.0)
+    if gate >= 1.0:
+        return None
+    s = region.shape[-1]
+    r = max(1, s // 24)                                           # as WarpGenerator.openings, whose
+    # feathered mask reaches 2 r beyond the region mask's pixels: the mouth's zone is all of that round
+    # the target's inner lips (the eyes are far)
+    (x0, y0), (x1, y1) = dst[loop, :2].min(0) - 2 * r, dst[loop, :2].max(0) + 2 * r
+    mouth = np.zeros((s, s), np.uint8)
+    box = slice(max(int(y0), 0), max(int(np.ceil(y1)) + 1, 0)), slice(max(int(x0), 0), max(int(np.ceil(x1)) + 1, 0))
+    mouth[box] = region[box] > 0.05
+    zone = cv2.dilate(mouth, np.ones((4 * r + 1, 4 * r + 1), np.uint8)).astype(np.float32)
+    return (1.0 - zone * np.float32(1.0 - gate))[..., None]
+
+
 def mouth_layer(source: np.ndarray, src_landmarks: np.ndarray, dst_landmarks: np.ndarray,
                 lips: np.ndarray | None = None):
     """The inner-mouth colour and its opacity (fill (h, w, 3) float32 0-255, alpha (h, w, 1)) for
@@ -347,11 +388,9 @@ def mouth_layer(source: np.ndarray, src_landmarks: np.ndarray, dst_landmarks: np
     import cv2
     from .blendshapes import INNER_LIP_LOOP
     loop = list(INNER_LIP_LOOP)
-    a_src = _poly_area(np.asarray(src_landmarks)[loop, :2])
-    a_dst = _poly_area(np.asarray(dst_landmarks)[loop, :2])
-    if a_dst <= 1.0 or a_dst <= a_src * 1.05:
+    new = new_opening(src_landmarks, dst_landmarks)
+    if new <= 1 - 1 / 1.05:             # the target's opening at most 5 % larger than the source's
         return None
-    new = min(max((a_dst - a_src) / a_dst, 0.0), 1.0)
     h, w = source.shape[:2]
     dst = np.asarray(dst_landmarks, np.float64)
     mouth_w = np.linalg.norm(dst[78, :2] - dst[308, :2])

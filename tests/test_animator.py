@@ -156,6 +156,39 @@ def test_untrained_warp_generator_returns_the_warp(warp_anims):
     assert np.abs(model - warp_anims["model"].source.crop).mean() > 0.5
 
 
+def test_the_generator_paints_the_mouth_only_where_it_opens(warp_anims):
+    """engine.geometry.mouth_gate: a generator that paints everything (A = 1, pure green) leaves the
+    portrait's own mouth where the target's is no more open than the source's (the eyes are still
+    painted), and paints inside the mouth once the target opens it."""
+    import cv2
+    from engine.geometry import target_landmarks
+    anim = warp_anims["model"]
+    generate = anim.models.generate
+
+    def paint_all(feats, p, return_mask=False, frame=None):
+        green = np.full((len(p), 3, *frame.shape[2:]), -1.0, np.float32)
+        green[:, 1] = 1.0
+        return green, np.ones((len(p), 1, *frame.shape[2:]), np.float32)
+    inv = cv2.invertAffineTransform(anim.source.matrix)
+    w = anim._src.warp
+    wide = _with(anim, jaw_open=1.0, lips_part=1.0)
+
+    def at(frame, xy):   # the output pixel of a crop point
+        x, y = np.round(inv[:, :2] @ xy + inv[:, 2]).astype(int)
+        return frame[y, x].astype(int)
+    anim.models.generate = paint_all
+    try:
+        frames = {"still": anim.animate(anim.source.params), "wide": anim.animate(wide)}
+    finally:
+        anim.models.generate = generate
+    green, base = np.array([0, 255, 0]), anim.source.base
+    lips = (w.mesh.src[13, :2] + w.mesh.src[14, :2]) / 2
+    assert np.abs(at(frames["still"], lips) - at(base, lips)).max() <= 2       # the portrait's own lips
+    assert np.abs(at(frames["still"], w.mesh.src[468, :2]) - green).max() <= 2  # an iris: painted
+    dst = target_landmarks(anim.face_model, w.mesh.src, w.p_src, wide)
+    assert np.abs(at(frames["wide"], (dst[13, :2] + dst[14, :2]) / 2) - green).max() <= 2   # the opening
+
+
 def test_warp_needs_a_fit(tmp_path, shared_data):
     from engine.animator import Animator
     models = kit.load_tiny(kit.tiny_checkpoint(tmp_path / "ck", profile="tiny-warp"))
