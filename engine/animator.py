@@ -514,7 +514,9 @@ class Animator:
     def _warp_layers(self, p: np.ndarray, src: PreparedSource, poses: np.ndarray | None = None):
         """For each p (and head pose): the target mesh's backward map, the layer to put over the warped
         portrait ((premultiplied colour A*C (S, S, 3), attention A (S, S, 1)) at crop resolution: the
-        drawn mouth interior and the generator's, composited; or None), and the crop-level result."""
+        drawn mouth interior and the generator's, composited; or None), and the crop-level result. The
+        generator paints the mouth only as far as the target opens it beyond the source
+        (``engine.geometry.mouth_gate``)."""
         from .geometry import HeadMove, mouth_gate, target_landmarks
         w = src.warp if poses is None else self._head_warp(src)
         crop = src.info.crop
