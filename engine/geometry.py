@@ -356,15 +356,16 @@ def mouth_gate(src_landmarks: np.ndarray, dst_landmarks: np.ndarray, region: np.
     """(S, S, 1) float32 factor on the warp generator's attention: 1 but in the mouth's zone (where
     ``WarpGenerator.openings`` lets it paint the mouth), where it grows from 0, for a target mouth no
     more open than the source's, to 1 once the new opening's area reaches GATE_AREA x the mouth's width
-    squared; None where it would be 1 everywhere. There the warp moves the portrait's own lips and
-    mouth and nothing is missing, and a generator trained briefly on photographs painted bright blobs
-    between a painting's closed lips. ``region``: ``MeshWarp.region_mask`` of the target."""
+    squared; None where it would be 1 everywhere. Below that the warp moves the portrait's own lips and
+    mouth and little is missing, and a generator trained briefly on photographs painted pale blobs into
+    a painting's small openings. ``region``: ``MeshWarp.region_mask`` of the target."""
     import cv2
     from .blendshapes import INNER_LIP_LOOP
     loop = list(INNER_LIP_LOOP)
     dst = np.asarray(dst_landmarks, np.float64)
-    new = _poly_area(dst[loop, :2]) - _poly_area(np.asarray(src_landmarks)[loop, :2])
-    gate = min(max(new / (GATE_AREA * float(np.sum((dst[78, :2] - dst[308, :2]) ** 2)) + 1e-9), 0.0), 1.0)
+    new_area = _poly_area(dst[loop, :2]) - _poly_area(np.asarray(src_landmarks)[loop, :2])
+    mouth_w2 = float(np.sum((dst[78, :2] - dst[308, :2]) ** 2))
+    gate = min(max(new_area / (GATE_AREA * mouth_w2 + 1e-9), 0.0), 1.0)
     if gate >= 1.0:
         return None
     s = region.shape[-1]
@@ -373,7 +374,8 @@ def mouth_gate(src_landmarks: np.ndarray, dst_landmarks: np.ndarray, region: np.
     # the target's inner lips (the eyes are far)
     (x0, y0), (x1, y1) = dst[loop, :2].min(0) - 2 * r, dst[loop, :2].max(0) + 2 * r
     mouth = np.zeros((s, s), np.uint8)
-    box = slice(max(int(y0), 0), max(int(np.ceil(y1)) + 1, 0)), slice(max(int(x0), 0), max(int(np.ceil(x1)) + 1, 0))
+    box = (slice(max(int(y0), 0), max(int(np.ceil(y1)) + 1, 0)),
+           slice(max(int(x0), 0), max(int(np.ceil(x1)) + 1, 0)))
     mouth[box] = region[box] > 0.05
     zone = cv2.dilate(mouth, np.ones((4 * r + 1, 4 * r + 1), np.uint8)).astype(np.float32)
     return (1.0 - zone * np.float32(1.0 - gate))[..., None]

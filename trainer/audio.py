@@ -232,9 +232,10 @@ def load_noise(cfg: AudioTrainConfig) -> list[np.ndarray]:
 
 def align_lags(clips: list[Clip], names: list[str], ref: float | None = None) -> dict:
     """Move each clip's labels so that its sound comes ``ref`` s later than its lips (None: the clips'
-    median; ``trainer.audio_labels.av_lag``; only clips whose lag is clear): the sources were recorded or encoded
-    with different offsets (-0.23 to +0.23 s among the training clips), which, left in, teach the model
-    a timing smeared over 0.4 s. Returns the shifts (s) by clip name."""
+    median; ``trainer.audio_labels.av_lag``; only clips whose lag is clear): the sources were recorded
+    or encoded with different offsets (-0.23 to +0.23 s among the training clips), which, left in,
+    teach the model a timing smeared over 0.4 s. Returns the shifts (s) by clip name. (Tried both ways
+    on the shipped config: no better on the held-out clips; README, "Audio-driven lips".)"""
     from trainer.audio_labels import av_lag, clear_lag
     li = names.index("lips_part")
     lags = {c.name: av_lag(c.wave, c.times, c.speech[:, li]) for c in clips}

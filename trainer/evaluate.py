@@ -424,6 +424,8 @@ def grid(rows: list[list[np.ndarray]], row_labels: list[str] | None = None,
          col_labels: list[str] | None = None, cell: int | None = None) -> np.ndarray:
     """Tile images (any sizes, resized to ``cell``: default the largest, at least 96) into a
     labelled grid."""
+    import textwrap
+
     import cv2
     if cell is None:
         cell = max([96] + [im.shape[0] for r in rows for im in r if im is not None])
@@ -449,7 +451,6 @@ def grid(rows: list[list[np.ndarray]], row_labels: list[str] | None = None,
         line = np.concatenate(tiles, 1)
         if lw:
             lab = np.full((cell, lw, 3), 255, np.uint8)
-            import textwrap
             lines = [w for part in str(row_labels[i]).split("\n") for w in textwrap.wrap(part, 18) or [""]]
             for k, part in enumerate(lines[:max(1, cell // 16 - 1)]):
                 cv2.putText(lab, part, (3, 16 + 16 * k), cv2.FONT_HERSHEY_SIMPLEX, 0.38, (0, 0, 0), 1,

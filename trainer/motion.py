@@ -545,11 +545,11 @@ def run_motion(rows: list[MotionRow], main_models, face_model, opts: MotionOptio
                         P = np.tile(src.params, (len(clip), 1))
                     else:
                         raw = raw_params(clip, row.p_source, models, face_model)
+                        closer = src.anim.face_model if opts.source_mouth == "closed" else None
                         P, poses = drive_params(raw, clip.times, src.rest, clip.fps, clip.tracked_mouth,
                                                 face_model.n_exp if face_model is not None else None,
                                                 clip.tracked_heads if opts.head_motion else None,
-                                                clip.tracked_crop_landmarks, src.anim.face_model
-                                                if opts.source_mouth == "closed" else None)
+                                                clip.tracked_crop_landmarks, closer)
                         P = P[clip.indices]
                         poses = None if poses is None else poses[clip.indices][use]
                     frames = row.render(src, P[use], poses)
