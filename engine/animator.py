@@ -515,9 +515,9 @@ class Animator:
         """For each p (and head pose): the target mesh's backward map, the layer to put over the warped
         portrait ((premultiplied colour A*C (S, S, 3), attention A (S, S, 1)) at crop resolution: the
         drawn mouth interior and the generator's, composited; or None), and the crop-level result. The
-        generator paints the mouth only as far as the target opens it beyond the source
-        (``engine.geometry.mouth_gate``)."""
-        from .geometry import HeadMove, mouth_gate, target_landmarks
+        generator paints an opening (mouth, eyes) only as far as the target changes it from the source's
+        (``engine.geometry.attention_gate``)."""
+        from .geometry import HeadMove, attention_gate, target_landmarks
         w = src.warp if poses is None else self._head_warp(src)
         crop = src.info.crop
         maps, layers, gen = [], [], []
@@ -539,8 +539,8 @@ class Animator:
             for i, (o, m) in enumerate(zip(np.asarray(out, np.float32), np.asarray(mask, np.float32))):
                 keep = 1.0 - m.transpose(1, 2, 0)                            # (S, S, 1): 1 - A
                 g = from_model_output(o)
-                gate = mouth_gate(w.mesh.src, maps[i][0], frames[i, 3])
-                if gate is not None:   # the mouth painted only where it opens: A -> gate A, so that
+                gate = attention_gate(w.mesh.src, maps[i][0], frames[i, 3])
+                if gate is not None:   # openings painted only where they change: A -> gate A, so that
                     keep = 1.0 - gate * (1.0 - keep)     # I_gen = A C + (1 - A) drawn becomes
                     g = gen[i] + gate * (g - gen[i])     # drawn + gate (I_gen - drawn)
                 # I_gen = A*C + (1 - A) * drawn, and drawn = mouth A*C + (1 - mouth A) * warp: one layer

@@ -349,36 +349,49 @@ def new_opening(src_landmarks: np.ndarray, dst_landmarks: np.ndarray) -> float:
     return float(min(max((a_dst - a_src) / a_dst, 0.0), 1.0)) if a_dst > 1.0 else 0.0
 
 
-GATE_AREA = 0.05    # new mouth opening (area / mouth width^2) at which the generator paints the mouth fully
+GATE_AREA = 0.05    # change of an opening's area (/ its width^2) at which the generator paints it fully
 
 
-def mouth_gate(src_landmarks: np.ndarray, dst_landmarks: np.ndarray, region: np.ndarray) -> np.ndarray | None:
-    """(S, S, 1) float32 factor on the warp generator's attention: 1 but in the mouth's zone (where
-    ``WarpGenerator.openings`` lets it paint the mouth), where it grows from 0, for a target mouth no
-    more open than the source's, to 1 once the new opening's area reaches GATE_AREA x the mouth's width
-    squared; None where it would be 1 everywhere. Below that the warp moves the portrait's own lips and
-    mouth and little is missing, and a generator trained briefly on photographs painted pale blobs into
-    a painting's small openings. ``region``: ``MeshWarp.region_mask`` of the target."""
+def _gate_parts():
+    """(loop, its two corners, whether closing counts too) of the openings the generator paints: the
+    mouth (only opening it: closing lips are the warp's to make) and the eyes (both ways: a closing lid
+    covers the eye, an opening one shows more of it)."""
+    from engine.blendshapes import INNER_LIP_LOOP, LEFT_EYE_LOOP, RIGHT_EYE_LOOP
+    return ((INNER_LIP_LOOP, (78, 308), False), (RIGHT_EYE_LOOP, (33, 133), True),
+            (LEFT_EYE_LOOP, (362, 263), True))
+
+
+def attention_gate(src_landmarks: np.ndarray, dst_landmarks: np.ndarray, region: np.ndarray) -> np.ndarray | None:
+    """(S, S, 1) float32 factor on the warp generator's attention, per opening it may paint (the mouth,
+    each eye; ``WarpGenerator.openings``): 0 in the opening's zone where the target's opening is as the
+    source's, rising to 1 once its area has changed by GATE_AREA x its width squared (the mouth: grown;
+    an eye: grown or shrunk); 1 elsewhere; None where it would be 1 everywhere. Where an opening is as
+    the portrait's own the warp moves the portrait's own lips, mouth and eyes and nothing is missing;
+    a generator trained briefly on photographs painted pale blobs into a painting's small mouth
+    openings and tinted still irises (green on the photo d30, purple on the painting s5).
+    ``region``: ``MeshWarp.region_mask`` of the target."""
     import cv2
-    from .blendshapes import INNER_LIP_LOOP
-    loop = list(INNER_LIP_LOOP)
-    dst = np.asarray(dst_landmarks, np.float64)
-    new_area = _poly_area(dst[loop, :2]) - _poly_area(np.asarray(src_landmarks)[loop, :2])
-    mouth_w2 = float(np.sum((dst[78, :2] - dst[308, :2]) ** 2))
-    gate = min(max(new_area / (GATE_AREA * mouth_w2 + 1e-9), 0.0), 1.0)
-    if gate >= 1.0:
-        return None
+    src, dst = np.asarray(src_landmarks, np.float64), np.asarray(dst_landmarks, np.float64)
     s = region.shape[-1]
-    r = max(1, s // 24)                                           # as WarpGenerator.openings, whose
-    # feathered mask reaches 2 r beyond the region mask's pixels: the mouth's zone is all of that round
-    # the target's inner lips (the eyes are far)
-    (x0, y0), (x1, y1) = dst[loop, :2].min(0) - 2 * r, dst[loop, :2].max(0) + 2 * r
-    mouth = np.zeros((s, s), np.uint8)
-    box = (slice(max(int(y0), 0), max(int(np.ceil(y1)) + 1, 0)),
-           slice(max(int(x0), 0), max(int(np.ceil(x1)) + 1, 0)))
-    mouth[box] = region[box] > 0.05
-    zone = cv2.dilate(mouth, np.ones((4 * r + 1, 4 * r + 1), np.uint8)).astype(np.float32)
-    return (1.0 - zone * np.float32(1.0 - gate))[..., None]
+    r = max(1, s // 24)      # as WarpGenerator.openings, whose feathered mask reaches 2 r beyond the region
+    factor = None
+    for loop, (a, b), both_ways in _gate_parts():
+        loop = list(loop)
+        change = _poly_area(dst[loop, :2]) - _poly_area(src[loop, :2])
+        change = abs(change) if both_ways else change
+        gate = min(max(change / (GATE_AREA * float(np.sum((dst[a, :2] - dst[b, :2]) ** 2)) + 1e-9), 0.0), 1.0)
+        if gate >= 1.0:
+            continue
+        # the opening's zone: all of the feathered mask's reach round the target's loop
+        (x0, y0), (x1, y1) = dst[loop, :2].min(0) - 2 * r, dst[loop, :2].max(0) + 2 * r
+        part = np.zeros((s, s), np.uint8)
+        box = (slice(max(int(y0), 0), max(int(np.ceil(y1)) + 1, 0)),
+               slice(max(int(x0), 0), max(int(np.ceil(x1)) + 1, 0)))
+        part[box] = region[box] > 0.05
+        zone = cv2.dilate(part, np.ones((4 * r + 1, 4 * r + 1), np.uint8)).astype(np.float32)
+        f = 1.0 - zone * np.float32(1.0 - gate)
+        factor = f if factor is None else np.minimum(factor, f)
+    return None if factor is None else factor[..., None]
 
 
 def mouth_layer(source: np.ndarray, src_landmarks: np.ndarray, dst_landmarks: np.ndarray,

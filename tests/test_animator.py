@@ -156,10 +156,11 @@ def test_untrained_warp_generator_returns_the_warp(warp_anims):
     assert np.abs(model - warp_anims["model"].source.crop).mean() > 0.5
 
 
-def test_the_generator_paints_the_mouth_only_where_it_opens(warp_anims):
-    """engine.geometry.mouth_gate: a generator that paints everything (A = 1, pure green) leaves the
-    portrait's own mouth where the target's is no more open than the source's (the eyes are still
-    painted), and paints inside the mouth once the target opens it."""
+def test_the_generator_paints_the_openings_only_where_they_change(warp_anims):
+    """engine.geometry.attention_gate: a generator that paints everything (A = 1, pure green) leaves the
+    portrait's own mouth and eyes where the target's are as the source's, and paints inside the mouth
+    once the target opens it, and over an eye once it closes; the rest of the crop it paints (the gate
+    is on the openings only; the real generator's attention is confined to them)."""
     import cv2
     from engine.geometry import target_landmarks
     anim = warp_anims["model"]
@@ -172,21 +173,25 @@ def test_the_generator_paints_the_mouth_only_where_it_opens(warp_anims):
     inv = cv2.invertAffineTransform(anim.source.matrix)
     w = anim._src.warp
     wide = _with(anim, jaw_open=1.0, lips_part=1.0)
+    shut = _with(anim, eye_close_right=1.0)
 
     def at(frame, xy):   # the output pixel of a crop point
         x, y = np.round(inv[:, :2] @ xy + inv[:, 2]).astype(int)
         return frame[y, x].astype(int)
     anim.models.generate = paint_all
     try:
-        frames = {"still": anim.animate(anim.source.params), "wide": anim.animate(wide)}
+        still, opened, closed = anim.animate_batch(np.stack([anim.source.params, wide, shut]))
     finally:
         anim.models.generate = generate
-    green, base = np.array([0, 255, 0]), anim.source.base
-    lips = (w.mesh.src[13, :2] + w.mesh.src[14, :2]) / 2
-    assert np.abs(at(frames["still"], lips) - at(base, lips)).max() <= 2       # the portrait's own lips
-    assert np.abs(at(frames["still"], w.mesh.src[468, :2]) - green).max() <= 2  # an iris: painted
-    dst = target_landmarks(anim.face_model, w.mesh.src, w.p_src, wide)
-    assert np.abs(at(frames["wide"], (dst[13, :2] + dst[14, :2]) / 2) - green).max() <= 2   # the opening
+    green, base, lm = np.array([0, 255, 0]), anim.source.base, w.mesh.src
+    lips = (lm[13, :2] + lm[14, :2]) / 2
+    assert np.abs(at(still, lips) - at(base, lips)).max() <= 2                  # the portrait's own lips
+    assert np.abs(at(still, lm[468, :2]) - at(base, lm[468, :2])).max() <= 2    # ... and iris
+    assert np.abs(at(still, lm[1, :2]) - green).max() <= 2                      # the nose tip: no gate
+    dst = target_landmarks(anim.face_model, lm, w.p_src, wide)
+    assert np.abs(at(opened, (dst[13, :2] + dst[14, :2]) / 2) - green).max() <= 2   # the opening
+    dst = target_landmarks(anim.face_model, lm, w.p_src, shut)
+    assert np.abs(at(closed, dst[159, :2]) - green).max() <= 2                  # the closing right eye's lid
 
 
 def test_warp_needs_a_fit(tmp_path, shared_data):
