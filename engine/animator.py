@@ -49,6 +49,13 @@ P_LIMIT = 1.6
 SOURCE_MOUTHS = ("closed", "own")     # Animator.rest_params
 
 
+def check_mouth(mouth: str, what: str = "source_mouth") -> str:
+    """``mouth`` if it is one of SOURCE_MOUTHS, else a ValueError that names the choices."""
+    if mouth not in SOURCE_MOUTHS:
+        raise ValueError(f"{what} must be one of {', '.join(SOURCE_MOUTHS)}, not {mouth!r}")
+    return mouth
+
+
 def add_source_mouth_argument(p) -> None:
     """The command-line choice of ``Animator``'s ``source_mouth`` (render, live, serve, evaluate)."""
     p.add_argument("--source-mouth", choices=SOURCE_MOUTHS, default="closed",
@@ -272,9 +279,7 @@ class Animator:
 
     @source_mouth.setter
     def source_mouth(self, mouth: str) -> None:
-        if mouth not in SOURCE_MOUTHS:
-            raise ValueError(f"source_mouth must be one of {', '.join(SOURCE_MOUTHS)}, not {mouth!r}")
-        self._source_mouth = mouth
+        self._source_mouth = check_mouth(mouth)
 
     @property
     def rest_params(self) -> np.ndarray:

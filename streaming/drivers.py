@@ -247,10 +247,8 @@ class FaceDriver:
 
     @neutral_mouth.setter
     def neutral_mouth(self, mouth: str) -> None:
-        from engine.animator import SOURCE_MOUTHS
-        if mouth not in SOURCE_MOUTHS:
-            raise ValueError(f"neutral_mouth must be one of {SOURCE_MOUTHS}, not {mouth!r}")
-        self._neutral_mouth = mouth
+        from engine.animator import check_mouth
+        self._neutral_mouth = check_mouth(mouth, "neutral_mouth")
 
     def calibrate(self) -> None:
         """Take the driver's neutral again from the next frames with a face."""
