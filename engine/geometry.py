@@ -338,27 +338,10 @@ def lip_colour(source: np.ndarray, src_landmarks: np.ndarray) -> np.ndarray:
     return np.array([150.0, 80, 80])
 
 
-def new_opening(src_landmarks: np.ndarray, dst_landmarks: np.ndarray) -> float:
-    """The share (0..1) of the target's mouth opening (its inner-lip polygon's area) that the source's
-    had not: 0 when the target's mouth is no more open than the source's, where the warp moves the
-    source's own lips and mouth and nothing is missing."""
-    from .blendshapes import INNER_LIP_LOOP
-    loop = list(INNER_LIP_LOOP)
-    a_src = _poly_area(np.asarray(src_landmarks)[loop, :2])
-    a_dst = _poly_area(np.asarray(dst_landmarks)[loop, :2])
-    return float(min(max((a_dst - a_src) / a_dst, 0.0), 1.0)) if a_dst > 1.0 else 0.0
-
-
 GATE_AREA = 0.05    # change of an opening's area (/ its width^2) at which the generator paints it fully
 
 
-def _gate_parts():
-    """(loop, its two corners, whether closing counts too) of the openings the generator paints: the
-    mouth (only opening it: closing lips are the warp's to make) and the eyes (both ways: a closing lid
-    covers the eye, an opening one shows more of it)."""
-    from engine.blendshapes import INNER_LIP_LOOP, LEFT_EYE_LOOP, RIGHT_EYE_LOOP
-    return ((INNER_LIP_LOOP, (78, 308), False), (RIGHT_EYE_LOOP, (33, 133), True),
-            (LEFT_EYE_LOOP, (362, 263), True))
+GATE_CORNERS = ((78, 308), (33, 133), (362, 263))   # the corners of _hole_loops' mouth and eyes: their widths
 
 
 def attention_gate(src_landmarks: np.ndarray, dst_landmarks: np.ndarray, region: np.ndarray) -> np.ndarray | None:
@@ -375,7 +358,9 @@ def attention_gate(src_landmarks: np.ndarray, dst_landmarks: np.ndarray, region:
     s = region.shape[-1]
     r = max(1, s // 24)      # as WarpGenerator.openings, whose feathered mask reaches 2 r beyond the region
     factor = None
-    for loop, (a, b), both_ways in _gate_parts():
+    # the mouth counts only opening (closing lips are the warp's to make), an eye both ways (a closing
+    # lid covers the eye, an opening one shows more of it)
+    for loop, (a, b), both_ways in zip(_hole_loops(), GATE_CORNERS, (False, True, True)):
         loop = list(loop)
         change = _poly_area(dst[loop, :2]) - _poly_area(src[loop, :2])
         change = abs(change) if both_ways else change
@@ -403,9 +388,11 @@ def mouth_layer(source: np.ndarray, src_landmarks: np.ndarray, dst_landmarks: np
     import cv2
     from .blendshapes import INNER_LIP_LOOP
     loop = list(INNER_LIP_LOOP)
-    new = new_opening(src_landmarks, dst_landmarks)
-    if new <= 1 - 1 / 1.05:             # the target's opening at most 5 % larger than the source's
+    a_src = _poly_area(np.asarray(src_landmarks)[loop, :2])
+    a_dst = _poly_area(np.asarray(dst_landmarks)[loop, :2])
+    if a_dst <= 1.0 or a_dst <= a_src * 1.05:
         return None
+    new = min(max((a_dst - a_src) / a_dst, 0.0), 1.0)
     h, w = source.shape[:2]
     dst = np.asarray(dst_landmarks, np.float64)
     mouth_w = np.linalg.norm(dst[78, :2] - dst[308, :2])
