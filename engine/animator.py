@@ -60,8 +60,8 @@ def add_source_mouth_argument(p) -> None:
     """The command-line choice of ``Animator``'s ``source_mouth`` (render, live, serve, evaluate)."""
     p.add_argument("--source-mouth", choices=SOURCE_MOUTHS, default="closed",
                    help="the portrait's mouth that a relative driver starts from: 'closed' (default: a portrait "
-                        "photographed with its mouth open closes it first, then opens it as the driver does) or "
-                        "'own' (as photographed)")
+                        "photographed with its mouth open closes it first, then opens it as the driver does; the "
+                        "driver's calibrated neutral has its lips closed too) or 'own' (both as they are)")
 
 
 def default_checkpoint() -> Path:
