@@ -43,7 +43,7 @@ closed rather than freezing it.
 Data channel messages (JSON), browser -> server:
   {"type": "route", "exp": "face|track|sliders|rest", "speech": ...|mic}   which driver moves what
   {"type": "mode", "mode": "relative|absolute"}      {"type": "calibrate"}
-  {"type": "mouth", "mouth": "closed|own"}            (the portrait's mouth a relative webcam starts from)
+  {"type": "mouth", "mouth": "closed|own"}            (a relative webcam starts from both mouths closed, or as they are)
   {"type": "params", "params": "mesh|head"}           (the webcam's p: blendshape fit of its mesh, or D_p)
   {"type": "motion", "motion": "head|expression"}     (expression + head pose, or expression only)
   {"type": "pose", "index": i, "value": v}            (pin a head-pose slider; v in units of its limit, -1..1)
@@ -1586,10 +1586,11 @@ async def _offer(request, engine: Engine):
     source = params.get("params", engine.params_sources[0])
     if source not in engine.params_sources:
         raise HTTPError(400, f"params must be one of {engine.params_sources}, not {source!r}")
-    from engine.animator import SOURCE_MOUTHS
-    mouth = params.get("mouth", engine.source_mouth)
-    if mouth not in SOURCE_MOUTHS:
-        raise HTTPError(400, f"mouth must be one of {', '.join(SOURCE_MOUTHS)}, not {mouth!r}")
+    from engine.animator import check_mouth
+    try:
+        mouth = check_mouth(params.get("mouth", engine.source_mouth), "mouth")
+    except ValueError as e:
+        raise HTTPError(400, str(e)) from None
     motion = params.get("motion")
     from .drivers import MOTIONS
     if motion is not None and (motion not in MOTIONS or motion == "head" and not engine.moves_head):
