@@ -1302,8 +1302,12 @@ class FaceModel:
         """Fit one face: (478, 3) frame landmarks (or canonical-frame ones with ``aligned=True``)."""
         return self.fit_many(np.asarray(landmarks)[None], aligned=aligned)[0]
 
-    def fit_many(self, landmarks: np.ndarray, aligned: bool = False) -> list[FitResult]:
-        """``fit`` for each of (n, 478, 3) independent faces (stills), vectorised."""
+    def fit_many(self, landmarks: np.ndarray, aligned: bool = False, neutral: np.ndarray | None = None
+                 ) -> list[FitResult]:
+        """``fit`` for each of (n, 478, 3) independent faces (stills), vectorised. With ``neutral`` (a
+        person's canonical neutral shape (468|478, 3), ``estimate_neutral``): faces of that person,
+        each p the fit of its difference from it, as ``fit_sequence`` does (identity not fitted again:
+        no part of an opening mouth is taken for the shape of the face)."""
         lm = np.asarray(landmarks, np.float64)
         if lm.ndim != 3 or lm.shape[1:] != (NUM_LANDMARKS, 3):
             raise ValueError(f"expected (n, 478, 3) face-mesh landmarks, got {lm.shape}")
@@ -1319,6 +1323,11 @@ class FaceModel:
                 al.append(a)
                 tf.append(t)
         al = np.stack(al)
+        if neutral is not None:
+            q, on, rms = self._fit_to(al, neutral)
+            return [FitResult(p=q[i].astype(np.float32), identity=np.zeros(0, np.float32), residual=float(rms[i]),
+                              clipped=on[i], aligned=al[i].astype(np.float32), transform=tf[i])
+                    for i in range(len(al))]
         x = (al[:, :NUM_MESH_POINTS] - self.mean).reshape(len(al), -1)
         a = np.concatenate([self._uid, self._u], axis=1)
         prec = np.concatenate([np.full(self.n_identity, self.id_reg), self._prec_p])
@@ -1329,6 +1338,16 @@ class FaceModel:
         return [FitResult(p=q[i, self.n_identity:].astype(np.float32), identity=q[i, :self.n_identity].astype(np.float32),
                           residual=float(rms[i]), clipped=on[i, self.n_identity:], aligned=al[i].astype(np.float32),
                           transform=tf[i]) for i in range(len(al))]
+
+    def _fit_to(self, aligned: np.ndarray, neutral: np.ndarray):
+        """p of aligned faces (n, 478|468, 3) of one person against its neutral shape: (q (n, N), on a
+        bound (n, N), RMS residual per point (n,))."""
+        neu = np.asarray(neutral, np.float64)[:NUM_MESH_POINTS]
+        x = (np.asarray(aligned, np.float64)[:, :NUM_MESH_POINTS] - neu).reshape(len(aligned), -1)
+        q, on = _bounded_map(self._u, x, self._prec_p, self.sigma2, -np.ones(self.n_params),
+                             np.ones(self.n_params))
+        res = x - q @ self._u.T
+        return q, on, np.sqrt((res.reshape(len(x), -1, 3) ** 2).sum(-1).mean(-1))
 
     def fit_sequence(self, landmarks: np.ndarray, aligned: bool = False, neutral: np.ndarray | None = None
                      ) -> SequenceFit:
@@ -1359,14 +1378,11 @@ class FaceModel:
                                np.full(self.n_identity, self.id_reg), self.sigma2_single)[0]
         else:
             ident = np.zeros(0)
-        x = (al[vi, :NUM_MESH_POINTS] - neu[:NUM_MESH_POINTS]).reshape(len(vi), -1)
-        q, on = _bounded_map(self._u, x, self._prec_p, self.sigma2, -np.ones(self.n_params),
-                             np.ones(self.n_params))
-        res = x - q @ self._u.T
+        q, on, r = self._fit_to(al[vi], neu)
         p = np.full((len(lm), self.n_params), np.nan, np.float32)
         p[vi] = q
         rms = np.full(len(lm), np.nan)
-        rms[vi] = np.sqrt((res.reshape(len(vi), -1, 3) ** 2).sum(-1).mean(-1))
+        rms[vi] = r
         clipped = np.zeros((len(lm), self.n_params), bool)
         clipped[vi] = on
         return SequenceFit(p=p, identity=ident.astype(np.float32), neutral=neu.astype(np.float32),

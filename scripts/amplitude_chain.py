@@ -50,7 +50,7 @@ def main(argv=None) -> int:
         lm0 = clip.tracked[0].crop_landmarks
         fitted = np.array([mouth_opening(target_landmarks(fm, lm0, raw[0], p)) for p in raw[clip.indices]])
         P, _ = drive_params(raw, clip.times, src.rest, clip.fps, clip.tracked_mouth, fm.n_exp,
-                            landmarks=clip.tracked_crop_landmarks, face_model=fm)
+                            landmarks=clip.tracked_crop_landmarks, face_model=fm, params="mesh")
         driven = np.array([mouth_opening(target_landmarks(fm, src.crop_landmarks, src.params, p))
                            for p in P[clip.indices]])
         cells = [f"{amplitude_ratio(static, s):.2f} / {pearson(static, s):.2f}" for s in (tracked, fitted, driven)]

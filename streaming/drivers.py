@@ -8,7 +8,8 @@ combines them (speech from a track while the expression follows the webcam, a sl
   expression; relative mode gives the portrait's own parameters plus the driver's change from its
   neutral (which may pass [-1, 1], up to ``engine.animator.P_LIMIT``; calibrated on the first second of frames with a face, or again on demand, from the frames
   whose mouth is least open, its lips then closed: a driver that talks from its first frame still
-  gets a closed-mouth neutral, ``neutral_of``). When the face is lost the
+  gets a closed-mouth neutral, ``neutral_of``; with "mesh", the calibration also fits the driver's neutral
+  mesh once and later frames are read against it, ``calibrate_on``). When the face is lost the
   last value is held for ``hold_s`` seconds, then eases back to rest (the portrait's own parameters in
   relative mode, the neutral face p = 0 in absolute mode) with time constant ``ease_s``. It also reads
   the head's pose from the face mesh (``engine.pose``; ``pose_value``): relative to the neutral's pose in
@@ -178,6 +179,7 @@ class FaceDriver:
         self.face_model = face_model
         self.neutral_mouth = neutral_mouth
         self._neutrals: dict[str, np.ndarray] | None = None   # the driver's neutral (relative mode) by mouth
+        self._shape: np.ndarray | None = None       # its neutral mesh (canonical; mesh p in relative mode)
         self.neutral_pose = None                   # its head pose (engine.pose.HeadPose)
         self._last_out: np.ndarray | None = None   # last value with a face
         self._last_face_t: float | None = None
@@ -255,15 +257,56 @@ class FaceDriver:
         with self._lock:
             self._calib = []
             self._neutrals = None
+            self._shape = None
 
     def set_neutral(self, neutral, pose=None) -> None:
         """Use a known driver neutral (relative mode, for either mouth) instead of calibrating on the
         first frames; ``pose``: its head pose (``engine.pose.HeadPose``; None: head pose reads 0)."""
         with self._lock:
             self._neutrals = {"own": np.asarray(neutral, np.float32).reshape(-1).copy()}
+            self._shape = None
             self.neutral_pose = pose
             self._calib = []
             self.state.calibrating = False
+
+    def calibrate_on(self, p_raw, mouth, heads=None, crop_landmarks=None) -> np.ndarray:
+        """Take the neutral (relative mode) from these frames of a face: their raw p (F, N), mouth openings
+        (F,), head poses and crop landmarks (F lists, None where unknown). With params "mesh", the
+        blendshape model and every frame's landmarks, the driver's neutral mesh is fitted once
+        (``engine.blendshapes.estimate_neutral``, as a track's) and its p are read against it from now
+        on (``read_mesh``): fitted frame by frame, part of each mouth opening was taken for the shape of
+        the face (on the held-out clip d19, the target mesh moved 0.6 of the driver's mouth; so, 0.8).
+        Returns the frames' p as read from now on."""
+        from engine.blendshapes import align_many, estimate_neutral
+        ps = np.asarray(p_raw, np.float32).reshape(len(p_raw), -1)
+        lms = None if crop_landmarks is None or any(x is None for x in crop_landmarks) else list(crop_landmarks)
+        with self._lock:
+            self._shape = None
+            if self.params == "mesh" and self.face_model is not None and lms:
+                self._shape = estimate_neutral(align_many(np.stack(lms).astype(np.float64)))[0]
+                ps = self.read_mesh(np.stack(lms))
+            self._neutrals = {"own": neutral_of(ps, mouth)}
+            if self.face_model is not None and lms:
+                self._neutrals["closed"] = neutral_of(ps, mouth, lms, self.face_model)
+            heads = [h for h in (heads or []) if h is not None]
+            self.neutral_pose = head_pose.mean_pose(heads) if heads else None
+            self._calib = []
+            self.state.calibrating = False
+            self._filter.reset()
+        return ps
+
+    def read_mesh(self, landmarks) -> np.ndarray:
+        """The blendshape fit of face meshes (478, 3) -> (N,) or (B, 478, 3) -> (B, N), as this driver reads
+        them: against the driver's own neutral mesh once calibrated in relative mode (``calibrate_on``),
+        else each face alone (``fit``)."""
+        lm = np.asarray(landmarks, np.float64)
+        with self._lock:
+            shape = self._shape if self.mode == "relative" else None
+        if shape is None:
+            return np.asarray(self.fit(lm), np.float32)
+        fits = self.face_model.fit_many(lm.reshape(-1, *lm.shape[-2:]), neutral=shape)
+        p = np.stack([f.p for f in fits]).astype(np.float32)
+        return p[0] if lm.ndim == 2 else p
 
     @property
     def rest(self) -> np.ndarray:
@@ -280,7 +323,7 @@ class FaceDriver:
         res = self.tracker.process(frame, t)
         p_raw, mouth, head, crop_lm = None, float("nan"), None, None
         if res.ok:
-            p_raw = np.asarray(self.fit(res.landmarks) if self.params == "mesh" else self.regress(res.crop),
+            p_raw = np.asarray(self.read_mesh(res.landmarks) if self.params == "mesh" else self.regress(res.crop),
                                np.float32).reshape(-1)
             if res.landmarks is not None:
                 mouth = mouth_opening(res.landmarks)
@@ -329,15 +372,8 @@ class FaceDriver:
             self._calib.append((p_raw, mouth, t, head, crop_landmarks))
             self.state.calibrating = True
             if len(self._calib) >= self.calib_frames and t - self._calib[0][2] >= self.calib_s:
-                ps, ms = np.stack([c[0] for c in self._calib]), [c[1] for c in self._calib]
-                self._neutrals = {"own": neutral_of(ps, ms)}
-                if self.face_model is not None:
-                    self._neutrals["closed"] = neutral_of(ps, ms, [c[4] for c in self._calib], self.face_model)
-                heads = [c[3] for c in self._calib if c[3] is not None]
-                self.neutral_pose = head_pose.mean_pose(heads) if heads else None
-                self._calib = []
-                self.state.calibrating = False
-                self._filter.reset()
+                ps, ms, _, heads, lms = (list(c) for c in zip(*self._calib))
+                self.calibrate_on(ps, ms, heads, lms)
             self._last_out = self.rest.copy()
             return
         self.state.calibrating = False

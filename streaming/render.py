@@ -536,20 +536,20 @@ class _VideoJob:
         from engine.video import read_frames
 
         from engine.geometry import mouth_opening
-        from engine.pose import mean_pose, measure
+        from engine.pose import measure
 
-        from .drivers import FaceDriver, neutral_of
+        from .drivers import FaceDriver
 
         def read_batch(results):
             if self.params == "mesh":
-                return self.anim.fit(np.stack([r.landmarks for r in results]))
+                return drv.read_mesh(np.stack([r.landmarks for r in results]))
             x = np.concatenate([to_model_input(r.crop) for r in results])
             return np.asarray(self.anim.models.regress(x), np.float32)
         try:
             drv = FaceDriver(self.anim.regress, self.anim.n_params, self.anim.image_size, mode=self.mode,
                              rest=self.anim.rest_params, rest_pose=self.anim.source.pose, n_exp=self.n_exp, fps=self.fps,
-                             tracker=None, params=self.params,
-                             fit=self.anim.fit)
+                             tracker=None, params=self.params, fit=self.anim.fit,
+                             face_model=self.anim.face_model, neutral_mouth=self.anim.source_mouth)
             self.tracker = FaceTracker(size=self.anim.image_size, fps=self.fps, max_faces=1, pick=self.face)
             pending = []   # (rgb, t, result)
             # Relative mode: the driver's neutral (drivers.neutral_of) from its first second of faces (at
@@ -567,9 +567,8 @@ class _VideoJob:
                         raise ValueError(f"no face in the first {len(pending)} frames of {self.path}"
                                          f"{f' (last: {why})' if why else ''}: cannot calibrate the driver's "
                                          "neutral (use --mode absolute, or another video)")
-                    close = self.anim.face_model if self.anim.source_mouth == "closed" else None
-                    drv.set_neutral(neutral_of(regs, [mouth_opening(r.landmarks) for r in ok],
-                                               [r.crop_landmarks for r in ok], close), mean_pose(heads))
+                    regs = drv.calibrate_on(regs, [mouth_opening(r.landmarks) for r in ok], heads,
+                                            [r.crop_landmarks for r in ok])
                 it, it_head = iter(regs), iter(heads)
                 params, lefts, poses = [], [], []
                 for rgb, t, r in pending:

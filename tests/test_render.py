@@ -292,6 +292,44 @@ def test_a_driver_that_starts_mid_word_gets_a_closed_mouth_neutral():
         d.neutral_mouth = "open"
 
 
+def test_a_mesh_driver_reads_its_frames_against_its_own_neutral_mesh():
+    """Relative mode, params "mesh": the calibration fits the driver's neutral mesh once (as a track's
+    sequence neutral) and every later frame's p is read against it, not fitted with an identity of its
+    own; the driver's opening reaches the portrait whole. Absolute mode reads each face alone."""
+    from engine import geometry as g
+    from engine.blendshapes import align_many, estimate_neutral, load_default_face_model
+    from streaming.drivers import FaceDriver
+    from tests.test_synth_pairs import _p
+    fm = load_default_face_model()
+    rng = np.random.default_rng(3)
+    ident = rng.normal(0.0, 1.0, fm.n_identity)
+
+    def frame(p):    # a face of this person, in pixels of a crop
+        return fm.instantiate(p, ident) * 90.0 + np.array([64.0, 60.0, 0.0])
+
+    def alone(lm):
+        lm = np.asarray(lm, np.float64)
+        return np.stack([f.p for f in fm.fit_many(lm.reshape(-1, 478, 3))]).reshape(*lm.shape[:-2], -1)
+    calm = [frame(rng.normal(0.0, 0.05, 40)) for _ in range(6)]
+    d = FaceDriver(None, 40, 128, rest=np.zeros(40), calib_frames=6, calib_s=0.0, min_cutoff=1000.0, beta=0.0,
+                   params="mesh", fit=alone, face_model=fm, neutral_mouth="own")
+    assert np.allclose(d.read_mesh(calm[0]), alone(calm[0]))          # not calibrated: each face alone
+    for i, lm in enumerate(calm):
+        d.update(d.read_mesh(lm), i / 30, crop_landmarks=lm, mouth=g.mouth_opening(lm))
+    assert d.neutral is not None
+    shape = estimate_neutral(align_many(np.stack(calm)))[0]
+    talk = _p(fm, lips_part=0.8, jaw_open=0.5)
+    open_lm = frame(talk)
+    want = fm.fit_sequence(np.stack(calm + [open_lm]), neutral=shape).p[-1]
+    assert np.allclose(d.read_mesh(open_lm), want, atol=1e-5)
+    assert np.allclose(d.read_mesh(np.stack([open_lm, calm[0]]))[0], want, atol=1e-5)   # batched alike
+    li = fm.param_names.index("lips_part")
+    v = d.update(d.read_mesh(open_lm), 7 / 30, crop_landmarks=open_lm)
+    assert v[li] == pytest.approx(0.8, abs=0.06)
+    d.set_mode("absolute")
+    assert np.allclose(d.read_mesh(open_lm), alone(open_lm))
+
+
 def test_face_lost_holds_then_eases_to_rest():
     d = _driver("absolute", hold_s=0.5, ease_s=0.2, min_cutoff=1000.0, beta=0.0)
     for i in range(10):

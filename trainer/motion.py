@@ -40,8 +40,8 @@ in relative mode: p = the portrait's own parameters (its mouth closed, ``MotionO
 from the least open mouths of the first second of faces, its lips closed too (``streaming.drivers.neutral_of``); One Euro
 smoothing; clipped to +-``engine.animator.P_LIMIT``. The
 driver p comes from one of two sources (``P_SOURCES``): ``head``, the model's regression head D_p on
-the tracked crop (what render does), or ``mesh``, the blendshape fit of the tracked face mesh
-(``engine.blendshapes.FaceModel.fit``). With ``head_motion`` (the default, as render's default
+the tracked crop, or ``mesh``, the blendshape fit of the tracked face mesh against the driver's
+neutral mesh, fitted once in the calibration (``FaceDriver.calibrate_on``). With ``head_motion`` (the default, as render's default
 ``--motion head`` wherever the model can move the head) the driver's head pose
 (``engine.pose.measure`` of the tracked mesh, relative to its calibration's mean pose) moves the
 portrait's head too; without it (``--no-head-motion``), expression and speech only.
@@ -299,25 +299,33 @@ def raw_params(clip: DriverClip, p_source: str, models=None, face_model=None) ->
 
 
 def drive_params(raw: np.ndarray, times, rest: np.ndarray, fps: float, mouth=None, n_exp: int | None = None,
-                 heads=None, landmarks=None, face_model=None) -> tuple[np.ndarray, np.ndarray | None]:
+                 heads=None, landmarks=None, face_model=None, params: str = "head", neutral_mouth: str = "closed"
+                 ) -> tuple[np.ndarray, np.ndarray | None]:
     """The Animator's parameters per frame from raw driver readings, as render's video driver makes
-    them: ``FaceDriver`` in relative mode with the neutral (and, given ``heads``, the neutral head pose)
-    from the first second of faces (at least ``CALIB_FRAMES``; ``streaming.drivers.neutral_of`` by their
-    mouth openings ``mouth``); frames without a face hold, then ease to rest. Returns (P (F, N), poses
-    (F, 6) in engine.pose units, or None without ``heads``)."""
-    from engine.pose import N_POSE, mean_pose
-    from streaming.drivers import FaceDriver, neutral_of
-    raw = np.asarray(raw, np.float32)
+    them: ``FaceDriver`` in relative mode calibrated on the first second of faces (at least
+    ``CALIB_FRAMES``; ``FaceDriver.calibrate_on``: the neutral from their mouth openings ``mouth``, its
+    lips closed with ``neutral_mouth`` "closed", each frame's ``landmarks`` (crop) and the ``face_model``;
+    the neutral head pose from ``heads``; with ``params`` "mesh", every frame's p read again against the
+    driver's neutral mesh); frames without a face hold, then ease to rest. Returns (P (F, N), poses (F, 6)
+    in engine.pose units, or None without ``heads``)."""
+    from engine.pose import N_POSE
+    from streaming.drivers import FaceDriver
+    raw = np.array(raw, np.float32)
     rest = np.asarray(rest, np.float32).reshape(-1)
-    drv = FaceDriver(None, len(rest), 0, mode="relative", rest=rest, fps=fps, n_exp=n_exp)
+    mesh = params == "mesh" and face_model is not None and landmarks is not None
+    drv = FaceDriver(None, len(rest), 0, mode="relative", rest=rest, fps=fps, n_exp=n_exp,
+                     params="mesh" if mesh else "head", face_model=face_model, neutral_mouth=neutral_mouth,
+                     fit=(lambda lm: np.stack([f.p for f in face_model.fit_many(lm)])) if mesh else None)
     valid = np.all(np.isfinite(raw), axis=1)
     if valid.any():
         t = np.asarray(times, np.float64)[valid]
         first = np.nonzero(valid)[0][(t - t[0] <= 1.0) | (np.arange(len(t)) < CALIB_FRAMES)]
         m = np.full(len(raw), np.nan) if mouth is None else np.asarray(mouth, np.float64)
-        calm = [heads[k] for k in first if heads[k] is not None] if heads is not None else []
-        lms = None if landmarks is None else [landmarks[k] for k in first]
-        drv.set_neutral(neutral_of(raw[first], m[first], lms, face_model), mean_pose(calm) if calm else None)
+        drv.calibrate_on(raw[first], m[first], None if heads is None else [heads[k] for k in first],
+                         None if landmarks is None else [landmarks[k] for k in first])
+        if mesh:
+            seen = [k for k in np.flatnonzero(valid) if landmarks[k] is not None]
+            raw[seen] = drv.read_mesh(np.stack([landmarks[k] for k in seen]))
     P, poses = [], []
     for k, t in enumerate(times):
         P.append(drv.update(raw[k] if valid[k] else None, float(t), "ok" if valid[k] else "no_face",
@@ -545,11 +553,11 @@ def run_motion(rows: list[MotionRow], main_models, face_model, opts: MotionOptio
                         P = np.tile(src.params, (len(clip), 1))
                     else:
                         raw = raw_params(clip, row.p_source, models, face_model)
-                        closer = src.anim.face_model if opts.source_mouth == "closed" else None
                         P, poses = drive_params(raw, clip.times, src.rest, clip.fps, clip.tracked_mouth,
                                                 face_model.n_exp if face_model is not None else None,
                                                 clip.tracked_heads if opts.head_motion else None,
-                                                clip.tracked_crop_landmarks, closer)
+                                                clip.tracked_crop_landmarks, src.anim.face_model, row.p_source,
+                                                opts.source_mouth)
                         P = P[clip.indices]
                         poses = None if poses is None else poses[clip.indices][use]
                     frames = row.render(src, P[use], poses)
@@ -602,7 +610,8 @@ def protocol(opts: MotionOptions, clips, portraits) -> dict:
              "open mouths of the first second of faces, streaming.drivers.neutral_of"
              + (", its lips closed" if opts.source_mouth == "closed" else "") + "; rest: the portrait's own p"
              + (" with its mouth closed, engine.geometry.closed_mouth" if opts.source_mouth == "closed" else "")
-             + "), p source head = regression head D_p, mesh = blendshape fit",
+             + "), p source head = regression head D_p, mesh = blendshape fit against the driver's neutral mesh "
+             "(FaceDriver.calibrate_on)",
         "head": ("the driver's head pose (engine.pose, relative to its calibration's mean) moves the portrait's "
                  "head (render's default, --motion head) where the renderer can" if opts.head_motion else
                  "expression and speech only (render --motion expression)"),
