@@ -3,8 +3,9 @@ mouth opening (``engine.geometry.mouth_opening``) of the face mesh on each frame
 the motion tables' measure) against, one stage after another,
 
 1. the tracker's mesh (``engine.face.FaceTracker``, what every face driver reads),
-2. the blendshape fit of it (``--params mesh``), the source frame's mesh moved by the fitted p,
-3. the relative driver (``trainer.motion.drive_params``: neutral, smoothing, the closed rest) applied
+2. the blendshape fit of each frame alone, the source frame's mesh moved by the fitted p,
+3. the relative driver (``trainer.motion.drive_params`` with ``--params mesh``: the driver's neutral
+   mesh fitted once and every frame read against it, its neutral, smoothing, the closed rest) applied
    to a held-out portrait, its target mesh (``engine.geometry.target_landmarks``),
 
 as the amplitude ratio (std stage / std static mesh) and the correlation, every 3rd frame.
@@ -41,7 +42,7 @@ def main(argv=None) -> int:
     meter = OpeningMeter()
     image = load_image(data / "portraits" / f"{args.portrait}.jpg")
     src = prepare_source(anim, image, args.portrait, "cross", meter.landmarks(image))
-    print(f"{'clip':24s} {'tracker mesh':>14s} {'fit':>14s} {'driven ' + args.portrait:>14s}   (amplitude / corr)")
+    print(f"{'clip':24s} {'tracker mesh':>14s} {'fit alone':>14s} {'driven ' + args.portrait:>14s}   (amplitude / corr)")
     for rel in HELD_OUT_TALKING:
         clip = load_clip(data / rel, anim.image_size, every=3, max_frames=args.frames, meter=meter)
         static = clip.openings[:, 0]
