@@ -1129,11 +1129,12 @@ class SequenceFit:
 
 
 def _bounded_map(a: np.ndarray, x: np.ndarray, prec: np.ndarray, sigma2: float, lo: np.ndarray,
-                 hi: np.ndarray, max_iter: int = 50) -> tuple[np.ndarray, np.ndarray]:
+                 hi: np.ndarray, max_iter: int = 50, h: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """min ||x - a q||^2 / sigma2 + sum prec q^2  subject to lo <= q <= hi (exact, active set).
 
-    a (M, K), x (n, M); returns q (n, K) and the (n, K) mask of coordinates on a bound."""
-    h = a.T @ a / sigma2 + np.diag(prec)                 # (K, K) positive definite
+    a (M, K), x (n, M); ``h``: ``_normal(a, prec, sigma2)`` when known. Returns q (n, K) and the (n, K)
+    mask of coordinates on a bound."""
+    h = _normal(a, prec, sigma2) if h is None else h
     g = np.asarray(x, np.float64) @ a / sigma2           # (n, K): minimise 1/2 q'Hq - g'q
     q = np.linalg.solve(h, g.T).T
     on = np.zeros(q.shape, bool)
@@ -1143,6 +1144,11 @@ def _bounded_map(a: np.ndarray, x: np.ndarray, prec: np.ndarray, sigma2: float, 
         q[i] = qi
         on[i] = act
     return q, on
+
+
+def _normal(a: np.ndarray, prec: np.ndarray, sigma2: float) -> np.ndarray:
+    """The (K, K) positive definite matrix of ``_bounded_map``'s problem."""
+    return a.T @ a / sigma2 + np.diag(prec)
 
 
 def _active_set(h, g, lo, hi, max_iter):
@@ -1207,6 +1213,11 @@ class FaceModel:
                                        np.full(speech.n_components, speech.scale ** 2)])
         self.sigma2 = max(float(expression.noise_var), 1e-12)
         self.sigma2_single = self.sigma2 + (float(identity.noise_var) if identity is not None else 0.0)
+        # the fits' normal matrices, once (a third of a frame's fit otherwise)
+        self._a_single = np.concatenate([self._uid, self._u], axis=1)
+        self._prec_single = np.concatenate([np.full(self.n_identity, self.id_reg), self._prec_p])
+        self._h_single = _normal(self._a_single, self._prec_single, self.sigma2_single)
+        self._h_p = _normal(self._u, self._prec_p, self.sigma2)
         from .face import canonical_mesh
         tpl = canonical_mesh().astype(np.float64)
         self._iris_offset = {}
@@ -1329,10 +1340,9 @@ class FaceModel:
                               clipped=on[i], aligned=al[i].astype(np.float32), transform=tf[i])
                     for i in range(len(al))]
         x = (al[:, :NUM_MESH_POINTS] - self.mean).reshape(len(al), -1)
-        a = np.concatenate([self._uid, self._u], axis=1)
-        prec = np.concatenate([np.full(self.n_identity, self.id_reg), self._prec_p])
+        a = self._a_single
         lo, hi = self._bounds(self.n_identity)
-        q, on = _bounded_map(a, x, prec, self.sigma2_single, lo, hi)
+        q, on = _bounded_map(a, x, self._prec_single, self.sigma2_single, lo, hi, h=self._h_single)
         res = x - q @ a.T
         rms = np.sqrt((res.reshape(len(al), -1, 3) ** 2).sum(-1).mean(-1))
         return [FitResult(p=q[i, self.n_identity:].astype(np.float32), identity=q[i, :self.n_identity].astype(np.float32),
@@ -1345,7 +1355,7 @@ class FaceModel:
         neu = np.asarray(neutral, np.float64)[:NUM_MESH_POINTS]
         x = (np.asarray(aligned, np.float64)[:, :NUM_MESH_POINTS] - neu).reshape(len(aligned), -1)
         q, on = _bounded_map(self._u, x, self._prec_p, self.sigma2, -np.ones(self.n_params),
-                             np.ones(self.n_params))
+                             np.ones(self.n_params), h=self._h_p)
         res = x - q @ self._u.T
         return q, on, np.sqrt((res.reshape(len(x), -1, 3) ** 2).sum(-1).mean(-1))
 

@@ -9,7 +9,8 @@ combines them (speech from a track while the expression follows the webcam, a sl
   neutral (which may pass [-1, 1], up to ``engine.animator.P_LIMIT``; calibrated on the first second of frames with a face, or again on demand, from the frames
   whose mouth is least open, its lips then closed: a driver that talks from its first frame still
   gets a closed-mouth neutral, ``neutral_of``; with "mesh", the calibration also fits the driver's neutral
-  mesh once and later frames are read against it, ``calibrate_on``). When the face is lost the
+  mesh once and later frames are read against it, ``calibrate_on``; a face that no longer fits it, someone
+  else, sets off a new calibration, ``SWITCH_RATIO``). When the face is lost the
   last value is held for ``hold_s`` seconds, then eases back to rest (the portrait's own parameters in
   relative mode, the neutral face p = 0 in absolute mode) with time constant ``ease_s``. It also reads
   the head's pose from the face mesh (``engine.pose``; ``pose_value``): relative to the neutral's pose in
@@ -87,6 +88,15 @@ def neutral_of(params: np.ndarray, mouth_opening: np.ndarray, landmarks=None, fa
     from engine.geometry import closed_mouth
     i = min(calm, key=lambda j: float(np.abs(params[j] - neutral).sum()))
     return (neutral + closed_mouth(face_model, landmarks[i], params[i]) - params[i]).astype(np.float32)
+
+
+# A mesh driver reads its frames against its neutral mesh (FaceDriver.calibrate_on). A face that reads
+# worse against it than alone (residual ratio) by SWITCH_RATIO, median of the last SWITCH_CHECKS checks
+# (one every SWITCH_EVERY frames, half a second), is someone else (a webcam's user changed): the driver
+# calibrates again. Seven clips (held-out and training), every frame: the same person's median at most
+# 1.67 (turning heads), another person's 1.26-3.43 against it: the most different faces (the worst
+# grimaces) are caught, a face like the first is not; a false alarm would cost a second at rest.
+SWITCH_RATIO, SWITCH_EVERY, SWITCH_CHECKS = 2.0, 3, 5
 
 
 MOTIONS = ("expression", "head")   # what a driver moves: expression + speech, or that and the head's pose
@@ -180,6 +190,8 @@ class FaceDriver:
         self.neutral_mouth = neutral_mouth
         self._neutrals: dict[str, np.ndarray] | None = None   # the driver's neutral (relative mode) by mouth
         self._shape: np.ndarray | None = None       # its neutral mesh (canonical; mesh p in relative mode)
+        self._switch: list[float] = []              # residual ratios of the last checks (SWITCH_RATIO)
+        self._since_check = 0
         self.neutral_pose = None                   # its head pose (engine.pose.HeadPose)
         self._last_out: np.ndarray | None = None   # last value with a face
         self._last_face_t: float | None = None
@@ -258,6 +270,7 @@ class FaceDriver:
             self._calib = []
             self._neutrals = None
             self._shape = None
+            self._switch = []
 
     def set_neutral(self, neutral, pose=None) -> None:
         """Use a known driver neutral (relative mode, for either mouth) instead of calibrating on the
@@ -281,7 +294,7 @@ class FaceDriver:
         ps = np.asarray(p_raw, np.float32).reshape(len(p_raw), -1)
         lms = None if crop_landmarks is None or any(x is None for x in crop_landmarks) else list(crop_landmarks)
         with self._lock:
-            self._shape = None
+            self._shape, self._switch = None, []
             if self.params == "mesh" and self.face_model is not None and lms:
                 self._shape = estimate_neutral(align_many(np.stack(lms).astype(np.float64)))[0]
                 ps = self.read_mesh(np.stack(lms))
@@ -308,6 +321,28 @@ class FaceDriver:
         p = np.stack([f.p for f in fits]).astype(np.float32)
         return p[0] if lm.ndim == 2 else p
 
+    def _check_same_face(self, landmarks: np.ndarray) -> None:
+        """Every SWITCH_EVERY frames: does this face still read against the driver's neutral mesh as well as
+        alone? If not, for SWITCH_CHECKS checks running, someone else is in front of the camera: calibrate
+        again (their face read against another's neutral would drive a grimace)."""
+        with self._lock:
+            shape = self._shape if self.mode == "relative" else None
+            self._since_check += 1
+            if shape is None or self._since_check < SWITCH_EVERY:
+                return
+            self._since_check = 0
+        lm = np.asarray(landmarks, np.float64)[None]
+        ratio = (self.face_model.fit_many(lm, neutral=shape)[0].residual
+                 / max(self.face_model.fit_many(lm)[0].residual, 1e-12))
+        with self._lock:
+            if self._shape is not shape:
+                return
+            self._switch = self._switch[-(SWITCH_CHECKS - 1):] + [ratio]
+            if len(self._switch) == SWITCH_CHECKS and np.median(self._switch) > SWITCH_RATIO:
+                log.info("the driver's face no longer fits its neutral (residual %.1fx its own fit's): "
+                         "calibrating again", np.median(self._switch))
+                self.calibrate()
+
     @property
     def rest(self) -> np.ndarray:
         """What the driver gives without a face: [p, head pose in slider units (0: unmoved)]."""
@@ -325,6 +360,8 @@ class FaceDriver:
         if res.ok:
             p_raw = np.asarray(self.read_mesh(res.landmarks) if self.params == "mesh" else self.regress(res.crop),
                                np.float32).reshape(-1)
+            if self.params == "mesh" and res.landmarks is not None:
+                self._check_same_face(res.landmarks)
             if res.landmarks is not None:
                 mouth = mouth_opening(res.landmarks)
                 head = head_pose.measure(res.landmarks)

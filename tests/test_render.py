@@ -330,6 +330,57 @@ def test_a_mesh_driver_reads_its_frames_against_its_own_neutral_mesh():
     assert np.allclose(d.read_mesh(open_lm), alone(open_lm))
 
 
+class _MeshTracker:
+    """Stands in for FaceTracker: frames are face meshes (478, 3) in pixels."""
+
+    def process(self, frame, t):
+        from engine.face import AlignedFace
+        return AlignedFace(np.zeros((8, 8, 3), np.uint8), frame, frame, np.eye(2, 3), 8, t=t)
+
+    def close(self):
+        pass
+
+
+def test_a_mesh_driver_calibrates_again_when_someone_else_takes_the_camera():
+    """Read against the first person's neutral mesh, a second person's face would drive a grimace: the
+    driver notices that the face no longer fits its neutral (better alone) and calibrates on the new one.
+    The first person talking does not set it off."""
+    from engine.blendshapes import load_default_face_model
+    from streaming.drivers import FaceDriver
+    from tests.test_synth_pairs import _p
+    fm = load_default_face_model()
+    rng = np.random.default_rng(5)
+    noise = np.sqrt(fm.sigma2) * 90.0
+
+    def person(spread):    # an identity, the shape of a real face beyond the model's identity basis, noise
+        ident, own = rng.normal(0.0, spread, fm.n_identity), rng.normal(0.0, 2 * noise, (478, 3))
+        return lambda p: (fm.instantiate(p, ident) * 90.0 + np.array([64.0, 60.0, 0.0]) + own
+                          + rng.normal(0.0, noise / 3, (478, 3)))
+    a, b = person(1.0), person(3.0)     # b: a face far from a's
+    d = FaceDriver(None, 40, 8, rest=np.zeros(40), min_cutoff=1000.0, beta=0.0, params="mesh",
+                   fit=lambda lm: np.stack([f.p for f in fm.fit_many(np.reshape(lm, (-1, 478, 3)))]).squeeze(0),
+                   face_model=fm, tracker=_MeshTracker(), neutral_mouth="own")
+    t, still = 0.0, np.zeros(40)
+    for _ in range(40):
+        d.push(a(still), t)
+        t += 1 / 30
+    first = d.neutral
+    assert first is not None and not d.state.calibrating
+    li = fm.param_names.index("lips_part")
+    for k in range(60):                                   # a talks: still the same face
+        v = d.push(a(_p(fm, lips_part=0.4 + 0.4 * np.sin(k / 3), jaw_open=0.3)), t)
+        t += 1 / 30
+    assert d.neutral is first and v[li] > 0.1
+    calibrating = False
+    for _ in range(40):                                   # b sits down
+        d.push(b(still), t)
+        calibrating |= d.state.calibrating
+        t += 1 / 30
+    assert calibrating and d.neutral is not None and d.neutral is not first
+    v = d.push(b(_p(fm, lips_part=0.6)), t)
+    assert v[li] == pytest.approx(0.6, abs=0.1) and np.abs(np.delete(v, li)).max() < 0.25
+
+
 def test_face_lost_holds_then_eases_to_rest():
     d = _driver("absolute", hold_s=0.5, ease_s=0.2, min_cutoff=1000.0, beta=0.0)
     for i in range(10):
