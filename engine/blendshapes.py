@@ -98,7 +98,9 @@ per point, in canonical units and in 128-crop pixels) is reported.
 sequence's neutral exactly as the models were built (``estimate_neutral``): the time axis separates
 what stays (identity) from what moves (expression). The identity coefficients are the fit of the
 neutral; each frame's p is the bounded MAP fit of its difference from the neutral. A sequence's
-training frames are so labelled exactly as the model saw them.
+training frames are so labelled exactly as the model saw them. ``fit_many(landmarks, neutral=shape)``
+does the same frame by frame against a neutral already known (a live driver's, fitted once in its
+calibration: ``streaming.drivers.FaceDriver.calibrate_on``).
 
 ``instantiate(p, identity)`` gives the (478, 3) canonical mesh (the 10 iris points follow their eye's
 outline).
