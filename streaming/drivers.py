@@ -312,28 +312,31 @@ class FaceDriver:
         """The blendshape fit of face meshes (478, 3) -> (N,) or (B, 478, 3) -> (B, N), as this driver reads
         them: against the driver's own neutral mesh once calibrated in relative mode (``calibrate_on``),
         else each face alone (``fit``)."""
+        return self._read(landmarks)[0]
+
+    def _read(self, landmarks):
+        """``read_mesh``, and what ``_check_same_face`` needs: (p, the neutral mesh read against (None: each
+        face alone), the residuals against it)."""
         lm = np.asarray(landmarks, np.float64)
         with self._lock:
             shape = self._shape if self.mode == "relative" else None
         if shape is None:
-            return np.asarray(self.fit(lm), np.float32)
+            return np.asarray(self.fit(lm), np.float32), None, None
         fits = self.face_model.fit_many(lm.reshape(-1, *lm.shape[-2:]), neutral=shape)
         p = np.stack([f.p for f in fits]).astype(np.float32)
-        return p[0] if lm.ndim == 2 else p
+        return (p[0] if lm.ndim == 2 else p), shape, [f.residual for f in fits]
 
-    def _check_same_face(self, landmarks: np.ndarray) -> None:
-        """Every SWITCH_EVERY frames: does this face still read against the driver's neutral mesh as well as
-        alone? If not, for SWITCH_CHECKS checks running, someone else is in front of the camera: calibrate
-        again (their face read against another's neutral would drive a grimace)."""
+    def _check_same_face(self, landmarks: np.ndarray, shape, residual: float) -> None:
+        """Every SWITCH_EVERY frames: does this face (``residual`` against the neutral mesh ``shape``) still
+        read against the driver's neutral mesh as well as alone? If not, for SWITCH_CHECKS checks running,
+        someone else is in front of the camera: calibrate again (their face read against another's neutral
+        would drive a grimace)."""
         with self._lock:
-            shape = self._shape if self.mode == "relative" else None
             self._since_check += 1
             if shape is None or self._since_check < SWITCH_EVERY:
                 return
             self._since_check = 0
-        lm = np.asarray(landmarks, np.float64)[None]
-        ratio = (self.face_model.fit_many(lm, neutral=shape)[0].residual
-                 / max(self.face_model.fit_many(lm)[0].residual, 1e-12))
+        ratio = residual / max(self.face_model.fit_many(np.asarray(landmarks, np.float64)[None])[0].residual, 1e-12)
         with self._lock:
             if self._shape is not shape:
                 return
@@ -358,10 +361,11 @@ class FaceDriver:
         res = self.tracker.process(frame, t)
         p_raw, mouth, head, crop_lm = None, float("nan"), None, None
         if res.ok:
-            p_raw = np.asarray(self.read_mesh(res.landmarks) if self.params == "mesh" else self.regress(res.crop),
-                               np.float32).reshape(-1)
-            if self.params == "mesh" and res.landmarks is not None:
-                self._check_same_face(res.landmarks)
+            if self.params == "mesh":
+                p_raw, shape, residual = self._read(res.landmarks)
+                self._check_same_face(res.landmarks, shape, residual and residual[0])
+            else:
+                p_raw = np.asarray(self.regress(res.crop), np.float32).reshape(-1)
             if res.landmarks is not None:
                 mouth = mouth_opening(res.landmarks)
                 head = head_pose.measure(res.landmarks)
