@@ -58,11 +58,12 @@ def test_the_head_learns_and_the_generator_is_kept(setup, tmp_path):
 
 
 def test_resume_is_exact(setup, tmp_path):
+    """With the within-clip term too (its pairs drawn from the same generator)."""
     from engine.checkpoint import load_checkpoint
     from trainer.regressor import train
-    train(_cfg(setup, tmp_path / "a", steps=4), progress=False)
-    train(_cfg(setup, tmp_path / "a", steps=8), resume=True, progress=False)
-    train(_cfg(setup, tmp_path / "b", steps=8), progress=False)
+    train(_cfg(setup, tmp_path / "a", steps=4, relative=0.5), progress=False)
+    train(_cfg(setup, tmp_path / "a", steps=8, relative=0.5), resume=True, progress=False)
+    train(_cfg(setup, tmp_path / "b", steps=8, relative=0.5), progress=False)
     a = load_checkpoint(tmp_path / "a" / "checkpoints" / "step-0000008").discriminator.state_dict()
     b = load_checkpoint(tmp_path / "b" / "checkpoints" / "step-0000008").discriminator.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -111,6 +112,31 @@ def test_mesh_loss_weighs_a_parameter_error_by_the_motion_it_makes(setup, tmp_pa
     assert np.isfinite(summary["mouth_corr"]) and np.isfinite(summary["eye_corr"])
     with pytest.raises(ValueError, match="loss"):
         HeadConfig(init="x", loss="pixels")
+
+
+def test_the_within_clip_term_pairs_frames_of_one_video_and_is_scored_within_clips():
+    """``--relative``: pairs are two frames of one video; ``head_metrics`` given the sequences scores
+    the openings with each sequence's mean removed: a reading off by a constant per person (what a
+    relative driver's calibration removes) is perfect within clips and not pooled."""
+    from engine.blendshapes import load_default_face_model
+    from trainer.regressor import HeadConfig, clip_pairs, head_metrics
+    clips = [np.arange(0, 30), np.arange(30, 40), np.arange(40, 100)]
+    a, b = clip_pairs(clips, 500, np.random.default_rng(0))
+    which = np.searchsorted([30, 40, 100], a, side="right")
+    assert np.array_equal(which, np.searchsorted([30, 40, 100], b, side="right"))
+    assert set(which) == {0, 1, 2} and np.mean(a != b) > 0.8
+    fm = load_default_face_model()
+    rng = np.random.default_rng(1)
+    seqs = np.repeat(np.arange(4), 12)
+    p = np.zeros((48, 40))
+    lips = fm.param_names.index("lips_part")
+    p[:, lips] = rng.uniform(0.3, 0.8, 48)
+    off = np.zeros((48, 40))
+    off[:, lips] = np.repeat([0.0, 0.3, 0.1, 0.5], 12)       # each person read with an offset
+    m = head_metrics(p, p + off, face_model=fm, seqs=seqs)
+    assert m["mouth_corr_within"] > 0.99 and m["mouth_corr"] < 0.9, m
+    with pytest.raises(ValueError, match="relative"):
+        HeadConfig(init="x", relative=-1)
 
 
 def test_batches_take_the_videos_and_the_stills_people_in_the_asked_shares():

@@ -60,12 +60,15 @@ class HeadConfig:
     augment: bool = True
     loss: str = "mesh+p"     # "p": the parameters' squared error; "mesh": the mesh motion's; "mesh+p": both
     clip_share: float = 0.5  # share of each batch from the annotated videos (the rest: the stills' people)
+    relative: float = 0.0    # weight of the within-clip term (``clip_pairs``): what relative driving reads
 
     def __post_init__(self):
         if self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}, not {self.loss!r}")
         if not 0.0 <= self.clip_share <= 1.0:
             raise ValueError(f"clip_share must be between 0 and 1, not {self.clip_share}")
+        if self.relative < 0:
+            raise ValueError(f"relative must be >= 0, not {self.relative}")
 
 
 LOSSES = ("p", "mesh", "mesh+p")
@@ -132,10 +135,12 @@ def regress_all(D, images: np.ndarray, batch: int = 64) -> np.ndarray:
     return np.concatenate(out)
 
 
-def head_metrics(p_fit: np.ndarray, p_head: np.ndarray, k: int = 10, face_model=None) -> dict:
+def head_metrics(p_fit: np.ndarray, p_head: np.ndarray, k: int = 10, face_model=None, seqs=None) -> dict:
     """Table 4's relative error (trainer.evaluate.regression_summary) and the correlation with the fit of
     the ``k`` components that vary most in ``p_fit``; with a ``face_model``, also the correlations of the
-    mouth and eye openings (``engine.geometry``) its mean face takes with either."""
+    mouth and eye openings (``engine.geometry``) its mean face takes with either, and with ``seqs`` (the
+    sequence of each row) the same within sequences (each one's mean removed first: what a relative
+    driver reads, the change from the driver's own neutral)."""
     from trainer.evaluate import regression_summary
     std = p_fit.std(0)
     strongest = [c for c in np.argsort(-std)[:k] if std[c] > 1e-6]          # components that vary
@@ -145,8 +150,14 @@ def head_metrics(p_fit: np.ndarray, p_head: np.ndarray, k: int = 10, face_model=
     if face_model is not None:
         from engine.geometry import eye_opening, mouth_opening
         for name, opening in (("mouth", mouth_opening), ("eye", eye_opening)):
-            a, b = [[opening(face_model.instantiate(p)) for p in ps] for ps in (p_fit, p_head)]
+            a, b = [np.array([opening(face_model.instantiate(p)) for p in ps]) for ps in (p_fit, p_head)]
             out[f"{name}_corr"] = float(np.corrcoef(a, b)[0, 1])
+            if seqs is not None:
+                seqs = np.asarray(seqs)
+                for s in np.unique(seqs):
+                    a[seqs == s] -= a[seqs == s].mean()
+                    b[seqs == s] -= b[seqs == s].mean()
+                out[f"{name}_corr_within"] = float(np.corrcoef(a, b)[0, 1])
     return out
 
 
@@ -166,9 +177,27 @@ def balanced_batch(clips: list, people: list, n: int, clip_share: float, rng: np
     return out
 
 
+def clip_pairs(clips: list, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` pairs of sample indices, two frames of one video each (a video uniformly, then two frames)."""
+    a, b = np.empty(n, np.int64), np.empty(n, np.int64)
+    for i in range(n):
+        g = clips[rng.integers(len(clips))]
+        a[i], b[i] = g[rng.integers(len(g))], g[rng.integers(len(g))]
+    return a, b
+
+
 def mesh_loss(d: torch.Tensor, metric: torch.Tensor) -> torch.Tensor:
     """The mean squared mesh motion of parameter errors d (B, N), per parameter (``mesh_metric``)."""
     return torch.mean(((d @ metric) * d).sum(1)) / d.shape[1]
+
+
+def regression_loss(d: torch.Tensor, loss: str, metric: torch.Tensor | None) -> torch.Tensor:
+    """``--loss``'s error of parameter errors d (B, N)."""
+    if loss == "p":
+        return torch.mean(d ** 2)
+    if loss == "mesh":
+        return mesh_loss(d, metric)
+    return 0.5 * (mesh_loss(d, metric) + torch.mean(d ** 2))
 
 
 def mesh_metric(face_model, n_params: int) -> torch.Tensor:
@@ -227,12 +256,18 @@ def train(cfg: HeadConfig, resume: bool = False, progress: bool = True) -> dict:
     while step < cfg.steps:
         D.train()
         idx = balanced_batch(clips, people, cfg.batch_size, cfg.clip_share, rng)
+        n = len(idx)
+        if cfg.relative and clips:
+            a, b = clip_pairs(clips, cfg.batch_size // 2, rng)
+            idx = np.concatenate([idx, a, b])
         x = images[idx]
         if cfg.augment:
             x = augment(x, rng)
-        d = D.regress(to_input(x)) - torch.from_numpy(params[idx])
-        loss = {"p": lambda: torch.mean(d ** 2), "mesh": lambda: mesh_loss(d, metric),
-                "mesh+p": lambda: 0.5 * (mesh_loss(d, metric) + torch.mean(d ** 2))}[cfg.loss]()
+        err = D.regress(to_input(x)) - torch.from_numpy(params[idx])
+        loss = regression_loss(err[:n], cfg.loss, metric)
+        if len(idx) > n:    # within a clip: the difference of two readings against the fits' difference
+            m = (len(idx) - n) // 2
+            loss = loss + cfg.relative * regression_loss(err[n:n + m] - err[n + m:], cfg.loss, metric)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -244,15 +279,16 @@ def train(cfg: HeadConfig, resume: bool = False, progress: bool = True) -> dict:
             tb.add_scalar("head/loss", loss.item(), step)
         if step % cfg.checkpoint_every == 0 or step == cfg.steps:
             if val is not None:
-                summary = head_metrics(val[1], regress_all(D, val[0]), face_model=face_model)
+                summary = head_metrics(val[1], regress_all(D, val[0]), face_model=face_model, seqs=val[2])
                 tb.add_scalar("val/relative_error", summary["relative_error"], step)
                 tb.add_scalar("val/corr_strongest_mean", summary["corr_strongest_mean"], step)
-                for k in ("mouth_corr", "eye_corr"):
+                for k in ("mouth_corr", "eye_corr", "mouth_corr_within", "eye_corr_within"):
                     if k in summary:
                         tb.add_scalar(f"val/{k}", summary[k], step)
-                log.info("step %d: held-out relative error %.3f, corr %.3f, mouth corr %.3f, eye corr %.3f", step,
-                         summary["relative_error"], summary["corr_strongest_mean"], summary.get("mouth_corr", np.nan),
-                         summary.get("eye_corr", np.nan))
+                log.info("step %d: held-out relative error %.3f, corr %.3f, mouth corr %.3f (within clips %.3f), "
+                         "eye corr %.3f (%.3f)", step, summary["relative_error"], summary["corr_strongest_mean"],
+                         summary.get("mouth_corr", np.nan), summary.get("mouth_corr_within", np.nan),
+                         summary.get("eye_corr", np.nan), summary.get("eye_corr_within", np.nan))
             state = {"optimizer": opt.state_dict(), "rng": json.dumps(rng.bit_generator.state),
                      "torch_rng": torch.get_rng_state()}
             meta = {**start.meta, "head": {"config": asdict(cfg), "val": summary,
@@ -291,6 +327,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--loss", choices=LOSSES, default="mesh+p",
                    help="p: the parameters' squared error; mesh: the error of the mesh motion they make; "
                         "mesh+p (default): the mean of the two")
+    p.add_argument("--relative", type=float, default=0.0, metavar="W",
+                   help="weight of a within-clip term: two frames of one video, the difference of their readings "
+                        "against the difference of their fits (what relative driving reads); default 0")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--quiet", action="store_true")
 
@@ -299,7 +338,8 @@ def main(args) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     cfg = HeadConfig(init=args.init, data=list(args.data), val=args.val, out=args.out, steps=args.steps,
                      batch_size=args.batch_size, lr=args.lr, checkpoint_every=args.checkpoint_every,
-                     seed=args.seed, augment=not args.no_augment, loss=args.loss, clip_share=args.clip_share)
+                     seed=args.seed, augment=not args.no_augment, loss=args.loss, clip_share=args.clip_share,
+                     relative=args.relative)
     summary = train(cfg, resume=args.resume, progress=not args.quiet)
     print(json.dumps(summary))
     return 0
