@@ -55,6 +55,8 @@ def test_the_head_learns_and_the_generator_is_kept(setup, tmp_path):
     for a, b in zip(start.generator.state_dict().values(), out.generator.state_dict().values()):
         assert torch.equal(a, b)
     assert out.meta["head"]["val"]["relative_error"] == pytest.approx(summary["relative_error"])
+    # the D is this run's own: an installer (scripts/make_default_model.py) names this run as its origin
+    assert "discriminator_from" not in out.meta and out.meta["head"]["started_from"]["path"] == str(ck)
 
 
 def test_resume_is_exact(setup, tmp_path):

@@ -26,6 +26,10 @@ along unchanged in the output, the generator untouched), with
   of it is not what the warp needs, the motion is. Eyelid motion is small in mesh units, so the
   default, ``mesh+p``, is the mean of that and the parameters' own error (``p``). Measured in the
   README ("Training the regression head alone").
+- a within-clip term (``--relative W``, choice): relative driving reads a frame against the driver's
+  own neutral, so what counts is the change between two frames of one face; pairs of frames of one
+  video add ``W x`` the loss of the difference of their readings against the difference of their fits
+  (a reading off by a constant for a person costs nothing there).
 
     slidergan train-head --init engine/assets/default_model --data runs/data/faces-lm \\
         --val runs/data/val-lm --out runs/head --steps 1500
@@ -140,7 +144,8 @@ def head_metrics(p_fit: np.ndarray, p_head: np.ndarray, k: int = 10, face_model=
     the ``k`` components that vary most in ``p_fit``; with a ``face_model``, also the correlations of the
     mouth and eye openings (``engine.geometry``) its mean face takes with either, and with ``seqs`` (the
     sequence of each row) the same within sequences (each one's mean removed first: what a relative
-    driver reads, the change from the driver's own neutral)."""
+    driver reads, the change from the driver's own neutral) and the amplitude ratio there (std read / std
+    fitted)."""
     from trainer.evaluate import regression_summary
     std = p_fit.std(0)
     strongest = [c for c in np.argsort(-std)[:k] if std[c] > 1e-6]          # components that vary
@@ -158,6 +163,7 @@ def head_metrics(p_fit: np.ndarray, p_head: np.ndarray, k: int = 10, face_model=
                     a[seqs == s] -= a[seqs == s].mean()
                     b[seqs == s] -= b[seqs == s].mean()
                 out[f"{name}_corr_within"] = float(np.corrcoef(a, b)[0, 1])
+                out[f"{name}_amplitude_within"] = float(b.std() / max(a.std(), 1e-12))
     return out
 
 
@@ -222,6 +228,8 @@ def train(cfg: HeadConfig, resume: bool = False, progress: bool = True) -> dict:
     if not resume and last is not None:
         raise FileExistsError(f"{out} already has checkpoints: --resume to continue, or another --out")
     start = load_checkpoint(last if resume else cfg.init, training=resume)
+    origin = (start.meta["head"]["started_from"] if resume else
+              start.meta.get("discriminator_from") or {"path": cfg.init, "step": start.step})
     D = start.discriminator
     torch.manual_seed(cfg.seed)
     images, params, seqs = load_arrays(cfg.data)
@@ -291,8 +299,11 @@ def train(cfg: HeadConfig, resume: bool = False, progress: bool = True) -> dict:
                          summary.get("eye_corr", np.nan), summary.get("eye_corr_within", np.nan))
             state = {"optimizer": opt.state_dict(), "rng": json.dumps(rng.bit_generator.state),
                      "torch_rng": torch.get_rng_state()}
-            meta = {**start.meta, "head": {"config": asdict(cfg), "val": summary,
-                                           "seconds": round(time.perf_counter() - t0, 1)}}
+            # this D is the run's own now: the D it started from (a default's came from another run) is
+            # named under "head", where an installer does not take it for this D's origin
+            meta = {k: v for k, v in start.meta.items() if k != "discriminator_from"}
+            meta["head"] = {"config": asdict(cfg), "val": summary, "seconds": round(time.perf_counter() - t0, 1),
+                            "started_from": origin}
             save_checkpoint(ck_dir / f"step-{step:07d}", start.config, start.generator, D,
                             param_names=start.param_names, blendshapes=start.blendshapes, step=step, meta=meta,
                             training=state)
