@@ -290,7 +290,8 @@ def train(cfg: HeadConfig, resume: bool = False, progress: bool = True) -> dict:
                 summary = head_metrics(val[1], regress_all(D, val[0]), face_model=face_model, seqs=val[2])
                 tb.add_scalar("val/relative_error", summary["relative_error"], step)
                 tb.add_scalar("val/corr_strongest_mean", summary["corr_strongest_mean"], step)
-                for k in ("mouth_corr", "eye_corr", "mouth_corr_within", "eye_corr_within"):
+                for k in ("mouth_corr", "eye_corr", "mouth_corr_within", "eye_corr_within", "mouth_amplitude_within",
+                          "eye_amplitude_within"):
                     if k in summary:
                         tb.add_scalar(f"val/{k}", summary[k], step)
                 log.info("step %d: held-out relative error %.3f, corr %.3f, mouth corr %.3f (within clips %.3f), "
