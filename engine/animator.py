@@ -56,6 +56,13 @@ def check_mouth(mouth: str, what: str = "source_mouth") -> str:
     return mouth
 
 
+def add_precision_argument(p) -> None:
+    """The command-line choice of the models' precision (render, live, serve, evaluate)."""
+    p.add_argument("--precision", choices=("fp32", "int8"), default="fp32",
+                   help="int8: the quantised copies of an export folder made with 'slidergan export --int8' "
+                        "(onnxruntime on a CPU: faster, not exact; the export's report gives the difference)")
+
+
 def add_source_mouth_argument(p) -> None:
     """The command-line choice of ``Animator``'s ``source_mouth`` (render, live, serve, evaluate)."""
     p.add_argument("--source-mouth", choices=SOURCE_MOUTHS, default="closed",
@@ -608,15 +615,16 @@ def moves_head(models, renderer: str = "model") -> bool:
 
 
 # --------------------------------------------------------------------------------- model loading
-def load_models(checkpoint=None, backend: str = "auto", threads: int | None = None):
+def load_models(checkpoint=None, backend: str = "auto", threads: int | None = None, precision: str = "fp32"):
     """The generator + regressor model set of ``engine.inference`` for a checkpoint or export
     (None: the embedded default model). ``threads``: intra-op threads per model call (None: the
-    backend's default, all physical cores; 1 suits pipelines that run stages side by side)."""
+    backend's default, all physical cores; 1 suits pipelines that run stages side by side).
+    ``precision``: "int8" runs the quantised copies of an export made with ``--int8``."""
     path = Path(checkpoint) if checkpoint is not None else default_checkpoint()
     if not path.exists():
         raise FileNotFoundError(f"model not found: {path}")
     from . import inference
-    return inference.load_models(path, backend=backend, threads=threads)
+    return inference.load_models(path, backend=backend, threads=threads, precision=precision)
 
 
 def face_model_for(models, blendshapes=None):

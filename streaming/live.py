@@ -236,7 +236,7 @@ class Microphone:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from engine.animator import add_source_mouth_argument
+    from engine.animator import add_precision_argument, add_source_mouth_argument
     p.add_argument("--source", required=True, help="the portrait to animate")
     p.add_argument("--camera", default="0", help="camera index or a video file (default 0), or 'none'")
     p.add_argument("--mic", nargs="?", const="default", default=None, metavar="DEVICE",
@@ -253,6 +253,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--renderer", choices=["model", "warp-only"], default="model",
                    help="'model' (the generator) or 'warp-only' (no network: the portrait warped along its mesh)")
     add_source_mouth_argument(p)
+    add_precision_argument(p)
     p.add_argument("--motion", choices=["expression", "head"], default=None,
                    help="'head' (expression + the camera's head turns, nods, tilts and moves; the default where "
                         "the model can) or 'expression' (expression and speech only); the h key switches")
@@ -285,7 +286,7 @@ def main(args) -> int:
         raise LiveError("--camera none leaves nothing to drive the portrait: add --mic or --track")
     if args.mic is not None:
         check_microphone(args.mic)        # a missing microphone is said before anything loads
-    models = load_models(args.checkpoint, backend=args.backend)
+    models = load_models(args.checkpoint, backend=args.backend, precision=args.precision)
     anim = Animator(models, output_size=args.size, renderer=args.renderer, source_mouth=args.source_mouth)
     anim.set_source(args.source)
     head = resolve_motion(args.motion, anim) == "head"

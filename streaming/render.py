@@ -214,7 +214,8 @@ def render(source, driver, out, *, audio=None, checkpoint=None, backend: str = "
            no_audio: bool = False, batch: int = 8, crf: int = 20, preset: str = "superfast",
            max_seconds: float | None = None, progress: bool = True, threads: int | None = 1,
            params: str = "mesh", renderer: str = "model", motion: str | None = None,
-           face: tuple[float, float] | None = None, source_mouth: str = "closed") -> RenderResult:
+           face: tuple[float, float] | None = None, source_mouth: str = "closed", precision: str = "fp32"
+           ) -> RenderResult:
     """Render ``source`` (portrait) driven by ``driver`` (video or track) to ``out``. ``params``: where a
     video driver's p comes from ("mesh": the blendshape fit of its face mesh; "head": the regression
     head on its crop). ``renderer``: "model" or "warp-only" (engine.animator.Animator). ``motion``:
@@ -222,7 +223,8 @@ def render(source, driver, out, *, audio=None, checkpoint=None, backend: str = "
     video's face mesh or a track's pose) or None (head wherever the model can move it). ``face``: a video
     driver with several people: follow the face at (or nearest) this (x, y) pixel of its first frames
     (default: the largest face when tracking starts); either way one face is followed, never another.
-    ``source_mouth``: "closed" or "own" (engine.animator.Animator)."""
+    ``source_mouth``: "closed" or "own" (engine.animator.Animator). ``precision``: "fp32" or "int8"
+    (engine.animator.load_models)."""
     out = Path(out)
     driver = Path(driver)
     if not driver.exists():
@@ -249,7 +251,8 @@ def render(source, driver, out, *, audio=None, checkpoint=None, backend: str = "
         return _render(source, driver, out, audio=audio, checkpoint=checkpoint, backend=backend, models=models,
                        size=size, fps=fps, side_by_side=side_by_side, mode=mode, no_audio=no_audio, batch=batch,
                        crf=crf, preset=preset, max_seconds=max_seconds, progress=progress, threads=threads,
-                       params=params, renderer=renderer, motion=motion, face=face, source_mouth=source_mouth)
+                       params=params, renderer=renderer, motion=motion, face=face, source_mouth=source_mouth,
+                       precision=precision)
     except BaseException:
         for d in reversed(made):  # folders made for the output, if the render left them empty
             try:
@@ -306,12 +309,12 @@ def prepare_output(out: Path) -> list[Path]:
 
 def _render(source, driver: Path, out: Path, *, audio, checkpoint, backend, models, size, fps, side_by_side, mode,
             no_audio, batch, crf, preset, max_seconds, progress, threads, params, renderer, motion,
-            face=None, source_mouth="closed") -> RenderResult:
+            face=None, source_mouth="closed", precision="fp32") -> RenderResult:
     from engine.animator import Animator, load_models
     from engine.atomic import atomic_path
 
     if models is None:
-        models = load_models(checkpoint, backend=backend, threads=threads)
+        models = load_models(checkpoint, backend=backend, threads=threads, precision=precision)
     anim = Animator(models, output_size=size, renderer=renderer, source_mouth=source_mouth)
     anim.set_source(source)
     n_exp = int(getattr(models, "n_exp", 0) or 0)
@@ -625,7 +628,7 @@ def _fit_audio(pcm: np.ndarray, seconds: float) -> np.ndarray:
 
 # --------------------------------------------------------------------------------------------- CLI
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from engine.animator import add_source_mouth_argument
+    from engine.animator import add_precision_argument, add_source_mouth_argument
     p.add_argument("--source", required=True, help="the portrait to animate (an image with one face)")
     p.add_argument("--driver", required=True,
                    help="a driving video (its face drives the portrait), a parameter track (.npz) or a sound "
@@ -652,6 +655,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--renderer", choices=["model", "warp-only"], default="model",
                    help="'model' (the generator) or 'warp-only' (no network: the portrait warped along its mesh)")
     add_source_mouth_argument(p)
+    add_precision_argument(p)
     p.add_argument("--face", default=None, metavar="X,Y",
                    help="a driver video with several people: follow the face at this pixel of its first frames "
                         "(default: the largest face); one face is followed, never another")
@@ -674,6 +678,6 @@ def main(args) -> int:
                  mode=args.mode, no_audio=args.no_audio, batch=args.batch, crf=args.crf,
                  preset=args.preset, max_seconds=args.max_seconds, progress=not args.quiet,
                  threads=args.threads, params=args.params, renderer=args.renderer, motion=args.motion,
-                 face=args.face, source_mouth=args.source_mouth)
+                 face=args.face, source_mouth=args.source_mouth, precision=args.precision)
     print(res.summary())
     return 0

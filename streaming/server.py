@@ -1742,7 +1742,7 @@ def configure_ice(mode: str = "all") -> None:
 
 # ------------------------------------------------------------------------------------------ CLI
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from engine.animator import add_source_mouth_argument
+    from engine.animator import add_precision_argument, add_source_mouth_argument
     p.add_argument("--checkpoint", "--model", dest="checkpoint", default=None,
                    help="model: a checkpoint folder or exported model (default: the embedded default "
                         "model, engine/assets/default_model)")
@@ -1762,6 +1762,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--renderer", choices=["model", "warp-only"], default="model",
                    help="'model' (the generator) or 'warp-only' (no network: the portrait warped along its mesh)")
     add_source_mouth_argument(p)
+    add_precision_argument(p)
     p.add_argument("--fps", type=float, default=30.0, help="stream frame rate without a webcam (default 30)")
     p.add_argument("--ice", choices=["all", "loopback"], default="all",
                    help="ICE candidates: all local addresses plus 127.0.0.1 (default), or loopback only")
@@ -1778,7 +1779,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def build_engine(args) -> Engine:
     from engine.animator import load_models
-    models = load_models(args.checkpoint, backend=args.backend, threads=args.threads)
+    models = load_models(args.checkpoint, backend=args.backend, threads=args.threads, precision=args.precision)
     eng = Engine(models, output_size=args.size, fps=args.fps, max_sessions=args.max_sessions, checkpoint=args.checkpoint,
                  renderer=args.renderer, source_mouth=args.source_mouth)
     for spec in args.portraits:

@@ -121,6 +121,31 @@ def _damage_weights(ck_dir):
         h.write(b"\xff" * (f.stat().st_size - start))
 
 
+def test_render_cli_runs_an_exports_int8_copies(env, tmp_path, capsys):
+    """--precision int8: the quantised copies of an export made with --int8 render the same frames (close,
+    not exact); asked of a folder without them, one line that says how to make them, and no output."""
+    from engine.cli import main
+    import av
+
+    from exporters.onnx import export_onnx
+    export_onnx(env["ck"], tmp_path / "export", verify=False, int8=True)
+    tr = kit.speech_track(tmp_path / "t.npz", seconds=0.5, fps=30)
+    base = ["render", "--source", str(env["portrait"]), "--driver", str(tr), "--size", "128", "--quiet"]
+    frames = {}
+    for precision in ("fp32", "int8"):
+        out = tmp_path / f"{precision}.mp4"
+        assert main(base + ["-o", str(out), "--checkpoint", str(tmp_path / "export"), "--precision", precision]) == 0
+        with av.open(str(out)) as c:
+            frames[precision] = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    assert len(frames["int8"]) == len(frames["fp32"]) == 15
+    diff = np.abs(np.stack(frames["int8"]).astype(int) - np.stack(frames["fp32"])).mean()
+    assert 0 < diff < 8, diff          # the quantised copies ran: close, not the same
+    out = tmp_path / "none.mp4"
+    rc = main(base + ["-o", str(out), "--checkpoint", str(env["ck"]), "--precision", "int8"])
+    _one_line_error(rc, capsys.readouterr().err, "int8")
+    assert not out.exists()
+
+
 def _one_line_error(rc, err, *needles):
     lines = err.strip().splitlines()
     assert rc == 1 and len(lines) == 1, err

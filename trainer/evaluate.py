@@ -133,10 +133,12 @@ class Models:
         return torch.cat(outs) if outs else images.new_zeros(0, self.n_params)
 
 
-def load_models(path, backend: str = "auto", device: str = "cpu", label: str | None = None) -> Models:
-    """A checkpoint (or exported model) through engine.inference."""
+def load_models(path, backend: str = "auto", device: str = "cpu", label: str | None = None,
+                precision: str = "fp32") -> Models:
+    """A checkpoint (or exported model) through engine.inference (``precision`` "int8": an export's
+    quantised copies)."""
     from engine import inference
-    runner = inference.load_models(path, backend=backend, device=device)
+    runner = inference.load_models(path, backend=backend, device=device, precision=precision)
     return _wrap_runner(runner, path, label)
 
 
@@ -877,8 +879,9 @@ def add_arguments(p) -> None:
     g.add_argument("--head-motion", action=argparse.BooleanOptionalAction, default=True,
                    help="the driver's head pose moves the portrait's head, as render's default --motion head "
                         "(default); --no-head-motion: expression and speech only")
-    from engine.animator import add_source_mouth_argument
+    from engine.animator import add_precision_argument, add_source_mouth_argument
     add_source_mouth_argument(g)
+    add_precision_argument(p)
     g.add_argument("--motion-size", type=int, default=256, help="output size the frames are measured at (default 256)")
     g.add_argument("--motion-clips", nargs="*", default=None,
                    help="driver clips under --data (globs allowed; default: the held-out talking clips and W011's)")
@@ -891,9 +894,9 @@ def main(args) -> int:
     data = Path(args.data)
     if not (data / "driving").is_dir():
         raise FileNotFoundError(f"{data} has no driving/ folder of videos")
-    models = [load_models(args.checkpoint, args.backend, args.device)]
+    models = [load_models(args.checkpoint, args.backend, args.device, precision=args.precision)]
     if args.compare:
-        models.append(load_models(args.compare, args.backend, args.device))
+        models.append(load_models(args.compare, args.backend, args.device, precision=args.precision))
         if models[1].label == models[0].label:
             models[1].label += " (compare)"
     opts = EvalOptions(data=data, out=Path(args.out), held_out=args.held_out, frames=args.frames,
