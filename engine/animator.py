@@ -58,7 +58,8 @@ def check_mouth(mouth: str, what: str = "source_mouth") -> str:
 
 def add_precision_argument(p) -> None:
     """The command-line choice of the models' precision (render, live, serve, evaluate)."""
-    p.add_argument("--precision", choices=("fp32", "int8"), default="fp32",
+    from .inference import PRECISIONS
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32",
                    help="int8: the quantised copies of an export folder made with 'slidergan export --int8' "
                         "(onnxruntime on a CPU: faster, not exact; the export's report gives the difference)")
 
