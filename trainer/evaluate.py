@@ -867,6 +867,8 @@ def add_arguments(p) -> None:
     p.add_argument("--speech-video", default=None, help="talking video for Fig. 13 (default: held-out)")
     p.add_argument("--blendshapes", default=None, help="blendshape model (default: the checkpoint's)")
     p.add_argument("--backend", default="auto", help="inference backend (auto, torch, onnxruntime, ...)")
+    from engine.animator import add_precision_argument
+    add_precision_argument(p)
     p.add_argument("--device", default="cpu")
     p.add_argument("--seed", type=int, default=0)
     g = p.add_argument_group("motion metrics (trainer/motion.py; off by default: minutes of CPU)")
@@ -879,9 +881,8 @@ def add_arguments(p) -> None:
     g.add_argument("--head-motion", action=argparse.BooleanOptionalAction, default=True,
                    help="the driver's head pose moves the portrait's head, as render's default --motion head "
                         "(default); --no-head-motion: expression and speech only")
-    from engine.animator import add_precision_argument, add_source_mouth_argument
+    from engine.animator import add_source_mouth_argument
     add_source_mouth_argument(g)
-    add_precision_argument(p)
     g.add_argument("--motion-size", type=int, default=256, help="output size the frames are measured at (default 256)")
     g.add_argument("--motion-clips", nargs="*", default=None,
                    help="driver clips under --data (globs allowed; default: the held-out talking clips and W011's)")
