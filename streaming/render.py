@@ -214,8 +214,8 @@ def render(source, driver, out, *, audio=None, checkpoint=None, backend: str = "
            no_audio: bool = False, batch: int = 8, crf: int = 20, preset: str = "superfast",
            max_seconds: float | None = None, progress: bool = True, threads: int | None = 1,
            params: str = "mesh", renderer: str = "model", motion: str | None = None,
-           face: tuple[float, float] | None = None, source_mouth: str = "closed", precision: str = "fp32"
-           ) -> RenderResult:
+           face: tuple[float, float] | None = None, source_mouth: str = "closed", precision: str = "fp32",
+           neutral_at: float | None = None) -> RenderResult:
     """Render ``source`` (portrait) driven by ``driver`` (video or track) to ``out``. ``params``: where a
     video driver's p comes from ("mesh": the blendshape fit of its face mesh; "head": the regression
     head on its crop). ``renderer``: "model" or "warp-only" (engine.animator.Animator). ``motion``:
@@ -224,7 +224,10 @@ def render(source, driver, out, *, audio=None, checkpoint=None, backend: str = "
     driver with several people: follow the face at (or nearest) this (x, y) pixel of its first frames
     (default: the largest face when tracking starts); either way one face is followed, never another.
     ``source_mouth``: "closed" or "own" (engine.animator.Animator). ``precision``: "fp32" or "int8"
-    (engine.animator.load_models)."""
+    (engine.animator.load_models). ``neutral_at``: a video driver in relative mode takes its neutral from
+    its faces from this time (seconds) on instead of its first second: for a driver that starts
+    mid-expression (a smile held through its first second would otherwise open the portrait's eyes
+    wider than its own for the whole video)."""
     out = Path(out)
     driver = Path(driver)
     if not driver.exists():
@@ -246,13 +249,19 @@ def render(source, driver, out, *, audio=None, checkpoint=None, backend: str = "
         face = _face_point(face)
     if max_seconds is not None and not (math.isfinite(float(max_seconds)) and float(max_seconds) > 0):
         raise ValueError(f"--max-seconds must be a positive number of seconds, not {max_seconds}")
+    if neutral_at is not None:
+        neutral_at = float(neutral_at)
+        if not (math.isfinite(neutral_at) and neutral_at >= 0):
+            raise ValueError(f"--neutral-at must be a time in the driver video (seconds, >= 0), not {neutral_at}")
+        if mode != "relative":
+            raise ValueError("--neutral-at is the relative mode's neutral: it needs --mode relative")
     made = prepare_output(out)
     try:
         return _render(source, driver, out, audio=audio, checkpoint=checkpoint, backend=backend, models=models,
                        size=size, fps=fps, side_by_side=side_by_side, mode=mode, no_audio=no_audio, batch=batch,
                        crf=crf, preset=preset, max_seconds=max_seconds, progress=progress, threads=threads,
                        params=params, renderer=renderer, motion=motion, face=face, source_mouth=source_mouth,
-                       precision=precision)
+                       precision=precision, neutral_at=neutral_at)
     except BaseException:
         for d in reversed(made):  # folders made for the output, if the render left them empty
             try:
@@ -309,7 +318,7 @@ def prepare_output(out: Path) -> list[Path]:
 
 def _render(source, driver: Path, out: Path, *, audio, checkpoint, backend, models, size, fps, side_by_side, mode,
             no_audio, batch, crf, preset, max_seconds, progress, threads, params, renderer, motion,
-            face=None, source_mouth="closed", precision="fp32") -> RenderResult:
+            face=None, source_mouth="closed", precision="fp32", neutral_at=None) -> RenderResult:
     from engine.animator import Animator, load_models
     from engine.atomic import atomic_path
 
@@ -326,6 +335,9 @@ def _render(source, driver: Path, out: Path, *, audio, checkpoint, backend, mode
     from .drivers import resolve_motion
     motion = resolve_motion(motion, anim)
     from engine.audio import is_audio_file
+    if neutral_at is not None and (track_mode or is_audio_file(driver)):
+        raise ValueError(f"--neutral-at calibrates a driver video's face; {driver.name} is "
+                         f"{'a parameter track' if track_mode else 'a sound file'}")
     if not track_mode and is_audio_file(driver):
         # Sound drives the lips: the audio model's speech track (streamed through the file in chunks),
         # rendered like any track; the sound itself is the output's audio.
@@ -340,7 +352,7 @@ def _render(source, driver: Path, out: Path, *, audio, checkpoint, backend, mode
         from .drivers import check_params_source
         check_params_source(params, anim.fit if anim.face_model is not None else None)
         job = _VideoJob(anim, driver, n_exp, fps, audio, no_audio, max_seconds, side_by_side, mode, params, motion,
-                        face)
+                        face, neutral_at)
     h, w = anim.output_shape
     if side_by_side:
         w = w + job.left_width(h)
@@ -495,7 +507,7 @@ def _face_point(face) -> tuple[float, float]:
 
 class _VideoJob:
     def __init__(self, anim, path, n_exp, fps, audio, no_audio, max_seconds, side, mode, params="mesh",
-                 motion="expression", face=None):
+                 motion="expression", face=None, neutral_at=None):
         self.params = params
         self.head = motion == "head"
         self.face = face
@@ -515,6 +527,9 @@ class _VideoJob:
         check_length(dur, f"the video {path}")
         self.max_frames = int(round(dur * self.fps)) if max_seconds is not None else None
         self.n_frames = min(self.info.frame_count, self.max_frames or self.info.frame_count)
+        if neutral_at is not None and neutral_at >= self.info.duration:
+            raise ValueError(f"--neutral-at {neutral_at:g} is past the end of {path} ({self.info.duration:.2f} s)")
+        self.neutral_at = neutral_at
         if face is not None and not (face[0] < self.info.width and face[1] < self.info.height):
             raise ValueError(f"--face {face[0]:g},{face[1]:g} is outside the driver video "
                              f"({self.info.width}x{self.info.height})")
@@ -556,22 +571,44 @@ class _VideoJob:
             self.tracker = FaceTracker(size=self.anim.image_size, fps=self.fps, max_faces=1, pick=self.face)
             pending = []   # (rgb, t, result)
             # Relative mode: the driver's neutral (drivers.neutral_of) from its first second of faces (at
-            # least 8; looked for in the first 2 s); those frames wait until it is known.
+            # least 8; looked for in the first 2 s); those frames wait until it is known. With --neutral-at,
+            # from the second of faces from that time, read by a tracker of its own before anything renders.
             calibrated = self.mode != "relative"
             k_calib, calib_s, look = 8, 1.0, int(round(2 * self.fps))
 
-            def flush(calibrate: bool = False):
+            def calibrate(read, where, heads=None):
+                """The neutral from the faces among ``read`` (tracker results); their p as read from now on."""
+                ok = [r for r in read if r.ok]
+                if not ok:
+                    why = next((r.message for r in reversed(read) if r.message), "")
+                    raise ValueError(f"no face in the {len(read)} frames {where} of {self.path}"
+                                     f"{f' (last: {why})' if why else ''}: cannot calibrate the driver's "
+                                     "neutral (use --mode absolute, another --neutral-at, or another video)")
+                heads = [measure(r.landmarks) for r in ok] if heads is None else heads
+                return drv.calibrate_on(read_batch(ok), [mouth_opening(r.landmarks) for r in ok], heads,
+                                        [r.crop_landmarks for r in ok])
+
+            if not calibrated and self.neutral_at is not None:
+                read, faces = [], []
+                with FaceTracker(size=self.anim.image_size, fps=self.fps, max_faces=1, pick=self.face) as tracker:
+                    for frame, t in read_frames(self.path, start=self.neutral_at, end=self.neutral_at + 2.0,
+                                                lazy=True):
+                        if stop.is_set():
+                            return
+                        read.append(tracker.process(frame, t))
+                        faces += [t] if read[-1].ok else []
+                        if len(faces) >= k_calib and faces[-1] - faces[0] >= calib_s:
+                            break
+                calibrate(read, f"from {self.neutral_at:g} s")
+                calibrated = True
+
+            def flush(calibrate_here: bool = False):
                 ok = [r for _, _, r in pending if r.ok]
-                regs = read_batch(ok) if ok else np.zeros((0, self.anim.n_params), np.float32)
                 heads = [measure(r.landmarks) for r in ok]
-                if calibrate:
-                    if not len(regs):
-                        why = next((r.message for _, _, r in reversed(pending) if r.message), "")
-                        raise ValueError(f"no face in the first {len(pending)} frames of {self.path}"
-                                         f"{f' (last: {why})' if why else ''}: cannot calibrate the driver's "
-                                         "neutral (use --mode absolute, or another video)")
-                    regs = drv.calibrate_on(regs, [mouth_opening(r.landmarks) for r in ok], heads,
-                                            [r.crop_landmarks for r in ok])
+                if calibrate_here:
+                    regs = calibrate([r for _, _, r in pending], "at the start", heads)
+                else:
+                    regs = read_batch(ok) if ok else np.zeros((0, self.anim.n_params), np.float32)
                 it, it_head = iter(regs), iter(heads)
                 params, lefts, poses = [], [], []
                 for rgb, t, r in pending:
@@ -598,12 +635,12 @@ class _VideoJob:
                     faces = [t for _, t, r in pending if r.ok]
                     if (len(faces) >= k_calib and faces[-1] - faces[0] >= calib_s) or len(pending) >= look:
                         calibrated = True
-                        if not flush(calibrate=True):
+                        if not flush(calibrate_here=True):
                             return
                 elif len(pending) >= batch and not flush():
                     return
             if pending:
-                flush(calibrate=not calibrated)
+                flush(calibrate_here=not calibrated)
         finally:
             _put(q, _END, threading.Event())
 
@@ -659,6 +696,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--face", default=None, metavar="X,Y",
                    help="a driver video with several people: follow the face at this pixel of its first frames "
                         "(default: the largest face); one face is followed, never another")
+    p.add_argument("--neutral-at", type=float, default=None, metavar="SECONDS",
+                   help="a driver video in relative mode: take its neutral from its face at this time (a second "
+                        "of frames from there) instead of its first second, for a video that starts "
+                        "mid-expression (the page's \"Calibrate neutral\" at a moment of your choosing)")
     p.add_argument("--max-seconds", type=float, default=None, help="render at most this many seconds")
     p.add_argument("--batch", type=int, default=8, help="frames per model call (default 8)")
     p.add_argument("--crf", type=int, default=20, help="H.264 quality (lower is better; default 20)")
@@ -678,6 +719,7 @@ def main(args) -> int:
                  mode=args.mode, no_audio=args.no_audio, batch=args.batch, crf=args.crf,
                  preset=args.preset, max_seconds=args.max_seconds, progress=not args.quiet,
                  threads=args.threads, params=args.params, renderer=args.renderer, motion=args.motion,
-                 face=args.face, source_mouth=args.source_mouth, precision=args.precision)
+                 face=args.face, source_mouth=args.source_mouth, precision=args.precision,
+                 neutral_at=args.neutral_at)
     print(res.summary())
     return 0

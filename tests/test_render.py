@@ -73,6 +73,41 @@ def test_video_driver_side_by_side_keeps_its_audio(env, tmp_path):
     assert res.faces_missing == 0
 
 
+def test_neutral_at_takes_the_drivers_neutral_from_that_time(env, tmp_path, capsys):
+    """--neutral-at T: the driver's neutral from its faces from T s on, not its first second. A driver that
+    smiles with its mouth open through its first 1.3 s, then talks: calibrated at 0 s the render is the
+    default's (the same frames make the same neutral), at 1.5 s another; bad uses are one line each."""
+    import av
+
+    from engine.cli import main
+    held = kit.synth_driving_frames(2, period=4)[1]            # mouth open and smiling (k = 1)
+    frames = [held] * 40 + kit.synth_driving_frames(50, period=30)
+    drv = kit.write_video(tmp_path / "drive.mp4", frames, fps=30)
+    base = ["render", "--source", str(env["portrait"]), "--driver", str(drv), "--checkpoint", str(env["ck"]),
+            "--backend", "torch", "--size", "128", "--quiet", "--motion", "expression"]
+
+    def rendered(name, *extra):
+        out = tmp_path / f"{name}.mp4"
+        assert main(base + ["-o", str(out), *extra]) == 0, capsys.readouterr().err
+        with av.open(str(out)) as c:
+            return np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)]).astype(np.float32)
+
+    first, at0, later = rendered("first"), rendered("at0", "--neutral-at", "0"), rendered("later", "--neutral-at", "1.5")
+    assert first.shape == at0.shape == later.shape and len(first) == 90
+    assert np.abs(at0 - first).mean() < 0.05                     # the same neutral: the same video
+    assert np.abs(later - first).mean() > 10 * np.abs(at0 - first).mean() + 0.2   # another neutral
+    for args, needles in ((["--neutral-at", "9"], ("--neutral-at 9 is past the end", "drive.mp4")),
+                          (["--neutral-at", "-1"], ("--neutral-at must be a time",)),
+                          (["--neutral-at", "1", "--mode", "absolute"], ("needs --mode relative",))):
+        out = tmp_path / "bad.mp4"
+        _one_line_error(main(base + ["-o", str(out), *args]), capsys.readouterr().err, *needles)
+        assert not out.exists()
+    tr = kit.speech_track(tmp_path / "t.npz", seconds=0.5, fps=30)
+    rc = main(["render", "--source", str(env["portrait"]), "--driver", str(tr), "-o", str(tmp_path / "bad.mp4"),
+               "--checkpoint", str(env["ck"]), "--size", "128", "--quiet", "--neutral-at", "0.2"])
+    _one_line_error(rc, capsys.readouterr().err, "t.npz is a parameter track")
+
+
 def test_render_fails_cleanly(env, tmp_path):
     from streaming.render import render
     blank = [np.full((240, 320, 3), 120, np.uint8)] * 10
