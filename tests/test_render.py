@@ -83,12 +83,14 @@ def test_neutral_at_takes_the_drivers_neutral_from_that_time(env, tmp_path, caps
     held = kit.synth_driving_frames(2, period=4)[1]            # mouth open and smiling (k = 1)
     frames = [held] * 40 + kit.synth_driving_frames(50, period=30)
     drv = kit.write_video(tmp_path / "drive.mp4", frames, fps=30)
-    base = ["render", "--source", str(env["portrait"]), "--driver", str(drv), "--checkpoint", str(env["ck"]),
-            "--backend", "torch", "--size", "128", "--quiet", "--motion", "expression"]
+
+    def args(driver, out, *extra):
+        return ["render", "--source", str(env["portrait"]), "--driver", str(driver), "-o", str(out), "--checkpoint",
+                str(env["ck"]), "--backend", "torch", "--size", "128", "--quiet", "--motion", "expression", *extra]
 
     def rendered(name, *extra):
         out = tmp_path / f"{name}.mp4"
-        assert main(base + ["-o", str(out), *extra]) == 0, capsys.readouterr().err
+        assert main(args(drv, out, *extra)) == 0, capsys.readouterr().err
         with av.open(str(out)) as c:
             return np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)]).astype(np.float32)
 
@@ -96,16 +98,21 @@ def test_neutral_at_takes_the_drivers_neutral_from_that_time(env, tmp_path, caps
     assert first.shape == at0.shape == later.shape and len(first) == 90
     assert np.abs(at0 - first).mean() < 0.05                     # the same neutral: the same video
     assert np.abs(later - first).mean() > 10 * np.abs(at0 - first).mean() + 0.2   # another neutral
-    for args, needles in ((["--neutral-at", "9"], ("--neutral-at 9 is past the end", "drive.mp4")),
+    for bad, needles in ((["--neutral-at", "9"], ("--neutral-at 9 is past the end", "drive.mp4")),
                           (["--neutral-at", "-1"], ("--neutral-at must be a time",)),
                           (["--neutral-at", "1", "--mode", "absolute"], ("needs --mode relative",))):
         out = tmp_path / "bad.mp4"
-        _one_line_error(main(base + ["-o", str(out), *args]), capsys.readouterr().err, *needles)
+        _one_line_error(main(args(drv, out, *bad)), capsys.readouterr().err, *needles)
         assert not out.exists()
     tr = kit.speech_track(tmp_path / "t.npz", seconds=0.5, fps=30)
-    rc = main(["render", "--source", str(env["portrait"]), "--driver", str(tr), "-o", str(tmp_path / "bad.mp4"),
-               "--checkpoint", str(env["ck"]), "--size", "128", "--quiet", "--neutral-at", "0.2"])
-    _one_line_error(rc, capsys.readouterr().err, "t.npz is a parameter track")
+    _one_line_error(main(args(tr, tmp_path / "bad.mp4", "--neutral-at", "0.2")), capsys.readouterr().err,
+                    "t.npz is a parameter track")
+    # no face at the chosen moment (the video ends on 2.5 s of an empty room): said, nothing written
+    away = kit.write_video(tmp_path / "away.mp4", frames[:45] + [np.full_like(held, 200)] * 75, fps=30)
+    out = tmp_path / "away-out.mp4"
+    rc = main(args(away, out, "--neutral-at", "2"))
+    _one_line_error(rc, capsys.readouterr().err, "no face in the", "from 2 s of", "another --neutral-at")
+    assert not out.exists()
 
 
 def test_render_fails_cleanly(env, tmp_path):
