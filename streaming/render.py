@@ -215,7 +215,7 @@ def render(source, driver, out, *, audio=None, checkpoint=None, backend: str = "
            max_seconds: float | None = None, progress: bool = True, threads: int | None = 1,
            params: str = "mesh", renderer: str = "model", motion: str | None = None,
            face: tuple[float, float] | None = None, source_mouth: str = "closed", precision: str = "fp32",
-           neutral_at: float | None = None) -> RenderResult:
+           neutral_at: float | str | None = None) -> RenderResult:
     """Render ``source`` (portrait) driven by ``driver`` (video or track) to ``out``. ``params``: where a
     video driver's p comes from ("mesh": the blendshape fit of its face mesh; "head": the regression
     head on its crop). ``renderer``: "model" or "warp-only" (engine.animator.Animator). ``motion``:
@@ -225,9 +225,10 @@ def render(source, driver, out, *, audio=None, checkpoint=None, backend: str = "
     (default: the largest face when tracking starts); either way one face is followed, never another.
     ``source_mouth``: "closed" or "own" (engine.animator.Animator). ``precision``: "fp32" or "int8"
     (engine.animator.load_models). ``neutral_at``: a video driver in relative mode takes its neutral from
-    its faces from this time (seconds) on instead of its first second: for a driver that starts
-    mid-expression (a smile held through its first second would otherwise open the portrait's eyes
-    wider than its own for the whole video)."""
+    its faces from this time (seconds) on instead of its first second, or with "auto" from its relaxed
+    faces over the whole video (``engine.blendshapes.estimate_neutral``, as a track's): for a driver that
+    starts mid-expression (a smile held through its first second would otherwise open the portrait's
+    eyes wider than its own for the whole video)."""
     out = Path(out)
     driver = Path(driver)
     if not driver.exists():
@@ -250,9 +251,7 @@ def render(source, driver, out, *, audio=None, checkpoint=None, backend: str = "
     if max_seconds is not None and not (math.isfinite(float(max_seconds)) and float(max_seconds) > 0):
         raise ValueError(f"--max-seconds must be a positive number of seconds, not {max_seconds}")
     if neutral_at is not None:
-        neutral_at = float(neutral_at)
-        if not (math.isfinite(neutral_at) and neutral_at >= 0):
-            raise ValueError(f"--neutral-at must be a time in the driver video (seconds, >= 0), not {neutral_at}")
+        neutral_at = check_neutral_at(neutral_at)
         if mode != "relative":
             raise ValueError("--neutral-at is the relative mode's neutral: it needs --mode relative")
     made = prepare_output(out)
@@ -269,6 +268,22 @@ def render(source, driver, out, *, audio=None, checkpoint=None, backend: str = "
             except OSError:
                 break
         raise
+
+
+NEUTRAL_SAMPLES = 300   # --neutral-at auto: at most this many frames of the video are read for its neutral
+
+
+def check_neutral_at(value) -> float | str:
+    """--neutral-at: "auto" or a time in seconds (>= 0)."""
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return "auto"
+    try:
+        t = float(value)
+    except (TypeError, ValueError):
+        t = float("nan")
+    if not (math.isfinite(t) and t >= 0):
+        raise ValueError(f"--neutral-at must be a time in the driver video (seconds, >= 0) or 'auto', not {value!r}")
+    return t
 
 
 def check_fps(fps: float, what: str) -> None:
@@ -527,7 +542,7 @@ class _VideoJob:
         check_length(dur, f"the video {path}")
         self.max_frames = int(round(dur * self.fps)) if max_seconds is not None else None
         self.n_frames = min(self.info.frame_count, self.max_frames or self.info.frame_count)
-        if neutral_at is not None and neutral_at >= self.info.duration:
+        if neutral_at not in (None, "auto") and neutral_at >= self.info.duration:
             raise ValueError(f"--neutral-at {neutral_at:g} is past the end of {path} ({self.info.duration:.2f} s)")
         self.neutral_at = neutral_at
         if face is not None and not (face[0] < self.info.width and face[1] < self.info.height):
@@ -590,16 +605,23 @@ class _VideoJob:
 
             if not calibrated and self.neutral_at is not None:
                 read, faces = [], []
-                with FaceTracker(size=self.anim.image_size, fps=self.fps, max_faces=1, pick=self.face) as tracker:
-                    for frame, t in read_frames(self.path, start=self.neutral_at, end=self.neutral_at + 2.0,
-                                                lazy=True):
+                auto = self.neutral_at == "auto"
+                # auto: every step-th frame of what renders (at most NEUTRAL_SAMPLES), relaxed ones kept by
+                # calibrate_on; else the second of faces from the time asked for
+                step = max(1, -(-self.n_frames // NEUTRAL_SAMPLES)) if auto else 1
+                some = (read_frames(self.path, max_frames=self.n_frames, lazy=True) if auto else
+                        read_frames(self.path, start=self.neutral_at, end=self.neutral_at + 2.0, lazy=True))
+                with FaceTracker(size=self.anim.image_size, fps=self.fps / step, max_faces=1, pick=self.face) as tracker:
+                    for i, (frame, t) in enumerate(some):
                         if stop.is_set():
                             return
+                        if i % step:
+                            continue
                         read.append(tracker.process(frame, t))
                         faces += [t] if read[-1].ok else []
-                        if len(faces) >= k_calib and faces[-1] - faces[0] >= calib_s:
+                        if not auto and len(faces) >= k_calib and faces[-1] - faces[0] >= calib_s:
                             break
-                calibrate(read, f"from {self.neutral_at:g} s")
+                calibrate(read, "over the video" if auto else f"from {self.neutral_at:g} s")
                 calibrated = True
 
             def flush(calibrate_here: bool = False):
@@ -696,10 +718,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--face", default=None, metavar="X,Y",
                    help="a driver video with several people: follow the face at this pixel of its first frames "
                         "(default: the largest face); one face is followed, never another")
-    p.add_argument("--neutral-at", type=float, default=None, metavar="SECONDS",
+    p.add_argument("--neutral-at", default=None, metavar="SECONDS|auto",
                    help="a driver video in relative mode: take its neutral from its face at this time (a second "
                         "of frames from there) instead of its first second, for a video that starts "
-                        "mid-expression (the page's \"Calibrate neutral\" at a moment of your choosing)")
+                        "mid-expression (the page's \"Calibrate neutral\" at a moment of your choosing); 'auto': "
+                        "from its relaxed faces over the whole video")
     p.add_argument("--max-seconds", type=float, default=None, help="render at most this many seconds")
     p.add_argument("--batch", type=int, default=8, help="frames per model call (default 8)")
     p.add_argument("--crf", type=int, default=20, help="H.264 quality (lower is better; default 20)")

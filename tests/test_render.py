@@ -74,9 +74,10 @@ def test_video_driver_side_by_side_keeps_its_audio(env, tmp_path):
 
 
 def test_neutral_at_takes_the_drivers_neutral_from_that_time(env, tmp_path, capsys):
-    """--neutral-at T: the driver's neutral from its faces from T s on, not its first second. A driver that
-    smiles with its mouth open through its first 1.3 s, then talks: calibrated at 0 s the render is the
-    default's (the same frames make the same neutral), at 1.5 s another; bad uses are one line each."""
+    """--neutral-at T: the driver's neutral from its faces from T s on, not its first second; 'auto': from its
+    relaxed faces over the whole video. A driver that smiles with its mouth open through its first 1.3 s, then
+    talks: calibrated at 0 s the render is the default's (the same frames make the same neutral), at 1.5 s
+    another, auto near that one; bad uses are one line each."""
     import av
 
     from engine.cli import main
@@ -95,11 +96,15 @@ def test_neutral_at_takes_the_drivers_neutral_from_that_time(env, tmp_path, caps
             return np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)]).astype(np.float32)
 
     first, at0, later = rendered("first"), rendered("at0", "--neutral-at", "0"), rendered("later", "--neutral-at", "1.5")
-    assert first.shape == at0.shape == later.shape and len(first) == 90
+    auto = rendered("auto", "--neutral-at", "auto")
+    assert first.shape == at0.shape == later.shape == auto.shape and len(first) == 90
     assert np.abs(at0 - first).mean() < 0.05                     # the same neutral: the same video
     assert np.abs(later - first).mean() > 10 * np.abs(at0 - first).mean() + 0.2   # another neutral
+    # auto: the relaxed faces of the whole video, which talks after its first 1.3 s: near the later neutral
+    assert np.abs(auto - later).mean() < 0.6 * np.abs(auto - first).mean()
     for bad, needles in ((["--neutral-at", "9"], ("--neutral-at 9 is past the end", "drive.mp4")),
-                          (["--neutral-at", "-1"], ("--neutral-at must be a time",)),
+                          (["--neutral-at", "-1"], ("--neutral-at must be a time", "or 'auto'")),
+                          (["--neutral-at", "soon"], ("--neutral-at must be a time", "'soon'")),
                           (["--neutral-at", "1", "--mode", "absolute"], ("needs --mode relative",))):
         out = tmp_path / "bad.mp4"
         _one_line_error(main(args(drv, out, *bad)), capsys.readouterr().err, *needles)
