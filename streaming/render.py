@@ -587,7 +587,8 @@ class _VideoJob:
             pending = []   # (rgb, t, result)
             # Relative mode: the driver's neutral (drivers.neutral_of) from its first second of faces (at
             # least 8; looked for in the first 2 s); those frames wait until it is known. With --neutral-at,
-            # from the second of faces from that time, read by a tracker of its own before anything renders.
+            # from the second of faces from that time (auto: from frames spread over the whole video), read by
+            # a tracker of its own before anything renders.
             calibrated = self.mode != "relative"
             k_calib, calib_s, look = 8, 1.0, int(round(2 * self.fps))
 
