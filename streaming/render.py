@@ -270,7 +270,7 @@ def render(source, driver, out, *, audio=None, checkpoint=None, backend: str = "
         raise
 
 
-NEUTRAL_SAMPLES = 300   # --neutral-at auto: at most this many frames of the video are read for its neutral
+NEUTRAL_SAMPLES = 120   # --neutral-at auto: at most this many frames spread over the video are read for its neutral
 
 
 def check_neutral_at(value) -> float | str:
