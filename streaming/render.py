@@ -225,8 +225,9 @@ def render(source, driver, out, *, audio=None, checkpoint=None, backend: str = "
     (default: the largest face when tracking starts); either way one face is followed, never another.
     ``source_mouth``: "closed" or "own" (engine.animator.Animator). ``precision``: "fp32" or "int8"
     (engine.animator.load_models). ``neutral_at``: a video driver in relative mode takes its neutral from
-    its faces from this time (seconds) on instead of its first second, or with "auto" from its relaxed
-    faces over the whole video (``engine.blendshapes.estimate_neutral``, as a track's): for a driver that
+    its faces from this time (seconds) on instead of its first second, or with "auto" from its faces over
+    the whole video (with ``params`` "mesh" its neutral mesh from the relaxed ones,
+    ``engine.blendshapes.estimate_neutral``, as a track's): for a driver that
     starts mid-expression (a smile held through its first second would otherwise open the portrait's
     eyes wider than its own for the whole video)."""
     out = Path(out)
@@ -723,7 +724,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="a driver video in relative mode: take its neutral from its face at this time (a second "
                         "of frames from there) instead of its first second, for a video that starts "
                         "mid-expression (the page's \"Calibrate neutral\" at a moment of your choosing); 'auto': "
-                        "from its relaxed faces over the whole video")
+                        "from its faces over the whole video (up to 120 frames spread over it)")
     p.add_argument("--max-seconds", type=float, default=None, help="render at most this many seconds")
     p.add_argument("--batch", type=int, default=8, help="frames per model call (default 8)")
     p.add_argument("--crf", type=int, default=20, help="H.264 quality (lower is better; default 20)")
