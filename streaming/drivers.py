@@ -26,6 +26,12 @@ combines them (speech from a track while the expression follows the webcam, a sl
 - ``DriverMix``: routes each parameter group ("exp", "speech") to one driver, then applies pinned
   sliders on top.
 
+The face, track and microphone drivers scale the motion they give by ``expression_scale`` (SadTalker's
+``--expression_scale``, LivePortrait's driving multiplier): 1 as driven, 0 none, 2 twice as much; the
+change from the portrait's own parameters in relative mode, from the neutral face p = 0 for absolute
+readings, tracks and sound. The head's pose is not scaled. ``DriverMix.expression_scale`` sets it on
+every driver it holds.
+
 Every driver has ``value(t) -> np.ndarray | None`` (None: nothing to say yet) and is cheap to call.
 """
 from __future__ import annotations
@@ -43,11 +49,41 @@ from engine.animator import P_LIMIT
 log = logging.getLogger(__name__)
 
 __all__ = ["FaceDriver", "FaceDriverState", "PARAMS_SOURCES", "check_params_source", "MOTIONS", "check_motion", "resolve_motion", "neutral_of", "TrackDriver", "MicDriver", "SlidersDriver", "DriverMix", "GROUPS", "DRIVER_NAMES",
-           "group_indices"]
+           "group_indices", "MAX_EXPRESSION_SCALE", "check_expression_scale", "add_expression_scale_argument"]
 
 GROUPS = ("exp", "speech")
 N_POSE = head_pose.N_POSE     # the head pose FaceDriver reads beside p
 DRIVER_NAMES = ("face", "track", "mic", "sliders", "rest")
+
+
+MAX_EXPRESSION_SCALE = 3.0
+
+
+def check_expression_scale(scale) -> float:
+    """An expression scale (the motion's multiplier): a number from 0 to ``MAX_EXPRESSION_SCALE``."""
+    try:
+        s = float(scale)
+    except (TypeError, ValueError):
+        s = float("nan")
+    if not (math.isfinite(s) and 0.0 <= s <= MAX_EXPRESSION_SCALE):
+        raise ValueError(f"expression scale must be a number from 0 (no motion) to {MAX_EXPRESSION_SCALE:g} "
+                         f"(1: as driven), not {scale!r}")
+    return s
+
+
+def add_expression_scale_argument(p) -> None:
+    """``--expression-scale`` for the commands whose drivers move a portrait."""
+    import argparse
+
+    def scale(value: str) -> float:
+        try:
+            return check_expression_scale(value)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+    p.add_argument("--expression-scale", type=scale, default=1.0, metavar="S",
+                   help=f"the driver's expression and speech motion times S (0 to {MAX_EXPRESSION_SCALE:g}; "
+                        "default 1: as driven; 1.3 moves the mouth and eyes more, 0.5 calms them; the head's pose "
+                        "is not scaled)")
 
 
 def group_indices(n_exp: int, n_params: int) -> dict[str, np.ndarray]:
@@ -156,7 +192,8 @@ class FaceDriver:
                  rest: np.ndarray | None = None, calib_frames: int = 8, calib_s: float = 1.0, hold_s: float = 0.6,
                  ease_s: float = 0.5, min_cutoff: float | None = None, beta: float | None = None,
                  fps: float = 30.0, tracker=None, min_face_px: float = 48.0, params: str = "head", fit=None,
-                 rest_pose=None, n_exp: int | None = None, face_model=None, neutral_mouth: str = "closed"):
+                 rest_pose=None, n_exp: int | None = None, face_model=None, neutral_mouth: str = "closed",
+                 expression_scale: float = 1.0):
         from engine.smoothing import OneEuroFilter, group_filter
         if mode not in ("relative", "absolute"):
             raise ValueError(f"mode must be 'relative' or 'absolute', not {mode!r}")
@@ -167,6 +204,7 @@ class FaceDriver:
         self.n_params = int(n_params)
         self.size = int(size)
         self.mode = mode
+        self.expression_scale = check_expression_scale(expression_scale)
         self.rest_params = (np.zeros(self.n_params, np.float32) if rest is None
                             else np.asarray(rest, np.float32).reshape(-1).copy())
         self.rest_pose = np.zeros(N_POSE) if rest_pose is None else np.asarray(rest_pose, np.float64).copy()
@@ -428,8 +466,8 @@ class FaceDriver:
 
     def _target(self, p_raw: np.ndarray) -> np.ndarray:
         if self.mode == "absolute":
-            return p_raw
-        return self.rest_params + (p_raw - self.neutral)
+            return self.expression_scale * p_raw
+        return self.rest_params + self.expression_scale * (p_raw - self.neutral)
 
     def _pose_target(self, head) -> np.ndarray:
         """The head pose in slider units (engine.pose.to_unit: smoothly clamped to its limits)."""
@@ -496,9 +534,11 @@ class TrackDriver:
     (``n_exp`` expression + ``n_params - n_exp`` speech parameters). The speech group always comes
     from the track; the expression group only when the track has expression parameters.
     ``loop``: wrap around at the end (the audio wraps with it), else hold the last frame.
-    ``started_at``: the clock time the track started playing (a stream's session clock)."""
+    ``started_at``: the clock time the track started playing (a stream's session clock).
+    ``expression_scale``: the motion's multiplier (module docstring)."""
 
-    def __init__(self, track, n_exp: int, n_params: int, loop: bool = True, started_at: float = 0.0):
+    def __init__(self, track, n_exp: int, n_params: int, loop: bool = True, started_at: float = 0.0,
+                 expression_scale: float = 1.0):
         from engine.tracks import ParamTrack, load_track
         if not isinstance(track, ParamTrack):
             track = load_track(track)
@@ -508,6 +548,7 @@ class TrackDriver:
         self.n_params = int(n_params)
         self.loop = bool(loop)
         self.started_at = float(started_at)
+        self.expression_scale = check_expression_scale(expression_scale)
         self.present = np.zeros(self.n_params, bool)       # parameters the track defines
         self.present[self.n_exp:] = True
         if track.expression is not None:
@@ -528,7 +569,8 @@ class TrackDriver:
     def value(self, t: float | None) -> np.ndarray | None:
         if t is None:
             return None
-        return np.clip(self.track.at(self.track_time(float(t))), -1.0, 1.0).astype(np.float32)
+        p = self.expression_scale * self.track.at(self.track_time(float(t)))
+        return np.clip(p, -1.0, 1.0).astype(np.float32)
 
     def pose(self, t: float) -> np.ndarray:
         """The track's head pose (6,) at clock time ``t`` (engine.pose units; zeros when it has none)."""
@@ -542,10 +584,11 @@ class MicDriver:
     """Live sound -> speech parameters (see the module docstring). ``push(samples)`` takes mono float32
     at 16 kHz (``push_frame`` an ``av.AudioFrame`` of any rate and layout, as aiortc delivers them);
     ``value(t)`` is the newest prediction, eased to the closed mouth after a dropout. Thread-safe.
-    ``net``: the audio network (``engine.audio.load_audio_model``)."""
+    ``net``: the audio network (``engine.audio.load_audio_model``); ``expression_scale``: the motion's
+    multiplier (module docstring)."""
 
     def __init__(self, net, n_exp: int, n_params: int, hold_s: float = 0.25, ease_s: float = 0.15,
-                 clock=None):
+                 clock=None, expression_scale: float = 1.0):
         import time as _time
 
         from engine.audio import AudioStream
@@ -557,6 +600,7 @@ class MicDriver:
         self.present = np.zeros(self.n_params, bool)
         self.present[self.n_exp:] = True
         self.hold_s, self.ease_s = float(hold_s), max(float(ease_s), 1e-3)
+        self.expression_scale = check_expression_scale(expression_scale)
         self.clock = clock or _time.monotonic
         self._p = np.zeros(self.n_params, np.float32)
         self._last: float | None = None       # clock time of the newest sound
@@ -595,9 +639,8 @@ class MicDriver:
             if self._last is None:
                 return np.zeros(self.n_params, np.float32)
             gone = self.clock() - self._last - self.hold_s
-            if gone <= 0:
-                return self._p.copy()
-            return (self._p * math.exp(-gone / self.ease_s)).astype(np.float32)
+            k = self.expression_scale * (1.0 if gone <= 0 else math.exp(-gone / self.ease_s))
+            return np.clip(self._p * k, -1.0, 1.0).astype(np.float32)
 
     @property
     def silent_for(self) -> float | None:
@@ -663,7 +706,8 @@ class DriverMix:
 
     ``routes``: {"exp": name, "speech": name} with names among "face", "track", "mic", "sliders", "rest".
     A route to a driver that is absent, or has nothing to say yet, falls back to the rest parameters
-    (the portrait's own). Pinned sliders override whatever the route gives."""
+    (the portrait's own). Pinned sliders override whatever the route gives. ``expression_scale``: the
+    motion's multiplier of every driver it holds, now and later (module docstring)."""
 
     def __init__(self, n_exp: int, n_params: int, rest=None, sliders: SlidersDriver | None = None):
         self.n_exp = int(n_exp)
@@ -674,13 +718,29 @@ class DriverMix:
         self.sliders = sliders or SlidersDriver(self.n_params, self.rest)
         self.drivers: dict[str, object] = {"sliders": self.sliders}
         self.routes = {"exp": "sliders", "speech": "sliders"}
+        self._scale = 1.0
         self._lock = threading.Lock()
+
+    @property
+    def expression_scale(self) -> float:
+        return self._scale
+
+    @expression_scale.setter
+    def expression_scale(self, scale: float) -> None:
+        scale = check_expression_scale(scale)
+        with self._lock:
+            self._scale = scale
+            for d in self.drivers.values():
+                if hasattr(d, "expression_scale"):
+                    d.expression_scale = scale
 
     def set_driver(self, name: str, driver) -> None:
         with self._lock:
             if driver is None:
                 self.drivers.pop(name, None)
             else:
+                if hasattr(driver, "expression_scale"):
+                    driver.expression_scale = self._scale
                 self.drivers[name] = driver
 
     def route(self, group: str, name: str) -> None:

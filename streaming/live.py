@@ -10,7 +10,8 @@ microphone (sounddevice input, the audio model of ``engine.audio``).
     slidergan live --source portrait.jpg --camera talk.mp4 --record out.mp4 --max-seconds 10
 
 Keys in the window: q or Esc quits, c recalibrates the neutral, m switches relative/absolute, n shows
-the portrait's own expression (sliders back to rest).
+the portrait's own expression (sliders back to rest), h switches the head's motion, + and - scale the
+expression's motion up and down by 0.1 (``--expression-scale``).
 
 Importing this module opens nothing (no camera, no audio device, no window).
 """
@@ -237,6 +238,8 @@ class Microphone:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from engine.animator import add_precision_argument, add_source_mouth_argument
+
+    from .drivers import add_expression_scale_argument
     p.add_argument("--source", required=True, help="the portrait to animate")
     p.add_argument("--camera", default="0", help="camera index or a video file (default 0), or 'none'")
     p.add_argument("--mic", nargs="?", const="default", default=None, metavar="DEVICE",
@@ -257,6 +260,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--motion", choices=["expression", "head"], default=None,
                    help="'head' (expression + the camera's head turns, nods, tilts and moves; the default where "
                         "the model can) or 'expression' (expression and speech only); the h key switches")
+    add_expression_scale_argument(p)
     p.add_argument("--size", type=int, default=512)
     p.add_argument("--record", default=None, help="also write the animated video here (.mp4)")
     p.add_argument("--no-window", action="store_true", help="do not open a window")
@@ -272,7 +276,7 @@ def main(args) -> int:
 
     from engine.animator import Animator, load_models
 
-    from .drivers import DriverMix, FaceDriver, TrackDriver, resolve_motion
+    from .drivers import MAX_EXPRESSION_SCALE, DriverMix, FaceDriver, TrackDriver, resolve_motion
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     window, why = (False, "--no-window") if args.no_window else gui_available()
     if not window and not args.record:
@@ -292,6 +296,7 @@ def main(args) -> int:
     head = resolve_motion(args.motion, anim) == "head"
     n_exp = int(models.n_exp)
     mix = DriverMix(n_exp, anim.n_params, anim.source_params)
+    mix.expression_scale = args.expression_scale       # and every driver set on the mix below
     mic = None
     if args.mic is not None:
         from engine.audio import audio_model_for
@@ -383,6 +388,10 @@ def main(args) -> int:
                     mix.route("exp", "rest")
                 if k == ord("h"):
                     head = not head
+                if k in (ord("+"), ord("="), ord("-")):
+                    step = -0.1 if k == ord("-") else 0.1
+                    mix.expression_scale = round(min(max(mix.expression_scale + step, 0.0), MAX_EXPRESSION_SCALE), 2)
+                    print(f"slidergan live: expression scale {mix.expression_scale:g}", flush=True)
             if args.max_seconds is not None and time.monotonic() - t_start >= args.max_seconds:
                 break
     finally:

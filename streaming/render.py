@@ -215,7 +215,7 @@ def render(source, driver, out, *, audio=None, checkpoint=None, backend: str = "
            max_seconds: float | None = None, progress: bool = True, threads: int | None = 1,
            params: str = "mesh", renderer: str = "model", motion: str | None = None,
            face: tuple[float, float] | None = None, source_mouth: str = "closed", precision: str = "fp32",
-           neutral_at: float | str | None = None) -> RenderResult:
+           neutral_at: float | str | None = None, expression_scale: float = 1.0) -> RenderResult:
     """Render ``source`` (portrait) driven by ``driver`` (video or track) to ``out``. ``params``: where a
     video driver's p comes from ("mesh": the blendshape fit of its face mesh; "head": the regression
     head on its crop). ``renderer``: "model" or "warp-only" (engine.animator.Animator). ``motion``:
@@ -229,7 +229,8 @@ def render(source, driver, out, *, audio=None, checkpoint=None, backend: str = "
     the whole video (with ``params`` "mesh" its neutral mesh from the relaxed ones,
     ``engine.blendshapes.estimate_neutral``, as a track's): for a driver that
     starts mid-expression (a smile held through its first second would otherwise open the portrait's
-    eyes wider than its own for the whole video)."""
+    eyes wider than its own for the whole video). ``expression_scale``: the driver's expression and speech
+    motion times this (streaming.drivers; 1: as driven)."""
     out = Path(out)
     driver = Path(driver)
     if not driver.exists():
@@ -243,8 +244,9 @@ def render(source, driver, out, *, audio=None, checkpoint=None, backend: str = "
         raise ValueError(f"params must be one of {PARAMS_SOURCES}, not {params!r}")
     if renderer not in ("model", "warp-only"):
         raise ValueError(f"renderer must be 'model' or 'warp-only', not {renderer!r}")
-    from .drivers import check_motion
+    from .drivers import check_expression_scale, check_motion
     check_motion(motion)
+    expression_scale = check_expression_scale(expression_scale)
     if fps is not None:
         check_fps(float(fps), "--fps")
     if face is not None:
@@ -261,7 +263,7 @@ def render(source, driver, out, *, audio=None, checkpoint=None, backend: str = "
                        size=size, fps=fps, side_by_side=side_by_side, mode=mode, no_audio=no_audio, batch=batch,
                        crf=crf, preset=preset, max_seconds=max_seconds, progress=progress, threads=threads,
                        params=params, renderer=renderer, motion=motion, face=face, source_mouth=source_mouth,
-                       precision=precision, neutral_at=neutral_at)
+                       precision=precision, neutral_at=neutral_at, expression_scale=expression_scale)
     except BaseException:
         for d in reversed(made):  # folders made for the output, if the render left them empty
             try:
@@ -334,7 +336,8 @@ def prepare_output(out: Path) -> list[Path]:
 
 def _render(source, driver: Path, out: Path, *, audio, checkpoint, backend, models, size, fps, side_by_side, mode,
             no_audio, batch, crf, preset, max_seconds, progress, threads, params, renderer, motion,
-            face=None, source_mouth="closed", precision="fp32", neutral_at=None) -> RenderResult:
+            face=None, source_mouth="closed", precision="fp32", neutral_at=None, expression_scale=1.0
+            ) -> RenderResult:
     from engine.animator import Animator, load_models
     from engine.atomic import atomic_path
 
@@ -361,14 +364,14 @@ def _render(source, driver: Path, out: Path, *, audio, checkpoint, backend, mode
         net = audio_model_for(checkpoint, anim.param_names[n_exp:])
         track = track_from_audio(driver, fps=float(fps or 25.0), net=net, max_seconds=max_seconds,
                                  n_expression=n_exp, progress=progress)
-        job = _TrackJob(anim, track, n_exp, fps, audio, no_audio, max_seconds, side_by_side, motion)
+        job = _TrackJob(anim, track, n_exp, fps, audio, no_audio, max_seconds, side_by_side, motion, expression_scale)
     elif track_mode:
-        job = _TrackJob(anim, driver, n_exp, fps, audio, no_audio, max_seconds, side_by_side, motion)
+        job = _TrackJob(anim, driver, n_exp, fps, audio, no_audio, max_seconds, side_by_side, motion, expression_scale)
     else:
         from .drivers import check_params_source
         check_params_source(params, anim.fit if anim.face_model is not None else None)
         job = _VideoJob(anim, driver, n_exp, fps, audio, no_audio, max_seconds, side_by_side, mode, params, motion,
-                        face, neutral_at)
+                        face, neutral_at, expression_scale)
     h, w = anim.output_shape
     if side_by_side:
         w = w + job.left_width(h)
@@ -450,7 +453,8 @@ def _generate(anim, q_in: queue.Queue, q_out: queue.Queue, stop: threading.Event
 
 
 class _TrackJob:
-    def __init__(self, anim, path, n_exp, fps, audio, no_audio, max_seconds, side, motion="expression"):
+    def __init__(self, anim, path, n_exp, fps, audio, no_audio, max_seconds, side, motion="expression",
+                 expression_scale=1.0):
         from engine.tracks import ParamTrack, load_track
 
         from .drivers import DriverMix, TrackDriver
@@ -460,6 +464,7 @@ class _TrackJob:
         self.n_exp = n_exp
         self.driver = TrackDriver(self.track, n_exp, anim.n_params, loop=False)
         self.mix = DriverMix(n_exp, anim.n_params, anim.source_params)
+        self.mix.expression_scale = expression_scale
         self.mix.set_driver("track", self.driver)
         for g in self.driver.groups():
             self.mix.route(g, "track")
@@ -523,8 +528,9 @@ def _face_point(face) -> tuple[float, float]:
 
 class _VideoJob:
     def __init__(self, anim, path, n_exp, fps, audio, no_audio, max_seconds, side, mode, params="mesh",
-                 motion="expression", face=None, neutral_at=None):
+                 motion="expression", face=None, neutral_at=None, expression_scale=1.0):
         self.params = params
+        self.expression_scale = expression_scale
         self.head = motion == "head"
         self.face = face
         from engine.video import video_info
@@ -583,7 +589,8 @@ class _VideoJob:
             drv = FaceDriver(self.anim.regress, self.anim.n_params, self.anim.image_size, mode=self.mode,
                              rest=self.anim.rest_params, rest_pose=self.anim.source.pose, n_exp=self.n_exp, fps=self.fps,
                              tracker=None, params=self.params, fit=self.anim.fit,
-                             face_model=self.anim.face_model, neutral_mouth=self.anim.source_mouth)
+                             face_model=self.anim.face_model, neutral_mouth=self.anim.source_mouth,
+                             expression_scale=self.expression_scale)
             self.tracker = FaceTracker(size=self.anim.image_size, fps=self.fps, max_faces=1, pick=self.face)
             pending = []   # (rgb, t, result)
             # Relative mode: the driver's neutral (drivers.neutral_of) from its first second of faces (at
@@ -690,6 +697,8 @@ def _fit_audio(pcm: np.ndarray, seconds: float) -> np.ndarray:
 # --------------------------------------------------------------------------------------------- CLI
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from engine.animator import add_precision_argument, add_source_mouth_argument
+
+    from .drivers import add_expression_scale_argument
     p.add_argument("--source", required=True, help="the portrait to animate (an image with one face)")
     p.add_argument("--driver", required=True,
                    help="a driving video (its face drives the portrait), a parameter track (.npz) or a sound "
@@ -717,6 +726,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="'model' (the generator) or 'warp-only' (no network: the portrait warped along its mesh)")
     add_source_mouth_argument(p)
     add_precision_argument(p)
+    add_expression_scale_argument(p)
     p.add_argument("--face", default=None, metavar="X,Y",
                    help="a driver video with several people: follow the face at this pixel of its first frames "
                         "(default: the largest face); one face is followed, never another")
@@ -745,6 +755,6 @@ def main(args) -> int:
                  preset=args.preset, max_seconds=args.max_seconds, progress=not args.quiet,
                  threads=args.threads, params=args.params, renderer=args.renderer, motion=args.motion,
                  face=args.face, source_mouth=args.source_mouth, precision=args.precision,
-                 neutral_at=args.neutral_at)
+                 neutral_at=args.neutral_at, expression_scale=args.expression_scale)
     print(res.summary())
     return 0

@@ -13,7 +13,7 @@ Routes (JSON errors are ``{"error": "..."}`` with a 4xx/5xx status):
                                readable image or holds no usable face; 503 when too many are in progress
   GET  /api/tracks             parameter tracks (``--tracks``)
   POST /offer                  {"sdp", "type": "offer", "portrait", "exp", "speech", "track", "mode", "params",
-                               "motion", "mouth"}
+                               "motion", "mouth", "scale"}
                                -> the answer; 400 on a bad offer, 413 over 256 KB, 503 when all
                                sessions are in use
   GET  /api/sessions           live sessions and their figures ("closing": sessions still being closed)
@@ -46,6 +46,7 @@ Data channel messages (JSON), browser -> server:
   {"type": "mouth", "mouth": "closed|own"}            (a relative webcam starts from both mouths closed, or as they are)
   {"type": "params", "params": "mesh|head"}           (the webcam's p: blendshape fit of its mesh, or D_p)
   {"type": "motion", "motion": "head|expression"}     (expression + head pose, or expression only)
+  {"type": "scale", "value": s}                       (the drivers' expression and speech motion times s, 0..3)
   {"type": "pose", "index": i, "value": v}            (pin a head-pose slider; v in units of its limit, -1..1)
   {"type": "slider", "index": i, "value": v}          {"type": "sliders", "values": [...]}
   {"type": "preset", "name": "..."}                   {"type": "release"}   (unpin the sliders)
@@ -495,7 +496,7 @@ class Session:
     """One browser (or client) connection and everything it owns."""
 
     def __init__(self, engine: Engine, pc, portrait: Portrait, mode: str = "relative", params: str | None = None,
-                 motion: str | None = None, mouth: str | None = None):
+                 motion: str | None = None, mouth: str | None = None, scale: float = 1.0):
         from engine.animator import Animator
 
         from .drivers import DriverMix, SlidersDriver
@@ -510,6 +511,7 @@ class Session:
         rest = portrait.prepared.info.params
         self.sliders = SlidersDriver(engine.n_params, rest, engine.presets)
         self.mix = DriverMix(engine.n_exp, engine.n_params, rest, self.sliders)
+        self.mix.expression_scale = scale      # every driver set on the mix gets it
         self.mode = mode
         self.face = None                       # FaceDriver, made when webcam frames come
         self.mic = None                        # MicDriver, made when the microphone is routed or heard
@@ -812,6 +814,7 @@ class Session:
         s = self.stats.summary()
         s.update({"type": "stats", "session": self.id, "routes": dict(self.mix.routes), "mode": self.mode,
                   "params_source": self.params_source, "mouth": self.animator.source_mouth,
+                  "scale": self.mix.expression_scale,
                   "portrait": self.portrait_id, "track": self.track.id if self.track else None,
                   "params": [round(float(v), 3) for v in self.params],
                   "pinned": [int(i) for i in np.flatnonzero(self.sliders.pinned)],
@@ -838,7 +841,7 @@ class Session:
                 "n_exp": self.engine.n_exp, "presets": self.engine.preset_names,
                 "rest": [round(float(v), 4) for v in self.animator.source_params],
                 "routes": dict(self.mix.routes), "mode": self.mode, "params_source": self.params_source,
-                "mouth": self.animator.source_mouth,
+                "mouth": self.animator.source_mouth, "scale": self.mix.expression_scale,
                 "motion": self.motion, "portrait": self.portrait_id,
                 "track": self.track.id if self.track else None}
 
@@ -922,6 +925,9 @@ class Session:
             from .drivers import resolve_motion
             self.motion = resolve_motion(_string(msg, "motion"), self.animator)
             return {"type": "motion", "motion": self.motion}
+        if kind == "scale":
+            self.mix.expression_scale = _number(msg, "value")    # a ValueError gives the range
+            return {"type": "scale", "value": self.mix.expression_scale}
         if kind == "route":
             routes = {g: _string(msg, g) for g in ("exp", "speech") if msg.get(g) is not None}
             from .drivers import DRIVER_NAMES
@@ -1596,12 +1602,20 @@ async def _offer(request, engine: Engine):
     if motion is not None and (motion not in MOTIONS or motion == "head" and not engine.moves_head):
         raise HTTPError(400, f"motion must be one of {list(MOTIONS) if engine.moves_head else ['expression']}, "
                              f"not {motion!r}")
+    from .drivers import check_expression_scale
+    try:
+        scale = params.get("scale", 1.0)
+        if not _finite(scale):
+            raise ValueError(f"scale must be a finite number, not {_short(scale)}")
+        scale = check_expression_scale(scale)
+    except ValueError as e:
+        raise HTTPError(400, str(e)) from None
     engine.pending += 1
     pc = None
     try:
         await engine.prepared(portrait)
         pc = RTCPeerConnection()
-        session = Session(engine, pc, portrait, mode=mode, params=source, motion=motion, mouth=mouth)
+        session = Session(engine, pc, portrait, mode=mode, params=source, motion=motion, mouth=mouth, scale=scale)
         exp, speech = params.get("exp", "face"), params.get("speech", "face")
         try:
             if exp == "mic":

@@ -106,6 +106,15 @@ def test_page_streams_the_animated_portrait(page, tmp_path):
     time.sleep(1.0)
     after = _grab(page)
     assert np.abs(after[64:192, 64:192].astype(float) - before[64:192, 64:192]).mean() > 2.0
+    # the expression scale reaches the session
+    assert _session_status(page.url)["scale"] == 1.0
+    page.evaluate("""() => { const s = document.getElementById('scale'); s.value = 0.5;
+        s.dispatchEvent(new Event('input')); }""")
+    t0 = time.monotonic()
+    while _session_status(page.url)["scale"] != 0.5:
+        assert time.monotonic() - t0 < 10, "the page's expression scale did not reach the session"
+        time.sleep(0.1)
+    assert page.inner_text("#scale-value") == "0.50"
     page.click("#stop")
     page.wait_for_function("document.getElementById('start').disabled === false", timeout=5000)
     _wait_no_sessions(page.url)

@@ -73,6 +73,30 @@ def test_video_driver_side_by_side_keeps_its_audio(env, tmp_path):
     assert res.faces_missing == 0
 
 
+def test_expression_scale_zero_renders_the_portrait_still(env, tmp_path, capsys):
+    """render --expression-scale 0: a speech track no longer moves the face (the same track moves it at
+    1, test_track_with_audio_renders_in_sync); a scale out of range is one clear line."""
+    from engine.cli import main
+    from engine.video import read_frames
+    from streaming.render import render
+    tr = kit.speech_track(tmp_path / "speech.npz", seconds=1.0, fps=25)
+    out = tmp_path / "still.mp4"
+    # (x264's superfast preset lets a still, noisy frame drift by 1-2 grey levels over a second; medium not)
+    render(env["portrait"], tr, out, models=env["models"], size=128, progress=False, no_audio=True,
+           preset="medium", expression_scale=0.0)
+    frames = [f.astype(float) for f, _ in read_frames(out)]
+    moved = render(env["portrait"], tr, tmp_path / "moved.mp4", models=env["models"], size=128, progress=False,
+                   no_audio=True, preset="medium").path
+    moving = [f.astype(float) for f, _ in read_frames(moved)]
+    still = max(np.abs(f - frames[0]).mean() for f in frames)
+    assert still < 0.3 < max(np.abs(f - moving[0]).mean() for f in moving), still
+    with pytest.raises(SystemExit):
+        main(["render", "--source", str(env["portrait"]), "--driver", str(tr), "-o", str(tmp_path / "x.mp4"),
+              "--expression-scale", "4"])
+    assert "expression scale must be a number from 0 (no motion) to 3" in capsys.readouterr().err
+    assert not (tmp_path / "x.mp4").exists()
+
+
 def test_neutral_at_takes_the_drivers_neutral_from_that_time(env, tmp_path, capsys):
     """--neutral-at T: the driver's neutral from its faces from T s on, not its first second; 'auto': from its
     relaxed faces over the whole video. A driver that smiles with its mouth open through its first 1.3 s, then
@@ -502,6 +526,40 @@ def test_relative_mode_keeps_the_drivers_motion_beyond_the_fits_bounds():
     assert np.allclose(near.push(255, 4 / 30), P_LIMIT, atol=1e-3)
     a = _driver("absolute", min_cutoff=1000.0, beta=0.0)
     assert np.abs(a.push(255, 0.0)).max() <= 1.0
+
+
+def test_expression_scale_multiplies_the_drivers_motion(tmp_path):
+    """--expression-scale: a relative face driver gives the portrait's own p plus S times the driver's
+    change, an absolute one S times its reading, a track S times its values; a mix passes its scale to
+    the drivers it holds and to those set later; a bad scale changes nothing."""
+    from engine.tracks import load_track
+    from streaming.drivers import DriverMix, TrackDriver
+    rest = np.array([0.1, 0.2, 0.3, 0.4], np.float32)
+    d = _driver("relative", calib_frames=3, calib_s=0.0, min_cutoff=1000.0, beta=0.0, expression_scale=2.0)
+    for i in range(3):
+        d.push(102, i / 30)                                       # the driver's neutral: 0.4
+    assert np.allclose(d.push(153, 4 / 30), rest + 2 * 0.2, atol=1e-3)
+    d.expression_scale = 0.0
+    d.push(204, 5 / 30)
+    assert np.allclose(d.push(204, 6 / 30), rest, atol=1e-3)     # no motion: the portrait's own
+    a = _driver("absolute", min_cutoff=1000.0, beta=0.0, expression_scale=0.5)
+    assert np.allclose(a.push(204, 0.0), 0.5 * 0.8, atol=1e-3)
+    with pytest.raises(ValueError, match="expression scale"):
+        _driver("relative", expression_scale=-1)
+    tr = load_track(kit.speech_track(tmp_path / "t.npz", seconds=1.0, fps=25))
+    half = TrackDriver(tr, 30, 40, expression_scale=0.5)
+    assert np.allclose(half.value(0.3), np.clip(0.5 * tr.at(0.3), -1, 1), atol=1e-6)
+    assert np.abs(tr.at(0.3)[30:]).max() > 0.05                   # the track moves: the scale shows
+    mix = DriverMix(30, 40, rest=np.full(40, 0.25, np.float32))
+    mix.expression_scale = 0.0
+    mix.set_driver("track", TrackDriver(tr, 30, 40))             # set later: gets the mix's scale
+    mix.route("speech", "track")
+    assert np.allclose(mix.value(0.3)[30:], 0.0) and np.allclose(mix.value(0.3)[:30], 0.25)
+    mix.expression_scale = 2
+    assert np.allclose(mix.value(0.3)[30:], np.clip(2 * tr.at(0.3)[30:], -1, 1), atol=1e-6)
+    with pytest.raises(ValueError):
+        mix.expression_scale = float("inf")
+    assert mix.expression_scale == 2.0 and mix.drivers["track"].expression_scale == 2.0
 
 
 def test_track_driver_resamples_and_loops(tmp_path):

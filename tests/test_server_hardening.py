@@ -372,6 +372,9 @@ def test_every_data_channel_message_gets_a_reply(setup):
         '{"type": "mode", "mode": "sideways"}': "mode",
         '{"type": "mouth", "mouth": "open"}': "closed, own",
         '{"type": "mouth", "mouth": 1}': "mouth",
+        '{"type": "scale", "value": 3.5}': "expression scale must be a number from 0",
+        '{"type": "scale", "value": "1"}': "value",
+        '{"type": "scale"}': "value",
         '{"type": "face", "x": 2, "y": 0.5}': "0..1",
         '{"type": "face", "x": "left", "y": 0.5}': "x",
         '{"type": "face", "y": 0.5}': "x",
@@ -408,7 +411,8 @@ def test_every_data_channel_message_gets_a_reply(setup):
                 good = [({"type": "slider", "index": n - 1, "value": 0.5}, "ok"), ({"type": "release"}, "ok"),
                         ({"type": "release", "index": 0}, "ok"), ({"type": "sliders", "values": [0.25] * n}, "ok"),
                         ({"type": "slider", "index": 2.0, "value": 9e300}, "ok"),
-                        ({"type": "ping", "t": 7}, "pong"), ({"type": "status"}, "stats")]
+                        ({"type": "ping", "t": 7}, "pong"), ({"type": "status"}, "stats"),
+                        ({"type": "scale", "value": 1.5}, "scale")]
                 for msg, kind in good:
                     k = len(c.messages)
                     await c.send(msg)

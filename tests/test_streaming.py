@@ -102,6 +102,10 @@ def test_garbage_sdp_is_400_with_reason(setup):
             st, body = await _post(url + "/offer", json={"sdp": "v=0\r\nm=video 9 junk\r\n", "type": "offer",
                                                           "mouth": ["open"]})
             assert st == 400 and "mouth must be one of closed, own" in body["error"], body
+            for scale in ("2", 3.5, -1, True):
+                st, body = await _post(url + "/offer", json={"sdp": "v=0\r\nm=video 9 junk\r\n", "type": "offer",
+                                                              "scale": scale})
+                assert st == 400 and "scale" in body["error"], (scale, body)
             await _wait_closed(eng)
     asyncio.run(run())
 

@@ -299,14 +299,14 @@ def raw_params(clip: DriverClip, p_source: str, models=None, face_model=None) ->
 
 
 def drive_params(raw: np.ndarray, times, rest: np.ndarray, fps: float, mouth=None, n_exp: int | None = None,
-                 heads=None, landmarks=None, face_model=None, params: str = "head", neutral_mouth: str = "closed"
-                 ) -> tuple[np.ndarray, np.ndarray | None]:
+                 heads=None, landmarks=None, face_model=None, params: str = "head", neutral_mouth: str = "closed",
+                 expression_scale: float = 1.0) -> tuple[np.ndarray, np.ndarray | None]:
     """The Animator's parameters per frame from raw driver readings, as render's video driver makes
     them: ``FaceDriver`` in relative mode calibrated on the first second of faces (at least
     ``CALIB_FRAMES``; ``FaceDriver.calibrate_on``: the neutral from their mouth openings ``mouth``, its
     lips closed with ``neutral_mouth`` "closed", each frame's ``landmarks`` (crop) and the ``face_model``;
     the neutral head pose from ``heads``; with ``params`` "mesh", every frame's p read again against the
-    driver's neutral mesh); frames without a face hold, then ease to rest. Returns (P (F, N), poses (F, 6)
+    driver's neutral mesh; ``expression_scale`` as render's); frames without a face hold, then ease to rest. Returns (P (F, N), poses (F, 6)
     in engine.pose units, or None without ``heads``)."""
     from engine.pose import N_POSE
     from streaming.drivers import FaceDriver
@@ -315,7 +315,7 @@ def drive_params(raw: np.ndarray, times, rest: np.ndarray, fps: float, mouth=Non
     mesh = params == "mesh" and face_model is not None and landmarks is not None
     drv = FaceDriver(None, len(rest), 0, mode="relative", rest=rest, fps=fps, n_exp=n_exp,
                      params="mesh" if mesh else "head", face_model=face_model, neutral_mouth=neutral_mouth,
-                     fit=(lambda lm: np.stack([f.p for f in face_model.fit_many(lm)])) if mesh else None)
+                     expression_scale=expression_scale, fit=(lambda lm: np.stack([f.p for f in face_model.fit_many(lm)])) if mesh else None)
     valid = np.all(np.isfinite(raw), axis=1)
     if valid.any():
         t = np.asarray(times, np.float64)[valid]
@@ -447,6 +447,7 @@ class MotionOptions:
     output_size: int = 256               # Animator output (frames measured at this size)
     head_motion: bool = True             # the driver's head pose moves the portrait's head (render's default)
     source_mouth: str = "closed"         # the relative mode's starting mouth (engine.animator.Animator)
+    expression_scale: float = 1.0        # the driver's motion times this (render --expression-scale)
     self_reenactment: bool = True
     identity: bool = True                # dlib identity in the self-reenactment table (if installed)
     strips: bool = True
@@ -557,7 +558,7 @@ def run_motion(rows: list[MotionRow], main_models, face_model, opts: MotionOptio
                                                 face_model.n_exp if face_model is not None else None,
                                                 clip.tracked_heads if opts.head_motion else None,
                                                 clip.tracked_crop_landmarks, src.anim.face_model, row.p_source,
-                                                opts.source_mouth)
+                                                opts.source_mouth, opts.expression_scale)
                         P = P[clip.indices]
                         poses = None if poses is None else poses[clip.indices][use]
                     frames = row.render(src, P[use], poses)
@@ -599,6 +600,7 @@ def protocol(opts: MotionOptions, clips, portraits) -> dict:
         "talking_clips": [f"{p.parent.name}/{p.name}" for p, t in clips if t],
         "portraits": [n for n, _, _ in portraits], "every": opts.every, "max_frames": opts.max_frames,
         "output_size": opts.output_size, "head_motion": opts.head_motion, "source_mouth": opts.source_mouth,
+        "expression_scale": opts.expression_scale,
         "mouth_opening": "mean distance of the inner-lip pairs (engine.geometry.LIP_PAIRS) / distance "
                          "of the outer eye corners 33-263; face mesh (static mode) on driver and result frames",
         "eye_opening": "mean upper/lower lid distance of both eyes (LID_PAIRS) / the same inter-ocular distance",
@@ -611,7 +613,8 @@ def protocol(opts: MotionOptions, clips, portraits) -> dict:
              + (", its lips closed" if opts.source_mouth == "closed" else "") + "; rest: the portrait's own p"
              + (" with its mouth closed, engine.geometry.closed_mouth" if opts.source_mouth == "closed" else "")
              + "), p source head = regression head D_p, mesh = blendshape fit against the driver's neutral mesh "
-             "(FaceDriver.calibrate_on)",
+             "(FaceDriver.calibrate_on)" + (f"; the driver's motion times {opts.expression_scale:g} (render "
+                                            f"--expression-scale)" if opts.expression_scale != 1 else ""),
         "head": ("the driver's head pose (engine.pose, relative to its calibration's mean) moves the portrait's "
                  "head (render's default, --motion head) where the renderer can" if opts.head_motion else
                  "expression and speech only (render --motion expression)"),

@@ -235,6 +235,7 @@ async function start() {
       mouth: document.querySelector("input[name=mouth]:checked").value,
     };
     if (state.info.moves_head) body.motion = document.querySelector("input[name=motion]:checked").value;
+    body.scale = Number($("scale").value);
     if ($("track").value) body.track = $("track").value;
     const answer = await api("/offer", {
       method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
@@ -246,6 +247,11 @@ async function start() {
     setStatus("not connected", "err");
     stop();
   }
+}
+
+function showScale(v) {
+  $("scale").value = v;
+  $("scale-value").textContent = v.toFixed(2);
 }
 
 function stop() {
@@ -270,6 +276,7 @@ function onMessage(m) {
       buildSliders(m.param_names, m.n_exp, m.rest, m.param_labels);
       if (m.portrait) state.portrait = m.portrait;
       for (const r of document.querySelectorAll("input[name=motion]")) r.checked = r.value === m.motion;
+      if (typeof m.scale === "number") showScale(m.scale);
       break;
     case "stats":
       $("r-fps").textContent = m.fps;
@@ -411,6 +418,10 @@ async function init() {
   for (const r of document.querySelectorAll("input[name=mouth]")) {
     r.onchange = () => send({ type: "mouth", mouth: r.value });
   }
+  $("scale").oninput = () => {
+    showScale(Number($("scale").value));
+    send({ type: "scale", value: Number($("scale").value) });
+  };
   window.addEventListener("pagehide", stop);
 }
 
