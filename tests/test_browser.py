@@ -120,6 +120,31 @@ def test_page_streams_the_animated_portrait(page, tmp_path):
     _wait_no_sessions(page.url)
 
 
+def test_page_records_the_animated_portrait(page, tmp_path):
+    """Record, a few seconds, Stop recording: the page offers a WebM of the received stream (the
+    browser's MediaRecorder), whose frames are the animated portrait at the stream's size."""
+    import av
+    assert page.is_disabled("#record")                       # nothing to record before the stream
+    page.click("#start")
+    page.wait_for_function("document.getElementById('out').videoWidth > 0", timeout=40000)
+    page.click("#record")
+    page.wait_for_function("document.getElementById('record').textContent === 'Stop recording'", timeout=5000)
+    time.sleep(3.0)
+    page.click("#record")
+    page.wait_for_selector("#download:not([hidden])", timeout=10000)
+    with page.expect_download() as dl:
+        page.click("#download")
+    path = tmp_path / dl.value.suggested_filename
+    dl.value.save_as(str(path))
+    assert path.suffix == ".webm" and path.stat().st_size > 10_000
+    with av.open(str(path)) as c:
+        frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    assert len(frames) >= 20, len(frames)                    # about 3 s of the stream
+    assert frames[-1].shape == (256, 256, 3) and frames[-1].std() > 10
+    page.click("#stop")
+    _wait_no_sessions(page.url)
+
+
 def _sessions(url: str) -> int:
     import json
     return len(json.loads(urllib.request.urlopen(url + "api/sessions", timeout=5).read())["sessions"])

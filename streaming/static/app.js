@@ -11,6 +11,7 @@ const SERVER = meta("slidergan-server").replace(/\/+$/, "");
 const state = {
   token: meta("slidergan-token"), info: null, portrait: null, pc: null, dc: null, local: null, running: false,
   names: [], nExp: 0, sliders: [], pinned: new Set(), dragging: -1, pending: new Map(), raf: 0,
+  recorder: null, recording: null,
 };
 
 function setStatus(text, cls) {
@@ -242,11 +243,48 @@ async function start() {
     await pc.setRemoteDescription(answer);
     state.running = true;
     $("stop").disabled = false;
+    $("record").disabled = false;
   } catch (e) {
     showMsg(e.message);
     setStatus("not connected", "err");
     stop();
   }
+}
+
+// Recording: the received stream (video and the server's audio) through the browser's MediaRecorder,
+// nothing on the server; the file is offered as a download link when the recording stops.
+function recordType() {
+  for (const t of ["video/webm;codecs=vp9,opus", "video/webm;codecs=vp8,opus", "video/webm"]) {
+    if (window.MediaRecorder && MediaRecorder.isTypeSupported(t)) return t;
+  }
+  return "";
+}
+
+function toggleRecord() {
+  if (state.recorder) { state.recorder.stop(); return; }
+  const stream = $("out").srcObject;
+  const type = recordType();
+  if (!stream || !type) { showMsg(type ? "nothing to record yet" : "this browser cannot record video (MediaRecorder)"); return; }
+  const chunks = [];
+  const rec = new MediaRecorder(stream, { mimeType: type });
+  rec.ondataavailable = (ev) => { if (ev.data.size) chunks.push(ev.data); };
+  rec.onstop = () => {
+    state.recorder = null;
+    $("record").textContent = "Record";
+    $("record").disabled = !state.running;
+    if (!chunks.length) return;
+    const blob = new Blob(chunks, { type: "video/webm" });
+    if (state.recording) URL.revokeObjectURL(state.recording);
+    state.recording = URL.createObjectURL(blob);
+    const a = $("download");
+    a.href = state.recording;
+    a.download = "slidergan-" + new Date().toISOString().replace(/[:.]/g, "-").slice(0, 19) + ".webm";
+    a.textContent = `Download recording (${(blob.size / 1e6).toFixed(1)} MB)`;
+    a.hidden = false;
+  };
+  rec.start(1000);
+  state.recorder = rec;
+  $("record").textContent = "Stop recording";
 }
 
 function showScale(v) {
@@ -258,6 +296,7 @@ function stop() {
   if (state.dc && state.dc.readyState === "open") {
     try { state.dc.send(JSON.stringify({ type: "bye" })); } catch (e) { /* closing */ }
   }
+  if (state.recorder) state.recorder.stop();    // what was recorded stays downloadable
   if (state.pc) state.pc.close();
   if (state.local) for (const t of state.local.getTracks()) t.stop();
   state.pc = state.dc = state.local = null;
@@ -265,6 +304,7 @@ function stop() {
   $("self-fig").hidden = true;
   $("start").disabled = false;
   $("stop").disabled = true;
+  $("record").disabled = true;
   if (!$("status").classList.contains("err")) setStatus("not connected");
 }
 
@@ -389,6 +429,7 @@ async function init() {
   $("start").onclick = start;
   $("stop").onclick = stop;
   $("release").onclick = () => send({ type: "release" });
+  $("record").onclick = toggleRecord;
   $("calibrate").onclick = () => send({ type: "calibrate" });
   // several people in view: click a face in the webcam view to follow that one
   $("self").addEventListener("click", (ev) => {
