@@ -341,6 +341,20 @@ def lip_colour(source: np.ndarray, src_landmarks: np.ndarray) -> np.ndarray:
 GATE_AREA = 0.05    # change of an opening's area (/ its width^2) at which the generator paints it fully
 
 
+# BT.601 luma weights: the brightness the generator's paint keeps (keep_colour)
+LUMA = np.array([0.299, 0.587, 0.114], np.float32)
+
+
+def keep_colour(painted: np.ndarray, under: np.ndarray) -> np.ndarray:
+    """The generator's paint (S, S, 3) float32 0-255 with its brightness and the colour of what it paints
+    over (``under``: the warped portrait with its drawn mouth, the generator's input), pixel by pixel:
+    ``under + (Y(painted) - Y(under))``. The network shades (eyelids, the mouth's depth, teeth against the
+    cavity) but does not recolour: the short CPU schedule's paint turned brown irises green or blue and
+    painted yellow-green-red blobs in opening mouths, magenta ones on a painting."""
+    shift = (painted - under) @ LUMA
+    return np.clip(under + shift[..., None], 0.0, 255.0)
+
+
 GATE_CORNERS = ((78, 308), (33, 133), (362, 263))   # the corners of _hole_loops' mouth and eyes: their widths
 
 

@@ -160,38 +160,50 @@ def test_the_generator_paints_the_openings_only_where_they_change(warp_anims):
     """engine.geometry.attention_gate: a generator that paints everything (A = 1, pure green) leaves the
     portrait's own mouth and eyes where the target's are as the source's, and paints inside the mouth
     once the target opens it, and over an eye once it closes; the rest of the crop it paints (the gate
-    is on the openings only; the real generator's attention is confined to them)."""
+    is on the openings only; the real generator's attention is confined to them). What it paints has the
+    paint's brightness and the colour of what it covers (engine.geometry.keep_colour: dark green nowhere)."""
     import cv2
-    from engine.geometry import target_landmarks
+    from engine.geometry import LUMA, target_landmarks
     anim = warp_anims["model"]
     generate = anim.models.generate
 
     def paint_all(feats, p, return_mask=False, frame=None):
         green = np.full((len(p), 3, *frame.shape[2:]), -1.0, np.float32)
-        green[:, 1] = 1.0
+        green[:, 1] = 0.0                                    # (0, 127.5, 0): dark green
         return green, np.ones((len(p), 1, *frame.shape[2:]), np.float32)
     inv = cv2.invertAffineTransform(anim.source.matrix)
     w = anim._src.warp
     wide = _with(anim, jaw_open=1.0, lips_part=1.0)
     shut = _with(anim, eye_close_right=1.0)
+    params = np.stack([anim.source.params, wide, shut])
 
     def at(frame, xy):   # the output pixel of a crop point
         x, y = np.round(inv[:, :2] @ xy + inv[:, 2]).astype(int)
         return frame[y, x].astype(int)
+
+    def painted(under):  # green's brightness, the colour under it
+        return np.clip(under + 127.5 * LUMA[1] - under @ LUMA, 0, 255)
     anim.models.generate = paint_all
     try:
-        still, opened, closed = anim.animate_batch(np.stack([anim.source.params, wide, shut]))
+        still, opened, closed = anim.animate_batch(params)
     finally:
         anim.models.generate = generate
-    green, base, lm = np.array([0, 255, 0]), anim.source.base, w.mesh.src
+    under = warp_anims["warp-only"].animate_batch(params)     # the warp and drawn mouth, unpainted
+    base, lm = anim.source.base, w.mesh.src
     lips = (lm[13, :2] + lm[14, :2]) / 2
     assert np.abs(at(still, lips) - at(base, lips)).max() <= 2                  # the portrait's own lips
     assert np.abs(at(still, lm[468, :2]) - at(base, lm[468, :2])).max() <= 2    # ... and iris
-    assert np.abs(at(still, lm[1, :2]) - green).max() <= 2                      # the nose tip: no gate
+    nose = at(still, lm[1, :2])                                                 # the nose tip: no gate
+    assert np.abs(nose - painted(at(under[0], lm[1, :2]))).max() <= 3
+    assert np.abs(nose - at(base, lm[1, :2])).min() > 40 and nose[1] - nose[0] < 0   # painted, not green
+    # the opening and the closing right eye's lid: the paint's brightness; the colour under it (the
+    # crop-level paint is upsampled, so by an edge as the lid's only roughly)
     dst = target_landmarks(anim.face_model, lm, w.p_src, wide)
-    assert np.abs(at(opened, (dst[13, :2] + dst[14, :2]) / 2) - green).max() <= 2   # the opening
-    dst = target_landmarks(anim.face_model, lm, w.p_src, shut)
-    assert np.abs(at(closed, dst[159, :2]) - green).max() <= 2                  # the closing right eye's lid
+    gap = (dst[13, :2] + dst[14, :2]) / 2
+    lid = target_landmarks(anim.face_model, lm, w.p_src, shut)[159, :2]
+    for frame, below, xy in ((opened, under[1], gap), (closed, under[2], lid)):
+        assert at(frame, xy) @ LUMA == pytest.approx(127.5 * LUMA[1], abs=3)
+        assert np.abs(at(frame, xy) - painted(at(below, xy))).max() <= 15
 
 
 def test_warp_needs_a_fit(tmp_path, shared_data):

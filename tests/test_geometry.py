@@ -211,3 +211,15 @@ def test_closed_mouth_closes_an_open_mouth_with_the_mouth_components(fm):
     moved = np.abs(closed - own)
     assert names[int(np.argmax(moved))] == "lips_part", dict(zip(names, moved.round(2)))
     assert moved[names.index("brow_raise_left")] < 0.01     # the brows have nothing to do with it
+
+
+def test_keep_colour_keeps_the_brightness_of_the_paint_and_the_colour_under_it():
+    """engine.geometry.keep_colour: green paint over a brown iris gives a brown of the paint's brightness;
+    grey paint over grey is the paint; nothing leaves 0-255."""
+    from engine.geometry import LUMA, keep_colour
+    under = np.array([[[90.0, 60, 40], [120, 120, 120], [250, 250, 250]]], np.float32)
+    paint = np.array([[[20.0, 200, 20], [60, 60, 60], [255, 255, 255]]], np.float32)
+    out = keep_colour(paint, under)
+    assert np.allclose(out @ LUMA, paint @ LUMA, atol=1e-3)                     # its brightness
+    assert np.allclose(np.diff(out[0, 0]), np.diff(under[0, 0]), atol=1e-3)     # the iris's colour
+    assert np.allclose(out[0, 1], 60) and out.max() <= 255 and out.min() >= 0
