@@ -343,6 +343,7 @@ GATE_AREA = 0.05    # change of an opening's area (/ its width^2) at which the g
 
 # BT.601 luma weights: the brightness the generator's paint keeps (keep_colour)
 LUMA = np.array([0.299, 0.587, 0.114], np.float32)
+_LUMA_3 = np.tile(LUMA, (3, 1))
 
 
 def keep_colour(painted: np.ndarray, under: np.ndarray) -> np.ndarray:
@@ -351,8 +352,9 @@ def keep_colour(painted: np.ndarray, under: np.ndarray) -> np.ndarray:
     ``under + (Y(painted) - Y(under))``. The network shades (eyelids, the mouth's depth, teeth against the
     cavity) but does not recolour: the short CPU schedule's paint turned brown irises green or blue and
     painted yellow-green-red blobs in opening mouths, magenta ones on a painting."""
-    shift = (painted - under) @ LUMA
-    return np.clip(under + shift[..., None], 0.0, 255.0)
+    import cv2
+    out = cv2.add(under, cv2.transform(cv2.subtract(painted, under), _LUMA_3))   # each channel: the luma shift
+    return np.clip(out, 0.0, 255.0, out=out)
 
 
 GATE_CORNERS = ((78, 308), (33, 133), (362, 263))   # the corners of _hole_loops' mouth and eyes: their widths
