@@ -364,7 +364,7 @@ def attention_gate(src_landmarks: np.ndarray, dst_landmarks: np.ndarray, region:
     """(S, S, 1) float32 factor on the warp generator's attention, per opening it may paint (the mouth,
     each eye; ``WarpGenerator.openings``): 0 in the opening's zone where the target's opening is as the
     source's, rising to 1 once its area has changed by GATE_AREA x its width squared (the mouth: grown;
-    an eye: grown or shrunk); 1 elsewhere; None where it would be 1 everywhere. Where an opening is as
+    an eye: shrunk); 1 elsewhere; None where it would be 1 everywhere. Where an opening is as
     the portrait's own the warp moves the portrait's own lips, mouth and eyes and nothing is missing;
     a generator trained briefly on photographs painted pale blobs into a painting's small mouth
     openings and tinted still irises (green on the photo d30, purple on the painting s5).
@@ -374,12 +374,12 @@ def attention_gate(src_landmarks: np.ndarray, dst_landmarks: np.ndarray, region:
     s = region.shape[-1]
     r = max(1, s // 24)      # as WarpGenerator.openings, whose feathered mask reaches 2 r beyond the region
     factor = None
-    # the mouth counts only opening (closing lips are the warp's to make), an eye both ways (a closing
-    # lid covers the eye, an opening one shows more of it)
-    for loop, (a, b), both_ways in zip(_hole_loops(), GATE_CORNERS, (False, True, True)):
+    # the mouth counts only opening (closing lips are the warp's to make), an eye only closing (the lid
+    # covers the eye; an eye opening wider shows more of the portrait's own, stretched by the warp: the
+    # network had painted its iris lighter, or another colour)
+    for loop, (a, b), sign in zip(_hole_loops(), GATE_CORNERS, (1.0, -1.0, -1.0)):
         loop = list(loop)
-        change = _poly_area(dst[loop, :2]) - _poly_area(src[loop, :2])
-        change = abs(change) if both_ways else change
+        change = sign * (_poly_area(dst[loop, :2]) - _poly_area(src[loop, :2]))
         gate = min(max(change / (GATE_AREA * float(np.sum((dst[a, :2] - dst[b, :2]) ** 2)) + 1e-9), 0.0), 1.0)
         if gate >= 1.0:
             continue
