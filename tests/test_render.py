@@ -624,7 +624,7 @@ def test_live_import_safe_and_records_from_a_file_camera(env, tmp_path, monkeypa
     assert "nowhere to show the result" in capsys.readouterr().err
     cam = kit.write_video(tmp_path / "cam.mp4", kit.synth_driving_frames(20, w=320, h=240, face=200))
     out = tmp_path / "live.mp4"
-    assert main(args + ["--camera", str(cam), "--record", str(out)]) == 0
+    assert main(args + ["--camera", str(cam), "--record", str(out), "--expression-scale", "0.5"]) == 0
     assert "frames" in capsys.readouterr().out
     assert _streams(out)["video"]["frames"] >= 5
     assert main(args + ["--camera", str(tmp_path / "nope.mp4"), "--record", str(out)]) == 1
