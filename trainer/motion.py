@@ -306,8 +306,8 @@ def drive_params(raw: np.ndarray, times, rest: np.ndarray, fps: float, mouth=Non
     ``CALIB_FRAMES``; ``FaceDriver.calibrate_on``: the neutral from their mouth openings ``mouth``, its
     lips closed with ``neutral_mouth`` "closed", each frame's ``landmarks`` (crop) and the ``face_model``;
     the neutral head pose from ``heads``; with ``params`` "mesh", every frame's p read again against the
-    driver's neutral mesh; ``expression_scale`` as render's); frames without a face hold, then ease to rest. Returns (P (F, N), poses (F, 6)
-    in engine.pose units, or None without ``heads``)."""
+    driver's neutral mesh; ``expression_scale`` as render's); frames without a face hold, then ease to rest.
+    Returns (P (F, N), poses (F, 6) in engine.pose units, or None without ``heads``)."""
     from engine.pose import N_POSE
     from streaming.drivers import FaceDriver
     raw = np.array(raw, np.float32)
@@ -315,7 +315,8 @@ def drive_params(raw: np.ndarray, times, rest: np.ndarray, fps: float, mouth=Non
     mesh = params == "mesh" and face_model is not None and landmarks is not None
     drv = FaceDriver(None, len(rest), 0, mode="relative", rest=rest, fps=fps, n_exp=n_exp,
                      params="mesh" if mesh else "head", face_model=face_model, neutral_mouth=neutral_mouth,
-                     expression_scale=expression_scale, fit=(lambda lm: np.stack([f.p for f in face_model.fit_many(lm)])) if mesh else None)
+                     expression_scale=expression_scale,
+                     fit=(lambda lm: np.stack([f.p for f in face_model.fit_many(lm)])) if mesh else None)
     valid = np.all(np.isfinite(raw), axis=1)
     if valid.any():
         t = np.asarray(times, np.float64)[valid]

@@ -266,7 +266,13 @@ function toggleRecord() {
   const type = recordType();
   if (!stream || !type) { showMsg(type ? "nothing to record yet" : "this browser cannot record video (MediaRecorder)"); return; }
   const chunks = [];
-  const rec = new MediaRecorder(stream, { mimeType: type });
+  let rec;
+  try {
+    rec = new MediaRecorder(stream, { mimeType: type });
+  } catch (e) {
+    showMsg(`cannot record: ${e.message}`);
+    return;
+  }
   rec.ondataavailable = (ev) => { if (ev.data.size) chunks.push(ev.data); };
   rec.onstop = () => {
     state.recorder = null;
