@@ -135,12 +135,15 @@ def neutral_of(params: np.ndarray, mouth_opening: np.ndarray, landmarks=None, fa
 SWITCH_RATIO, SWITCH_EVERY, SWITCH_CHECKS = 2.0, 3, 5
 
 
-MOTIONS = ("expression", "head")   # what a driver moves: expression + speech, or that and the head's pose
+# What a driver moves: the lips and jaw only (the speech parameters: dubbing, the portrait keeping its own
+# expression and head), expression + speech (SliderGAN's), or that and the head's pose.
+MOTIONS = ("speech", "expression", "head")
 
 
 def check_motion(motion: str | None) -> None:
     if motion is not None and motion not in MOTIONS:
-        raise ValueError(f"motion must be one of {MOTIONS} ('head': expression + head), not {motion!r}")
+        raise ValueError(f"motion must be one of {MOTIONS} ('speech': the lips and jaw only; 'head': expression + "
+                         f"head), not {motion!r}")
 
 
 def resolve_motion(motion: str | None, animator) -> str:
@@ -707,7 +710,8 @@ class DriverMix:
     ``routes``: {"exp": name, "speech": name} with names among "face", "track", "mic", "sliders", "rest".
     A route to a driver that is absent, or has nothing to say yet, falls back to the rest parameters
     (the portrait's own). Pinned sliders override whatever the route gives. ``expression_scale``: the
-    motion's multiplier of every driver it holds, now and later (module docstring)."""
+    motion's multiplier of every driver it holds, now and later (module docstring). ``hold_expression``
+    (motion "speech"): the expression group stays at rest whatever its route; pinned sliders still apply."""
 
     def __init__(self, n_exp: int, n_params: int, rest=None, sliders: SlidersDriver | None = None):
         self.n_exp = int(n_exp)
@@ -718,6 +722,7 @@ class DriverMix:
         self.sliders = sliders or SlidersDriver(self.n_params, self.rest)
         self.drivers: dict[str, object] = {"sliders": self.sliders}
         self.routes = {"exp": "sliders", "speech": "sliders"}
+        self.hold_expression = False
         self._scale = 1.0
         self._lock = threading.Lock()
 
@@ -758,7 +763,7 @@ class DriverMix:
         out = self.rest.copy()
         cache: dict[str, np.ndarray | None] = {}
         for group, name in routes.items():
-            if name == "rest":
+            if name == "rest" or group == "exp" and self.hold_expression:
                 continue
             if name not in cache:
                 d = drivers.get(name)

@@ -257,9 +257,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="'model' (the generator) or 'warp-only' (no network: the portrait warped along its mesh)")
     add_source_mouth_argument(p)
     add_precision_argument(p)
-    p.add_argument("--motion", choices=["expression", "head"], default=None,
+    p.add_argument("--motion", choices=["speech", "expression", "head"], default=None,
                    help="'head' (expression + the camera's head turns, nods, tilts and moves; the default where "
-                        "the model can) or 'expression' (expression and speech only); the h key switches")
+                        "the model can), 'expression' (expression and speech only; the h key switches) or 'speech' "
+                        "(the lips and jaw only)")
     add_expression_scale_argument(p)
     p.add_argument("--size", type=int, default=512)
     p.add_argument("--record", default=None, help="also write the animated video here (.mp4)")
@@ -293,9 +294,11 @@ def main(args) -> int:
     models = load_models(args.checkpoint, backend=args.backend, precision=args.precision)
     anim = Animator(models, output_size=args.size, renderer=args.renderer, source_mouth=args.source_mouth)
     anim.set_source(args.source)
-    head = resolve_motion(args.motion, anim) == "head"
+    motion = resolve_motion(args.motion, anim)
+    head = motion == "head"
     n_exp = int(models.n_exp)
     mix = DriverMix(n_exp, anim.n_params, anim.source_params)
+    mix.hold_expression = motion == "speech"
     mix.expression_scale = args.expression_scale       # and every driver set on the mix below
     mic = None
     if args.mic is not None:

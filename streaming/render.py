@@ -219,8 +219,9 @@ def render(source, driver, out, *, audio=None, checkpoint=None, backend: str = "
     """Render ``source`` (portrait) driven by ``driver`` (video or track) to ``out``. ``params``: where a
     video driver's p comes from ("mesh": the blendshape fit of its face mesh; "head": the regression
     head on its crop). ``renderer``: "model" or "warp-only" (engine.animator.Animator). ``motion``:
-    "expression" (SliderGAN's: expression and speech), "head" (expression + the driver's head pose, from a
-    video's face mesh or a track's pose) or None (head wherever the model can move it). ``face``: a video
+    "speech" (the lips and jaw only: dubbing), "expression" (SliderGAN's: expression and speech), "head"
+    (expression + the driver's head pose, from a video's face mesh or a track's pose) or None (head wherever
+    the model can move it). ``face``: a video
     driver with several people: follow the face at (or nearest) this (x, y) pixel of its first frames
     (default: the largest face when tracking starts); either way one face is followed, never another.
     ``source_mouth``: "closed" or "own" (engine.animator.Animator). ``precision``: "fp32" or "int8"
@@ -465,6 +466,7 @@ class _TrackJob:
         self.driver = TrackDriver(self.track, n_exp, anim.n_params, loop=False)
         self.mix = DriverMix(n_exp, anim.n_params, anim.source_params)
         self.mix.expression_scale = expression_scale
+        self.mix.hold_expression = motion == "speech"
         self.mix.set_driver("track", self.driver)
         for g in self.driver.groups():
             self.mix.route(g, "track")
@@ -532,6 +534,7 @@ class _VideoJob:
         self.params = params
         self.expression_scale = expression_scale
         self.head = motion == "head"
+        self.lips_only = motion == "speech"
         self.face = face
         from engine.video import video_info
         self.info = video_info(path)
@@ -649,6 +652,8 @@ class _VideoJob:
                         self.missing += 1
                         self.lost += r.status == "lost"
                         p = drv.update(None, t, r.status, r.message)
+                    if self.lips_only:     # the portrait's own expression (DriverMix.hold_expression's rest)
+                        p[:self.n_exp] = self.anim.source_params[:self.n_exp]
                     params.append(p)
                     poses.append(drv.pose_value(t))
                     lefts.append(rgb)
@@ -718,10 +723,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--params", choices=["mesh", "head"], default="mesh",
                    help="a video driver's parameters: 'mesh', the blendshape fit of its face mesh (default: it "
                         "follows the driver better, README), or 'head', the discriminator's regression head")
-    p.add_argument("--motion", choices=["expression", "head"], default=None,
+    p.add_argument("--motion", choices=["speech", "expression", "head"], default=None,
                    help="'head' (expression + the driver's head turns, nods, tilts and moves, within "
-                        "engine.pose.LIMITS; the default where the model can: a video's face, a track with a pose) "
-                        "or 'expression' (expression and speech only: SliderGAN's)")
+                        "engine.pose.LIMITS; the default where the model can: a video's face, a track with a pose), "
+                        "'expression' (expression and speech only: SliderGAN's) or 'speech' (the lips and jaw only: "
+                        "dubbing; the portrait keeps its own expression and head)")
     p.add_argument("--renderer", choices=["model", "warp-only"], default="model",
                    help="'model' (the generator) or 'warp-only' (no network: the portrait warped along its mesh)")
     add_source_mouth_argument(p)

@@ -45,7 +45,7 @@ Data channel messages (JSON), browser -> server:
   {"type": "mode", "mode": "relative|absolute"}      {"type": "calibrate"}
   {"type": "mouth", "mouth": "closed|own"}            (a relative webcam starts from both mouths closed, or as they are)
   {"type": "params", "params": "mesh|head"}           (the webcam's p: blendshape fit of its mesh, or D_p)
-  {"type": "motion", "motion": "head|expression"}     (expression + head pose, or expression only)
+  {"type": "motion", "motion": "head|expression|speech"}   (expression + head pose, expression only, or the lips and jaw only)
   {"type": "scale", "value": s}                       (the drivers' expression and speech motion times s, 0..3)
   {"type": "pose", "index": i, "value": v}            (pin a head-pose slider; v in units of its limit, -1..1)
   {"type": "slider", "index": i, "value": v}          {"type": "sliders", "values": [...]}
@@ -540,6 +540,7 @@ class Session:
         self.params = rest.copy()
         from .drivers import resolve_motion
         self.motion = resolve_motion(motion, self.animator)
+        self.mix.hold_expression = self.motion == "speech"
         self.pose_sliders = np.zeros(N_POSE, np.float32)     # head-pose sliders, in units of their limits
         self.pose_pinned = np.zeros(N_POSE, bool)
         self.pose = np.zeros(N_POSE, np.float32)             # the pose of the last frame (engine.pose units)
@@ -924,6 +925,7 @@ class Session:
         if kind == "motion":
             from .drivers import resolve_motion
             self.motion = resolve_motion(_string(msg, "motion"), self.animator)
+            self.mix.hold_expression = self.motion == "speech"
             return {"type": "motion", "motion": self.motion}
         if kind == "scale":
             self.mix.expression_scale = _number(msg, "value")    # a ValueError gives the range
@@ -1599,9 +1601,9 @@ async def _offer(request, engine: Engine):
         raise HTTPError(400, str(e)) from None
     motion = params.get("motion")
     from .drivers import MOTIONS
-    if motion is not None and (motion not in MOTIONS or motion == "head" and not engine.moves_head):
-        raise HTTPError(400, f"motion must be one of {list(MOTIONS) if engine.moves_head else ['expression']}, "
-                             f"not {motion!r}")
+    motions = [m for m in MOTIONS if m != "head" or engine.moves_head]
+    if motion is not None and motion not in motions:
+        raise HTTPError(400, f"motion must be one of {motions}, not {motion!r}")
     from .drivers import check_expression_scale
     try:
         scale = params.get("scale", 1.0)

@@ -176,8 +176,8 @@ def test_render_switch(tmp_path, shared_data):
 
 def test_server_switch_and_head_sliders(tmp_path):
     """Over WebRTC: the session moves the head by default (a geometry-guided model), a head slider
-    turns it, the switch to expression only gives the unmoved portrait back; a model that cannot move
-    the head refuses the switch clearly."""
+    turns it, the switch to expression only gives the unmoved portrait back, lips only holds the
+    expression group at the portrait's own; a model that cannot move the head refuses the switch clearly."""
     import asyncio
 
     from streaming.client import StreamClient
@@ -210,6 +210,21 @@ def test_server_switch_and_head_sliders(tmp_path):
                 back = (await c.wait_frames(3))[0]
                 # the unmoved portrait again, up to the video codec's noise
                 assert np.abs(face_region(back) - face_region(base)).mean() < 0.5 * moved
+                # lips only: the expression group stays at the portrait's own, the speech group follows
+                n, n_exp = len(c.hello["param_names"]), c.hello["n_exp"]
+                r = await c.request({"type": "motion", "motion": "speech"}, "motion")
+                assert r["motion"] == "speech"
+                await c.send({"type": "sliders", "values": [0.5] * n})
+                await asyncio.sleep(0.3)
+                await c.wait_frames(2)                  # the parameters of a frame rendered since
+                st = await c.request({"type": "status"}, "stats")
+                assert np.allclose(st["params"][:n_exp], c.hello["rest"][:n_exp], atol=1e-3)
+                assert np.allclose(st["params"][n_exp:], 0.5, atol=1e-3)
+                await c.request({"type": "motion", "motion": "expression"}, "motion")
+                await asyncio.sleep(0.3)
+                await c.wait_frames(2)
+                st = await c.request({"type": "status"}, "stats")
+                assert np.allclose(st["params"], 0.5, atol=1e-3)
                 r = await c.request({"type": "pose", "index": 9, "value": 1.0}, "error")
                 assert "index" in r["message"]
                 assert "look left" in c.hello["presets"]

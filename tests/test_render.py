@@ -562,6 +562,29 @@ def test_expression_scale_multiplies_the_drivers_motion(tmp_path):
     assert mix.expression_scale == 2.0 and mix.drivers["track"].expression_scale == 2.0
 
 
+def test_lips_only_holds_the_expression_at_rest():
+    """DriverMix.hold_expression (motion "speech"): the expression group stays at rest whatever drives it,
+    the speech group follows its driver, a pinned expression slider still applies."""
+    from streaming.drivers import DriverMix, check_motion
+
+    class Steady:                 # a driver that always says 0.7
+        def value(self, t):
+            return np.full(40, 0.7, np.float32)
+    mix = DriverMix(30, 40, rest=np.full(40, 0.25, np.float32))
+    mix.set_driver("face", Steady())
+    mix.route("exp", "face")
+    mix.route("speech", "face")
+    assert np.allclose(mix.value(0.0), 0.7)
+    mix.hold_expression = True
+    v = mix.value(0.0)
+    assert np.allclose(v[:30], 0.25) and np.allclose(v[30:], 0.7)
+    mix.sliders.set(3, -0.5)
+    assert mix.value(0.0)[3] == pytest.approx(-0.5)
+    check_motion("speech")
+    with pytest.raises(ValueError, match="'speech': the lips and jaw only"):
+        check_motion("lips")
+
+
 def test_track_driver_resamples_and_loops(tmp_path):
     from engine.tracks import load_track
     from streaming.drivers import DriverMix, TrackDriver
