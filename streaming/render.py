@@ -534,7 +534,8 @@ class _VideoJob:
         self.params = params
         self.expression_scale = expression_scale
         self.head = motion == "head"
-        self.lips_only = motion == "speech"
+        # --motion speech: the portrait's own expression (DriverMix.hold_expression's rest), kept once
+        self.held_expression = anim.source_params[:n_exp] if motion == "speech" else None
         self.face = face
         from engine.video import video_info
         self.info = video_info(path)
@@ -652,8 +653,8 @@ class _VideoJob:
                         self.missing += 1
                         self.lost += r.status == "lost"
                         p = drv.update(None, t, r.status, r.message)
-                    if self.lips_only:     # the portrait's own expression (DriverMix.hold_expression's rest)
-                        p[:self.n_exp] = self.anim.source_params[:self.n_exp]
+                    if self.held_expression is not None:
+                        p[:self.n_exp] = self.held_expression
                     params.append(p)
                     poses.append(drv.pose_value(t))
                     lefts.append(rgb)
