@@ -118,6 +118,30 @@ def test_summary_averages_mouth_over_talking_clips_and_eyes_over_blinks():
     assert "no blink" in lines and "| r | 0.80" in lines and "portrait `s5` alone" in lines
 
 
+def test_a_run_on_training_clips_or_portraits_says_so(tmp_path):
+    """``--motion-clips``/``--motion-portraits`` may name any media: a talking/ or driving/ clip counts as
+    talking (its mouth is measured), and a report over identities the model trained on says so instead
+    of calling them held out."""
+    for rel in ("talking/sadtalker_wda_aoc.mp4", "talking/other.mp4", "driving/d3.mp4", "expressions/M030_x.mp4",
+                "portraits/s5.jpg", "portraits/s0.jpg"):
+        (tmp_path / rel).parent.mkdir(exist_ok=True)
+        (tmp_path / rel).write_bytes(b"")
+    clips = mo.held_out_clips(tmp_path, ["talking/*.mp4", "driving/d3.mp4", "expressions/*.mp4"])
+    assert [(p.name, t) for p, t in clips] == [("other.mp4", True), ("sadtalker_wda_aoc.mp4", True),
+                                              ("d3.mp4", True), ("M030_x.mp4", False)]
+    portraits = [(n, tmp_path / "portraits" / f"{n}.jpg", None, None) for n in ("s5", "s0")]
+    opts = mo.MotionOptions(data=tmp_path)
+    proto = mo.protocol(opts, clips, portraits)
+    assert proto["training_identities"] == ["talking/other.mp4", "driving/d3.mp4", "expressions/M030_x.mp4",
+                                            "portraits/s0"]
+    lines = "\n".join(mo.report_lines({"protocol": proto, "summary": {}, "figures": {}}, None))
+    assert "NOT all held out" in lines and "`portraits/s0`" in lines and "held-out portraits" not in lines
+    held = mo.protocol(opts, clips[1:2], portraits[:1])
+    assert held["training_identities"] == []
+    assert "(held-out identities)" in "\n".join(mo.report_lines({"protocol": held, "summary": {}, "figures": {}},
+                                                                  None))
+
+
 @pytest.mark.slow
 def test_evaluate_motion_only_on_a_few_frames(shared_data, tmp_path):
     """``slidergan evaluate --motion-only`` on 12 frames (every 3rd) of a held-out talking clip, self-driven

@@ -456,7 +456,8 @@ class MotionOptions:
 
 
 def held_out_clips(data: Path, patterns=None) -> list[tuple[Path, bool]]:
-    """(path, is_talking) of the held-out driver clips: the talking ones first, then W011's."""
+    """(path, is_talking) of the driver clips ``patterns`` (default: the held-out ones, the talking ones
+    first, then W011's). A clip of talking/ or driving/ talks; one of expressions/ is there for its blinks."""
     from .holdout import HELD_OUT_TALKING
     data = Path(data)
     if patterns is None:
@@ -467,11 +468,19 @@ def held_out_clips(data: Path, patterns=None) -> list[tuple[Path, bool]]:
         found = sorted(data.glob(pat)) if any(c in pat for c in "*?[") else [data / pat]
         for p in found:
             if p.exists() and p not in [q for q, _ in out]:
-                out.append((p, p.resolve() in talking))
+                out.append((p, p.resolve() in talking or p.parent.name in ("talking", "driving")))
     return out
 
 
-def _portrait_sources(data: Path, names) -> list[tuple[str, np.ndarray, np.ndarray]]:
+def training_identities(data: Path, clips, portraits) -> list[str]:
+    """The clips and portraits of a motion run that are not held out from training (``trainer.holdout``):
+    their figures say how the model does on what it learned from, not on new faces."""
+    from .holdout import is_held_out
+    names = [f"{p.parent.name}/{p.name}" for p, _ in clips if not is_held_out(p, data)]
+    return names + [f"portraits/{n}" for n, path, _, _ in portraits if not is_held_out(path, data)]
+
+
+def _portrait_sources(data: Path, names) -> list[tuple[str, Path, np.ndarray, np.ndarray]]:
     from engine import face
     from .holdout import HELD_OUT_PORTRAITS
     out = []
@@ -489,7 +498,7 @@ def _portrait_sources(data: Path, names) -> list[tuple[str, np.ndarray, np.ndarr
                 continue
             lm = meter.landmarks(rgb)
             if lm is not None:
-                out.append((p.stem, rgb, lm))
+                out.append((p.stem, p, rgb, lm))
     finally:
         meter.close()
     return out
@@ -539,7 +548,7 @@ def run_motion(rows: list[MotionRow], main_models, face_model, opts: MotionOptio
             first = next((k for k in range(len(clip)) if clip.landmarks[k] is not None), None)
             sources = [("self", f"{clip.name} frame {clip.indices[first]}", clip.frames[first],
                         clip.landmarks[first])]
-            sources += [("cross", name, rgb, lm) for name, rgb, lm in portraits]
+            sources += [("cross", name, rgb, lm) for name, _, rgb, lm in portraits]
             for kind, sname, rgb, lm in sources:
                 pair = {"clip": f"{path.parent.name}/{path.name}", "talking": talking, "source": sname,
                         "kind": kind, "frames_sampled": len(clip), "driver_blinks": blinks(clip.openings[use, 1]),
@@ -599,7 +608,8 @@ def protocol(opts: MotionOptions, clips, portraits) -> dict:
     return {
         "clips": [f"{p.parent.name}/{p.name}" for p, _ in clips],
         "talking_clips": [f"{p.parent.name}/{p.name}" for p, t in clips if t],
-        "portraits": [n for n, _, _ in portraits], "every": opts.every, "max_frames": opts.max_frames,
+        "portraits": [n for n, _, _, _ in portraits], "training_identities": training_identities(opts.data, clips, portraits),
+        "every": opts.every, "max_frames": opts.max_frames,
         "output_size": opts.output_size, "head_motion": opts.head_motion, "source_mouth": opts.source_mouth,
         "expression_scale": opts.expression_scale,
         "mouth_opening": "mean distance of the inner-lip pairs (engine.geometry.LIP_PAIRS) / distance "
@@ -822,10 +832,15 @@ def report_lines(motion: dict | None, self_re: dict | None) -> list[str]:
     L: list[str] = []
     if motion:
         p = motion["protocol"]
-        L += ["## Motion following (held-out identities)", "",
-              f"Driver clips: {', '.join('`' + c + '`' for c in p['clips'])}; every frame drives p (as in "
+        trained = p.get("training_identities") or []
+        held = "held-out" if not trained else "given"
+        L += [f"## Motion following ({'held-out identities' if not trained else 'NOT all held out'})", ""]
+        if trained:
+            L += ["**Training identities among the sources** (their figures say how the model does on what it "
+                  "learned from, not on new faces): " + ", ".join(f"`{n}`" for n in trained) + ".", ""]
+        L += [f"Driver clips: {', '.join('`' + c + '`' for c in p['clips'])}; every frame drives p (as in "
               f"render), one frame in {p['every']} is rendered and measured, at most "
-              f"{p['max_frames']} a clip. Sources: the clip's first frame (self-driven) and the held-out portraits "
+              f"{p['max_frames']} a clip. Sources: the clip's first frame (self-driven) and the {held} portraits "
               f"{', '.join('`' + n + '`' for n in p['portraits'])} (cross-identity). Frames measured at "
               f"{p['output_size']} px.", "",
               f"- Mouth opening: {p['mouth_opening']}. Mouth figures: mean over the talking clips "
@@ -839,9 +854,9 @@ def report_lines(motion: dict | None, self_re: dict | None) -> list[str]:
                      + " (an expression clip is there for its blinks).")
         L.append("")
         titles = {"self": "Self-driven (the clip's first frame as source)",
-                  "cross": "Cross-identity (held-out portraits)", "all": "All pairs"}
+                  "cross": f"Cross-identity ({held} portraits)", "all": "All pairs"}
         for kind, rows in motion["summary"].items():
-            title = titles.get(kind) or f"Cross-identity, held-out portrait `{kind.split(' ', 1)[1]}` alone"
+            title = titles.get(kind) or f"Cross-identity, {held} portrait `{kind.split(' ', 1)[1]}` alone"
             L += [f"{title}:", "",
                   "| Row | mouth corr | mouth amplitude ratio | eye corr (blinks) | eye ratio "
                   "| frames used (skipped) |",
