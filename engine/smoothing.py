@@ -15,10 +15,13 @@ Both may be arrays that broadcast against the samples (a setting per element).
 ``PARAM_SMOOTHING``: the settings for parameters in [-1, 1] units, per group, used by tracks made from
 video and by the live face driver alike. Speech moves fastest (syllables at 4-6 Hz: a cut-off of
 1.5 Hz with little speed gain left the mouth at 0.82-0.84 of the driver's motion, correlation
-0.86-0.88, on two held-out talking clips, tpsmm_driving and sadtalker_wda_aoc; these settings 0.90-0.93
-and 0.95-0.96; on d19, whose mouth hardly moves, 0.57 and 0.60 either way), blinks are quick, and a
-still face stays still (jitter of the mouth opening on a still photo replayed with noise: 0.05 % of
-the inter-ocular distance per frame).
+0.86-0.88, on two held-out talking clips, tpsmm_driving and sadtalker_wda_aoc; 3 Hz 0.90-0.93 and
+0.95-0.96; on d19, whose mouth hardly moves, 0.57 and 0.60 either way); its cut-off sits above the
+syllables' band, 8 Hz (against 3 Hz, rendered by the default model on five training talking clips and
+four training portraits: the mouth's correlation with the driver's 0.86 -> 0.88 on other portraits,
+0.92 -> 0.94 self-driven). Blinks are quick, and a still face stays still: three training stills replayed
+with sensor noise (sigma 3) move a portrait's target mouth by 0.002-0.05 % of the inter-ocular distance
+per frame (0.001-0.03 % at 3 Hz), a tenth of a pixel at 512 px.
 ``d_cutoff`` (Hz): the cut-off of the speed estimate itself.
 Timestamps may be irregular; without them the filter steps ``1 / freq`` seconds per sample.
 """
@@ -31,7 +34,7 @@ import numpy as np
 __all__ = ["OneEuroFilter", "smooth_sequence", "PARAM_SMOOTHING", "group_filter"]
 
 # (min_cutoff Hz, beta) per parameter group; "pose": the head pose in units of its limits.
-PARAM_SMOOTHING = {"exp": (1.5, 5.0), "speech": (3.0, 5.0), "pose": (1.5, 0.5)}
+PARAM_SMOOTHING = {"exp": (1.5, 5.0), "speech": (8.0, 5.0), "pose": (1.5, 0.5)}
 
 
 def _alpha(cutoff: np.ndarray | float, dt: float) -> np.ndarray | float:

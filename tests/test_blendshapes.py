@@ -100,6 +100,28 @@ def test_fit_clips_to_bounds(fm):
     assert r.residual_px > 0.1     # the part beyond the bound is left in the residual
 
 
+def test_fit_against_a_neutral_keeps_the_lips_gap(fm):
+    """fit_many(neutral=): the fitted mesh's inner-lip gap is the face's, also where the face opens its
+    mouth in a way no component makes exactly (the lower inner lip moved alone) and the prior would
+    shrink it; a face the model spans is fitted as before."""
+    from engine.geometry import LIP_PAIRS
+    neutral = fm.instantiate(np.zeros(40))
+    lower = [b for _, b in LIP_PAIRS]
+    p = np.zeros(40)
+    p[fm.param_names.index("smile")] = 0.3
+    face = fm.instantiate(p)
+    opened = face.copy()
+    opened[lower, 1] += 0.35 * (face[lower, 1] - face[[a for a, _ in LIP_PAIRS], 1]).mean() + 0.02 * np.ptp(face[:, 1])
+
+    def gap(x):
+        return float(np.mean([x[b, 1] - x[a, 1] for a, b in LIP_PAIRS]))
+    spanned, wide = fm.fit_many(np.stack([face, opened]), aligned=True, neutral=neutral)
+    assert np.abs(spanned.p - p).max() < 0.05
+    fitted = fm.instantiate(wide.p, neutral=neutral[:468])
+    assert gap(fitted) - gap(neutral) == pytest.approx(gap(opened) - gap(neutral), rel=1e-3)
+    assert abs(gap(opened) - gap(face)) > 0.01 * np.ptp(face[:, 1])       # it did open
+
+
 def test_bad_landmarks_are_refused(fm):
     with pytest.raises(ValueError, match="478"):
         fm.fit(np.zeros((468, 3)))
