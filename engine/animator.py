@@ -531,7 +531,7 @@ class Animator:
         generator paints an opening (mouth, eyes) only as far as the target changes it from the source's
         (``engine.geometry.attention_gate``), and in the colours of the warp under its paint
         (``engine.geometry.keep_colour``)."""
-        from .geometry import HeadMove, attention_gate, keep_colour, target_landmarks
+        from .geometry import HeadMove, attention_gate, cavity, keep_colour, target_landmarks
         w = src.warp if poses is None else self._head_warp(src)
         crop = src.info.crop
         maps, layers, gen = [], [], []
@@ -552,7 +552,9 @@ class Animator:
             out, mask = self.models.generate(src.feats, np.clip(p, -1.0, 1.0), return_mask=True, frame=frames)
             for i, (o, m) in enumerate(zip(np.asarray(out, np.float32), np.asarray(mask, np.float32))):
                 keep = 1.0 - m.transpose(1, 2, 0)                            # (S, S, 1): 1 - A
-                g = keep_colour(from_model_output(o), gen[i])    # the paint's brightness, the warp's colour
+                # the paint's brightness in the warp's colours; in the drawn mouth below the teeth, shading only
+                g = keep_colour(from_model_output(o), gen[i],
+                                None if layers[i] is None else cavity(layers[i][1], maps[i][0]))
                 gate = attention_gate(w.mesh.src, maps[i][0], frames[i, 3])
                 if gate is not None:   # openings painted only where they change: A -> gate A, so that
                     keep = 1.0 - gate * (1.0 - keep)     # I_gen = A C + (1 - A) drawn becomes

@@ -346,15 +346,44 @@ LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 _LUMA_3 = np.tile(LUMA, (3, 1))
 
 
-def keep_colour(painted: np.ndarray, under: np.ndarray) -> np.ndarray:
+def keep_colour(painted: np.ndarray, under: np.ndarray, cavity: np.ndarray | None = None) -> np.ndarray:
     """The generator's paint (S, S, 3) float32 0-255 with its brightness and the colour of what it paints
     over (``under``: the warped portrait with its drawn mouth, the generator's input), pixel by pixel:
     ``under + (Y(painted) - Y(under))``. The network shades (eyelids, the mouth's depth, teeth against the
     cavity) but does not recolour: the short CPU schedule's paint turned brown irises green or blue and
-    painted yellow-green-red blobs in opening mouths, magenta ones on a painting."""
+    painted yellow-green-red blobs in opening mouths, magenta ones on a painting.
+    ``cavity`` (S, S, 1) 0-1 (``cavity``: the drawn mouth interior below its teeth): there the paint may
+    darken what is drawn, not lighten it. The same schedule filled every opening mouth with a pale grey
+    fog (its average of teeth and a dark cavity) that looked like a gum shield, and read as closed lips
+    on a moustached portrait."""
     import cv2
-    out = cv2.add(under, cv2.transform(cv2.subtract(painted, under), _LUMA_3))   # each channel: the luma shift
+    shift = cv2.transform(cv2.subtract(painted, under), _LUMA_3)     # each channel: the luma shift
+    if cavity is not None:
+        shift -= np.maximum(shift, 0.0) * cavity
+    out = cv2.add(under, shift)
     return np.clip(out, 0.0, 255.0, out=out)
+
+
+TEETH_SHARE = 0.4    # the upper share of a mouth opening's height where the generator may lighten (teeth)
+TEETH_RAMP = 0.25    # ... fading to none below TEETH_SHARE + TEETH_RAMP of it (the dark cavity)
+
+
+def cavity(alpha: np.ndarray, dst_landmarks: np.ndarray) -> np.ndarray:
+    """Where in the drawn mouth interior (opacity ``alpha`` (S, S, 1), ``mouth_layer``'s) the generator's
+    paint may only darken (``keep_colour``'s ``cavity``), (S, S, 1) float32: the opening below its upper
+    TEETH_SHARE, column by column between the target's inner lips (an upright crop). Under the upper lip
+    it may lighten: upper teeth are what a talking mouth shows."""
+    dst = np.asarray(dst_landmarks, np.float64)
+    pairs = np.asarray(LIP_PAIRS)
+    xs = np.arange(alpha.shape[1]) + 0.5
+
+    def line(points):      # the inner lip's outline from corner (78) to corner (308), y at every column
+        pts = dst[[78, *points, 308], :2]
+        o = np.argsort(pts[:, 0])
+        return np.interp(xs, pts[o, 0], pts[o, 1])
+    upper, lower = line(pairs[:, 0]), line(pairs[:, 1])
+    depth = (np.arange(alpha.shape[0])[:, None] + 0.5 - upper) / np.maximum(lower - upper, 1.0)
+    return alpha * np.clip((depth - TEETH_SHARE) / TEETH_RAMP, 0.0, 1.0)[..., None].astype(np.float32)
 
 
 GATE_CORNERS = ((78, 308), (33, 133), (362, 263))   # the corners of _hole_loops' mouth and eyes: their widths

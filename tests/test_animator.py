@@ -161,15 +161,18 @@ def test_the_generator_paints_the_openings_only_where_they_change(warp_anims):
     portrait's own mouth and eyes where the target's are as the source's, and paints inside the mouth
     once the target opens it, and over an eye once it closes; the rest of the crop it paints (the gate
     is on the openings only; the real generator's attention is confined to them). What it paints has the
-    paint's brightness and the colour of what it covers (engine.geometry.keep_colour: dark green nowhere)."""
+    paint's brightness and the colour of what it covers (engine.geometry.keep_colour: dark green nowhere);
+    in the drawn mouth below the upper teeth it may darken, not lighten."""
     import cv2
     from engine.geometry import LUMA, target_landmarks
     anim = warp_anims["model"]
     generate = anim.models.generate
 
+    green_level = [0.0]
+
     def paint_all(feats, p, return_mask=False, frame=None):
         green = np.full((len(p), 3, *frame.shape[2:]), -1.0, np.float32)
-        green[:, 1] = 0.0                                    # (0, 127.5, 0): dark green
+        green[:, 1] = green_level[0]                         # 0: (0, 127.5, 0), dark green
         return green, np.ones((len(p), 1, *frame.shape[2:]), np.float32)
     inv = cv2.invertAffineTransform(anim.source.matrix)
     w = anim._src.warp
@@ -186,6 +189,8 @@ def test_the_generator_paints_the_openings_only_where_they_change(warp_anims):
     anim.models.generate = paint_all
     try:
         still, opened, closed = anim.animate_batch(params)
+        green_level[0] = -1.0                                # black
+        opened_black = anim.animate(wide)
     finally:
         anim.models.generate = generate
     under = warp_anims["warp-only"].animate_batch(params)     # the warp and drawn mouth, unpainted
@@ -199,11 +204,16 @@ def test_the_generator_paints_the_openings_only_where_they_change(warp_anims):
     # the opening and the closing right eye's lid: the paint's brightness; the colour under it (the
     # crop-level paint is upsampled, so by an edge as the lid's only roughly)
     dst = target_landmarks(anim.face_model, lm, w.p_src, wide)
-    gap = (dst[13, :2] + dst[14, :2]) / 2
+    deep, teeth = (dst[13, :2] + f * (dst[14, :2] - dst[13, :2]) for f in (0.85, 0.12))   # of the opening's height
     lid = target_landmarks(anim.face_model, lm, w.p_src, shut)[159, :2]
-    for frame, below, xy in ((opened, under[1], gap), (closed, under[2], lid)):
-        assert at(frame, xy) @ LUMA == pytest.approx(127.5 * LUMA[1], abs=3)
-        assert np.abs(at(frame, xy) - painted(at(below, xy))).max() <= 15
+    assert at(closed, lid) @ LUMA == pytest.approx(127.5 * LUMA[1], abs=3)
+    assert np.abs(at(closed, lid) - painted(at(under[2], lid))).max() <= 15
+    # deep in the opening the drawn cavity (dark: luma < 75) stays as drawn under the lighter paint, and
+    # black paint darkens it; under the upper lip (teeth) the paint lightens it
+    cavity = at(under[1], deep)
+    assert cavity @ LUMA < 127.5 * LUMA[1] - 20 and np.abs(at(opened, deep) - cavity).max() <= 6
+    assert at(opened_black, deep) @ LUMA < cavity @ LUMA - 5
+    assert at(opened, teeth) @ LUMA > at(under[1], teeth) @ LUMA + 15
 
 
 def test_warp_needs_a_fit(tmp_path, shared_data):

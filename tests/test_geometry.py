@@ -223,3 +223,11 @@ def test_keep_colour_keeps_the_brightness_of_the_paint_and_the_colour_under_it()
     assert np.allclose(out @ LUMA, paint @ LUMA, atol=1e-3)                     # its brightness
     assert np.allclose(np.diff(out[0, 0]), np.diff(under[0, 0]), atol=1e-3)     # the iris's colour
     assert np.allclose(out[0, 1], 60) and out.max() <= 255 and out.min() >= 0
+    # in the drawn mouth cavity the paint may darken, not lighten: a dark interior (30) under pale paint
+    # (150) stays dark where the cavity is drawn fully, half-way where half; darker paint (10) darkens it
+    under = np.full((1, 3, 3), 30.0, np.float32)
+    paint = np.array([[[150.0] * 3, [150.0] * 3, [10.0] * 3]], np.float32)
+    cavity = np.array([[[1.0], [0.5], [1.0]]], np.float32)
+    out = keep_colour(paint, under, cavity)
+    assert np.allclose(out[0, :, 0], [30.0, 90.0, 10.0], atol=1e-3)
+    assert np.allclose(keep_colour(paint, under, np.zeros_like(cavity)), keep_colour(paint, under))
