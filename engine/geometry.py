@@ -373,9 +373,9 @@ def cavity(alpha: np.ndarray, dst_landmarks: np.ndarray) -> np.ndarray:
     paint may only darken (``keep_colour``'s ``cavity``), (S, S, 1) float32: the opening below its upper
     TEETH_SHARE, column by column between the target's inner lips (an upright crop). Under the upper lip
     it may lighten: upper teeth are what a talking mouth shows. (The whole cavity dark, tried first, left
-    no teeth.) Nearer the real frames than the fog (self-driven IED on the face 1.284 -> 1.258 on the
-    held-out clips), but the face mesh reads the dark cavity as a smaller opening than the fog on the
-    held-out portraits (the mouth's amplitude 0.68 -> 0.59 of the driver's; README)."""
+    no teeth.) Nearer the real frames than the fog (self-driven IED on the face 1.28 -> 1.26 on the held-out
+    clips), but the face mesh reads the dark cavity as a smaller opening than the fog on the held-out
+    portraits (the mouth's amplitude 0.68 -> 0.59 of the driver's; README)."""
     dst = np.asarray(dst_landmarks, np.float64)
     pairs = np.asarray(LIP_PAIRS)
     xs = np.arange(alpha.shape[1]) + 0.5
