@@ -191,6 +191,8 @@ def test_the_generator_paints_the_openings_only_where_they_change(warp_anims):
         still, opened, closed = anim.animate_batch(params)
         green_level[0] = -1.0                                # black
         opened_black = anim.animate(wide)
+        green_level[0] = 1.0                                 # (0, 255, 0): brighter than the drawn teeth
+        opened_bright = anim.animate(wide)
     finally:
         anim.models.generate = generate
     under = warp_anims["warp-only"].animate_batch(params)     # the warp and drawn mouth, unpainted
@@ -209,11 +211,14 @@ def test_the_generator_paints_the_openings_only_where_they_change(warp_anims):
     assert at(closed, lid) @ LUMA == pytest.approx(127.5 * LUMA[1], abs=3)
     assert np.abs(at(closed, lid) - painted(at(under[2], lid))).max() <= 15
     # deep in the opening the drawn cavity (dark: luma < 75) stays as drawn under the lighter paint, and
-    # black paint darkens it; under the upper lip (teeth) the paint lightens it
+    # black paint darkens it; under the upper lip (the teeth) the paint's brightness, lighter or darker
     cavity = at(under[1], deep)
     assert cavity @ LUMA < 127.5 * LUMA[1] - 20 and np.abs(at(opened, deep) - cavity).max() <= 6
     assert at(opened_black, deep) @ LUMA < cavity @ LUMA - 5
-    assert at(opened, teeth) @ LUMA > at(under[1], teeth) @ LUMA + 15
+    for frame, level in ((opened, 127.5), (opened_bright, 255.0)):
+        assert at(frame, teeth) @ LUMA == pytest.approx(level * LUMA[1], abs=6)
+    assert at(under[1], teeth) @ LUMA < 255.0 * LUMA[1] - 30          # the bright paint lightened the teeth
+    assert at(opened_bright, deep) @ LUMA < cavity @ LUMA + 15         # ... and left the cavity dark (150 unkept)
 
 
 def test_warp_needs_a_fit(tmp_path, shared_data):
