@@ -374,8 +374,9 @@ def cavity(alpha: np.ndarray, dst_landmarks: np.ndarray) -> np.ndarray:
     TEETH_SHARE, column by column between the target's inner lips (an upright crop). Under the upper lip
     it may lighten: upper teeth are what a talking mouth shows. (The whole cavity dark, tried first, left
     no teeth.) Nearer the real frames than the fog (self-driven IED on the face 1.28 -> 1.26 on the held-out
-    clips), but the face mesh reads the dark cavity as a smaller opening than the fog on the held-out
-    portraits (the mouth's amplitude 0.68 -> 0.59 of the driver's; README)."""
+    clips), but the face mesh read the dark cavity as a smaller opening than the fog on the held-out
+    portraits (the mouth's amplitude 0.68 -> 0.59 of the driver's) until the drawn teeth were brighter
+    (``TEETH_OPACITY``; 0.70; README)."""
     dst = np.asarray(dst_landmarks, np.float64)
     pairs = np.asarray(LIP_PAIRS)
     xs = np.arange(alpha.shape[1]) + 0.5
