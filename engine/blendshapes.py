@@ -1365,6 +1365,9 @@ class FaceModel:
         x = (np.asarray(aligned, np.float64)[:, :NUM_MESH_POINTS] - neu).reshape(len(aligned), -1)
         q, on = _bounded_map(self._u, x, self._prec_p, self.sigma2, -np.ones(self.n_params),
                              np.ones(self.n_params), h=self._h_p)
+        # the residual of the model's own fit: how well the face reads against this neutral (a driver's
+        # check that the same person is still there), not what the gap's step below adds
+        res = x - q @ self._u.T
         # The lips' gap exactly: the prior shrinks what the fit explains of a mouth opening, and the gap is
         # what a viewer follows; the part the fit missed goes to p along the gap's gradient (mostly
         # lips_part, then smile and lips_part_2). (Tried: the step that costs the fit least, the constrained
@@ -1373,7 +1376,6 @@ class FaceModel:
         g = self._gap_p
         q = np.clip(q + np.outer(x @ self._gap_row - q @ g, g / (g @ g)), -1.0, 1.0)
         on = np.abs(q) >= 1.0
-        res = x - q @ self._u.T
         return q, on, np.sqrt((res.reshape(len(x), -1, 3) ** 2).sum(-1).mean(-1))
 
     def fit_sequence(self, landmarks: np.ndarray, aligned: bool = False, neutral: np.ndarray | None = None
