@@ -377,17 +377,24 @@ def cavity(alpha: np.ndarray, dst_landmarks: np.ndarray) -> np.ndarray:
     clips), but the face mesh read the dark cavity as a smaller opening than the fog on the held-out
     portraits (the mouth's amplitude 0.68 -> 0.59 of the driver's) until the drawn teeth were brighter
     (``TEETH_OPACITY``; 0.70; README)."""
+    out = np.zeros_like(alpha, dtype=np.float32)
+    rows, cols = np.flatnonzero(alpha.any(axis=(1, 2))), np.flatnonzero(alpha.any(axis=(0, 2)))
+    if rows.size == 0:
+        return out
+    # only the window the drawn mouth covers (the per-frame path): 0 elsewhere
+    win = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
     dst = np.asarray(dst_landmarks, np.float64)
     pairs = np.asarray(LIP_PAIRS)
-    xs = np.arange(alpha.shape[1]) + 0.5
+    xs = np.arange(cols[0], cols[-1] + 1) + 0.5
 
     def line(points):      # the inner lip's outline from corner (78) to corner (308), y at every column
         pts = dst[[78, *points, 308], :2]
         o = np.argsort(pts[:, 0])
         return np.interp(xs, pts[o, 0], pts[o, 1])
     upper, lower = line(pairs[:, 0]), line(pairs[:, 1])
-    depth = (np.arange(alpha.shape[0])[:, None] + 0.5 - upper) / np.maximum(lower - upper, 1.0)
-    return alpha * np.clip((depth - TEETH_SHARE) / TEETH_RAMP, 0.0, 1.0)[..., None].astype(np.float32)
+    depth = (np.arange(rows[0], rows[-1] + 1)[:, None] + 0.5 - upper) / np.maximum(lower - upper, 1.0)
+    out[win] = alpha[win] * np.clip((depth - TEETH_SHARE) / TEETH_RAMP, 0.0, 1.0)[..., None]
+    return out
 
 
 GATE_CORNERS = ((78, 308), (33, 133), (362, 263))   # the corners of _hole_loops' mouth and eyes: their widths

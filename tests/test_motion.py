@@ -126,7 +126,7 @@ def test_a_run_on_training_clips_or_portraits_says_so(tmp_path):
                 "portraits/s5.jpg", "portraits/s0.jpg"):
         (tmp_path / rel).parent.mkdir(exist_ok=True)
         (tmp_path / rel).write_bytes(b"")
-    clips = mo.held_out_clips(tmp_path, ["talking/*.mp4", "driving/d3.mp4", "expressions/*.mp4"])
+    clips = mo.driver_clips(tmp_path, ["talking/*.mp4", "driving/d3.mp4", "expressions/*.mp4"])
     assert [(p.name, t) for p, t in clips] == [("other.mp4", True), ("sadtalker_wda_aoc.mp4", True),
                                               ("d3.mp4", True), ("M030_x.mp4", False)]
     portraits = [(n, tmp_path / "portraits" / f"{n}.jpg", None, None) for n in ("s5", "s0")]

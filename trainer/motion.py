@@ -455,7 +455,7 @@ class MotionOptions:
     device: str = "cpu"
 
 
-def held_out_clips(data: Path, patterns=None) -> list[tuple[Path, bool]]:
+def driver_clips(data: Path, patterns=None) -> list[tuple[Path, bool]]:
     """(path, is_talking) of the driver clips ``patterns`` (default: the held-out ones, the talking ones
     first, then W011's). A clip of talking/ or driving/ talks; one of expressions/ is there for its blinks."""
     from .holdout import HELD_OUT_TALKING
@@ -475,9 +475,10 @@ def held_out_clips(data: Path, patterns=None) -> list[tuple[Path, bool]]:
 def training_identities(data: Path, clips, portraits) -> list[str]:
     """The clips and portraits of a motion run that are not held out from training (``trainer.holdout``):
     their figures say how the model does on what it learned from, not on new faces."""
-    from .holdout import is_held_out
-    names = [f"{p.parent.name}/{p.name}" for p, _ in clips if not is_held_out(p, data)]
-    return names + [f"portraits/{n}" for n, path, _, _ in portraits if not is_held_out(path, data)]
+    from .holdout import held_out_files
+    held = {p.resolve() for p in held_out_files(data)}
+    names = [f"{p.parent.name}/{p.name}" for p, _ in clips if p.resolve() not in held]
+    return names + [f"portraits/{n}" for n, path, _, _ in portraits if path.resolve() not in held]
 
 
 def _portrait_sources(data: Path, names) -> list[tuple[str, Path, np.ndarray, np.ndarray]]:
@@ -516,7 +517,7 @@ def run_motion(rows: list[MotionRow], main_models, face_model, opts: MotionOptio
     from engine.animator import Animator
     t0 = time.time()
     every = max(1, int(opts.every))
-    clips = held_out_clips(opts.data, opts.clips)
+    clips = driver_clips(opts.data, opts.clips)
     if not clips:
         raise FileNotFoundError(f"no held-out driver clip found under {opts.data}")
     portraits = _portrait_sources(opts.data, opts.portraits)
@@ -608,8 +609,8 @@ def protocol(opts: MotionOptions, clips, portraits) -> dict:
     return {
         "clips": [f"{p.parent.name}/{p.name}" for p, _ in clips],
         "talking_clips": [f"{p.parent.name}/{p.name}" for p, t in clips if t],
-        "portraits": [n for n, _, _, _ in portraits], "training_identities": training_identities(opts.data, clips, portraits),
-        "every": opts.every, "max_frames": opts.max_frames,
+        "portraits": [n for n, _, _, _ in portraits],
+        "training_identities": training_identities(opts.data, clips, portraits), "every": opts.every, "max_frames": opts.max_frames,
         "output_size": opts.output_size, "head_motion": opts.head_motion, "source_mouth": opts.source_mouth,
         "expression_scale": opts.expression_scale,
         "mouth_opening": "mean distance of the inner-lip pairs (engine.geometry.LIP_PAIRS) / distance "
