@@ -527,7 +527,7 @@ class Animator:
     def _warp_layers(self, p: np.ndarray, src: PreparedSource, poses: np.ndarray | None = None):
         """For each p (and head pose): the target mesh's backward map, the layer to put over the warped
         portrait ((premultiplied colour A*C (S, S, 3), attention A (S, S, 1)) at crop resolution: the
-        drawn mouth interior and the generator's, composited; or None), and the crop-level result. The
+        drawn mouth interior and lids and the generator's, composited; or None), and the crop-level result. The
         generator paints an opening (mouth, eyes) only as far as the target changes it from the source's
         (``engine.geometry.attention_gate``), and in the colours of the warp under its paint
         (``engine.geometry.keep_colour``)."""
@@ -542,9 +542,9 @@ class Animator:
                 move = HeadMove(poses[i], w.head.centre, w.head.iod, w.frame_to_crop)
                 dst = move(dst)
             bm = w.mesh.backward_map(dst, move)
-            drawn, mouth = w.mesh.drawn_warp(crop, dst, bm)
+            drawn, layer = w.mesh.drawn_warp(crop, dst, bm)
             maps.append((dst, bm))
-            layers.append(mouth)
+            layers.append(layer)
             gen.append(drawn)
         if self.renderer == "model":
             frames = np.stack([w.mesh.generator_frame(crop, dst, bm, drawn)
@@ -559,8 +559,8 @@ class Animator:
                 if gate is not None:   # openings painted only where they change: A -> gate A, so that
                     keep = 1.0 - gate * (1.0 - keep)     # I_gen = A C + (1 - A) drawn becomes
                     g = gen[i] + gate * (g - gen[i])     # drawn + gate (I_gen - drawn)
-                # I_gen = A*C + (1 - A) * drawn, and drawn = mouth A*C + (1 - mouth A) * warp: one layer
-                # over the warp, A*C = I_gen - (1 - A) * (drawn - mouth A*C), 1 - A = (1 - A) (1 - mouth A)
+                # I_gen = A*C + (1 - A) * drawn, and drawn = drawn A*C + (1 - drawn A) * warp: one layer
+                # over the warp, A*C = I_gen - (1 - A) * (drawn - drawn A*C), 1 - A = (1 - A) (1 - drawn A)
                 if layers[i] is None:
                     layers[i] = (g - keep * gen[i], 1.0 - keep)
                 else:

@@ -231,3 +231,54 @@ def test_keep_colour_keeps_the_brightness_of_the_paint_and_the_colour_under_it()
     out = keep_colour(paint, under, cavity)
     assert np.allclose(out[0, :, 0], [30.0, 90.0, 10.0], atol=1e-3)
     assert np.allclose(keep_colour(paint, under, np.zeros_like(cavity)), keep_colour(paint, under))
+
+
+def _eyes_image(lm, size=128, skin=(180, 140, 120)):
+    """Skin with dark eyes filling the mesh's eye openings (and a little round them, as photographed)."""
+    import cv2
+    from engine.blendshapes import LEFT_EYE_LOOP, RIGHT_EYE_LOOP
+    img = np.zeros((size, size, 3), np.uint8)
+    img[:] = skin
+    for loop in (RIGHT_EYE_LOOP, LEFT_EYE_LOOP):
+        cv2.fillPoly(img, [np.round(lm[list(loop), :2]).astype(np.int32)], (40, 35, 30))
+    return img
+
+
+def test_drawn_lids_cover_a_closing_eye_with_the_skin_round_it(fm):
+    """engine.geometry.lid_layer: an eye closed fully is painted over with the skin round it (the warp alone
+    squeezes the dark eye into the slit), none where an eye closes by less than LID_FROM of its area or
+    opens; the layer is part of the drawn warp, and the mouth's cavity ignores it."""
+    import cv2
+    from engine.blendshapes import RIGHT_EYE_LOOP
+    lm, _ = _face(fm)
+    img = _eyes_image(lm)
+    mw = g.MeshWarp(lm, 128)
+    closed = g.target_landmarks(fm, lm, np.zeros(40), _p(fm, eye_close_left=1.0, eye_close_right=1.0))
+    loop = list(RIGHT_EYE_LOOP)
+    shut = 1 - g._poly_area(closed[loop, :2]) / g._poly_area(lm[loop, :2])
+    k = min((shut - g.LID_FROM) / (g.LID_FULL - g.LID_FROM), 1.0)
+    assert k > 0.5, shut
+    fill, alpha = g.lid_layer(img, lm, closed)
+    skin = np.array([180.0, 140, 120])
+    assert all(np.abs(c - skin).max() < 2 for c in g.lid_colours(img, lm))
+    # over the closing eye: skin, as opaque as the eye is closed (a darker lash line along the lid)
+    zone = np.zeros((128, 128), np.uint8)
+    cv2.fillPoly(zone, [np.round(lm[loop, :2]).astype(np.int32)], 1)
+    inside = zone > 0
+    assert alpha[inside, 0].mean() > 0.4 * k and k * g.LID_OPACITY - 0.02 < alpha.max() <= g.LID_OPACITY + 1e-6
+    assert np.abs(fill[inside & (alpha[..., 0] > 0.5 * k)] - skin).min(0).max() < 2
+    drawn, layer = mw.drawn_warp(img, closed)
+    plain = mw.warp_crop(img, closed).astype(np.float32)
+    eye_drawn, eye_plain = drawn[inside].mean(0), plain[inside].mean(0)
+    assert np.abs(eye_drawn - skin).mean() < 0.6 * np.abs(eye_plain - skin).mean(), (eye_drawn, eye_plain)
+    assert np.abs(drawn[~inside & (alpha[..., 0] == 0)] - plain[~inside & (alpha[..., 0] == 0)]).max() < 1e-3
+    # a slight closure draws nothing; nor does an eye opening wider
+    for p in (_p(fm, eye_close_left=0.1, eye_close_right=0.1), _p(fm, eye_close_left=-1.0, eye_close_right=-1.0)):
+        dst = g.target_landmarks(fm, lm, np.zeros(40), p)
+        assert g.lid_layer(img, lm, dst) is None and mw.drawn_layer(img, dst) is None
+    # an opening mouth with closed eyes: the mouth's cavity is the mouth layer's alone
+    both = g.target_landmarks(fm, lm, np.zeros(40), _p(fm, lips_part=1.0, jaw_open=0.8, eye_close_left=1.0,
+                                                       eye_close_right=1.0))
+    mouth_only = g.mouth_layer(img, lm, both)[1]
+    assert np.allclose(g.cavity(mw.drawn_layer(img, both)[1], both), g.cavity(mouth_only, both), atol=1e-5)
+    assert g.cavity(mouth_only, both).max() > 0.5

@@ -134,8 +134,10 @@ def test_a_run_on_training_clips_or_portraits_says_so(tmp_path):
     proto = mo.protocol(opts, clips, portraits)
     assert proto["training_identities"] == ["talking/other.mp4", "driving/d3.mp4", "expressions/M030_x.mp4",
                                             "portraits/s0"]
-    lines = "\n".join(mo.report_lines({"protocol": proto, "summary": {}, "figures": {}}, None))
+    self_re = {"protocol": "p", "identity": "i", "rows": {}}
+    lines = "\n".join(mo.report_lines({"protocol": proto, "summary": {}, "figures": {}}, self_re))
     assert "NOT all held out" in lines and "`portraits/s0`" in lines and "held-out portraits" not in lines
+    assert "## Self-reenactment (the driver clips" in lines and "held-out clips" not in lines
     held = mo.protocol(opts, clips[1:2], portraits[:1])
     assert held["training_identities"] == []
     assert "(held-out identities)" in "\n".join(mo.report_lines({"protocol": held, "summary": {}, "figures": {}},

@@ -873,7 +873,8 @@ def report_lines(motion: dict | None, self_re: dict | None) -> list[str]:
             L += [f"`{name}`: driver | result, frames at the quantiles of the driver's mouth opening, and the "
                   "mouth-opening curves:", "", f"![{name}]({fname})", ""]
     if self_re:
-        L += ["## Self-reenactment (held-out clips driving their own first frame)", "",
+        clips = "the driver clips" if motion and motion["protocol"].get("training_identities") else "held-out clips"
+        L += [f"## Self-reenactment ({clips} driving their own first frame)", "",
               f"{self_re['protocol']}. Identity: {self_re['identity']}.", "",
               "| Row | IED (x1e-2) | IED on the face (x1e-2) | landmark error (px @128) | "
               "identity distance to source | identity cos |",

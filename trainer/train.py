@@ -244,15 +244,16 @@ def find_latest_checkpoint(out) -> Path | None:
     return found[-1][1] if found else None
 
 
-def warp_frame(images: torch.Tensor, maps: np.ndarray, extra: np.ndarray, mouth: np.ndarray) -> torch.Tensor:
+def warp_frame(images: torch.Tensor, maps: np.ndarray, extra: np.ndarray, drawn: np.ndarray) -> torch.Tensor:
     """The warp generator's input on tensors (engine.geometry.MeshWarp.generator_frame): ``images``
     (B, 3, S, S) resampled at ``maps`` (B, S, S, 2) crop pixels (as cv2.remap does at inference:
     bilinear, edge replicated; differentiable in the images, so the cycle's second warp carries
-    gradients into G's first result), the drawn mouth ``mouth`` (B, S, S, 4) over it, then ``extra``."""
+    gradients into G's first result), the drawn layer ``drawn`` (B, S, S, 4: mouth and lids) over it, then
+    ``extra``."""
     s = images.shape[-1]
     grid = torch.from_numpy(maps).to(images) * (2.0 / (s - 1)) - 1.0
     rgb = F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=True)
-    m = torch.from_numpy(mouth).to(images).permute(0, 3, 1, 2)
+    m = torch.from_numpy(drawn).to(images).permute(0, 3, 1, 2)
     a = m[:, 3:]
     rgb = rgb * (1 - a) + m[:, :3] / 127.5 - a          # premultiplied colour from 0-255 to [-1, 1]
     return torch.cat([rgb, torch.from_numpy(extra).to(images)], 1)
@@ -281,8 +282,8 @@ class Conditioned:
         crops = tensor_to_images(x.detach())
         if len(crops) != b:
             crops = np.repeat(crops[:1], b, 0)
-        maps, extra, mouth, self.dst = warp_batch(self.face_model, lm, ps, p.detach().cpu().numpy(), crops)
-        return self.G(x, p, frame=warp_frame(x, maps, extra, mouth))
+        maps, extra, drawn, self.dst = warp_batch(self.face_model, lm, ps, p.detach().cpu().numpy(), crops)
+        return self.G(x, p, frame=warp_frame(x, maps, extra, drawn))
 
     def rows(self, sl: slice) -> "Conditioned":
         if self.face_model is None:
