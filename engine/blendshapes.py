@@ -1227,6 +1227,15 @@ class FaceModel:
             self._gap_row[3 * lo + 1] += 1.0 / len(LIP_PAIRS)
             self._gap_row[3 * up + 1] -= 1.0 / len(LIP_PAIRS)
         self._gap_p = self._gap_row @ self._u
+        # each eye's signed lid gap (lower minus upper lid, mean of its LID_PAIRS), the same way: (2, M), (2, N)
+        from .geometry import LID_PAIRS
+        half = len(LID_PAIRS) // 2
+        self._lid_rows = np.zeros((2, m))
+        for e, pairs in enumerate((LID_PAIRS[:half], LID_PAIRS[half:])):
+            for up, lo in pairs:
+                self._lid_rows[e, 3 * lo + 1] += 1.0 / len(pairs)
+                self._lid_rows[e, 3 * up + 1] -= 1.0 / len(pairs)
+        self._lid_p = self._lid_rows @ self._u
         from .face import canonical_mesh
         tpl = canonical_mesh().astype(np.float64)
         self._iris_offset = {}
@@ -1295,6 +1304,19 @@ class FaceModel:
                 raise ValueError(f"expected {self.n_identity} identity coefficients, got {a.shape[0]}")
             s += self._uid @ a
         return s.reshape(NUM_MESH_POINTS, 3)
+
+    def lid_gaps(self, mesh: np.ndarray) -> np.ndarray:
+        """(2,) the signed lid gaps (right eye, left eye) of a canonical mesh (468|478, 3): how open its eyes are."""
+        return self._lid_rows @ np.asarray(mesh, np.float64)[:NUM_MESH_POINTS].reshape(-1)
+
+    def scale_lids(self, dp, k) -> np.ndarray:
+        """A motion ``dp`` (N,) or (B, N) changed as little as possible (least norm) so that each eye's lid
+        gap moves ``k`` (2,) times as far; nothing else of the mesh moves differently beyond what that
+        change of p brings with it."""
+        dp = np.asarray(dp, np.float64)
+        g = self._lid_p
+        change = (dp @ g.T) * (np.asarray(k, np.float64) - 1.0)
+        return dp + change @ np.linalg.solve(g @ g.T, g)
 
     def instantiate(self, p, identity=None, neutral: np.ndarray | None = None) -> np.ndarray:
         """The (478, 3) canonical mesh for parameters p (N,), on the identity's neutral (or on a

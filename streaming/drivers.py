@@ -133,6 +133,7 @@ def neutral_of(params: np.ndarray, mouth_opening: np.ndarray, landmarks=None, fa
 # 1.67 (turning heads), another person's 1.26-3.43 against it: the most different faces (the worst
 # grimaces) are caught, a face like the first is not; a false alarm would cost a second at rest.
 SWITCH_RATIO, SWITCH_EVERY, SWITCH_CHECKS = 2.0, 3, 5
+LIDS_RATIO = (0.5, 2.0)   # the portrait's lid travel over the driver's, at most this far from 1 (FaceDriver.lids_ratio)
 
 
 # What a driver moves: the lips and jaw only (the speech parameters: dubbing, the portrait keeping its own
@@ -196,7 +197,7 @@ class FaceDriver:
                  ease_s: float = 0.5, min_cutoff: float | None = None, beta: float | None = None,
                  fps: float = 30.0, tracker=None, min_face_px: float = 48.0, params: str = "head", fit=None,
                  rest_pose=None, n_exp: int | None = None, face_model=None, neutral_mouth: str = "closed",
-                 expression_scale: float = 1.0):
+                 expression_scale: float = 1.0, rest_lids=None):
         from engine.smoothing import OneEuroFilter, group_filter
         if mode not in ("relative", "absolute"):
             raise ValueError(f"mode must be 'relative' or 'absolute', not {mode!r}")
@@ -211,6 +212,7 @@ class FaceDriver:
         self.rest_params = (np.zeros(self.n_params, np.float32) if rest is None
                             else np.asarray(rest, np.float32).reshape(-1).copy())
         self.rest_pose = np.zeros(N_POSE) if rest_pose is None else np.asarray(rest_pose, np.float64).copy()
+        self.rest_lids = None if rest_lids is None else np.asarray(rest_lids, np.float64).copy()
         self.calib_frames = max(1, int(calib_frames))   # calibration: at least this many faces ...
         self.calib_s = float(calib_s)                      # ... over at least this long
         self.hold_s = float(hold_s)
@@ -231,6 +233,7 @@ class FaceDriver:
         self.neutral_mouth = neutral_mouth
         self._neutrals: dict[str, np.ndarray] | None = None   # the driver's neutral (relative mode) by mouth
         self._shape: np.ndarray | None = None       # its neutral mesh (canonical; mesh p in relative mode)
+        self._lids: np.ndarray | None = None        # its neutral's lid gaps (FaceModel.lid_gaps; lids_ratio)
         self._switch: list[float] = []              # residual ratios of the last checks (SWITCH_RATIO)
         self._since_check = 0
         self.neutral_pose = None                   # its head pose (engine.pose.HeadPose)
@@ -280,13 +283,15 @@ class FaceDriver:
                 self.calibrate()
                 self._filter.reset()
 
-    def set_rest(self, rest, pose=None) -> None:
-        """The portrait's own parameters (after a portrait change), and its head pose against a frontal
-        face (absolute mode turns the portrait's head to the driver's)."""
+    def set_rest(self, rest, pose=None, lids=None) -> None:
+        """The portrait's own parameters (after a portrait change), its head pose against a frontal face
+        (absolute mode turns the portrait's head to the driver's) and its eyes' lid gaps (``lids_ratio``;
+        ``engine.animator.SourceInfo.lids``, None: unknown)."""
         with self._lock:
             self.rest_params = np.asarray(rest, np.float32).reshape(-1).copy()
             if pose is not None:
                 self.rest_pose = np.asarray(pose, np.float64).copy()
+            self.rest_lids = None if lids is None else np.asarray(lids, np.float64).copy()
             self._filter.reset()
             self._last_out = None
 
@@ -311,6 +316,7 @@ class FaceDriver:
             self._calib = []
             self._neutrals = None
             self._shape = None
+            self._lids = None
             self._switch = []
 
     def set_neutral(self, neutral, pose=None) -> None:
@@ -335,10 +341,13 @@ class FaceDriver:
         ps = np.asarray(p_raw, np.float32).reshape(len(p_raw), -1)
         lms = [None] * len(ps) if crop_landmarks is None else list(crop_landmarks)
         with self._lock:
-            self._shape, self._switch = None, []
-            if self.params == "mesh" and self.face_model is not None and lms and all(x is not None for x in lms):
-                self._shape = estimate_neutral(align_many(np.stack(lms).astype(np.float64)))[0]
-                ps = self.read_mesh(np.stack(lms))
+            self._shape, self._lids, self._switch = None, None, []
+            if self.face_model is not None and lms and all(x is not None for x in lms):
+                shape = estimate_neutral(align_many(np.stack(lms).astype(np.float64)))[0]
+                self._lids = self.face_model.lid_gaps(shape)
+                if self.params == "mesh":
+                    self._shape = shape
+                    ps = self.read_mesh(np.stack(lms))
             self._neutrals = {"own": neutral_of(ps, mouth)}
             if self.face_model is not None:
                 self._neutrals["closed"] = neutral_of(ps, mouth, lms, self.face_model)
@@ -467,10 +476,26 @@ class FaceDriver:
         out[self.n_params:] = np.clip(out[self.n_params:], -1.0, 1.0)
         self._last_out = out.astype(np.float32)
 
+    @property
+    def lids_ratio(self) -> np.ndarray | None:
+        """(2,) how far the portrait's lids travel for the driver's, per eye (relative mode): its lid gap over
+        the driver's neutral's, within LIDS_RATIO; None where either is unknown. A driver's blink then closes
+        the portrait's eyes as far, whatever their size (in the model's units, a blink of small eyes half
+        closed large ones: on training clips and portraits blinks moved 0.62 as much as the driver's on other
+        portraits, against 0.74 self-driven; scaled, 0.81). LivePortrait retargets its eyes by their ratio too."""
+        own, drv = self.rest_lids, self._lids
+        if own is None or drv is None or self.face_model is None or np.any(drv <= 1e-9) or np.any(own <= 1e-9):
+            return None
+        return np.clip(own / drv, *LIDS_RATIO)
+
     def _target(self, p_raw: np.ndarray) -> np.ndarray:
         if self.mode == "absolute":
             return self.expression_scale * p_raw
-        return self.rest_params + self.expression_scale * (p_raw - self.neutral)
+        motion = p_raw - self.neutral
+        k = self.lids_ratio
+        if k is not None:
+            motion = self.face_model.scale_lids(motion, k).astype(np.float32)
+        return self.rest_params + self.expression_scale * motion
 
     def _pose_target(self, head) -> np.ndarray:
         """The head pose in slider units (engine.pose.to_unit: smoothly clamped to its limits)."""

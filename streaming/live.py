@@ -318,7 +318,8 @@ def main(args) -> int:
     face = None
     if cam is not None:
         face = FaceDriver(anim.regress, anim.n_params, anim.image_size, mode=args.mode,
-                          rest=anim.rest_params, rest_pose=anim.source.pose, n_exp=n_exp, fps=cam.fps,
+                          rest=anim.rest_params, rest_pose=anim.source.pose, rest_lids=anim.source.lids,
+                          n_exp=n_exp, fps=cam.fps,
                           params=args.params, fit=anim.fit if anim.face_model is not None else None,
                           face_model=anim.face_model, neutral_mouth=anim.source_mouth)
         if args.face:

@@ -591,7 +591,8 @@ class _VideoJob:
             return np.asarray(self.anim.models.regress(x), np.float32)
         try:
             drv = FaceDriver(self.anim.regress, self.anim.n_params, self.anim.image_size, mode=self.mode,
-                             rest=self.anim.rest_params, rest_pose=self.anim.source.pose, n_exp=self.n_exp, fps=self.fps,
+                             rest=self.anim.rest_params, rest_pose=self.anim.source.pose,
+                             rest_lids=self.anim.source.lids, n_exp=self.n_exp, fps=self.fps,
                              tracker=None, params=self.params, fit=self.anim.fit,
                              face_model=self.anim.face_model, neutral_mouth=self.anim.source_mouth,
                              expression_scale=self.expression_scale)

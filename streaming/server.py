@@ -562,7 +562,8 @@ class Session:
             self.face = FaceDriver(self.animator.regress, self.engine.n_params, self.engine.image_size,
                                    mode=self.mode, rest=self.animator.rest_params, fps=self.engine.fps,
                                    params=self.params_source, fit=self.animator.fit,
-                                   rest_pose=self.animator.source.pose, n_exp=self.engine.n_exp,
+                                   rest_pose=self.animator.source.pose, rest_lids=self.animator.source.lids,
+                                   n_exp=self.engine.n_exp,
                                    face_model=self.animator.face_model, neutral_mouth=self.animator.source_mouth)
             self.mix.set_driver("face", self.face)
         return self.face
@@ -961,7 +962,7 @@ class Session:
             self.animator.source_mouth = _string(msg, "mouth")    # a ValueError names the choices
             if self.face is not None:
                 self.face.neutral_mouth = self.animator.source_mouth
-                self.face.set_rest(self.animator.rest_params, self.animator.source.pose)
+                self.face.set_rest(self.animator.rest_params, self.animator.source.pose, self.animator.source.lids)
             return {"type": "mouth", "mouth": self.animator.source_mouth}
         if kind == "params":
             source = _string(msg, "params")
@@ -992,7 +993,7 @@ class Session:
             self.sliders.set_all(rest)
             self.sliders.release()
             if self.face is not None:
-                self.face.set_rest(self.animator.rest_params, prepared.info.pose)
+                self.face.set_rest(self.animator.rest_params, prepared.info.pose, prepared.info.lids)
             return self.hello()
         if kind == "track":
             tid = msg.get("id")

@@ -125,6 +125,28 @@ def test_fit_against_a_neutral_keeps_the_lips_gap(fm):
     assert wide.residual < 0.9 * np.sqrt(((opened[:468] - fitted[:468]) ** 2).sum(-1).mean())
 
 
+def test_scale_lids_moves_each_eyes_lids_so_much_further_and_nothing_else(fm):
+    """FaceModel.scale_lids: each eye's lid gap moves k times as far (the left eye twice, the right half
+    as far); the lips' gap moves as before; k = 1 changes nothing."""
+    names = fm.param_names
+    dp = np.zeros(40)
+    for n, v in (("eye_close_left", 0.6), ("eye_close_right", 0.6), ("lips_part", 0.5)):
+        dp[names.index(n)] = v
+    neutral = fm.instantiate(np.zeros(40))
+
+    def moved(q):
+        return fm.lid_gaps(fm.instantiate(q)) - fm.lid_gaps(neutral)
+    lids = moved(dp)
+    assert np.all(lids < 0)                                                  # both eyes close
+    k = np.array([0.5, 2.0])
+    scaled = fm.scale_lids(dp, k)
+    assert np.allclose(moved(scaled), k * lids, rtol=1e-6, atol=1e-9)
+    lips = fm._gap_row @ (fm.instantiate(dp)[:468] - neutral[:468]).reshape(-1)
+    assert fm._gap_row @ (fm.instantiate(scaled)[:468] - neutral[:468]).reshape(-1) == pytest.approx(lips, rel=0.05)
+    assert np.allclose(fm.scale_lids(dp, np.ones(2)), dp)
+    assert fm.scale_lids(np.stack([dp, dp]), k).shape == (2, 40)
+
+
 def test_bad_landmarks_are_refused(fm):
     with pytest.raises(ValueError, match="478"):
         fm.fit(np.zeros((468, 3)))

@@ -300,13 +300,14 @@ def raw_params(clip: DriverClip, p_source: str, models=None, face_model=None) ->
 
 def drive_params(raw: np.ndarray, times, rest: np.ndarray, fps: float, mouth=None, n_exp: int | None = None,
                  heads=None, landmarks=None, face_model=None, params: str = "head", neutral_mouth: str = "closed",
-                 expression_scale: float = 1.0) -> tuple[np.ndarray, np.ndarray | None]:
+                 expression_scale: float = 1.0, lids=None) -> tuple[np.ndarray, np.ndarray | None]:
     """The Animator's parameters per frame from raw driver readings, as render's video driver makes
     them: ``FaceDriver`` in relative mode calibrated on the first second of faces (at least
     ``CALIB_FRAMES``; ``FaceDriver.calibrate_on``: the neutral from their mouth openings ``mouth``, its
     lips closed with ``neutral_mouth`` "closed", each frame's ``landmarks`` (crop) and the ``face_model``;
     the neutral head pose from ``heads``; with ``params`` "mesh", every frame's p read again against the
-    driver's neutral mesh; ``expression_scale`` as render's); frames without a face hold, then ease to rest.
+    driver's neutral mesh; ``expression_scale`` as render's; ``lids``: the portrait's lid gaps, to which the
+    driver's blinks scale, ``FaceDriver.lids_ratio``); frames without a face hold, then ease to rest.
     Returns (P (F, N), poses (F, 6) in engine.pose units, or None without ``heads``)."""
     from engine.pose import N_POSE
     from streaming.drivers import FaceDriver
@@ -315,7 +316,7 @@ def drive_params(raw: np.ndarray, times, rest: np.ndarray, fps: float, mouth=Non
     mesh = params == "mesh" and face_model is not None and landmarks is not None
     drv = FaceDriver(None, len(rest), 0, mode="relative", rest=rest, fps=fps, n_exp=n_exp,
                      params="mesh" if mesh else "head", face_model=face_model, neutral_mouth=neutral_mouth,
-                     expression_scale=expression_scale,
+                     expression_scale=expression_scale, rest_lids=lids,
                      fit=(lambda lm: np.stack([f.p for f in face_model.fit_many(lm)])) if mesh else None)
     valid = np.all(np.isfinite(raw), axis=1)
     if valid.any():
@@ -569,7 +570,7 @@ def run_motion(rows: list[MotionRow], main_models, face_model, opts: MotionOptio
                                                 face_model.n_exp if face_model is not None else None,
                                                 clip.tracked_heads if opts.head_motion else None,
                                                 clip.tracked_crop_landmarks, src.anim.face_model, row.p_source,
-                                                opts.source_mouth, opts.expression_scale)
+                                                opts.source_mouth, opts.expression_scale, src.anim.source.lids)
                         P = P[clip.indices]
                         poses = None if poses is None else poses[clip.indices][use]
                     frames = row.render(src, P[use], poses)
