@@ -25,6 +25,10 @@ Geometry
   colour (the lips' mean colour darkened to ~30 %, darkest in the middle, with a faint lighter
   band of upper teeth where the opening is tall enough), blended with a soft mask in proportion to
   how much of the opening is new.
+- The lids: where the target closes an eye, the warp squeezes the eyeball into the slit; from a fifth of
+  its area gone the opening is painted over with the skin round the eye and a lash line along the
+  upper lid (``lid_layer``), opaque from seven tenths. Mouth and lids make one drawn layer
+  (``MeshWarp.drawn_layer``): the warp-only renderer's C and A, and what the generator starts from.
 """
 from __future__ import annotations
 
