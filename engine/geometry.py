@@ -512,13 +512,19 @@ def mouth_layer(source: np.ndarray, src_landmarks: np.ndarray, dst_landmarks: np
 
 
 # The drawn lids: where the target closes an eye by more than LID_FROM of its area, the eye's opening (and
-# LID_MARGIN x its width round it) is painted with the skin above the portrait's upper lid, opaque (LID_OPACITY)
+# LID_MARGIN x its width round it) is painted with the skin round the portrait's eye, opaque (LID_OPACITY)
 # from LID_FULL, with a lash line along the target's upper lid. The warp alone squeezes the eyeball into the
 # closing slit: a blink of the driver's became a squint with the iris in it, and the face mesh read blinks on
 # training portraits at 0.48 of the driver's (correlation 0.90).
 LID_FROM, LID_FULL, LID_OPACITY, LID_MARGIN = 0.2, 0.7, 0.95, 0.08
 LASH_WIDTH, LASH_OPACITY, LASH_DARK = 0.05, 0.8, 0.35
-UPPER_LIDS = ((33, 246, 161, 160, 159, 158, 157, 173, 133), (263, 466, 388, 387, 386, 385, 384, 398, 362))
+
+
+def _eyes():
+    """(loop, upper lid) of the right eye, then the left: an eye's loop runs from its outer corner along the
+    upper lid to the inner corner (its first 9 points), then back along the lower lid."""
+    from .blendshapes import LEFT_EYE_LOOP, RIGHT_EYE_LOOP
+    return [(list(loop), list(loop[:9])) for loop in (RIGHT_EYE_LOOP, LEFT_EYE_LOOP)]
 
 
 def lid_colours(source: np.ndarray, src_landmarks: np.ndarray) -> list[np.ndarray]:
@@ -527,12 +533,11 @@ def lid_colours(source: np.ndarray, src_landmarks: np.ndarray) -> list[np.ndarra
     pixels between the 20th and 50th percentiles of brightness (a lid is in the brow's shade; the
     brightest skin round an eye is the brow bone's)."""
     import cv2
-    from .blendshapes import LEFT_EYE_LOOP, RIGHT_EYE_LOOP
     src = np.asarray(src_landmarks, np.float64)
     h, w = source.shape[:2]
     out = []
-    for loop, upper in zip((RIGHT_EYE_LOOP, LEFT_EYE_LOOP), UPPER_LIDS):
-        eye = src[list(loop), :2]
+    for loop, upper in _eyes():
+        eye = src[loop, :2]
         width = float(np.linalg.norm(src[upper[0], :2] - src[upper[-1], :2]))
         pad = int(np.ceil(0.25 * width)) + 1
         (x0, y0) = np.maximum(np.floor(eye.min(0)).astype(int) - pad, 0)
@@ -558,20 +563,19 @@ def lid_layer(source: np.ndarray, src_landmarks: np.ndarray, dst_landmarks: np.n
     """The drawn lids (see LID_FROM) as (fill (h, w, 3) float32 0-255, alpha (h, w, 1)), or None where
     no eye closes by LID_FROM. ``skins``: ``lid_colours`` of the source, when already known."""
     import cv2
-    from .blendshapes import LEFT_EYE_LOOP, RIGHT_EYE_LOOP
     src, dst = np.asarray(src_landmarks, np.float64), np.asarray(dst_landmarks, np.float64)
     h, w = source.shape[:2]
     fill, alpha = None, None
-    for i, (loop, upper) in enumerate(zip((RIGHT_EYE_LOOP, LEFT_EYE_LOOP), UPPER_LIDS)):
-        a_src = _poly_area(src[list(loop), :2])
-        closed = 1.0 - _poly_area(dst[list(loop), :2]) / max(a_src, 1e-6)
+    for i, (loop, upper) in enumerate(_eyes()):
+        a_src = _poly_area(src[loop, :2])
+        closed = 1.0 - _poly_area(dst[loop, :2]) / max(a_src, 1e-6)
         k = min(max((closed - LID_FROM) / (LID_FULL - LID_FROM), 0.0), 1.0)
         if k <= 0.0:
             continue
         if fill is None:
             skins = lid_colours(source, src) if skins is None else skins
             fill, alpha = np.zeros((h, w, 3), np.float32), np.zeros((h, w, 1), np.float32)
-        eye = dst[list(loop), :2]
+        eye = dst[loop, :2]
         width = float(np.linalg.norm(dst[upper[0], :2] - dst[upper[-1], :2]))
         pad = int(np.ceil(LID_MARGIN * width + 3 * max(0.6, 0.04 * width))) + 2
         (x0, y0) = np.maximum(np.floor(eye.min(0)).astype(int) - pad, 0)
@@ -583,7 +587,7 @@ def lid_layer(source: np.ndarray, src_landmarks: np.ndarray, dst_landmarks: np.n
         cv2.fillPoly(win, [np.round((eye - (x0, y0)) * ss * 16).astype(np.int32)], 1.0, cv2.LINE_AA, 4)
         win = cv2.dilate(win, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * int(LID_MARGIN * width * ss) + 1,) * 2))
         lash = np.zeros_like(win)
-        cv2.polylines(lash, [np.round((dst[list(upper), :2] - (x0, y0)) * ss * 16).astype(np.int32)], False, 1.0,
+        cv2.polylines(lash, [np.round((dst[upper, :2] - (x0, y0)) * ss * 16).astype(np.int32)], False, 1.0,
                       max(1, int(round(LASH_WIDTH * width * ss))), cv2.LINE_AA, 4)
         win = cv2.GaussianBlur(cv2.resize(win, (x1 - x0, y1 - y0), interpolation=cv2.INTER_AREA), (0, 0),
                                max(0.6, 0.04 * width))
