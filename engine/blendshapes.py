@@ -1183,6 +1183,17 @@ def _active_set(h, g, lo, hi, max_iter):
     return q, fixed & ((q <= lo) | (q >= hi))
 
 
+def _gap_rows(groups) -> np.ndarray:
+    """(G, 468 * 3) rows over a flattened mesh, one per group of (upper, lower) point pairs: the mean vertical
+    gap of its pairs, lower minus upper (signed: linear in the mesh, unlike a distance)."""
+    rows = np.zeros((len(groups), NUM_MESH_POINTS * 3))
+    for g, pairs in enumerate(groups):
+        for up, lo in pairs:
+            rows[g, 3 * lo + 1] += 1.0 / len(pairs)
+            rows[g, 3 * up + 1] -= 1.0 / len(pairs)
+    return rows
+
+
 class FaceModel:
     """Expression, speech and identity models together: fit faces, instantiate parameters.
 
@@ -1220,22 +1231,13 @@ class FaceModel:
         self._prec_single = np.concatenate([np.full(self.n_identity, self.id_reg), self._prec_p])
         self._h_single = _normal(self._a_single, self._prec_single, self.sigma2_single)
         self._h_p = _normal(self._u, self._prec_p, self.sigma2)
-        # the signed inner-lip gap is linear in the mesh: its rows in x (flattened (468, 3)), and in p
-        from .geometry import LIP_PAIRS
-        self._gap_row = np.zeros(m)
-        for up, lo in LIP_PAIRS:
-            self._gap_row[3 * lo + 1] += 1.0 / len(LIP_PAIRS)
-            self._gap_row[3 * up + 1] -= 1.0 / len(LIP_PAIRS)
-        self._gap_p = self._gap_row @ self._u
-        # each eye's signed lid gap (lower minus upper lid, mean of its LID_PAIRS), the same way: (2, M), (2, N)
-        from .geometry import LID_PAIRS
+        # the signed inner-lip gap and each eye's lid gap are linear in the mesh: their rows in x (flattened
+        # (468, 3)) and in p
+        from .geometry import LID_PAIRS, LIP_PAIRS
         half = len(LID_PAIRS) // 2
-        self._lid_rows = np.zeros((2, m))
-        for e, pairs in enumerate((LID_PAIRS[:half], LID_PAIRS[half:])):
-            for up, lo in pairs:
-                self._lid_rows[e, 3 * lo + 1] += 1.0 / len(pairs)
-                self._lid_rows[e, 3 * up + 1] -= 1.0 / len(pairs)
-        self._lid_p = self._lid_rows @ self._u
+        rows = _gap_rows((LIP_PAIRS, LID_PAIRS[:half], LID_PAIRS[half:]))
+        self._gap_row, self._lid_rows = rows[0], rows[1:]            # the lips; the right eye, the left
+        self._gap_p, self._lid_p = self._gap_row @ self._u, self._lid_rows @ self._u
         from .face import canonical_mesh
         tpl = canonical_mesh().astype(np.float64)
         self._iris_offset = {}
