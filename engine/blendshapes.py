@@ -1311,13 +1311,17 @@ class FaceModel:
         """(2,) the signed lid gaps (right eye, left eye) of a canonical mesh (468|478, 3): how open its eyes are."""
         return self._lid_rows @ np.asarray(mesh, np.float64)[:NUM_MESH_POINTS].reshape(-1)
 
+    def lid_moves(self, dp) -> np.ndarray:
+        """(2,) or (B, 2): how far a motion ``dp`` (N,) or (B, N) moves each eye's lid gap (negative: closing)."""
+        return np.asarray(dp, np.float64) @ self._lid_p.T
+
     def scale_lids(self, dp, k) -> np.ndarray:
         """A motion ``dp`` (N,) or (B, N) changed as little as possible (least norm) so that each eye's lid
         gap moves ``k`` (2,) times as far; nothing else of the mesh moves differently beyond what that
         change of p brings with it."""
         dp = np.asarray(dp, np.float64)
         g = self._lid_p
-        change = (dp @ g.T) * (np.asarray(k, np.float64) - 1.0)
+        change = self.lid_moves(dp) * (np.asarray(k, np.float64) - 1.0)
         return dp + change @ np.linalg.solve(g @ g.T, g)
 
     def instantiate(self, p, identity=None, neutral: np.ndarray | None = None) -> np.ndarray:

@@ -494,6 +494,9 @@ class FaceDriver:
         motion = p_raw - self.neutral
         k = self.lids_ratio
         if k is not None:
+            # closing: as far as the portrait's eyes need; opening wider: no further than the driver's own
+            # (a driver calibrated with narrowed eyes would otherwise make them stare)
+            k = np.where(self.face_model.lid_moves(motion) < 0, k, np.minimum(k, 1.0))
             motion = self.face_model.scale_lids(motion, k).astype(np.float32)
         return self.rest_params + self.expression_scale * motion
 

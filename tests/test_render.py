@@ -531,7 +531,8 @@ def test_relative_mode_keeps_the_drivers_motion_beyond_the_fits_bounds():
 def test_a_relative_driver_scales_its_blinks_to_the_portraits_eyes():
     """FaceDriver.lids_ratio: a driver whose eyes are open half as wide as the portrait's (its neutral,
     calibrated from its crop landmarks) closes the portrait's lids twice as far per blink (within LIDS_RATIO),
-    its mouth as before; without the portrait's lids (or with equal eyes) the motion is the driver's own."""
+    its mouth as before, but opens them wider no further than its own; without the portrait's lids (or with
+    equal eyes) the motion is the driver's own."""
     from engine.blendshapes import load_default_face_model, rigid_align
     from streaming.drivers import LIDS_RATIO, FaceDriver
     fm = load_default_face_model()
@@ -544,12 +545,12 @@ def test_a_relative_driver_scales_its_blinks_to_the_portraits_eyes():
     blink[[names.index("eye_close_left"), names.index("eye_close_right"), names.index("lips_part")]] = [1.0, 1.0, 0.4]
     rest = np.zeros(40, np.float32)
 
-    def motion(lids):
+    def motion(lids, frame=blink):
         d = FaceDriver(None, 40, 0, mode="relative", rest=rest, face_model=fm, rest_lids=lids,
                        min_cutoff=1000.0, beta=0.0)
         d.calibrate_on(np.tile(squint, (8, 1)), np.zeros(8), None, [neutral] * 8)
         for i in range(3):
-            out = d.update(blink.astype(np.float32), i / 30)
+            out = d.update(frame.astype(np.float32), i / 30)
         return d, out - rest
     own_d, own = motion(None)
     assert own_d.lids_ratio is None and np.allclose(own, blink - squint, atol=1e-4)
@@ -558,10 +559,13 @@ def test_a_relative_driver_scales_its_blinks_to_the_portraits_eyes():
     want = fm.lid_gaps(fm.instantiate(np.zeros(40))) / fm.lid_gaps(fm.instantiate(squint))
     assert np.all(want > 1.3) and np.allclose(k, np.clip(want, *LIDS_RATIO), rtol=5e-3)
 
-    def lid_move(dp):
-        return fm._lid_p @ dp
+    lid_move = fm.lid_moves
     assert np.allclose(lid_move(scaled), k * lid_move(own), rtol=1e-3)
     assert fm._gap_p @ scaled == pytest.approx(fm._gap_p @ own, rel=0.05)     # the mouth as driven
+    wide = squint.copy()
+    wide[[names.index("eye_close_left"), names.index("eye_close_right")]] = 0.2      # wider than its neutral
+    assert np.all(lid_move(motion(None, wide)[1]) > 0)
+    assert np.allclose(motion(portrait, wide)[1], motion(None, wide)[1], atol=1e-4)
     same_d, same = motion(fm.lid_gaps(rigid_align(neutral)[0]))          # a portrait with the driver's eyes
     assert np.allclose(same_d.lids_ratio, 1.0, atol=1e-3) and np.allclose(same, own, atol=1e-3)
 
