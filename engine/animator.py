@@ -221,7 +221,7 @@ class Animator:
         parameters (None: the default model when one exists; False: never fit).
         ``source_params``: "auto" (fit when possible), "fit" or "regress".
         ``renderer``: "model" (the generator; a geometry-guided one warps the portrait first) or
-        "warp-only" (no network: the portrait warped along its mesh, with a drawn mouth interior;
+        "warp-only" (no network: the portrait warped along its mesh, with a drawn mouth interior and lids;
         the models only read parameters). ``source_mouth``: the mouth a relative driver starts from
         (``rest_params``): "closed" (a portrait photographed mid-word closes it first, as LivePortrait's
         lip normalisation does) or "own" (as photographed: an open mouth then never closes)."""

@@ -352,7 +352,7 @@ _LUMA_3 = np.tile(LUMA, (3, 1))
 
 def keep_colour(painted: np.ndarray, under: np.ndarray, cavity: np.ndarray | None = None) -> np.ndarray:
     """The generator's paint (S, S, 3) float32 0-255 with its brightness and the colour of what it paints
-    over (``under``: the warped portrait with its drawn mouth, the generator's input), pixel by pixel:
+    over (``under``: the warped portrait with its drawn mouth and lids, the generator's input), pixel by pixel:
     ``under + (Y(painted) - Y(under))``. The network shades (eyelids, the mouth's depth, teeth against the
     cavity) but does not recolour: the short CPU schedule's paint turned brown irises green or blue and
     painted yellow-green-red blobs in opening mouths, magenta ones on a painting.
@@ -888,7 +888,7 @@ class OutputWarp:
         """Put a crop-level layer (premultiplied colour A*C (S, S, 3) 0-255, attention A (S, S, 1))
         over ``region`` (the output region, uint8) at its resolution, in place (Eq. 4 at the output's
         resolution). Only the part A touches is upsampled and blended: the generator's attention is
-        confined to the mouth and eyes, the drawn mouth to the mouth."""
+        confined to the mouth and eyes, the drawn layer to the mouth and closing eyes."""
         import cv2
         touched = a[..., 0] > 0.5 / 255
         rows, cols = np.flatnonzero(touched.any(1)), np.flatnonzero(touched.any(0))

@@ -193,7 +193,7 @@ class WarpGenerator(Generator):
     portrait still says what its teeth and skin look like). decode: a U-Net on the frame whose
     bottleneck adds the source features, FiLM(p) residual blocks, upsampling with the frame's skips.
     The attention head starts strongly negative (A about 0.02): untrained, G returns the warp (with the
-    drawn mouth interior of the warp-only renderer), and training only adds what the warp lacks."""
+    drawn mouth interior and lids of the warp-only renderer), and training only adds what the warp lacks."""
 
     ATTENTION_BIAS = -4.0   # A about 0.018: the warp shows through, and A's gradient is not yet vanishing
 

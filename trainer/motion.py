@@ -416,7 +416,7 @@ def model_renderer(src: SourceFace, P: np.ndarray, poses=None) -> list:
 
 def warp_only_renderer(src: SourceFace, P: np.ndarray, poses=None) -> list:
     """No network: the Animator's warp-only renderer (engine.geometry: the portrait warped at the
-    output's resolution along its fitted mesh to each p, with a drawn mouth interior)."""
+    output's resolution along its fitted mesh to each p, with a drawn mouth interior and lids)."""
     from engine.animator import Animator
     if src.warp_anim is None:
         a = src.anim
