@@ -117,7 +117,7 @@ class SourceInfo:
     matrix: np.ndarray               # 2x3 output px -> crop px
     pose: np.ndarray | None = None   # the portrait's head pose against a frontal face (engine.pose.absolute)
     closed_params: np.ndarray | None = None   # params with the mouth closed (engine.geometry.closed_mouth)
-    lids: np.ndarray | None = None   # its eyes' lid gaps, canonical (FaceModel.lid_gaps): a driver's blinks scale to them
+    lids: np.ndarray | None = None   # its eyes' lid gaps, canonical (FaceModel.lid_gaps): blinks scale to them
     message: str = ""
     prepare_ms: float = 0.0
 
@@ -459,7 +459,8 @@ class Animator:
         info = SourceInfo(width=w, height=h, face_px=float(aligned.face_px), n_faces=int(aligned.n_faces),
                           params=params, params_regressed=p_reg, params_fitted=p_fit, crop=crop,
                           base=base, framing=f, matrix=m_out, message=aligned.message,
-                          pose=head_pose.absolute(head_pose.measure(aligned.landmarks)), closed_params=closed, lids=lids,
+                          pose=head_pose.absolute(head_pose.measure(aligned.landmarks)), closed_params=closed,
+                          lids=lids,
                           prepare_ms=(time.perf_counter() - t0) * 1000)
         return PreparedSource(info=info, x=x, feats=feats, roi=(rx0, ry0, rx1, ry1), map1=map1,
                               map2=map2, mask=mask, region=region, detail=detail, crop_f=crop_f,
