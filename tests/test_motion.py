@@ -224,3 +224,18 @@ def test_drive_params_gives_the_drivers_head_pose_relative_to_its_calibration():
     assert np.abs(poses[:30]).max() < 0.5                  # the calibration's own pose reads as unturned
     assert poses[-1, 0] == pytest.approx(10.0, abs=1.0)    # the turn after it: 10 deg of yaw
     assert np.abs(poses[-1, 1:3]).max() < 1.0
+
+
+def test_blink_strips_show_the_drivers_deepest_blink_round_the_eyes():
+    """The report's blink strips: the frames round the driver's deepest eye-opening dip, in time order and within
+    the series; each frame cut to a square round the eyes (the whole frame where no face was found)."""
+    eye = np.array([0.3, 0.31, 0.29, 0.3, 0.05, 0.1, 0.3, 0.3])
+    picks = mo.blink_picks(eye, 5)
+    assert picks == [2, 3, 4, 5, 6] and mo.blink_picks(eye[3:], 5) == [0, 1, 2, 3, 4]
+    assert mo.blink_picks(np.full(3, np.nan)) == [] and mo.blink_picks(eye, 3) == [3, 4, 5]
+    lm = np.zeros((478, 3))
+    lm[33, :2], lm[263, :2] = (40, 50), (80, 50)
+    frame = np.zeros((100, 120, 3), np.uint8)
+    crop = mo.eye_crop(frame, lm)
+    assert crop.shape[:2] == (56, 56)                       # 1.4 x the eye distance, centred between the eyes
+    assert mo.eye_crop(frame, None) is frame

@@ -535,6 +535,7 @@ def run_motion(rows: list[MotionRow], main_models, face_model, opts: MotionOptio
     pairs: list[dict] = []
     no_use: list[dict] = []
     shows: dict[str, list] = {r.name: [] for r in rows}   # strips: a few pairs per row
+    blink_shows: dict[str, list] = {r.name: [] for r in rows}   # the same round a driver's blink (eye crops)
     try:
         for path, talking in clips:
             clip = load_clip(path, size, every, opts.max_frames, meter, talking)
@@ -588,21 +589,32 @@ def run_motion(rows: list[MotionRow], main_models, face_model, opts: MotionOptio
                                                 f"{clip.name} (self)", pick, [clip.frames[use[i]] for i in pick],
                                                 [frames[i] for i in pick], clip.openings[use, 0], res[:, 0],
                                                 [f"frame {clip.indices[use[i]]}" for i in pick]))
+                    if (pair["driver_blinks"] and row.p_source is not None
+                            and all(s[0] != kind for s in blink_shows[row.name])):
+                        pick = blink_picks(clip.openings[use, 1])
+                        blink_shows[row.name].append((
+                            kind, f"{clip.name} -> {sname}" if kind == "cross" else f"{clip.name} (self)", pick,
+                            [eye_crop(clip.frames[use[i]], clip.landmarks[use[i]]) for i in pick],
+                            [eye_crop(frames[i], meter.landmarks(frames[i])) for i in pick],
+                            clip.openings[use, 1], res[:, 1], [f"frame {clip.indices[use[i]]}" for i in pick]))
                     del frames
                 pairs.append(pair)
             del clip
     finally:
         meter.close()
-    figures = {}
+    figures, eye_figures = {}, {}
     if out is not None and opts.strips:
         from .evaluate import save_png
         for row in rows:
             if shows[row.name]:
                 figures[row.name] = save_png(Path(out) / f"motion_{_slug(row.name)}.png",
                                              strip_image(shows[row.name], row.name))
+            if blink_shows[row.name]:
+                eye_figures[row.name] = save_png(Path(out) / f"blinks_{_slug(row.name)}.png",
+                                                 strip_image(blink_shows[row.name], row.name, what="eye opening"))
     motion = {"protocol": protocol(opts, clips, portraits), "rows": [r.name for r in rows],
               "summary": summarise(pairs, [r.name for r in rows]), "clips_not_used": no_use, "pairs": pairs,
-              "figures": figures, "seconds": round(time.time() - t0, 1)}
+              "figures": figures, "blink_figures": eye_figures, "seconds": round(time.time() - t0, 1)}
     return {"motion": motion, "self_reenactment": sr.result() if sr is not None else None}
 
 
@@ -764,8 +776,8 @@ class SelfReenactment:
 
 # ==================================================================================== figures
 
-def curve_image(driver, result, width: int, height: int = 110, marks=()) -> np.ndarray:
-    """Two mouth-opening curves (driver blue, result orange) on one scale, ``marks``: frame positions
+def curve_image(driver, result, width: int, height: int = 110, marks=(), what: str = "mouth opening") -> np.ndarray:
+    """Two curves of ``what`` (driver blue, result orange) on one scale, ``marks``: frame positions
     shown in the strip above."""
     import cv2
     img = np.full((height, width, 3), 255, np.uint8)
@@ -789,7 +801,7 @@ def curve_image(driver, result, width: int, height: int = 110, marks=()) -> np.n
         p = pts(v)
         if len(p) > 1:
             cv2.polylines(img, [np.array(p, np.int32)], False, col, 2, cv2.LINE_AA)
-    cv2.putText(img, "mouth opening: driver", (4, 11), cv2.FONT_HERSHEY_SIMPLEX, 0.38, (40, 90, 230), 1,
+    cv2.putText(img, f"{what}: driver", (4, 11), cv2.FONT_HERSHEY_SIMPLEX, 0.38, (40, 90, 230), 1,
                 cv2.LINE_AA)
     cv2.putText(img, "result", (150, 11), cv2.FONT_HERSHEY_SIMPLEX, 0.38, (240, 140, 20), 1, cv2.LINE_AA)
     return img
@@ -804,10 +816,32 @@ def strip_picks(mouth, n: int = STRIP_FRAMES) -> list[int]:
     return sorted(set(order[np.linspace(0, len(order) - 1, min(n, len(order))).astype(int)].tolist()))
 
 
-def strip_image(shows: list, title: str, cell: int = 128) -> np.ndarray:
-    """For each shown pair ``(kind, label, picks, driver frames, result frames, driver mouth series,
-    result mouth series[, column labels])``: the picked driver frames above the result frames, the
-    mouth-opening curves below (the picked positions marked)."""
+def blink_picks(eye, n: int = STRIP_FRAMES - 1) -> list[int]:
+    """``n`` positions round the deepest dip of an eye-opening series (the driver's blink), in time order."""
+    e = np.asarray(eye, np.float64)
+    if not len(e) or not np.isfinite(e).any():
+        return []
+    k = int(np.nanargmin(e))
+    lo = int(np.clip(k - n // 2, 0, max(len(e) - n, 0)))
+    return list(range(lo, min(lo + n, len(e))))
+
+
+def eye_crop(frame: np.ndarray, lm: np.ndarray | None, scale: float = 1.4) -> np.ndarray:
+    """A square of ``scale`` x the eye distance round the eyes of a face's landmarks (the frame where none)."""
+    if lm is None:
+        return frame
+    c = np.asarray(lm, np.float64)[[33, 263], :2].mean(0)
+    half = 0.5 * scale * inter_ocular(lm)
+    h, w = frame.shape[:2]
+    x0, y0 = int(max(c[0] - half, 0)), int(max(c[1] - half, 0))
+    x1, y1 = int(min(c[0] + half, w)), int(min(c[1] + half, h))
+    return frame[y0:y1, x0:x1] if x1 - x0 > 2 and y1 - y0 > 2 else frame
+
+
+def strip_image(shows: list, title: str, cell: int = 128, what: str = "mouth opening") -> np.ndarray:
+    """For each shown pair ``(kind, label, picks, driver frames, result frames, driver series, result
+    series[, column labels])``: the picked driver frames above the result frames, the curves of ``what``
+    below (the picked positions marked)."""
     from .evaluate import grid
     blocks = []
     for show in shows:
@@ -817,7 +851,7 @@ def strip_image(shows: list, title: str, cell: int = 128) -> np.ndarray:
                  cols, cell=cell)
         blocks.append(g)
         blocks.append(np.concatenate([np.full((110, 110, 3), 255, np.uint8),
-                                      curve_image(d_mouth, r_mouth, g.shape[1] - 110, 110, pick)], 1))
+                                      curve_image(d_mouth, r_mouth, g.shape[1] - 110, 110, pick, what)], 1))
     w = max(b.shape[1] for b in blocks)
     blocks = [np.pad(b, ((0, 0), (0, w - b.shape[1]), (0, 0)), constant_values=255) for b in blocks]
     return np.concatenate(blocks, 0)
@@ -873,6 +907,9 @@ def report_lines(motion: dict | None, self_re: dict | None) -> list[str]:
         for name, fname in motion.get("figures", {}).items():
             L += [f"`{name}`: driver | result, frames at the quantiles of the driver's mouth opening, and the "
                   "mouth-opening curves:", "", f"![{name}]({fname})", ""]
+        for name, fname in motion.get("blink_figures", {}).items():
+            L += [f"`{name}`: driver | result round the driver's deepest blink (the eyes), and the eye-opening "
+                  "curves:", "", f"![{name} blinks]({fname})", ""]
     if self_re:
         clips = "the driver clips" if motion and motion["protocol"].get("training_identities") else "held-out clips"
         L += [f"## Self-reenactment ({clips} driving their own first frame)", "",
