@@ -602,7 +602,7 @@ def run_motion(rows: list[MotionRow], main_models, face_model, opts: MotionOptio
             del clip
     finally:
         meter.close()
-    figures, eye_figures = {}, {}
+    figures, blink_figures = {}, {}
     if out is not None and opts.strips:
         from .evaluate import save_png
         for row in rows:
@@ -610,11 +610,11 @@ def run_motion(rows: list[MotionRow], main_models, face_model, opts: MotionOptio
                 figures[row.name] = save_png(Path(out) / f"motion_{_slug(row.name)}.png",
                                              strip_image(shows[row.name], row.name))
             if blink_shows[row.name]:
-                eye_figures[row.name] = save_png(Path(out) / f"blinks_{_slug(row.name)}.png",
-                                                 strip_image(blink_shows[row.name], row.name, what="eye opening"))
+                blink_figures[row.name] = save_png(Path(out) / f"blinks_{_slug(row.name)}.png",
+                                                   strip_image(blink_shows[row.name], row.name, what="eye opening"))
     motion = {"protocol": protocol(opts, clips, portraits), "rows": [r.name for r in rows],
               "summary": summarise(pairs, [r.name for r in rows]), "clips_not_used": no_use, "pairs": pairs,
-              "figures": figures, "blink_figures": eye_figures, "seconds": round(time.time() - t0, 1)}
+              "figures": figures, "blink_figures": blink_figures, "seconds": round(time.time() - t0, 1)}
     return {"motion": motion, "self_reenactment": sr.result() if sr is not None else None}
 
 
