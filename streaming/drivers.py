@@ -184,7 +184,8 @@ class FaceDriver:
     ``regress``: callable (S, S, 3) uint8 aligned crop -> (N,) parameters (the regression head).
     ``params``: "head" (``regress`` on the crop) or "mesh" (``fit`` on the frame's face mesh, (478, 3)
     -> (N,): the blendshape fit). ``size``: the crop size the regressor takes. ``rest``: the portrait's own
-    parameters (relative mode's base); ``rest_pose``: its head pose (absolute mode's). ``n_exp``: the
+    parameters (relative mode's base); ``rest_pose``: its head pose (absolute mode's); ``rest_lids``: its eyes'
+    lid gaps (``engine.animator.SourceInfo.lids``: the driver's blinks scale to them, ``lids_ratio``). ``n_exp``: the
     width of p_exp (the speech group after it is smoothed more lightly, ``engine.smoothing.PARAM_SMOOTHING``;
     None: all of p as expression); ``min_cutoff``/``beta``: one One Euro setting for everything instead.
     ``face_model`` (the blendshape model p belongs to) and ``neutral_mouth`` "closed" (as the portrait's
