@@ -1238,6 +1238,7 @@ class FaceModel:
         rows = _gap_rows((LIP_PAIRS, LID_PAIRS[:half], LID_PAIRS[half:]))
         self._gap_row, self._lid_rows = rows[0], rows[1:]            # the lips; the right eye, the left
         self._gap_p, self._lid_p = self._gap_row @ self._u, self._lid_rows @ self._u
+        self._lid_step = np.linalg.solve(self._lid_p @ self._lid_p.T, self._lid_p)   # scale_lids' least-norm step
         from .face import canonical_mesh
         tpl = canonical_mesh().astype(np.float64)
         self._iris_offset = {}
@@ -1320,9 +1321,7 @@ class FaceModel:
         gap moves ``k`` (2,) times as far; nothing else of the mesh moves differently beyond what that
         change of p brings with it."""
         dp = np.asarray(dp, np.float64)
-        g = self._lid_p
-        change = self.lid_moves(dp) * (np.asarray(k, np.float64) - 1.0)
-        return dp + change @ np.linalg.solve(g @ g.T, g)
+        return dp + (self.lid_moves(dp) * (np.asarray(k, np.float64) - 1.0)) @ self._lid_step
 
     def instantiate(self, p, identity=None, neutral: np.ndarray | None = None) -> np.ndarray:
         """The (478, 3) canonical mesh for parameters p (N,), on the identity's neutral (or on a

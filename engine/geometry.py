@@ -381,15 +381,10 @@ def cavity(alpha: np.ndarray, dst_landmarks: np.ndarray) -> np.ndarray:
     clips), but the face mesh read the dark cavity as a smaller opening than the fog on the held-out
     portraits (the mouth's amplitude 0.68 -> 0.59 of the driver's) until the drawn teeth were brighter
     (``TEETH_OPACITY``; 0.70; README)."""
-    from .blendshapes import INNER_LIP_LOOP
     out = np.zeros_like(alpha, dtype=np.float32)
     dst = np.asarray(dst_landmarks, np.float64)
-    # only the window round the target's mouth (the per-frame path; the layer may hold drawn lids too)
-    lips = dst[list(INNER_LIP_LOOP), :2]
-    pad = 4 * max(0.6, 0.04 * float(np.linalg.norm(dst[78, :2] - dst[308, :2]))) + 3     # mouth_layer's reach
-    (x0, y0), (x1, y1) = np.floor(lips.min(0) - pad).astype(int), np.ceil(lips.max(0) + pad).astype(int) + 1
-    x0, y0 = max(x0, 0), max(y0, 0)
-    x1, y1 = min(x1, alpha.shape[1]), min(y1, alpha.shape[0])
+    # only the drawn mouth's window (the per-frame path; the layer may hold drawn lids too)
+    (x0, y0, x1, y1), _ = _mouth_window(dst, *alpha.shape[:2])
     sub = alpha[y0:y1, x0:x1]
     rows, cols = np.flatnonzero(sub.any(axis=(1, 2))) + y0, np.flatnonzero(sub.any(axis=(0, 2))) + x0
     if rows.size == 0:
@@ -454,6 +449,18 @@ TEETH_FROM, TEETH_HEIGHT, TEETH_OPACITY = 0.06, 0.35, 0.85
 TEETH_COLOUR = np.array([195.0, 190, 180], np.float32)
 
 
+def _mouth_window(dst: np.ndarray, h: int, w: int):
+    """The drawn mouth's window in an (h, w) crop for target landmarks ``dst``: ((x0, y0, x1, y1), the blur's
+    sigma); the layer is 0 outside it."""
+    from .blendshapes import INNER_LIP_LOOP
+    sigma = max(0.6, 0.04 * float(np.linalg.norm(dst[78, :2] - dst[308, :2])))
+    pad = int(np.ceil(4 * sigma)) + 2
+    opening = dst[list(INNER_LIP_LOOP), :2]
+    x0, y0 = np.maximum(np.floor(opening.min(0)).astype(int) - pad, 0)
+    x1, y1 = np.minimum(np.ceil(opening.max(0)).astype(int) + pad + 1, (w, h))
+    return (int(x0), int(y0), int(x1), int(y1)), sigma
+
+
 def mouth_layer(source: np.ndarray, src_landmarks: np.ndarray, dst_landmarks: np.ndarray,
                 lips: np.ndarray | None = None):
     """The inner-mouth colour and its opacity (fill (h, w, 3) float32 0-255, alpha (h, w, 1)) for
@@ -470,14 +477,10 @@ def mouth_layer(source: np.ndarray, src_landmarks: np.ndarray, dst_landmarks: np
     new = min(max((a_dst - a_src) / a_dst, 0.0), 1.0)
     h, w = source.shape[:2]
     dst = np.asarray(dst_landmarks, np.float64)
-    mouth_w = np.linalg.norm(dst[78, :2] - dst[308, :2])
-    sigma = max(0.6, 0.04 * mouth_w)
     # everything below happens in a window round the opening (the blur's reach included): the rest of
     # the layer is 0 (this runs every frame of the warp path)
-    pad = int(np.ceil(4 * sigma)) + 2
+    (x0, y0, x1, y1), sigma = _mouth_window(dst, h, w)
     opening = dst[loop, :2]
-    x0, y0 = np.maximum(np.floor(opening.min(0)).astype(int) - pad, 0)
-    x1, y1 = np.minimum(np.ceil(opening.max(0)).astype(int) + pad + 1, (w, h))
     fill_full = np.zeros((h, w, 3), np.float32)
     alpha_full = np.zeros((h, w, 1), np.float32)
     if x1 <= x0 or y1 <= y0:
@@ -498,7 +501,7 @@ def mouth_layer(source: np.ndarray, src_landmarks: np.ndarray, dst_landmarks: np
     np.multiply(shade[..., None], dark, out=fill)
     # a band of upper teeth under the upper lip where the opening is tall enough
     gap = np.linalg.norm(dst[14, :2] - dst[13, :2])
-    if gap > TEETH_FROM * mouth_w:
+    if gap > TEETH_FROM * np.linalg.norm(dst[78, :2] - dst[308, :2]):
         yy = np.arange(y0, y1, dtype=np.float32)[:, None] + 0.5
         # rows just below the upper inner-lip line
         upper = np.interp(np.arange(x0, x1), dst[[78, 82, 13, 312, 308], 0], dst[[78, 82, 13, 312, 308], 1])

@@ -76,7 +76,7 @@ from typing import Callable
 
 import numpy as np
 
-from engine.geometry import eye_opening, inter_ocular, mouth_opening  # noqa: F401  (the metric's parts)
+from engine.geometry import EYE_CORNERS, eye_opening, inter_ocular, mouth_opening  # noqa: F401  (the metric's parts)
 
 BLINK_DIP = 0.6                  # a blink: the eye opening dips below 60 % of its median
 P_SOURCES = ("head", "mesh")
@@ -830,7 +830,7 @@ def eye_crop(frame: np.ndarray, lm: np.ndarray | None, scale: float = 1.4) -> np
     """A square of ``scale`` x the eye distance round the eyes of a face's landmarks (the frame where none)."""
     if lm is None:
         return frame
-    c = np.asarray(lm, np.float64)[[33, 263], :2].mean(0)
+    c = np.asarray(lm, np.float64)[list(EYE_CORNERS), :2].mean(0)
     half = 0.5 * scale * inter_ocular(lm)
     h, w = frame.shape[:2]
     x0, y0 = int(max(c[0] - half, 0)), int(max(c[1] - half, 0))
