@@ -486,7 +486,7 @@ class Animator:
         p, src = self._checked(params, src)
         poses = self._poses(poses, len(p), src)
         if src.warp is not None:
-            return self._warp_layers(p, src, poses)[2]
+            return self._warp_layers(p, src, poses)[3]
         gen = np.asarray(self.models.generate(src.feats, np.clip(p, -1.0, 1.0)), np.float32)   # Eq. 4 on the crop
         return [from_model_output(g) for g in gen]
 
@@ -528,65 +528,61 @@ class Animator:
             return src.head_warp
 
     # ------------------------------------------------------------------------ the warp path
-    def _warp_layers(self, p: np.ndarray, src: PreparedSource, poses: np.ndarray | None = None):
-        """For each p (and head pose): the target mesh's backward map, the layer to put over the warped
-        portrait ((premultiplied colour A*C (S, S, 3), attention A (S, S, 1)) at crop resolution: the
-        drawn mouth interior and lids and the generator's, composited; or None), and the crop-level result. The
-        generator paints an opening (mouth, eyes) only as far as the target changes it from the source's
-        (``engine.geometry.attention_gate``), and in the colours of the warp under its paint
-        (``engine.geometry.keep_colour``)."""
+    def _warp_layers(self, p: np.ndarray, src: PreparedSource, poses: np.ndarray | None = None,
+                     crops: bool = True):
+        """For each p (and head pose): the target mesh (crop pixels) and its backward map, the generator's
+        paint as a shading of the drawn warp ((S, S, 3) float32, added; None without the generator) and the
+        crop-level result (None for the warp-only renderer unless ``crops``: the output frame draws its own).
+        The generator paints an opening (mouth, eyes) only as far as the target changes it from the
+        source's (``engine.geometry.attention_gate``), and in the colours of the warp under its paint
+        (``engine.geometry.keep_colour``): so its paint, I_gen - drawn warp, is a change of brightness
+        that the output frame adds to its own drawn warp, upsampled."""
         from .geometry import HeadMove, attention_gate, cavity, keep_colour, target_landmarks
         w = src.warp if poses is None else self._head_warp(src)
         crop = src.info.crop
-        maps, layers, gen = [], [], []
+        model = self.renderer == "model"
+        dsts, maps, layers, gen = [], [], [None] * len(p), [None] * len(p)
         for i, q in enumerate(p):
             dst = target_landmarks(self.face_model, w.mesh.src, w.p_src, q)
             move = None
             if poses is not None:
                 move = HeadMove(poses[i], w.head.centre, w.head.iod, w.frame_to_crop)
                 dst = move(dst)
-            bm = w.mesh.backward_map(dst, move)
-            drawn, layer = w.mesh.drawn_warp(crop, dst, bm)
-            maps.append((dst, bm))
-            layers.append(layer)
-            gen.append(drawn)
-        if self.renderer == "model":
-            frames = np.stack([w.mesh.generator_frame(crop, dst, bm, drawn)
-                               for (dst, bm), drawn in zip(maps, gen)])
-            out, mask = self.models.generate(src.feats, np.clip(p, -1.0, 1.0), return_mask=True, frame=frames)
-            for i, (o, m) in enumerate(zip(np.asarray(out, np.float32), np.asarray(mask, np.float32))):
-                keep = 1.0 - m.transpose(1, 2, 0)                            # (S, S, 1): 1 - A
-                # the paint's brightness in the warp's colours; in the drawn mouth below the teeth, shading only
-                g = keep_colour(from_model_output(o), gen[i],
-                                None if layers[i] is None else cavity(layers[i][1], maps[i][0]))
-                gate = attention_gate(w.mesh.src, maps[i][0], frames[i, 3])
-                if gate is not None:   # openings painted only where they change: A -> gate A, so that
-                    keep = 1.0 - gate * (1.0 - keep)     # I_gen = A C + (1 - A) drawn becomes
-                    g = gen[i] + gate * (g - gen[i])     # drawn + gate (I_gen - drawn)
-                # I_gen = A*C + (1 - A) * drawn, and drawn = drawn A*C + (1 - drawn A) * warp: one layer
-                # over the warp, A*C = I_gen - (1 - A) * (drawn - drawn A*C), 1 - A = (1 - A) (1 - drawn A)
-                if layers[i] is None:
-                    layers[i] = (g - keep * gen[i], 1.0 - keep)
-                else:
-                    ac, a = layers[i]
-                    layers[i] = (g - keep * (gen[i] - ac), 1.0 - keep * (1.0 - a))
-                gen[i] = g
-        return [bm for _, bm in maps], layers, gen
+            dsts.append(dst)
+            maps.append(w.mesh.backward_map(dst, move))
+            if model or crops:
+                gen[i], layers[i] = w.mesh.drawn_warp(crop, dst, maps[i])
+        shades = [None] * len(p)
+        if model:
+            frames = np.stack([w.mesh.generator_frame(crop, dst, bm, drawn) for dst, bm, drawn in zip(dsts, maps, gen)])
+            out = self.models.generate(src.feats, np.clip(p, -1.0, 1.0), frame=frames)
+            for i, o in enumerate(np.asarray(out, np.float32)):
+                # I_gen composites A*C over the drawn warp; its brightness kept, in the warp's colours, and in the
+                # drawn mouth below the teeth shading only
+                g = keep_colour(from_model_output(o), gen[i], None if layers[i] is None else cavity(layers[i][1], dsts[i]))
+                g -= gen[i]
+                gate = attention_gate(w.mesh.src, dsts[i], frames[i, 3])
+                if gate is not None:   # openings painted only where they change
+                    g *= gate
+                shades[i] = g
+                gen[i] = gen[i] + g
+        return dsts, maps, shades, gen
 
     def _animate_warped(self, p: np.ndarray, src: PreparedSource, poses: np.ndarray | None = None
                         ) -> list[np.ndarray]:
         """Full resolution: the portrait's own pixels warped by the crop-level flow carried to the
-        output frame, then the layer's A*C and A upsampled and blended over it (Eq. 4 at the
-        output's resolution)."""
-        maps, layers, _ = self._warp_layers(p, src, poses)
+        output frame, the mouth interior and lids drawn over it at the output's pixels, and the generator's
+        paint (a shading at crop resolution) upsampled and added (Eq. 4 at the output's resolution)."""
+        dsts, maps, shades, _ = self._warp_layers(p, src, poses, crops=False)
         w = (src.warp if poses is None else src.head_warp).out
-        base = src.info.base
+        base, crop = src.info.base, src.info.crop
         x0, y0, x1, y1 = w.roi
         frames = []
-        for bm, layer in zip(maps, layers):
+        for dst, bm, shade in zip(dsts, maps, shades):
             region = w.warp(base, bm)
-            if layer is not None:
-                w.blend(region, *layer)
+            w.draw(region, crop, dst)
+            if shade is not None:
+                w.blend(region, shade, None)
             out = base.copy()
             out[y0:y1, x0:x1] = region
             frames.append(out)

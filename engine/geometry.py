@@ -372,6 +372,13 @@ TEETH_SHARE = 0.4    # the upper share of a mouth opening's height where the gen
 TEETH_RAMP = 0.25    # ... fading to none below TEETH_SHARE + TEETH_RAMP of it (the dark cavity)
 
 
+def _lip_line(dst: np.ndarray, xs: np.ndarray, lower: int) -> np.ndarray:
+    """The inner lip's outline (upper: ``lower`` 0; lower: 1) from corner (78) to corner (308), y at ``xs``."""
+    pts = dst[[78, *np.asarray(LIP_PAIRS)[:, lower], 308], :2]
+    o = np.argsort(pts[:, 0])
+    return np.interp(xs, pts[o, 0], pts[o, 1])
+
+
 def cavity(alpha: np.ndarray, dst_landmarks: np.ndarray) -> np.ndarray:
     """Where in the drawn mouth interior (opacity ``alpha`` (S, S, 1), the drawn layer's) the generator's
     paint may only darken (``keep_colour``'s ``cavity``), (S, S, 1) float32: the opening below its upper
@@ -390,14 +397,8 @@ def cavity(alpha: np.ndarray, dst_landmarks: np.ndarray) -> np.ndarray:
     if rows.size == 0:
         return out
     win = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
-    pairs = np.asarray(LIP_PAIRS)
     xs = np.arange(cols[0], cols[-1] + 1) + 0.5
-
-    def line(points):      # the inner lip's outline from corner (78) to corner (308), y at every column
-        pts = dst[[78, *points, 308], :2]
-        o = np.argsort(pts[:, 0])
-        return np.interp(xs, pts[o, 0], pts[o, 1])
-    upper, lower = line(pairs[:, 0]), line(pairs[:, 1])
+    upper, lower = _lip_line(dst, xs, 0), _lip_line(dst, xs, 1)
     depth = (np.arange(rows[0], rows[-1] + 1)[:, None] + 0.5 - upper) / np.maximum(lower - upper, 1.0)
     out[win] = alpha[win] * np.clip((depth - TEETH_SHARE) / TEETH_RAMP, 0.0, 1.0)[..., None]
     return out
@@ -467,6 +468,26 @@ def mouth_layer(source: np.ndarray, src_landmarks: np.ndarray, dst_landmarks: np
     the part of the target's mouth opening that the source did not have; None when there is none.
     In Eq. 4's terms a hand-made C and A: the warp-only renderer uses it in the generator's place.
     ``lips``: ``lip_colour`` of the source, when already known."""
+    lips = lip_colour(source, src_landmarks) if lips is None else lips
+    patch = mouth_patch(src_landmarks, dst_landmarks, lips, source.shape[:2])
+    if patch is None:
+        return None
+    h, w = source.shape[:2]
+    fill, alpha = np.zeros((h, w, 3), np.float32), np.zeros((h, w, 1), np.float32)
+    if patch is not _EMPTY:
+        (x0, y0, x1, y1), fill[y0:y1, x0:x1], alpha[y0:y1, x0:x1] = patch
+    return fill, alpha
+
+
+_EMPTY = ()     # mouth_patch: the mouth opens, but its window lies outside the image
+
+
+def mouth_patch(src_landmarks: np.ndarray, dst_landmarks: np.ndarray, lips: np.ndarray, shape, ss: int = 4):
+    """``mouth_layer`` in the window round the opening (the rest of the layer is 0; this runs every frame):
+    ((x0, y0, x1, y1), fill (y1 - y0, x1 - x0, 3), alpha (.., 1)), ``_EMPTY`` where the window lies outside an
+    image of ``shape`` (h, w), or None where the mouth opens no wider than the source's. ``lips``: ``lip_colour``
+    of the source; ``ss``: the supersampling of the opening's outline (4 at a crop's pixels; fewer where the
+    mouth is drawn larger, at the output's resolution)."""
     import cv2
     from .blendshapes import INNER_LIP_LOOP
     loop = list(INNER_LIP_LOOP)
@@ -475,43 +496,38 @@ def mouth_layer(source: np.ndarray, src_landmarks: np.ndarray, dst_landmarks: np
     if a_dst <= 1.0 or a_dst <= a_src * 1.05:
         return None
     new = min(max((a_dst - a_src) / a_dst, 0.0), 1.0)
-    h, w = source.shape[:2]
+    h, w = shape
     dst = np.asarray(dst_landmarks, np.float64)
-    # everything below happens in a window round the opening (the blur's reach included): the rest of
-    # the layer is 0 (this runs every frame of the warp path)
     (x0, y0, x1, y1), sigma = _mouth_window(dst, h, w)
     opening = dst[loop, :2]
-    fill_full = np.zeros((h, w, 3), np.float32)
-    alpha_full = np.zeros((h, w, 1), np.float32)
     if x1 <= x0 or y1 <= y0:
-        return fill_full, alpha_full
+        return _EMPTY
     ww, wh = x1 - x0, y1 - y0
-    ss = 4
     poly = np.round((opening - (x0, y0)) * ss * 16).astype(np.int32)
     mask = np.zeros((wh * ss, ww * ss), np.float32)
     cv2.fillPoly(mask, [poly], 1.0, lineType=cv2.LINE_AA, shift=4)
-    mask = cv2.resize(mask, (ww, wh), interpolation=cv2.INTER_AREA)
+    if ss > 1:
+        mask = cv2.resize(mask, (ww, wh), interpolation=cv2.INTER_AREA)
     mask = cv2.GaussianBlur(mask, (0, 0), sigma)
     # inner-mouth colour: the source lips' darkened, darkest in the middle of the opening (distance
     # to the opening's outline)
-    dark = (lip_colour(source, src_landmarks) if lips is None else lips).astype(np.float32) * 0.3
+    dark = np.asarray(lips, np.float32) * 0.3
     d = cv2.distanceTransform((mask > 0.5).astype(np.uint8), cv2.DIST_L2, 3)
     shade = 1.0 - 0.5 * np.minimum(d * np.float32(1.0 / max(float(d.max()), 1e-6)), 1.0)
-    fill = fill_full[y0:y1, x0:x1]
-    np.multiply(shade[..., None], dark, out=fill)
+    fill = shade[..., None] * dark
     # a band of upper teeth under the upper lip where the opening is tall enough
     gap = np.linalg.norm(dst[14, :2] - dst[13, :2])
     if gap > TEETH_FROM * np.linalg.norm(dst[78, :2] - dst[308, :2]):
         yy = np.arange(y0, y1, dtype=np.float32)[:, None] + 0.5
-        # rows just below the upper inner-lip line
-        upper = np.interp(np.arange(x0, x1), dst[[78, 82, 13, 312, 308], 0], dst[[78, 82, 13, 312, 308], 1])
+        upper = _lip_line(dst, np.arange(x0, x1) + 0.5, 0)      # rows just below the upper inner lip
         band = np.clip(1.0 - (yy - upper.astype(np.float32)) * np.float32(1.0 / max(TEETH_HEIGHT * gap, 0.8)), 0, 1)
-        band = (band * (yy >= upper) * np.float32(TEETH_OPACITY))[..., None]
-        teeth = TEETH_COLOUR
+        # the band's top edge by each pixel's coverage below the lip line: a hard step there was a
+        # staircase of crop pixels at the output's resolution
+        below = np.clip(yy + np.float32(0.5) - upper.astype(np.float32), 0, 1)
+        band = (band * below * np.float32(TEETH_OPACITY))[..., None]
         fill -= fill * band
-        fill += teeth * band
-    np.multiply(mask, np.float32(new), out=alpha_full[y0:y1, x0:x1, 0])
-    return fill_full, alpha_full
+        fill += TEETH_COLOUR * band
+    return (x0, y0, x1, y1), fill, (mask * np.float32(new))[..., None]
 
 
 # The drawn lids: where the target closes an eye by more than LID_FROM of its area, the eye's opening (and
@@ -565,19 +581,36 @@ def lid_colours(source: np.ndarray, src_landmarks: np.ndarray) -> list[np.ndarra
 def lid_layer(source: np.ndarray, src_landmarks: np.ndarray, dst_landmarks: np.ndarray, skins=None):
     """The drawn lids (see LID_FROM) as (fill (h, w, 3) float32 0-255, alpha (h, w, 1)), or None where
     no eye closes by LID_FROM. ``skins``: ``lid_colours`` of the source, when already known."""
+    h, w = source.shape[:2]
+    patches = lid_patches(src_landmarks, dst_landmarks,
+                          skins if skins is not None else (lambda: lid_colours(source, src_landmarks)), (h, w))
+    if patches is None:
+        return None
+    fill, alpha = np.zeros((h, w, 3), np.float32), np.zeros((h, w, 1), np.float32)
+    for (x0, y0, x1, y1), colour, a in patches:
+        box = (slice(y0, y1), slice(x0, x1))
+        fill[box] = np.where(a > alpha[box], colour, fill[box])
+        alpha[box] = np.maximum(alpha[box], a)
+    return fill, alpha
+
+
+def lid_patches(src_landmarks: np.ndarray, dst_landmarks: np.ndarray, skins, shape, ss: int = 4):
+    """``lid_layer`` per closing eye, in the window round it: [((x0, y0, x1, y1), fill, alpha)], or None where
+    no eye closes by LID_FROM. ``skins``: ``lid_colours`` of the source (or a function that makes them, called
+    only when an eye closes); ``shape`` (h, w) of the image; ``ss``: as ``mouth_patch``'s."""
     import cv2
     src, dst = np.asarray(src_landmarks, np.float64), np.asarray(dst_landmarks, np.float64)
-    h, w = source.shape[:2]
-    fill, alpha = None, None
+    h, w = shape
+    out = None
     for i, (loop, upper) in enumerate(_eyes()):
         a_src = _poly_area(src[loop, :2])
         closed = 1.0 - _poly_area(dst[loop, :2]) / max(a_src, 1e-6)
         k = min(max((closed - LID_FROM) / (LID_FULL - LID_FROM), 0.0), 1.0)
         if k <= 0.0:
             continue
-        if fill is None:
-            skins = lid_colours(source, src) if skins is None else skins
-            fill, alpha = np.zeros((h, w, 3), np.float32), np.zeros((h, w, 1), np.float32)
+        if out is None:
+            skins = skins() if callable(skins) else skins
+            out = []
         eye = dst[loop, :2]
         width = float(np.linalg.norm(dst[upper[0], :2] - dst[upper[-1], :2]))
         pad = int(np.ceil(LID_MARGIN * width + 3 * max(0.6, 0.04 * width))) + 2
@@ -585,23 +618,21 @@ def lid_layer(source: np.ndarray, src_landmarks: np.ndarray, dst_landmarks: np.n
         (x1, y1) = np.minimum(np.ceil(eye.max(0)).astype(int) + pad + 1, (w, h))
         if x1 <= x0 or y1 <= y0:
             continue
-        ss = 4                                             # drawn 4x finer, then averaged down
-        win = np.zeros(((y1 - y0) * ss, (x1 - x0) * ss), np.float32)
+        win = np.zeros(((y1 - y0) * ss, (x1 - x0) * ss), np.float32)   # drawn ss x finer, then averaged down
         cv2.fillPoly(win, [np.round((eye - (x0, y0)) * ss * 16).astype(np.int32)], 1.0, cv2.LINE_AA, 4)
         win = cv2.dilate(win, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * int(LID_MARGIN * width * ss) + 1,) * 2))
         lash = np.zeros_like(win)
         cv2.polylines(lash, [np.round((dst[upper, :2] - (x0, y0)) * ss * 16).astype(np.int32)], False, 1.0,
                       max(1, int(round(LASH_WIDTH * width * ss))), cv2.LINE_AA, 4)
-        win = cv2.GaussianBlur(cv2.resize(win, (x1 - x0, y1 - y0), interpolation=cv2.INTER_AREA), (0, 0),
-                               max(0.6, 0.04 * width))
-        lash = cv2.resize(lash, (x1 - x0, y1 - y0), interpolation=cv2.INTER_AREA)[..., None] * np.float32(LASH_OPACITY)
+        if ss > 1:
+            win = cv2.resize(win, (x1 - x0, y1 - y0), interpolation=cv2.INTER_AREA)
+            lash = cv2.resize(lash, (x1 - x0, y1 - y0), interpolation=cv2.INTER_AREA)
+        win = cv2.GaussianBlur(win, (0, 0), max(0.6, 0.04 * width))
+        lash = lash[..., None] * np.float32(LASH_OPACITY)
         skin = np.asarray(skins[i], np.float32)
         colour = skin * (1.0 - lash) + skin * np.float32(LASH_DARK) * lash
-        a = np.float32(k * LID_OPACITY) * win[..., None]
-        box = (slice(y0, y1), slice(x0, x1))
-        fill[box] = np.where(a > alpha[box], colour, fill[box])
-        alpha[box] = np.maximum(alpha[box], a)
-    return None if fill is None else (fill, alpha)
+        out.append(((int(x0), int(y0), int(x1), int(y1)), colour, np.float32(k * LID_OPACITY) * win[..., None]))
+    return out
 
 
 def warp_to_params(face_model, crop: np.ndarray, crop_landmarks: np.ndarray, p_src, p_trg,
@@ -750,19 +781,34 @@ class MeshWarp:
         """What the warp cannot make, drawn: the mouth interior where the target opens the mouth wider
         than the source (``mouth_layer``) and the lids where it closes an eye (``lid_layer``), as one layer
         over the warp: (premultiplied colour A*C (S, S, 3) 0-255, A (S, S, 1)), or None."""
+        patches = self.drawn_patches(crop, dst_landmarks)
+        if patches is None:
+            return None
+        ac, a = np.zeros((self.size, self.size, 3), np.float32), np.zeros((self.size, self.size, 1), np.float32)
+        for (x0, y0, x1, y1), pac, pa in patches:          # the lids over the mouth, where they meet
+            box = (slice(y0, y1), slice(x0, x1))
+            ac[box] = pac + (1.0 - pa) * ac[box]
+            a[box] = pa + (1.0 - pa) * a[box]
+        return ac, a
+
+    def drawn_patches(self, crop: np.ndarray, dst_landmarks: np.ndarray, to: np.ndarray | None = None,
+                      shape=None, ss: int = 4):
+        """``drawn_layer`` as windows, [((x0, y0, x1, y1), A*C, A)] (the mouth, then the lids), or None. ``to``:
+        the 2x3 matrix from crop coordinates to those of an image of ``shape`` (h, w) to draw on (the output
+        region: the drawn layer at the output's resolution, ``ss`` as ``mouth_patch``'s); the crop itself
+        when None. The colours are the crop's (lips, the skin round the eyes)."""
         if self._colours is None or self._colours[0] is not crop:   # the portrait's: the same every frame
             self._colours = (crop, lip_colour(crop, self.src), lid_colours(crop, self.src))
-        layer = None
-        for part in (mouth_layer(crop, self.src, dst_landmarks, self._colours[1]),
-                     lid_layer(crop, self.src, dst_landmarks, self._colours[2])):
-            if part is None:
-                continue
-            ac, a = part[0] * part[1], part[1]
-            if layer is None:
-                layer = (ac, a)
-            else:                   # the parts do not overlap: the lids over the mouth, in general
-                layer = (ac + (1.0 - a) * layer[0], a + (1.0 - a) * layer[1])
-        return layer
+        src, dst = self.src, np.asarray(dst_landmarks, np.float64)
+        if to is None:
+            shape = (self.size, self.size)
+        else:
+            src, dst = src[:, :2] @ to[:, :2].T + to[:, 2], dst[:, :2] @ to[:, :2].T + to[:, 2]
+        mouth = mouth_patch(src, dst, self._colours[1], shape, ss)
+        lids = lid_patches(src, dst, self._colours[2], shape, ss)
+        if mouth is None and lids is None:
+            return None
+        return [(box, fill * a, a) for box, fill, a in ([] if not mouth else [mouth]) + (lids or [])]
 
     def drawn_warp(self, crop: np.ndarray, dst_landmarks: np.ndarray, backward: np.ndarray | None = None):
         """The warp-only renderer at crop resolution: the crop warped to the target mesh with the drawn
@@ -867,6 +913,8 @@ class OutputWarp:
                                             cv2.CV_16SC2)              # grid coordinates, fixed point
         self._to_out = np.hstack([inv[:, :2], np.zeros((2, 1))]).astype(np.float32)   # flow vectors: crop -> output
         self._crop_to_roi = inv - np.array([[0, 0, x0], [0, 0, y0]])
+        # the drawn layer's supersampling at the output's pixels: as fine as a crop's 4 per crop pixel
+        self._drawn_ss = int(np.clip(round(4.0 / per_crop_px), 1, 4))
 
     def maps(self, backward: np.ndarray):
         """For the output region: the output pixel each pixel shows, as OpenCV's fixed-point maps (what
@@ -887,13 +935,22 @@ class OutputWarp:
         import cv2
         return cv2.remap(image, *self.maps(backward), cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
-    def blend(self, region: np.ndarray, ac: np.ndarray, a: np.ndarray) -> None:
+    def draw(self, region: np.ndarray, crop: np.ndarray, dst_landmarks: np.ndarray) -> None:
+        """The drawn mouth interior and lids (``MeshWarp.drawn_patches``) for target landmarks (crop pixels)
+        over ``region`` (the output region, uint8), drawn at the output's pixels, in place: sharp teeth
+        and lid edges, where the crop's layer upsampled was a 128 px blur."""
+        patches = self.mesh.drawn_patches(crop, dst_landmarks, self._crop_to_roi, region.shape[:2], self._drawn_ss)
+        for (x0, y0, x1, y1), ac, a in patches or ():
+            _blend_kernel()(region[y0:y1, x0:x1], np.concatenate([ac, a], -1))
+
+    def blend(self, region: np.ndarray, ac: np.ndarray, a: np.ndarray | None) -> None:
         """Put a crop-level layer (premultiplied colour A*C (S, S, 3) 0-255, attention A (S, S, 1))
         over ``region`` (the output region, uint8) at its resolution, in place (Eq. 4 at the output's
-        resolution). Only the part A touches is upsampled and blended: the generator's attention is
+        resolution); ``a`` None: add ``ac`` (a shading, such as the generator's paint over the drawn warp).
+        Only the part the layer touches is upsampled and blended: the generator's attention is
         confined to the mouth and eyes, the drawn layer to the mouth and closing eyes."""
         import cv2
-        touched = a[..., 0] > 0.5 / 255
+        touched = a[..., 0] > 0.5 / 255 if a is not None else np.abs(ac).max(-1) > 0.25
         rows, cols = np.flatnonzero(touched.any(1)), np.flatnonzero(touched.any(0))
         if not len(rows):
             return
@@ -906,7 +963,8 @@ class OutputWarp:
         if x1 <= x0 or y1 <= y0:
             return
         box = slice(y0, y1), slice(x0, x1)
-        up = cv2.remap(np.concatenate([ac, a], -1, dtype=np.float32), self.crop_x[box], self.crop_y[box],
+        layer = np.concatenate([ac, np.zeros_like(ac[..., :1]) if a is None else a], -1, dtype=np.float32)
+        up = cv2.remap(layer, self.crop_x[box], self.crop_y[box],
                        cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
         _blend_kernel()(region[box], up)
 

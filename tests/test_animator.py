@@ -162,7 +162,8 @@ def test_the_generator_paints_the_openings_only_where_they_change(warp_anims):
     once the target opens it, and over an eye once it closes; the rest of the crop it paints (the gate
     is on the openings only; the real generator's attention is confined to them). What it paints has the
     paint's brightness and the colour of what it covers (engine.geometry.keep_colour: dark green nowhere);
-    in the drawn mouth below the upper teeth it may darken, not lighten."""
+    in the drawn mouth below the upper teeth it may darken, not lighten. The output frame draws the mouth
+    and lids at its own pixels and adds the paint's change of brightness over the crop's drawn ones."""
     import cv2
     from engine.geometry import LUMA, target_landmarks
     anim = warp_anims["model"]
@@ -170,10 +171,10 @@ def test_the_generator_paints_the_openings_only_where_they_change(warp_anims):
 
     green_level = [0.0]
 
-    def paint_all(feats, p, return_mask=False, frame=None):
+    def paint_all(feats, p, frame=None):                     # I_gen = A C with A = 1
         green = np.full((len(p), 3, *frame.shape[2:]), -1.0, np.float32)
         green[:, 1] = green_level[0]                         # 0: (0, 127.5, 0), dark green
-        return green, np.ones((len(p), 1, *frame.shape[2:]), np.float32)
+        return green
     inv = cv2.invertAffineTransform(anim.source.matrix)
     w = anim._src.warp
     wide = _with(anim, jaw_open=1.0, lips_part=1.0)
@@ -207,7 +208,8 @@ def test_the_generator_paints_the_openings_only_where_they_change(warp_anims):
     # crop-level paint is upsampled, so by an edge as the lid's only roughly)
     dst = target_landmarks(anim.face_model, lm, w.p_src, wide)
     deep, teeth = (dst[13, :2] + f * (dst[14, :2] - dst[13, :2]) for f in (0.85, 0.12))   # of the opening's height
-    lid = target_landmarks(anim.face_model, lm, w.p_src, shut)[159, :2]
+    shut_dst = target_landmarks(anim.face_model, lm, w.p_src, shut)
+    lid = (shut_dst[159, :2] + shut_dst[145, :2]) / 2           # the closed eye's middle, clear of the lash line
     assert at(closed, lid) @ LUMA == pytest.approx(127.5 * LUMA[1], abs=3)
     assert np.abs(at(closed, lid) - painted(at(under[2], lid))).max() <= 15
     # deep in the opening the drawn cavity (dark: luma < 75) stays as drawn under the lighter paint, and
@@ -215,9 +217,12 @@ def test_the_generator_paints_the_openings_only_where_they_change(warp_anims):
     cavity = at(under[1], deep)
     assert cavity @ LUMA < 127.5 * LUMA[1] - 20 and np.abs(at(opened, deep) - cavity).max() <= 6
     assert at(opened_black, deep) @ LUMA < cavity @ LUMA - 5
-    for frame, level in ((opened, 127.5), (opened_bright, 255.0)):
-        assert at(frame, teeth) @ LUMA == pytest.approx(level * LUMA[1], abs=6)
-    assert at(under[1], teeth) @ LUMA < 255.0 * LUMA[1] - 30          # the bright paint lightened the teeth
+    # the paint is a shading of the crop's drawn mouth, added to the output's own (drawn at its pixels)
+    crop_teeth = cv2.getRectSubPix(warp_anims["warp-only"].generate_crop(wide), (1, 1), tuple(teeth))[0, 0]
+    shift = 127.5 * LUMA[1] - crop_teeth @ LUMA
+    assert abs(shift) > 20
+    assert (at(opened, teeth) - at(under[1], teeth)) @ LUMA == pytest.approx(shift, abs=6)
+    assert at(opened_bright, teeth) @ LUMA > at(under[1], teeth) @ LUMA + 30     # bright paint lightens the teeth
     assert at(opened_bright, deep) @ LUMA < cavity @ LUMA + 15         # ... and left the cavity dark (150 unkept)
 
 
