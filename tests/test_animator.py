@@ -169,12 +169,10 @@ def test_the_generator_paints_the_openings_only_where_they_change(warp_anims):
     anim = warp_anims["model"]
     generate = anim.models.generate
 
-    green_level = [0.0]
+    paint = [np.array([-1.0, 0.0, -1.0], np.float32)]        # (0, 127.5, 0), dark green
 
     def paint_all(feats, p, frame=None):                     # I_gen = A C with A = 1
-        green = np.full((len(p), 3, *frame.shape[2:]), -1.0, np.float32)
-        green[:, 1] = green_level[0]                         # 0: (0, 127.5, 0), dark green
-        return green
+        return np.broadcast_to(paint[0][None, :, None, None], (len(p), 3, *frame.shape[2:])).copy()
     inv = cv2.invertAffineTransform(anim.source.matrix)
     w = anim._src.warp
     wide = _with(anim, jaw_open=1.0, lips_part=1.0)
@@ -190,9 +188,9 @@ def test_the_generator_paints_the_openings_only_where_they_change(warp_anims):
     anim.models.generate = paint_all
     try:
         still, opened, closed = anim.animate_batch(params)
-        green_level[0] = -1.0                                # black
+        paint[0] = np.full(3, -1.0, np.float32)              # black
         opened_black = anim.animate(wide)
-        green_level[0] = 1.0                                 # (0, 255, 0): brighter than the drawn teeth
+        paint[0] = np.ones(3, np.float32)                    # white: brighter than the drawn teeth
         opened_bright = anim.animate(wide)
     finally:
         anim.models.generate = generate
@@ -207,7 +205,7 @@ def test_the_generator_paints_the_openings_only_where_they_change(warp_anims):
     # the opening and the closing right eye's lid: the paint's brightness; the colour under it (the
     # crop-level paint is upsampled, so by an edge as the lid's only roughly)
     dst = target_landmarks(anim.face_model, lm, w.p_src, wide)
-    deep, teeth = (dst[13, :2] + f * (dst[14, :2] - dst[13, :2]) for f in (0.85, 0.12))   # of the opening's height
+    deep, teeth = (dst[13, :2] + f * (dst[14, :2] - dst[13, :2]) for f in (0.65, 0.12))   # of the opening's height (0.65: above the tongue)
     shut_dst = target_landmarks(anim.face_model, lm, w.p_src, shut)
     lid = (shut_dst[159, :2] + shut_dst[145, :2]) / 2           # the closed eye's middle, clear of the lash line
     assert at(closed, lid) @ LUMA == pytest.approx(127.5 * LUMA[1], abs=3)
@@ -222,8 +220,8 @@ def test_the_generator_paints_the_openings_only_where_they_change(warp_anims):
     shift = 127.5 * LUMA[1] - crop_teeth @ LUMA
     assert abs(shift) > 20
     assert (at(opened, teeth) - at(under[1], teeth)) @ LUMA == pytest.approx(shift, abs=6)
-    assert at(opened_bright, teeth) @ LUMA > at(under[1], teeth) @ LUMA + 30     # bright paint lightens the teeth
-    assert at(opened_bright, deep) @ LUMA < cavity @ LUMA + 15         # ... and left the cavity dark (150 unkept)
+    assert at(opened_bright, teeth) @ LUMA > at(under[1], teeth) @ LUMA + 30     # white paint lightens the teeth
+    assert at(opened_bright, deep) @ LUMA < cavity @ LUMA + 15         # ... and left the cavity dark (255 unkept)
 
 
 def test_warp_needs_a_fit(tmp_path, shared_data):
