@@ -397,9 +397,9 @@ def cavity(alpha: np.ndarray, dst_landmarks: np.ndarray) -> np.ndarray:
     if rows.size == 0:
         return out
     win = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
-    xs = np.arange(cols[0], cols[-1] + 1) + 0.5
+    xs = np.arange(cols[0], cols[-1] + 1)
     upper, lower = _lip_line(dst, xs, 0), _lip_line(dst, xs, 1)
-    depth = (np.arange(rows[0], rows[-1] + 1)[:, None] + 0.5 - upper) / np.maximum(lower - upper, 1.0)
+    depth = (np.arange(rows[0], rows[-1] + 1)[:, None] - upper) / np.maximum(lower - upper, 1.0)
     out[win] = alpha[win] * np.clip((depth - TEETH_SHARE) / TEETH_RAMP, 0.0, 1.0)[..., None]
     return out
 
@@ -450,6 +450,12 @@ TEETH_FROM, TEETH_HEIGHT, TEETH_OPACITY = 0.06, 0.35, 0.85
 TEETH_COLOUR = np.array([195.0, 190, 180], np.float32)
 TEETH_EDGE, TEETH_CORNER = 0.4, 0.5
 TONGUE_FROM, TONGUE_RAMP, TONGUE_TOP, TONGUE_SHADE = 0.15, 0.15, 0.55, 0.7
+
+
+def _fixed_point(xy: np.ndarray, ss: int) -> np.ndarray:
+    """Points (pixel coordinates, pixel centres at integers, as the warp's maps) as OpenCV's drawing wants
+    them on a canvas ``ss`` times finer (shift 4): a fine pixel's centre is at (i + 0.5) / ss - 0.5."""
+    return np.round((xy * ss + (ss - 1) / 2.0) * 16).astype(np.int32)
 
 
 def _smooth(x):
@@ -511,7 +517,7 @@ def mouth_patch(src_landmarks: np.ndarray, dst_landmarks: np.ndarray, lips: np.n
     if x1 <= x0 or y1 <= y0:
         return _EMPTY
     ww, wh = x1 - x0, y1 - y0
-    poly = np.round((opening - (x0, y0)) * ss * 16).astype(np.int32)
+    poly = _fixed_point(opening - (x0, y0), ss)
     mask = np.zeros((wh * ss, ww * ss), np.float32)
     cv2.fillPoly(mask, [poly], 1.0, lineType=cv2.LINE_AA, shift=4)
     if ss > 1:
@@ -527,8 +533,8 @@ def mouth_patch(src_landmarks: np.ndarray, dst_landmarks: np.ndarray, lips: np.n
     # low in a wide one
     gap, width = np.linalg.norm(dst[14, :2] - dst[13, :2]), np.linalg.norm(dst[78, :2] - dst[308, :2])
     if gap > TEETH_FROM * width:
-        yy = np.arange(y0, y1, dtype=np.float32)[:, None] + 0.5
-        xs = np.arange(x0, x1) + 0.5
+        yy = np.arange(y0, y1, dtype=np.float32)[:, None]
+        xs = np.arange(x0, x1)
         upper = _lip_line(dst, xs, 0).astype(np.float32)       # rows just below the upper inner lip
         across = np.float32((xs - 0.5 * (dst[78, 0] + dst[308, 0])) / max(0.5 * width, 1.0))   # -1 .. 1
         tongue = np.float32(min(max((gap / width - TONGUE_FROM) / TONGUE_RAMP, 0.0), 1.0))
@@ -641,10 +647,10 @@ def lid_patches(src_landmarks: np.ndarray, dst_landmarks: np.ndarray, skins, sha
         if x1 <= x0 or y1 <= y0:
             continue
         win = np.zeros(((y1 - y0) * ss, (x1 - x0) * ss), np.float32)   # drawn ss x finer, then averaged down
-        cv2.fillPoly(win, [np.round((eye - (x0, y0)) * ss * 16).astype(np.int32)], 1.0, cv2.LINE_AA, 4)
+        cv2.fillPoly(win, [_fixed_point(eye - (x0, y0), ss)], 1.0, cv2.LINE_AA, 4)
         win = cv2.dilate(win, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * int(LID_MARGIN * width * ss) + 1,) * 2))
         lash = np.zeros_like(win)
-        cv2.polylines(lash, [np.round((dst[upper, :2] - (x0, y0)) * ss * 16).astype(np.int32)], False, 1.0,
+        cv2.polylines(lash, [_fixed_point(dst[upper, :2] - (x0, y0), ss)], False, 1.0,
                       max(1, int(round(LASH_WIDTH * width * ss))), cv2.LINE_AA, 4)
         if ss > 1:
             win = cv2.resize(win, (x1 - x0, y1 - y0), interpolation=cv2.INTER_AREA)

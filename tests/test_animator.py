@@ -190,6 +190,8 @@ def test_the_generator_paints_the_openings_only_where_they_change(warp_anims):
         still, opened, closed = anim.animate_batch(params)
         paint[0] = np.full(3, -1.0, np.float32)              # black
         opened_black = anim.animate(wide)
+        paint[0] = np.full(3, -0.7, np.float32)              # dark grey (38): darker than the lid, no channel clipped
+        closed_dark = anim.animate(shut)
         paint[0] = np.ones(3, np.float32)                    # white: brighter than the drawn teeth
         opened_bright = anim.animate(wide)
     finally:
@@ -202,24 +204,26 @@ def test_the_generator_paints_the_openings_only_where_they_change(warp_anims):
     nose = at(still, lm[1, :2])                                                 # the nose tip: no gate
     assert np.abs(nose - painted(at(under[0], lm[1, :2]))).max() <= 3
     assert np.abs(nose - at(base, lm[1, :2])).min() > 40 and nose[1] - nose[0] < 0   # painted, not green
-    # the opening and the closing right eye's lid: the paint's brightness; the colour under it (the
-    # crop-level paint is upsampled, so by an edge as the lid's only roughly)
+    # the opening and the closing right eye's lid: the paint is a shading of the crop's drawn mouth and lids
+    # (its brightness there, the colour under it kept: the same shift in every channel), added to the output's
+    # own (drawn at its pixels)
     dst = target_landmarks(anim.face_model, lm, w.p_src, wide)
     deep, teeth = (dst[13, :2] + f * (dst[14, :2] - dst[13, :2]) for f in (0.65, 0.12))   # of the opening's height (0.65: above the tongue)
     shut_dst = target_landmarks(anim.face_model, lm, w.p_src, shut)
-    lid = (shut_dst[159, :2] + shut_dst[145, :2]) / 2           # the closed eye's middle, clear of the lash line
-    assert at(closed, lid) @ LUMA == pytest.approx(127.5 * LUMA[1], abs=3)
-    assert np.abs(at(closed, lid) - painted(at(under[2], lid))).max() <= 15
+    lid = (shut_dst[159, :2] + shut_dst[145, :2]) / 2           # the closed eye's middle
+    crops = warp_anims["warp-only"].generate_crops(params)
+
+    def shading(i, frame, xy, luma):       # (the output's change, the paint's brightness over the crop's drawn)
+        crop = cv2.getRectSubPix(crops[i], (1, 1), tuple(np.float32(xy)))[0, 0]
+        return at(frame, xy) - at(under[i], xy), luma - crop @ LUMA
+    for i, frame, xy, luma in ((2, closed_dark, lid, 0.3 * 127.5), (1, opened, teeth, 127.5 * LUMA[1])):
+        got, shift = shading(i, frame, xy, luma)
+        assert abs(shift) > 20 and got @ LUMA == pytest.approx(shift, abs=6) and np.ptp(got) <= 3, (i, got, shift)
     # deep in the opening the drawn cavity (dark: luma < 75) stays as drawn under the lighter paint, and
-    # black paint darkens it; under the upper lip (the teeth) the paint's brightness, lighter or darker
+    # black paint darkens it; under the upper lip (the teeth) the paint lightens or darkens
     cavity = at(under[1], deep)
     assert cavity @ LUMA < 127.5 * LUMA[1] - 20 and np.abs(at(opened, deep) - cavity).max() <= 6
     assert at(opened_black, deep) @ LUMA < cavity @ LUMA - 5
-    # the paint is a shading of the crop's drawn mouth, added to the output's own (drawn at its pixels)
-    crop_teeth = cv2.getRectSubPix(warp_anims["warp-only"].generate_crop(wide), (1, 1), tuple(teeth))[0, 0]
-    shift = 127.5 * LUMA[1] - crop_teeth @ LUMA
-    assert abs(shift) > 20
-    assert (at(opened, teeth) - at(under[1], teeth)) @ LUMA == pytest.approx(shift, abs=6)
     assert at(opened_bright, teeth) @ LUMA > at(under[1], teeth) @ LUMA + 30     # white paint lightens the teeth
     assert at(opened_bright, deep) @ LUMA < cavity @ LUMA + 15         # ... and left the cavity dark (255 unkept)
 

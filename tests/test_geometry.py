@@ -169,6 +169,35 @@ def test_output_warp_blends_a_layer_only_where_its_attention_is(fm):
     assert np.array_equal(empty, region)
 
 
+def test_the_drawn_mouth_and_lids_are_drawn_at_the_outputs_pixels(fm):
+    """OutputWarp.draw: the drawn layer made at the output's pixels, where it is; the same mouth and lids as
+    the crop's layer upsampled (OutputWarp.blend), but sharp (upsampled, the crop's 128 px were a blur at
+    512 px: grey teeth); nothing drawn outside them."""
+    import cv2
+    lm, img = _face(fm)
+    mw = g.MeshWarp(lm, 128)
+    k = 4
+    ow = g.OutputWarp(mw, np.array([[1 / k, 0, 0.5 / k - 0.5], [0, 1 / k, 0.5 / k - 0.5]]), (128 * k, 128 * k))
+    dst = g.target_landmarks(fm, lm, np.zeros(40), _p(fm, lips_part=1.0, jaw_open=1.0, eye_close_right=1.0))
+    region = np.full((128 * k, 128 * k, 3), 200, np.uint8)
+    drawn, upsampled = region.copy(), region.copy()
+    ow.draw(drawn, img, dst)
+    ow.blend(upsampled, *mw.drawn_layer(img, dst))
+    changed = np.abs(drawn.astype(int) - region).max(2) > 0
+    assert changed.mean() > 0.005                                  # the mouth and an eye drawn
+    gap = dst[14, :2] - dst[13, :2]
+    assert changed[tuple(np.round((dst[13, 1::-1] + 0.5 * gap[::-1]) * k).astype(int))]   # the opening's middle
+    assert not changed[:, :128 * k // 4].any() and not changed[: int(dst[:, 1].min() * k)].any()
+    # the same picture: equal once both are blurred to the crop's pixels ...
+    blur = lambda x: cv2.GaussianBlur(x.astype(np.float32), (0, 0), k)
+    assert np.abs(blur(drawn) - blur(upsampled))[changed].mean() < 4
+    # ... and sharper: steeper edges (teeth, lips' line, lash line)
+    def steep(x):
+        y = cv2.cvtColor(x, cv2.COLOR_RGB2GRAY).astype(np.float32)
+        return np.percentile(np.hypot(cv2.Sobel(y, cv2.CV_32F, 1, 0), cv2.Sobel(y, cv2.CV_32F, 0, 1))[changed], 99)
+    assert steep(drawn) > 1.5 * steep(upsampled), (steep(drawn), steep(upsampled))
+
+
 def test_the_compiled_warp_runs_where_nothing_is_writable(tmp_path):
     """A read-only install with no writable home: numba cannot cache the kernels on disk, and the
     rasteriser compiles them anew instead of failing (a copy of the module in a folder whose
