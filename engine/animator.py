@@ -554,12 +554,14 @@ class Animator:
                 gen[i], layers[i] = w.mesh.drawn_warp(crop, dst, maps[i])
         shades = [None] * len(p)
         if model:
-            frames = np.stack([w.mesh.generator_frame(crop, dst, bm, drawn) for dst, bm, drawn in zip(dsts, maps, gen)])
+            frames = np.stack([w.mesh.generator_frame(crop, dst, bm, drawn)
+                               for dst, bm, drawn in zip(dsts, maps, gen)])
             out = self.models.generate(src.feats, np.clip(p, -1.0, 1.0), frame=frames)
             for i, o in enumerate(np.asarray(out, np.float32)):
                 # I_gen composites A*C over the drawn warp; its brightness kept, in the warp's colours, and in the
                 # drawn mouth below the teeth shading only
-                g = keep_colour(from_model_output(o), gen[i], None if layers[i] is None else cavity(layers[i][1], dsts[i]))
+                below_teeth = None if layers[i] is None else cavity(layers[i][1], dsts[i])
+                g = keep_colour(from_model_output(o), gen[i], below_teeth)
                 g -= gen[i]
                 gate = attention_gate(w.mesh.src, dsts[i], frames[i, 3])
                 if gate is not None:   # openings painted only where they change
@@ -582,7 +584,7 @@ class Animator:
             region = w.warp(base, bm)
             w.draw(region, crop, dst)
             if shade is not None:
-                w.blend(region, shade, None)
+                w.add(region, shade)
             out = base.copy()
             out[y0:y1, x0:x1] = region
             frames.append(out)

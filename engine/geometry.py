@@ -22,13 +22,15 @@ Geometry
   to the output frame, so the portrait is warped at its own resolution, not as an upscaled crop.
 - The mouth: where the target mouth is open wider than the source one, the new opening has no image
   content (the closed lips' line would be stretched over it). It is filled with a dark inner-mouth
-  colour (the lips' mean colour darkened to ~30 %, darkest in the middle, with a faint lighter
-  band of upper teeth where the opening is tall enough), blended with a soft mask in proportion to
-  how much of the opening is new.
+  colour (the lips' mean colour darkened to ~30 %, darkest in the middle), a band of upper teeth where
+  the opening is tall enough and the tongue's tip low in a wide one, blended with a soft mask in
+  proportion to how much of the opening is new (``mouth_patch``).
 - The lids: where the target closes an eye, the warp squeezes the eyeball into the slit; from a fifth of
   its area gone the opening is painted over with the skin round the eye and a lash line along the
-  upper lid (``lid_layer``), opaque from seven tenths. Mouth and lids make one drawn layer
-  (``MeshWarp.drawn_layer``): the warp-only renderer's C and A, and what the generator starts from.
+  upper lid (``lid_patches``), opaque from seven tenths. Mouth and lids make one drawn layer
+  (``MeshWarp.drawn_layer``): the warp-only renderer's C and A, and what the generator starts from. The
+  output frame draws them again at its own pixels (``OutputWarp.draw``), sharp where the crop's would be
+  a blur. Points are pixel coordinates with pixel centres at integers (the warp's maps), at any scale.
 """
 from __future__ import annotations
 
@@ -972,17 +974,13 @@ class OutputWarp:
         for (x0, y0, x1, y1), ac, a in patches or ():
             _blend_kernel()(region[y0:y1, x0:x1], np.concatenate([ac, a], -1))
 
-    def blend(self, region: np.ndarray, ac: np.ndarray, a: np.ndarray | None) -> None:
-        """Put a crop-level layer (premultiplied colour A*C (S, S, 3) 0-255, attention A (S, S, 1))
-        over ``region`` (the output region, uint8) at its resolution, in place (Eq. 4 at the output's
-        resolution); ``a`` None: add ``ac`` (a shading, such as the generator's paint over the drawn warp).
-        Only the part the layer touches is upsampled and blended: the generator's attention is
-        confined to the mouth and eyes, the drawn layer to the mouth and closing eyes."""
+    def add(self, region: np.ndarray, change: np.ndarray) -> None:
+        """Add a crop-level change (S, S, 3) float32 (the generator's paint: a change of brightness over the
+        drawn warp) to ``region`` (the output region, uint8) at its resolution, in place: upsampled, only over
+        the box it touches (the generator's paint is confined to the mouth and eyes)."""
         import cv2
-        if a is not None:
-            touched = a[..., 0] > 0.5 / 255
-        else:             # |shading| summed over the channels (cv2: a NumPy max over them costs 0.6 ms)
-            touched = cv2.transform(cv2.absdiff(ac, 0), np.ones((1, 3), np.float32)) > 0.75
+        # |change| summed over the channels (cv2: a NumPy max over them costs 0.6 ms)
+        touched = cv2.transform(cv2.absdiff(change, 0), np.ones((1, 3), np.float32)) > 0.75
         rows, cols = np.flatnonzero(touched.any(1)), np.flatnonzero(touched.any(0))
         if not len(rows):
             return
@@ -995,7 +993,7 @@ class OutputWarp:
         if x1 <= x0 or y1 <= y0:
             return
         box = slice(y0, y1), slice(x0, x1)
-        layer = np.concatenate([ac, np.zeros_like(ac[..., :1]) if a is None else a], -1, dtype=np.float32)
+        layer = np.concatenate([change, np.zeros_like(change[..., :1])], -1, dtype=np.float32)   # attention 0
         up = cv2.remap(layer, self.crop_x[box], self.crop_y[box],
                        cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
         _blend_kernel()(region[box], up)
@@ -1015,7 +1013,7 @@ def compile_kernels() -> None:
     t = np.zeros((1, 3, 2), np.float32)
     _raster(t, 2, t, np.zeros((4, 2), np.float32))
     region = np.zeros((3, 3, 3), np.uint8)
-    _blend_kernel()(region[1:, 1:], np.zeros((2, 2, 4), np.float32))   # a view, as OutputWarp.blend's
+    _blend_kernel()(region[1:, 1:], np.zeros((2, 2, 4), np.float32))   # a view, as OutputWarp.draw's
 
 
 def _compiled(fn):
@@ -1032,7 +1030,7 @@ def _compiled(fn):
 
 @functools.lru_cache(maxsize=1)
 def _blend_kernel():
-    """``OutputWarp.blend``'s per-pixel step, compiled (one pass instead of NumPy's six):
+    """``OutputWarp.draw``'s and ``add``'s per-pixel step, compiled (one pass instead of NumPy's six):
     region = round(A*C + (1 - A) region), clipped to 0-255."""
     def kernel(region, up):
         for y in range(region.shape[0]):

@@ -143,36 +143,34 @@ def test_output_warp_samples_the_flow_finely_enough(fm, turn, scale):
         err.mean(), np.percentile(err, 99), (err > 1).mean())
 
 
-def test_output_warp_blends_a_layer_only_where_its_attention_is(fm):
-    """OutputWarp.blend: Eq. 4 at the output's resolution, in place: where A is 1 the layer's colour,
-    where A is 0 the region untouched, in between the mix; an empty layer changes nothing."""
+def test_output_warp_adds_a_change_only_where_it_is(fm):
+    """OutputWarp.add: a crop-level change (the generator's paint over the drawn warp) added at the output's
+    resolution, in place, clipped to 0-255; the region untouched elsewhere; an empty change changes nothing."""
     lm, _ = _face(fm)
     mw = g.MeshWarp(lm, 128)
     k = 2
     ow = g.OutputWarp(mw, np.array([[1 / k, 0, 0.5 / k - 0.5], [0, 1 / k, 0.5 / k - 0.5]]), (128 * k, 128 * k))
     rng = np.random.default_rng(0)
     region = rng.integers(0, 255, (128 * k, 128 * k, 3), np.uint8)
-    a = np.zeros((128, 128, 1), np.float32)
-    a[40:80, 30:60] = 1.0                     # a block of full attention ...
-    a[40:80, 60:90] = 0.25                    # ... and one of a quarter
-    colour = np.array([10.0, 200.0, 90.0], np.float32)
+    change = np.zeros((128, 128, 3), np.float32)
+    change[40:80, 30:60] = 60.0               # a block lighter ...
+    change[40:80, 60:90] = -20.0              # ... and one darker
     out = region.copy()
-    ow.blend(out, colour * a, a)
-    assert (out[100:140, 80:100] == colour.astype(np.uint8)).all()        # inside the full block
-    expect = np.round(0.25 * colour + 0.75 * region[100:140, 140:160]).astype(int)
-    assert np.abs(out[100:140, 140:160].astype(int) - expect).max() <= 1
+    ow.add(out, change)
+    assert np.array_equal(out[100:140, 80:100], np.clip(region[100:140, 80:100].astype(int) + 60, 0, 255))
+    assert np.array_equal(out[100:140, 140:160], np.clip(region[100:140, 140:160].astype(int) - 20, 0, 255))
     untouched = np.ones(out.shape[:2], bool)
     untouched[76:164, 56:184] = False         # the blocks and a pixel of interpolation round them
     assert np.array_equal(out[untouched], region[untouched])
     empty = region.copy()
-    ow.blend(empty, np.zeros((128, 128, 3), np.float32), np.zeros((128, 128, 1), np.float32))
+    ow.add(empty, np.zeros((128, 128, 3), np.float32))
     assert np.array_equal(empty, region)
 
 
 def test_the_drawn_mouth_and_lids_are_drawn_at_the_outputs_pixels(fm):
     """OutputWarp.draw: the drawn layer made at the output's pixels, where it is; the same mouth and lids as
-    the crop's layer upsampled (OutputWarp.blend), but sharp (upsampled, the crop's 128 px were a blur at
-    512 px: grey teeth); nothing drawn outside them."""
+    the crop's layer upsampled, but sharp (upsampled, the crop's 128 px were a blur at 512 px: grey teeth);
+    nothing drawn outside them."""
     import cv2
     lm, img = _face(fm)
     mw = g.MeshWarp(lm, 128)
@@ -182,7 +180,9 @@ def test_the_drawn_mouth_and_lids_are_drawn_at_the_outputs_pixels(fm):
     region = np.full((128 * k, 128 * k, 3), 200, np.uint8)
     drawn, upsampled = region.copy(), region.copy()
     ow.draw(drawn, img, dst)
-    ow.blend(upsampled, *mw.drawn_layer(img, dst))
+    up = cv2.remap(np.concatenate(mw.drawn_layer(img, dst), -1), ow.crop_x, ow.crop_y, cv2.INTER_LINEAR,
+                   borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    upsampled = np.clip(up[..., :3] + (1 - up[..., 3:]) * upsampled + 0.5, 0, 255).astype(np.uint8)
     changed = np.abs(drawn.astype(int) - region).max(2) > 0
     assert changed.mean() > 0.005                                  # the mouth and an eye drawn
     gap = dst[14, :2] - dst[13, :2]
