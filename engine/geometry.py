@@ -450,8 +450,19 @@ def attention_gate(src_landmarks: np.ndarray, dst_landmarks: np.ndarray, region:
 # (the face mesh reads a mouth with teeth as open), and the generator is given a mouth to shade.
 TEETH_FROM, TEETH_HEIGHT, TEETH_OPACITY = 0.06, 0.35, 0.85
 TEETH_COLOUR = np.array([195.0, 190, 180], np.float32)
+SKIN_HUE = np.array([190.0, 145, 120])     # skin in daylight (a photo's): teeth_colour's neutral cast
 TEETH_EDGE, TEETH_CORNER = 0.4, 0.5
 TONGUE_FROM, TONGUE_RAMP, TONGUE_TOP, TONGUE_SHADE = 0.15, 0.15, 0.55, 0.7
+
+
+def teeth_colour(skins) -> np.ndarray:
+    """TEETH_COLOUR in the portrait's colour cast, (3,) float32: tinted by the square root of how the hue of
+    its skin (``lid_colours``, both eyes') departs from SKIN_HUE, at TEETH_COLOUR's brightness. White teeth
+    had looked blue in a varnished painting's yellow."""
+    skin = np.maximum(np.mean(np.asarray(skins, np.float64), 0), 1.0)
+    cast = np.sqrt((skin / skin.mean()) / (SKIN_HUE / SKIN_HUE.mean()))
+    teeth = TEETH_COLOUR * cast
+    return np.clip(teeth * (TEETH_COLOUR @ LUMA) / (teeth @ LUMA), 0, 255).astype(np.float32)
 
 
 def _fixed_point(xy: np.ndarray, ss: int) -> np.ndarray:
@@ -479,13 +490,14 @@ def _mouth_window(dst: np.ndarray, h: int, w: int):
 
 
 def mouth_layer(source: np.ndarray, src_landmarks: np.ndarray, dst_landmarks: np.ndarray,
-                lips: np.ndarray | None = None):
+                lips: np.ndarray | None = None, teeth: np.ndarray | None = None):
     """The inner-mouth colour and its opacity (fill (h, w, 3) float32 0-255, alpha (h, w, 1)) for
     the part of the target's mouth opening that the source did not have; None when there is none.
     In Eq. 4's terms a hand-made C and A: the warp-only renderer uses it in the generator's place.
-    ``lips``: ``lip_colour`` of the source, when already known."""
+    ``lips``, ``teeth``: ``lip_colour`` and ``teeth_colour`` of the source, when already known."""
     lips = lip_colour(source, src_landmarks) if lips is None else lips
-    patch = mouth_patch(src_landmarks, dst_landmarks, lips, source.shape[:2])
+    teeth = teeth_colour(lid_colours(source, src_landmarks)) if teeth is None else teeth
+    patch = mouth_patch(src_landmarks, dst_landmarks, lips, source.shape[:2], teeth=teeth)
     if patch is None:
         return None
     h, w = source.shape[:2]
@@ -498,12 +510,13 @@ def mouth_layer(source: np.ndarray, src_landmarks: np.ndarray, dst_landmarks: np
 _EMPTY = ()     # mouth_patch: the mouth opens, but its window lies outside the image
 
 
-def mouth_patch(src_landmarks: np.ndarray, dst_landmarks: np.ndarray, lips: np.ndarray, shape, ss: int = 4):
+def mouth_patch(src_landmarks: np.ndarray, dst_landmarks: np.ndarray, lips: np.ndarray, shape, ss: int = 4,
+                teeth: np.ndarray = TEETH_COLOUR):
     """``mouth_layer`` in the window round the opening (the rest of the layer is 0; this runs every frame):
     ((x0, y0, x1, y1), fill (y1 - y0, x1 - x0, 3), alpha (.., 1)), ``_EMPTY`` where the window lies outside an
     image of ``shape`` (h, w), or None where the mouth opens no wider than the source's. ``lips``: ``lip_colour``
     of the source; ``ss``: the supersampling of the opening's outline (4 at a crop's pixels; fewer where the
-    mouth is drawn larger, at the output's resolution)."""
+    mouth is drawn larger, at the output's resolution); ``teeth``: their colour (``teeth_colour``)."""
     import cv2
     from .blendshapes import INNER_LIP_LOOP
     loop = list(INNER_LIP_LOOP)
@@ -554,9 +567,9 @@ def mouth_patch(src_landmarks: np.ndarray, dst_landmarks: np.ndarray, lips: np.n
         # staircase of crop pixels at the output's resolution
         below = np.clip(yy + np.float32(0.5) - upper, 0, 1)
         band = (_smooth((1.0 - t) * np.float32(1.0 / TEETH_EDGE)) * below * np.float32(TEETH_OPACITY))[..., None]
-        teeth = TEETH_COLOUR * np.clip(1.0 - TEETH_CORNER * across * across, 0.3, 1.0)[None, :, None]
+        shaded = np.asarray(teeth, np.float32) * np.clip(1.0 - TEETH_CORNER * across * across, 0.3, 1.0)[None, :, None]
         fill -= fill * band
-        fill += teeth * band
+        fill += shaded * band
     return (x0, y0, x1, y1), fill, (mask * np.float32(new))[..., None]
 
 
@@ -716,7 +729,7 @@ class MeshWarp:
             share = np.where(np.arange(len(rings)) < n_oval, 1.0 - 0.4 * below, 1.0 - 0.8 * below)
             self._ring_share = np.clip(share, 0.2, 1.0)[:, None]
         self._holes = [np.array(loop) for loop in _hole_loops()]
-        self._colours = None                       # (crop, its lips' colour, its lids'), for the drawn layer
+        self._colours = None                       # (crop, its lips' colour, its lids', its teeth's): the drawn layer's
         # All triangles in warp_mesh's drawing order: the band, the holes, then the face far to near
         # (the source's depth, which an expression hardly reorders).
         z = np.zeros(len(vs))
@@ -826,15 +839,16 @@ class MeshWarp:
         """``drawn_layer`` as windows, [((x0, y0, x1, y1), A*C, A)] (the mouth, then the lids), or None. ``to``:
         the 2x3 matrix from crop coordinates to those of an image of ``shape`` (h, w) to draw on (the output
         region: the drawn layer at the output's resolution, ``ss`` as ``mouth_patch``'s); the crop itself
-        when None. The colours are the crop's (lips, the skin round the eyes)."""
+        when None. The colours are the crop's (lips, the skin round the eyes, the teeth in its colour cast)."""
         if self._colours is None or self._colours[0] is not crop:   # the portrait's: the same every frame
-            self._colours = (crop, lip_colour(crop, self.src), lid_colours(crop, self.src))
+            skins = lid_colours(crop, self.src)
+            self._colours = (crop, lip_colour(crop, self.src), skins, teeth_colour(skins))
         src, dst = self.src, np.asarray(dst_landmarks, np.float64)
         if to is None:
             shape = (self.size, self.size)
         else:
             src, dst = src[:, :2] @ to[:, :2].T + to[:, 2], dst[:, :2] @ to[:, :2].T + to[:, 2]
-        mouth = mouth_patch(src, dst, self._colours[1], shape, ss)
+        mouth = mouth_patch(src, dst, self._colours[1], shape, ss, self._colours[3])
         lids = lid_patches(src, dst, self._colours[2], shape, ss)
         if mouth is None and lids is None:
             return None

@@ -198,6 +198,19 @@ def test_the_drawn_mouth_and_lids_are_drawn_at_the_outputs_pixels(fm):
     assert steep(drawn) > 1.5 * steep(upsampled), (steep(drawn), steep(upsampled))
 
 
+def test_teeth_take_the_portraits_colour_cast_at_their_brightness():
+    """engine.geometry.teeth_colour: skin of the daylight hue leaves the teeth as they are; a varnished
+    painting's yellow skin makes them ivory (more red than blue), a cold light's bluer, all as bright."""
+    daylight = g.teeth_colour([g.SKIN_HUE, g.SKIN_HUE * 0.6])       # the hue counts, not the brightness
+    assert np.allclose(daylight, g.TEETH_COLOUR, atol=0.5)
+    varnish = g.teeth_colour([[136, 101, 56], [130, 98, 52]])
+    cold = g.teeth_colour([[150, 140, 150], [150, 140, 150]])
+    assert varnish[0] - varnish[2] > g.TEETH_COLOUR[0] - g.TEETH_COLOUR[2] + 25
+    assert cold[2] - cold[0] > g.TEETH_COLOUR[2] - g.TEETH_COLOUR[0] + 10
+    for t in (daylight, varnish, cold):
+        assert t @ g.LUMA == pytest.approx(g.TEETH_COLOUR @ g.LUMA, abs=0.5)
+
+
 def test_the_compiled_warp_runs_where_nothing_is_writable(tmp_path):
     """A read-only install with no writable home: numba cannot cache the kernels on disk, and the
     rasteriser compiles them anew instead of failing (a copy of the module in a folder whose
