@@ -25,7 +25,8 @@ Geometry
   colour (the lips' mean colour darkened to ~30 %, darkest in the middle), a band of upper teeth where
   the opening is tall enough and the tongue's tip low in a wide one, blended with a soft mask in
   proportion to how much of the opening is new (``mouth_patch``).
-- The lids: where the target closes an eye, the warp squeezes the eyeball into the slit; from a fifth of
+- The lids: where the target closes an eye, its opening shows the source's eyeball moved only with the eye's
+  corners, which the lids cover (``eyeball_values``; the fan had squeezed it into the slit); from a fifth of
   its area gone the opening is painted over with the skin round the eye and a lash line along the
   upper lid (``lid_patches``), opaque from seven tenths. Mouth and lids make one drawn layer
   (``MeshWarp.drawn_layer``): the warp-only renderer's C and A, and what the generator starts from. The
@@ -266,6 +267,35 @@ def _signed_area(v, tri):
     return 0.5 * ((b[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (c[:, 0] - a[:, 0]) * (b[:, 1] - a[:, 1]))
 
 
+EYEBALL_RAMP = 0.15   # an eye's area lost over which its opening turns from squeezed to covered (eyeball_values)
+
+
+def eyeball_values(values: np.ndarray, tri: np.ndarray, verts_dst: np.ndarray, src: np.ndarray, dst: np.ndarray):
+    """The source points (``values`` (T, 3, 2), of triangles ``tri`` (T, 3) whose target vertices are
+    ``verts_dst``) of a closing eye's fan (``_triangulation``'s hole centres 469, 470) made rigid: the eyeball
+    moves with the eye's corners (the similarity that takes the target's corners to the source's) and the lids
+    cover it, instead of the fan squeezing it into the slit (iris and white still in it: a blink read as a
+    squint). From fan to rigid over EYEBALL_RAMP of the eye's area lost; an eye opening wider keeps the fan (its
+    opening shows more than the source had). ``src``, ``dst``: the meshes (468+, 2+). Returns ``values``, a
+    copy where an eye closes."""
+    out = values
+    for centre, loop, (a, b) in zip((469, 470), _hole_loops()[1:], GATE_CORNERS[1:]):
+        loop = list(loop)
+        lost = 1.0 - _poly_area(dst[loop, :2]) / max(_poly_area(src[loop, :2]), 1e-9)
+        w = min(max(lost / EYEBALL_RAMP, 0.0), 1.0)
+        if w <= 0.0:
+            continue
+        if out is values:
+            out = values.copy()
+        rows = np.flatnonzero((tri == centre).any(1))
+        ts, td = complex(*src[a, :2]), complex(*dst[a, :2])
+        scale = complex(*(src[b, :2] - src[a, :2])) / (complex(*(dst[b, :2] - dst[a, :2])) or 1.0)
+        z = (verts_dst[tri[rows]] @ np.array([1.0, 1j])) - td
+        rigid = ts + scale * z
+        out[rows] = (1.0 - w) * out[rows] + w * np.stack([rigid.real, rigid.imag], -1)
+    return out
+
+
 def warp_mesh(image: np.ndarray, src_landmarks: np.ndarray, dst_landmarks: np.ndarray,
               supersample: int = 2) -> np.ndarray:
     """Warp ``image`` (S, S, 3) uint8 piecewise-affinely so that the face mesh at ``src_landmarks``
@@ -298,7 +328,8 @@ def warp_mesh(image: np.ndarray, src_landmarks: np.ndarray, dst_landmarks: np.nd
     c = (np.arange(n, dtype=np.float32) + 0.5) / ss - 0.5
     gx, gy = np.meshgrid(c, c)
     maps = np.ascontiguousarray(np.stack([gx, gy], -1))
-    _raster((vd[tri[order]] + 0.5) * ss - 0.5, n, vs[tri[order]], maps.reshape(-1, 2))
+    values = eyeball_values(vs[tri[order]], tri[order], vd, src, dst)
+    _raster((vd[tri[order]] + 0.5) * ss - 0.5, n, values, maps.reshape(-1, 2))
     out = cv2.remap(img, maps[:h * ss, :w * ss], None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     if ss > 1:
         out = cv2.resize(out, (w, h), interpolation=cv2.INTER_AREA)
@@ -786,7 +817,9 @@ class MeshWarp:
         ``head_move``: see ``vertex_displacement``."""
         d = self.vertex_displacement(dst_landmarks, head_move)
         x = self.grid.copy()                           # beyond the border points nothing moves
-        _raster((self.vertices + d + self.margin)[self._tris], self.grid_size, self._tris_src, x.reshape(-1, 2))
+        vd = self.vertices + d
+        values = eyeball_values(self._tris_src, self._tris, vd, self.src, np.asarray(dst_landmarks, np.float64))
+        _raster((vd + self.margin)[self._tris], self.grid_size, values.astype(np.float32, copy=False), x.reshape(-1, 2))
         return x
 
     def region_mask(self, dst_landmarks: np.ndarray) -> np.ndarray:

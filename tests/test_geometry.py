@@ -211,6 +211,37 @@ def test_teeth_take_the_portraits_colour_cast_at_their_brightness():
         assert t @ g.LUMA == pytest.approx(g.TEETH_COLOUR @ g.LUMA, abs=0.5)
 
 
+def test_a_closing_eye_keeps_its_eyeball_and_the_lids_cover_it(fm):
+    """engine.geometry.eyeball_values: inside a closing eye's opening the warp shows the source's eyeball moved
+    only with the eye's corners (the lids cover it; the fan had squeezed iris and white into the slit); an eye
+    opening wider keeps the fan (its opening shows more than the source's)."""
+    import cv2
+    from engine.blendshapes import RIGHT_EYE_LOOP
+    lm, _ = _face(fm)
+    mw = g.MeshWarp(lm, 128)
+    loop = list(RIGHT_EYE_LOOP)
+
+    def inside(dst):       # grid pixels well inside the target's right eye opening
+        zone = np.zeros((mw.grid_size,) * 2, np.uint8)
+        cv2.fillPoly(zone, [np.round(dst[loop, :2] + mw.margin).astype(np.int32)], 1)
+        return cv2.erode(zone, np.ones((3, 3), np.uint8)) > 0
+
+    def corners_map(dst):  # the similarity taking the target's corners (33, 133) to the source's
+        a, b = complex(*dst[33, :2]), complex(*dst[133, :2])
+        s = (complex(*lm[133, :2]) - complex(*lm[33, :2])) / (b - a)
+        z = complex(*lm[33, :2]) + s * ((mw.grid @ np.array([1.0, 1j])) - a)
+        return np.stack([z.real, z.imag], -1)
+    half = g.target_landmarks(fm, lm, np.zeros(40), _p(fm, eye_close_left=0.6, eye_close_right=0.6))
+    lost = 1 - g._poly_area(half[loop, :2]) / g._poly_area(lm[loop, :2])
+    assert g.EYEBALL_RAMP < lost < g.LID_FULL, lost                # half closed
+    zone = inside(half)
+    assert zone.sum() > 10
+    err = np.abs(mw.backward_map(half) - corners_map(half))[zone].max()
+    assert err < 0.05, err
+    wide = g.target_landmarks(fm, lm, np.zeros(40), _p(fm, eye_close_left=-1.0, eye_close_right=-1.0))
+    assert np.abs(mw.backward_map(wide) - corners_map(wide))[inside(wide)].max() > 0.5
+
+
 def test_the_compiled_warp_runs_where_nothing_is_writable(tmp_path):
     """A read-only install with no writable home: numba cannot cache the kernels on disk, and the
     rasteriser compiles them anew instead of failing (a copy of the module in a folder whose
