@@ -610,9 +610,9 @@ def mouth_patch(src_landmarks: np.ndarray, dst_landmarks: np.ndarray, lips: np.n
 
 # The drawn lids: where the target closes an eye by more than LID_FROM of its area, the eye's opening (and
 # LID_MARGIN x its width round it) is painted with the skin round the portrait's eye, opaque (LID_OPACITY)
-# from LID_FULL, with a lash line along the target's upper lid. The warp alone squeezes the eyeball into the
-# closing slit: a blink of the driver's became a squint with the iris in it, and the face mesh read blinks on
-# training portraits at 0.48 of the driver's (correlation 0.90).
+# from LID_FULL, with a lash line along the target's upper lid. The warp alone (then squeezing the eyeball into the
+# closing slit; ``eyeball_values`` now keeps it) made a blink of the driver's a squint with the iris in it, and the
+# face mesh read blinks on training portraits at 0.48 of the driver's (correlation 0.90).
 LID_FROM, LID_FULL, LID_OPACITY, LID_MARGIN = 0.2, 0.7, 0.95, 0.08
 LASH_WIDTH, LASH_OPACITY, LASH_DARK = 0.05, 0.8, 0.35
 
