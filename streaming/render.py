@@ -51,6 +51,7 @@ class RenderResult:
     faces_missing: int = 0
     cpu: dict | None = None       # CPU seconds: per stage thread, and the whole process
     faces_lost: int = 0           # of faces_missing: frames where other faces were in view, not the locked one
+    recalibrated: tuple = ()      # driver video seconds where its face became someone else's (calibrated again)
 
     @property
     def speed(self) -> float:
@@ -63,6 +64,9 @@ class RenderResult:
         if self.faces_lost:
             miss += (f"; in {self.faces_lost} of them the locked face was lost while another face was in view "
                      "(not followed)")
+        if self.recalibrated:
+            miss += (f"; the driver's face became someone else's at {', '.join(f'{t:.1f}' for t in self.recalibrated)}"
+                     " s: calibrated again on them")
         return (f"wrote {self.path}: {self.frames} frames at {self.fps:g} fps ({self.duration:.2f} s{a}) "
                 f"in {self.seconds:.1f} s, {self.speed:.2f}x real time{miss}")
 
@@ -426,7 +430,7 @@ def _render(source, driver: Path, out: Path, *, audio, checkpoint, backend, mode
     cpu = {k.replace("render-", ""): round(v, 2) for k, v in _STAGE_CPU.items()}
     cpu["process"] = round(time.process_time() - cpu_start, 2)
     return RenderResult(out, n, job.fps, dur, adur, time.perf_counter() - t_start, job.missing, cpu,
-                        getattr(job, "lost", 0))
+                        getattr(job, "lost", 0), tuple(getattr(job, "recalibrated", ())))
 
 
 class _Stopped(Exception):
@@ -562,6 +566,7 @@ class _VideoJob:
         self.side = side
         self.missing = 0
         self.lost = 0
+        self.recalibrated: list[float] = []
         self.audio = None
         if not no_audio:
             from .media import load_audio
@@ -615,7 +620,7 @@ class _VideoJob:
                                      "neutral (use --mode absolute, another --neutral-at, or another video)")
                 heads = [measure(r.landmarks) for r in ok] if heads is None else heads
                 return drv.calibrate_on(read_batch(ok), [mouth_opening(r.landmarks) for r in ok], heads,
-                                        [r.crop_landmarks for r in ok])
+                                        [r.crop_landmarks for r in ok], [r.crop for r in ok])
 
             if not calibrated and self.neutral_at is not None:
                 read, faces = [], []
@@ -668,6 +673,14 @@ class _VideoJob:
                 if stop.is_set():
                     return
                 res = self.tracker.process(frame, t)
+                if calibrated and res.ok and drv.person_changed(res.crop, t):
+                    # someone else (a cut to another person): the frames before keep the neutral they had, these
+                    # wait for a calibration on the new face
+                    if pending and not flush():
+                        return
+                    drv.calibrate()
+                    calibrated = False
+                    self.recalibrated.append(float(t))
                 pending.append((self._left(frame) if self.side else None, t, res))
                 if not calibrated:
                     faces = [t for _, t, r in pending if r.ok]

@@ -335,6 +335,7 @@ def _driver(mode="absolute", **kw):
 
     def regress(crop):           # a crop's grey level -> p
         return np.full(n, crop[0, 0, 0] / 255.0, np.float32)
+    kw.setdefault("person_check", False)     # flat grey crops are nobody: the tests that want one give their own
     return FaceDriver(regress, n, 8, mode=mode, rest=np.array([0.1, 0.2, 0.3, 0.4]), tracker=_FakeTracker(8),
                       **kw)
 
@@ -478,6 +479,66 @@ def test_a_mesh_driver_calibrates_again_when_someone_else_takes_the_camera():
     assert calibrating and d.neutral is not None and d.neutral is not first
     v = d.push(b(_p(fm, lips_part=0.6)), t)
     assert v[li] == pytest.approx(0.6, abs=0.1) and np.abs(np.delete(v, li)).max() < 0.25
+
+
+def test_a_driver_calibrates_again_when_the_face_is_someone_elses():
+    """Relative mode: a face that face recognition tells from the calibration's person (a cut to someone else, a
+    new webcam user) sets off a new calibration, within PERSON_CHECKS comparisons PERSON_EVERY_S apart; the same
+    person moving does not. Here a crop's grey level is both its reading (p) and, by tens, its person."""
+    from streaming.drivers import PERSON_CHECKS, PERSON_EVERY_S
+
+    def embed(crops):           # greys 100-119 one person, 200-219 another
+        return np.stack([[float(c[0, 0, 0] // 100), 0.0] for c in crops])
+    rest = np.array([0.1, 0.2, 0.3, 0.4])
+    for check, expected in ((embed, "again"), (False, "never")):
+        d = _driver("relative", calib_frames=3, calib_s=0.5, min_cutoff=1000.0, beta=0.0, person_check=check)
+        t = 0.0
+        for i in range(90):                                   # calibrates on 100, then talks: 100-119
+            v = d.push(100 + (i % 20 if i > 30 else 0), t)
+            t += 1 / 30
+        first = d.neutral
+        assert first is not None and np.allclose(first, 100 / 255) and not d.state.calibrating
+        seen_calibrating = False
+        for _ in range(int(30 * (PERSON_CHECKS * PERSON_EVERY_S + 1.0))):   # someone else, still
+            v = d.push(200, t)
+            seen_calibrating |= d.state.calibrating
+            t += 1 / 30
+        if expected == "again":
+            assert seen_calibrating and np.allclose(d.neutral, 200 / 255)
+            assert np.allclose(v, rest, atol=1e-3)          # their own neutral: the portrait at rest
+        else:
+            assert not seen_calibrating and d.neutral is first
+            assert np.allclose(v, rest + 100 / 255, atol=1e-3)  # read against the first person's neutral
+
+
+def test_render_calibrates_again_when_the_driver_cuts_to_someone_else(env, tmp_path):
+    """A driver video that cuts from one person (a training clip's, 2 s) to another's (2.5 s): the render
+    notices the new person within about a second and calibrates on them; the first person talking does not
+    set it off. Real faces (face recognition cannot tell the synthetic ones apart): ../shared/data."""
+    from tests.conftest import SHARED_DATA
+    if not (SHARED_DATA / "talking").is_dir():
+        pytest.skip(f"shared data not found at {SHARED_DATA}")
+    import cv2
+
+    from engine.video import read_frames
+    from streaming.render import render
+
+    def clip(name, seconds):
+        out = []
+        for f, _ in read_frames(SHARED_DATA / name, max_frames=int(30 * seconds)):
+            h, w = f.shape[:2]
+            s = 256 / max(h, w)
+            canvas = np.zeros((256, 256, 3), np.uint8)
+            g = cv2.resize(f, (int(w * s), int(h * s)), interpolation=cv2.INTER_AREA)
+            canvas[:g.shape[0], :g.shape[1]] = g
+            out.append(canvas)
+        return out
+    drv = kit.write_video(tmp_path / "cut.mp4", clip("driving/d3.mp4", 2.0) + clip("talking/pcavs_audio_00015.mp4", 2.5),
+                          fps=30)
+    res = render(env["portrait"], drv, tmp_path / "out.mp4", models=env["models"], size=128, progress=False,
+                 motion="expression")
+    assert len(res.recalibrated) == 1 and 2.0 <= res.recalibrated[0] <= 3.5, res.recalibrated
+    assert "someone else's at" in res.summary()
 
 
 def test_face_lost_holds_then_eases_to_rest():
