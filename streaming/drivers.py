@@ -188,13 +188,53 @@ class PersonCheck:
         self.crop_size = int(crop_size)
         self._embed = embed
         self.available = True
-        self.reference: np.ndarray | None = None
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
         self._generation = 0     # a comparison computed across a forget() (another thread) is dropped
         self.forget()
 
     def forget(self) -> None:
-        self.reference, self._crops, self._next_t, self._recent = None, [], None, []
-        self._generation += 1
+        with self._lock:
+            self.reference, self._crops, self._next_t, self._recent = None, [], None, []
+            self._verdict = False
+            self._generation += 1
+
+    def remember(self, crops) -> None:
+        """The calibration's person: up to PERSON_REFERENCE of its crops, spread over them (their mean descriptor
+        is taken at the first comparison, off a calibration that may hold a lock)."""
+        self.forget()
+        crops = [c for c in crops if c is not None]
+        with self._lock:
+            self._crops = [np.array(c) for c in crops[::max(1, len(crops) // PERSON_REFERENCE)][:PERSON_REFERENCE]]
+
+    def changed(self, crop, t: float, wait: bool = True) -> bool:
+        """Whether the face of this frame (its aligned ``crop``, taken at ``t`` s) and the last ones are someone
+        else's. False until a person is remembered, and between comparisons. ``wait`` False: the comparison runs
+        on a thread of its own (a live frame does not wait 14 ms for it) and its answer comes with a later frame."""
+        with self._lock:
+            if self._verdict:
+                self._verdict = False
+                return True
+            busy = self._thread is not None and self._thread.is_alive()
+            if (crop is None or busy or (self.reference is None and not self._crops)
+                    or (self._next_t is not None and self._next_t - PERSON_EVERY_S <= t < self._next_t)):
+                return False
+            self._next_t = t + PERSON_EVERY_S
+            job = (self._generation, self.reference, self._crops, np.array(crop))
+        if not wait:
+            self._thread = threading.Thread(target=self._compare, args=job, name="person-check", daemon=True)
+            self._thread.start()
+            return False
+        self._compare(*job)
+        with self._lock:
+            verdict, self._verdict = self._verdict, False
+        return verdict
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Wait for a comparison in flight (``changed(..., wait=False)``)."""
+        thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
 
     def _descriptors(self, crops) -> np.ndarray | None:
         if self._embed is None and self.available:
@@ -215,33 +255,19 @@ class PersonCheck:
             self._embed = embed
         return None if self._embed is None else np.asarray(self._embed(np.stack(crops)), np.float64)
 
-    def remember(self, crops) -> None:
-        """The calibration's person: up to PERSON_REFERENCE of its crops, spread over them (their mean descriptor
-        is taken at the first comparison, off a calibration that may hold a lock)."""
-        self.forget()
-        crops = [c for c in crops if c is not None]
-        self._crops = [np.array(c) for c in crops[::max(1, len(crops) // PERSON_REFERENCE)][:PERSON_REFERENCE]]
-
-    def changed(self, crop, t: float) -> bool:
-        """Whether the face of this frame (its aligned ``crop``, taken at ``t`` s) and the last ones are someone
-        else's. False until a person is remembered, and between comparisons."""
-        if crop is None or (self.reference is None and not self._crops):
-            return False
-        if self._next_t is not None and self._next_t - PERSON_EVERY_S <= t < self._next_t:
-            return False
-        self._next_t = t + PERSON_EVERY_S
-        generation, reference, crops = self._generation, self.reference, self._crops
+    def _compare(self, generation: int, reference, crops, crop) -> None:
         if reference is None:
             ref = self._descriptors(crops)
             if ref is None:
-                return False
+                return
             reference = ref.mean(0)
         d = self._descriptors([crop])
-        if d is None or generation != self._generation:
-            return False
-        self.reference, self._crops = reference, []
-        self._recent = self._recent[-(PERSON_CHECKS - 1):] + [float(np.linalg.norm(d[0] - self.reference))]
-        return len(self._recent) == PERSON_CHECKS and float(np.median(self._recent)) > PERSON_DISTANCE
+        with self._lock:
+            if d is None or generation != self._generation:
+                return
+            self.reference, self._crops = reference, []
+            self._recent = self._recent[-(PERSON_CHECKS - 1):] + [float(np.linalg.norm(d[0] - reference))]
+            self._verdict = len(self._recent) == PERSON_CHECKS and float(np.median(self._recent)) > PERSON_DISTANCE
 
 
 @dataclass
@@ -483,12 +509,13 @@ class FaceDriver:
                          "calibrating again", np.median(self._switch))
                 self.calibrate()
 
-    def person_changed(self, crop, t: float) -> bool:
+    def person_changed(self, crop, t: float, wait: bool = True) -> bool:
         """Relative mode, once calibrated: whether the face of this frame (its aligned ``crop``) and the last
-        ones are someone else's than the calibration's (``PersonCheck``). The caller calibrates again."""
+        ones are someone else's than the calibration's (``PersonCheck.changed``; ``wait`` False: the answer of a
+        comparison run beside the frames). The caller calibrates again."""
         if self._person is None or self.mode != "relative" or self.neutral is None:
             return False
-        if not self._person.changed(crop, t):
+        if not self._person.changed(crop, t, wait):
             return False
         log.info("the driver's face is someone else's than the calibration's: calibrating again")
         return True
@@ -508,7 +535,7 @@ class FaceDriver:
         res = self.tracker.process(frame, t)
         p_raw, mouth, head, crop_lm = None, float("nan"), None, None
         if res.ok:
-            if self.person_changed(res.crop, t):
+            if self.person_changed(res.crop, t, wait=False):   # live: the comparison beside the frames
                 self.calibrate()
             if self.params == "mesh":
                 p_raw, shape, residual = self._read(res.landmarks)
