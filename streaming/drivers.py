@@ -256,12 +256,17 @@ class PersonCheck:
         return None if self._embed is None else np.asarray(self._embed(np.stack(crops)), np.float64)
 
     def _compare(self, generation: int, reference, crops, crop) -> None:
-        if reference is None:
-            ref = self._descriptors(crops)
-            if ref is None:
-                return
-            reference = ref.mean(0)
-        d = self._descriptors([crop])
+        try:
+            if reference is None:
+                ref = self._descriptors(crops)
+                if ref is None:
+                    return
+                reference = ref.mean(0)
+            d = self._descriptors([crop])
+        except Exception as e:     # on a thread of its own too: a failed comparison must not end a session
+            log.warning("face recognition failed (%s): a driver will not notice someone else taking its place", e)
+            self.available, self._embed = False, None
+            return
         with self._lock:
             if d is None or generation != self._generation:
                 return
