@@ -241,6 +241,7 @@ class PersonCheck:
             try:
                 import torch
 
+                from engine.animator import to_model_input
                 from engine.identity import load_dlib_embedder
                 net = load_dlib_embedder(crop_size=self.crop_size)
             except (ImportError, OSError, ValueError) as e:
@@ -248,10 +249,9 @@ class PersonCheck:
                 self.available = False
                 return None
 
-            def embed(c):
+            def embed(crops):
                 with torch.no_grad():
-                    x = torch.from_numpy(np.ascontiguousarray(c)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
-                    return net.raw(x).numpy()
+                    return net.raw(torch.from_numpy(np.concatenate([to_model_input(c) for c in crops]))).numpy()
             self._embed = embed
         return None if self._embed is None else np.asarray(self._embed(np.stack(crops)), np.float64)
 
