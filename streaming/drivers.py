@@ -139,7 +139,7 @@ SWITCH_RATIO, SWITCH_EVERY, SWITCH_CHECKS = 2.0, 3, 5
 # PERSON_CHECKS comparisons passes PERSON_DISTANCE (dlib's own threshold), someone else is there (a webcam's
 # user changed, a video cut to another person): the driver calibrates again. The mesh's residual above misses
 # most of them: a cut from one training clip's speaker to another's read 1.36 (median) against the first's
-# neutral. 33 training clips, the first second as calibration, a check every 0.5 s over 12 s: the same person's
+# neutral. 34 training clips, the first second as calibration, a check every 0.5 s over 12 s: the same person's
 # median at most 0.47 (one clip 0.69, calibrated on a face behind a microphone: no harm in taking it again); other
 # people's 0.50 and up (96 % of the pairs of clips above 0.6; the closest pairs are, by their names, the same
 # people), one check 14 ms (one core).
