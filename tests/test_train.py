@@ -9,11 +9,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from engine.checkpoint import load_checkpoint
 from engine.config import ProfileMismatchError, get_profile
 from tests.onnx_embedder import make_arcface_like_onnx
-from trainer.data import DatasetError, write_arrays
+from trainer.data import DatasetError, paint_like, write_arrays
 from trainer.synthetic import write_synthetic
 from trainer.train import (TrainConfig, Trainer, config_from_args, edit_ratio, follows_params, per_parameter_mse,
                            regression_figures, weights_digest)
@@ -109,12 +110,13 @@ def test_every_loss_term_is_finite_and_logged(trained):
     assert ck.step == STEPS and ck.param_names[0] == "mouth_open" and ck.training["step"] == STEPS
 
 
-@pytest.mark.parametrize("paired_share", [0.0, 0.5])
-def test_resume_reproduces_the_uninterrupted_run(data, tmp_path, paired_share):
-    """Also with paired batches mixed into the unpaired phase (two streams to restart where they were);
-    3 paired steps, so the phase boundary falls inside a G-step cycle."""
+@pytest.mark.parametrize("paired_share,paint_share", [(0.0, 0.0), (0.5, 0.5)])
+def test_resume_reproduces_the_uninterrupted_run(data, tmp_path, paired_share, paint_share):
+    """Also with paired batches mixed into the unpaired phase (two streams to restart where they were) and
+    painted rows (drawn from the run's generator); 3 paired steps, so the phase boundary falls inside a
+    G-step cycle."""
     kw = dict(paired_steps=3, unpaired_steps=8, n_critic=2, checkpoint_every=3, keep_checkpoints=5, workers=2,
-              sample_every=100, batch_size=4, val_count=8, paired_share=paired_share)
+              sample_every=100, batch_size=4, val_count=8, paired_share=paired_share, paint_share=paint_share)
     a = Trainer(_cfg(data, tmp_path / "a", **kw), keep_history=True)
     a.run()
     for at in (3, 6, 9):  # the phase boundary, inside the unpaired phase (twice with a mixed schedule)
@@ -148,6 +150,32 @@ def test_paired_share_schedules_that_share_of_the_unpaired_g_step_cycles_on_pair
         assert after[kinds[s]] == before[kinds[s]] + 1 and sum(after.values()) == s + 1, s
     with pytest.raises(ValueError, match="paired_share must be between 0 and 1"):
         _cfg(data, tmp_path, paired_share=1.5)
+
+
+def test_painted_rows_look_painted_and_a_pair_alike(data, tmp_path):
+    """paint_like: the same look for row i of every array (a pair differs only by its motion), the input
+    untouched, a yellowed varnish; the trainer paints paint_share of a batch's rows, source and target alike."""
+    a = np.load(next((data / "paired").glob("shard-*.npz")))
+    src, trg = a["images"][:6], a["target_images"][:6]
+    keep = src.copy()
+    ps, pt = paint_like([src, trg], np.random.default_rng(3))
+    assert np.array_equal(src, keep)
+    assert np.abs(ps.astype(float) - src).mean() > 5
+    alone, = paint_like([trg], np.random.default_rng(3))   # the same draws: the same look
+    assert np.array_equal(alone, pt)
+    twin, twin2 = paint_like([src, src], np.random.default_rng(4))
+    assert np.array_equal(twin, twin2)
+    blue_over_red = lambda x: x[..., 2].astype(float).mean() / x[..., 0].astype(float).mean()
+    assert blue_over_red(ps) < blue_over_red(src)
+    with pytest.raises(ValueError, match="paint_share must be between 0 and 1"):
+        _cfg(data, tmp_path, paint_share=2)
+    tr = Trainer(_cfg(data, tmp_path / "run", paint_share=0.5, batch_size=64))
+    batch = next(tr._stream("paired", 0))
+    out = tr._paint(batch)
+    changed = [(out[k] != batch[k]).flatten(1).any(1) for k in ("image", "target_image")]
+    assert torch.equal(changed[0], changed[1])
+    assert 0.25 < changed[0].float().mean() < 0.75
+    assert torch.equal(out["params"], batch["params"])
 
 
 def test_checkpoint_of_another_profile_is_a_clear_error(data, trained):

@@ -48,7 +48,8 @@ from engine.config import ModelConfig, get_profile
 from engine.models import Discriminator, build_generator
 
 from . import losses as Lx
-from .data import DatasetError, ParamBank, ShardStream, make_loader, open_dataset, tensor_to_images
+from .data import (DatasetError, ParamBank, ShardStream, images_to_tensor, make_loader, open_dataset,
+                   paint_like, tensor_to_images)
 from .losses import LossWeights
 
 log = logging.getLogger("slidergan.train")
@@ -87,6 +88,9 @@ class TrainConfig:
     # 0 is the paper's schedule; with it, the unpaired phase undid what L_gen had taught G (README,
     # Training: on real faces the weak regression head gives L_exp little pull towards p).
     paired_share: float = 0.0
+    # (choice) Share of every batch's rows given a painting's look (trainer.data.paint_like; a pair's two
+    # images alike): the real pairs are all video frames, and paintings are what users animate most.
+    paint_share: float = 0.0
     lr_decay: float = 0.0  # last fraction of all steps over which both lrs decay linearly to 0
     checkpoint_every: int = 2000
     keep_checkpoints: int = 3
@@ -115,8 +119,9 @@ class TrainConfig:
             raise ValueError("n_critic and batch_size must be at least 1")
         if len(self.betas) != 2:
             raise ValueError("betas takes two numbers")
-        if not 0.0 <= float(self.paired_share) <= 1.0:
-            raise ValueError(f"paired_share must be between 0 and 1, not {self.paired_share}")
+        for k in ("paired_share", "paint_share"):
+            if not 0.0 <= float(getattr(self, k)) <= 1.0:
+                raise ValueError(f"{k} must be between 0 and 1, not {getattr(self, k)}")
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -571,9 +576,26 @@ class Trainer:
             for g in opt.param_groups:
                 g["lr"] = base * k
 
+    def _paint(self, batch: dict) -> dict:
+        """``paint_share`` of the batch's rows given a painting's look (trainer.data.paint_like), drawn
+        from the run's generator (an exact resume paints the same rows alike)."""
+        rows = torch.nonzero(torch.rand(batch["image"].shape[0], generator=self.gen) < self.cfg.paint_share)[:, 0]
+        if len(rows) == 0:
+            return batch
+        seed = int(torch.randint(2**31 - 1, (1,), generator=self.gen))
+        keys = [k for k in ("image", "target_image") if k in batch]
+        painted = paint_like([tensor_to_images(batch[k][rows]) for k in keys], np.random.default_rng(seed))
+        batch = dict(batch)
+        for k, images in zip(keys, painted):
+            batch[k] = batch[k].clone()
+            batch[k][rows] = images_to_tensor(images)
+        return batch
+
     def train_step(self, batch: dict, phase: str) -> dict[str, float]:
         cfg, w = self.cfg, self.cfg.weights
         dev = self.device
+        if cfg.paint_share > 0:
+            batch = self._paint(batch)
         I_org = batch["image"].to(dev, non_blocking=True)
         p_org = batch["params"].to(dev, non_blocking=True)
         if phase == "paired":
@@ -791,6 +813,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--unpaired-steps", type=int)
     p.add_argument("--paired-share", type=float, metavar="S",
                    help="share of the unpaired phase's G-step cycles that take paired batches (L_gen); default 0")
+    p.add_argument("--paint-share", type=float, metavar="S",
+                   help="share of each batch's images given a painting's look (pairs alike); default 0")
     p.add_argument("--workers", type=int, help="DataLoader workers per rank")
     p.add_argument("--device")
     p.add_argument("--seed", type=int)
@@ -805,7 +829,7 @@ def config_from_args(args) -> TrainConfig:
     cfg = TrainConfig.load(args.config) if args.config else TrainConfig()
     for name in ("profile", "paired", "unpaired", "targets", "val", "val_pairs", "init", "out", "batch_size",
                  "lr", "lr_d", "n_critic", "gan", "identity", "no_id", "no_gen", "paired_epochs", "unpaired_epochs",
-                 "paired_steps", "unpaired_steps", "paired_share", "workers", "device", "seed", "progress"):
+                 "paired_steps", "unpaired_steps", "paired_share", "paint_share", "workers", "device", "seed", "progress"):
         v = getattr(args, name, None)
         if v is not None:
             setattr(cfg, name, v)
