@@ -14,6 +14,9 @@ One file format, a NumPy ``.npz`` (no pickles) holding:
     pose              (T, 6) float32 head pose (``engine.pose``: yaw, pitch, roll in degrees, x, y in
                       inter-ocular distances, ln size), relative to the clip's mean pose; optional
                       (older tracks and speech-only tracks have none)
+    lids              (2,) float32 the lid gaps (right eye, left eye) of the driver's neutral face (canonical,
+                      ``FaceModel.lid_gaps``): its blinks are retargeted to a portrait's eyes by their ratio
+                      (``streaming.drivers.lids_ratio``); optional (older tracks: not retargeted)
     audio             path of the audio file, relative to the track's folder ("" for none)
     audio_offset      audio time (s) of track time 0
     meta              JSON object: source video, model, fit residuals, frames without a face...
@@ -84,6 +87,7 @@ class ParamTrack:
     meta: dict = field(default_factory=dict)
     path: Path | None = None       # where it was loaded from / saved to (resolves ``audio``)
     pose: np.ndarray | None = None
+    lids: np.ndarray | None = None
 
     def __post_init__(self):
         self.times = np.asarray(self.times, dtype=np.float64)
@@ -92,6 +96,8 @@ class ParamTrack:
             self.expression = np.asarray(self.expression, dtype=np.float32)
         if self.pose is not None:
             self.pose = np.asarray(self.pose, dtype=np.float32)
+        if self.lids is not None:
+            self.lids = np.asarray(self.lids, dtype=np.float32)
         if self.speech.ndim == 2:
             self.speech_names = _names(self.speech_names, self.speech.shape[1], "speech_")
         if self.expression is not None and self.expression.ndim == 2:
@@ -136,8 +142,11 @@ class ParamTrack:
         if self.pose is not None and self.pose.shape != (n, N_POSE):
             raise TrackError(f"{w}: pose must have shape ({n}, {N_POSE}) (yaw, pitch, roll, x, y, scale) to "
                              f"match {n} timestamps, got {self.pose.shape}")
+        if self.lids is not None and (self.lids.shape != (2,) or np.any(self.lids <= 0)):
+            raise TrackError(f"{w}: lids must be the driver's two positive lid gaps (right eye, left eye), got "
+                             f"{self.lids.tolist() if self.lids.size <= 4 else self.lids.shape}")
         for name, arr in (("times", self.times), ("speech", self.speech),
-                          ("expression", self.expression), ("pose", self.pose)):
+                          ("expression", self.expression), ("pose", self.pose), ("lids", self.lids)):
             if arr is None:
                 continue
             bad = ~np.isfinite(arr)
@@ -273,7 +282,7 @@ class ParamTrack:
                           expression_names=list(self.expression_names) if self.expression_names
                           else None, n_expression=ne, audio=self.audio, audio_offset=self.audio_offset,
                           meta={**self.meta, "resampled_from_fps": self.fps}, path=self.path,
-                          pose=self.pose_at_times(ts))
+                          pose=self.pose_at_times(ts), lids=self.lids)
 
     # ---------------------------------------------------------------------------------- I/O
     def save(self, path: str | os.PathLike) -> Path:
@@ -324,6 +333,8 @@ def save_track(track: ParamTrack, path: str | os.PathLike) -> Path:
         arrays["expression_names"] = np.array(track.expression_names, dtype=str)
     if track.pose is not None:
         arrays["pose"] = track.pose
+    if track.lids is not None:
+        arrays["lids"] = track.lids
     buf = io.BytesIO()
     np.savez(buf, **arrays)
     with atomic_path(path) as tmp:
@@ -368,7 +379,8 @@ def load_track(path: str | os.PathLike, check_audio: bool = True) -> ParamTrack:
             if "expression_names" in data else None,
             n_expression=int(data["n_expression"]) if "n_expression" in data and exp is None else None,
             audio=str(data.get("audio", "")) or None,
-            audio_offset=float(data.get("audio_offset", 0.0)), meta=meta, path=path, pose=data.get("pose"))
+            audio_offset=float(data.get("audio_offset", 0.0)), meta=meta, path=path, pose=data.get("pose"),
+            lids=data.get("lids"))
     except TrackError as e:
         msg = str(e)
         raise TrackError(msg.replace("track:", f"track {path}:", 1)) from None
@@ -483,7 +495,7 @@ def extract_track(video: str | os.PathLike, out: str | os.PathLike, audio: str |
     track = ParamTrack(times=t_arr - t0, speech=p[:, n_exp:], expression=p[:, :n_exp], fps=info.fps,
                        speech_names=names[n_exp:], expression_names=names[:n_exp],
                        audio=str(audio_file) if audio_file else None, audio_offset=audio_t0, meta=meta,
-                       pose=pose)
+                       pose=pose, lids=model.lid_gaps(fit.neutral) if hasattr(model, "lid_gaps") else None)
     save_track(track, out)
     track.validate(check_audio=True)
     return track

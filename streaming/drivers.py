@@ -147,6 +147,31 @@ PERSON_DISTANCE, PERSON_EVERY_S, PERSON_CHECKS, PERSON_REFERENCE = 0.6, 0.5, 3, 
 LIDS_RATIO = (0.5, 2.0)   # the portrait's lid travel over the driver's, at most this far from 1 (FaceDriver.lids_ratio)
 
 
+def lids_ratio(own, driver) -> np.ndarray | None:
+    """(2,) how far the portrait's lids travel for the driver's, per eye: the portrait's lid gaps ``own``
+    over the driver's neutral's ``driver`` (``FaceModel.lid_gaps``), within LIDS_RATIO; None where either is
+    unknown. A driver's blink then closes the portrait's eyes as far, whatever their size (in the model's
+    units, a blink of small eyes half closed large ones: on training clips and portraits blinks moved 0.62 as
+    much as the driver's on other portraits, against 0.74 self-driven; scaled, 0.82; closing only, 0.78).
+    LivePortrait retargets its eyes by their ratio too."""
+    if own is None or driver is None:
+        return None
+    own, driver = np.asarray(own, np.float64), np.asarray(driver, np.float64)
+    if np.any(driver <= 1e-9) or np.any(own <= 1e-9):
+        return None
+    return np.clip(own / driver, *LIDS_RATIO)
+
+
+def retarget_lids(face_model, motion: np.ndarray, k) -> np.ndarray:
+    """A driver's motion ``motion`` (N,) with each eye's lids moved ``k`` (``lids_ratio``) times as far where
+    they close, and no further than the driver's own where they open wider (a driver calibrated with narrowed
+    eyes would otherwise make the portrait stare). ``k`` None: unchanged."""
+    if k is None or face_model is None:
+        return motion
+    k = np.where(face_model.lid_moves(motion) < 0, k, np.minimum(k, 1.0))
+    return face_model.scale_lids(motion, k).astype(np.float32)
+
+
 # What a driver moves: the lips and jaw only (the speech parameters: dubbing, the portrait keeping its own
 # expression and head), expression + speech (SliderGAN's), or that and the head's pose.
 MOTIONS = ("speech", "expression", "head")
@@ -611,27 +636,13 @@ class FaceDriver:
 
     @property
     def lids_ratio(self) -> np.ndarray | None:
-        """(2,) how far the portrait's lids travel for the driver's, per eye (relative mode): its lid gap over
-        the driver's neutral's, within LIDS_RATIO; None where either is unknown. A driver's blink then closes
-        the portrait's eyes as far, whatever their size (in the model's units, a blink of small eyes half
-        closed large ones: on training clips and portraits blinks moved 0.62 as much as the driver's on other
-        portraits, against 0.74 self-driven; scaled, 0.82; closing only (``_target``), 0.78). LivePortrait
-        retargets its eyes by their ratio too."""
-        own, drv = self.rest_lids, self._lids
-        if own is None or drv is None or self.face_model is None or np.any(drv <= 1e-9) or np.any(own <= 1e-9):
-            return None
-        return np.clip(own / drv, *LIDS_RATIO)
+        """(2,) the portrait's lid travel over this driver's (relative mode; module ``lids_ratio``)."""
+        return lids_ratio(self.rest_lids, self._lids) if self.face_model is not None else None
 
     def _target(self, p_raw: np.ndarray) -> np.ndarray:
         if self.mode == "absolute":
             return self.expression_scale * p_raw
-        motion = p_raw - self.neutral
-        k = self.lids_ratio
-        if k is not None:
-            # closing: as far as the portrait's eyes need; opening wider: no further than the driver's own
-            # (a driver calibrated with narrowed eyes would otherwise make them stare)
-            k = np.where(self.face_model.lid_moves(motion) < 0, k, np.minimum(k, 1.0))
-            motion = self.face_model.scale_lids(motion, k).astype(np.float32)
+        motion = retarget_lids(self.face_model, p_raw - self.neutral, self.lids_ratio)
         return self.rest_params + self.expression_scale * motion
 
     def _pose_target(self, head) -> np.ndarray:
@@ -700,10 +711,13 @@ class TrackDriver:
     from the track; the expression group only when the track has expression parameters.
     ``loop``: wrap around at the end (the audio wraps with it), else hold the last frame.
     ``started_at``: the clock time the track started playing (a stream's session clock).
-    ``expression_scale``: the motion's multiplier (module docstring)."""
+    ``expression_scale``: the motion's multiplier (module docstring).
+    ``face_model`` and ``rest_lids`` (the portrait's lid gaps, ``set_rest_lids``): a track that knows its
+    driver's lid gaps (``ParamTrack.lids``) has its blinks retargeted to the portrait's eyes as a face
+    driver's are (``lids_ratio``); its p is the driver's motion from its neutral (p = 0)."""
 
     def __init__(self, track, n_exp: int, n_params: int, loop: bool = True, started_at: float = 0.0,
-                 expression_scale: float = 1.0):
+                 expression_scale: float = 1.0, face_model=None, rest_lids=None):
         from engine.tracks import ParamTrack, load_track
         if not isinstance(track, ParamTrack):
             track = load_track(track)
@@ -720,6 +734,13 @@ class TrackDriver:
             self.present[:self.n_exp] = True
         self.duration = float(track.duration)
         self.fps = float(track.fps or 0.0)
+        self.face_model = face_model
+        self.set_rest_lids(rest_lids)
+
+    def set_rest_lids(self, lids) -> None:
+        """The portrait's lid gaps (``engine.animator.SourceInfo.lids``; None: unknown, no retargeting)."""
+        self.lids_ratio = (lids_ratio(lids, self.track.lids)
+                           if self.face_model is not None and self.track.expression is not None else None)
 
     def groups(self) -> list[str]:
         return ["exp", "speech"] if self.present[0] else ["speech"]
@@ -734,8 +755,8 @@ class TrackDriver:
     def value(self, t: float | None) -> np.ndarray | None:
         if t is None:
             return None
-        p = self.expression_scale * self.track.at(self.track_time(float(t)))
-        return np.clip(p, -1.0, 1.0).astype(np.float32)
+        p = retarget_lids(self.face_model, self.track.at(self.track_time(float(t))), self.lids_ratio)
+        return np.clip(self.expression_scale * p, -P_LIMIT, P_LIMIT).astype(np.float32)
 
     def pose(self, t: float) -> np.ndarray:
         """The track's head pose (6,) at clock time ``t`` (engine.pose units; zeros when it has none)."""
@@ -941,4 +962,5 @@ class DriverMix:
         if pins.any():
             sv = self.sliders.value(t)
             out[pins] = sv[pins]
-        return np.clip(out, -1.0, 1.0).astype(np.float32)
+        # a driver's motion may take p past the fit's [-1, 1] (engine.animator.P_LIMIT; sliders stay in it)
+        return np.clip(out, -P_LIMIT, P_LIMIT).astype(np.float32)

@@ -335,7 +335,7 @@ def main(args) -> int:
 
         from .media import track_audio
         tr = load_track(args.track, check_audio=not args.no_audio)
-        td = TrackDriver(tr, n_exp, anim.n_params, loop=True)
+        td = TrackDriver(tr, n_exp, anim.n_params, loop=True, face_model=anim.face_model, rest_lids=anim.source.lids)
         mix.set_driver("track", td)
         for g in td.groups():
             if g == "speech":

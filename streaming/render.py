@@ -467,7 +467,8 @@ class _TrackJob:
                                                                            and not no_audio)
         self.anim = anim
         self.n_exp = n_exp
-        self.driver = TrackDriver(self.track, n_exp, anim.n_params, loop=False)
+        self.driver = TrackDriver(self.track, n_exp, anim.n_params, loop=False, face_model=anim.face_model,
+                                  rest_lids=anim.source.lids)
         self.mix = DriverMix(n_exp, anim.n_params, anim.source_params)
         self.mix.expression_scale = expression_scale
         self.mix.hold_expression = motion == "speech"

@@ -586,7 +586,8 @@ class Session:
             return
         self.track_t0 = self.clock.elapsed()
         drv = TrackDriver(entry.track, self.engine.n_exp, self.engine.n_params, loop=True,
-                          started_at=self.track_t0)
+                          started_at=self.track_t0, face_model=self.animator.face_model,
+                          rest_lids=self.animator.source.lids)
         self.audio_pcm = self.engine.track_audio(entry)
         self.track, self.track_driver = entry, drv
         self.mix.set_driver("track", drv)
@@ -994,6 +995,8 @@ class Session:
             self.sliders.release()
             if self.face is not None:
                 self.face.set_rest(self.animator.rest_params, prepared.info.pose, prepared.info.lids)
+            if self.track_driver is not None:
+                self.track_driver.set_rest_lids(prepared.info.lids)
             return self.hello()
         if kind == "track":
             tid = msg.get("id")

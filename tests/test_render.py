@@ -638,10 +638,52 @@ def test_a_relative_driver_scales_its_blinks_to_the_portraits_eyes():
     assert np.allclose(same_d.lids_ratio, 1.0, atol=1e-3) and np.allclose(same, own, atol=1e-3)
 
 
+def test_a_track_scales_its_blinks_to_the_portraits_eyes():
+    """TrackDriver: a track that knows its driver's lid gaps (ParamTrack.lids, from its neutral) closes the
+    portrait's lids as far per blink as the face driver would (lids_ratio: the driver's eyes half as wide as
+    the portrait's close them further), its mouth as recorded, wider eyes no further than the driver's; an
+    older track without lids, or no portrait lids, plays as recorded; a new portrait changes the ratio."""
+    from engine.blendshapes import load_default_face_model
+    from engine.tracks import ParamTrack
+    from streaming.drivers import LIDS_RATIO, DriverMix, TrackDriver, lids_ratio
+    fm = load_default_face_model()
+    names = fm.param_names
+    eyes = [names.index("eye_close_left"), names.index("eye_close_right")]
+    p = np.zeros((3, 40), np.float32)
+    p[1, eyes + [names.index("lips_part")]] = [0.9, 0.9, 0.4]     # a blink while talking
+    p[2, eyes] = -0.5                                              # eyes opened wider than the neutral
+    squint = np.zeros(40)
+    squint[eyes] = 0.6
+    driver_lids = fm.lid_gaps(fm.instantiate(squint))              # a driver with narrow eyes
+    portrait = fm.lid_gaps(fm.instantiate(np.zeros(40)))
+
+    def track(lids):
+        return ParamTrack(times=[0.0, 0.04, 0.08], speech=p[:, 30:], expression=p[:, :30], fps=25.0, lids=lids)
+    plain = TrackDriver(track(None), 30, 40, loop=False, face_model=fm, rest_lids=portrait)
+    d = TrackDriver(track(driver_lids), 30, 40, loop=False, face_model=fm, rest_lids=portrait)
+    assert plain.lids_ratio is None and np.allclose(plain.value(0.04), p[1], atol=1e-6)
+    k = d.lids_ratio
+    assert np.all(k > 1.3) and np.allclose(k, np.clip(portrait / driver_lids, *LIDS_RATIO))
+    blink = d.value(0.04)
+    assert np.allclose(fm.lid_moves(blink), k * fm.lid_moves(p[1]), rtol=1e-3)
+    assert fm._gap_p @ blink == pytest.approx(fm._gap_p @ p[1], rel=0.05)
+    assert np.allclose(d.value(0.08), p[2], atol=1e-4)            # wider: as the driver's own
+    mix = DriverMix(30, 40, rest=np.zeros(40, np.float32))         # past the fit's bound, as a face driver's
+    mix.set_driver("track", d)
+    mix.route("exp", "track")
+    mix.route("speech", "track")
+    assert np.allclose(mix.value(0.04), blink) and blink.max() > 1.0
+    assert np.allclose(TrackDriver(track(driver_lids), 30, 40, face_model=fm).value(0.04), p[1], atol=1e-6)
+    d.set_rest_lids(driver_lids)                                   # a portrait with the driver's eyes
+    assert np.allclose(d.lids_ratio, 1.0) and np.allclose(d.value(0.04), p[1], atol=1e-4)
+    assert lids_ratio(portrait, None) is None and lids_ratio(portrait, np.zeros(2)) is None
+
+
 def test_expression_scale_multiplies_the_drivers_motion(tmp_path):
     """--expression-scale: a relative face driver gives the portrait's own p plus S times the driver's
     change, an absolute one S times its reading, a track S times its values; a mix passes its scale to
     the drivers it holds and to those set later; a bad scale changes nothing."""
+    from engine.animator import P_LIMIT
     from engine.tracks import load_track
     from streaming.drivers import DriverMix, TrackDriver
     rest = np.array([0.1, 0.2, 0.3, 0.4], np.float32)
@@ -658,7 +700,7 @@ def test_expression_scale_multiplies_the_drivers_motion(tmp_path):
         _driver("relative", expression_scale=-1)
     tr = load_track(kit.speech_track(tmp_path / "t.npz", seconds=1.0, fps=25))
     half = TrackDriver(tr, 30, 40, expression_scale=0.5)
-    assert np.allclose(half.value(0.3), np.clip(0.5 * tr.at(0.3), -1, 1), atol=1e-6)
+    assert np.allclose(half.value(0.3), 0.5 * tr.at(0.3), atol=1e-6)
     assert np.abs(tr.at(0.3)[30:]).max() > 0.05                   # the track moves: the scale shows
     mix = DriverMix(30, 40, rest=np.full(40, 0.25, np.float32))
     mix.expression_scale = 0.0
@@ -666,7 +708,7 @@ def test_expression_scale_multiplies_the_drivers_motion(tmp_path):
     mix.route("speech", "track")
     assert np.allclose(mix.value(0.3)[30:], 0.0) and np.allclose(mix.value(0.3)[:30], 0.25)
     mix.expression_scale = 2
-    assert np.allclose(mix.value(0.3)[30:], np.clip(2 * tr.at(0.3)[30:], -1, 1), atol=1e-6)
+    assert np.allclose(mix.value(0.3)[30:], np.clip(2 * tr.at(0.3)[30:], -P_LIMIT, P_LIMIT), atol=1e-6)
     with pytest.raises(ValueError):
         mix.expression_scale = float("inf")
     assert mix.expression_scale == 2.0 and mix.drivers["track"].expression_scale == 2.0

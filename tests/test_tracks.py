@@ -24,6 +24,10 @@ def test_round_trip(tmp_path):
     np.testing.assert_array_equal(back.speech, tr.speech)
     np.testing.assert_array_equal(back.expression, tr.expression)
     assert back.fps == 25.0 and back.speech_names == tr.speech_names and back.meta == {"source": "test"}
+    assert back.lids is None
+    tr.lids = np.array([0.031, 0.029], np.float32)
+    np.testing.assert_allclose(load_track(save_track(tr, tmp_path / "l.npz")).lids, [0.031, 0.029], rtol=1e-6)
+    assert np.array_equal(tr.resample(30.0).lids, tr.lids)
     assert back.audio == "a.wav" and back.audio_path == tmp_path / "a.wav"   # stored relative
     assert back.params.shape == (50, 40) and back.n_params == 40
     # the track and its audio move together
@@ -79,6 +83,9 @@ def test_interpolation_and_resampling():
     (dict(fps=1000.0), r"fps 1000 is outside 1\.\.240"),
     (dict(fps=None, times=[0.0, 10.0, 20.0, 30.0, 40.0]), r"fps 0\.1 is outside"),  # from its timestamps
     (dict(times=[0.0, 0.04, 0.08, 0.12, 1e6]), r"timestamps span 1e\+06 s; a track may span at most 86400 s"),
+    (dict(lids=[0.03]), "lids must be the driver's two positive lid gaps"),
+    (dict(lids=[0.03, -0.01]), "lids must be the driver's two positive lid gaps"),
+    (dict(lids=[0.03, np.nan]), "lids contains NaN"),
 ])
 def test_validation_errors(case, match):
     base = dict(times=np.arange(5) / 25.0, speech=np.zeros((5, 10)), fps=25.0)
@@ -208,6 +215,7 @@ def test_extract_command_with_the_default_model(shared_data, tmp_path, capsys):
     assert tr.audio_path.is_file()
     assert np.abs(tr.params).max() <= 1.0 + 1e-6
     assert tr.speech.std(axis=0).max() > 0.01          # the mouth moves in a talking video
+    assert tr.lids.shape == (2,) and np.all(tr.lids > 0)   # the driver's eyes, for retargeting its blinks
     assert main(["track", "check", str(out), "--speech", str(model.n_speech),
                  "--expression", str(model.n_exp)]) == 0
     # a corrupt video gives one clear line
