@@ -88,8 +88,8 @@ class TrainConfig:
     # 0 is the paper's schedule; with it, the unpaired phase undid what L_gen had taught G (README,
     # Training: on real faces the weak regression head gives L_exp little pull towards p).
     paired_share: float = 0.0
-    # (choice) Share of every batch's rows given a painting's look (trainer.data.paint_like; a pair's two
-    # images alike): the real pairs are all video frames, and paintings are what users animate most.
+    # Share of every batch's rows given a painting's look (trainer.data.paint_like; a pair's two images
+    # alike): the real pairs are all video frames. Tried at the CPU fine-tune's scale: no gain (README).
     paint_share: float = 0.0
     lr_decay: float = 0.0  # last fraction of all steps over which both lrs decay linearly to 0
     checkpoint_every: int = 2000
