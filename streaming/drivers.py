@@ -739,8 +739,7 @@ class TrackDriver:
 
     def set_rest_lids(self, lids) -> None:
         """The portrait's lid gaps (``engine.animator.SourceInfo.lids``; None: unknown, no retargeting)."""
-        self.lids_ratio = (lids_ratio(lids, self.track.lids)
-                           if self.face_model is not None and self.track.expression is not None else None)
+        self.lids_ratio = lids_ratio(lids, self.track.lids) if self.face_model is not None else None
 
     def groups(self) -> list[str]:
         return ["exp", "speech"] if self.present[0] else ["speech"]
