@@ -40,6 +40,9 @@ __all__ = ["Animator", "SourceInfo", "PreparedSource", "DEFAULT_MODEL_DIR", "def
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "assets" / "default_model"
 DEFAULT_OUTPUT_SIZE = 512
+MAX_OUTPUT_SIZE = 4096          # a frame's long side (4K; a typo's 51200 would ask for tens of GB)
+FULL_FRAMING_MAX_SIDE = 1920    # framing "full" without a size: the photo's own, shrunk to at most this
+FRAMINGS = ("square", "full")
 # (choice) The animator takes parameters up to this size, beyond the fit's [-1, 1]: a relative driver
 # adds its motion to the portrait's own p, and a portrait whose own p is near a bound (a painted face
 # fitted at jaw_open -1, an eyelid at +0.8) would lose that part of the driver's motion. The warp moves
@@ -62,6 +65,24 @@ def add_precision_argument(p) -> None:
     p.add_argument("--precision", choices=PRECISIONS, default="fp32",
                    help="int8: the quantised copies of an export folder made with 'slidergan export --int8' "
                         "(onnxruntime on a CPU: faster, not exact; the export's report gives the difference)")
+
+
+def check_framing(framing: str, size) -> None:
+    """A framing and an output size (None: the framing's default), said before any model loads."""
+    if framing not in FRAMINGS:
+        raise ValueError(f"framing must be one of {FRAMINGS}, not {framing!r}")
+    if size is not None and not 16 <= int(size) <= MAX_OUTPUT_SIZE:
+        raise ValueError(f"the output size must be 16 to {MAX_OUTPUT_SIZE} pixels, not {size}")
+
+
+def add_framing_arguments(p) -> None:
+    """``Animator``'s framing and output size on the command line (render, live)."""
+    p.add_argument("--framing", choices=FRAMINGS, default="square",
+                   help="'square' (default: a square around the face) or 'full' (the whole photo, its aspect "
+                        "kept, the animated face pasted back into it)")
+    p.add_argument("--size", type=int, default=None,
+                   help="output size in pixels: the square's side (default 512), or with --framing full the "
+                        "long side (default: the photo's own, at most 1920)")
 
 
 def add_source_mouth_argument(p) -> None:
@@ -212,12 +233,13 @@ class Animator:
     """One source portrait animated by parameter vectors. Thread-safe: ``animate`` may be called
     from worker threads while ``set_source`` replaces the source (the old one finishes first)."""
 
-    def __init__(self, models, output_size: int = DEFAULT_OUTPUT_SIZE, framing: str = "square",
+    def __init__(self, models, output_size: int | None = DEFAULT_OUTPUT_SIZE, framing: str = "square",
                  framing_scale: float = 1.9, mask: str = "face", blendshapes=None,
                  source_params: str = "auto", renderer: str = "model", source_mouth: str = "closed"):
         """``models``: an ``engine.inference`` model set (generator + regressor). ``framing``:
-        "square" (a square around the face, ``output_size`` pixels) or "full" (the whole portrait,
-        long side ``output_size``). ``blendshapes``: a blendshape model for fitting the portrait's own
+        "square" (a square around the face, ``output_size`` pixels; None: 512) or "full" (the whole
+        portrait, its aspect kept, long side ``output_size``; None: the photo's own, at most 1920; both
+        sides even, as video encoders need). ``blendshapes``: a blendshape model for fitting the portrait's own
         parameters (None: the default model when one exists; False: never fit).
         ``source_params``: "auto" (fit when possible), "fit" or "regress".
         ``renderer``: "model" (the generator; a geometry-guided one warps the portrait first) or
@@ -229,14 +251,13 @@ class Animator:
         if renderer not in ("model", "warp-only"):
             raise ValueError(f"renderer must be 'model' or 'warp-only', not {renderer!r}")
         self.renderer = renderer
-        if framing not in ("square", "full"):
-            raise ValueError(f"framing must be 'square' or 'full', not {framing!r}")
+        check_framing(framing, output_size)
         if source_params not in ("auto", "fit", "regress"):
             raise ValueError(f"source_params must be auto, fit or regress, not {source_params!r}")
         self.models = models
-        self.output_size = int(output_size)
-        if self.output_size < 16:
-            raise ValueError(f"output size must be at least 16, got {output_size}")
+        if output_size is None and framing == "square":
+            output_size = DEFAULT_OUTPUT_SIZE
+        self.output_size = None if output_size is None else int(output_size)
         self.framing = framing
         self.framing_scale = float(framing_scale)
         self.mask_shape = mask
@@ -302,7 +323,8 @@ class Animator:
     def output_shape(self) -> tuple[int, int]:
         """(height, width) of the frames ``animate`` returns."""
         if self._src is None:
-            return (self.output_size, self.output_size)
+            side = self.output_size or DEFAULT_OUTPUT_SIZE
+            return (side, side)
         return self._src.info.base.shape[:2]
 
     @classmethod
@@ -386,8 +408,8 @@ class Animator:
         if self.framing == "square":
             f, (ow, oh) = _square_framing(w, h, aligned.matrix, size, self.framing_scale, self.output_size)
         else:
-            k = self.output_size / max(w, h)
-            ow, oh = max(1, int(round(w * k))), max(1, int(round(h * k)))
+            k = (self.output_size or min(max(w, h), FULL_FRAMING_MAX_SIDE)) / max(w, h)
+            ow, oh = (max(2, n - n % 2) for n in (int(round(w * k)), int(round(h * k))))   # even: H.264
             kx, ky = ow / w, oh / h
             f = np.array([[kx, 0, 0.5 * kx - 0.5], [0, ky, 0.5 * ky - 0.5]], np.float64)
         finv = invert_matrix(f)

@@ -237,7 +237,7 @@ class Microphone:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from engine.animator import add_precision_argument, add_source_mouth_argument
+    from engine.animator import add_framing_arguments, add_precision_argument, add_source_mouth_argument
 
     from .drivers import add_expression_scale_argument
     p.add_argument("--source", required=True, help="the portrait to animate")
@@ -262,7 +262,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "the model can), 'expression' (expression and speech only; the h key switches) or 'speech' "
                         "(the lips and jaw only)")
     add_expression_scale_argument(p)
-    p.add_argument("--size", type=int, default=512)
+    add_framing_arguments(p)
     p.add_argument("--record", default=None, help="also write the animated video here (.mp4)")
     p.add_argument("--no-window", action="store_true", help="do not open a window")
     p.add_argument("--no-audio", action="store_true", help="do not play the track's audio")
@@ -275,7 +275,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def main(args) -> int:
     import cv2
 
-    from engine.animator import Animator, load_models
+    from engine.animator import Animator, check_framing, load_models
 
     from .drivers import MAX_EXPRESSION_SCALE, DriverMix, FaceDriver, TrackDriver, resolve_motion
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -291,8 +291,10 @@ def main(args) -> int:
         raise LiveError("--camera none leaves nothing to drive the portrait: add --mic or --track")
     if args.mic is not None:
         check_microphone(args.mic)        # a missing microphone is said before anything loads
+    check_framing(args.framing, args.size)
     models = load_models(args.checkpoint, backend=args.backend, precision=args.precision)
-    anim = Animator(models, output_size=args.size, renderer=args.renderer, source_mouth=args.source_mouth)
+    anim = Animator(models, output_size=args.size, framing=args.framing, renderer=args.renderer,
+                    source_mouth=args.source_mouth)
     anim.set_source(args.source)
     motion = resolve_motion(args.motion, anim)
     head = motion == "head"

@@ -214,13 +214,17 @@ def _side(left: np.ndarray, right: np.ndarray) -> np.ndarray:
 
 # ------------------------------------------------------------------------------------------ render
 def render(source, driver, out, *, audio=None, checkpoint=None, backend: str = "auto", models=None,
-           size: int = 512, fps: float | None = None, side_by_side: bool = False, mode: str = "relative",
+           size: int | None = None, fps: float | None = None, side_by_side: bool = False, mode: str = "relative",
            no_audio: bool = False, batch: int = 8, crf: int = 20, preset: str = "superfast",
            max_seconds: float | None = None, progress: bool = True, threads: int | None = 1,
            params: str = "mesh", renderer: str = "model", motion: str | None = None,
            face: tuple[float, float] | None = None, source_mouth: str = "closed", precision: str = "fp32",
-           neutral_at: float | str | None = None, expression_scale: float = 1.0) -> RenderResult:
-    """Render ``source`` (portrait) driven by ``driver`` (video or track) to ``out``. ``params``: where a
+           neutral_at: float | str | None = None, expression_scale: float = 1.0, framing: str = "square"
+           ) -> RenderResult:
+    """Render ``source`` (portrait) driven by ``driver`` (video or track) to ``out``. ``framing``: "square"
+    (a square around the face, ``size`` px, default 512) or "full" (the whole photo, its aspect kept,
+    long side ``size``, default the photo's own up to 1920: LivePortrait's paste-back, SadTalker's
+    "full"), engine.animator.Animator. ``params``: where a
     video driver's p comes from ("mesh": the blendshape fit of its face mesh; "head": the regression
     head on its crop). ``renderer``: "model" or "warp-only" (engine.animator.Animator). ``motion``:
     "speech" (the lips and jaw only: dubbing), "expression" (SliderGAN's: expression and speech), "head"
@@ -249,6 +253,8 @@ def render(source, driver, out, *, audio=None, checkpoint=None, backend: str = "
         raise ValueError(f"params must be one of {PARAMS_SOURCES}, not {params!r}")
     if renderer not in ("model", "warp-only"):
         raise ValueError(f"renderer must be 'model' or 'warp-only', not {renderer!r}")
+    from engine.animator import check_framing
+    check_framing(framing, size)
     from .drivers import check_expression_scale, check_motion
     check_motion(motion)
     expression_scale = check_expression_scale(expression_scale)
@@ -268,7 +274,8 @@ def render(source, driver, out, *, audio=None, checkpoint=None, backend: str = "
                        size=size, fps=fps, side_by_side=side_by_side, mode=mode, no_audio=no_audio, batch=batch,
                        crf=crf, preset=preset, max_seconds=max_seconds, progress=progress, threads=threads,
                        params=params, renderer=renderer, motion=motion, face=face, source_mouth=source_mouth,
-                       precision=precision, neutral_at=neutral_at, expression_scale=expression_scale)
+                       precision=precision, neutral_at=neutral_at, expression_scale=expression_scale,
+                       framing=framing)
     except BaseException:
         for d in reversed(made):  # folders made for the output, if the render left them empty
             try:
@@ -341,14 +348,14 @@ def prepare_output(out: Path) -> list[Path]:
 
 def _render(source, driver: Path, out: Path, *, audio, checkpoint, backend, models, size, fps, side_by_side, mode,
             no_audio, batch, crf, preset, max_seconds, progress, threads, params, renderer, motion,
-            face=None, source_mouth="closed", precision="fp32", neutral_at=None, expression_scale=1.0
-            ) -> RenderResult:
+            face=None, source_mouth="closed", precision="fp32", neutral_at=None, expression_scale=1.0,
+            framing="square") -> RenderResult:
     from engine.animator import Animator, load_models
     from engine.atomic import atomic_path
 
     if models is None:
         models = load_models(checkpoint, backend=backend, threads=threads, precision=precision)
-    anim = Animator(models, output_size=size, renderer=renderer, source_mouth=source_mouth)
+    anim = Animator(models, output_size=size, framing=framing, renderer=renderer, source_mouth=source_mouth)
     anim.set_source(source)
     n_exp = int(getattr(models, "n_exp", 0) or 0)
     t_start = time.perf_counter()
@@ -717,7 +724,7 @@ def _fit_audio(pcm: np.ndarray, seconds: float) -> np.ndarray:
 
 # --------------------------------------------------------------------------------------------- CLI
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from engine.animator import add_precision_argument, add_source_mouth_argument
+    from engine.animator import add_framing_arguments, add_precision_argument, add_source_mouth_argument
 
     from .drivers import add_expression_scale_argument
     p.add_argument("--source", required=True, help="the portrait to animate (an image with one face)")
@@ -731,7 +738,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", "--model", dest="checkpoint", default=None,
                    help="model folder (default: the embedded default model)")
     p.add_argument("--backend", default="auto", help="inference backend: auto, torch, onnxruntime, tensorrt")
-    p.add_argument("--size", type=int, default=512, help="output size in pixels (default 512)")
+    add_framing_arguments(p)
     p.add_argument("--fps", type=float, default=None, help="output fps for a track driver (default: the track's) or a sound file (default 25)")
     p.add_argument("--mode", choices=["relative", "absolute"], default="relative",
                    help="video driver: relative (the portrait's own expression plus the driver's change "
@@ -777,6 +784,6 @@ def main(args) -> int:
                  preset=args.preset, max_seconds=args.max_seconds, progress=not args.quiet,
                  threads=args.threads, params=args.params, renderer=args.renderer, motion=args.motion,
                  face=args.face, source_mouth=args.source_mouth, precision=args.precision,
-                 neutral_at=args.neutral_at, expression_scale=args.expression_scale)
+                 neutral_at=args.neutral_at, expression_scale=args.expression_scale, framing=args.framing)
     print(res.summary())
     return 0

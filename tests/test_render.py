@@ -161,6 +161,41 @@ def test_render_fails_cleanly(env, tmp_path):
         render(env["portrait"], drv, tmp_path / "x.gif", models=env["models"], progress=False)
 
 
+def test_full_framing_keeps_the_whole_photo_and_moves_its_face(env, tmp_path, capsys):
+    """--framing full: the whole photo, its aspect kept, at its own size (odd sides made even for H.264) or
+    with --size as its long side; far from the face the photo's pixels as they were, the face moving; a
+    size out of range is one line before anything loads."""
+    import cv2
+
+    from engine.cli import main
+    from engine.video import read_frames
+    from streaming.render import render
+    face = kit.synth_portrait(0, size=240)
+    photo = np.zeros((331, 301, 3), np.uint8)                     # odd sides, taller than wide
+    photo[:] = np.linspace(40, 220, 301)[None, :, None].astype(np.uint8)   # a background with structure
+    photo[30:270, 30:270] = face
+    path = tmp_path / "photo.png"
+    cv2.imwrite(str(path), photo[:, :, ::-1])
+    tr = kit.speech_track(tmp_path / "speech.npz", seconds=1.0, fps=25)
+    out = render(path, tr, tmp_path / "full.mp4", models=env["models"], framing="full", progress=False,
+                 no_audio=True, preset="medium").path
+    assert _streams(out)["video"]["size"] == (300, 330)
+    frames = [f.astype(float) for f, _ in read_frames(out)]
+    ref = cv2.resize(photo, (300, 330), interpolation=cv2.INTER_AREA).astype(float)
+    below = (slice(290, 330), slice(0, 300))                       # the strip under the face, far from it
+    assert np.abs(frames[0][below] - ref[below]).mean() < 3.0
+    assert max(np.abs(f[below] - frames[0][below]).mean() for f in frames) < 0.5
+    moved = max(np.abs(f[60:240, 60:240] - frames[0][60:240, 60:240]).mean() for f in frames)
+    assert moved > 0.5, moved
+    out = render(path, tr, tmp_path / "small.mp4", models=env["models"], framing="full", size=160,
+                 progress=False, no_audio=True).path
+    assert _streams(out)["video"]["size"] == (144, 160)      # 301 x 160 / 331 = 145.5 -> 145, made even
+    rc = main(["render", "--source", str(path), "--driver", str(tr), "-o", str(tmp_path / "x.mp4"),
+               "--checkpoint", str(tmp_path / "no-such-model"), "--framing", "full", "--size", "90000"])
+    _one_line_error(rc, capsys.readouterr().err, "the output size must be 16 to 4096 pixels, not 90000")
+    assert not (tmp_path / "x.mp4").exists()
+
+
 def test_render_cli(env, tmp_path):
     from engine.cli import main
     tr = kit.speech_track(tmp_path / "t.npz", seconds=0.5, fps=30)
@@ -803,6 +838,13 @@ def test_live_import_safe_and_records_from_a_file_camera(env, tmp_path, monkeypa
     assert "frames" in capsys.readouterr().out
     assert _streams(out)["video"]["frames"] >= 5
     assert main(args + ["--camera", str(tmp_path / "nope.mp4"), "--record", str(out)]) == 1
+    # --framing full records the whole photo, its aspect kept
+    import cv2
+    wide = tmp_path / "wide.png"
+    cv2.imwrite(str(wide), np.pad(cv2.imread(str(env["portrait"])), ((0, 0), (96, 96), (0, 0)), mode="edge"))
+    args[2], args[-1] = str(wide), "192"
+    assert main(args + ["--camera", str(cam), "--record", str(out), "--framing", "full"]) == 0
+    assert _streams(out)["video"]["size"] == (192, 128)
 
 
 def test_output_has_ordinary_permissions(env, tmp_path):
