@@ -119,6 +119,23 @@ def test_warp_path_moves_the_face_at_full_resolution(warp_anims):
         assert np.abs(pair[1].astype(int) - f).max() <= 1
 
 
+def test_a_black_and_white_portrait_stays_black_and_white(warp_anims, tmp_path):
+    """A grey photo (15 % of the shared stills) opened wide: the drawn teeth, cavity and tongue and the
+    network's paint are grey too (the teeth had come out blue: grey skin read as a blue cast)."""
+    import cv2
+    from engine.animator import Animator
+    from tests.conftest import SHARED_DATA as shared_data
+    grey = cv2.cvtColor(cv2.imread(str(shared_data / "portraits" / "s5.jpg")), cv2.COLOR_BGR2GRAY)
+    path = tmp_path / "grey.png"
+    cv2.imwrite(str(path), grey)
+    for renderer, colour in warp_anims.items():
+        anim = Animator(colour.models, output_size=320, renderer=renderer)
+        anim.set_source(str(path))
+        f = anim.animate(_with(anim, jaw_open=1.0, lips_part=1.0)).astype(int)
+        assert np.abs(f - anim.source.base).max() > 60, renderer          # the mouth opened
+        assert (f.max(2) - f.min(2)).max() <= 2, renderer                 # and nothing took a colour
+
+
 def test_parameters_beyond_one_move_the_mesh_further_and_the_network_sees_them_clipped(warp_anims):
     """A relative driver's p may pass the fit's [-1, 1] (engine.animator.P_LIMIT): the warp moves the
     mesh by all of it, the generator (trained on [-1, 1]) is given p clipped there."""

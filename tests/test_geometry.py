@@ -209,6 +209,15 @@ def test_teeth_take_the_portraits_colour_cast_at_their_brightness():
     assert cold[2] - cold[0] > g.TEETH_COLOUR[2] - g.TEETH_COLOUR[0] + 10
     for t in (daylight, varnish, cold):
         assert t @ g.LUMA == pytest.approx(g.TEETH_COLOUR @ g.LUMA, abs=0.5)
+    # a black and white picture (its skin grey, which reads as a cold cast) has grey teeth; a faint colour some
+    rng = np.random.default_rng(0)
+    photo = rng.uniform(40, 220, (64, 64, 3)) * [1.0, 0.85, 0.7]
+    bw = np.repeat(photo.mean(2, keepdims=True), 3, 2)
+    assert g.colourfulness(photo) == 1.0 and g.colourfulness(bw) == 0.0
+    assert 0.2 < g.colourfulness(0.97 * bw + 0.03 * photo) < 0.8
+    grey = g.teeth_colour([[120, 120, 120], [118, 118, 118]], g.colourfulness(bw))
+    assert np.ptp(grey) < 0.5 and grey @ g.LUMA == pytest.approx(g.TEETH_COLOUR @ g.LUMA, abs=0.5)
+    assert np.ptp(g.teeth_colour([[120, 120, 120], [118, 118, 118]])) > 20        # as a colour photo's: blue
 
 
 def test_a_closing_eye_keeps_its_eyeball_and_the_lids_cover_it(fm):
