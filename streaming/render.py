@@ -224,7 +224,7 @@ def render(source, driver, out, *, audio=None, checkpoint=None, backend: str = "
     """Render ``source`` (portrait) driven by ``driver`` (video or track) to ``out``. ``framing``: "square"
     (a square around the face, ``size`` px, default 512) or "full" (the whole photo, its aspect kept,
     long side ``size``, default the photo's own up to 1920: LivePortrait's paste-back, SadTalker's
-    "full"), engine.animator.Animator. ``params``: where a
+    "full"; engine.animator.Animator). ``params``: where a
     video driver's p comes from ("mesh": the blendshape fit of its face mesh; "head": the regression
     head on its crop). ``renderer``: "model" or "warp-only" (engine.animator.Animator). ``motion``:
     "speech" (the lips and jaw only: dubbing), "expression" (SliderGAN's: expression and speech), "head"
