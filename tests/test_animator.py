@@ -120,7 +120,7 @@ def test_warp_path_moves_the_face_at_full_resolution(warp_anims):
 
 
 def test_a_black_and_white_portrait_stays_black_and_white(warp_anims, tmp_path):
-    """A grey photo (15 % of the shared stills) opened wide: the drawn teeth, cavity and tongue and the
+    """A grey photo (44 of the 293 shared portraits and stills) opened wide: the drawn teeth, cavity and tongue and the
     network's paint are grey too (the teeth had come out blue: grey skin read as a blue cast)."""
     import cv2
     from engine.animator import Animator
