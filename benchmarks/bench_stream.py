@@ -108,9 +108,11 @@ def portrait_path(args, tmp: Path) -> Path:
     return out
 
 
-async def stream_bench(url: str, frames, seconds: float, warmup: float, server_pid: int, motion=None) -> dict:
+async def stream_bench(url: str, frames, seconds: float, warmup: float, server_pid: int, motion=None,
+                       framing=None) -> dict:
     from streaming.client import StreamClient
-    async with StreamClient(url, frames=frames, fps=30, mode="relative", decode=False, motion=motion) as c:
+    async with StreamClient(url, frames=frames, fps=30, mode="relative", decode=False, motion=motion,
+                            framing=framing) as c:
         await c.wait_frames(5, timeout=60)
         await asyncio.sleep(warmup)
         n0, t0 = len(c.frame_times), time.monotonic()
@@ -168,6 +170,8 @@ def main() -> int:
     ap.add_argument("--skip-stream", action="store_true")
     ap.add_argument("--motion", choices=["expression", "head"], default=None,
                     help="what the webcam moves (default: the server's, head motion where the model can)")
+    ap.add_argument("--framing", choices=["square", "full"], default=None,
+                    help="what the stream shows: the square round the face (the server's default) or the whole photo")
     ap.add_argument("--skip-render", action="store_true")
     ap.add_argument("--json", default=str(ROOT / "out" / "bench_stream.json"))
     args = ap.parse_args()
@@ -186,8 +190,9 @@ def main() -> int:
                 configure_ice("loopback")
                 frames = driving_frames(args, 300)
                 out["stream"] = asyncio.run(stream_bench(url.rstrip("/"), frames, args.seconds, args.warmup, proc.pid,
-                                                         args.motion))
+                                                         args.motion, args.framing))
                 out["stream"]["motion"] = args.motion or "server default"
+                out["stream"]["framing"] = args.framing or "square"
                 out["stream"]["targets"] = {"fps": 25, "latency_p95_ms": 80}
             s = out["stream"]
             print(f"stream: {s['received_fps']} fps received (server {s['server_fps']}), latency p50 "

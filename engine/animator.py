@@ -139,15 +139,21 @@ class SourceInfo:
     pose: np.ndarray | None = None   # the portrait's head pose against a frontal face (engine.pose.absolute)
     closed_params: np.ndarray | None = None   # params with the mouth closed (engine.geometry.closed_mouth)
     lids: np.ndarray | None = None   # its eyes' lid gaps, canonical (FaceModel.lid_gaps): blinks scale to them
+    landmarks: np.ndarray | None = None   # (478, 3) its face mesh in portrait px: another framing needs no new search
     message: str = ""
     prepare_ms: float = 0.0
+
+    @property
+    def output(self) -> list[int]:
+        """[width, height] of the output frames."""
+        return [int(self.base.shape[1]), int(self.base.shape[0])]
 
     def to_json(self) -> dict:
         return {"width": self.width, "height": self.height, "face_px": round(self.face_px, 1),
                 "n_faces": self.n_faces, "params": [round(float(v), 4) for v in self.params],
                 "fitted": self.params_fitted is not None, "message": self.message,
                 "pose": None if self.pose is None else [round(float(v), 2) for v in self.pose],
-                "output": [int(self.base.shape[1]), int(self.base.shape[0])],
+                "output": self.output,
                 "prepare_ms": round(self.prepare_ms, 1)}
 
 
@@ -482,7 +488,7 @@ class Animator:
                           params=params, params_regressed=p_reg, params_fitted=p_fit, crop=crop,
                           base=base, framing=f, matrix=m_out, message=aligned.message,
                           pose=head_pose.absolute(head_pose.measure(aligned.landmarks)), closed_params=closed,
-                          lids=lids,
+                          lids=lids, landmarks=np.asarray(aligned.landmarks, np.float32),
                           prepare_ms=(time.perf_counter() - t0) * 1000)
         return PreparedSource(info=info, x=x, feats=feats, roi=(rx0, ry0, rx1, ry1), map1=map1,
                               map2=map2, mask=mask, region=region, detail=detail, crop_f=crop_f,

@@ -160,11 +160,11 @@ class StreamClient:
     def __init__(self, url: str, frames=None, fps: float = 30.0, portrait: str | None = None,
                  exp: str | None = None, speech: str | None = None, track: str | None = None,
                  mode: str = "relative", audio: bool = True, keep: int = 600, decode: bool = True,
-                 token: str | None = None, sound=None, motion: str | None = None):
+                 token: str | None = None, sound=None, motion: str | None = None, framing: str | None = None):
         self.url = url.rstrip("/")
         self.token = token           # the server's token; None: read from its page on connect
         self.source = FrameSource(frames, fps) if frames is not None else None
-        self.offer_extra = {"portrait": portrait, "mode": mode, "track": track, "motion": motion,
+        self.offer_extra = {"portrait": portrait, "mode": mode, "track": track, "motion": motion, "framing": framing,
                             "exp": exp or ("face" if frames is not None else "sliders"),
                             "speech": speech or ("face" if frames is not None else "sliders")}
         self.want_audio = audio

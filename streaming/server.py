@@ -13,7 +13,7 @@ Routes (JSON errors are ``{"error": "..."}`` with a 4xx/5xx status):
                                readable image or holds no usable face; 503 when too many are in progress
   GET  /api/tracks             parameter tracks (``--tracks``)
   POST /offer                  {"sdp", "type": "offer", "portrait", "exp", "speech", "track", "mode", "params",
-                               "motion", "mouth", "scale"}
+                               "motion", "mouth", "scale", "framing"}
                                -> the answer; 400 on a bad offer, 413 over 256 KB, 503 when all
                                sessions are in use
   GET  /api/sessions           live sessions and their figures ("closing": sessions still being closed)
@@ -29,7 +29,8 @@ its ``<meta>``; ``streaming.client`` reads it from there too; a page served from
 origin gets it from ``/api/info`` (CORS answers go to those origins only).
 
 A session is one RTCPeerConnection. The browser sends its webcam (optional) and opens a data channel;
-the server sends back the animated portrait (512 x 512 by default) and an audio track (a parameter
+the server sends back the animated portrait (framing "square": 512 x 512 round the face by default;
+"full": the whole photo, its long side 512, the animated face pasted back into it) and an audio track (a parameter
 track's audio, else silence). Only the newest webcam frame is used: frames that arrive while one is
 being processed are dropped, so latency stays bounded. A producer task renders frames on the
 session's worker thread while aiortc encodes the previous one, and ``recv`` hands out the newest.
@@ -47,6 +48,7 @@ Data channel messages (JSON), browser -> server:
   {"type": "params", "params": "mesh|head"}           (the webcam's p: blendshape fit of its mesh, or D_p)
   {"type": "motion", "motion": "head|expression|speech"}   (expression + head pose, expression only, or the lips and jaw only)
   {"type": "scale", "value": s}                       (the drivers' expression and speech motion times s, 0..3)
+  {"type": "framing", "framing": "square|full"}       (the square round the face, or the whole photo)
   {"type": "pose", "index": i, "value": v}            (pin a head-pose slider; v in units of its limit, -1..1)
   {"type": "slider", "index": i, "value": v}          {"type": "sliders", "values": [...]}
   {"type": "preset", "name": "..."}                   {"type": "release"}   (unpin the sliders)
@@ -80,6 +82,7 @@ from pathlib import Path
 
 import numpy as np
 
+from engine.animator import FRAMINGS
 from engine.images import MAX_PIXELS, MAX_SIDE, ImageReadError, ImageTooLargeError, decode_image, load_image
 from engine.pose import LIMITS as POSE_LIMITS
 from engine.pose import N_POSE, POSE_NAMES, POSE_PRESETS, POSE_UNITS, from_unit, pose_labels, to_unit
@@ -116,7 +119,8 @@ class Portrait:
     id: str
     name: str
     image: np.ndarray | None                 # RGB, dropped once prepared
-    prepared: object | None = None           # engine.animator.PreparedSource
+    prepared: object | None = None           # engine.animator.PreparedSource, framing "square"
+    whole: object | None = None              # the same, framing "full" (the whole photo)
     error: str | None = None
     uploaded: bool = False
     thumb: bytes | None = None               # JPEG of the whole photo, at most 256 px
@@ -127,6 +131,8 @@ class Portrait:
         if self.prepared is not None:
             d.update(self.prepared.info.to_json())
             d.pop("params", None)
+        if self.whole is not None:
+            d["output_full"] = self.whole.info.output
         if self.error:
             d["error"] = self.error
         return d
@@ -153,8 +159,9 @@ class Engine:
 
     def __init__(self, models, output_size: int = 512, fps: float = 30.0, max_sessions: int = 2,
                  presets: dict | None = None, n_exp: int | None = None, renderer: str = "model",
-                 audio_net=None, checkpoint=None, source_mouth: str = "closed"):
-        from engine.animator import Animator
+                 audio_net=None, checkpoint=None, source_mouth: str = "closed", framing: str = "square"):
+        from engine.animator import Animator, check_framing
+        check_framing(framing, output_size)
         self.models = models
         self._audio_net = audio_net          # the audio model (microphone route), loaded on first use
         self._audio_error: str | None = None
@@ -163,6 +170,7 @@ class Engine:
         self.output_size = int(output_size)
         self.renderer = renderer
         self.source_mouth = source_mouth     # engine.animator.Animator's: a relative webcam's starting mouth
+        self.framing = framing               # a session's first framing (the page switches it)
         self.fps = float(fps)
         self.max_sessions = int(max_sessions)
         self.param_names = list(models.param_names)
@@ -170,7 +178,10 @@ class Engine:
         self.n_exp = int(n_exp if n_exp is not None else getattr(models, "n_exp", 0) or
                          sum(not n.lower().startswith("speech") for n in self.param_names))
         self.image_size = int(models.image_size)
-        self._prep = Animator(models, output_size=self.output_size, renderer=renderer)
+        # every portrait in both framings, the face found once: the square (output_size a side) and the
+        # whole photo (output_size its long side)
+        self._prep = {f: Animator(models, output_size=self.output_size, framing=f, renderer=renderer)
+                      for f in FRAMINGS}
         self.portraits: dict[str, Portrait] = {}
         self.tracks: dict[str, TrackEntry] = {}
         from engine.animator import face_model_for
@@ -258,10 +269,11 @@ class Engine:
             if p.prepared is not None or p.error is not None:
                 return p.prepared
             try:
-                p.prepared = self._prep.prepare(p.image, name=p.name)
+                p.prepared = self._prep["square"].prepare(p.image, name=p.name)
+                p.whole = self._prep["full"].prepare(p.image, landmarks=p.prepared.info.landmarks, name=p.name)
                 p.image = None
             except FaceError as e:
-                p.error = str(e)
+                p.prepared, p.error = None, str(e)
             return p.prepared
 
     def warm_up(self) -> None:
@@ -272,12 +284,13 @@ class Engine:
         # the audio model too (loaded and converted to onnxruntime once, not in a session's first offer)
         self.warm_pool.submit(lambda: self.audio_net)
 
-    async def prepared(self, p: Portrait):
+    async def prepared(self, p: Portrait, framing: str = "square"):
+        """The portrait prepared in ``framing`` (HTTPError 422 when it holds no usable face)."""
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self.prep_pool, self.prepare, p)
         if p.error:
             raise HTTPError(422, p.error)
-        return p.prepared
+        return p.whole if framing == "full" else p.prepared
 
     # tracks --------------------------------------------------------------------------------
     def add_track_file(self, path: Path) -> TrackEntry | None:
@@ -348,7 +361,7 @@ class Engine:
                 "backend": str(getattr(self.models, "backend", "")),
                 "preview": self.face_model is not None,
                 "params_sources": self.params_sources, "renderer": self.renderer,
-                "source_mouth": self.source_mouth,
+                "source_mouth": self.source_mouth, "framing": self.framing, "framings": list(FRAMINGS),
                 "mic": self._audio_error is None,     # (not waiting for the model being loaded)
                 "pose_names": list(POSE_NAMES), "pose_labels": pose_labels(), "pose_units": list(POSE_UNITS),
                 "pose_limits": [float(v) for v in POSE_LIMITS], "moves_head": self.moves_head,
@@ -496,7 +509,7 @@ class Session:
     """One browser (or client) connection and everything it owns."""
 
     def __init__(self, engine: Engine, pc, portrait: Portrait, mode: str = "relative", params: str | None = None,
-                 motion: str | None = None, mouth: str | None = None, scale: float = 1.0):
+                 motion: str | None = None, mouth: str | None = None, scale: float = 1.0, framing: str | None = None):
         from engine.animator import Animator
 
         from .drivers import DriverMix, SlidersDriver
@@ -507,8 +520,10 @@ class Session:
         self.animator = Animator(engine.models, output_size=engine.output_size, renderer=engine.renderer,
                                  source_mouth=mouth or engine.source_mouth)
         self.params_source = params or engine.params_sources[0]
-        self.animator.use(portrait.prepared)
-        rest = portrait.prepared.info.params
+        self.framing = framing or engine.framing
+        prepared = portrait.whole if self.framing == "full" else portrait.prepared
+        self.animator.use(prepared)
+        rest = prepared.info.params
         self.sliders = SlidersDriver(engine.n_params, rest, engine.presets)
         self.mix = DriverMix(engine.n_exp, engine.n_params, rest, self.sliders)
         self.mix.expression_scale = scale      # every driver set on the mix gets it
@@ -817,7 +832,7 @@ class Session:
         s = self.stats.summary()
         s.update({"type": "stats", "session": self.id, "routes": dict(self.mix.routes), "mode": self.mode,
                   "params_source": self.params_source, "mouth": self.animator.source_mouth,
-                  "scale": self.mix.expression_scale,
+                  "scale": self.mix.expression_scale, "framing": self.framing,
                   "portrait": self.portrait_id, "track": self.track.id if self.track else None,
                   "params": [round(float(v), 3) for v in self.params],
                   "pinned": [int(i) for i in np.flatnonzero(self.sliders.pinned)],
@@ -845,6 +860,7 @@ class Session:
                 "rest": [round(float(v), 4) for v in self.animator.source_params],
                 "routes": dict(self.mix.routes), "mode": self.mode, "params_source": self.params_source,
                 "mouth": self.animator.source_mouth, "scale": self.mix.expression_scale,
+                "framing": self.framing, "output": self.animator.source.output,
                 "motion": self.motion, "portrait": self.portrait_id,
                 "track": self.track.id if self.track else None}
 
@@ -986,7 +1002,7 @@ class Session:
             p = self.engine.portraits.get(pid)
             if p is None:
                 raise ValueError(f"no portrait {pid!r}")
-            prepared = await self.engine.prepared(p)
+            prepared = await self.engine.prepared(p, self.framing)
             self.animator.use(prepared)
             self.portrait_id = p.id
             rest = prepared.info.params
@@ -998,6 +1014,17 @@ class Session:
             if self.track_driver is not None:
                 self.track_driver.set_rest_lids(prepared.info.lids)
             return self.hello()
+        if kind == "framing":
+            framing = _string(msg, "framing")
+            if framing not in FRAMINGS:
+                raise ValueError(f"framing must be one of {list(FRAMINGS)}, not {_short(framing)}")
+            portrait = self.engine.portraits.get(self.portrait_id)
+            if portrait is None:
+                raise ValueError("this session's portrait is gone: choose another")
+            # the same portrait and parameters in another frame: nothing else changes
+            self.animator.use(await self.engine.prepared(portrait, framing))
+            self.framing = framing
+            return {"type": "framing", "framing": framing, "output": self.animator.source.output}
         if kind == "track":
             tid = msg.get("id")
             if tid is None:
@@ -1616,12 +1643,16 @@ async def _offer(request, engine: Engine):
         scale = check_expression_scale(scale)
     except ValueError as e:
         raise HTTPError(400, str(e)) from None
+    framing = params.get("framing", engine.framing)
+    if framing not in FRAMINGS:
+        raise HTTPError(400, f"framing must be one of {list(FRAMINGS)}, not {_short(framing)}")
     engine.pending += 1
     pc = None
     try:
         await engine.prepared(portrait)
         pc = RTCPeerConnection()
-        session = Session(engine, pc, portrait, mode=mode, params=source, motion=motion, mouth=mouth, scale=scale)
+        session = Session(engine, pc, portrait, mode=mode, params=source, motion=motion, mouth=mouth, scale=scale,
+                          framing=framing)
         exp, speech = params.get("exp", "face"), params.get("speech", "face")
         try:
             if exp == "mic":
@@ -1778,7 +1809,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=1,
                    help="intra-op threads per model call (default 1: each session already runs its "
                         "stages on two threads side by side)")
-    p.add_argument("--size", type=int, default=512, help="output frame size in pixels (default 512)")
+    p.add_argument("--size", type=int, default=512,
+                   help="the stream's size in pixels: the square's side, and the whole photo's long side (default 512)")
+    p.add_argument("--framing", choices=FRAMINGS, default="square",
+                   help="what a session streams first (the page switches it): 'square' (default: a square round "
+                        "the face) or 'full' (the whole photo, its aspect kept, the animated face pasted back)")
     p.add_argument("--renderer", choices=["model", "warp-only"], default="model",
                    help="'model' (the generator) or 'warp-only' (no network: the portrait warped along its mesh)")
     add_source_mouth_argument(p)
@@ -1801,7 +1836,7 @@ def build_engine(args) -> Engine:
     from engine.animator import load_models
     models = load_models(args.checkpoint, backend=args.backend, threads=args.threads, precision=args.precision)
     eng = Engine(models, output_size=args.size, fps=args.fps, max_sessions=args.max_sessions, checkpoint=args.checkpoint,
-                 renderer=args.renderer, source_mouth=args.source_mouth)
+                 renderer=args.renderer, source_mouth=args.source_mouth, framing=args.framing)
     for spec in args.portraits:
         for f in _expand(spec, IMAGE_EXTS):
             try:

@@ -182,6 +182,68 @@ def test_frames_follow_the_parameters(setup):
     asyncio.run(run())
 
 
+def test_the_whole_photo_is_streamed_and_switched_to_and_from(setup):
+    """Framing "full": a wide photo arrives whole (its aspect, long side the server's size) with the face
+    animated inside it and the rest of the photo as it is; the page's switch goes to the square and back
+    in the same session without a new portrait or a new calibration; a bad framing is a clear error."""
+    eng, d = setup
+    import cv2
+
+    from streaming.client import StreamClient
+    face = kit.synth_portrait(0)
+    wide = np.concatenate([np.full((384, 96, 3), (40, 90, 160), np.uint8), face,
+                           np.full((384, 96, 3), (40, 90, 160), np.uint8)], 1)     # 384 x 576, blue sides
+    cv2.imwrite(str(d / "wide.png"), wide[:, :, ::-1])
+    p = eng.add_portrait_file(d / "wide.png")
+    eng.prepare(p)
+    assert p.error is None and p.describe()["output_full"] == [256, 170]
+
+    async def run():
+        async with serving(eng) as url:
+            st, body = await _post(url + "/offer", json={"sdp": "v=0\r\nm=video 9 junk\r\n", "type": "offer",
+                                                          "framing": "wide"})
+            assert st == 400 and "framing must be one of ['square', 'full']" in body["error"], body
+            async with StreamClient(url, portrait=p.id, exp="sliders", speech="sliders", framing="full") as c:
+                assert c.hello["framing"] == "full" and c.hello["output"] == [256, 170]
+                await c.wait_frames(5)
+                shots = {}
+                for v in (1.0, -1.0):
+                    await c.send({"type": "sliders", "values": [v] * eng.n_params})
+                    await asyncio.sleep(0.4)
+                    await c.wait_frames(5)
+                    shots[v] = c.frames[-1][0]
+                a, b = shots[1.0], shots[-1.0]
+                assert a.shape == (170, 256, 3), a.shape
+                # the photo's blue sides are there, untouched by the motion; the face moves
+                side = a[20:150, 5:30].reshape(-1, 3).mean(0)
+                assert np.abs(side - (40, 90, 160)).max() < 12, side
+                assert np.abs(a[:, :30].astype(float) - b[:, :30]).mean() < 2.0
+                assert np.abs(face_region(a) - face_region(b)).mean() > 4.0
+                cv2.imwrite(str(d / "whole.png"), np.concatenate([a, b], 1)[:, :, ::-1])
+                session = eng.sessions[c.hello["session"]]
+                params = session.params.copy()
+                r = await c.request({"type": "framing", "framing": "square"}, "framing")
+                assert r["output"] == [256, 256]
+                await asyncio.sleep(0.4)
+                await c.wait_frames(5)
+                assert c.frames[-1][0].shape == (256, 256, 3)
+                assert np.allclose(session.params, params)         # the sliders kept, the same portrait
+                r = await c.request({"type": "framing", "framing": "full"}, "framing")
+                assert r["output"] == [256, 170]
+                r = await c.request({"type": "framing", "framing": "wide"}, "error")
+                assert "framing must be one of" in r["message"]
+                await asyncio.sleep(0.4)
+                await c.wait_frames(5)
+                assert c.frames[-1][0].shape == (170, 256, 3)
+                st = await c.request({"type": "status"}, "stats")
+                assert st["framing"] == "full"
+            await _wait_closed(eng)
+    try:
+        asyncio.run(run())
+    finally:
+        eng.portraits.pop(p.id, None)
+
+
 def test_webcam_driver_moves_the_face(setup):
     """A driving video over WebRTC: the face is tracked, the regression head moves the parameters,
     stale frames are dropped, and the latency figures are reported."""

@@ -234,6 +234,7 @@ async function start() {
       exp: r.exp, speech: r.speech, mode: document.querySelector("input[name=mode]:checked").value,
       params: document.querySelector("input[name=params]:checked").value,
       mouth: document.querySelector("input[name=mouth]:checked").value,
+      framing: document.querySelector("input[name=framing]:checked").value,
     };
     if (state.info.moves_head) body.motion = document.querySelector("input[name=motion]:checked").value;
     body.scale = Number($("scale").value);
@@ -405,6 +406,9 @@ async function init() {
   for (const r of document.querySelectorAll("input[name=mouth]")) {
     r.checked = r.value === (state.info.source_mouth || "closed");
   }
+  for (const r of document.querySelectorAll("input[name=framing]")) {
+    r.checked = r.value === (state.info.framing || "square");
+  }
   // head motion needs the geometry-guided model
   $("motion-row").hidden = !state.info.moves_head;
   const tsel = $("track");
@@ -464,6 +468,9 @@ async function init() {
   }
   for (const r of document.querySelectorAll("input[name=mouth]")) {
     r.onchange = () => send({ type: "mouth", mouth: r.value });
+  }
+  for (const r of document.querySelectorAll("input[name=framing]")) {
+    r.onchange = () => send({ type: "framing", framing: r.value });
   }
   $("scale").oninput = () => {
     showScale(Number($("scale").value));
