@@ -409,7 +409,8 @@ def extract_track(video: str | os.PathLike, out: str | os.PathLike, audio: str |
     file is ``<out without suffix>.<audio>``. The face mesh of every frame comes from
     ``engine.face.FaceTracker`` (video mode); the parameters from ``model.fit_sequence`` (default:
     ``engine.blendshapes.load_default_face_model()``: the sequence's neutral carries the identity,
-    each frame's ``p = [p_exp, p_speech]`` is a bounded fit in [-1, 1]). Frames without a usable face
+    each frame's ``p = [p_exp, p_speech]`` is a bounded fit in [-1, 1], read from the neutral with its
+    lips closed, meta["neutral_lips_closed_by"]). Frames without a usable face
     get parameters interpolated in time from their neighbours (listed in
     meta["frames_without_face"]). ``smooth`` runs a One Euro filter over the parameters."""
     from .face import FaceTracker
@@ -450,6 +451,15 @@ def extract_track(video: str | os.PathLike, out: str | os.PathLike, audio: str |
         raise TrackError(f"no usable face in any frame of {video} ({statuses})")
     fit = model.fit_sequence(lms)
     p = np.array(fit.p, np.float64)
+    # p = 0 is the clip's neutral face; where its lips are apart (a clip that talks through its calmest
+    # frames), p is read from that face with its lips closed, as a face driver's neutral is
+    # (streaming.drivers.neutral_of): its mouth's motion then reaches a portrait whole, from closed lips,
+    # instead of every closing shutting the portrait's mouth further than closed
+    closed = np.zeros(p.shape[1])
+    if hasattr(model, "lid_gaps"):      # a FaceModel (closed_mouth moves its mesh)
+        from .geometry import closed_mouth
+        closed = closed_mouth(model, fit.neutral, closed).astype(np.float64)
+    p -= closed
     pose = _clip_pose(lms, found)
     valid = found & np.asarray(fit.valid, bool) & np.all(np.isfinite(p), axis=1)
     t_arr = np.asarray(times, np.float64)
@@ -483,6 +493,7 @@ def extract_track(video: str | os.PathLike, out: str | os.PathLike, audio: str |
     meta = {"source": str(video), "source_fps": info.fps, "start": start, "end": end,
             "frames": len(times), "frames_without_face": [int(i) for i in missing],
             "statuses": statuses, "smoothed": bool(smooth),
+            "neutral_lips_closed_by": [round(float(v), 4) for v in closed],
             "model": model.describe() if hasattr(model, "describe") else type(model).__name__}
     if len(res) and np.isfinite(res).any():
         meta["fit_residual_px_mean"] = float(np.nanmean(res))

@@ -213,7 +213,8 @@ def test_extract_command_with_the_default_model(shared_data, tmp_path, capsys):
     assert len(tr) == 25 and tr.n_speech == model.n_speech and tr.n_expression == model.n_exp
     assert tr.names == list(model.param_names)
     assert tr.audio_path.is_file()
-    assert np.abs(tr.params).max() <= 1.0 + 1e-6
+    from engine.animator import P_LIMIT
+    assert np.abs(tr.params).max() <= P_LIMIT    # the fit's [-1, 1], from the neutral with its lips closed
     assert tr.speech.std(axis=0).max() > 0.01          # the mouth moves in a talking video
     assert tr.lids.shape == (2,) and np.all(tr.lids > 0)   # the driver's eyes, for retargeting its blinks
     assert main(["track", "check", str(out), "--speech", str(model.n_speech),
@@ -223,6 +224,40 @@ def test_extract_command_with_the_default_model(shared_data, tmp_path, capsys):
     bad.write_bytes(b"\x00" * 1000)
     assert main(["track", "extract", str(bad), "-o", str(tmp_path / "x.npz")]) == 1
     assert "bad.mp4" in capsys.readouterr().err
+
+
+def test_a_driver_that_never_closes_its_lips_opens_a_portraits_mouth(shared_data, tmp_path):
+    """A clip whose calmest frames have the lips apart (here a still face, mouth open throughout) reads
+    from that face with its lips closed, as a face driver's neutral is: its track opens a closed-mouth
+    portrait's lips about as far as the driver's own are (p = 0 at the neutral kept them shut)."""
+    pytest.importorskip("mediapipe")
+    model = _default_model_or_skip()
+    import av
+
+    from engine.face import detect_and_align, load_image
+    from engine.geometry import CLOSED_GAP, closed_mouth, lip_gap, target_landmarks
+    from engine.tracks import extract_track
+    from tests import streamkit as kit
+    face = kit.synth_portrait(0)                    # its lips are apart
+    video = tmp_path / "open.mp4"
+    with av.open(str(video), "w") as c:
+        s = c.add_stream("mpeg4", rate=25)
+        s.width, s.height, s.pix_fmt = face.shape[1], face.shape[0], "yuv420p"
+        s.options = {"qscale": "2"}
+        for _ in range(10):
+            for pkt in s.encode(av.VideoFrame.from_ndarray(face, format="rgb24")):
+                c.mux(pkt)
+        for pkt in s.encode():
+            c.mux(pkt)
+    tr = extract_track(video, tmp_path / "open.npz", audio=None, model=model, progress=False)
+    driver_gap = lip_gap(detect_and_align(face, size=128).crop_landmarks)
+    assert driver_gap > 2 * CLOSED_GAP
+    assert min(tr.meta["neutral_lips_closed_by"]) < -0.05          # mostly lips_part
+    portrait = detect_and_align(load_image(shared_data / "portraits" / "s5.jpg"), size=128)
+    rest = closed_mouth(model, portrait.crop_landmarks, model.fit(portrait.landmarks).p)
+    assert lip_gap(target_landmarks(model, portrait.crop_landmarks, rest, rest)) <= CLOSED_GAP
+    opened = [lip_gap(target_landmarks(model, portrait.crop_landmarks, rest, rest + p)) for p in tr.params]
+    assert 0.6 * driver_gap < np.median(opened) < 1.6 * driver_gap, (opened, driver_gap)
 
 
 def test_extract_fills_frames_without_a_face(shared_data, tmp_path):
