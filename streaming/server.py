@@ -82,7 +82,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.animator import FRAMINGS
+from engine.animator import FRAMINGS, check_framing
 from engine.images import MAX_PIXELS, MAX_SIDE, ImageReadError, ImageTooLargeError, decode_image, load_image
 from engine.pose import LIMITS as POSE_LIMITS
 from engine.pose import N_POSE, POSE_NAMES, POSE_PRESETS, POSE_UNITS, from_unit, pose_labels, to_unit
@@ -126,6 +126,10 @@ class Portrait:
     thumb: bytes | None = None               # JPEG of the whole photo, at most 256 px
     lock: threading.Lock = field(default_factory=threading.Lock)
 
+    def framed(self, framing: str):
+        """The prepared portrait in a framing ("square" or "full"); None until prepared."""
+        return self.whole if framing == "full" else self.prepared
+
     def describe(self) -> dict:
         d = {"id": self.id, "name": self.name, "uploaded": self.uploaded, "url": f"/api/portraits/{self.id}.jpg"}
         if self.prepared is not None:
@@ -160,7 +164,7 @@ class Engine:
     def __init__(self, models, output_size: int = 512, fps: float = 30.0, max_sessions: int = 2,
                  presets: dict | None = None, n_exp: int | None = None, renderer: str = "model",
                  audio_net=None, checkpoint=None, source_mouth: str = "closed", framing: str = "square"):
-        from engine.animator import Animator, check_framing
+        from engine.animator import Animator
         check_framing(framing, output_size)
         self.models = models
         self._audio_net = audio_net          # the audio model (microphone route), loaded on first use
@@ -290,7 +294,7 @@ class Engine:
         await loop.run_in_executor(self.prep_pool, self.prepare, p)
         if p.error:
             raise HTTPError(422, p.error)
-        return p.whole if framing == "full" else p.prepared
+        return p.framed(framing)
 
     # tracks --------------------------------------------------------------------------------
     def add_track_file(self, path: Path) -> TrackEntry | None:
@@ -521,7 +525,7 @@ class Session:
                                  source_mouth=mouth or engine.source_mouth)
         self.params_source = params or engine.params_sources[0]
         self.framing = framing or engine.framing
-        prepared = portrait.whole if self.framing == "full" else portrait.prepared
+        prepared = portrait.framed(self.framing)
         self.animator.use(prepared)
         rest = prepared.info.params
         self.sliders = SlidersDriver(engine.n_params, rest, engine.presets)
@@ -1016,8 +1020,7 @@ class Session:
             return self.hello()
         if kind == "framing":
             framing = _string(msg, "framing")
-            if framing not in FRAMINGS:
-                raise ValueError(f"framing must be one of {list(FRAMINGS)}, not {_short(framing)}")
+            check_framing(framing, None)           # a ValueError names the choices
             portrait = self.engine.portraits.get(self.portrait_id)
             if portrait is None:
                 raise ValueError("this session's portrait is gone: choose another")
@@ -1644,8 +1647,10 @@ async def _offer(request, engine: Engine):
     except ValueError as e:
         raise HTTPError(400, str(e)) from None
     framing = params.get("framing", engine.framing)
-    if framing not in FRAMINGS:
-        raise HTTPError(400, f"framing must be one of {list(FRAMINGS)}, not {_short(framing)}")
+    try:
+        check_framing(framing if isinstance(framing, str) else _short(framing), None)
+    except ValueError as e:
+        raise HTTPError(400, str(e)) from None
     engine.pending += 1
     pc = None
     try:

@@ -202,7 +202,7 @@ def test_the_whole_photo_is_streamed_and_switched_to_and_from(setup):
         async with serving(eng) as url:
             st, body = await _post(url + "/offer", json={"sdp": "v=0\r\nm=video 9 junk\r\n", "type": "offer",
                                                           "framing": "wide"})
-            assert st == 400 and "framing must be one of ['square', 'full']" in body["error"], body
+            assert st == 400 and "framing must be one of ('square', 'full'), not 'wide'" in body["error"], body
             async with StreamClient(url, portrait=p.id, exp="sliders", speech="sliders", framing="full") as c:
                 assert c.hello["framing"] == "full" and c.hello["output"] == [256, 170]
                 await c.wait_frames(5)
