@@ -80,6 +80,18 @@ async def _wait_closed(engine, timeout=10.0):
     assert not engine.sessions, f"sessions still open: {list(engine.sessions)}"
 
 
+async def slider_extremes(c, n_params: int) -> tuple[np.ndarray, np.ndarray]:
+    """The newest received frame with every slider at +1, then at -1."""
+    shots = {}
+    for v in (1.0, -1.0):
+        await c.send({"type": "sliders", "values": [v] * n_params})
+        await asyncio.sleep(0.4)
+        await c.wait_frames(5)
+        shots[v] = c.frames[-1][0]
+        assert c.stats is None or len(c.stats["params"]) == n_params
+    return shots[1.0], shots[-1.0]
+
+
 def face_region(frame: np.ndarray) -> np.ndarray:
     h, w = frame.shape[:2]
     return frame[int(h * .3):int(h * .75), int(w * .3):int(w * .7)].astype(np.float32)
@@ -155,14 +167,7 @@ def test_frames_follow_the_parameters(setup):
             async with StreamClient(url, exp="sliders", speech="sliders", audio=True) as c:
                 assert c.hello["param_names"] == eng.param_names
                 await c.wait_frames(5)
-                shots = {}
-                for v in (1.0, -1.0):
-                    await c.send({"type": "sliders", "values": [v] * eng.n_params})
-                    await asyncio.sleep(0.4)
-                    await c.wait_frames(5)
-                    shots[v] = c.frames[-1][0]
-                    assert c.stats is None or len(c.stats["params"]) == eng.n_params
-                a, b = shots[1.0], shots[-1.0]
+                a, b = await slider_extremes(c, eng.n_params)
                 assert a.shape == (256, 256, 3)
                 face_diff = np.abs(face_region(a) - face_region(b)).mean()
                 corner_diff = np.abs(a[:30, :30].astype(float) - b[:30, :30]).mean()
@@ -206,13 +211,7 @@ def test_the_whole_photo_is_streamed_and_switched_to_and_from(setup):
             async with StreamClient(url, portrait=p.id, exp="sliders", speech="sliders", framing="full") as c:
                 assert c.hello["framing"] == "full" and c.hello["output"] == [256, 170]
                 await c.wait_frames(5)
-                shots = {}
-                for v in (1.0, -1.0):
-                    await c.send({"type": "sliders", "values": [v] * eng.n_params})
-                    await asyncio.sleep(0.4)
-                    await c.wait_frames(5)
-                    shots[v] = c.frames[-1][0]
-                a, b = shots[1.0], shots[-1.0]
+                a, b = await slider_extremes(c, eng.n_params)
                 assert a.shape == (170, 256, 3), a.shape
                 # the photo's blue sides are there, untouched by the motion; the face moves
                 side = a[20:150, 5:30].reshape(-1, 3).mean(0)
