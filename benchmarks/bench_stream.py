@@ -170,7 +170,8 @@ def main() -> int:
     ap.add_argument("--skip-stream", action="store_true")
     ap.add_argument("--motion", choices=["expression", "head"], default=None,
                     help="what the webcam moves (default: the server's, head motion where the model can)")
-    ap.add_argument("--framing", choices=["square", "full"], default=None,
+    from engine.animator import FRAMINGS
+    ap.add_argument("--framing", choices=FRAMINGS, default=None,
                     help="what the stream shows: the square round the face (the server's default) or the whole photo")
     ap.add_argument("--skip-render", action="store_true")
     ap.add_argument("--json", default=str(ROOT / "out" / "bench_stream.json"))

@@ -232,23 +232,12 @@ def test_a_driver_that_never_closes_its_lips_opens_a_portraits_mouth(shared_data
     portrait's lips about as far as the driver's own are (p = 0 at the neutral kept them shut)."""
     pytest.importorskip("mediapipe")
     model = _default_model_or_skip()
-    import av
-
     from engine.face import detect_and_align, load_image
     from engine.geometry import CLOSED_GAP, closed_mouth, lip_gap, target_landmarks
     from engine.tracks import extract_track
     from tests import streamkit as kit
     face = kit.synth_portrait(0)                    # its lips are apart
-    video = tmp_path / "open.mp4"
-    with av.open(str(video), "w") as c:
-        s = c.add_stream("mpeg4", rate=25)
-        s.width, s.height, s.pix_fmt = face.shape[1], face.shape[0], "yuv420p"
-        s.options = {"qscale": "2"}
-        for _ in range(10):
-            for pkt in s.encode(av.VideoFrame.from_ndarray(face, format="rgb24")):
-                c.mux(pkt)
-        for pkt in s.encode():
-            c.mux(pkt)
+    video = kit.write_video(tmp_path / "open.mp4", [face] * 10, fps=25)
     tr = extract_track(video, tmp_path / "open.npz", audio=None, model=model, progress=False)
     driver_gap = lip_gap(detect_and_align(face, size=128).crop_landmarks)
     assert driver_gap > 2 * CLOSED_GAP
