@@ -263,7 +263,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "(the lips and jaw only)")
     add_expression_scale_argument(p)
     add_framing_arguments(p)
-    p.add_argument("--record", default=None, help="also write the animated video here (.mp4)")
+    p.add_argument("--record", default=None,
+                   help="also write the animated video here (.mp4, .mov, .mkv, .webm or .gif; no sound)")
     p.add_argument("--no-window", action="store_true", help="do not open a window")
     p.add_argument("--no-audio", action="store_true", help="do not play the track's audio")
     p.add_argument("--max-seconds", type=float, default=None, help="stop after this many seconds")
@@ -292,6 +293,9 @@ def main(args) -> int:
     if args.mic is not None:
         check_microphone(args.mic)        # a missing microphone is said before anything loads
     check_framing(args.framing, args.size)
+    if args.record:
+        from .render import output_format
+        output_format(args.record)        # a format render cannot write is said before anything loads
     models = load_models(args.checkpoint, backend=args.backend, precision=args.precision)
     anim = Animator(models, output_size=args.size, framing=args.framing, renderer=args.renderer,
                     source_mouth=args.source_mouth)

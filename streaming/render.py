@@ -1,4 +1,4 @@
-"""``slidergan render``: animate a portrait offline to a video file (PyAV: H.264 + AAC).
+"""``slidergan render``: animate a portrait offline to a video file (PyAV: H.264 + AAC, VP9 + Opus or GIF).
 
     slidergan render --source portrait.jpg --driver talk.mp4 -o out.mp4 [--side-by-side]
     slidergan render --source portrait.jpg --driver speech.npz [--audio speech.wav] -o out.mp4
@@ -83,42 +83,168 @@ def is_track_file(path) -> bool:
 
 
 # ----------------------------------------------------------------------------------------- writer
+# What render (and live's --record) writes, by the output's suffix: (container, video codec, audio codec; None: the
+# format holds no sound). WebM plays in any browser (VP9 + Opus); a GIF loops wherever a picture shows.
+OUTPUTS = {".mp4": ("mp4", "libx264", "aac"), ".mov": ("mov", "libx264", "aac"),
+           ".mkv": ("matroska", "libx264", "aac"), ".webm": ("webm", "libvpx-vp9", "libopus"),
+           ".gif": ("gif", "gif", None)}
+CRF = {"libx264": (20, 51), "libvpx-vp9": (32, 63)}     # --crf's default and largest value per codec (lower: better)
+X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow",
+                "placebo")
+DEFAULT_PRESET = "superfast"    # 3.7 ms a 512 px frame here, against 5.6 for veryfast
+# VP9 as fast as x264's superfast (realtime, cpu-used 8: 4 ms a 512 px frame, 2 cores); crf with b 0: constant quality
+VP9_OPTIONS = {"deadline": "realtime", "cpu-used": "8", "row-mt": "1", "b": "0"}
+
+
+def output_format(path) -> tuple[str, str, str | None]:
+    """(container, video codec, audio codec or None) of an output file, by its suffix."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in OUTPUTS:
+        raise ValueError(f"output must end in {', '.join(list(OUTPUTS)[:-1])} or {list(OUTPUTS)[-1]}, "
+                         f"got {Path(path).name}")
+    return OUTPUTS[suffix]
+
+
+def check_encoding(path, crf: int | None = None, preset: str | None = None) -> None:
+    """``crf`` and ``preset`` for the codec ``path`` is written with, before any work (the encoder would
+    otherwise fail mid-render, or quietly clamp)."""
+    codec = output_format(path)[1]
+    if crf is not None:
+        if codec not in CRF:
+            raise ValueError(f"--crf sets H.264's or VP9's quality; a {Path(path).suffix} has none")
+        if not 0 <= int(crf) <= CRF[codec][1]:
+            raise ValueError(f"--crf must be 0 (best) to {CRF[codec][1]} for {codec}, not {crf}")
+    if preset is not None:
+        if codec != "libx264":
+            raise ValueError(f"--preset is x264's (.mp4, .mov, .mkv); a {Path(path).suffix} is written with {codec}")
+        if preset not in X264_PRESETS:
+            raise ValueError(f"--preset must be one of x264's: {', '.join(X264_PRESETS)}; not {preset!r}")
+
+
+class _GifPalette:
+    """RGB frames to ``first``'s 255-colour palette (FFmpeg's palettegen, one colour kept for the GIF's
+    transparency) with Bayer dithering: ``map(frame)`` -> pal8 frames."""
+
+    def __init__(self, first: np.ndarray):
+        import av
+        h, w = first.shape[:2]
+        tb = Fraction(1, 100)
+        gen = av.filter.Graph()
+        src = gen.add_buffer(width=w, height=h, format="rgb24", time_base=tb)
+        pg, sink = gen.add("palettegen", "stats_mode=full:max_colors=256:reserve_transparent=1"), gen.add("buffersink")
+        src.link_to(pg)
+        pg.link_to(sink)
+        gen.configure()
+        src.push(self._frame(first, 0))
+        src.push(None)
+        palette = sink.pull()
+        self.graph = av.filter.Graph()
+        self.src = self.graph.add_buffer(width=w, height=h, format="rgb24", time_base=tb)
+        pal = self.graph.add_buffer(width=palette.width, height=palette.height, format=palette.format.name,
+                                    time_base=tb)
+        use = self.graph.add("paletteuse", "dither=bayer:bayer_scale=4:diff_mode=rectangle")
+        self.sink = self.graph.add("buffersink")
+        self.src.link_to(use, 0, 0)
+        pal.link_to(use, 0, 1)
+        use.link_to(self.sink)
+        self.graph.configure()
+        palette.pts = 0
+        pal.push(palette)
+        pal.push(None)      # the one palette, for every frame
+
+    @staticmethod
+    def _frame(rgb: np.ndarray, pts: int):
+        import av
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+        frame.pts, frame.time_base = pts, Fraction(1, 100)
+        return frame
+
+    def map(self, rgb: np.ndarray, pts: int) -> list:
+        import av
+        self.src.push(self._frame(rgb, pts))
+        out = []
+        while True:
+            try:
+                out.append(self.sink.pull())
+            except (av.BlockingIOError, av.EOFError):
+                return out
+
+
 class VideoWriter:
-    """H.264 (+ AAC) into an mp4/mkv/mov through PyAV, with audio interleaved as video advances."""
+    """A video file through PyAV, its codecs by its suffix (``OUTPUTS``: H.264 + AAC, VP9 + Opus, GIF), with
+    audio interleaved as video advances. ``suffix`` names the format where ``path`` (a temporary file) does not.
+    ``crf`` / ``preset``: None for the codec's default (``CRF``, ``DEFAULT_PRESET``)."""
 
     def __init__(self, path: Path, width: int, height: int, fps: float, audio: np.ndarray | None,
-                 crf: int = 20, preset: str = "veryfast", fmt: str | None = None):
+                 crf: int | None = None, preset: str | None = None, suffix: str | None = None):
         import av
+        kind = Path(path).with_suffix(suffix) if suffix else Path(path)
+        check_encoding(kind, crf, preset)
+        fmt, codec, audio_codec = output_format(kind)
+        if audio is not None and audio_codec is None:
+            raise ValueError(f"a {kind.suffix} holds no sound: write it without audio")
         self.fps = Fraction(fps).limit_denominator(1001)
         self.c = av.open(str(path), "w", format=fmt,
                          options={"movflags": "+faststart"} if fmt in ("mp4", "mov") else None)
-        vs = self.c.add_stream("libx264", rate=self.fps)
-        vs.width, vs.height, vs.pix_fmt = width, height, "yuv420p"
-        self.tb = 1 / self.fps          # the frames' time base (the stream's may change at mux)
-        vs.codec_context.time_base = self.tb
-        vs.codec_context.options = {"crf": str(crf), "preset": preset}
-        self.vs = vs
-        self.audio = audio
-        self.apos = 0
-        self.frames = 0
-        if audio is not None:
-            self.as_ = self.c.add_stream("aac", rate=AUDIO_RATE)
-            self.as_.layout = "stereo"
-            self.as_.bit_rate = 128000
-            self.as_.time_base = Fraction(1, AUDIO_RATE)
-            self.asize = 1024
+        self._palette = None
+        self._last_pts = -1
+        try:
+            vs = self.c.add_stream(codec, rate=self.fps)
+            vs.width, vs.height = width, height
+            if codec == "gif":
+                vs.pix_fmt = "pal8"
+                self.tb = Fraction(1, 100)      # a GIF's frame delays are in hundredths of a second
+            else:
+                vs.pix_fmt = "yuv420p"
+                self.tb = 1 / self.fps          # the frames' time base (the stream's may change at mux)
+                crf = CRF[codec][0] if crf is None else int(crf)
+                vs.codec_context.options = ({"crf": str(crf), "preset": preset or DEFAULT_PRESET}
+                                            if codec == "libx264" else {"crf": str(crf), **VP9_OPTIONS})
+            vs.codec_context.time_base = self.tb
+            self.vs = vs
+            self.audio = audio
+            self.apos = 0
+            self.frames = 0
+            if audio is not None:
+                self.as_ = self.c.add_stream(audio_codec, rate=AUDIO_RATE)
+                self.as_.layout = "stereo"
+                self.as_.bit_rate = 128000
+                self.as_.time_base = Fraction(1, AUDIO_RATE)
+                self.asize = self.as_.codec_context.frame_size or 1024   # AAC 1024, Opus 960 samples
+        except BaseException:
+            self.c.close()
+            raise
 
     def write(self, rgb: np.ndarray) -> None:
         import av
         from .media import rgb_to_yuv420
-        vf = av.VideoFrame.from_ndarray(rgb_to_yuv420(rgb), format="yuv420p")
-        vf.pts = self.frames
-        vf.time_base = self.tb
-        for p in self.vs.encode(vf):
-            self.c.mux(p)
+        if self.vs.pix_fmt == "pal8":
+            self._write_gif(rgb)
+        else:
+            vf = av.VideoFrame.from_ndarray(rgb_to_yuv420(rgb), format="yuv420p")
+            vf.pts = self.frames
+            vf.time_base = self.tb
+            for p in self.vs.encode(vf):
+                self.c.mux(p)
         self.frames += 1
         if self.audio is not None:
             self._audio_until(int(round(self.frames / float(self.fps) * AUDIO_RATE)))
+
+    def _write_gif(self, rgb: np.ndarray) -> None:
+        """One frame of a GIF: every frame in one palette (FFmpeg's palettegen on the first frame) with ordered
+        dithering, so what does not move keeps its pixels and the encoder stores only the changed rectangle
+        (a palette per frame tripled the file). Above 100 fps frames that share a hundredth of a second are
+        dropped (a GIF's delays are hundredths)."""
+        pts = int(round(self.frames / float(self.fps) * 100))
+        if pts == self._last_pts:
+            return
+        self._last_pts = pts
+        if self._palette is None:
+            self._palette = _GifPalette(rgb)
+        for out in self._palette.map(rgb, pts):
+            out.pts, out.time_base = pts, self.tb
+            for p in self.vs.encode(out):
+                self.c.mux(p)
 
     def _audio_until(self, n: int, final: bool = False) -> None:
         import av
@@ -215,7 +341,7 @@ def _side(left: np.ndarray, right: np.ndarray) -> np.ndarray:
 # ------------------------------------------------------------------------------------------ render
 def render(source, driver, out, *, audio=None, checkpoint=None, backend: str = "auto", models=None,
            size: int | None = None, fps: float | None = None, side_by_side: bool = False, mode: str = "relative",
-           no_audio: bool = False, batch: int = 8, crf: int = 20, preset: str = "superfast",
+           no_audio: bool = False, batch: int = 8, crf: int | None = None, preset: str | None = None,
            max_seconds: float | None = None, progress: bool = True, threads: int | None = 1,
            params: str = "mesh", renderer: str = "model", motion: str | None = None,
            face: tuple[float, float] | None = None, source_mouth: str = "closed", precision: str = "fp32",
@@ -244,10 +370,13 @@ def render(source, driver, out, *, audio=None, checkpoint=None, backend: str = "
     driver = Path(driver)
     if not driver.exists():
         raise FileNotFoundError(f"driver not found: {driver}")
-    if out.suffix.lower() not in (".mp4", ".mov", ".mkv"):
-        raise ValueError(f"output must end in .mp4, .mov or .mkv, got {out.name}")
+    check_encoding(out, crf, preset)
     if audio is not None and not Path(audio).exists():
         raise FileNotFoundError(f"audio not found: {audio}")
+    if output_format(out)[2] is None:          # a GIF: no sound
+        if audio is not None:
+            raise ValueError(f"--audio {audio}: a {out.suffix} holds no sound (write a .mp4, .mkv or .webm)")
+        no_audio = True
     from .drivers import PARAMS_SOURCES
     if params not in PARAMS_SOURCES:
         raise ValueError(f"params must be one of {PARAMS_SOURCES}, not {params!r}")
@@ -319,7 +448,7 @@ def prepare_output(out: Path) -> list[Path]:
     import os
     import tempfile
     if out.is_dir():
-        raise ValueError(f"the output {out} is a folder; give a file name ending in .mp4, .mov or .mkv")
+        raise ValueError(f"the output {out} is a folder; give a file name ending in {', '.join(OUTPUTS)}")
     parent = out.parent if str(out.parent) else Path(".")
     missing, p = [], parent
     while not p.exists() and p != p.parent:
@@ -362,7 +491,6 @@ def _render(source, driver: Path, out: Path, *, audio, checkpoint, backend, mode
     cpu_start = time.process_time()
     _STAGE_CPU.clear()
     track_mode = is_track_file(driver)
-    fmt = {".mp4": "mp4", ".mov": "mov", ".mkv": "matroska"}[out.suffix.lower()]
     from .drivers import resolve_motion
     motion = resolve_motion(motion, anim)
     from engine.audio import is_audio_file
@@ -398,7 +526,7 @@ def _render(source, driver: Path, out: Path, *, audio, checkpoint, backend, mode
     threads = []
     try:
         with atomic_path(out) as tmp:
-            writer = VideoWriter(tmp, w, h, job.fps, job.audio, crf=crf, preset=preset, fmt=fmt)
+            writer = VideoWriter(tmp, w, h, job.fps, job.audio, crf=crf, preset=preset, suffix=out.suffix)
             try:
                 threads.append(_thread(job.produce, q_params, stop, batch, name="render-drive"))
                 threads.append(_thread(_generate, anim, q_params, q_frames, stop, side_by_side,
@@ -733,7 +861,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "file (wav, mp3, m4a, ogg, flac: the audio model moves the lips)")
     p.add_argument("--audio", default=None, help="audio to put in the output (default: the driver's own)")
     p.add_argument("--no-audio", action="store_true", help="write no audio")
-    p.add_argument("-o", "--output", required=True, help="output video (.mp4, .mov or .mkv)")
+    p.add_argument("-o", "--output", required=True, help="output video: .mp4, .mov or .mkv (H.264 + AAC), .webm (VP9 + Opus: plays in any "
+                        "browser) or .gif (no sound; about 1.6 MB a second at 512 px and 30 fps: --size 256 for a "
+                        "quarter)")
     p.add_argument("--side-by-side", action="store_true", help="driver | result layout")
     p.add_argument("--checkpoint", "--model", dest="checkpoint", default=None,
                    help="model folder (default: the embedded default model)")
@@ -766,10 +896,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "from its faces over the whole video (up to 120 frames spread over it)")
     p.add_argument("--max-seconds", type=float, default=None, help="render at most this many seconds")
     p.add_argument("--batch", type=int, default=8, help="frames per model call (default 8)")
-    p.add_argument("--crf", type=int, default=20, help="H.264 quality (lower is better; default 20)")
-    p.add_argument("--preset", default="superfast",
-                   help="x264 preset (default superfast: 3.7 ms a 512 px frame here, against 5.6 for veryfast; "
-                        "slower presets make smaller files)")
+    p.add_argument("--crf", type=int, default=None,
+                   help="quality, lower is better: H.264 0-51 (default 20), VP9 0-63 (default 32)")
+    p.add_argument("--preset", default=None, choices=X264_PRESETS, metavar="PRESET",
+                   help="x264 preset (.mp4, .mov, .mkv; default superfast: 3.7 ms a 512 px frame here, against 5.6 "
+                        "for veryfast; slower presets make smaller files)")
     p.add_argument("--threads", type=int, default=1,
                    help="intra-op threads per model call (default 1: the pipeline's stages already run "
                         "side by side)")

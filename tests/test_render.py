@@ -147,6 +147,55 @@ def test_neutral_at_takes_the_drivers_neutral_from_that_time(env, tmp_path, caps
     assert not out.exists()
 
 
+def test_webm_and_gif_outputs(env, tmp_path, capsys):
+    """A .webm is VP9 + Opus (a browser plays it) with the sound as long as the picture; a .gif has every frame
+    (their delays adding up to the track's length) and no sound; both show the frames the .mp4 shows. Codec
+    options that do not fit the format, and a format render cannot write, are one line and no file."""
+    import av
+
+    from engine.cli import main
+    from engine.video import read_frames
+    from streaming.render import render
+    wav = kit.write_wav(tmp_path / "speech.wav", kit.tone(1.2))
+    tr = kit.speech_track(tmp_path / "speech.npz", seconds=1.2, fps=25, audio=wav)
+    made = {}
+    for ext in (".mp4", ".webm", ".gif"):
+        res = render(env["portrait"], tr, tmp_path / f"talk{ext}", models=env["models"], size=128, progress=False,
+                     crf=0 if ext == ".mp4" else None)
+        assert res.frames == 30, ext
+        made[ext] = np.stack([f for f, _ in read_frames(res.path)]).astype(np.float32)
+        assert made[ext].shape == (30, 128, 128, 3), ext
+    with av.open(str(tmp_path / "talk.webm")) as c:
+        v, a = c.streams.video[0], c.streams.audio[0]
+        assert (v.codec_context.name, a.codec_context.name) == ("vp9", "opus")
+        sound = sum(f.samples for f in c.decode(audio=0)) / a.rate
+    assert abs(sound - 1.2) <= 0.03, sound
+    with av.open(str(tmp_path / "talk.gif")) as c:
+        assert [st.type for st in c.streams] == ["video"]
+        times = [float(f.time) for f in c.decode(video=0)]
+    assert times[0] == 0 and abs(times[-1] - 29 / 25) < 0.011
+    # the same frames, in order: each one's change from the first follows the lossless .mp4's (a GIF's 255
+    # colours and dither cost a few grey levels on the tiny model's noisy faces)
+    ref = made[".mp4"]
+    change = np.abs(ref - ref[:1]).mean(axis=(1, 2, 3))
+    for ext in (".webm", ".gif"):
+        err = np.abs(made[ext] - ref).mean(axis=(1, 2, 3))
+        own = np.abs(made[ext] - made[ext][:1]).mean(axis=(1, 2, 3))
+        assert err.max() < 8 and np.corrcoef(own, change)[0, 1] > 0.9, (ext, err.max(), own, change)
+
+    def fails(out, *extra):
+        rc = main(["render", "--source", str(env["portrait"]), "--driver", str(tr), "--checkpoint", str(env["ck"]),
+                   "--backend", "torch", "--size", "128", "--quiet", "-o", str(out), *extra])
+        err = capsys.readouterr().err
+        assert rc == 1 and len(err.strip().splitlines()) == 1 and not out.exists(), err
+        return err
+    assert "a .gif holds no sound" in fails(tmp_path / "x.gif", "--audio", str(wav))
+    assert "--crf must be 0 (best) to 63 for libvpx-vp9, not 70" in fails(tmp_path / "x.webm", "--crf", "70")
+    assert "--crf must be 0 (best) to 51 for libx264, not -3" in fails(tmp_path / "x.mp4", "--crf", "-3")
+    assert "--preset is x264's" in fails(tmp_path / "x.webm", "--preset", "medium")
+    assert "output must end in .mp4, .mov, .mkv, .webm or .gif, got x.avi" in fails(tmp_path / "x.avi")
+
+
 def test_render_fails_cleanly(env, tmp_path):
     from streaming.render import render
     blank = [np.full((240, 320, 3), 120, np.uint8)] * 10
@@ -838,6 +887,12 @@ def test_live_import_safe_and_records_from_a_file_camera(env, tmp_path, monkeypa
     assert "frames" in capsys.readouterr().out
     assert _streams(out)["video"]["frames"] >= 5
     assert main(args + ["--camera", str(tmp_path / "nope.mp4"), "--record", str(out)]) == 1
+    gif = tmp_path / "live.gif"       # any format render writes
+    assert main(args + ["--camera", str(cam), "--record", str(gif)]) == 0
+    assert _streams(gif)["video"]["frames"] >= 5 and "audio" not in _streams(gif)
+    capsys.readouterr()
+    assert main(args + ["--camera", str(cam), "--record", str(tmp_path / "live.avi")]) == 1
+    assert "output must end in .mp4, .mov, .mkv, .webm or .gif" in capsys.readouterr().err
     # --framing full records the whole photo, its aspect kept
     import cv2
     wide = tmp_path / "wide.png"
