@@ -363,10 +363,12 @@ class Animator:
         """D_p of an aligned crop (S, S, 3) uint8 -> (N,) float32."""
         return np.asarray(self.models.regress(to_model_input(crop_u8)), np.float32).reshape(-1)
 
-    def set_source(self, image, landmarks: np.ndarray | None = None, min_face_px: float = 48.0) -> SourceInfo:
-        """Prepare a portrait (path or RGB uint8 array) and animate it from now on. Raises
-        NoFaceError (a ValueError) with a clear message when it holds no usable face."""
-        prepared = self.prepare(image, landmarks, min_face_px)
+    def set_source(self, image, landmarks: np.ndarray | None = None, min_face_px: float = 48.0,
+                   face: tuple[float, float] | None = None) -> SourceInfo:
+        """Prepare a portrait (path or RGB uint8 array) and animate it from now on; ``face``: of several faces,
+        the one at this (x, y) pixel (default: the largest). Raises NoFaceError (a ValueError) with a clear
+        message when it holds no usable face."""
+        prepared = self.prepare(image, landmarks, min_face_px, face=face)
         self.use(prepared)
         return prepared.info
 
@@ -377,7 +379,7 @@ class Animator:
             self._src = prepared
 
     def prepare(self, image, landmarks: np.ndarray | None = None, min_face_px: float = 48.0,
-                name: str | None = None) -> "PreparedSource":
+                name: str | None = None, face: tuple[float, float] | None = None) -> "PreparedSource":
         """All per-source work for a portrait, without changing what this animator shows."""
         import cv2
         from . import pose as head_pose
@@ -389,10 +391,7 @@ class Animator:
         h, w = rgb.shape[:2]
         size = self.image_size
         if landmarks is None:
-            try:
-                aligned = detect_and_align(rgb, size=size, min_face_px=min_face_px)
-            except NoFaceError as e:
-                raise type(e)(str(e).replace("the image", name)) from None
+            aligned = detect_and_align(rgb, size=size, min_face_px=min_face_px, face=face, name=name)
         else:
             aligned = align_face(rgb, landmarks, size)
         crop = aligned.crop

@@ -818,17 +818,19 @@ def align_face(image, landmarks: np.ndarray, size: int = DEFAULT_SIZE,
 
 
 def detect_and_align(image, size: int = DEFAULT_SIZE, min_face_px: float = MIN_FACE_PX,
-                     detector: FaceMeshDetector | None = None) -> AlignedFace:
+                     detector: FaceMeshDetector | None = None, face: tuple[float, float] | None = None,
+                     name: str | None = None) -> AlignedFace:
     """Detect the face in a still (path or RGB array) and return its aligned ``size`` crop.
 
     Faces anywhere in the picture count: a full-body or group photo works when the face is large
     enough (the static detector also searches with the full-range detector, ``FaceMeshDetector``).
-    Several faces: the largest is aligned, ``status`` is ``multiple_faces`` and ``n_faces`` says how
-    many (a warning is logged). No face -> NoFaceError; a face whose crop footprint is below
+    Several faces: the largest is aligned, or with ``face`` (an (x, y) pixel of the picture) the one
+    there (its mesh's box holds the pixel; else the nearest); ``status`` is ``multiple_faces`` and
+    ``n_faces`` says how many (a warning is logged without ``face``). No face -> NoFaceError; a face whose crop footprint is below
     ``min_face_px`` frame pixels (or one too small for the face mesh at all) -> FaceTooSmallError,
     saying the size found and the size needed (pass 0 to accept any size the mesh reads).
-    Unreadable file -> FileNotFoundError / ImageReadError."""
-    name = str(image) if isinstance(image, (str, os.PathLike)) else "the image"
+    Unreadable file -> FileNotFoundError / ImageReadError. ``name``: the picture's in messages (default: its path)."""
+    name = name or (str(image) if isinstance(image, (str, os.PathLike)) else "the image")
     rgb = _as_rgb(image)
     det = detector or _shared_static_detector()
     faces = det.detect(rgb)
@@ -841,16 +843,32 @@ def detect_and_align(image, size: int = DEFAULT_SIZE, min_face_px: float = MIN_F
                 f"too small for the face mesh; at least {describe_face_size(min_face_px or MIN_FACE_PX)} "
                 "is needed: use a closer or larger photo")
         raise NoFaceError(f"no face found in {name} ({rgb.shape[1]}x{rgb.shape[0]})")
-    res = align_face(rgb, faces[0], size)
+    chosen = faces[0] if face is None else face_at(faces, face)
+    res = align_face(rgb, chosen, size)
     res.n_faces = len(faces)
     if res.face_px < min_face_px:
         raise FaceTooSmallError(f"face in {name} is too small: {describe_face_size(res.face_px)}, "
                                 f"minimum {describe_face_size(min_face_px)}")
     if len(faces) > 1:
         res.status = STATUS_MULTIPLE
-        res.message = f"{len(faces)} faces in {name}; aligned the largest"
-        log.warning(res.message)
+        centres = " and ".join("{:.0f},{:.0f}".format(*((f[:, :2].min(0) + f[:, :2].max(0)) / 2)) for f in faces)
+        res.message = (f"{len(faces)} faces in {name}, centred at {centres} (x,y); aligned "
+                       + ("the largest" if face is None else "the one at {:g},{:g}".format(*face)))
+        if face is None:
+            log.warning(res.message)
     return res
+
+
+def face_at(faces: list[np.ndarray], point: tuple[float, float]) -> np.ndarray:
+    """Of several faces' landmarks (478, 3) in one picture, the one at ``point`` (x, y pixels): the face
+    whose mesh's box holds it (the nearest centre among several), else the face nearest to it."""
+    p = np.asarray(point, np.float64)[:2]
+    lo = [f[:, :2].min(0) for f in faces]
+    hi = [f[:, :2].max(0) for f in faces]
+    inside = [i for i in range(len(faces)) if np.all(lo[i] <= p) and np.all(p <= hi[i])]
+    if inside:
+        return faces[min(inside, key=lambda i: float(np.hypot(*((lo[i] + hi[i]) / 2 - p))))]
+    return faces[int(np.argmin([np.hypot(*(np.clip(p, lo[i], hi[i]) - p)) for i in range(len(faces))]))]
 
 
 # ---------------------------------------------------------------------------------------- tracker

@@ -240,7 +240,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     from engine.animator import add_framing_arguments, add_precision_argument, add_source_mouth_argument
 
     from .drivers import add_expression_scale_argument
+    from .render import add_source_face_argument
     p.add_argument("--source", required=True, help="the portrait to animate")
+    add_source_face_argument(p)
     p.add_argument("--camera", default="0", help="camera index or a video file (default 0), or 'none'")
     p.add_argument("--mic", nargs="?", const="default", default=None, metavar="DEVICE",
                    help="lips from the microphone (the audio model): the default input device, or a device "
@@ -293,13 +295,14 @@ def main(args) -> int:
     if args.mic is not None:
         check_microphone(args.mic)        # a missing microphone is said before anything loads
     check_framing(args.framing, args.size)
+    from .render import face_point, output_format
     if args.record:
-        from .render import output_format
         output_format(args.record)        # a format render cannot write is said before anything loads
+    source_face = None if args.source_face is None else face_point(args.source_face, "--source-face", "the portrait")
     models = load_models(args.checkpoint, backend=args.backend, precision=args.precision)
     anim = Animator(models, output_size=args.size, framing=args.framing, renderer=args.renderer,
                     source_mouth=args.source_mouth)
-    anim.set_source(args.source)
+    anim.set_source(args.source, face=source_face)
     motion = resolve_motion(args.motion, anim)
     head = motion == "head"
     n_exp = int(models.n_exp)
@@ -329,8 +332,7 @@ def main(args) -> int:
                           params=args.params, fit=anim.fit if anim.face_model is not None else None,
                           face_model=anim.face_model, neutral_mouth=anim.source_mouth)
         if args.face:
-            from .render import _face_point
-            face.pick(*_face_point(args.face), normalized=False)
+            face.pick(*face_point(args.face), normalized=False)
         mix.set_driver("face", face)
     mix.route("exp", "face" if cam is not None else "rest")
     mix.route("speech", "mic" if mic is not None else "face" if cam is not None else "rest")

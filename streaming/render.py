@@ -345,8 +345,8 @@ def render(source, driver, out, *, audio=None, checkpoint=None, backend: str = "
            max_seconds: float | None = None, progress: bool = True, threads: int | None = 1,
            params: str = "mesh", renderer: str = "model", motion: str | None = None,
            face: tuple[float, float] | None = None, source_mouth: str = "closed", precision: str = "fp32",
-           neutral_at: float | str | None = None, expression_scale: float = 1.0, framing: str = "square"
-           ) -> RenderResult:
+           neutral_at: float | str | None = None, expression_scale: float = 1.0, framing: str = "square",
+           source_face: tuple[float, float] | None = None) -> RenderResult:
     """Render ``source`` (portrait) driven by ``driver`` (video or track) to ``out``. ``framing``: "square"
     (a square around the face, ``size`` px, default 512) or "full" (the whole photo, its aspect kept,
     long side ``size``, default the photo's own up to 1920: LivePortrait's paste-back, SadTalker's
@@ -358,6 +358,8 @@ def render(source, driver, out, *, audio=None, checkpoint=None, backend: str = "
     the model can move it). ``face``: a video
     driver with several people: follow the face at (or nearest) this (x, y) pixel of its first frames
     (default: the largest face when tracking starts); either way one face is followed, never another.
+    ``source_face``: a portrait with several faces: animate the one at (or nearest) this (x, y) pixel of it
+    (default: the largest).
     ``source_mouth``: "closed" or "own" (engine.animator.Animator). ``precision``: "fp32" or "int8"
     (engine.animator.load_models). ``neutral_at``: a video driver in relative mode takes its neutral from
     its faces from this time (seconds) on instead of its first second, or with "auto" from its faces over
@@ -390,7 +392,9 @@ def render(source, driver, out, *, audio=None, checkpoint=None, backend: str = "
     if fps is not None:
         check_fps(float(fps), "--fps")
     if face is not None:
-        face = _face_point(face)
+        face = face_point(face)
+    if source_face is not None:
+        source_face = face_point(source_face, "--source-face", "the portrait")
     if max_seconds is not None and not (math.isfinite(float(max_seconds)) and float(max_seconds) > 0):
         raise ValueError(f"--max-seconds must be a positive number of seconds, not {max_seconds}")
     if neutral_at is not None:
@@ -404,7 +408,7 @@ def render(source, driver, out, *, audio=None, checkpoint=None, backend: str = "
                        crf=crf, preset=preset, max_seconds=max_seconds, progress=progress, threads=threads,
                        params=params, renderer=renderer, motion=motion, face=face, source_mouth=source_mouth,
                        precision=precision, neutral_at=neutral_at, expression_scale=expression_scale,
-                       framing=framing)
+                       framing=framing, source_face=source_face)
     except BaseException:
         for d in reversed(made):  # folders made for the output, if the render left them empty
             try:
@@ -478,14 +482,14 @@ def prepare_output(out: Path) -> list[Path]:
 def _render(source, driver: Path, out: Path, *, audio, checkpoint, backend, models, size, fps, side_by_side, mode,
             no_audio, batch, crf, preset, max_seconds, progress, threads, params, renderer, motion,
             face=None, source_mouth="closed", precision="fp32", neutral_at=None, expression_scale=1.0,
-            framing="square") -> RenderResult:
+            framing="square", source_face=None) -> RenderResult:
     from engine.animator import Animator, load_models
     from engine.atomic import atomic_path
 
     if models is None:
         models = load_models(checkpoint, backend=backend, threads=threads, precision=precision)
     anim = Animator(models, output_size=size, framing=framing, renderer=renderer, source_mouth=source_mouth)
-    anim.set_source(source)
+    anim.set_source(source, face=source_face)
     n_exp = int(getattr(models, "n_exp", 0) or 0)
     t_start = time.perf_counter()
     cpu_start = time.process_time()
@@ -653,18 +657,15 @@ class _TrackJob:
         pass
 
 
-def _face_point(face) -> tuple[float, float]:
-    """--face X,Y (pixels of the driver video) -> (x, y)."""
-    if isinstance(face, str):
-        parts = face.replace(" ", "").split(",")
-    else:
-        parts = list(face)
+def face_point(value, option: str = "--face", picture: str = "the driver video") -> tuple[float, float]:
+    """``option`` X,Y (a pixel of ``picture``) -> (x, y)."""
+    parts = value.replace(" ", "").split(",") if isinstance(value, str) else list(value)
     try:
         x, y = (float(v) for v in parts)
     except (TypeError, ValueError):
-        raise ValueError(f"--face wants X,Y: a pixel of the driver video, e.g. 320,180; got {face!r}") from None
+        raise ValueError(f"{option} wants X,Y: a pixel of {picture}, e.g. 320,180; got {value!r}") from None
     if not (math.isfinite(x) and math.isfinite(y) and x >= 0 and y >= 0):
-        raise ValueError(f"--face wants a pixel of the driver video (non-negative X,Y), got {face!r}")
+        raise ValueError(f"{option} wants a pixel of {picture} (non-negative X,Y), got {value!r}")
     return x, y
 
 
@@ -851,11 +852,17 @@ def _fit_audio(pcm: np.ndarray, seconds: float) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------------------------- CLI
+def add_source_face_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--source-face", default=None, metavar="X,Y",
+                   help="a portrait with several faces: animate the one at this pixel of it (default: the largest)")
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from engine.animator import add_framing_arguments, add_precision_argument, add_source_mouth_argument
 
     from .drivers import add_expression_scale_argument
-    p.add_argument("--source", required=True, help="the portrait to animate (an image with one face)")
+    p.add_argument("--source", required=True, help="the portrait to animate (an image with a face)")
+    add_source_face_argument(p)
     p.add_argument("--driver", required=True,
                    help="a driving video (its face drives the portrait), a parameter track (.npz) or a sound "
                         "file (wav, mp3, m4a, ogg, flac: the audio model moves the lips)")
@@ -915,6 +922,7 @@ def main(args) -> int:
                  preset=args.preset, max_seconds=args.max_seconds, progress=not args.quiet,
                  threads=args.threads, params=args.params, renderer=args.renderer, motion=args.motion,
                  face=args.face, source_mouth=args.source_mouth, precision=args.precision,
-                 neutral_at=args.neutral_at, expression_scale=args.expression_scale, framing=args.framing)
+                 neutral_at=args.neutral_at, expression_scale=args.expression_scale, framing=args.framing,
+                 source_face=args.source_face)
     print(res.summary())
     return 0

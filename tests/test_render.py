@@ -1,6 +1,7 @@
 """`slidergan render` (tiny random model, synthetic faces, tracks with audio) and the drivers."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -194,6 +195,40 @@ def test_webm_and_gif_outputs(env, tmp_path, capsys):
     assert "--crf must be 0 (best) to 51 for libx264, not -3" in fails(tmp_path / "x.mp4", "--crf", "-3")
     assert "--preset is x264's" in fails(tmp_path / "x.webm", "--preset", "medium")
     assert "output must end in .mp4, .mov, .mkv, .webm or .gif, got x.avi" in fails(tmp_path / "x.avi")
+
+
+def test_a_portrait_with_several_faces_animates_the_one_asked_for(env, tmp_path, capsys, caplog):
+    """Two faces in one photo: the largest by default (the warning says where each is), --source-face X,Y the one
+    at that pixel, or the nearest where none holds it; a bad pixel is one line."""
+    import cv2
+
+    from engine.animator import Animator
+    from engine.cli import main
+    large, small = kit.synth_portrait(0, size=320), kit.synth_portrait(3, size=240)
+    photo = np.full((320, 600, 3), 200, np.uint8)
+    photo[:, :320], photo[40:280, 340:580] = large, small
+    path = tmp_path / "two.png"
+    cv2.imwrite(str(path), photo[:, :, ::-1])
+    anim = Animator(env["models"], output_size=128)
+
+    def centre_x(**kw):
+        info = anim.set_source(path, **kw)
+        assert info.n_faces == 2
+        return float(info.landmarks[:, 0].mean())
+    assert centre_x() < 320                                     # the largest, said with where each face is
+    assert re.search(r"2 faces in .*two.png, centred at 1\d\d,\d+ and 4\d\d,\d+ \(x,y\); aligned the largest",
+                     caplog.text), caplog.text
+    assert centre_x(face=(460, 160)) > 340                      # the one at that pixel
+    assert centre_x(face=(595, 5)) > 340 and centre_x(face=(5, 5)) < 320   # the nearest
+    base = ["render", "--source", str(path), "--checkpoint", str(env["ck"]), "--backend", "torch", "--size", "128",
+            "--quiet", "--driver", str(kit.speech_track(tmp_path / "t.npz", seconds=0.3, fps=25)), "-o"]
+    assert main(base + [str(tmp_path / "a.mp4")]) == 0
+    assert main(base + [str(tmp_path / "b.mp4"), "--source-face", "460,160"]) == 0
+    from engine.video import read_frames
+    first = [next(iter(read_frames(tmp_path / f"{n}.mp4")))[0].astype(float) for n in "ab"]
+    assert np.abs(first[0] - first[1]).mean() > 10              # another face
+    assert main(base + [str(tmp_path / "c.mp4"), "--source-face=-1,2"]) == 1
+    assert "--source-face wants a pixel of the portrait" in capsys.readouterr().err
 
 
 def test_render_fails_cleanly(env, tmp_path):
