@@ -825,11 +825,12 @@ def detect_and_align(image, size: int = DEFAULT_SIZE, min_face_px: float = MIN_F
     Faces anywhere in the picture count: a full-body or group photo works when the face is large
     enough (the static detector also searches with the full-range detector, ``FaceMeshDetector``).
     Several faces: the largest is aligned, or with ``face`` (an (x, y) pixel of the picture) the one
-    there (its mesh's box holds the pixel; else the nearest); ``status`` is ``multiple_faces`` and
-    ``n_faces`` says how many (a warning is logged without ``face``). No face -> NoFaceError; a face whose crop footprint is below
-    ``min_face_px`` frame pixels (or one too small for the face mesh at all) -> FaceTooSmallError,
-    saying the size found and the size needed (pass 0 to accept any size the mesh reads).
-    Unreadable file -> FileNotFoundError / ImageReadError. ``name``: the picture's in messages (default: its path)."""
+    there (``face_at``); ``status`` is ``multiple_faces``, ``n_faces`` says how many and the message
+    where each is (logged as a warning without ``face``). No face -> NoFaceError; a face whose crop
+    footprint is below ``min_face_px`` frame pixels (or one too small for the face mesh at all) ->
+    FaceTooSmallError, saying the size found and the size needed (pass 0 to accept any size the mesh
+    reads). Unreadable file -> FileNotFoundError / ImageReadError. ``name``: the picture's, in messages
+    (default: its path)."""
     name = name or (str(image) if isinstance(image, (str, os.PathLike)) else "the image")
     rgb = _as_rgb(image)
     det = detector or _shared_static_detector()

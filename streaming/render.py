@@ -210,7 +210,7 @@ class VideoWriter:
                 self.as_.layout = "stereo"
                 self.as_.bit_rate = 128000
                 self.as_.time_base = Fraction(1, AUDIO_RATE)
-                self.asize = self.as_.codec_context.frame_size or 1024   # AAC 1024, Opus 960 samples
+                self.asize = 1024       # samples a frame; PyAV re-chunks them to the codec's (Opus: 960)
         except BaseException:
             self.c.close()
             raise
@@ -868,9 +868,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "file (wav, mp3, m4a, ogg, flac: the audio model moves the lips)")
     p.add_argument("--audio", default=None, help="audio to put in the output (default: the driver's own)")
     p.add_argument("--no-audio", action="store_true", help="write no audio")
-    p.add_argument("-o", "--output", required=True, help="output video: .mp4, .mov or .mkv (H.264 + AAC), .webm (VP9 + Opus: plays in any "
-                        "browser) or .gif (no sound; about 1.6 MB a second at 512 px and 30 fps: --size 256 for a "
-                        "quarter)")
+    p.add_argument("-o", "--output", required=True,
+                   help="output video: .mp4, .mov or .mkv (H.264 + AAC), .webm (VP9 + Opus: plays in any browser) "
+                        "or .gif (no sound; about 1.5 MB a second at 512 px and 30 fps: --size 256 for a quarter)")
     p.add_argument("--side-by-side", action="store_true", help="driver | result layout")
     p.add_argument("--checkpoint", "--model", dest="checkpoint", default=None,
                    help="model folder (default: the embedded default model)")
