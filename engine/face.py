@@ -860,16 +860,20 @@ def detect_and_align(image, size: int = DEFAULT_SIZE, min_face_px: float = MIN_F
     return res
 
 
-def face_at(faces: list[np.ndarray], point: tuple[float, float]) -> np.ndarray:
-    """Of several faces' landmarks (478, 3) in one picture, the one at ``point`` (x, y pixels): the face
-    whose mesh's box holds it (the nearest centre among several), else the face nearest to it."""
+def box_at(boxes, point: tuple[float, float]) -> int:
+    """Index of the box at ``point`` (x, y) among ``boxes`` ((x0, y0, x1, y1) each): the nearest centre among
+    those holding it, else among all (a face picked by a pixel of it: ``face_at``, ``FaceTracker.pick``)."""
+    b = np.asarray(boxes, np.float64).reshape(-1, 4)
     p = np.asarray(point, np.float64)[:2]
-    lo = [f[:, :2].min(0) for f in faces]
-    hi = [f[:, :2].max(0) for f in faces]
-    inside = [i for i in range(len(faces)) if np.all(lo[i] <= p) and np.all(p <= hi[i])]
-    if inside:
-        return faces[min(inside, key=lambda i: float(np.hypot(*((lo[i] + hi[i]) / 2 - p))))]
-    return faces[int(np.argmin([np.hypot(*(np.clip(p, lo[i], hi[i]) - p)) for i in range(len(faces))]))]
+    inside = np.flatnonzero(np.all((b[:, :2] <= p) & (p <= b[:, 2:]), axis=1))
+    pool = inside if len(inside) else np.arange(len(b))
+    return int(pool[np.argmin(np.hypot(*((b[pool, :2] + b[pool, 2:]) / 2 - p).T))])
+
+
+def face_at(faces: list[np.ndarray], point: tuple[float, float]) -> np.ndarray:
+    """Of several faces' landmarks (478, 3) in one picture, the one at ``point`` (``box_at`` of their meshes'
+    boxes)."""
+    return faces[box_at([np.concatenate([f[:, :2].min(0), f[:, :2].max(0)]) for f in faces], point)]
 
 
 # ---------------------------------------------------------------------------------------- tracker
@@ -994,8 +998,7 @@ class FaceTracker:
                 px, py = px * w, py * h
             self._pick = None
             self._target = None
-            inside = [b for b in boxes if b.x <= px <= b.x + b.w and b.y <= py <= b.y + b.h]
-            return min(inside or boxes, key=lambda b: float(np.hypot(*(b.centre - (px, py)))))
+            return boxes[box_at([(b.x, b.y, b.x + b.w, b.y + b.h) for b in boxes], (px, py))]
         if self._target is None:
             return boxes[0]   # the largest
         cx, cy, fp, t_seen = self._target
