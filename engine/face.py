@@ -852,7 +852,7 @@ def detect_and_align(image, size: int = DEFAULT_SIZE, min_face_px: float = MIN_F
                                 f"minimum {describe_face_size(min_face_px)}")
     if len(faces) > 1:
         res.status = STATUS_MULTIPLE
-        centres = " and ".join("{:.0f},{:.0f}".format(*((f[:, :2].min(0) + f[:, :2].max(0)) / 2)) for f in faces)
+        centres = " and ".join("{:.0f},{:.0f}".format(*(mesh_box(f)[:2] + mesh_box(f)[2:]) / 2) for f in faces)
         res.message = (f"{len(faces)} faces in {name}, centred at {centres} (x,y); aligned "
                        + ("the largest" if face is None else "the one at {:g},{:g}".format(*face)))
         if face is None:
@@ -870,10 +870,15 @@ def box_at(boxes, point: tuple[float, float]) -> int:
     return int(pool[np.argmin(np.hypot(*((b[pool, :2] + b[pool, 2:]) / 2 - p).T))])
 
 
+def mesh_box(landmarks: np.ndarray) -> np.ndarray:
+    """(x0, y0, x1, y1) of a face mesh's landmarks (478, 3)."""
+    return np.concatenate([landmarks[:, :2].min(0), landmarks[:, :2].max(0)])
+
+
 def face_at(faces: list[np.ndarray], point: tuple[float, float]) -> np.ndarray:
     """Of several faces' landmarks (478, 3) in one picture, the one at ``point`` (``box_at`` of their meshes'
     boxes)."""
-    return faces[box_at([np.concatenate([f[:, :2].min(0), f[:, :2].max(0)]) for f in faces], point)]
+    return faces[box_at([mesh_box(f) for f in faces], point)]
 
 
 # ---------------------------------------------------------------------------------------- tracker

@@ -233,7 +233,7 @@ class VideoWriter:
     def _write_gif(self, rgb: np.ndarray) -> None:
         """One frame of a GIF: every frame in one palette (FFmpeg's palettegen on the first frame) with ordered
         dithering, so what does not move keeps its pixels and the encoder stores only the changed rectangle
-        (a palette per frame tripled the file). Above 100 fps frames that share a hundredth of a second are
+        (a palette per frame made each frame 2.7 times as large). Above 100 fps frames that share a hundredth of a second are
         dropped (a GIF's delays are hundredths)."""
         pts = int(round(self.frames / float(self.fps) * 100))
         if pts == self._last_pts:
