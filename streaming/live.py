@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import sys
 import threading
 import time
 
@@ -275,6 +276,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "largest); one face is followed, never another")
 
 
+def _finish_recording(writer, recording, error: BaseException | None, frames: int) -> None:
+    """Close the recording and rename it onto its name; after an error, or with no frame, drop it instead."""
+    if error is None and frames == 0:
+        error = LiveError("no frame was animated")
+        print(f"slidergan live: {error}, so nothing was recorded", file=sys.stderr, flush=True)
+    if error is not None:
+        writer.abort()
+        recording.__exit__(type(error), error, error.__traceback__)   # removes the temporary
+        return
+    try:
+        writer.close()
+    except BaseException as e:
+        recording.__exit__(type(e), e, e.__traceback__)
+        raise
+    recording.__exit__(None, None, None)
+
+
 def main(args) -> int:
     import cv2
 
@@ -355,16 +373,23 @@ def main(args) -> int:
                     player = AudioPlayer(pcm)
                 except LiveError as e:   # no sound card (a server): the track still drives the lips
                     print(f"slidergan live: {e}; the track plays without sound", flush=True)
-    writer = None
+    writer = recording = None
     if args.record:
         from pathlib import Path
 
+        from engine.atomic import atomic_path
+
         from .render import VideoWriter
         h, w = anim.output_shape
-        writer = VideoWriter(Path(args.record), w, h, fps, None)
+        # Written beside OUT and renamed onto it when the session ends, finished: a player never opens half a
+        # file, and an earlier OUT is replaced only by a whole recording (an error keeps it as it was).
+        recording = atomic_path(Path(args.record))
+        writer = VideoWriter(recording.__enter__(), w, h, fps, None, suffix=Path(args.record).suffix)
     n = 0
     last_status = "ok"
+    stopped = ""
     t_start = time.monotonic()
+    error = None
     try:
         while True:
             if cam is not None:
@@ -406,6 +431,11 @@ def main(args) -> int:
                     print(f"slidergan live: expression scale {mix.expression_scale:g}", flush=True)
             if args.max_seconds is not None and time.monotonic() - t_start >= args.max_seconds:
                 break
+    except KeyboardInterrupt:
+        stopped = " (stopped by Ctrl-C)"      # the way to stop without a window: as q, the recording is kept
+    except BaseException as e:
+        error = e
+        raise
     finally:
         if mic is not None:
             mic.close()
@@ -416,11 +446,12 @@ def main(args) -> int:
         if player is not None:
             player.close()
         if writer is not None:
-            writer.close()
+            _finish_recording(writer, recording, error, n)
         if window:
             cv2.destroyAllWindows()
     dt = time.monotonic() - t_start
     cam_s = f", camera frames {cam.frames}, dropped {cam.dropped}" if cam is not None else ""
     mic_s = f", microphone blocks {mic.blocks} ({mic.overflows} overflows)" if mic is not None else ""
-    print(f"slidergan live: {n} frames in {dt:.1f} s ({n / max(dt, 1e-6):.1f} fps){cam_s}{mic_s}", flush=True)
+    print(f"slidergan live: {n} frames in {dt:.1f} s ({n / max(dt, 1e-6):.1f} fps){cam_s}{mic_s}{stopped}"
+          + (f"; recorded to {args.record}" if args.record else ""), flush=True)
     return 0

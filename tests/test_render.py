@@ -922,6 +922,27 @@ def test_live_import_safe_and_records_from_a_file_camera(env, tmp_path, monkeypa
     assert "frames" in capsys.readouterr().out
     assert _streams(out)["video"]["frames"] >= 5
     assert main(args + ["--camera", str(tmp_path / "nope.mp4"), "--record", str(out)]) == 1
+    # The recording appears whole under its name when the session ends: Ctrl-C stops it as q does (kept);
+    # an error keeps the earlier file as it was; no temporary is left either way.
+    from engine.animator import Animator
+    animate, calls = Animator.animate, []
+
+    def interrupted_at_6(self, *a, **kw):
+        calls.append(1)
+        if len(calls) == 6:
+            raise interruption
+        return animate(self, *a, **kw)
+    monkeypatch.setattr(Animator, "animate", interrupted_at_6)
+    interruption = KeyboardInterrupt()
+    assert main(args + ["--camera", str(cam), "--record", str(out)]) == 0
+    assert "stopped by Ctrl-C" in capsys.readouterr().out
+    assert _streams(out)["video"]["frames"] == 5
+    before, calls[:] = out.read_bytes(), []
+    interruption = RuntimeError("the engine broke")
+    assert main(args + ["--camera", str(cam), "--record", str(out)]) == 1
+    assert "the engine broke" in capsys.readouterr().err
+    assert out.read_bytes() == before and not list(tmp_path.glob(".*.tmp"))
+    monkeypatch.setattr(Animator, "animate", animate)
     gif = tmp_path / "live.gif"       # any format render writes
     assert main(args + ["--camera", str(cam), "--record", str(gif)]) == 0
     assert _streams(gif)["video"]["frames"] >= 5 and "audio" not in _streams(gif)
