@@ -350,10 +350,14 @@ class OnnxAudioNet:
 
 
 def to_onnxruntime(net, threads: int | None = 1) -> "OnnxAudioNet":
-    """The network converted in memory and run by onnxruntime: per 40 ms of sound 0.3-0.4 ms against
-    7-66 ms for eager PyTorch on this loaded 2-core machine (benchmarks/bench_audio_latency.py), where
-    PyTorch's per-call overhead dominates so small a network."""
-    onx = OnnxAudioNet(getattr(net, "file", ""), threads=threads, model=audio_onnx_bytes(net))
+    """The network converted (the graph cached on disk: ``engine.onnx_graph.cached_graphs``) and run by
+    onnxruntime: per 40 ms of sound 0.3-0.4 ms against 7-66 ms for eager PyTorch on this loaded 2-core machine
+    (benchmarks/bench_audio_latency.py), where PyTorch's per-call overhead dominates so small a network."""
+    from .inference import weights_digest
+    from .onnx_graph import cached_graphs
+    key = (weights_digest(net), net.cfg.to_json(), json.dumps(getattr(net, "meta", {}), default=str))
+    model = cached_graphs(key, ("audio.py",), lambda: {"audio": audio_onnx_bytes(net)}, {"role": "audio"})["audio"]
+    onx = OnnxAudioNet(getattr(net, "file", ""), threads=threads, model=model)
     onx.torch = net
     return onx
 

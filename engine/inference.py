@@ -12,8 +12,8 @@ encoder too); a one-image source is broadcast over a batch of parameter vectors.
 
 Backends:
 - ``torch``: the checkpoint's modules, eager (CPU, or CUDA when present and asked for).
-- ``onnxruntime``: the exported ONNX files (an export folder), or a checkpoint converted in memory at
-  load time. CPU provider with intra-op threads = physical cores, sequential execution; the CUDA
+- ``onnxruntime``: the exported ONNX files (an export folder), or a checkpoint converted at load time
+  (the graphs kept in a cache folder: ``engine.onnx_graph.checkpoint_graphs``). CPU provider with intra-op threads = physical cores, sequential execution; the CUDA
   provider when it is installed and ``device`` allows it.
 - ``tensorrt``: serialised engines of an export folder made with ``--format tensorrt`` (NVIDIA GPU).
 ``backend="auto"`` picks tensorrt where engines and a GPU are there, else onnxruntime, else torch.
@@ -627,8 +627,8 @@ def load_models(path, backend: str = "auto", device: str = "auto", *, expect: Mo
     if backend == "torch":
         runner = _TorchRunner(ck.generator, ck.discriminator, dev, threads, bool(fused))
     elif backend == "onnxruntime":
-        from .onnx_graph import export_to_bytes
-        models = export_to_bytes(ck, info)
+        from .onnx_graph import checkpoint_graphs
+        models = checkpoint_graphs(ck, info)
         runner = _OrtRunner(models, dev, threads, opt_level)
     else:
         raise InferenceError(f"the tensorrt backend loads an export folder made by "

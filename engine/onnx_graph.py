@@ -1,7 +1,7 @@
 """A checkpoint's inference modules as ONNX graphs, in memory, with SliderGAN's metadata.
 
-Used both by ``engine.inference`` (the onnxruntime backend converts a checkpoint in memory at load
-time) and by ``exporters.onnx`` (``slidergan export``, which writes these graphs to files, verifies
+Used both by ``engine.inference`` (the onnxruntime backend converts a checkpoint at load time, the
+graphs cached on disk: ``checkpoint_graphs``) and by ``exporters.onnx`` (``slidergan export``, which writes these graphs to files, verifies
 and quantises them). It lives in ``engine`` so that the engine never imports ``exporters``: the
 dependency runs one way, exporters -> engine.
 
@@ -17,13 +17,18 @@ Exporter: the TorchScript-based ``torch.onnx.export(dynamo=False)`` by default (
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import logging
+import os
+import shutil
 import warnings
+from pathlib import Path
 
 import torch
 
+from .atomic import atomic_path
 from .checkpoint import Checkpoint
 from .inference import (EXPORT_FORMAT, EXPORT_VERSION, META_PREFIX, NORMALIZATION, ModelInfo, inference_modules,
                         weights_digest)
@@ -171,6 +176,90 @@ def export_to_bytes(ck: Checkpoint, info: ModelInfo | None = None, exporter: str
     info = info or checkpoint_info(ck)
     protos, _ = build_onnx_models(ck, info, exporter=exporter, check=False)
     return {role: p.SerializeToString() for role, p in protos.items()}
+
+
+# --------------------------------------------------------------------------- the graphs' cache
+# Building the graphs costs about a second at every start (torch.onnx's first export in a process), so the
+# bytes are kept on disk, keyed by everything that makes them: the weights and the model's metadata, the
+# source of the modules that define the graphs, torch's version and the opset. Best effort: a cache that
+# cannot be read or written is rebuilt or skipped, never an error.
+CACHE_ENV = "SLIDERGAN_CACHE_DIR"        # a folder, or "off"
+CACHE_KEEP = 8                          # graphs of this many models are kept (about 14 MB for the realtime one)
+log = logging.getLogger(__name__)
+
+
+def cache_dir() -> Path | None:
+    """$SLIDERGAN_CACHE_DIR, else $XDG_CACHE_HOME/slidergan, else ~/.cache/slidergan; None when "off"."""
+    env = os.environ.get(CACHE_ENV)
+    if env is not None:
+        return None if env.strip().lower() in ("", "off", "0", "none") else Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "slidergan"
+
+
+def cached_graphs(key: tuple[str, ...], sources: tuple[str, ...], build, about: dict | None = None) -> dict:
+    """role -> serialised ONNX: from the cache entry for ``key`` (strings that decide the graphs' bytes) and
+    the engine modules ``sources`` that define them, else ``build()``, kept in the cache for the next time."""
+    root = cache_dir()
+    if root is None:
+        return build()
+    h = hashlib.sha256()
+    for part in (*key, torch.__version__, str(OPSET), str(EXPORT_VERSION)):
+        h.update(part.encode() + b"\0")
+    for name in sources:
+        h.update((Path(__file__).parent / name).read_bytes())
+    entry = root / "onnx" / h.hexdigest()[:32]
+    models = _read_cached(entry)
+    if models is not None:
+        return models
+    models = build()
+    try:
+        with atomic_path(entry, is_dir=True) as tmp:
+            for role, data in models.items():
+                (tmp / f"{role}.onnx").write_bytes(data)
+            manifest = {**(about or {}), "sha256": {r: hashlib.sha256(d).hexdigest() for r, d in models.items()}}
+            (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
+        _prune(root / "onnx", keep=entry)
+    except OSError as e:
+        log.info("ONNX graphs not cached in %s: %s", entry, e)
+    return models
+
+
+def checkpoint_graphs(ck: Checkpoint, info: ModelInfo | None = None) -> dict:
+    """role -> serialised ONNX of a checkpoint (``export_to_bytes``), through the cache."""
+    info = info or checkpoint_info(ck)
+    key = (info.weights, info.config.to_json(), json.dumps(info.param_names), info.blendshapes, str(info.step),
+           json.dumps(info.meta, sort_keys=True, default=str))
+    return cached_graphs(key, ("config.py", "models.py", "inference.py", "onnx_graph.py"),
+                         lambda: export_to_bytes(ck, info),
+                         {"profile": info.config.name, "step": info.step, "weights": info.weights})
+
+
+def _read_cached(entry: Path) -> dict | None:
+    try:
+        manifest = json.loads((entry / "manifest.json").read_text())
+        models = {role: (entry / f"{role}.onnx").read_bytes() for role in manifest["sha256"]}
+        if any(hashlib.sha256(d).hexdigest() != manifest["sha256"][r] for r, d in models.items()):
+            log.warning("the cached ONNX graphs in %s are damaged; building them again", entry)
+            return None
+        os.utime(entry / "manifest.json")          # recently used: kept by _prune
+        return models
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _prune(folder: Path, keep: Path) -> None:
+    """Keep the CACHE_KEEP most recently used entries."""
+    def used(p: Path) -> float:
+        try:
+            return (p / "manifest.json").stat().st_mtime
+        except OSError:
+            return 0.0
+    entries = sorted((p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")), key=used,
+                     reverse=True)
+    for p in entries[CACHE_KEEP:]:
+        if p != keep:
+            shutil.rmtree(p, ignore_errors=True)
 
 
 def checkpoint_info(ck: Checkpoint) -> ModelInfo:

@@ -7,6 +7,15 @@ import torch
 # Two cores: keep each test process to one intra-op thread so parallel helpers don't thrash.
 torch.set_num_threads(int(os.environ.get("SLIDERGAN_TEST_THREADS", "1")))
 
+# The ONNX graphs' cache (engine.onnx_graph) goes to a folder of this run, never the user's ~/.cache; set
+# here so that the CLI's subprocesses inherit it.
+if "SLIDERGAN_CACHE_DIR" not in os.environ:
+    import atexit
+    import shutil
+    import tempfile
+    os.environ["SLIDERGAN_CACHE_DIR"] = tempfile.mkdtemp(prefix="slidergan-test-cache.")
+    atexit.register(shutil.rmtree, os.environ["SLIDERGAN_CACHE_DIR"], True)
+
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 

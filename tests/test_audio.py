@@ -378,6 +378,24 @@ def test_audio_onnx_export_matches_torch(tmp_path):
         assert np.array_equal(ta, tb) and np.abs(pa - pb).max() < 1e-4
 
 
+def test_the_audio_networks_onnx_graph_is_cached(tmp_path, monkeypatch):
+    """to_onnxruntime converts a network once: the next load reads the cached graph and computes the same;
+    another network's weights are converted anew."""
+    import engine.audio as audio
+    import engine.onnx_graph as og
+    monkeypatch.setenv(og.CACHE_ENV, str(tmp_path / "cache"))
+    built = []
+    convert = audio.audio_onnx_bytes
+    monkeypatch.setattr(audio, "audio_onnx_bytes", lambda net: built.append(1) or convert(net))
+    net = tiny_net()
+    mel = np.random.default_rng(0).standard_normal((1, 30, net.cfg.n_mels)).astype(np.float32)
+    first = audio.to_onnxruntime(net).run_numpy(mel)
+    np.testing.assert_array_equal(audio.to_onnxruntime(net).run_numpy(mel), first)
+    assert len(built) == 1
+    audio.to_onnxruntime(tiny_net(seed=1))
+    assert len(built) == 2
+
+
 def test_a_long_file_is_streamed_in_chunks(tmp_path, monkeypatch):
     """``predict_file`` (what ``track from-audio`` and ``render`` use) never holds more than one chunk of
     the decoded sound: a 60 s file in 2 s chunks gives predictions over all of it."""

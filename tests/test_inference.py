@@ -284,3 +284,40 @@ def test_export_files_are_checked_against_their_recorded_sha256(tiny, tmp_path):
         f.pop("sha256")
     (older / "export.json").write_text(json.dumps(manifest))
     assert load_models(older, backend="onnxruntime", threads=1).backend == "onnxruntime"
+
+
+def test_a_checkpoints_onnx_graphs_are_cached_by_what_makes_them(tmp_path, monkeypatch):
+    """The onnxruntime backend keeps a checkpoint's graphs on disk: the next load reads them (torch.onnx not
+    run) and computes the same; a damaged file is built again; other weights are another entry; a cache
+    that cannot be written, or none ("off"), still loads."""
+    import engine.onnx_graph as og
+    ck = make_checkpoint(tmp_path / "ck", "tiny")
+    cache = tmp_path / "cache"
+    monkeypatch.setenv(og.CACHE_ENV, str(cache))
+    built = []
+    export = og.export_to_bytes
+    monkeypatch.setattr(og, "export_to_bytes", lambda *a, **kw: built.append(1) or export(*a, **kw))
+    first = load_models(ck, backend="onnxruntime", threads=1)
+    entries = list((cache / "onnx").iterdir())
+    assert len(built) == 1 and len(entries) == 1
+    assert sorted(f.name for f in entries[0].iterdir()) == ["encoder.onnx", "generator.onnx", "manifest.json",
+                                                          "regressor.onnx"]
+    image, params = _inputs(first.config)
+    again = load_models(ck, backend="onnxruntime", threads=1)
+    assert len(built) == 1
+    np.testing.assert_array_equal(again.generate(image, params), first.generate(image, params))
+    np.testing.assert_array_equal(again.regress(image), first.regress(image))
+    graph = entries[0] / "generator.onnx"
+    graph.write_bytes(graph.read_bytes()[:-10] + b"0123456789")      # same size, not the bytes recorded
+    np.testing.assert_array_equal(load_models(ck, backend="onnxruntime", threads=1).generate(image, params),
+                                  first.generate(image, params))
+    assert len(built) == 2
+    other = make_checkpoint(tmp_path / "other", "tiny", seed=1)
+    load_models(other, backend="onnxruntime", threads=1)
+    assert len(built) == 3 and len(list((cache / "onnx").iterdir())) == 2
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a folder")
+    for where in (str(blocked), "off"):
+        monkeypatch.setenv(og.CACHE_ENV, where)
+        assert load_models(ck, backend="onnxruntime", threads=1).backend == "onnxruntime"
+    assert len(built) == 5 and blocked.read_text() == "not a folder"
