@@ -140,6 +140,7 @@ class SourceInfo:
     closed_params: np.ndarray | None = None   # params with the mouth closed (engine.geometry.closed_mouth)
     lids: np.ndarray | None = None   # its eyes' lid gaps, canonical (FaceModel.lid_gaps): blinks scale to them
     landmarks: np.ndarray | None = None   # (478, 3) its face mesh in portrait px: another framing needs no new search
+    faces: list | None = None        # every face's mesh found in the portrait (largest first), when searched
     message: str = ""
     prepare_ms: float = 0.0
 
@@ -487,7 +488,7 @@ class Animator:
                           params=params, params_regressed=p_reg, params_fitted=p_fit, crop=crop,
                           base=base, framing=f, matrix=m_out, message=aligned.message,
                           pose=head_pose.absolute(head_pose.measure(aligned.landmarks)), closed_params=closed,
-                          lids=lids, landmarks=np.asarray(aligned.landmarks, np.float32),
+                          lids=lids, landmarks=np.asarray(aligned.landmarks, np.float32), faces=aligned.faces,
                           prepare_ms=(time.perf_counter() - t0) * 1000)
         return PreparedSource(info=info, x=x, feats=feats, roi=(rx0, ry0, rx1, ry1), map1=map1,
                               map2=map2, mask=mask, region=region, detail=detail, crop_f=crop_f,

@@ -780,7 +780,8 @@ class AlignedFace:
     crop: (S, S, 3) uint8 RGB, or None.          landmarks: (478, 3) frame coordinates, or None.
     crop_landmarks: (478, 3) crop coordinates.     matrix: 2x3 frame -> crop similarity.
     size: S.  n_faces: faces seen in the frame.  face_px: side of the crop's footprint in the frame.
-    status: one of ok, multiple_faces, no_face, too_small.  message: a human-readable line."""
+    status: one of ok, multiple_faces, no_face, too_small.  message: a human-readable line.
+    faces (``detect_and_align``): every face's landmarks in the picture, largest first."""
     crop: np.ndarray | None
     landmarks: np.ndarray | None
     crop_landmarks: np.ndarray | None
@@ -792,6 +793,7 @@ class AlignedFace:
     message: str = ""
     t: float | None = None
     raw_matrix: np.ndarray | None = field(default=None, repr=False)
+    faces: list | None = field(default=None, repr=False)   # a still's every face mesh, largest first
 
     @property
     def ok(self) -> bool:
@@ -846,7 +848,7 @@ def detect_and_align(image, size: int = DEFAULT_SIZE, min_face_px: float = MIN_F
         raise NoFaceError(f"no face found in {name} ({rgb.shape[1]}x{rgb.shape[0]})")
     chosen = faces[0] if face is None else face_at(faces, face)
     res = align_face(rgb, chosen, size)
-    res.n_faces = len(faces)
+    res.n_faces, res.faces = len(faces), list(faces)
     if res.face_px < min_face_px:
         raise FaceTooSmallError(f"face in {name} is too small: {describe_face_size(res.face_px)}, "
                                 f"minimum {describe_face_size(min_face_px)}")

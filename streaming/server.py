@@ -8,7 +8,8 @@ Routes (JSON errors are ``{"error": "..."}`` with a 4xx/5xx status):
                                token, for the server's own origin and ``--allow-origin`` ones)
   GET  /api/portraits          portraits to choose from;  GET /api/portraits/{id}.jpg  its framed image
   POST /api/portraits          upload a portrait (multipart field "image", or the raw image as body):
-                               200 with its description; 413 over 16 MB or over the image limits
+                               200 with its description (a group photo: "other_faces", its other
+                               faces, each listed as a portrait of its own); 413 over 16 MB or over the image limits
                                (engine.images: 16384 px a side, 50 megapixels); 422 when it is not a
                                readable image or holds no usable face; 503 when too many are in progress
   GET  /api/tracks             parameter tracks (``--tracks``)
@@ -95,6 +96,7 @@ STATIC = Path(__file__).resolve().parent / "static"
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 MAX_UPLOAD = 16 * 1024 * 1024
 MAX_UPLOADED_PORTRAITS = 32
+MAX_FACES_PER_PHOTO = 4         # a group photo's largest faces, each listed as a portrait of its own
 MAX_OFFER = 256 * 1024          # an SDP offer is a few KB
 MAX_MESSAGE = 16 * 1024         # a data channel message (the largest, "sliders", is about 1 KB)
 IMAGE_WORKERS = 2               # uploads decoded and thumbnailed at once, off the event loop
@@ -123,7 +125,9 @@ class Portrait:
     whole: object | None = None              # the same, framing "full" (the whole photo)
     error: str | None = None
     uploaded: bool = False
-    thumb: bytes | None = None               # JPEG of the whole photo, at most 256 px
+    thumb: bytes | None = None               # JPEG of the whole photo (of its face, in a group photo), at most 256 px
+    face: np.ndarray | None = None           # the face of a group photo to animate (its mesh); None: the largest
+    others: list = field(default_factory=list)   # a group photo's other faces (Portraits), made by Engine.prepare
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def framed(self, framing: str):
@@ -137,6 +141,9 @@ class Portrait:
             d.pop("params", None)
         if self.whole is not None:
             d["output_full"] = self.whole.info.output
+        if self.others:
+            d["message"] = (f"{len(self.others) + 1} faces in this photo: each is a portrait of its own "
+                            f"(this one the largest)")
         if self.error:
             d["error"] = self.error
         return d
@@ -187,6 +194,7 @@ class Engine:
         self._prep = {f: Animator(models, output_size=self.output_size, framing=f, renderer=renderer)
                       for f in FRAMINGS}
         self.portraits: dict[str, Portrait] = {}
+        self._listing = threading.Lock()     # held by whoever lists portraits (Engine._list)
         self.tracks: dict[str, TrackEntry] = {}
         from engine.animator import face_model_for
         self.face_model = face_model_for(models)     # blendshape model: presets, 3D preview
@@ -240,10 +248,19 @@ class Engine:
         """A portrait from a file (``--portraits``). ImageReadError (a ValueError) when it is not a
         readable image or is over the limits (engine.images), FileNotFoundError when missing."""
         rgb = load_image(path)
-        pid = _slug(path.stem, self.portraits)
-        p = Portrait(id=pid, name=path.name, image=rgb, thumb=_thumbnail(rgb))
-        self.portraits[pid] = p
+        p = Portrait(id=path.stem, name=path.name, image=rgb, thumb=_thumbnail(rgb))
+        self._list([p])
         return p
+
+    def _list(self, add: list, drop: tuple = ()) -> None:
+        """List portraits (and unlist ``drop``): the event loop and the warm-up thread both add, so the
+        dictionary is replaced, never changed in place, and readers iterate a whole one."""
+        with self._listing:
+            listed = {k: v for k, v in self.portraits.items() if k not in drop}
+            for p in add:
+                p.id = _slug(p.id, listed)
+                listed[p.id] = p
+            self.portraits = listed
 
     def new_upload(self, rgb: np.ndarray, name: str, thumb: bytes | None = None) -> Portrait:
         """An uploaded portrait, not listed yet: ``add_upload`` lists it once it proved usable."""
@@ -252,18 +269,16 @@ class Engine:
                         thumb=thumb if thumb is not None else _thumbnail(rgb))
 
     def add_upload(self, p: Portrait) -> Portrait:
-        """List a prepared upload; at the cap the oldest upload no session uses makes room (only now,
-        so a failed upload never costs a good one its place)."""
+        """List a prepared upload (and a group photo's other faces, prepared in the background); at the cap
+        the oldest uploads no session uses make room (only now, so a failed upload never costs a good one
+        its place)."""
+        new = [p, *p.others]
         uploaded = [q for q in self.portraits.values() if q.uploaded]
-        if len(uploaded) >= MAX_UPLOADED_PORTRAITS:
-            in_use = {s.portrait_id for s in self.sessions.values()}
-            for old in uploaded:
-                if old.id not in in_use:
-                    self.portraits.pop(old.id, None)
-                    break
-        if p.id in self.portraits:
-            p.id = _slug("upload-" + uuid.uuid4().hex[:8], self.portraits)
-        self.portraits[p.id] = p
+        in_use = {s.portrait_id for s in self.sessions.values()}
+        spare = [q.id for q in uploaded if q.id not in in_use]
+        self._list(new, drop=tuple(spare[:max(0, len(uploaded) + len(new) - MAX_UPLOADED_PORTRAITS)]))
+        for q in p.others:
+            self.warm_pool.submit(self.prepare, q)
         return p
 
     def prepare(self, p: Portrait):
@@ -273,12 +288,35 @@ class Engine:
             if p.prepared is not None or p.error is not None:
                 return p.prepared
             try:
-                p.prepared = self._prep["square"].prepare(p.image, name=p.name)
+                p.prepared = self._prep["square"].prepare(p.image, name=p.name, landmarks=p.face)
                 p.whole = self._prep["full"].prepare(p.image, landmarks=p.prepared.info.landmarks, name=p.name)
+                if p.face is None:
+                    self._split_faces(p)
                 p.image = None
             except FaceError as e:
                 p.prepared, p.error = None, str(e)
-            return p.prepared
+        if p.others and p.id in self.portraits:      # listed already (--portraits): its faces are listed now
+            new = [q for q in p.others if q.id not in self.portraits]
+            self._list(new)
+            for q in new:
+                self.warm_pool.submit(self.prepare, q)
+        return p.prepared
+
+    def _split_faces(self, p: Portrait) -> None:
+        """A group photo: each of its largest faces (up to MAX_FACES_PER_PHOTO, each large enough to animate)
+        becomes a portrait of its own, named by its rank in size, its thumbnail its face; ``p`` keeps the
+        largest."""
+        from engine.face import MIN_FACE_PX, alignment_matrix, matrix_scale
+        size = self._prep["square"].image_size
+        faces = [lm for lm in p.prepared.info.faces or ()
+                 if size / matrix_scale(alignment_matrix(lm, size)) >= MIN_FACE_PX][:MAX_FACES_PER_PHOTO]
+        if len(faces) < 2:
+            return
+        name = p.name
+        p.name, p.thumb = f"{name} (face 1 of {len(faces)})", _face_thumbnail(p.image, faces[0])
+        p.others = [Portrait(id=f"{p.id}-face{k}", name=f"{name} (face {k} of {len(faces)})", image=p.image,
+                             uploaded=p.uploaded, thumb=_face_thumbnail(p.image, lm), face=lm)
+                    for k, lm in enumerate(faces[1:], 2)]
 
     def warm_up(self) -> None:
         """Prepare every portrait in the background (offers then start at once, and the page learns
@@ -461,6 +499,17 @@ def _thumbnail(rgb: np.ndarray, side: int = 256) -> bytes:
     k = min(1.0, side / max(h, w))
     small = cv2.resize(rgb, (max(1, int(w * k)), max(1, int(h * k))), interpolation=cv2.INTER_AREA)
     return cv2.imencode(".jpg", small[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 85])[1].tobytes()
+
+
+def _face_thumbnail(rgb: np.ndarray, landmarks: np.ndarray) -> bytes:
+    """The thumbnail of one face of a photo: a square about twice its mesh's size, around it."""
+    from engine.face import mesh_box
+    h, w = rgb.shape[:2]
+    x0, y0, x1, y1 = mesh_box(landmarks)
+    side = int(min(2.0 * max(x1 - x0, y1 - y0), w, h))
+    left = int(np.clip((x0 + x1 - side) / 2, 0, w - side))
+    top = int(np.clip((y0 + y1 - side) / 2, 0, h - side))
+    return _thumbnail(rgb[top:top + side, left:left + side])
 
 
 def _slug(stem: str, taken) -> str:
@@ -1490,7 +1539,7 @@ def make_app(engine: Engine, *, token: str | None = None, allow_origins=(), allo
             engine.add_upload(p)                 # listed (and an old one evicted) only now
         finally:
             engine.uploads_in_progress -= 1
-        return _json(p.describe())
+        return _json({**p.describe(), "other_faces": [q.describe() for q in p.others]})
 
     async def preview(request):
         try:

@@ -187,6 +187,20 @@ def test_page_says_when_a_photo_has_no_face(page, tmp_path):
     assert "Cannot use this photo" in msg and "wall.png" in msg
 
 
+def test_page_lists_each_face_of_a_group_photo(page, tmp_path):
+    import cv2
+    photo = np.full((320, 600, 3), 200, np.uint8)
+    photo[:, :320], photo[40:280, 340:580] = kit.synth_portrait(0, size=320), kit.synth_portrait(3, size=240)
+    cv2.imwrite(str(tmp_path / "two.png"), photo[:, :, ::-1])
+    n = page.eval_on_selector_all("#portraits img", "els => els.length")
+    page.set_input_files("#upload", str(tmp_path / "two.png"))
+    page.wait_for_function(f"document.querySelectorAll('#portraits img').length === {n + 2}", timeout=30000)
+    assert "2 faces in this photo" in page.inner_text("#portrait-msg")
+    titles = page.eval_on_selector_all("#portraits img", "els => els.map(e => e.title)")
+    assert titles[-2:] == ["two.png (face 1 of 2)", "two.png (face 2 of 2)"]
+    assert page.eval_on_selector("#portraits img.sel", "e => e.title") == "two.png (face 1 of 2)"
+
+
 def _session_status(url: str) -> dict:
     import json
     s = json.loads(urllib.request.urlopen(url + "api/sessions", timeout=5).read())["sessions"]

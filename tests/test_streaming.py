@@ -155,6 +155,59 @@ def test_portrait_without_face_is_a_clear_error(setup):
     asyncio.run(run())
 
 
+def test_a_group_photo_lists_each_face_as_a_portrait(setup, tmp_path):
+    """An upload with two faces: two portraits, the largest chosen and its other face listed beside it (named by
+    rank, prepared in the background, animating the other face), each thumbnail its own face; a --portraits file
+    likewise, once prepared."""
+    import aiohttp
+    import cv2
+    eng, _ = setup
+    photo = np.full((320, 600, 3), 200, np.uint8)
+    photo[:, :320], photo[40:280, 340:580] = kit.synth_portrait(0, size=320), kit.synth_portrait(3, size=240)
+    png = cv2.imencode(".png", photo[:, :, ::-1])[1].tobytes()
+    before = set(eng.portraits)
+
+    def prepared(pid):
+        deadline = time.monotonic() + 60
+        while eng.portraits[pid].prepared is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert eng.portraits[pid].error is None
+        return float(eng.portraits[pid].prepared.info.landmarks[:, 0].mean())
+
+    async def run():
+        async with serving(eng) as url:
+            form = aiohttp.FormData()
+            form.add_field("image", png, filename="two.png", content_type="image/png")
+            st, body = await _post(url + "/api/portraits", data=form)
+            assert st == 200, body
+            assert body["name"] == "two.png (face 1 of 2)" and body["message"].startswith("2 faces in this photo")
+            assert [q["name"] for q in body["other_faces"]] == ["two.png (face 2 of 2)"]
+            async with aiohttp.ClientSession() as s:
+                async with s.get(url + "/api/portraits") as r:
+                    listed = {q["id"]: q["name"] for q in await r.json()}
+                thumbs = []
+                for pid in (body["id"], body["other_faces"][0]["id"]):
+                    async with s.get(url + f"/api/portraits/{pid}.jpg") as r:
+                        thumbs.append(cv2.imdecode(np.frombuffer(await r.read(), np.uint8), cv2.IMREAD_COLOR))
+            assert listed[body["other_faces"][0]["id"]] == "two.png (face 2 of 2)"
+            return body["id"], body["other_faces"][0]["id"], thumbs
+    try:
+        first, second, thumbs = asyncio.run(run())
+        assert prepared(first) < 320 and prepared(second) > 340       # the largest face, then the other one
+        assert all(t.shape[0] == t.shape[1] for t in thumbs)          # each face's own square
+        assert np.abs(thumbs[0].astype(float) - cv2.resize(thumbs[1], thumbs[0].shape[:2]).astype(float)).mean() > 10
+        path = tmp_path / "group.png"
+        path.write_bytes(png)
+        p = eng.add_portrait_file(path)
+        assert p.id == "group" and len(eng.portraits) == len(before) + 3
+        eng.prepare(p)
+        assert p.name == "group.png (face 1 of 2)" and eng.portraits["group-face2"].name == "group.png (face 2 of 2)"
+        assert prepared("group-face2") > 340
+    finally:
+        for pid in set(eng.portraits) - before:
+            eng.portraits.pop(pid, None)
+
+
 # ------------------------------------------------------------------------------------- sessions
 def test_frames_follow_the_parameters(setup):
     """Sliders over the data channel: the face region of the received frames changes with p, the

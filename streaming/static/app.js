@@ -54,6 +54,24 @@ function renderPortraits() {
   if (!state.info.portraits.length) showMsg("No portraits yet: upload a photo with a face.", "portrait-msg", true);
 }
 
+// Portraits still being prepared (the server's warm-up: --portraits files, a group photo's other faces)
+// learn whether they hold a usable face, and a group photo in --portraits lists its faces, only then: ask again
+// until every one is prepared (a portrait's description has face_px or error once it is).
+let refreshing = null;
+function refreshPortraits(tries = 30) {
+  clearTimeout(refreshing);
+  refreshing = setTimeout(async () => {
+    let list;
+    try { list = await api("/api/portraits"); } catch (e) { return; }
+    const changed = JSON.stringify(list.map((p) => [p.id, p.name, p.error])) !==
+      JSON.stringify(state.info.portraits.map((p) => [p.id, p.name, p.error]));
+    state.info.portraits = list;
+    if (state.portrait && !list.some((p) => p.id === state.portrait)) state.portrait = list.length ? list[0].id : null;
+    if (changed) renderPortraits();
+    if (tries > 1 && list.some((p) => p.face_px === undefined && !p.error)) refreshPortraits(tries - 1);
+  }, 1000);
+}
+
 function choosePortrait(id) {
   const p = state.info.portraits.find((x) => x.id === id);
   if (p && p.error) { showMsg(`Cannot use this photo: ${p.error}`, "portrait-msg"); return; }
@@ -69,9 +87,11 @@ async function upload(file) {
   fd.append("image", file, file.name);
   try {
     const p = await api("/api/portraits", { method: "POST", body: fd });
-    state.info.portraits.push(p);
+    // a group photo: each face is a portrait of its own, the largest chosen
+    state.info.portraits.push(p, ...(p.other_faces || []));
     state.portrait = p.id;
     renderPortraits();
+    if (p.other_faces && p.other_faces.length) refreshPortraits();
     showMsg(p.message || `Face found (${Math.round(p.face_px)} px).`, "portrait-msg", true);
     if (state.running) send({ type: "portrait", id: p.id });
   } catch (e) {
@@ -397,6 +417,7 @@ async function init() {
   }
   state.portrait = state.info.portraits.length ? state.info.portraits[0].id : null;
   renderPortraits();
+  refreshPortraits();
   // parameters from the face mesh need the model's blendshapes; without them only the head is offered
   const sources = state.info.params_sources || ["head"];
   for (const r of document.querySelectorAll("input[name=params]")) {
