@@ -193,7 +193,10 @@ def cache_dir() -> Path | None:
     env = os.environ.get(CACHE_ENV)
     if env is not None:
         return None if env.strip().lower() in ("", "off", "0", "none") else Path(env)
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    try:
+        base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    except RuntimeError:                # no home folder: no cache
+        return None
     return Path(base) / "slidergan"
 
 
@@ -242,10 +245,13 @@ def _read_cached(entry: Path) -> dict | None:
         if any(hashlib.sha256(d).hexdigest() != manifest["sha256"][r] for r, d in models.items()):
             log.warning("the cached ONNX graphs in %s are damaged; building them again", entry)
             return None
-        os.utime(entry / "manifest.json")          # recently used: kept by _prune
-        return models
     except (OSError, ValueError, KeyError, TypeError):
         return None
+    try:
+        os.utime(entry / "manifest.json")          # recently used: kept by _prune
+    except OSError:                                # a read-only cache still serves
+        pass
+    return models
 
 
 def _prune(folder: Path, keep: Path) -> None:
