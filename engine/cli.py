@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("streaming.server", "WebRTC server and browser page (127.0.0.1:8080)"),
     "render": ("streaming.render", "render an animated portrait to a video file"),
     "live": ("streaming.live", "local camera-in, window-out puppeteering"),
+    "edit": ("streaming.edit", "edit one photo's expression by its sliders, to a picture"),
 }
 
 DEBUG_HELP = "on an error, show the full traceback (also SLIDERGAN_DEBUG=1)"
