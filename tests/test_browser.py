@@ -132,7 +132,8 @@ def test_page_streams_the_animated_portrait(page, tmp_path):
 
 def test_page_records_the_animated_portrait(page, tmp_path):
     """Record, a few seconds, Stop recording: the page offers a WebM of the received stream (the
-    browser's MediaRecorder), whose frames are the animated portrait at the stream's size."""
+    browser's MediaRecorder), whose frames are the animated portrait at the stream's size; Snapshot saves
+    the frame shown as a PNG of that size."""
     import av
     assert page.is_disabled("#record")                       # nothing to record before the stream
     page.click("#start")
@@ -151,7 +152,15 @@ def test_page_records_the_animated_portrait(page, tmp_path):
         frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
     assert len(frames) >= 20, len(frames)                    # about 3 s of the stream
     assert frames[-1].shape == (256, 256, 3) and frames[-1].std() > 10
+    with page.expect_download() as dl:                       # Snapshot: the frame shown, as a PNG
+        page.click("#snapshot")
+    shot = tmp_path / dl.value.suggested_filename
+    dl.value.save_as(str(shot))
+    import cv2
+    picture = cv2.imread(str(shot))
+    assert shot.suffix == ".png" and picture.shape == (256, 256, 3) and picture.std() > 10
     page.click("#stop")
+    assert page.is_disabled("#snapshot")
     _wait_no_sessions(page.url)
 
 

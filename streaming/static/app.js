@@ -264,7 +264,7 @@ async function start() {
     await pc.setRemoteDescription(answer);
     state.running = true;
     $("stop").disabled = false;
-    $("record").disabled = false;
+    $("record").disabled = $("snapshot").disabled = false;
   } catch (e) {
     showMsg(e.message);
     setStatus("not connected", "err");
@@ -314,6 +314,25 @@ function toggleRecord() {
   $("record").textContent = "Stop recording";
 }
 
+// Snapshot: the received frame as it is shown, at the stream's own size, saved as a PNG (nothing on the server).
+function snapshot() {
+  const v = $("out");
+  if (!v.videoWidth) { showMsg("nothing to save yet"); return; }
+  const c = document.createElement("canvas");
+  c.width = v.videoWidth;
+  c.height = v.videoHeight;
+  c.getContext("2d").drawImage(v, 0, 0);
+  c.toBlob((blob) => {
+    const a = document.createElement("a");
+    a.href = URL.createObjectURL(blob);
+    a.download = "slidergan-" + new Date().toISOString().replace(/[:.]/g, "-").slice(0, 19) + ".png";
+    document.body.appendChild(a);
+    a.click();
+    a.remove();
+    setTimeout(() => URL.revokeObjectURL(a.href), 10000);
+  }, "image/png");
+}
+
 function showScale(v) {
   $("scale").value = v;
   $("scale-value").textContent = v.toFixed(2);
@@ -331,7 +350,7 @@ function stop() {
   $("self-fig").hidden = true;
   $("start").disabled = false;
   $("stop").disabled = true;
-  $("record").disabled = true;
+  $("record").disabled = $("snapshot").disabled = true;
   if (!$("status").classList.contains("err")) setStatus("not connected");
 }
 
@@ -461,6 +480,7 @@ async function init() {
   $("stop").onclick = stop;
   $("release").onclick = () => send({ type: "release" });
   $("record").onclick = toggleRecord;
+  $("snapshot").onclick = snapshot;
   $("calibrate").onclick = () => send({ type: "calibrate" });
   // several people in view: click a face in the webcam view to follow that one
   $("self").addEventListener("click", (ev) => {
