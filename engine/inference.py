@@ -13,8 +13,9 @@ encoder too); a one-image source is broadcast over a batch of parameter vectors.
 Backends:
 - ``torch``: the checkpoint's modules, eager (CPU, or CUDA when present and asked for).
 - ``onnxruntime``: the exported ONNX files (an export folder), or a checkpoint converted at load time
-  (the graphs kept in a cache folder: ``engine.onnx_graph.checkpoint_graphs``). CPU provider with intra-op threads = physical cores, sequential execution; the CUDA
-  provider when it is installed and ``device`` allows it.
+  (the graphs kept in a cache folder: ``engine.onnx_graph.checkpoint_graphs``). CPU provider with
+  intra-op threads = physical cores, sequential execution; the CUDA provider when it is installed and
+  ``device`` allows it.
 - ``tensorrt``: serialised engines of an export folder made with ``--format tensorrt`` (NVIDIA GPU).
 ``backend="auto"`` picks tensorrt where engines and a GPU are there, else onnxruntime, else torch.
 

@@ -1,8 +1,8 @@
 """A checkpoint's inference modules as ONNX graphs, in memory, with SliderGAN's metadata.
 
 Used both by ``engine.inference`` (the onnxruntime backend converts a checkpoint at load time, the
-graphs cached on disk: ``checkpoint_graphs``) and by ``exporters.onnx`` (``slidergan export``, which writes these graphs to files, verifies
-and quantises them). It lives in ``engine`` so that the engine never imports ``exporters``: the
+graphs cached on disk: ``checkpoint_graphs``) and by ``exporters.onnx`` (``slidergan export``, which
+writes these graphs to files, verifies and quantises them). It lives in ``engine`` so that the engine never imports ``exporters``: the
 dependency runs one way, exporters -> engine.
 
 Each role (``encoder`` for cached generators, ``generator``, ``regressor``) becomes one

@@ -60,10 +60,10 @@ def edit(source, out, *, checkpoint=None, backend: str = "auto", models=None, se
         raise FileNotFoundError(f"--like: not found: {like}")
     pose_values = parse_assignments(head, list(POSE_NAMES), "--head")
     for name, v in pose_values.items():
-        limit = LIMITS[POSE_NAMES.index(name)]
-        if abs(v) > limit:
-            raise ValueError(f"--head {name}={v:g}: the head moves at most ±{limit:g} {POSE_UNITS[POSE_NAMES.index(name)]}"
-                             f" there (engine.pose.LIMITS)")
+        k = POSE_NAMES.index(name)
+        if abs(v) > LIMITS[k]:
+            raise ValueError(f"--head {name}={v:g}: the head moves at most ±{LIMITS[k]:g} {POSE_UNITS[k]} there "
+                             f"(engine.pose.LIMITS)")
     if models is None:
         models = load_models(checkpoint, backend=backend)
     anim = Animator(models, output_size=size, framing=framing, renderer=renderer, source_mouth="own")
