@@ -119,6 +119,7 @@ def edit(source, out, *, checkpoint=None, backend: str = "auto", models=None, se
 def add_arguments(p) -> None:
     from engine.animator import add_framing_arguments
 
+    from .presets import EXPRESSIONS
     from .render import add_source_face_argument
     p.add_argument("--source", required=True, help="the photo to edit (an image with a face)")
     add_source_face_argument(p)
@@ -129,7 +130,7 @@ def add_arguments(p) -> None:
     p.add_argument("--like", default=None, metavar="PHOTO",
                    help="take the expression and speech of the face in this photo (its fitted parameters)")
     p.add_argument("--preset", default=None,
-                   help="a preset expression: neutral, happy, sad, surprise, anger, disgust, fear, speak_a, speak_o")
+                   help="a preset expression (the page's): neutral, " + ", ".join(EXPRESSIONS))
     p.add_argument("--head", action="append", default=[], metavar="NAME=VALUE[,...]",
                    help="turn the head: yaw, pitch, roll (degrees), x, y (inter-ocular distances), scale (ln); "
                         "the geometry-guided model only")
