@@ -487,7 +487,7 @@ class Animator:
         info = SourceInfo(width=w, height=h, face_px=float(aligned.face_px), n_faces=int(aligned.n_faces),
                           params=params, params_regressed=p_reg, params_fitted=p_fit, crop=crop,
                           base=base, framing=f, matrix=m_out, message=aligned.message,
-                          pose=head_pose.absolute(head_pose.measure(aligned.landmarks)), closed_params=closed,
+                          pose=np.nan_to_num(head_pose.absolute(head_pose.measure(aligned.landmarks))), closed_params=closed,
                           lids=lids, landmarks=np.asarray(aligned.landmarks, np.float32), faces=aligned.faces,
                           prepare_ms=(time.perf_counter() - t0) * 1000)
         return PreparedSource(info=info, x=x, feats=feats, roi=(rx0, ry0, rx1, ry1), map1=map1,
@@ -533,12 +533,12 @@ class Animator:
         return self.animate_batch(params, None if pose is None else np.asarray(pose, np.float64)[None])[0]
 
     def _poses(self, poses, n: int, src: PreparedSource):
-        """Head poses (B, 6), softly clamped to ``engine.pose.LIMITS``; None when there are none or all are
-        zero (expression only: the narrower band, exactly the SliderGAN path)."""
+        """Head poses and gazes (B, 8) (or the head's six alone), softly clamped to ``engine.pose.LIMITS``; None
+        when there are none or all are zero (expression only: exactly the SliderGAN path)."""
         if poses is None:
             return None
-        from .pose import N_POSE, soft_clamp
-        q = np.nan_to_num(np.asarray(poses, np.float64).reshape(-1, N_POSE), nan=0.0)
+        from .pose import N_POSE, as_pose, soft_clamp
+        q = np.nan_to_num(as_pose(poses), nan=0.0).reshape(-1, N_POSE)
         if len(q) != n:
             raise ValueError(f"got {n} parameter vectors and {len(q)} head poses")
         if not np.any(q):
@@ -555,6 +555,12 @@ class Animator:
                                               src.info.matrix, src.info.base.shape[1::-1], head=True)
             return src.head_warp
 
+    def _warp_for(self, src: PreparedSource, poses: np.ndarray | None) -> WarpedSource:
+        """The warp that carries these poses: the head's (wider band) where any head moves; the eyes alone
+        turn inside the face."""
+        from .pose import N_HEAD
+        return self._head_warp(src) if poses is not None and np.any(poses[:, :N_HEAD]) else src.warp
+
     # ------------------------------------------------------------------------ the warp path
     def _warp_layers(self, p: np.ndarray, src: PreparedSource, poses: np.ndarray | None = None,
                      crops: bool = True):
@@ -565,19 +571,23 @@ class Animator:
         source's (``engine.geometry.attention_gate``), and in the colours of the warp under its paint
         (``engine.geometry.keep_colour``): so its paint, I_gen - drawn warp, is a change of brightness
         that the output frame adds to its own drawn warp, upsampled."""
-        from .geometry import HeadMove, attention_gate, cavity, keep_colour, target_landmarks
-        w = src.warp if poses is None else self._head_warp(src)
+        from .geometry import HeadMove, attention_gate, cavity, keep_colour, target_landmarks, turn_eyes
+        from .pose import N_HEAD
+        w = self._warp_for(src, poses)
+        head = w is not src.warp
         crop = src.info.crop
         model = self.renderer == "model"
         dsts, maps, layers, gen = [], [], [None] * len(p), [None] * len(p)
         for i, q in enumerate(p):
             dst = target_landmarks(self.face_model, w.mesh.src, w.p_src, q)
             move = None
-            if poses is not None:
+            if head:
                 move = HeadMove(poses[i], w.head.centre, w.head.iod, w.frame_to_crop)
                 dst = move(dst)
-            dsts.append(dst)
             maps.append(w.mesh.backward_map(dst, move))
+            if poses is not None and np.any(poses[i, N_HEAD:]):
+                dst = turn_eyes(maps[i], w.mesh.margin, w.mesh.src, dst, poses[i, N_HEAD:])
+            dsts.append(dst)
             if model or crops:
                 gen[i], layers[i] = w.mesh.drawn_warp(crop, dst, maps[i])
         shades = [None] * len(p)
@@ -604,7 +614,7 @@ class Animator:
         output frame, the mouth interior and lids drawn over it at the output's pixels, and the generator's
         paint (a shading at crop resolution) upsampled and added (Eq. 4 at the output's resolution)."""
         dsts, maps, shades, _ = self._warp_layers(p, src, poses, crops=False)
-        w = (src.warp if poses is None else src.head_warp).out
+        w = self._warp_for(src, poses).out
         base, crop = src.info.base, src.info.crop
         x0, y0, x1, y1 = w.roi
         frames = []

@@ -131,6 +131,120 @@ def lip_gap(lm: np.ndarray) -> float:
     return float((lm[p[:, 1], 1] - lm[p[:, 0], 1]).mean()) / max(inter_ocular(lm), 1e-9)
 
 
+# ---------------------------------------------------------------------------------------------- gaze
+# Each eye as (its corner on the image's left, its corner on the image's right, its iris centre, its loop) in a
+# frontal face: the subject's right eye, then the left.
+EYES = ((33, 133, 468, "RIGHT_EYE_LOOP"), (362, 263, 473, "LEFT_EYE_LOOP"))
+# **(choice)** The eyeball's radius in eye widths (corner to corner): about 12 mm against a 30 mm eye. An iris
+# centre d eye widths from the corners' midpoint is the eye turned by asin(d / EYEBALL_RADIUS).
+EYEBALL_RADIUS = 0.4
+# An eye whose lids are closer than this (mean lid distance over the eye's width) shows too little iris to
+# read its direction: open eyes read 0.18-0.35 on the shared clips' face meshes, the narrowest blink 0.11.
+EYE_SHUT = 0.12
+
+
+def _eye_frame(lm: np.ndarray, eye) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """An eye's frame: its left corner (2,), the unit axis to its right corner, the axis' normal (image
+    down when the face is upright) and the eye's width (pixels)."""
+    a, b = lm[eye[0], :2], lm[eye[1], :2]
+    width = float(np.linalg.norm(b - a))
+    e = (b - a) / max(width, 1e-9)
+    return a, e, np.array([-e[1], e[0]]), width
+
+
+def iris_offsets(landmarks: np.ndarray) -> np.ndarray:
+    """(2, 2) each eye's iris centre from its corners' midpoint, along the corners' axis (image right) and
+    across it (down), in eye widths (478-point landmarks, refined irises)."""
+    lm = np.asarray(landmarks, np.float64)
+    out = np.zeros((2, 2))
+    for k, eye in enumerate(EYES):
+        a, e, n, width = _eye_frame(lm, eye)
+        d = lm[eye[2], :2] - (a + 0.5 * width * e)
+        out[k] = (d @ e / max(width, 1e-9), d @ n / max(width, 1e-9))
+    return out
+
+
+def gaze_angles(landmarks: np.ndarray) -> np.ndarray:
+    """(2,) the eyes' direction in the head, degrees: (yaw > 0 towards the image's right, pitch > 0 down),
+    the mean of the eyes open wider than EYE_SHUT (``iris_offsets`` through EYEBALL_RADIUS); NaN when both
+    are shut (a blink: the iris is not there to read)."""
+    lm = np.asarray(landmarks, np.float64)
+    d = np.clip(iris_offsets(lm) / EYEBALL_RADIUS, -1.0, 1.0)
+    pairs = np.asarray(LID_PAIRS).reshape(2, -1, 2)
+    open_ = [np.linalg.norm(lm[p[:, 0], :2] - lm[p[:, 1], :2], axis=1).mean() / max(_eye_frame(lm, eye)[3], 1e-9)
+             >= EYE_SHUT for p, eye in zip(pairs, EYES)]
+    if not any(open_):
+        return np.full(2, np.nan)
+    return np.degrees(np.arcsin(d[open_])).mean(0)
+
+
+def _eye_bounds(lm: np.ndarray, loop, a: np.ndarray, e: np.ndarray, n: np.ndarray):
+    """An eye opening's upper and lower lid as (u, v) chains (eye-frame pixels) sorted by u."""
+    uv = np.stack([(lm[list(loop), :2] - a) @ e, (lm[list(loop), :2] - a) @ n], 1)
+    half = len(loop) // 2           # the loops run corner, upper lid, other corner, lower lid
+    upper, lower = uv[:half + 1], np.concatenate([uv[half:], uv[:1]])
+    return upper[np.argsort(upper[:, 0])], lower[np.argsort(lower[:, 0])]
+
+
+def turn_eyes(backward: np.ndarray, margin: int, src_landmarks: np.ndarray, dst_landmarks: np.ndarray,
+              gaze) -> np.ndarray:
+    """Turn the target's eyes by ``gaze`` (2,) degrees (yaw, pitch: ``gaze_angles``' units) beyond the
+    portrait's own direction: in each target eye opening the eyeball slides under the lids, the iris moved
+    whole and the white between it and the corners stretched or squeezed (a piecewise-linear map along the
+    eye), what would come from under a lid taken from the lid's edge. ``backward``: a ``MeshWarp`` backward
+    map (grid pixels; crop coordinates + ``margin``), changed in place inside the openings. Returns the
+    target landmarks with the irises moved."""
+    import cv2
+    from . import blendshapes
+    src = np.asarray(src_landmarks, np.float64)
+    dst = np.asarray(dst_landmarks, np.float64).copy()
+    gaze = np.asarray(gaze, np.float64)
+    if src.shape[0] < 478 or not np.any(gaze):
+        return dst
+    own = np.clip(iris_offsets(src) / EYEBALL_RADIUS, -1.0, 1.0)
+    turned = np.sin(np.clip(np.arcsin(own) + np.radians(gaze), -np.pi / 2, np.pi / 2))
+    shift = (turned - own) * EYEBALL_RADIUS                   # (2 eyes, 2) eye widths
+    g = backward.shape[0]
+    for k, eye in enumerate(EYES):
+        loop = getattr(blendshapes, eye[3])
+        a, e, n, width = _eye_frame(dst, eye)
+        if width < 2.0:
+            continue
+        iris = dst[eye[2], :2] - a
+        c = float(iris @ e)
+        r = min(0.8 * float(np.linalg.norm(dst[eye[2] + 1, :2] - dst[eye[2], :2])), 0.3 * width)
+        # the iris' new centre, kept where the squeezed white beside it stays a tenth of the eye wide
+        lo, hi = 0.1 * width + r, 0.9 * width - r
+        s = float(np.clip(c + shift[k, 0] * width, lo, hi) - c) if hi > lo else 0.0
+        t = shift[k, 1] * width
+        upper, lower = _eye_bounds(dst, loop, a, e, n)
+        pts = dst[list(loop), :2] + margin
+        x0, y0 = np.floor(pts.min(0)).astype(int) - 1
+        x1, y1 = np.ceil(pts.max(0)).astype(int) + 2
+        x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, g), min(y1, g)
+        if x1 - x0 < 2 or y1 - y0 < 2:
+            continue
+        mask = np.zeros((y1 - y0, x1 - x0), np.float32)
+        cv2.fillPoly(mask, [np.round((pts - (x0, y0)) * 16).astype(np.int32)], 1.0, lineType=cv2.LINE_AA, shift=4)
+        xs, ys = np.meshgrid(np.arange(x0, x1, dtype=np.float64) - margin, np.arange(y0, y1, dtype=np.float64) - margin)
+        rel = np.stack([xs - a[0], ys - a[1]], -1)
+        u, v = rel @ e, rel @ n
+        # target u -> the u it shows: corners fixed, the iris' band [c - r, c + r] moved whole by s
+        knots_t = [0.0, c + s - r, c + s + r, width]
+        us = np.interp(u, knots_t, [0.0, c - r, c + r, width])
+        whole = np.interp(u, knots_t, [0.0, 1.0, 1.0, 0.0])
+        vs = v - t * whole
+        top, bottom = np.interp(us, upper[:, 0], upper[:, 1]), np.interp(us, lower[:, 0], lower[:, 1])
+        vs = np.clip(vs, top + 0.5, np.maximum(bottom - 0.5, top + 0.5))
+        p = a + us[..., None] * e + vs[..., None] * n + margin
+        shown = cv2.remap(backward, p[..., 0].astype(np.float32), p[..., 1].astype(np.float32), cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_REPLICATE)
+        box = backward[y0:y1, x0:x1]
+        box += mask[..., None] * (shown - box)
+        dst[eye[2]:eye[2] + 5, :2] += s * e + t * n
+    return dst
+
+
 CLOSED_GAP = 0.02    # lip_gap below which a mouth counts as closed (closed lips read 0.000-0.015)
 
 

@@ -1,7 +1,8 @@
-"""Head pose: the third parameter group beside ``exp`` and ``speech``, read from the face mesh and
-applied to the portrait's mesh (the geometry-guided generator carries the head along with it).
+"""Head pose and gaze: the third parameter group beside ``exp`` and ``speech``, read from the face mesh and
+applied to the portrait's mesh (the geometry-guided generator carries the head along with it), with the
+eyes' direction in the head (as FLAME's pose holds the eyeballs' beside the head's).
 
-Six numbers, in the units a person reads (a track stores them so):
+Eight numbers, in the units a person reads (a track stores them so):
 
     yaw    degrees, > 0: the face turns towards the image's right (the nose tip moves right)
     pitch  degrees, > 0: the chin goes down (a nod)
@@ -9,6 +10,10 @@ Six numbers, in the units a person reads (a track stores them so):
     x, y   the head's move in the frame, in inter-ocular distances (eye corner to eye corner), x right,
            y down
     scale  ln of the head's size ratio (0.1: 10.5 % larger, nearer the camera)
+    gaze_yaw, gaze_pitch
+           degrees, the eyes turned in the head: > 0 towards the image's right, > 0 down (the mean of
+           both eyes' iris centres against their corners, ``engine.geometry.gaze_angles``; on the portrait
+           the eyeballs slide under the lids, ``engine.geometry.turn_eyes``)
 
 The rotation is Rz(roll) Rx(pitch) Ry(-yaw) in camera axes (x right, y down, z away from the
 camera, MediaPipe's): yaw first, then pitch, then roll.
@@ -17,7 +22,9 @@ Measuring (``measure``): the similarity that fits the face mesh's stable points 
 bridge, eye corners, temples: ``engine.face.STABLE_POINTS``) onto the frontal canonical mesh gives the
 head's orientation O, its centre (the stable points' centroid) and its size. A driver's pose is taken
 relative to its own neutral (``relative``): the rotation O O_n^T, the centre's move over the neutral's
-inter-ocular distance, the size ratio. Absolute pose is relative to a frontal face.
+inter-ocular distance, the size ratio, the gaze's change. Absolute pose is relative to a frontal face
+looking straight ahead. A track or caller with the six head numbers only is read with the gaze unmoved
+(``as_pose``).
 
 Limits (``LIMITS``): beyond them the warp stops being credible (a turned head shows what the photo
 never saw; the band that carries the head stretches the background). The driver's pose is clamped
@@ -26,19 +33,21 @@ a pose value is in units of its limit (-1 ... 1), like the other groups' paramet
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["POSE_NAMES", "POSE_UNITS", "LIMITS", "N_POSE", "HeadPose", "measure", "relative", "absolute",
+__all__ = ["POSE_NAMES", "POSE_UNITS", "LIMITS", "N_POSE", "N_HEAD", "as_pose", "HeadPose", "measure", "relative", "absolute",
            "mean_pose", "rotation", "euler", "soft_clamp", "to_unit", "from_unit", "apply_pose",
            "pose_labels", "POSE_PRESETS"]
 
-POSE_NAMES = ("yaw", "pitch", "roll", "x", "y", "scale")
-POSE_UNITS = ("°", "°", "°", "IOD", "IOD", "ln")
+POSE_NAMES = ("yaw", "pitch", "roll", "x", "y", "scale", "gaze_yaw", "gaze_pitch")
+POSE_UNITS = ("°", "°", "°", "IOD", "IOD", "ln", "°", "°")
 N_POSE = len(POSE_NAMES)
-# what the warp carries credibly: ±20° yaw, ±15° pitch, ±20° roll, ±0.3 inter-ocular distances, ±15 % size
-LIMITS = np.array([20.0, 15.0, 20.0, 0.3, 0.3, 0.14], np.float64)
+N_HEAD = 6                 # the head's own numbers, before the gaze's
+# what the warp carries credibly: ±20° yaw, ±15° pitch, ±20° roll, ±0.3 inter-ocular distances, ±15 % size;
+# the eyes ±25° sideways (the iris halfway to a corner), ±15° up and down (the lids hide more beyond)
+LIMITS = np.array([20.0, 15.0, 20.0, 0.3, 0.3, 0.14, 25.0, 15.0], np.float64)
 SOFT_KNEE = 0.8            # soft_clamp leaves values below this share of a limit unchanged
 DEPTH_GAIN = 1.25          # apply_pose: the face mesh's depth while it turns (see there)
 EYE_CORNERS = (33, 263)
@@ -46,26 +55,41 @@ EYE_CORNERS = (33, 263)
 
 # Head presets (the page's preset buttons): poses at about three quarters of the limits.
 POSE_PRESETS = {
-    "look left": [-15.0, 0, 0, 0, 0, 0], "look right": [15.0, 0, 0, 0, 0, 0],
-    "look up": [0, -11.0, 0, 0, 0, 0], "look down": [0, 11.0, 0, 0, 0, 0],
-    "tilt left": [0, 0, -15.0, 0, 0, 0], "tilt right": [0, 0, 15.0, 0, 0, 0],
+    "look left": [-15.0, 0, 0, 0, 0, 0, 0, 0], "look right": [15.0, 0, 0, 0, 0, 0, 0, 0],
+    "look up": [0, -11.0, 0, 0, 0, 0, 0, 0], "look down": [0, 11.0, 0, 0, 0, 0, 0, 0],
+    "tilt left": [0, 0, -15.0, 0, 0, 0, 0, 0], "tilt right": [0, 0, 15.0, 0, 0, 0, 0, 0],
+    "glance left": [0, 0, 0, 0, 0, 0, -18.0, 0], "glance right": [0, 0, 0, 0, 0, 0, 18.0, 0],
 }
 
 
 def pose_labels() -> list[str]:
     """Readable labels of the pose group (page sliders, reports)."""
     return ["head turn (yaw, ° right)", "head nod (pitch, ° down)", "head tilt (roll, ° clockwise)",
-            "head move right (eye distances)", "head move down (eye distances)", "head nearer (ln size)"]
+            "head move right (eye distances)", "head move down (eye distances)", "head nearer (ln size)",
+            "eyes turn (gaze, ° right)", "eyes down (gaze, ° down)"]
+
+
+def as_pose(pose) -> np.ndarray:
+    """Poses (..., 6 or 8) as (..., 8) float64: the head's six numbers alone mean the gaze unmoved."""
+    q = np.asarray(pose, np.float64)
+    if q.shape[-1] == N_HEAD:
+        q = np.concatenate([q, np.zeros(q.shape[:-1] + (N_POSE - N_HEAD,))], -1)
+    if q.shape[-1] != N_POSE:
+        raise ValueError(f"a pose has {N_HEAD} numbers ({', '.join(POSE_NAMES[:N_HEAD])}) or {N_POSE} (and "
+                         f"{', '.join(POSE_NAMES[N_HEAD:])}), not {q.shape[-1]}")
+    return q
 
 
 @dataclass
 class HeadPose:
     """One face's head pose in its frame: orientation O (3x3, frontal -> camera), centre (3,) pixels,
-    inter-ocular distance (pixels) and size (1/s of the fit onto the canonical mesh)."""
+    inter-ocular distance (pixels) and size (1/s of the fit onto the canonical mesh); and its gaze (2,),
+    degrees (``engine.geometry.gaze_angles``; zeros without the irises, NaN while both eyes are shut)."""
     orientation: np.ndarray
     centre: np.ndarray
     iod: float
     size: float
+    gaze: np.ndarray = field(default_factory=lambda: np.zeros(2))
 
 
 def measure(landmarks: np.ndarray) -> HeadPose:
@@ -77,9 +101,13 @@ def measure(landmarks: np.ndarray) -> HeadPose:
     if not np.all(np.isfinite(lm[:468])):
         raise ValueError("face-mesh landmarks contain NaN or inf")
     idx = list(STABLE_POINTS)
-    s, r, _t = umeyama(lm[idx], canonical_mesh().astype(np.float64)[idx])   # canonical ~ s R x + t
+    s, r, t = umeyama(lm[idx], canonical_mesh().astype(np.float64)[idx])   # canonical ~ s R x + t
     iod = float(np.linalg.norm(lm[EYE_CORNERS[0], :2] - lm[EYE_CORNERS[1], :2]))
-    return HeadPose(orientation=r.T, centre=lm[idx].mean(0), iod=iod, size=1.0 / s)
+    gaze = np.zeros(2)
+    if lm.shape[0] >= 478 and np.all(np.isfinite(lm[468:478])):
+        from .geometry import gaze_angles
+        gaze = gaze_angles(s * lm @ r.T + t)     # in the head's frame: a turned head is not a glance
+    return HeadPose(orientation=r.T, centre=lm[idx].mean(0), iod=iod, size=1.0 / s, gaze=gaze)
 
 
 def rotation(yaw: float, pitch: float, roll: float) -> np.ndarray:
@@ -101,15 +129,17 @@ def euler(m: np.ndarray) -> np.ndarray:
 
 
 def relative(pose: HeadPose, neutral: HeadPose) -> np.ndarray:
-    """(6,) the pose of a frame relative to the driver's neutral (module docstring's units)."""
+    """(8,) the pose of a frame relative to the driver's neutral (module docstring's units)."""
     angles = euler(pose.orientation @ neutral.orientation.T)
     move = (pose.centre[:2] - neutral.centre[:2]) / max(neutral.iod, 1e-6)
-    return np.concatenate([angles, move, [np.log(max(pose.size, 1e-9) / max(neutral.size, 1e-9))]])
+    return np.concatenate([angles, move, [np.log(max(pose.size, 1e-9) / max(neutral.size, 1e-9))],
+                           pose.gaze - neutral.gaze])
 
 
 def absolute(pose: HeadPose) -> np.ndarray:
-    """(6,) the rotation relative to a frontal face; no move, no size change."""
-    return np.concatenate([euler(pose.orientation), [0.0, 0.0, 0.0]])
+    """(8,) the rotation relative to a frontal face, the gaze relative to straight ahead; no move, no size
+    change."""
+    return np.concatenate([euler(pose.orientation), [0.0, 0.0, 0.0], pose.gaze])
 
 
 def mean_pose(poses: list[HeadPose]) -> HeadPose:
@@ -120,13 +150,16 @@ def mean_pose(poses: list[HeadPose]) -> HeadPose:
     if np.linalg.det(r) < 0:
         u[:, -1] *= -1
         r = u @ vt
+    gazes = np.array([p.gaze for p in poses])
+    seen = np.all(np.isfinite(gazes), axis=1)           # frames mid-blink have none
     return HeadPose(orientation=r, centre=np.median([p.centre for p in poses], axis=0),
-                    iod=float(np.median([p.iod for p in poses])), size=float(np.median([p.size for p in poses])))
+                    iod=float(np.median([p.iod for p in poses])), size=float(np.median([p.size for p in poses])),
+                    gaze=np.median(gazes[seen], axis=0) if seen.any() else np.zeros(2))
 
 
 def soft_clamp(pose: np.ndarray) -> np.ndarray:
     """Each value unchanged up to SOFT_KNEE x its limit, then bent smoothly (C1) towards the limit."""
-    u = np.asarray(pose, np.float64) / LIMITS
+    u = as_pose(pose) / LIMITS
     a = np.abs(u)
     k = SOFT_KNEE
     bent = k + (1 - k) * np.tanh((a - k) / (1 - k))
@@ -140,13 +173,13 @@ def to_unit(pose: np.ndarray) -> np.ndarray:
 
 def from_unit(u: np.ndarray) -> np.ndarray:
     """Slider units -> physical pose (values beyond ±1 are clamped)."""
-    return np.clip(np.asarray(u, np.float64), -1.0, 1.0) * LIMITS
+    return np.clip(as_pose(u), -1.0, 1.0) * LIMITS
 
 
 def apply_pose(points: np.ndarray, pose: np.ndarray, centre: np.ndarray, iod: float,
                frame_to_crop: np.ndarray | None = None, depth_gain: float = DEPTH_GAIN) -> np.ndarray:
     """Move 3D points (P, 3) (crop pixels) of a head whose centre is ``centre`` (3,) and inter-ocular
-    distance ``iod`` (crop pixels) by ``pose`` (6,) physical units: rotated about the centre, scaled
+    distance ``iod`` (crop pixels) by ``pose`` (6 or 8,: the gaze is not the head's) physical units: rotated about the centre, scaled
     about it, moved. ``frame_to_crop``: the 2x3 frame -> crop matrix when the crop is the portrait
     turned upright (its in-plane rotation is undone, so that yaw turns the head about the frame's
     vertical axis as the driver's did). ``depth_gain``: the mesh's depth is stretched by this while

@@ -11,8 +11,10 @@ One file format, a NumPy ``.npz`` (no pickles) holding:
     expression        (T, Ne) float32 expression parameters p_exp; absent when the track has none
     expression_names  (Ne,) component names (absent with expression)
     n_expression      width of p_exp that ``at`` fills with zeros when expression is absent
-    pose              (T, 6) float32 head pose (``engine.pose``: yaw, pitch, roll in degrees, x, y in
-                      inter-ocular distances, ln size), relative to the clip's mean pose; optional
+    pose              (T, 8) float32 head pose and gaze (``engine.pose``: yaw, pitch, roll in degrees, x, y in
+                      inter-ocular distances, ln size, gaze yaw and pitch in degrees), relative to the clip's
+                      mean pose; optional (a track of six columns, written before the gaze, reads with the
+                      gaze unmoved)
                       (older tracks and speech-only tracks have none)
     lids              (2,) float32 the lid gaps (right eye, left eye) of the driver's neutral face (canonical,
                       ``FaceModel.lid_gaps``): its blinks are retargeted to a portrait's eyes by their ratio
@@ -45,7 +47,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .pose import N_POSE
+from .pose import N_HEAD, N_POSE, POSE_NAMES, as_pose
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +98,8 @@ class ParamTrack:
             self.expression = np.asarray(self.expression, dtype=np.float32)
         if self.pose is not None:
             self.pose = np.asarray(self.pose, dtype=np.float32)
+            if self.pose.ndim == 2 and self.pose.shape[1] == N_HEAD:
+                self.pose = as_pose(self.pose).astype(np.float32)
         if self.lids is not None:
             self.lids = np.asarray(self.lids, dtype=np.float32)
         if self.speech.ndim == 2:
@@ -140,7 +144,7 @@ class ParamTrack:
         if self.n_expression < 0:
             raise TrackError(f"{w}: n_expression must be >= 0")
         if self.pose is not None and self.pose.shape != (n, N_POSE):
-            raise TrackError(f"{w}: pose must have shape ({n}, {N_POSE}) (yaw, pitch, roll, x, y, scale) to "
+            raise TrackError(f"{w}: pose must have shape ({n}, {N_POSE}) ({', '.join(POSE_NAMES)}) to "
                              f"match {n} timestamps, got {self.pose.shape}")
         if self.lids is not None and (self.lids.shape != (2,) or np.any(self.lids <= 0)):
             raise TrackError(f"{w}: lids must be the driver's two positive lid gaps (right eye, left eye), got "
@@ -251,7 +255,7 @@ class ParamTrack:
         return _interpolate(self.times, self.params, ts)
 
     def pose_at_times(self, ts) -> np.ndarray | None:
-        """The head pose (len(ts), 6) at times ``ts``, interpolated like ``at``; None without one."""
+        """The head pose and gaze (len(ts), 8) at times ``ts``, interpolated like ``at``; None without one."""
         if self.pose is None:
             return None
         return _interpolate(self.times, self.pose, ts)
@@ -390,13 +394,20 @@ def load_track(path: str | os.PathLike, check_audio: bool = True) -> ParamTrack:
 
 # --------------------------------------------------------------------------------------- extract
 def _clip_pose(landmarks: np.ndarray, found: np.ndarray) -> np.ndarray:
-    """(T, 6) head pose of every frame with a face relative to the clip's mean pose (0 elsewhere)."""
+    """(T, 8) head pose and gaze of every frame with a face relative to the clip's mean pose (0 elsewhere;
+    the gaze of a frame whose eyes are shut interpolated from the frames beside it)."""
     from .pose import mean_pose, measure, relative
     poses = {i: measure(landmarks[i]) for i in np.flatnonzero(found)}
     neutral = mean_pose(list(poses.values()))
     out = np.zeros((len(landmarks), N_POSE), np.float64)
     for i, hp in poses.items():
         out[i] = relative(hp, neutral)
+    gaze = out[:, N_HEAD:]
+    shut = np.isnan(gaze[:, 0])
+    if shut.any():
+        seen = np.flatnonzero(~shut)
+        for c in range(gaze.shape[1]):
+            gaze[shut, c] = np.interp(np.flatnonzero(shut), seen, gaze[seen, c]) if len(seen) else 0.0
     return out
 
 

@@ -347,7 +347,7 @@ class FaceDriver:
         self.expression_scale = check_expression_scale(expression_scale)
         self.rest_params = (np.zeros(self.n_params, np.float32) if rest is None
                             else np.asarray(rest, np.float32).reshape(-1).copy())
-        self.rest_pose = np.zeros(N_POSE) if rest_pose is None else np.asarray(rest_pose, np.float64).copy()
+        self.rest_pose = np.zeros(N_POSE) if rest_pose is None else head_pose.as_pose(rest_pose).copy()
         self.rest_lids = None if rest_lids is None else np.asarray(rest_lids, np.float64).copy()
         self.calib_frames = max(1, int(calib_frames))   # calibration: at least this many faces ...
         self.calib_s = float(calib_s)                      # ... over at least this long
@@ -428,7 +428,7 @@ class FaceDriver:
         with self._lock:
             self.rest_params = np.asarray(rest, np.float32).reshape(-1).copy()
             if pose is not None:
-                self.rest_pose = np.asarray(pose, np.float64).copy()
+                self.rest_pose = head_pose.as_pose(pose).copy()
             self.rest_lids = None if lids is None else np.asarray(lids, np.float64).copy()
             self._filter.reset()
             self._last_out = None
@@ -552,7 +552,7 @@ class FaceDriver:
 
     @property
     def rest(self) -> np.ndarray:
-        """What the driver gives without a face: [p, head pose in slider units (0: unmoved)]."""
+        """What the driver gives without a face: [p, head pose and gaze in slider units (0: unmoved)]."""
         p = self.rest_params if self.mode == "relative" else np.zeros(self.n_params, np.float32)
         return np.concatenate([p, np.zeros(N_POSE, np.float32)])
 
@@ -646,14 +646,21 @@ class FaceDriver:
         return self.rest_params + self.expression_scale * motion
 
     def _pose_target(self, head) -> np.ndarray:
-        """The head pose in slider units (engine.pose.to_unit: smoothly clamped to its limits)."""
+        """The head pose and gaze in slider units (engine.pose.to_unit: smoothly clamped to its limits); while
+        the driver's eyes are shut (no iris to read) the gaze stays where it was."""
         if head is None:
             return np.zeros(N_POSE, np.float32)
         if self.mode == "absolute":     # the driver's pose against a frontal face, less the portrait's
-            return head_pose.to_unit(head_pose.absolute(head) - self.rest_pose)
-        if self.neutral_pose is None:
+            pose = head_pose.absolute(head) - self.rest_pose
+        elif self.neutral_pose is None:
             return np.zeros(N_POSE, np.float32)
-        return head_pose.to_unit(head_pose.relative(head, self.neutral_pose))
+        else:
+            pose = head_pose.relative(head, self.neutral_pose)
+        gaze = pose[head_pose.N_HEAD:]
+        if np.isnan(gaze).any():
+            last = self._last_out
+            gaze[:] = 0.0 if last is None else head_pose.from_unit(last[self.n_params:])[head_pose.N_HEAD:]
+        return head_pose.to_unit(pose)
 
     def _on_lost(self, t: float) -> None:
         if self._last_face_t is None:
@@ -688,7 +695,7 @@ class FaceDriver:
             return self._value(float(t))[:self.n_params]
 
     def pose_value(self, t: float | None = None) -> np.ndarray:
-        """The head pose (6,) at ``t`` in ``engine.pose`` units (degrees, inter-ocular distances, ln size)."""
+        """The head pose and gaze (8,) at ``t`` in ``engine.pose`` units (degrees, inter-ocular distances, ln size)."""
         with self._lock:
             if t is None:
                 t = self.state.t
@@ -758,7 +765,7 @@ class TrackDriver:
         return np.clip(self.expression_scale * p, -P_LIMIT, P_LIMIT).astype(np.float32)
 
     def pose(self, t: float) -> np.ndarray:
-        """The track's head pose (6,) at clock time ``t`` (engine.pose units; zeros when it has none)."""
+        """The track's head pose and gaze (8,) at clock time ``t`` (engine.pose units; zeros when it has none)."""
         if self.track.pose is None:
             return np.zeros(N_POSE)
         return self.track.pose_at_times([self.track_time(float(t))])[0].astype(np.float64)

@@ -21,7 +21,7 @@ def test_pose_reads_a_synthetic_rotation(pose):
     neutral = P.measure(lm)
     moved = P.apply_pose(lm, np.array(pose, float), neutral.centre, neutral.iod, depth_gain=1.0)   # rigid
     got = P.relative(P.measure(moved), neutral)
-    np.testing.assert_allclose(got, pose, atol=1e-3)
+    np.testing.assert_allclose(got, pose + [0.0, 0.0], atol=1e-3)   # a turned head is not a glance
     np.testing.assert_allclose(P.euler(P.rotation(*pose[:3])), pose[:3], atol=1e-6)
 
 
@@ -87,7 +87,7 @@ def test_head_motion_turns_the_portrait(warp_only):
     for pose in ([12, 0, 0, 0, 0, 0], [0, 0, -12, 0, 0, 0], [0, 0, 0, 0.2, 0, 0], [-10, 6, 8, 0, -0.1, 0.08]):
         out = anim.animate(p, pose=pose)
         got = P.relative(P.measure(detect_landmarks(out)[0]), neutral)
-        err = np.abs(got - pose)
+        err = np.abs(got[:P.N_HEAD] - pose)
         assert np.all(err[:3] < 4.0) and np.all(err[3:] < 0.06), (pose, got.round(2))
         assert seam_ratio(out, base) < 1.3, pose
 
@@ -107,11 +107,16 @@ def test_track_with_and_without_pose(tmp_path):
     speech = np.zeros((5, 10), np.float32)
     pose = np.zeros((5, 6), np.float32)
     pose[:, 0] = np.linspace(0, 20, 5)
-    tr = ParamTrack(times=t, speech=speech, pose=pose, fps=25.0)
+    tr = ParamTrack(times=t, speech=speech, pose=pose, fps=25.0)    # six columns: a track from before the gaze
     back = load_track(tr.save(tmp_path / "with.npz"))
-    np.testing.assert_allclose(back.pose, pose)
+    np.testing.assert_allclose(back.pose[:, :P.N_HEAD], pose)
+    assert back.pose.shape == (5, P.N_POSE) and not back.pose[:, P.N_HEAD:].any()   # read with the gaze unmoved
     assert back.pose_at_times([0.02])[0, 0] == pytest.approx(2.5)
-    assert back.resample(50).pose.shape == (9, 6)
+    assert back.resample(50).pose.shape == (9, P.N_POSE)
+    glance = P.as_pose(pose)
+    glance[:, 6] = 10.0
+    again = load_track(ParamTrack(times=t, speech=speech, pose=glance, fps=25.0).save(tmp_path / "gaze.npz"))
+    np.testing.assert_allclose(again.pose, glance)
     old = load_track(ParamTrack(times=t, speech=speech, fps=25.0).save(tmp_path / "old.npz"))
     assert old.pose is None and old.pose_at_times([0.0]) is None
     with pytest.raises(TrackError, match="pose must have shape"):
@@ -137,7 +142,7 @@ def test_face_driver_gives_the_pose_relative_to_its_neutral():
     for _ in range(60):
         drv.update(np.zeros(4, np.float32), t, head=P.measure(turned))
         t += 1 / 30
-    np.testing.assert_allclose(drv.pose_value(t), [10, 0, -6, 0.1, 0, 0], atol=0.3)
+    np.testing.assert_allclose(drv.pose_value(t), [10, 0, -6, 0.1, 0, 0, 0, 0], atol=0.3)
     assert drv.value(t).shape == (4,)
     for _ in range(120):                                # face lost: held, then eased back to rest (0)
         drv.update(None, t, "no_face")
@@ -229,7 +234,7 @@ def test_server_switch_and_head_sliders(tmp_path):
                 assert "index" in r["message"]
                 assert "look left" in c.hello["presets"]
                 r = await c.request({"type": "preset", "name": "look left"}, "preset")
-                assert r["pose"][0] == pytest.approx(-0.75, abs=0.01) and r["pose"][1:] == [0.0] * 5
+                assert r["pose"][0] == pytest.approx(-0.75, abs=0.01) and r["pose"][1:] == [0.0] * (P.N_POSE - 1)
     try:
         asyncio.run(run())
     finally:
