@@ -46,8 +46,9 @@ POSE_UNITS = ("°", "°", "°", "IOD", "IOD", "ln", "°", "°")
 N_POSE = len(POSE_NAMES)
 N_HEAD = 6                 # the head's own numbers, before the gaze's
 # what the warp carries credibly: ±20° yaw, ±15° pitch, ±20° roll, ±0.3 inter-ocular distances, ±15 % size;
-# the eyes ±25° sideways (the iris halfway to a corner), ±15° up and down (the lids hide more beyond)
-LIMITS = np.array([20.0, 15.0, 20.0, 0.3, 0.3, 0.14, 25.0, 15.0], np.float64)
+# the eyes ±30° sideways (``turn_eyes`` keeps a tenth of the eye's white beside the iris beyond), ±15° up and
+# down (the lids hide more beyond)
+LIMITS = np.array([20.0, 15.0, 20.0, 0.3, 0.3, 0.14, 30.0, 15.0], np.float64)
 SOFT_KNEE = 0.8            # soft_clamp leaves values below this share of a limit unchanged
 DEPTH_GAIN = 1.25          # apply_pose: the face mesh's depth while it turns (see there)
 EYE_CORNERS = (33, 263)

@@ -37,8 +37,10 @@ import numpy as np
 
 __all__ = ["OneEuroFilter", "smooth_sequence", "PARAM_SMOOTHING", "group_filter"]
 
-# (min_cutoff Hz, beta) per parameter group; "pose": the head pose in units of its limits.
-PARAM_SMOOTHING = {"exp": (1.5, 20.0), "speech": (8.0, 20.0), "pose": (1.5, 0.5)}
+# (min_cutoff Hz, beta) per parameter group; "pose": the head pose in units of its limits; "gaze": the eyes'
+# (engine.pose's last two), quick as the blinks: a glance is a jump of a tenth of a second, which the head's
+# setting spread over half a second.
+PARAM_SMOOTHING = {"exp": (1.5, 20.0), "speech": (8.0, 20.0), "pose": (1.5, 0.5), "gaze": (1.5, 20.0)}
 
 
 def _alpha(cutoff: np.ndarray | float, dt: float) -> np.ndarray | float:

@@ -485,7 +485,7 @@ def extract_track(video: str | os.PathLike, out: str | os.PathLike, audio: str |
     if smooth:
         from .pose import LIMITS
         from .smoothing import group_filter
-        f = group_filter({"exp": n_exp, "speech": p.shape[1] - n_exp, "pose": pose.shape[1]})
+        f = group_filter({"exp": n_exp, "speech": p.shape[1] - n_exp, "pose": N_HEAD, "gaze": N_POSE - N_HEAD})
         both = np.stack([f(np.concatenate([a, b / LIMITS]), t) for a, b, t in zip(p, pose, t_arr)])
         p = np.clip(both[:, :p.shape[1]], -1.0, 1.0)
         pose = both[:, p.shape[1]:] * LIMITS

@@ -356,7 +356,8 @@ class FaceDriver:
         self.fps = float(fps)
         if min_cutoff is None and beta is None:   # each group its own (engine.smoothing.PARAM_SMOOTHING)
             n_exp = self.n_params if n_exp is None else int(n_exp)
-            self._filter = group_filter({"exp": n_exp, "speech": self.n_params - n_exp, "pose": N_POSE}, fps)
+            self._filter = group_filter({"exp": n_exp, "speech": self.n_params - n_exp, "pose": head_pose.N_HEAD,
+                                         "gaze": N_POSE - head_pose.N_HEAD}, fps)
         else:
             self._filter = OneEuroFilter(min_cutoff=1.5 if min_cutoff is None else min_cutoff,
                                          beta=0.6 if beta is None else beta, freq=fps)
