@@ -5,6 +5,7 @@ expression and speech set to chosen values, its identity kept).
     slidergan edit --source me.jpg -o open.png --set jaw_open=0.6,lips_part=0.5
     slidergan edit --source me.jpg -o like.png --like her.jpg          # her expression on my face
     slidergan edit --source me.jpg -o turn.png --head yaw=15,pitch=-5  # and the head (degrees; engine.pose)
+    slidergan edit --source me.jpg -o side.png --head gaze_yaw=20      # and where the eyes look
     slidergan edit --source me.jpg -o sweep.png --sweep smile          # smile from -1 to +1, side by side
 
 The parameters start from the portrait's own (its blendshape fit), so an edit changes only what it names:
@@ -49,7 +50,7 @@ def edit(source, out, *, checkpoint=None, backend: str = "auto", models=None, se
 
     from engine.animator import Animator, check_framing, load_models
     from engine.atomic import write_bytes_atomic
-    from engine.pose import LIMITS, N_POSE, POSE_NAMES, POSE_UNITS
+    from engine.pose import LIMITS, N_HEAD, N_POSE, POSE_NAMES, POSE_UNITS
     out = Path(out)
     if out.suffix.lower() not in IMAGE_OUTPUTS:
         raise ValueError(f"output must end in {', '.join(IMAGE_OUTPUTS)}, not {out.name!r}")
@@ -62,7 +63,8 @@ def edit(source, out, *, checkpoint=None, backend: str = "auto", models=None, se
     for name, v in pose_values.items():
         k = POSE_NAMES.index(name)
         if abs(v) > LIMITS[k]:
-            raise ValueError(f"--head {name}={v:g}: the head moves at most ±{LIMITS[k]:g} {POSE_UNITS[k]} there "
+            what = "the eyes turn" if k >= N_HEAD else "the head moves"
+            raise ValueError(f"--head {name}={v:g}: {what} at most ±{LIMITS[k]:g} {POSE_UNITS[k]} there "
                              f"(engine.pose.LIMITS)")
     if models is None:
         models = load_models(checkpoint, backend=backend)
@@ -133,7 +135,8 @@ def add_arguments(p) -> None:
                    help="a preset expression (the page's): neutral, " + ", ".join(EXPRESSIONS))
     p.add_argument("--head", action="append", default=[], metavar="NAME=VALUE[,...]",
                    help="turn the head: yaw, pitch, roll (degrees), x, y (inter-ocular distances), scale (ln); "
-                        "the geometry-guided model only")
+                        "and the eyes: gaze_yaw (degrees, > 0 right), gaze_pitch (> 0 down); the geometry-guided "
+                        "model only")
     p.add_argument("--sweep", default=None, metavar="NAME",
                    help="write this component from -1 to +1, side by side, instead of one picture")
     p.add_argument("--steps", type=int, default=5, help="pictures in a --sweep (default 5)")

@@ -261,7 +261,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_source_mouth_argument(p)
     add_precision_argument(p)
     p.add_argument("--motion", choices=["speech", "expression", "head"], default=None,
-                   help="'head' (expression + the camera's head turns, nods, tilts and moves; the default where "
+                   help="'head' (expression + the camera's head turns, nods, tilts and moves and where its eyes "
+                        "look; the default where "
                         "the model can), 'expression' (expression and speech only; the h key switches) or 'speech' "
                         "(the lips and jaw only)")
     add_expression_scale_argument(p)

@@ -884,8 +884,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="a video driver's parameters: 'mesh', the blendshape fit of its face mesh (default: it "
                         "follows the driver better, README), or 'head', the discriminator's regression head")
     p.add_argument("--motion", choices=["speech", "expression", "head"], default=None,
-                   help="'head' (expression + the driver's head turns, nods, tilts and moves, within "
-                        "engine.pose.LIMITS; the default where the model can: a video's face, a track with a pose), "
+                   help="'head' (expression + the driver's head turns, nods, tilts and moves and where "
+                        "its eyes look, within engine.pose.LIMITS; the default where the model can: a video's face, a track with a pose), "
                         "'expression' (expression and speech only: SliderGAN's) or 'speech' (the lips and jaw only: "
                         "dubbing; the portrait keeps its own expression and head)")
     p.add_argument("--renderer", choices=["model", "warp-only"], default="model",

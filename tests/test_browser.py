@@ -236,8 +236,9 @@ def test_page_switches_head_motion(tmp_path):
             page.goto(url)
             page.wait_for_function("document.querySelectorAll('#portraits img').length > 0", timeout=20000)
             assert page.is_visible("#motion-row")
-            assert page.locator("#sliders input[type=range]").count() == 46       # 40 parameters + 6 head
+            assert page.locator("#sliders input[type=range]").count() == 48       # 40 parameters + 6 head + 2 eyes
             assert page.locator("#sliders .group").nth(2).inner_text() == "Head"
+            assert page.locator("#sliders .group").nth(3).inner_text() == "Eyes"
             page.click("#start")
             page.wait_for_function("document.getElementById('out').videoWidth > 0", timeout=40000)
             assert _session_status(url)["motion"] == "head"

@@ -364,3 +364,34 @@ def test_drawn_lids_cover_a_closing_eye_with_the_skin_round_it(fm):
     mouth_only = g.mouth_layer(img, lm, both)[1]
     assert np.allclose(g.cavity(mw.drawn_layer(img, both)[1], both), g.cavity(mouth_only, both), atol=1e-5)
     assert g.cavity(mouth_only, both).max() > 0.5
+
+
+def test_turn_eyes_slides_the_iris_whole_inside_the_openings_only(fm):
+    """engine.geometry.turn_eyes: in each eye opening the iris is moved whole by the turn (what it shows at its
+    new centre is what the unturned map showed at the old one), the map outside the openings is untouched, the
+    irises of the returned landmarks read back as the portrait's own direction plus the turn (gaze_angles),
+    and no turn changes nothing."""
+    import cv2
+    from engine.blendshapes import LEFT_EYE_LOOP, RIGHT_EYE_LOOP
+    lm, _ = _face(fm, 256)
+    assert lm.shape[0] == 478
+    mw = g.MeshWarp(lm, 256)
+    bm = mw.backward_map(lm)
+    same = bm.copy()
+    assert np.array_equal(g.turn_eyes(same, mw.margin, lm, lm, [0.0, 0.0]), lm) and np.array_equal(same, bm)
+    turned = bm.copy()
+    dst = g.turn_eyes(turned, mw.margin, lm, lm, [15.0, 0.0])
+    openings = np.zeros((mw.grid_size,) * 2, np.uint8)
+    for loop in (RIGHT_EYE_LOOP, LEFT_EYE_LOOP):
+        cv2.fillPoly(openings, [np.round(lm[list(loop), :2] + mw.margin).astype(np.int32)], 1)
+    outside = cv2.dilate(openings, np.ones((5, 5), np.uint8)) == 0
+    assert np.array_equal(turned[outside], bm[outside])
+    assert np.abs(turned - bm)[openings > 0].max() > 1.0              # the openings changed
+    np.testing.assert_allclose(g.gaze_angles(dst), g.gaze_angles(lm) + [15.0, 0.0], atol=0.2)
+    for iris in (468, 473):
+        moved = dst[iris, :2] - lm[iris, :2]
+        assert moved[0] > 1.0 and abs(moved[1]) < 0.5 * moved[0]      # towards the image's right
+        def at(m, xy):     # the map, bilinear, at grid point xy
+            x, y = (np.full((1, 1), v, np.float32) for v in xy + mw.margin)
+            return cv2.remap(m, x, y, cv2.INTER_LINEAR)[0, 0]
+        np.testing.assert_allclose(at(turned, dst[iris, :2]), at(bm, lm[iris, :2]), atol=0.6)

@@ -259,3 +259,71 @@ def test_absolute_mode_turns_the_portrait_to_the_drivers_pose():
         drv.update(np.zeros(4, np.float32), t, head=P.measure(turned))
         t += 1 / 30
     assert drv.pose_value(t)[0] == pytest.approx(7.0, abs=0.3)      # the driver at 12, the portrait at 5
+
+
+def test_gaze_is_read_from_the_irises_in_the_heads_frame():
+    """The eyes' direction: irises moved sideways by d eye widths read asin(d / EYEBALL_RADIUS) degrees, a turned
+    head does not, and eyes shut give no reading (NaN) that a neutral of several frames skips."""
+    from engine.geometry import EYEBALL_RADIUS, LID_PAIRS
+    lm = _mesh()
+    h0 = P.measure(lm)
+    moved = lm.copy()
+    width = np.linalg.norm(lm[133, :2] - lm[33, :2])
+    moved[468:478, 0] += 0.1 * width
+    got = P.relative(P.measure(moved), h0)
+    assert got[6] == pytest.approx(np.degrees(np.arcsin(0.1 / EYEBALL_RADIUS)), abs=1.5) and abs(got[7]) < 1.0
+    assert np.abs(got[:P.N_HEAD]).max() < 1e-6                      # the irises are not in the head's points
+    turned = P.apply_pose(lm, np.array([15.0, 0, 0, 0, 0, 0]), h0.centre, h0.iod, depth_gain=1.0)
+    assert abs(P.relative(P.measure(turned), h0)[6]) < 1e-3
+    shut = lm.copy()
+    for up, down in LID_PAIRS:
+        shut[[up, down], 1] = shut[[up, down], 1].mean()
+    assert np.isnan(P.measure(shut).gaze).all()
+    assert np.allclose(P.mean_pose([P.measure(shut), P.measure(moved), P.measure(moved)]).gaze, P.measure(moved).gaze)
+    with pytest.raises(ValueError, match="6 numbers"):
+        P.as_pose(np.zeros(5))
+
+
+def test_the_face_driver_carries_the_gaze_and_holds_it_through_a_blink():
+    from engine.geometry import LID_PAIRS
+    from streaming.drivers import FaceDriver
+    lm = _mesh()
+    drv = FaceDriver(regress=None, n_params=4, size=64, params="mesh", fit=lambda x: np.zeros(4, np.float32),
+                     calib_frames=3, calib_s=0.1)
+    t = 0.0
+    for _ in range(5):
+        drv.update(np.zeros(4, np.float32), t, head=P.measure(lm))
+        t += 1 / 30
+    glance = lm.copy()
+    glance[468:478, 0] += 0.08 * np.linalg.norm(lm[133, :2] - lm[33, :2])
+    for _ in range(30):
+        drv.update(np.zeros(4, np.float32), t, head=P.measure(glance))
+        t += 1 / 30
+    seen = drv.pose_value(t)[6]
+    assert seen > 8.0 and np.abs(drv.pose_value(t)[:P.N_HEAD]).max() < 0.5
+    shut = lm.copy()                                    # a blink: lids together, the irises' reading gone
+    for up, down in LID_PAIRS:
+        shut[[up, down], 1] = shut[[up, down], 1].mean()
+    for _ in range(6):
+        drv.update(np.zeros(4, np.float32), t, head=P.measure(shut))
+        t += 1 / 30
+    assert drv.pose_value(t)[6] == pytest.approx(seen, abs=0.5)
+
+
+def test_gaze_turns_the_portraits_eyes_and_nothing_else(warp_only):
+    """The portrait's eyes look where the gaze says (the face mesh reads it back, attenuated: MediaPipe reads a
+    rendered iris's move at about half of it, scripts/gaze_eval.py), the head stays, and only the eyes change."""
+    from engine.face import detect_landmarks
+    anim = warp_only
+    p = anim.source.params
+    base = anim.animate(p)
+    lm = detect_landmarks(base)[0]
+    neutral = P.measure(lm)
+    eyes = lm[[33, 133, 362, 263, 159, 145, 386, 374], :2]
+    (x0, y0), (x1, y1) = eyes.min(0) - 4, eyes.max(0) + 4
+    for sign in (1, -1):
+        out = anim.animate(p, pose=[0] * P.N_HEAD + [sign * 20.0, 0])
+        got = P.relative(P.measure(detect_landmarks(out)[0]), neutral)
+        assert sign * got[6] > 3.0 and np.abs(got[:3]).max() < 2.0, got.round(2)
+        ys, xs = np.nonzero(np.abs(out.astype(int) - base).max(2) > 2)
+        assert len(xs) > 50 and xs.min() >= x0 and xs.max() <= x1 and ys.min() >= y0 and ys.max() <= y1

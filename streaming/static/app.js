@@ -112,13 +112,15 @@ function buildSliders(names, nExp, values, labels) {
     names = names.concat(info.pose_names);
     labels = (labels || names.slice(0, nParams)).concat(info.pose_labels);
   }
+  // the pose's last two numbers turn the eyes: a group of their own
+  const nEyes = info.moves_head && info.pose_names ? nParams + info.pose_names.indexOf("gaze_yaw") : -1;
   names.forEach((name, i) => {
     const label = labels && labels[i] ? labels[i] : name;
     const v0 = values && values[i] !== undefined ? values[i] : 0;
-    if (i === 0 || i === nExp || i === nParams) {
+    if (i === 0 || i === nExp || i === nParams || i === nEyes) {
       const h = document.createElement("div");
       h.className = "group";
-      h.textContent = i === 0 ? "Expression" : i === nExp ? "Speech" : "Head";
+      h.textContent = i === 0 ? "Expression" : i === nExp ? "Speech" : i === nParams ? "Head" : "Eyes";
       box.appendChild(h);
     }
     const row = document.createElement("div");
