@@ -170,12 +170,18 @@ def gaze_angles(landmarks: np.ndarray) -> np.ndarray:
     are shut (a blink: the iris is not there to read)."""
     lm = np.asarray(landmarks, np.float64)
     d = np.clip(iris_offsets(lm) / EYEBALL_RADIUS, -1.0, 1.0)
-    pairs = np.asarray(LID_PAIRS).reshape(2, -1, 2)
-    open_ = [np.linalg.norm(lm[p[:, 0], :2] - lm[p[:, 1], :2], axis=1).mean() / max(_eye_frame(lm, eye)[3], 1e-9)
-             >= EYE_SHUT for p, eye in zip(pairs, EYES)]
-    if not any(open_):
+    open_ = eye_openness(lm) >= EYE_SHUT
+    if not open_.any():
         return np.full(2, np.nan)
     return np.degrees(np.arcsin(d[open_])).mean(0)
+
+
+def eye_openness(landmarks: np.ndarray) -> np.ndarray:
+    """(2,) each eye's mean lid distance over its width (``EYES``' order)."""
+    lm = np.asarray(landmarks, np.float64)
+    pairs = np.asarray(LID_PAIRS).reshape(2, -1, 2)
+    return np.array([np.linalg.norm(lm[p[:, 0], :2] - lm[p[:, 1], :2], axis=1).mean() / max(_eye_frame(lm, eye)[3], 1e-9)
+                     for p, eye in zip(pairs, EYES)])
 
 
 def _eye_bounds(lm: np.ndarray, loop, a: np.ndarray, e: np.ndarray, n: np.ndarray):

@@ -91,6 +91,7 @@ class HeadPose:
     iod: float
     size: float
     gaze: np.ndarray = field(default_factory=lambda: np.zeros(2))
+    eyes_open: float = float("nan")     # the eyes' mean openness (engine.geometry.eye_openness; NaN: unknown)
 
 
 def measure(landmarks: np.ndarray) -> HeadPose:
@@ -104,11 +105,12 @@ def measure(landmarks: np.ndarray) -> HeadPose:
     idx = list(STABLE_POINTS)
     s, r, t = umeyama(lm[idx], canonical_mesh().astype(np.float64)[idx])   # canonical ~ s R x + t
     iod = float(np.linalg.norm(lm[EYE_CORNERS[0], :2] - lm[EYE_CORNERS[1], :2]))
+    from .geometry import eye_openness, gaze_angles
     gaze = np.zeros(2)
     if lm.shape[0] >= 478 and np.all(np.isfinite(lm[468:478])):
-        from .geometry import gaze_angles
         gaze = gaze_angles(s * lm @ r.T + t)     # in the head's frame: a turned head is not a glance
-    return HeadPose(orientation=r.T, centre=lm[idx].mean(0), iod=iod, size=1.0 / s, gaze=gaze)
+    return HeadPose(orientation=r.T, centre=lm[idx].mean(0), iod=iod, size=1.0 / s, gaze=gaze,
+                    eyes_open=float(eye_openness(lm).mean()))
 
 
 def rotation(yaw: float, pitch: float, roll: float) -> np.ndarray:
@@ -129,12 +131,20 @@ def euler(m: np.ndarray) -> np.ndarray:
     return np.degrees([yaw, pitch, roll])
 
 
+# The gaze of a frame whose eyes are less open than this share of its neutral's is not read (NaN): a closing lid
+# covers the iris, whose mesh points then drop with it (a blink read as a look down).
+GAZE_READ_OPEN = 0.7
+
+
 def relative(pose: HeadPose, neutral: HeadPose) -> np.ndarray:
-    """(8,) the pose of a frame relative to the driver's neutral (module docstring's units)."""
+    """(8,) the pose of a frame relative to the driver's neutral (module docstring's units; the gaze NaN where
+    the eyes are closing, GAZE_READ_OPEN)."""
     angles = euler(pose.orientation @ neutral.orientation.T)
     move = (pose.centre[:2] - neutral.centre[:2]) / max(neutral.iod, 1e-6)
-    return np.concatenate([angles, move, [np.log(max(pose.size, 1e-9) / max(neutral.size, 1e-9))],
-                           pose.gaze - neutral.gaze])
+    gaze = pose.gaze - neutral.gaze
+    if pose.eyes_open < GAZE_READ_OPEN * neutral.eyes_open:
+        gaze = np.full(2, np.nan)
+    return np.concatenate([angles, move, [np.log(max(pose.size, 1e-9) / max(neutral.size, 1e-9))], gaze])
 
 
 def absolute(pose: HeadPose) -> np.ndarray:
@@ -155,7 +165,8 @@ def mean_pose(poses: list[HeadPose]) -> HeadPose:
     seen = np.all(np.isfinite(gazes), axis=1)           # frames mid-blink have none
     return HeadPose(orientation=r, centre=np.median([p.centre for p in poses], axis=0),
                     iod=float(np.median([p.iod for p in poses])), size=float(np.median([p.size for p in poses])),
-                    gaze=np.median(gazes[seen], axis=0) if seen.any() else np.zeros(2))
+                    gaze=np.median(gazes[seen], axis=0) if seen.any() else np.zeros(2),
+                    eyes_open=float(np.nanmedian([p.eyes_open for p in poses])) if poses else float("nan"))
 
 
 def soft_clamp(pose: np.ndarray) -> np.ndarray:
