@@ -487,7 +487,8 @@ class Animator:
         info = SourceInfo(width=w, height=h, face_px=float(aligned.face_px), n_faces=int(aligned.n_faces),
                           params=params, params_regressed=p_reg, params_fitted=p_fit, crop=crop,
                           base=base, framing=f, matrix=m_out, message=aligned.message,
-                          pose=np.nan_to_num(head_pose.absolute(head_pose.measure(aligned.landmarks))), closed_params=closed,
+                          pose=np.nan_to_num(head_pose.absolute(head_pose.measure(aligned.landmarks))),
+                          closed_params=closed,
                           lids=lids, landmarks=np.asarray(aligned.landmarks, np.float32), faces=aligned.faces,
                           prepare_ms=(time.perf_counter() - t0) * 1000)
         return PreparedSource(info=info, x=x, feats=feats, roi=(rx0, ry0, rx1, ry1), map1=map1,

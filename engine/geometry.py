@@ -180,8 +180,8 @@ def eye_openness(landmarks: np.ndarray) -> np.ndarray:
     """(2,) each eye's mean lid distance over its width (``EYES``' order)."""
     lm = np.asarray(landmarks, np.float64)
     pairs = np.asarray(LID_PAIRS).reshape(2, -1, 2)
-    return np.array([np.linalg.norm(lm[p[:, 0], :2] - lm[p[:, 1], :2], axis=1).mean() / max(_eye_frame(lm, eye)[3], 1e-9)
-                     for p, eye in zip(pairs, EYES)])
+    gaps = [np.linalg.norm(lm[p[:, 0], :2] - lm[p[:, 1], :2], axis=1).mean() for p in pairs]
+    return np.array([gap / max(_eye_frame(lm, eye)[3], 1e-9) for gap, eye in zip(gaps, EYES)])
 
 
 def _eye_bounds(lm: np.ndarray, loop, a: np.ndarray, e: np.ndarray, n: np.ndarray):

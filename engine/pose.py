@@ -37,9 +37,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["POSE_NAMES", "POSE_UNITS", "LIMITS", "N_POSE", "N_HEAD", "as_pose", "HeadPose", "measure", "relative", "absolute",
-           "mean_pose", "rotation", "euler", "soft_clamp", "to_unit", "from_unit", "apply_pose",
-           "pose_labels", "POSE_PRESETS"]
+__all__ = ["POSE_NAMES", "POSE_UNITS", "LIMITS", "N_POSE", "N_HEAD", "as_pose", "HeadPose", "measure", "relative",
+           "absolute", "mean_pose", "rotation", "euler", "soft_clamp", "to_unit", "from_unit", "apply_pose",
+           "pose_labels", "POSE_PRESETS", "GAZE_READ_OPEN"]
 
 POSE_NAMES = ("yaw", "pitch", "roll", "x", "y", "scale", "gaze_yaw", "gaze_pitch")
 POSE_UNITS = ("°", "°", "°", "IOD", "IOD", "ln", "°", "°")
@@ -191,8 +191,8 @@ def from_unit(u: np.ndarray) -> np.ndarray:
 def apply_pose(points: np.ndarray, pose: np.ndarray, centre: np.ndarray, iod: float,
                frame_to_crop: np.ndarray | None = None, depth_gain: float = DEPTH_GAIN) -> np.ndarray:
     """Move 3D points (P, 3) (crop pixels) of a head whose centre is ``centre`` (3,) and inter-ocular
-    distance ``iod`` (crop pixels) by ``pose`` (6 or 8,: the gaze is not the head's) physical units: rotated about the centre, scaled
-    about it, moved. ``frame_to_crop``: the 2x3 frame -> crop matrix when the crop is the portrait
+    distance ``iod`` (crop pixels) by ``pose`` (6 numbers, or 8: the gaze is not the head's) physical units: rotated
+    about the centre, scaled about it, moved. ``frame_to_crop``: the 2x3 frame -> crop matrix when the crop is the portrait
     turned upright (its in-plane rotation is undone, so that yaw turns the head about the frame's
     vertical axis as the driver's did). ``depth_gain``: the mesh's depth is stretched by this while
     it turns (MediaPipe's depth is flatter than a head's: on the held-out portraits, at 1 a turn of

@@ -165,11 +165,14 @@ def main(argv=None) -> int:
                 picks = [int(np.nanargmin(d[:, 0])), int(np.nanargmax(d[:, 0]))]
                 pictures.append(eyes_strip(clip.frames, results, clip.landmarks, lms, picks))
     meter.close()
-    moving = [p for p in report["pairs"] if "gaze" in p]
-    report["mean"] = {row: {reader: {k: round(float(np.nanmean([np.nan if p[row][reader][k] is None else
-                                                                  p[row][reader][k] for p in moving])), 3)
-                                     for k in ("corr", "ratio")} for reader in ("mediapipe", "pixels")}
-                      for row in ("gaze", "no gaze")} if moving else None
+    report["mean"] = {}
+    for group, training in (("held-out drivers", False), ("training drivers", True)):
+        moving = [p for p in report["pairs"] if "gaze" in p and p["training_identity"] == training]
+        if moving:
+            report["mean"][group] = {
+                row: {reader: {k: round(float(np.nanmean([np.nan if p[row][reader][k] is None else p[row][reader][k]
+                                                          for p in moving])), 3) for k in ("corr", "ratio")}
+                      for reader in ("mediapipe", "pixels")} for row in ("gaze", "no gaze")}
     report["seconds"] = round(time.perf_counter() - t0, 1)
     print(json.dumps(report["mean"]))
     (out / "gaze.json").write_text(json.dumps(report, indent=2))
