@@ -179,8 +179,8 @@ def gaze_angles(landmarks: np.ndarray) -> np.ndarray:
 def eye_openness(landmarks: np.ndarray) -> np.ndarray:
     """(2,) each eye's mean lid distance over its width (``EYES``' order)."""
     lm = np.asarray(landmarks, np.float64)
-    pairs = np.asarray(LID_PAIRS).reshape(2, -1, 2)
-    gaps = [np.linalg.norm(lm[p[:, 0], :2] - lm[p[:, 1], :2], axis=1).mean() for p in pairs]
+    half = len(LID_PAIRS) // 2           # the right eye's pairs, then the left's
+    gaps = (_pair_mean(lm, LID_PAIRS[:half]), _pair_mean(lm, LID_PAIRS[half:]))
     return np.array([gap / max(_eye_frame(lm, eye)[3], 1e-9) for gap, eye in zip(gaps, EYES)])
 
 

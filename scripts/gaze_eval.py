@@ -87,22 +87,16 @@ def follow(d: np.ndarray, r: np.ndarray) -> dict:
     return {"corr": round(pearson(d[ok], r[ok]), 3), "ratio": round(amplitude_ratio(d[ok], r[ok]), 3)}
 
 
-def eyes_strip(driver, results, lm_d, lm_rs, picks, cell=(200, 70)):
-    """Rows of picked frames: the driver's eyes | each result's eyes."""
+def eyes_strip(driver, results, lm_d, lm_rs, picks, cell: int = 160):
+    """Rows of picked frames: the driver's eyes | each result's eyes (``trainer.motion.eye_crop``)."""
     import cv2
+
+    from trainer.motion import eye_crop
     rows = []
     for k in picks:
-        row = []
-        for img, lm in [(driver[k], lm_d[k])] + [(r[k], lm_r[k]) for r, lm_r in zip(results, lm_rs)]:
-            if lm is None:
-                row.append(np.zeros((cell[1], cell[0], 3), np.uint8))
-                continue
-            c = lm[[33, 263], :2].mean(0)
-            w = np.linalg.norm(lm[33, :2] - lm[263, :2])
-            x0, y0 = int(max(c[0] - 0.9 * w, 0)), int(max(c[1] - 0.32 * w, 0))
-            x1, y1 = int(c[0] + 0.9 * w), int(c[1] + 0.32 * w)
-            row.append(cv2.resize(img[y0:y1, x0:x1], cell, interpolation=cv2.INTER_AREA))
-        rows.append(np.concatenate(row, 1))
+        pairs = [(driver[k], lm_d[k])] + [(r[k], lm_r[k]) for r, lm_r in zip(results, lm_rs)]
+        rows.append(np.concatenate([cv2.resize(eye_crop(img, lm), (cell, cell), interpolation=cv2.INTER_AREA)
+                                    for img, lm in pairs], 1))
     return np.concatenate(rows, 0)
 
 
