@@ -394,21 +394,24 @@ def load_track(path: str | os.PathLike, check_audio: bool = True) -> ParamTrack:
 
 # --------------------------------------------------------------------------------------- extract
 def _clip_pose(landmarks: np.ndarray, found: np.ndarray) -> np.ndarray:
-    """(T, 8) head pose and gaze of every frame with a face relative to the clip's mean pose (0 elsewhere;
-    the gaze of a frame whose eyes are shut interpolated from the frames beside it)."""
+    """(T, 8) head pose and gaze of every frame with a face relative to the clip's mean pose (0 elsewhere; the
+    gaze NaN where the eyes are shut)."""
     from .pose import mean_pose, measure, relative
     poses = {i: measure(landmarks[i]) for i in np.flatnonzero(found)}
     neutral = mean_pose(list(poses.values()))
     out = np.zeros((len(landmarks), N_POSE), np.float64)
     for i, hp in poses.items():
         out[i] = relative(hp, neutral)
-    gaze = out[:, N_HEAD:]
-    shut = np.isnan(gaze[:, 0])
-    if shut.any():
-        seen = np.flatnonzero(~shut)
-        for c in range(gaze.shape[1]):
-            gaze[shut, c] = np.interp(np.flatnonzero(shut), seen, gaze[seen, c]) if len(seen) else 0.0
     return out
+
+
+def _fill(values: np.ndarray, bad: np.ndarray, t: np.ndarray) -> None:
+    """Rows ``bad`` (bool (T,)) of ``values`` (T, C) interpolated in place over ``t`` from the others (0: none)."""
+    if not bad.any():
+        return
+    good = np.flatnonzero(~bad)
+    for c in range(values.shape[1]):
+        values[bad, c] = np.interp(t[bad], t[good], values[good, c]) if len(good) else 0.0
 
 
 def extract_track(video: str | os.PathLike, out: str | os.PathLike, audio: str | None = "m4a",
@@ -475,12 +478,9 @@ def extract_track(video: str | os.PathLike, out: str | os.PathLike, audio: str |
     valid = found & np.asarray(fit.valid, bool) & np.all(np.isfinite(p), axis=1)
     t_arr = np.asarray(times, np.float64)
     missing = np.flatnonzero(~valid)
-    if len(missing):
-        good = np.flatnonzero(valid)
-        for c in range(p.shape[1]):
-            p[missing, c] = np.interp(t_arr[missing], t_arr[good], p[good, c])
-        for c in range(pose.shape[1]):
-            pose[missing, c] = np.interp(t_arr[missing], t_arr[good], pose[good, c])
+    _fill(pose[:, N_HEAD:], np.isnan(pose[:, N_HEAD]), t_arr)      # a blink: the gaze from the frames beside it
+    _fill(p, ~valid, t_arr)
+    _fill(pose, ~valid, t_arr)
     n_exp = int(model.n_exp)
     if smooth:
         from .pose import LIMITS
