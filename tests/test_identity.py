@@ -167,3 +167,24 @@ def test_truncated_file_is_a_format_error(tmp_path):
     bad.write_bytes(MODEL.read_bytes()[:100_000])
     with pytest.raises(identity.DlibFormatError):
         read_dlib_net(bad)
+
+
+@needs_model
+def test_run_time_descriptors_are_dlibs_network_by_onnxruntime(tmp_path, monkeypatch):
+    """engine.person.descriptor_model (a driver's person check) gives the torch network's descriptors of the
+    same aligned crops, converted once: the next model reads the cached graph."""
+    import engine.onnx_graph as og
+    import engine.person as person
+    monkeypatch.setenv(og.CACHE_ENV, str(tmp_path / "cache"))
+    built = []
+    graph = person._graph
+    monkeypatch.setattr(person, "_graph", lambda *a: built.append(1) or graph(*a))
+    crops = np.random.default_rng(0).integers(0, 256, (3, 64, 64, 3), dtype=np.uint8)
+    got = person.descriptor_model(64)(crops)
+    net = identity.load_dlib_embedder(crop_size=64)
+    with torch.no_grad():
+        x = torch.from_numpy(crops.astype(np.float32).transpose(0, 3, 1, 2) * (2.0 / 255.0) - 1.0)
+        want = net.raw(x).numpy()
+    assert got.shape == (3, 128) and np.abs(got - want).max() < 1e-5
+    np.testing.assert_array_equal(person.descriptor_model(64)(crops), got)
+    assert len(built) == 1

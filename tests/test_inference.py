@@ -321,3 +321,36 @@ def test_a_checkpoints_onnx_graphs_are_cached_by_what_makes_them(tmp_path, monke
         monkeypatch.setenv(og.CACHE_ENV, where)
         assert load_models(ck, backend="onnxruntime", threads=1).backend == "onnxruntime"
     assert len(built) == 5 and blocked.read_text() == "not a folder"
+
+
+def test_a_checkpoint_with_cached_graphs_loads_without_torch(tmp_path, monkeypatch):
+    """The graphs are cached by the model file's bytes: another process loads the checkpoint, reports the
+    same weights' digest and computes the same without importing torch (a second and 190 MB at every start of
+    render, edit, live and serve); a model file damaged since is a miss, refused by the full load's checks."""
+    import subprocess
+    import sys
+
+    import engine.onnx_graph as og
+    from engine.checkpoint import CheckpointError
+    ck = make_checkpoint(tmp_path / "ck", "tiny")
+    monkeypatch.setenv(og.CACHE_ENV, str(tmp_path / "cache"))
+    first = load_models(ck, backend="onnxruntime", threads=1)
+    image, params = _inputs(first.config)
+    np.save(tmp_path / "image.npy", image)
+    np.save(tmp_path / "params.npy", params)
+    code = (f"import sys, numpy as np; from engine.inference import load_models; "
+            f"m = load_models({str(ck)!r}, threads=1); "
+            f"np.save({str(tmp_path / 'out.npy')!r}, m.generate(np.load({str(tmp_path / 'image.npy')!r}), "
+            f"np.load({str(tmp_path / 'params.npy')!r}))); "
+            f"print(m.backend, m.info.weights, 'torch' in sys.modules)")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env={**__import__("os").environ, og.CACHE_ENV: str(tmp_path / "cache")})
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split() == ["onnxruntime", first.info.weights, "False"]
+    np.testing.assert_array_equal(np.load(tmp_path / "out.npy"), first.generate(image, params))
+    model = ck / "model.safetensors"
+    data = bytearray(model.read_bytes())
+    data[-5] ^= 0xFF                                 # a weight's byte: the recorded checksum no longer holds
+    model.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="corrupt"):
+        load_models(ck, backend="onnxruntime", threads=1)

@@ -124,15 +124,17 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
         save_checkpoint(tmp_path / "ck", cfg, G, D, step=2, training={"oops": object()})
     assert read_metadata(tmp_path / "ck")["step"] == 1
     # A failure half-way through writing (the training file, after the model file).
+    import safetensors.torch
+
     import engine.checkpoint as ckmod
-    real = ckmod.save_file
+    real = safetensors.torch.save_file
 
     def boom(tensors, filename, metadata=None):
         if filename.endswith(ckmod.TRAINING_FILE):
             raise RuntimeError("disk full")
         return real(tensors, filename, metadata=metadata)
 
-    monkeypatch.setattr(ckmod, "save_file", boom)
+    monkeypatch.setattr(safetensors.torch, "save_file", boom)     # engine.checkpoint imports it when it writes
     with pytest.raises(RuntimeError, match="disk full"):
         save_checkpoint(tmp_path / "ck", cfg, G, D, step=2, training={"step": 2})
     assert read_metadata(tmp_path / "ck")["step"] == 1  # the old checkpoint survives whole
