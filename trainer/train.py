@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import json
 import logging
 import math
@@ -46,6 +45,7 @@ from torch.nn import functional as F
 from engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from engine.config import ModelConfig, get_profile
 from engine.models import Discriminator, build_generator
+from engine.torch_backend import weights_digest
 
 from . import losses as Lx
 from .data import (DatasetError, ParamBank, ShardStream, images_to_tensor, make_loader, open_dataset,
@@ -213,15 +213,6 @@ def broadcast_parameters(module: nn.Module) -> None:
         return
     for t in list(module.parameters()) + list(module.buffers()):
         d.broadcast(t.data, 0)
-
-
-def weights_digest(*modules: nn.Module) -> str:
-    h = hashlib.sha256()
-    for m in modules:
-        for k, v in sorted(m.state_dict().items()):
-            h.update(k.encode())
-            h.update(v.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()[:16]
 
 
 def _rng_state(gen: torch.Generator) -> dict:
