@@ -147,22 +147,23 @@ def head_metrics(p_fit: np.ndarray, p_head: np.ndarray, k: int = 10, face_model=
     driver reads, the change from the driver's own neutral) and the amplitude ratio there (std read / std
     fitted)."""
     from trainer.evaluate import regression_summary
+    from trainer.motion import pearson          # 0 where a reading is constant: it follows nothing
     std = p_fit.std(0)
     strongest = [c for c in np.argsort(-std)[:k] if std[c] > 1e-6]          # components that vary
-    corr = [float(np.corrcoef(p_fit[:, c], p_head[:, c])[0, 1]) for c in strongest]
+    corr = [pearson(p_fit[:, c], p_head[:, c]) for c in strongest]
     out = {"relative_error": regression_summary(p_fit, p_head)["mean"], "corr_strongest": corr,
            "corr_strongest_mean": float(np.mean(corr)), "strongest": [int(c) for c in strongest]}
     if face_model is not None:
         from engine.geometry import eye_opening, mouth_opening
         for name, opening in (("mouth", mouth_opening), ("eye", eye_opening)):
             a, b = [np.array([opening(face_model.instantiate(p)) for p in ps]) for ps in (p_fit, p_head)]
-            out[f"{name}_corr"] = float(np.corrcoef(a, b)[0, 1])
+            out[f"{name}_corr"] = pearson(a, b)
             if seqs is not None:
                 seqs = np.asarray(seqs)
                 for s in np.unique(seqs):
                     a[seqs == s] -= a[seqs == s].mean()
                     b[seqs == s] -= b[seqs == s].mean()
-                out[f"{name}_corr_within"] = float(np.corrcoef(a, b)[0, 1])
+                out[f"{name}_corr_within"] = pearson(a, b)
                 out[f"{name}_amplitude_within"] = float(b.std() / max(a.std(), 1e-12))
     return out
 
