@@ -406,7 +406,8 @@ def load_audio_model(path=None, backend: str = "torch", threads: int | None = 1)
         return _load_audio_model(path)
     # converted through the graphs' cache, keyed by the file's bytes: a file converted before loads without
     # torch; one changed since (damaged too) is a miss, read and checked in full by _load_audio_model
-    from .onnx_graph import cached_graphs, file_sha256
+    from .inference import file_sha256
+    from .onnx_graph import cached_graphs
     graphs, _ = cached_graphs(("audio file", file_sha256(file)), ("audio.py",),
                               lambda: {"audio": audio_onnx_bytes(_load_audio_model(file))}, {"role": "audio"})
     return OnnxAudioNet(file, threads=threads, model=graphs["audio"])

