@@ -51,7 +51,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .person import ENV_MODEL, MODEL_FILE, dlib_available, find_dlib_model  # noqa: F401  (their home: torch-free)
+from .person import ENV_MODEL, MODEL_FILE, find_dlib_model  # their home: engine.person (torch-free)
 
 CHIP_SIZE = 150
 CHIP_PADDING = 0.25

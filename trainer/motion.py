@@ -700,7 +700,7 @@ class SelfReenactment:
         self.idn = None
         self.identity_note = ""
         if identity:
-            from engine.identity import dlib_available
+            from engine.person import dlib_available
             if dlib_available():
                 from .evaluate import Identity
                 self.idn = Identity(size, device)
