@@ -521,10 +521,6 @@ def keep_colour(painted: np.ndarray, under: np.ndarray, cavity: np.ndarray | Non
     return np.clip(out, 0.0, 255.0, out=out)
 
 
-TEETH_SHARE = 0.4    # the upper share of a mouth opening's height where the generator may lighten (teeth)
-TEETH_RAMP = 0.25    # ... fading to none below TEETH_SHARE + TEETH_RAMP of it (the dark cavity)
-
-
 def _lip_line(dst: np.ndarray, xs: np.ndarray, lower: int) -> np.ndarray:
     """The inner lip's outline (upper: ``lower`` 0; lower: 1) from corner (78) to corner (308), y at ``xs``."""
     pts = dst[[78, *np.asarray(LIP_PAIRS)[:, lower], 308], :2]
@@ -532,15 +528,28 @@ def _lip_line(dst: np.ndarray, xs: np.ndarray, lower: int) -> np.ndarray:
     return np.interp(xs, pts[o, 0], pts[o, 1])
 
 
+def _teeth_band(dst: np.ndarray, yy: np.ndarray, upper: np.ndarray) -> np.ndarray | None:
+    """The drawn upper teeth's cover, 0-1 (before TEETH_OPACITY), at rows ``yy`` (n, 1) under the upper inner
+    lip's line ``upper`` (m,): full from the lip to the last TEETH_EDGE of the band, TEETH_HEIGHT x the lip gap
+    tall; None where the mouth opens too little to show teeth (TEETH_FROM)."""
+    gap, width = np.linalg.norm(dst[14, :2] - dst[13, :2]), np.linalg.norm(dst[78, :2] - dst[308, :2])
+    if gap <= TEETH_FROM * width:
+        return None
+    t = (yy - upper) * np.float32(1.0 / max(TEETH_HEIGHT * gap, 0.8))     # 0 at the lip, 1 at the teeth's edge
+    # the band's top edge by each pixel's coverage below the lip line: a hard step there was a
+    # staircase of crop pixels at the output's resolution
+    below = np.clip(yy + np.float32(0.5) - upper, 0, 1)
+    return _smooth((1.0 - t) * np.float32(1.0 / TEETH_EDGE)) * below
+
+
 def cavity(alpha: np.ndarray, dst_landmarks: np.ndarray) -> np.ndarray:
     """Where in the drawn mouth interior (opacity ``alpha`` (S, S, 1), the drawn layer's) the generator's
-    paint may only darken (``keep_colour``'s ``cavity``), (S, S, 1) float32: the opening below its upper
-    TEETH_SHARE, column by column between the target's inner lips (an upright crop). Under the upper lip
-    it may lighten: upper teeth are what a talking mouth shows. (The whole cavity dark, tried first, left
-    no teeth.) Nearer the real frames than the fog (self-driven IED on the face 1.28 -> 1.26 on the held-out
-    clips), but the face mesh read the dark cavity as a smaller opening than the fog on the held-out
-    portraits (the mouth's amplitude 0.68 -> 0.59 of the driver's) until the drawn teeth were brighter
-    (``TEETH_OPACITY``; 0.70; README)."""
+    paint may only darken (``keep_colour``'s ``cavity``), (S, S, 1) float32: all of the opening but its drawn
+    upper teeth (``_teeth_band``), column by column under the target's upper inner lip (an upright crop). On the
+    teeth it may lighten. (The whole cavity dark, tried before teeth were drawn, left none.) The lightening
+    reached the upper 0.4-0.65 of the opening until 2026-12-05, below the drawn teeth' edge: at a wide
+    opening the network filled it with the grey fog ``keep_colour`` describes (README, "The mouth's
+    interior")."""
     out = np.zeros_like(alpha, dtype=np.float32)
     dst = np.asarray(dst_landmarks, np.float64)
     # only the drawn mouth's window (the per-frame path; the layer may hold drawn lids too)
@@ -550,10 +559,9 @@ def cavity(alpha: np.ndarray, dst_landmarks: np.ndarray) -> np.ndarray:
     if rows.size == 0:
         return out
     win = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
-    xs = np.arange(cols[0], cols[-1] + 1)
-    upper, lower = _lip_line(dst, xs, 0), _lip_line(dst, xs, 1)
-    depth = (np.arange(rows[0], rows[-1] + 1)[:, None] - upper) / np.maximum(lower - upper, 1.0)
-    out[win] = alpha[win] * np.clip((depth - TEETH_SHARE) / TEETH_RAMP, 0.0, 1.0)[..., None]
+    yy = np.arange(rows[0], rows[-1] + 1, dtype=np.float32)[:, None]
+    teeth = _teeth_band(dst, yy, _lip_line(dst, np.arange(cols[0], cols[-1] + 1), 0).astype(np.float32))
+    out[win] = alpha[win] if teeth is None else alpha[win] * (1.0 - teeth)[..., None]
     return out
 
 
@@ -732,11 +740,7 @@ def mouth_patch(src_landmarks: np.ndarray, dst_landmarks: np.ndarray, lips: np.n
             colour = np.asarray(lips, np.float32) * (np.float32(TONGUE_SHADE) * (0.6 + 0.4 * front))
             fill -= fill * cover
             fill += colour * cover
-        t = (yy - upper) * np.float32(1.0 / max(TEETH_HEIGHT * gap, 0.8))     # 0 at the lip, 1 at the teeth's edge
-        # the band's top edge by each pixel's coverage below the lip line: a hard step there was a
-        # staircase of crop pixels at the output's resolution
-        below = np.clip(yy + np.float32(0.5) - upper, 0, 1)
-        band = (_smooth((1.0 - t) * np.float32(1.0 / TEETH_EDGE)) * below * np.float32(TEETH_OPACITY))[..., None]
+        band = (_teeth_band(dst, yy, upper) * np.float32(TEETH_OPACITY))[..., None]
         shaded = np.asarray(teeth, np.float32) * np.clip(1.0 - TEETH_CORNER * across * across, 0.3, 1.0)[None, :, None]
         fill -= fill * band
         fill += shaded * band

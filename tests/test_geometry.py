@@ -315,6 +315,32 @@ def test_keep_colour_keeps_the_brightness_of_the_paint_and_the_colour_under_it()
     assert np.allclose(keep_colour(paint, under, np.zeros_like(cavity)), keep_colour(paint, under))
 
 
+def test_the_paint_may_lighten_the_drawn_teeth_and_nothing_else_in_the_mouth(fm):
+    """engine.geometry.cavity: in a wide-open drawn mouth the darken-only zone is the whole opening but the
+    drawn upper teeth (the pixels as bright as the teeth are darken-only at most 0.3); the dark interior below
+    them is darken-only in full (under the old rule, a share of the opening's height, the paint greyed it);
+    a mouth open too little for teeth is darken-only throughout."""
+    lm, img = _face(fm)
+    img[:] = (180, 140, 120)
+    wide = g.target_landmarks(fm, lm, np.zeros(40), _p(fm, lips_part=1.0, jaw_open=1.0))
+    fill, alpha = g.mouth_layer(img, lm, wide)
+    zone = g.cavity(alpha, wide)
+    inside = alpha[..., 0] > 0.9
+    teeth = inside & (fill @ g.LUMA > 0.8 * g.TEETH_COLOUR @ g.LUMA * g.TEETH_OPACITY)
+    dark = inside & (fill @ g.LUMA < 60)
+    assert teeth.sum() > 10 and dark.sum() > 10, (teeth.sum(), dark.sum())
+    assert zone[teeth, 0].max() <= 0.3 and zone[dark, 0].min() > 0.6 and np.percentile(zone[dark, 0], 10) > 0.85
+    # rows of the opening's upper half hold cavity below the teeth (the old rule let the paint lighten there)
+    gap = wide[14, 1] - wide[13, 1]
+    upper_half = np.zeros_like(inside)
+    upper_half[int(np.ceil(wide[13, 1] + 0.3 * gap)):int(wide[13, 1] + 0.5 * gap)] = True
+    assert (zone[..., 0] > 0.85)[inside & upper_half].any()
+    ajar = g.target_landmarks(fm, lm, np.zeros(40), _p(fm, lips_part=0.02))
+    _, a = g.mouth_layer(img, lm, ajar)
+    assert np.linalg.norm(ajar[14, :2] - ajar[13, :2]) <= g.TEETH_FROM * np.linalg.norm(ajar[78, :2] - ajar[308, :2])
+    assert np.allclose(g.cavity(a, ajar), a)
+
+
 def _eyes_image(lm, size=128, skin=(180, 140, 120)):
     """Skin with dark eyes filling the mesh's eye openings (and a little round them, as photographed)."""
     import cv2
