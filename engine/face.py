@@ -855,10 +855,9 @@ def detect_and_align(image, size: int = DEFAULT_SIZE, min_face_px: float = MIN_F
     if len(faces) > 1:
         res.status = STATUS_MULTIPLE
         centres = " and ".join("{:.0f},{:.0f}".format(*(mesh_box(f)[:2] + mesh_box(f)[2:]) / 2) for f in faces)
+        # said by the caller, who knows how to choose another (a command's flag; the page lists every face)
         res.message = (f"{len(faces)} faces in {name}, centred at {centres} (x,y); aligned "
                        + ("the largest" if face is None else "the one at {:g},{:g}".format(*face)))
-        if face is None:
-            log.warning(res.message)
     return res
 
 

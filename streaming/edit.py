@@ -51,6 +51,8 @@ def edit(source, out, *, checkpoint=None, backend: str = "auto", models=None, se
     from engine.animator import Animator, check_framing, load_models
     from engine.atomic import write_bytes_atomic
     from engine.pose import LIMITS, N_HEAD, N_POSE, POSE_NAMES, POSE_UNITS
+
+    from .render import say_faces
     out = Path(out)
     if out.suffix.lower() not in IMAGE_OUTPUTS:
         raise ValueError(f"output must end in {', '.join(IMAGE_OUTPUTS)}, not {out.name!r}")
@@ -76,6 +78,7 @@ def edit(source, out, *, checkpoint=None, backend: str = "auto", models=None, se
     if pose_values:
         anim.require_head_motion()
     info = anim.set_source(source, face=source_face)
+    say_faces(info, source_face)
     p = info.params.astype(np.float32).copy()
     said = []
     if like is not None:

@@ -314,14 +314,14 @@ def main(args) -> int:
     if args.mic is not None:
         check_microphone(args.mic)        # a missing microphone is said before anything loads
     check_framing(args.framing, args.size)
-    from .render import face_point, output_format
+    from .render import face_point, output_format, say_faces
     if args.record:
         output_format(args.record)        # a format render cannot write is said before anything loads
     source_face = None if args.source_face is None else face_point(args.source_face, "--source-face", "the portrait")
     models = load_models(args.checkpoint, backend=args.backend, precision=args.precision)
     anim = Animator(models, output_size=args.size, framing=args.framing, renderer=args.renderer,
                     source_mouth=args.source_mouth)
-    anim.set_source(args.source, face=source_face)
+    say_faces(anim.set_source(args.source, face=source_face), source_face)
     motion = resolve_motion(args.motion, anim)
     head = motion == "head"
     n_exp = int(models.n_exp)

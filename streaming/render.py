@@ -489,7 +489,7 @@ def _render(source, driver: Path, out: Path, *, audio, checkpoint, backend, mode
     if models is None:
         models = load_models(checkpoint, backend=backend, threads=threads, precision=precision)
     anim = Animator(models, output_size=size, framing=framing, renderer=renderer, source_mouth=source_mouth)
-    anim.set_source(source, face=source_face)
+    say_faces(anim.set_source(source, face=source_face), source_face)
     n_exp = int(getattr(models, "n_exp", 0) or 0)
     t_start = time.perf_counter()
     cpu_start = time.process_time()
@@ -855,6 +855,14 @@ def _fit_audio(pcm: np.ndarray, seconds: float) -> np.ndarray:
 def add_source_face_argument(p: argparse.ArgumentParser) -> None:
     p.add_argument("--source-face", default=None, metavar="X,Y",
                    help="a portrait with several faces: animate the one at this pixel of it (default: the largest)")
+
+
+def say_faces(info, picked) -> None:
+    """A portrait with several faces (``SourceInfo``): say where each is, and how to animate another than the
+    largest (``--source-face``) where none was picked."""
+    if info.n_faces > 1:
+        log.warning(info.message + ("" if picked is not None else
+                                    ": --source-face X,Y animates the one at that pixel"))
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

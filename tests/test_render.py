@@ -198,8 +198,8 @@ def test_webm_and_gif_outputs(env, tmp_path, capsys):
 
 
 def test_a_portrait_with_several_faces_animates_the_one_asked_for(env, tmp_path, capsys, caplog):
-    """Two faces in one photo: the largest by default (the warning says where each is), --source-face X,Y the one
-    at that pixel, or the nearest where none holds it; a bad pixel is one line."""
+    """Two faces in one photo: the largest by default (the command's warning says where each is and how to choose
+    another), --source-face X,Y the one at that pixel, or the nearest where none holds it; a bad pixel is one line."""
     import cv2
 
     from engine.animator import Animator
@@ -214,16 +214,22 @@ def test_a_portrait_with_several_faces_animates_the_one_asked_for(env, tmp_path,
     def centre_x(**kw):
         info = anim.set_source(path, **kw)
         assert info.n_faces == 2
+        said.append(info.message)
         return float(info.landmarks[:, 0].mean())
+    said = []
     assert centre_x() < 320                                     # the largest, said with where each face is
     assert re.search(r"2 faces in .*two.png, centred at 1\d\d,\d+ and 4\d\d,\d+ \(x,y\); aligned the largest",
-                     caplog.text), caplog.text
+                     said[0]), said
     assert centre_x(face=(460, 160)) > 340                      # the one at that pixel
     assert centre_x(face=(595, 5)) > 340 and centre_x(face=(5, 5)) < 320   # the nearest
     base = ["render", "--source", str(path), "--checkpoint", str(env["ck"]), "--backend", "torch", "--size", "128",
             "--quiet", "--driver", str(kit.speech_track(tmp_path / "t.npz", seconds=0.3, fps=25)), "-o"]
-    assert main(base + [str(tmp_path / "a.mp4")]) == 0
+    caplog.clear()
+    assert main(base + [str(tmp_path / "a.mp4")]) == 0          # the command says how to choose another
+    assert "aligned the largest: --source-face X,Y animates the one at that pixel" in caplog.text, caplog.text
+    caplog.clear()
     assert main(base + [str(tmp_path / "b.mp4"), "--source-face", "460,160"]) == 0
+    assert "aligned the one at 460,160" in caplog.text and "--source-face X,Y" not in caplog.text, caplog.text
     from engine.video import read_frames
     first = [next(iter(read_frames(tmp_path / f"{n}.mp4")))[0].astype(float) for n in "ab"]
     assert np.abs(first[0] - first[1]).mean() > 10              # another face
