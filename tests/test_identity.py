@@ -1,5 +1,7 @@
 """dlib's face-recognition ResNet read into torch: the file parses to the published architecture,
 and the network separates people on real faces the way dlib documents (same person < 0.6)."""
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -172,13 +174,23 @@ def test_truncated_file_is_a_format_error(tmp_path):
 @needs_model
 def test_run_time_descriptors_are_dlibs_network_by_onnxruntime(tmp_path, monkeypatch):
     """engine.person.descriptor_model (a driver's person check) gives the torch network's descriptors of the
-    same aligned crops, converted once: the next model reads the cached graph."""
+    same aligned crops, converted once in another process (the converting process never imports torch): the
+    next model reads the cached graph."""
+    import subprocess
+    import sys
+
     import engine.onnx_graph as og
     import engine.person as person
     monkeypatch.setenv(og.CACHE_ENV, str(tmp_path / "cache"))
+    cold = ("import sys; from engine.person import descriptor_model; import numpy as np; "
+            "d = descriptor_model(64)(np.zeros((1, 64, 64, 3), np.uint8)); "
+            "print(d.shape, 'torch' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", cold], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, og.CACHE_ENV: str(tmp_path / "cold")})
+    assert done.returncode == 0 and done.stdout.split()[-1] == "False", done.stdout + done.stderr
     built = []
-    graph = person._graph
-    monkeypatch.setattr(person, "_graph", lambda *a: built.append(1) or graph(*a))
+    graph = person._graph_in_a_process
+    monkeypatch.setattr(person, "_graph_in_a_process", lambda *a: built.append(1) or graph(*a))
     crops = np.random.default_rng(0).integers(0, 256, (3, 64, 64, 3), dtype=np.uint8)
     got = person.descriptor_model(64)(crops)
     net = identity.load_dlib_embedder(crop_size=64)

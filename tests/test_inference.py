@@ -323,6 +323,21 @@ def test_a_checkpoints_onnx_graphs_are_cached_by_what_makes_them(tmp_path, monke
     assert len(built) == 5 and blocked.read_text() == "not a folder"
 
 
+def test_onnxruntime_frames_run_while_another_thread_is_still_importing_torch(tiny, monkeypatch):
+    """A live process imports torch on a thread of its own (a first conversion): meanwhile ``sys.modules`` holds a
+    torch without its functions, and the frames' NumPy inputs must not ask it anything (they had: an
+    AttributeError in the frame path)."""
+    import sys
+    import types
+    ck, onnx_dir = tiny
+    models = load_models(onnx_dir, backend="onnxruntime", threads=1)
+    x, p = _inputs(models.config, 1)
+    want = models.generate(x, p)
+    monkeypatch.setitem(sys.modules, "torch", types.ModuleType("torch"))     # half made: no is_tensor yet
+    np.testing.assert_array_equal(models.generate(x, p), want)
+    assert np.asarray(models.regress(x)).shape == (1, models.n_params)
+
+
 def test_a_checkpoint_with_cached_graphs_loads_without_torch(tmp_path, monkeypatch):
     """The graphs are cached by the model file's bytes: another process loads the checkpoint, reports the
     same weights' digest and computes the same without importing torch (a second and 190 MB at every start of
