@@ -548,8 +548,8 @@ def cavity(alpha: np.ndarray, dst_landmarks: np.ndarray) -> np.ndarray:
     upper teeth (``_teeth_band``), column by column under the target's upper inner lip (an upright crop). On the
     teeth it may lighten. (The whole cavity dark, tried before teeth were drawn, left none.) The lightening
     reached the upper 0.4-0.65 of the opening until 2026-12-05, below the drawn teeth' edge: at a wide
-    opening the network filled it with the grey fog ``keep_colour`` describes (README, "The mouth's
-    interior")."""
+    opening the network filled it with the grey fog ``keep_colour`` describes (docs/default-model-history.md,
+    "The paint lightens only the drawn teeth")."""
     out = np.zeros_like(alpha, dtype=np.float32)
     dst = np.asarray(dst_landmarks, np.float64)
     # only the drawn mouth's window (the per-frame path; the layer may hold drawn lids too)

