@@ -531,11 +531,12 @@ def _lip_line(dst: np.ndarray, xs: np.ndarray, lower: int) -> np.ndarray:
 def _teeth_band(dst: np.ndarray, yy: np.ndarray, upper: np.ndarray) -> np.ndarray | None:
     """The drawn upper teeth's cover, 0-1 (before TEETH_OPACITY), at rows ``yy`` (n, 1) under the upper inner
     lip's line ``upper`` (m,): full from the lip to the last TEETH_EDGE of the band, TEETH_HEIGHT x the lip gap
-    tall; None where the mouth opens too little to show teeth (TEETH_FROM)."""
+    tall and at most TEETH_MAX x the mouth's width; None where the mouth opens too little to show teeth (TEETH_FROM)."""
     gap, width = np.linalg.norm(dst[14, :2] - dst[13, :2]), np.linalg.norm(dst[78, :2] - dst[308, :2])
     if gap <= TEETH_FROM * width:
         return None
-    t = (yy - upper) * np.float32(1.0 / max(TEETH_HEIGHT * gap, 0.8))     # 0 at the lip, 1 at the teeth's edge
+    height = min(TEETH_HEIGHT * gap, TEETH_MAX * width)
+    t = (yy - upper) * np.float32(1.0 / max(height, 0.8))     # 0 at the lip, 1 at the teeth's edge
     # the band's top edge by each pixel's coverage below the lip line: a hard step there was a
     # staircase of crop pixels at the output's resolution
     below = np.clip(yy + np.float32(0.5) - upper, 0, 1)
@@ -604,14 +605,15 @@ def attention_gate(src_landmarks: np.ndarray, dst_landmarks: np.ndarray, region:
 
 
 # The drawn upper teeth: from a lip gap of TEETH_FROM x the mouth's width, a band TEETH_HEIGHT x the gap
-# tall, TEETH_OPACITY from the lip, fading over the last TEETH_EDGE of its height, and darker by TEETH_CORNER (x the
+# tall up to TEETH_MAX x the mouth's width (incisors' crowns show about a fifth of the mouth's width; uncapped, a
+# wide-open mouth had a slab of teeth half its height), TEETH_OPACITY from the lip, fading over the last TEETH_EDGE of its height, and darker by TEETH_CORNER (x the
 # square of the distance from the middle) towards the corners. A fainter band from taller gaps only (0.55,
 # from 0.12) left the opening a dark slot: with these the mouth on training portraits moved 0.83 -> 0.94 of the
 # driver's (the face mesh reads a mouth with teeth as open), and the generator is given a mouth to shade. (A band
 # fading all the way down was a grey smear at 512 px.) The tongue's tip: from a lip gap of TONGUE_FROM x the mouth's
 # width, fully TONGUE_RAMP later, below TONGUE_TOP of the opening's depth, the lips' colour x TONGUE_SHADE (darker
 # at its back); with it and the teeth's edge, training portraits' mouths moved 0.98 -> 1.02 of the driver's.
-TEETH_FROM, TEETH_HEIGHT, TEETH_OPACITY = 0.06, 0.35, 0.85
+TEETH_FROM, TEETH_HEIGHT, TEETH_MAX, TEETH_OPACITY = 0.06, 0.35, 0.18, 0.85
 TEETH_EDGE, TEETH_CORNER = 0.4, 0.5
 TEETH_COLOUR = np.array([195.0, 190, 180], np.float32)
 SKIN_HUE = np.array([190.0, 145, 120])     # skin in daylight (a photo's): teeth_colour's neutral cast

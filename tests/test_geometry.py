@@ -341,6 +341,25 @@ def test_the_paint_may_lighten_the_drawn_teeth_and_nothing_else_in_the_mouth(fm)
     assert np.allclose(g.cavity(a, ajar), a)
 
 
+def test_a_wide_open_mouth_shows_teeth_of_a_teeths_height(fm):
+    """engine.geometry's drawn upper teeth: TEETH_HEIGHT x the lips' gap, but no taller than TEETH_MAX x the
+    mouth's width (uncapped, a mouth open two thirds of its width had a slab of teeth a third of its height)."""
+    lm, img = _face(fm, 512)
+    img[:] = (180, 140, 120)
+    wide = g.target_landmarks(fm, lm, np.zeros(40), _p(fm, lips_part=1.0, jaw_open=1.0))
+    gap, width = wide[14, 1] - wide[13, 1], np.linalg.norm(wide[78, :2] - wide[308, :2])
+    assert gap > 0.6 * width
+    fill, _ = g.mouth_layer(img, lm, wide)
+    x = int(round(0.5 * (wide[13, 0] + wide[14, 0])))
+    column = fill[:, x] @ g.LUMA
+    top = int(np.ceil(wide[13, 1]))
+    # the teeth: the rows under the upper lip brighter than half-way from the cavity's dark to the teeth
+    teeth = column[top:top + int(gap)] > 0.5 * (column[top:top + int(gap)].min() + g.TEETH_COLOUR @ g.LUMA * g.TEETH_OPACITY)
+    height = int(np.argmin(teeth)) if not teeth.all() else int(gap)
+    # the band fades over its last TEETH_EDGE: half-bright about TEETH_EDGE / 2 above its edge (uncapped: 19 px)
+    assert 0.5 * g.TEETH_MAX * width < height <= (1 - 0.5 * g.TEETH_EDGE) * g.TEETH_MAX * width + 1.5, (height, width)
+
+
 def _eyes_image(lm, size=128, skin=(180, 140, 120)):
     """Skin with dark eyes filling the mesh's eye openings (and a little round them, as photographed)."""
     import cv2
