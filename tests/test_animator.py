@@ -225,8 +225,9 @@ def test_the_generator_paints_the_openings_only_where_they_change(warp_anims):
     # (its brightness there, the colour under it kept: the same shift in every channel), added to the output's
     # own (drawn at its pixels)
     dst = target_landmarks(anim.face_model, lm, w.p_src, wide)
-    # points at 0.65 (above the tongue) and 0.12 of the opening's height
-    deep, teeth = (dst[13, :2] + f * (dst[14, :2] - dst[13, :2]) for f in (0.65, 0.12))
+    # points at 0.65 (above the tongue) and 0.08 of the opening's height (in the drawn teeth, whose band is
+    # at most TEETH_MAX x the mouth's width: a few pixels at the crop's 128)
+    deep, teeth = (dst[13, :2] + f * (dst[14, :2] - dst[13, :2]) for f in (0.65, 0.08))
     shut_dst = target_landmarks(anim.face_model, lm, w.p_src, shut)
     lid = (shut_dst[159, :2] + shut_dst[145, :2]) / 2           # the closed eye's middle
     crops = warp_anims["warp-only"].generate_crops(params)
