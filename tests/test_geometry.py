@@ -354,7 +354,8 @@ def test_a_wide_open_mouth_shows_teeth_of_a_teeths_height(fm):
     column = fill[:, x] @ g.LUMA
     top = int(np.ceil(wide[13, 1]))
     # the teeth: the rows under the upper lip brighter than half-way from the cavity's dark to the teeth
-    teeth = column[top:top + int(gap)] > 0.5 * (column[top:top + int(gap)].min() + g.TEETH_COLOUR @ g.LUMA * g.TEETH_OPACITY)
+    rows = column[top:top + int(gap)]
+    teeth = rows > 0.5 * (rows.min() + g.TEETH_COLOUR @ g.LUMA * g.TEETH_OPACITY)
     height = int(np.argmin(teeth)) if not teeth.all() else int(gap)
     # the band fades over its last TEETH_EDGE: half-bright about TEETH_EDGE / 2 above its edge (uncapped: 19 px)
     assert 0.5 * g.TEETH_MAX * width < height <= (1 - 0.5 * g.TEETH_EDGE) * g.TEETH_MAX * width + 1.5, (height, width)
