@@ -610,9 +610,10 @@ def attention_gate(src_landmarks: np.ndarray, dst_landmarks: np.ndarray, region:
 # TEETH_EDGE of its height, and darker by TEETH_CORNER (x the square of the distance from the middle) towards the
 # corners. A fainter band from taller gaps only (0.55, from 0.12) left the opening a dark slot: with these the mouth
 # on training portraits moved 0.83 -> 0.94 of the driver's (the face mesh reads a mouth with teeth as open), and the
-# generator is given a mouth to shade. (A band fading all the way down was a grey smear at 512 px.) The tongue's tip: from a lip gap of TONGUE_FROM x the mouth's
-# width, fully TONGUE_RAMP later, below TONGUE_TOP of the opening's depth, the lips' colour x TONGUE_SHADE (darker
-# at its back); with it and the teeth's edge, training portraits' mouths moved 0.98 -> 1.02 of the driver's.
+# generator is given a mouth to shade. (A band fading all the way down was a grey smear at 512 px.) The tongue's
+# tip: from a lip gap of TONGUE_FROM x the mouth's width, fully TONGUE_RAMP later, below TONGUE_TOP of the opening's
+# depth, the lips' colour x TONGUE_SHADE (darker at its back); with it and the teeth's edge, training portraits'
+# mouths moved 0.98 -> 1.02 of the driver's.
 TEETH_FROM, TEETH_HEIGHT, TEETH_MAX, TEETH_OPACITY = 0.06, 0.35, 0.18, 0.85
 TEETH_EDGE, TEETH_CORNER = 0.4, 0.5
 TEETH_COLOUR = np.array([195.0, 190, 180], np.float32)
