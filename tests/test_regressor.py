@@ -69,6 +69,11 @@ def test_resume_is_exact(setup, tmp_path):
     a = load_checkpoint(tmp_path / "a" / "checkpoints" / "step-0000008").discriminator.state_dict()
     b = load_checkpoint(tmp_path / "b" / "checkpoints" / "step-0000008").discriminator.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
+    # the newest three only (keep_checkpoints): a run that kept every checkpoint filled its disk
+    assert sorted(p.name for p in (tmp_path / "a" / "checkpoints").iterdir()) == ["step-0000004", "step-0000008"]
+    train(_cfg(setup, tmp_path / "a", steps=24, relative=0.5), resume=True, progress=False)
+    assert sorted(p.name for p in (tmp_path / "a" / "checkpoints").iterdir()) == [
+        "step-0000016", "step-0000020", "step-0000024"]
     with pytest.raises(FileExistsError, match="--resume"):
         train(_cfg(setup, tmp_path / "b", steps=8), progress=False)
     with pytest.raises(FileNotFoundError, match="no checkpoint"):

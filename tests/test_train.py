@@ -361,3 +361,19 @@ def test_resume_never_unpickles_a_planted_training_pt(data, tmp_path):
     load_checkpoint(ck)  # the weights alone still load (--init)
     torch.load(ck / "training.pt", weights_only=False)  # the plant is live: unpickling it runs its code
     assert marker.exists()
+
+
+def test_old_checkpoints_are_pruned_but_never_the_ones_a_resumed_run_writes(tmp_path):
+    """trainer.train.prune_checkpoints (every trainer's): the newest ``keep`` up to the one just written stay;
+    a run resumed from step 3 of a run that went on to step 6 keeps its own step 4 (pruned by the newest steps'
+    names, it would have removed what it had just written)."""
+    from trainer.train import prune_checkpoints
+    ck = tmp_path / "checkpoints"
+    for s in range(1, 7):
+        (ck / f"step-{s:07d}").mkdir(parents=True)
+    (ck / "notes").mkdir()
+    prune_checkpoints(ck / "step-0000004", keep=2)
+    assert sorted(p.name for p in ck.iterdir()) == ["notes", "step-0000003", "step-0000004", "step-0000005",
+                                                    "step-0000006"]
+    prune_checkpoints(ck / "step-0000006", keep=2)
+    assert sorted(p.name for p in ck.iterdir()) == ["notes", "step-0000005", "step-0000006"]

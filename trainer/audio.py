@@ -47,7 +47,7 @@ import torch
 
 from engine.audio import (FRAME_RATE, HOP, SAMPLE_RATE, AudioConfig, build_audio_net, log_mel, read_audio,
                           save_audio_model)
-from trainer.train import CKPT_RE, find_latest_checkpoint
+from trainer.train import find_latest_checkpoint, prune_checkpoints
 
 log = logging.getLogger(__name__)
 KEY_PARAMS = ("lips_part", "jaw_open")
@@ -418,11 +418,9 @@ def train(cfg: AudioTrainConfig, resume=None, progress: bool = True) -> dict:
             log.info("step %d: val lips corr %.3f amp %.3f", step, last_val["lips_part"]["corr"],
                      last_val["lips_part"]["amplitude"])
         if step % cfg.checkpoint_every == 0 or step == cfg.steps:
-            save_training_checkpoint(out / "checkpoints" / f"step-{step:07d}", net, opt, sched, step, rng, cfg, meta)
-            ck = sorted(p for p in (out / "checkpoints").iterdir() if CKPT_RE.match(p.name))
-            for old in ck[:-max(1, cfg.keep_checkpoints)]:
-                import shutil
-                shutil.rmtree(old, ignore_errors=True)
+            written = out / "checkpoints" / f"step-{step:07d}"
+            save_training_checkpoint(written, net, opt, sched, step, rng, cfg, meta)
+            prune_checkpoints(written, cfg.keep_checkpoints)
     if bar is not None:
         bar.close()
     tb.close()

@@ -59,6 +59,7 @@ class HeadConfig:
     batch_size: int = 32
     lr: float = 2e-4
     checkpoint_every: int = 250
+    keep_checkpoints: int = 3    # the newest ones; older are removed
     log_every: int = 50
     seed: int = 0
     augment: bool = True
@@ -220,7 +221,7 @@ def train(cfg: HeadConfig, resume: bool = False, progress: bool = True) -> dict:
     from torch.utils.tensorboard import SummaryWriter
 
     from engine.checkpoint import load_checkpoint, save_checkpoint
-    from trainer.train import find_latest_checkpoint
+    from trainer.train import find_latest_checkpoint, prune_checkpoints
     out = Path(cfg.out)
     ck_dir = out / "checkpoints"
     last = find_latest_checkpoint(out)
@@ -306,9 +307,10 @@ def train(cfg: HeadConfig, resume: bool = False, progress: bool = True) -> dict:
             meta = {k: v for k, v in start.meta.items() if k != "discriminator_from"}
             meta["head"] = {"config": asdict(cfg), "val": summary, "seconds": round(time.perf_counter() - t0, 1),
                             "started_from": origin}
-            save_checkpoint(ck_dir / f"step-{step:07d}", start.config, start.generator, D,
-                            param_names=start.param_names, blendshapes=start.blendshapes, step=step, meta=meta,
-                            training=state)
+            written = ck_dir / f"step-{step:07d}"
+            save_checkpoint(written, start.config, start.generator, D, param_names=start.param_names,
+                            blendshapes=start.blendshapes, step=step, meta=meta, training=state)
+            prune_checkpoints(written, cfg.keep_checkpoints)
     if bar is not None:
         bar.close()
     tb.close()
@@ -333,6 +335,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=2e-4)
     p.add_argument("--checkpoint-every", type=int, default=250)
+    p.add_argument("--keep-checkpoints", type=int, default=3, metavar="K", help="keep the newest K checkpoints")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-augment", action="store_true")
     p.add_argument("--clip-share", type=float, default=0.5,
@@ -351,8 +354,8 @@ def main(args) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     cfg = HeadConfig(init=args.init, data=list(args.data), val=args.val, out=args.out, steps=args.steps,
                      batch_size=args.batch_size, lr=args.lr, checkpoint_every=args.checkpoint_every,
-                     seed=args.seed, augment=not args.no_augment, loss=args.loss, clip_share=args.clip_share,
-                     relative=args.relative)
+                     keep_checkpoints=args.keep_checkpoints, seed=args.seed, augment=not args.no_augment,
+                     loss=args.loss, clip_share=args.clip_share, relative=args.relative)
     summary = train(cfg, resume=args.resume, progress=not args.quiet)
     print(json.dumps(summary))
     return 0

@@ -232,12 +232,29 @@ def _set_rng_state(st: dict, gen: torch.Generator) -> None:
         torch.cuda.set_rng_state_all(st["cuda"])
 
 
+def _checkpoints(folder: Path) -> list[Path]:
+    """The step-N checkpoint folders in ``folder``, oldest step first."""
+    if not folder.is_dir():
+        return []
+    found = sorted((int(m.group(1)), p) for p in folder.iterdir() if (m := CKPT_RE.match(p.name)) and p.is_dir())
+    return [p for _, p in found]
+
+
 def find_latest_checkpoint(out) -> Path | None:
-    d = Path(out) / "checkpoints"
-    if not d.is_dir():
-        return None
-    found = sorted((int(m.group(1)), p) for p in d.iterdir() if (m := CKPT_RE.match(p.name)) and p.is_dir())
-    return found[-1][1] if found else None
+    found = _checkpoints(Path(out) / "checkpoints")
+    return found[-1] if found else None
+
+
+def prune_checkpoints(written, keep: int) -> None:
+    """After the step-N checkpoint ``written``: remove all but the newest ``keep`` (at least one) of those up to
+    its step beside it (a long run that kept every one filled its disk: the head trainer's test alone wrote 75,
+    410 MB). Later steps, left by a run this one resumed before the end of, stay until this run overwrites them."""
+    import shutil
+    written = Path(written)
+    step = int(CKPT_RE.match(written.name).group(1))
+    upto = [p for p in _checkpoints(written.parent) if int(CKPT_RE.match(p.name).group(1)) <= step]
+    for old in upto[:-max(1, int(keep))]:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def warp_frame(images: torch.Tensor, maps: np.ndarray, extra: np.ndarray, drawn: np.ndarray) -> torch.Tensor:
@@ -533,10 +550,7 @@ class Trainer:
                         blendshapes=self.blendshapes, step=self.step,
                         meta={"gan": self.cfg.gan, "train_config": self.cfg.to_dict()},
                         training=self.training_state(rng))
-        ckpts = sorted(p for p in path.parent.iterdir() if CKPT_RE.match(p.name))
-        for old in ckpts[:-max(1, self.cfg.keep_checkpoints)]:
-            import shutil
-            shutil.rmtree(old, ignore_errors=True)
+        prune_checkpoints(path, self.cfg.keep_checkpoints)
         return path
 
     def _load(self, path: Path) -> None:
