@@ -232,17 +232,16 @@ def _set_rng_state(st: dict, gen: torch.Generator) -> None:
         torch.cuda.set_rng_state_all(st["cuda"])
 
 
-def _checkpoints(folder: Path) -> list[Path]:
-    """The step-N checkpoint folders in ``folder``, oldest step first."""
+def _checkpoints(folder: Path) -> list[tuple[int, Path]]:
+    """(step, folder) of the step-N checkpoints in ``folder``, oldest step first."""
     if not folder.is_dir():
         return []
-    found = sorted((int(m.group(1)), p) for p in folder.iterdir() if (m := CKPT_RE.match(p.name)) and p.is_dir())
-    return [p for _, p in found]
+    return sorted((int(m.group(1)), p) for p in folder.iterdir() if (m := CKPT_RE.match(p.name)) and p.is_dir())
 
 
 def find_latest_checkpoint(out) -> Path | None:
     found = _checkpoints(Path(out) / "checkpoints")
-    return found[-1] if found else None
+    return found[-1][1] if found else None
 
 
 def prune_checkpoints(written, keep: int) -> None:
@@ -252,7 +251,7 @@ def prune_checkpoints(written, keep: int) -> None:
     import shutil
     written = Path(written)
     step = int(CKPT_RE.match(written.name).group(1))
-    upto = [p for p in _checkpoints(written.parent) if int(CKPT_RE.match(p.name).group(1)) <= step]
+    upto = [p for s, p in _checkpoints(written.parent) if s <= step]
     for old in upto[:-max(1, int(keep))]:
         shutil.rmtree(old, ignore_errors=True)
 
