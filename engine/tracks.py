@@ -426,7 +426,8 @@ def extract_track(video: str | os.PathLike, out: str | os.PathLike, audio: str |
     each frame's ``p = [p_exp, p_speech]`` is a bounded fit in [-1, 1], read from the neutral with its
     lips closed, meta["neutral_lips_closed_by"]). Frames without a usable face
     get parameters interpolated in time from their neighbours (listed in
-    meta["frames_without_face"]). ``smooth`` runs a One Euro filter over the parameters."""
+    meta["frames_without_face"]). ``smooth`` runs a One Euro filter over the parameters (``engine.smoothing.PARAM_SMOOTHING``; the
+    head's pose without its lag, ``engine.smoothing.Lookahead``)."""
     from .face import FaceTracker
     from .video import extract_audio, read_frames, video_info
 
@@ -484,9 +485,13 @@ def extract_track(video: str | os.PathLike, out: str | os.PathLike, audio: str |
     n_exp = int(model.n_exp)
     if smooth:
         from .pose import LIMITS
-        from .smoothing import group_filter
-        f = group_filter({"exp": n_exp, "speech": p.shape[1] - n_exp, "pose": N_HEAD, "gaze": N_POSE - N_HEAD})
-        both = np.stack([f(np.concatenate([a, b / LIMITS]), t) for a, b, t in zip(p, pose, t_arr)])
+        from .smoothing import Lookahead, group_columns, group_filter
+        widths = {"exp": n_exp, "speech": p.shape[1] - n_exp, "pose": N_HEAD, "gaze": N_POSE - N_HEAD}
+        f = group_filter(widths, info.fps)
+        ahead, both = Lookahead(f, columns=group_columns(widths)), []   # offline: the head without lag
+        for x, t in zip(np.concatenate([p, pose / LIMITS], axis=1), t_arr):
+            both += ahead.push(t, f(x, t), x)
+        both = np.stack([v for v, _ in both + ahead.finish()])
         p = np.clip(both[:, :p.shape[1]], -1.0, 1.0)
         pose = both[:, p.shape[1]:] * LIMITS
     names = [str(x) for x in model.param_names]

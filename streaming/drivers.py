@@ -346,10 +346,11 @@ class FaceDriver:
         self.hold_s = float(hold_s)
         self.ease_s = max(float(ease_s), 1e-3)
         self.fps = float(fps)
+        n_exp = self.n_params if n_exp is None else int(n_exp)
+        self._widths = {"exp": n_exp, "speech": self.n_params - n_exp, "pose": head_pose.N_HEAD,
+                        "gaze": N_POSE - head_pose.N_HEAD}
         if min_cutoff is None and beta is None:   # each group its own (engine.smoothing.PARAM_SMOOTHING)
-            n_exp = self.n_params if n_exp is None else int(n_exp)
-            self._filter = group_filter({"exp": n_exp, "speech": self.n_params - n_exp, "pose": head_pose.N_HEAD,
-                                         "gaze": N_POSE - head_pose.N_HEAD}, fps)
+            self._filter = group_filter(self._widths, fps)
         else:
             self._filter = OneEuroFilter(min_cutoff=1.5 if min_cutoff is None else min_cutoff,
                                          beta=0.6 if beta is None else beta, freq=fps)
@@ -372,6 +373,7 @@ class FaceDriver:
         self._last_face_t: float | None = None
         self._lost_value: np.ndarray | None = None  # value when the face was lost
         self.raw: np.ndarray | None = None          # last unsmoothed regression
+        self.target: np.ndarray | None = None       # what the last frame gave the filter (None: nothing)
         self.state = FaceDriverState()
         self.frames = 0
 
@@ -587,6 +589,7 @@ class FaceDriver:
                 p_raw, status, message = None, "no_face", "regression gave no usable parameters"
         with self._lock:
             self.frames += 1
+            self.target = None
             self.state.status = status if p_raw is not None else (
                 status if status not in ("ok", "multiple_faces") else "no_face")
             self.state.message = message
@@ -619,13 +622,34 @@ class FaceDriver:
             self._last_out = self.rest.copy()
             return
         self.state.calibrating = False
-        target = np.concatenate([self._target(p_raw), self._pose_target(head)])
-        out = self._filter(target, t)
-        # p: in relative mode the portrait's own p plus the driver's motion (engine.animator.P_LIMIT)
-        lim = P_LIMIT if self.mode == "relative" else 1.0
-        out[:self.n_params] = np.clip(out[:self.n_params], -lim, lim)
-        out[self.n_params:] = np.clip(out[self.n_params:], -1.0, 1.0)
-        self._last_out = out.astype(np.float32)
+        self.target = np.concatenate([self._target(p_raw), self._pose_target(head)])
+        lim = self._limits()
+        self._last_out = np.clip(self._filter(self.target, t), -lim, lim).astype(np.float32)
+
+    def _limits(self) -> np.ndarray:
+        """(N + N_POSE,) the bounds of p and the pose (slider units): in relative mode p is the portrait's own
+        plus the driver's motion (engine.animator.P_LIMIT)."""
+        return np.concatenate([np.full(self.n_params, P_LIMIT if self.mode == "relative" else 1.0),
+                               np.ones(N_POSE)])
+
+    def vector(self, t: float) -> np.ndarray:
+        """p and the head's pose and gaze in slider units (N + N_POSE,) at ``t``: what the driver smooths."""
+        with self._lock:
+            return self._value(float(t)).copy()
+
+    def split(self, vector) -> tuple[np.ndarray, np.ndarray]:
+        """A ``vector`` as (p (N,), pose and gaze (N_POSE,) in ``engine.pose`` units), as ``value`` and
+        ``pose_value`` give them."""
+        v = np.asarray(vector, np.float32)
+        return v[:self.n_params].copy(), head_pose.from_unit(v[self.n_params:])
+
+    def lookahead(self):
+        """Offline driving (a video known to its end): an ``engine.smoothing.Lookahead`` that gives the head's
+        pose and gaze without the filter's lag (``OFFLINE_ZERO_LAG``). After each ``update`` at ``t``, push
+        ``(t, vector(t), target, item)``; ``split`` the values it returns."""
+        from engine.smoothing import Lookahead, group_columns
+        lim = self._limits()
+        return Lookahead(self._filter, columns=group_columns(self._widths), lo=-lim, hi=lim)
 
     @property
     def lids_ratio(self) -> np.ndarray | None:

@@ -739,6 +739,7 @@ class _VideoJob:
                              face_model=self.anim.face_model, neutral_mouth=self.anim.source_mouth,
                              expression_scale=self.expression_scale)
             self.tracker = FaceTracker(size=self.anim.image_size, fps=self.fps, max_faces=1, pick=self.face)
+            ahead = drv.lookahead()   # the whole video is known: the head without the smoothing's lag
             pending = []   # (rgb, t, result)
             # Relative mode: the driver's neutral (drivers.neutral_of) from its first second of faces (at
             # least 8; looked for in the first 2 s); those frames wait until it is known. With --neutral-at,
@@ -788,20 +789,30 @@ class _VideoJob:
                 else:
                     regs = read_batch(ok) if ok else np.zeros((0, self.anim.n_params), np.float32)
                 it, it_head = iter(regs), iter(heads)
-                params, lefts, poses = [], [], []
+                ready = []
                 for rgb, t, r in pending:
                     if r.ok:
-                        p = drv.update(next(it), t, r.status, r.message, head=next(it_head))
+                        drv.update(next(it), t, r.status, r.message, head=next(it_head))
                     else:
                         self.missing += 1
                         self.lost += r.status == "lost"
-                        p = drv.update(None, t, r.status, r.message)
+                        drv.update(None, t, r.status, r.message)
+                    ready += ahead.push(t, drv.vector(t), drv.target, rgb)
+                pending.clear()
+                return send(ready)
+
+            def send(ready) -> bool:
+                """Frames whose values are final ((vector, driver frame) from ``ahead``) to the generator."""
+                if not ready:
+                    return True
+                params, lefts, poses = [], [], []
+                for v, rgb in ready:
+                    p, pose = drv.split(v)
                     if self.held_expression is not None:
                         p[:self.n_exp] = self.held_expression
                     params.append(p)
-                    poses.append(drv.pose_value(t))
+                    poses.append(pose)
                     lefts.append(rgb)
-                pending.clear()
                 return _put(q, (params, lefts, poses if self.head else None), stop)
 
             # Decoded frames are converted to RGB only where needed: the face's square for the mesh
@@ -827,8 +838,9 @@ class _VideoJob:
                             return
                 elif len(pending) >= batch and not flush():
                     return
-            if pending:
-                flush(calibrate_here=not calibrated)
+            if pending and not flush(calibrate_here=not calibrated):
+                return
+            send(ahead.finish())
         finally:
             _put(q, _END, threading.Event())
 

@@ -38,7 +38,7 @@ tracked (``engine.face.FaceTracker``, smoothed alignment) and read, then ``strea
 in relative mode: p = the portrait's own parameters (its mouth closed, ``MotionOptions.source_mouth``)
 + (driver p - driver's neutral), the neutral
 from the least open mouths of the first second of faces, its lips closed too (``streaming.drivers.neutral_of``); One Euro
-smoothing; clipped to +-``engine.animator.P_LIMIT``. The
+smoothing, the head's pose without its lag (``FaceDriver.lookahead``); clipped to +-``engine.animator.P_LIMIT``. The
 driver p comes from one of two sources (``P_SOURCES``): ``head``, the model's regression head D_p on
 the tracked crop, or ``mesh``, the blendshape fit of the tracked face mesh against the driver's
 neutral mesh, fitted once in the calibration (``FaceDriver.calibrate_on``). With ``head_motion`` (the default, as render's default
@@ -307,8 +307,8 @@ def drive_params(raw: np.ndarray, times, rest: np.ndarray, fps: float, mouth=Non
     lips closed with ``neutral_mouth`` "closed", each frame's ``landmarks`` (crop) and the ``face_model``;
     the neutral head pose from ``heads``; with ``params`` "mesh", every frame's p read again against the
     driver's neutral mesh; ``expression_scale`` as render's; ``lids``: the portrait's lid gaps, to which the
-    driver's blinks scale, ``FaceDriver.lids_ratio``); frames without a face hold, then ease to rest.
-    Returns (P (F, N), poses (F, 6) in engine.pose units, or None without ``heads``)."""
+    driver's blinks scale, ``FaceDriver.lids_ratio``); frames without a face hold, then ease to rest; the
+    head's pose smoothed without lag (``FaceDriver.lookahead``). Returns (P (F, N), poses (F, 6) in engine.pose units, or None without ``heads``)."""
     from engine.pose import N_POSE
     from streaming.drivers import FaceDriver
     raw = np.array(raw, np.float32)
@@ -328,11 +328,12 @@ def drive_params(raw: np.ndarray, times, rest: np.ndarray, fps: float, mouth=Non
         if mesh:
             seen = [k for k in np.flatnonzero(valid) if landmarks[k] is not None]
             raw[seen] = drv.read_mesh(np.stack([landmarks[k] for k in seen]))
-    P, poses = [], []
+    ahead, final = drv.lookahead(), []
     for k, t in enumerate(times):
-        P.append(drv.update(raw[k] if valid[k] else None, float(t), "ok" if valid[k] else "no_face",
-                            head=heads[k] if heads is not None and valid[k] else None))
-        poses.append(drv.pose_value(float(t)))
+        drv.update(raw[k] if valid[k] else None, float(t), "ok" if valid[k] else "no_face",
+                   head=heads[k] if heads is not None and valid[k] else None)
+        final += ahead.push(t, drv.vector(t), drv.target)
+    P, poses = zip(*(drv.split(v) for v, _ in final + ahead.finish())) if len(times) else ((), ())
     if not P:
         return np.zeros((0, len(rest)), np.float32), None if heads is None else np.zeros((0, N_POSE), np.float32)
     return np.stack(P).astype(np.float32), None if heads is None else np.stack(poses).astype(np.float32)
