@@ -641,8 +641,9 @@ def protocol(opts: MotionOptions, clips, portraits) -> dict:
              + "), p source head = regression head D_p, mesh = blendshape fit against the driver's neutral mesh "
              "(FaceDriver.calibrate_on)" + (f"; the driver's motion times {opts.expression_scale:g} (render "
                                             f"--expression-scale)" if opts.expression_scale != 1 else ""),
-        "head": ("the driver's head pose (engine.pose, relative to its calibration's mean) moves the portrait's "
-                 "head (render's default, --motion head) where the renderer can" if opts.head_motion else
+        "head": ("the driver's head pose (engine.pose, relative to its calibration's mean; smoothed without lag, "
+                 "as render's, FaceDriver.lookahead) moves the portrait's head (render's default, --motion head) "
+                 "where the renderer can" if opts.head_motion else
                  "expression and speech only (render --motion expression)"),
     }
 
