@@ -33,12 +33,12 @@ The head's pose keeps a still head still (1.5 Hz) and lets a turn through (beta 
 ``d_cutoff`` (Hz): the cut-off of the speed estimate itself.
 Timestamps may be irregular; without them the filter steps ``1 / freq`` seconds per sample.
 
-Offline (render's video driver, evaluate, tracks made from video) the future is known, and the head needs
+Offline (render's video driver, evaluate, tracks made from video) the future is known, and the head need
 not lag: ``Lookahead`` averages the causal filter's output with the same filter run backwards in time over
 the next ``LOOKAHEAD_S`` seconds, which leads by as much as the causal one lags (zero phase). Only the head's
 pose and gaze (``OFFLINE_ZERO_LAG``): held-out clips (``slidergan evaluate``, 4 talking + 8 expression clips
-self-driven and on 3 held-out portraits) gave a self-driven landmark error of 1.4596 -> 1.4504 px, the other
-figures within 0.01 (mouth 0.944 / 0.823 -> 0.946 / 0.822 self-driven, 0.897 / 0.763 -> 0.893 / 0.761 on other
+self-driven and on 3 held-out portraits) gave a self-driven landmark error of 1.4596 -> 1.4505 px, the other
+figures within 0.01 (mouth 0.944 / 0.823 -> 0.946 / 0.822 self-driven, 0.897 / 0.763 -> 0.893 / 0.762 on other
 portraits); every group without lag 1.4511 px but blinks 0.820 -> 0.783 of the driver's on other portraits (the
 average of both directions smooths a quick peak twice: a first-order filter's gain squared), and the
 expression and speech settings lag little anyway (their cut-offs rise fast with speed). A still face
@@ -58,7 +58,7 @@ __all__ = ["OneEuroFilter", "smooth_sequence", "PARAM_SMOOTHING", "group_filter"
 # setting spread over half a second.
 PARAM_SMOOTHING = {"exp": (1.5, 20.0), "speech": (8.0, 20.0), "pose": (1.5, 5.0), "gaze": (1.5, 20.0)}
 # Offline: the groups smoothed without lag, and how far ahead the backward run starts (the slowest setting's
-# time constant, 1 / (2 pi 1.5 Hz) = 0.11 s, a sixtieth of it left after 0.5 s).
+# time constant, 1 / (2 pi 1.5 Hz) = 0.11 s: under a hundredth of a step is left after 0.5 s).
 OFFLINE_ZERO_LAG = ("pose", "gaze")
 LOOKAHEAD_S = 0.5
 
@@ -134,17 +134,17 @@ class OneEuroFilter:
 class Lookahead:
     """A causal filter's output made lag-free offline, frame by frame, ``seconds`` behind the input.
 
-    ``push(t, shown, target, item)`` for each frame in time order: ``shown`` what the causal ``filter``
+    ``push(t, shown, target, item)`` for each frame in time order: ``shown`` what the filter ``causal``
     gave for it, ``target`` the sample it was given (None where it filtered nothing: the frame's value is
     ``shown`` as it is, and the backward runs restart there); ``item`` rides along. Returns the frames now
     final, ``[(value, item)]``, in order: value = (shown + the filter run backwards from up to ``seconds``
     ahead) / 2 on the columns ``columns`` (a boolean mask or indices; None: all), clipped to ``lo`` ... ``hi``;
-    ``shown`` elsewhere. ``finish()`` returns the rest at the end. The filter itself is not touched (its
+    ``shown`` elsewhere. ``finish()`` returns the rest at the end. ``causal`` itself is not touched (its
     settings are copied)."""
 
-    def __init__(self, filter: OneEuroFilter, seconds: float = LOOKAHEAD_S, columns=None, lo=-np.inf, hi=np.inf):
-        self._settings = (filter.min_cutoff, filter.beta, filter.d_cutoff, filter.freq)
-        self.n = max(1, int(math.ceil(seconds * filter.freq)))
+    def __init__(self, causal: OneEuroFilter, seconds: float = LOOKAHEAD_S, columns=None, lo=-np.inf, hi=np.inf):
+        self._settings = (causal.min_cutoff, causal.beta, causal.d_cutoff, causal.freq)
+        self.n = max(1, int(math.ceil(seconds * causal.freq)))
         self.columns = slice(None) if columns is None else columns
         self.lo, self.hi = lo, hi
         self._frames: list[tuple] = []   # (t, shown, target, item)

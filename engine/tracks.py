@@ -426,8 +426,8 @@ def extract_track(video: str | os.PathLike, out: str | os.PathLike, audio: str |
     each frame's ``p = [p_exp, p_speech]`` is a bounded fit in [-1, 1], read from the neutral with its
     lips closed, meta["neutral_lips_closed_by"]). Frames without a usable face
     get parameters interpolated in time from their neighbours (listed in
-    meta["frames_without_face"]). ``smooth`` runs a One Euro filter over the parameters (``engine.smoothing.PARAM_SMOOTHING``; the
-    head's pose without its lag, ``engine.smoothing.Lookahead``)."""
+    meta["frames_without_face"]). ``smooth`` runs a One Euro filter over the parameters
+    (``engine.smoothing.PARAM_SMOOTHING``; the head's pose without its lag, ``engine.smoothing.Lookahead``)."""
     from .face import FaceTracker
     from .video import extract_audio, read_frames, video_info
 

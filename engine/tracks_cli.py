@@ -21,7 +21,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "(default m4a)")
     e.add_argument("--start", type=float, default=0.0, help="first second to use")
     e.add_argument("--end", type=float, default=None, help="second to stop at")
-    e.add_argument("--smooth", action="store_true", help="One Euro filter over the parameters (the head's pose without its lag)")
+    e.add_argument("--smooth", action="store_true",
+                   help="One Euro filter over the parameters (the head's pose without its lag)")
     e.add_argument("--quiet", action="store_true", help="no progress bar")
     a = sub.add_parser("from-audio", help="speech parameters from a sound file (the audio model); the track "
                                           "references the audio")

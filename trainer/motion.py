@@ -38,7 +38,8 @@ tracked (``engine.face.FaceTracker``, smoothed alignment) and read, then ``strea
 in relative mode: p = the portrait's own parameters (its mouth closed, ``MotionOptions.source_mouth``)
 + (driver p - driver's neutral), the neutral
 from the least open mouths of the first second of faces, its lips closed too (``streaming.drivers.neutral_of``); One Euro
-smoothing, the head's pose without its lag (``FaceDriver.lookahead``); clipped to +-``engine.animator.P_LIMIT``. The
+smoothing, the head's pose without its lag (``FaceDriver.lookahead``); clipped to +-``engine.animator.P_LIMIT``.
+The
 driver p comes from one of two sources (``P_SOURCES``): ``head``, the model's regression head D_p on
 the tracked crop, or ``mesh``, the blendshape fit of the tracked face mesh against the driver's
 neutral mesh, fitted once in the calibration (``FaceDriver.calibrate_on``). With ``head_motion`` (the default, as render's default
@@ -308,7 +309,8 @@ def drive_params(raw: np.ndarray, times, rest: np.ndarray, fps: float, mouth=Non
     the neutral head pose from ``heads``; with ``params`` "mesh", every frame's p read again against the
     driver's neutral mesh; ``expression_scale`` as render's; ``lids``: the portrait's lid gaps, to which the
     driver's blinks scale, ``FaceDriver.lids_ratio``); frames without a face hold, then ease to rest; the
-    head's pose smoothed without lag (``FaceDriver.lookahead``). Returns (P (F, N), poses (F, 6) in engine.pose units, or None without ``heads``)."""
+    head's pose smoothed without lag (``FaceDriver.lookahead``). Returns (P (F, N), poses (F, 6) in engine.pose
+    units, or None without ``heads``)."""
     from engine.pose import N_POSE
     from streaming.drivers import FaceDriver
     raw = np.array(raw, np.float32)
