@@ -94,6 +94,11 @@ PROFILES: dict[str, ModelConfig] = {
     "realtime": ModelConfig(
         name="realtime", generator="warp", g_channels=16, g_down=3, g_res_blocks=2,
         g_source_blocks=1, g_max_channels=64, d_channels=32, d_layers=6, d_max_channels=256),
+    # The realtime generator at half its widths (a quarter of its work a frame), distilled from a realtime
+    # model (slidergan train --teacher): for machines where the realtime one misses the frame rate.
+    "realtime-small": ModelConfig(
+        name="realtime-small", generator="warp", g_channels=8, g_down=3, g_res_blocks=2,
+        g_source_blocks=1, g_max_channels=32, d_channels=32, d_layers=6, d_max_channels=256),
     # The first real-time generator (the default model until the geometry-guided one): source features
     # cached once, a thin per-frame decoder that must make all motion from pixels.
     "cached": ModelConfig(

@@ -198,6 +198,50 @@ def test_init_starts_from_a_checkpoints_weights(data, trained, tmp_path):
         Trainer(_cfg(data, tmp_path, val_pairs=str(data / "val")))
 
 
+def test_distillation_teaches_a_narrower_generator_to_paint_as_the_teacher(data, trained, tmp_path, monkeypatch):
+    """--teacher: a generator of half the widths learns the teacher's I_gen on the same inputs; D is the
+    teacher's, untouched (no D step); it resumes exactly; a teacher whose D differs is refused."""
+    import dataclasses
+
+    from engine import config
+    tr, out, _, _ = trained
+    teacher = str(out / "checkpoints" / f"step-{STEPS:07d}")
+    monkeypatch.setitem(config.PROFILES, "tiny-narrow",
+                        dataclasses.replace(get_profile("tiny"), name="tiny-narrow", g_channels=4, g_max_channels=16))
+    kw = dict(profile="tiny-narrow", teacher=teacher, identity=None, n_critic=1, lr=2e-3, betas=(0.9, 0.999),
+              paired_steps=40, unpaired_steps=40, paired_share=0.5)
+    st = Trainer(_cfg(data, tmp_path / "s", **kw), keep_history=True)
+    assert sum(p.numel() for p in st.G.parameters()) < 0.4 * sum(p.numel() for p in tr.G.parameters())
+    x = st.val_images
+    q = st.val_params.roll(1, 0)
+
+    def gap():
+        with torch.no_grad():
+            return float((st.G(x, q)[0] - st.T(x, q)[0]).abs().mean())
+    before = gap()
+    st.run()
+    after = gap()
+    print(f"\nstudent vs teacher, mean |I_gen difference| on held-out faces: {before:.4f} -> {after:.4f}")
+    assert after < 0.5 * before
+    assert st.last_val["distill"] == pytest.approx(after, rel=1e-4)
+    assert weights_digest(st.D) == weights_digest(tr.D)
+    assert not any(k.startswith("D/") for h in st.history for k in h)
+    ck = load_checkpoint(tmp_path / "s" / "checkpoints" / "step-0000080")
+    assert ck.config.name == "tiny-narrow"
+    # exact resume (the teacher is read again from the config)
+    short = dict(kw, paired_steps=3, unpaired_steps=4, checkpoint_every=3, batch_size=4, val_count=8, sample_every=100)
+    a = Trainer(_cfg(data, tmp_path / "a", **short), keep_history=True)
+    a.run()
+    b = Trainer(_cfg(data, tmp_path / "b", **short), keep_history=True,
+                resume=tmp_path / "a" / "checkpoints" / "step-0000003")
+    b.run()
+    for ha, hb in zip(a.history[3:], b.history):
+        for k in ha:
+            assert hb[k] == pytest.approx(ha[k], rel=1e-5, abs=1e-7), (ha["step"], k)
+    with pytest.raises(ProfileMismatchError, match="cannot teach profile 'tiny-resnet': they differ in generator"):
+        Trainer(_cfg(data, tmp_path / "c", **dict(kw, profile="tiny-resnet")))
+
+
 def test_bad_training_inputs(data, tmp_path):
     with pytest.raises(DatasetError, match="does not exist"):
         Trainer(_cfg(data, tmp_path, unpaired=[str(tmp_path / "missing")]))

@@ -43,7 +43,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from engine.config import ModelConfig, get_profile
+from engine.config import ModelConfig, ProfileMismatchError, get_profile
 from engine.models import Discriminator, build_generator
 from engine.torch_backend import weights_digest
 
@@ -69,6 +69,9 @@ class TrainConfig:
     val: str | None = None
     val_pairs: str | None = None  # paired validation dataset (held-out pairs): logs val/edit_ratio
     init: str | None = None  # start from this checkpoint's weights (fine-tuning: fresh optimisers, step 0)
+    # Distillation: G learns to paint what this checkpoint's generator paints on the same warped frames
+    # (L1 on I_gen and A); D is the teacher's, fixed, and no GAN term is trained (a narrower profile for speed).
+    teacher: str | None = None
     out: str = "runs/train"
     batch_size: int = 16
     lr: float = 1e-4  # generator learning rate
@@ -286,6 +289,10 @@ class Conditioned:
     def __call__(self, x: torch.Tensor, p: torch.Tensor):
         if self.face_model is None:
             return self.G(x, p)
+        return self.G(x, p, frame=self.frame(x, p))
+
+    def frame(self, x: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+        """The warp generator's input: x warped along its meshes to p."""
         from engine.geometry import warp_batch
         b = p.shape[0]
         lm, ps = self.landmarks, self.p_src
@@ -295,7 +302,7 @@ class Conditioned:
         if len(crops) != b:
             crops = np.repeat(crops[:1], b, 0)
         maps, extra, drawn, self.dst = warp_batch(self.face_model, lm, ps, p.detach().cpu().numpy(), crops)
-        return self.G(x, p, frame=warp_frame(x, maps, extra, drawn))
+        return warp_frame(x, maps, extra, drawn)
 
     def rows(self, sl: slice) -> "Conditioned":
         if self.face_model is None:
@@ -404,6 +411,7 @@ class Trainer:
             self.D.load_state_dict(ck.discriminator.state_dict())
             if self.rank == 0:
                 log.info("starting from the weights of %s", cfg.init)
+        self.T = self._teacher(copy_critic=not resume) if cfg.teacher else None
         broadcast_parameters(self.G)
         broadcast_parameters(self.D)
         lr_d = cfg.lr if cfg.lr_d is None else cfg.lr_d
@@ -428,6 +436,22 @@ class Trainer:
         self.tb = None
 
     # -- set-up
+    def _teacher(self, copy_critic: bool) -> nn.Module:
+        """The teacher's generator, fixed; its D (critic and regression head) becomes this run's, which
+        needs the same D network and parameters: only the generator may differ."""
+        ck = load_checkpoint(self.cfg.teacher, map_location="cpu")
+        t, m = ck.config.to_dict(), self.mcfg.to_dict()
+        diff = [k for k in t if k != "name" and not k.startswith("g_") and t[k] != m[k]]
+        if diff or ck.config.generator != self.mcfg.generator:
+            raise ProfileMismatchError(
+                f"teacher {self.cfg.teacher} (profile {ck.config.name!r}) cannot teach profile {self.mcfg.name!r}: "
+                f"they differ in {', '.join(diff) or 'generator'} (only the generator's widths may differ)")
+        if copy_critic:
+            self.D.load_state_dict(ck.discriminator.state_dict())
+        if self.rank == 0:
+            log.info("distilling %s (profile %s) into profile %s", self.cfg.teacher, ck.config.name, self.mcfg.name)
+        return ck.generator.to(self.device).eval().requires_grad_(False)
+
     def _device(self) -> torch.device:
         dev = self.cfg.device
         if dev == "auto":
@@ -610,6 +634,8 @@ class Trainer:
             I_trg = None
         out: dict[str, float] = {}
         G_fwd = self.conditioned(batch.get("landmarks"), p_org)
+        if self.T is not None:
+            return self._distill_step(G_fwd, I_org, p_trg)
 
         # ---- D step
         self.D.requires_grad_(True)
@@ -653,6 +679,22 @@ class Trainer:
             self.D.requires_grad_(True)
             out.update({f"G/{k}": float(v.detach()) for k, v in g_terms.items()})
             out["G/total"] = float(L_G.detach())
+        return out
+
+    def _distill_step(self, G_fwd: "Conditioned", I_org: torch.Tensor, p_trg: torch.Tensor) -> dict[str, float]:
+        """Distillation: on the same warped frame, G's I_gen and A made the teacher's (L1 each)."""
+        kw = {"frame": G_fwd.frame(I_org, p_trg)} if self.face_model is not None else {}
+        with torch.no_grad():
+            I_t, _, A_t = self.T(I_org, p_trg, **kw)
+        I_gen, _, A = self.G(I_org, p_trg, **kw)
+        terms = {"distill": F.l1_loss(I_gen, I_t), "distill_att": F.l1_loss(A, A_t)}
+        L_G = terms["distill"] + terms["distill_att"]
+        self.opt_G.zero_grad(set_to_none=True)
+        L_G.backward()
+        average_gradients(self.G)
+        self.opt_G.step()
+        out = {f"G/{k}": float(v.detach()) for k, v in terms.items()}
+        out["G/total"] = float(L_G.detach())
         return out
 
     # -- the loop
@@ -719,7 +761,7 @@ class Trainer:
                 if bar is not None:
                     bar.update(1)
                     if "G/total" in losses:
-                        bar.set_postfix(phase=phase, D=f"{losses['D/total']:.3g}", G=f"{losses['G/total']:.3g}")
+                        bar.set_postfix(phase=phase, D=f"{losses.get('D/total', np.nan):.3g}", G=f"{losses['G/total']:.3g}")
                 if self.step % cfg.log_every == 0 or self.step == end:
                     for k, v in acc.items():
                         self.tb.add_scalar(k, float(np.mean(v)), self.step)
@@ -756,6 +798,14 @@ class Trainer:
             vp = self.val_pairs
             figs["edit_ratio"] = edit_ratio(self.conditioned(vp["landmarks"], vp["params"]), vp["image"],
                                             vp["target_params"], vp["target_image"])
+        if self.T is not None:   # the training loss on held-out faces, towards other faces' p
+            q = self.val_params.roll(1, 0).to(self.device)
+            kw = {"frame": G_val.frame(self.val_images, q)} if self.face_model is not None else {}
+            with torch.no_grad():
+                I_t = self.T(self.val_images, q, **kw)[0]
+                figs["distill"] = float(F.l1_loss(self.G(self.val_images, q, **kw)[0], I_t))
+                if kw:   # what painting nothing would score: the warped frame as it is
+                    figs["distill_warp"] = float(F.l1_loss(kw["frame"][:, :3], I_t))
         for k, v in figs.items():
             self.tb.add_scalar(f"val/{k}", v, self.step)
         # Images spread over the validation set (consecutive samples often share an identity).
@@ -802,6 +852,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--val", metavar="DIR", help="validation dataset (sample grids, figures)")
     p.add_argument("--val-pairs", metavar="DIR", help="held-out paired dataset: logs val/edit_ratio")
     p.add_argument("--init", metavar="CHECKPOINT", help="start from these weights (fine-tuning; step 0)")
+    p.add_argument("--teacher", metavar="CHECKPOINT",
+                   help="distil this checkpoint's generator into the profile's (its D kept, no GAN)")
     p.add_argument("-o", "--out", help="output folder (checkpoints, tb, samples)")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float)
@@ -831,7 +883,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def config_from_args(args) -> TrainConfig:
     cfg = TrainConfig.load(args.config) if args.config else TrainConfig()
-    for name in ("profile", "paired", "unpaired", "targets", "val", "val_pairs", "init", "out", "batch_size",
+    for name in ("profile", "paired", "unpaired", "targets", "val", "val_pairs", "init", "teacher", "out", "batch_size",
                  "lr", "lr_d", "n_critic", "gan", "identity", "no_id", "no_gen", "paired_epochs", "unpaired_epochs",
                  "paired_steps", "unpaired_steps", "paired_share", "paint_share", "workers", "device", "seed", "progress"):
         v = getattr(args, name, None)
