@@ -278,10 +278,17 @@ def run_child(path: Path, backend: str, threads: int | None, quick: bool) -> dic
     return json.loads(lines[-1])
 
 
-def bench(profiles=DEFAULT_PROFILES, backends=DEFAULT_BACKENDS, checkpoint: str | None = None,
+def bench(profiles=None, backends=DEFAULT_BACKENDS, checkpoint: str | None = None,
           threads: int | None = None, peak_gflops: float = PEAK_GFLOPS, quick: bool = False,
           images=None, log=print) -> dict:
+    """``profiles``: None for the checkpoint's own (with ``checkpoint``), else ``DEFAULT_PROFILES``."""
     from engine.config import get_profile
+    if profiles is None:
+        if checkpoint:
+            from engine.checkpoint import read_metadata
+            profiles = [read_metadata(checkpoint)["config"].name]
+        else:
+            profiles = DEFAULT_PROFILES
     for p in profiles:
         get_profile(p)
     for b in backends:
@@ -367,7 +374,8 @@ def format_table(report: dict) -> str:
 # ================================================================================================= CLI
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--profiles", nargs="+", default=list(DEFAULT_PROFILES), help="model profiles (default: %(default)s)")
+    p.add_argument("--profiles", nargs="+", help=f"model profiles (default: the --checkpoint's, else "
+                   f"{' '.join(DEFAULT_PROFILES)})")
     p.add_argument("--backends", nargs="+", default=list(DEFAULT_BACKENDS),
                    help=f"from {', '.join(ALL_BACKENDS)} (default: %(default)s)")
     p.add_argument("--checkpoint", help="a trained checkpoint (one profile) instead of random weights")

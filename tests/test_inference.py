@@ -199,8 +199,11 @@ def test_auto_and_threads(tiny):
 
 
 @pytest.mark.slow
-def test_bench_smoke(tmp_path):
+def test_bench_smoke(tiny, tmp_path):
     from exporters.bench import bench, format_table
+    # a checkpoint is benchmarked as its own profile unless told otherwise
+    assert list(bench(checkpoint=str(tiny[0]), backends=["torch"], threads=1, quick=True,
+                      log=lambda *a, **k: None)["profiles"]) == ["tiny"]
     report = bench(profiles=["tiny"], backends=["torch", "onnxruntime", "tensorrt"], threads=1, quick=True,
                    log=lambda *a, **k: None)
     e = report["profiles"]["tiny"]
