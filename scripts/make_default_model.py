@@ -26,6 +26,13 @@ AUDIO_CARD_HEADING = "## Audio model"
 
 def schedule(tc: dict, steps: int) -> str:
     """One training run's schedule, from the train config saved in its checkpoint."""
+    if tc.get("teacher"):
+        return (f"distilled from `{tc['teacher']}`: {steps} steps at batch {tc.get('batch_size')} "
+                f"({tc.get('paired_steps')} on {', '.join(tc.get('paired') or [])} with their targets, then "
+                f"{tc.get('unpaired_steps')} on {', '.join(tc.get('unpaired') or [])} with other faces' p"
+                + (f", {tc['paired_share']:.0%} of them on pairs" if tc.get("paired_share") else "")
+                + f"), L1 to the teacher's I_gen and A on the same warped frames, Adam {tuple(tc.get('betas', []))}, "
+                f"lr {tc.get('lr')}, linear decay over the last {tc.get('lr_decay', 0):.0%}")
     return (f"{steps} steps at batch {tc.get('batch_size')} ({tc.get('paired_steps')} paired on "
             f"{', '.join(tc.get('paired') or [])}, then {tc.get('unpaired_steps')} unpaired"
             + (f", {tc['paired_share']:.0%} of its G-step cycles on pairs" if tc.get("paired_share") else "")
@@ -43,7 +50,7 @@ def training_runs(ck) -> list[tuple[dict, int]]:
     while ck is not None:
         tc = ck.meta.get("train_config", {})
         runs.insert(0, (tc, ck.step))
-        init = tc.get("init")
+        init = tc.get("init") or tc.get("teacher")   # a distilled model: the teacher's runs came first
         ck = load_checkpoint(init) if init and Path(init).exists() else None
     return runs
 
@@ -60,7 +67,9 @@ def model_card(ck, report: dict | None, hours: float | None, machine: str, confi
          "(`engine/assets/blendshapes`). Weights stored in float16; the engine computes in float32.", "",
          "## Training", ""]
     for i, (run_tc, steps) in enumerate(runs):
-        what = "Schedule" if len(runs) == 1 else f"Stage {i + 1}" + (f" (from the weights of stage {i})" if i else "")
+        what = "Schedule" if len(runs) == 1 else f"Stage {i + 1}" + (
+            "" if not i else f" (taught by stage {i}'s generator)" if run_tc.get("teacher") else
+            f" (from the weights of stage {i})")
         L.append(f"- {what}: {schedule(run_tc, steps)}.")
     donor = ck.meta.get("discriminator_from")
     if donor:
