@@ -240,6 +240,10 @@ def test_distillation_teaches_a_narrower_generator_to_paint_as_the_teacher(data,
             assert hb[k] == pytest.approx(ha[k], rel=1e-5, abs=1e-7), (ha["step"], k)
     with pytest.raises(ProfileMismatchError, match="cannot teach profile 'tiny-resnet': they differ in generator"):
         Trainer(_cfg(data, tmp_path / "c", **dict(kw, profile="tiny-resnet")))
+    from engine.checkpoint import save_checkpoint
+    other = save_checkpoint(tmp_path / "other", tr.mcfg, tr.G, tr.D, param_names=tr.param_names, blendshapes="other:1")
+    with pytest.raises(DatasetError, match="made for blendshape model 'other:1'"):
+        Trainer(_cfg(data, tmp_path / "c", **dict(kw, teacher=str(other))))
 
 
 def test_bad_training_inputs(data, tmp_path):

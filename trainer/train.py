@@ -446,6 +446,9 @@ class Trainer:
             raise ProfileMismatchError(
                 f"teacher {self.cfg.teacher} (profile {ck.config.name!r}) cannot teach profile {self.mcfg.name!r}: "
                 f"they differ in {', '.join(diff) or 'generator'} (only the generator's widths may differ)")
+        if (ck.blendshapes or "") != (self.blendshapes or ""):   # its p would mean other motions than the data's
+            raise DatasetError(f"teacher {self.cfg.teacher} was made for blendshape model {ck.blendshapes!r}, "
+                               f"the data is labelled with {self.blendshapes!r}")
         if copy_critic:
             self.D.load_state_dict(ck.discriminator.state_dict())
         if self.rank == 0:
