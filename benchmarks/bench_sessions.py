@@ -93,7 +93,7 @@ def main() -> int:
     ap.add_argument("--sessions", type=int, default=50)
     ap.add_argument("--frames", type=int, default=30, help="animated frames each session receives")
     ap.add_argument("--checkpoint", default=None)
-    ap.add_argument("--profile", default="realtime", help="profile of the random checkpoint (no --checkpoint)")
+    ap.add_argument("--profile", default="realtime-small", help="profile of the random checkpoint (no --checkpoint)")
     ap.add_argument("--backend", default="onnxruntime")
     ap.add_argument("--size", type=int, default=512)
     ap.add_argument("--video", default=None)

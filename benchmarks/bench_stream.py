@@ -15,7 +15,7 @@ on a shared machine the figures are only as good as the CPU left to them.
         [--video ../shared/data/driving/d3.mp4] [--portrait ../shared/data/portraits/s0.jpg]
         [--json out/bench_stream.json]
 
-Without --checkpoint: the embedded default model if present, else a random-weight realtime-profile
+Without --checkpoint: the embedded default model if present, else a random-weight --profile
 checkpoint (speed does not depend on the weights). Without shared data: synthetic faces.
 """
 from __future__ import annotations
@@ -161,7 +161,7 @@ def render_bench(ckpt: Path, backend: str, portrait: Path, tmp: Path, args) -> d
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--checkpoint", default=None)
-    ap.add_argument("--profile", default="realtime", help="profile of the random checkpoint (no --checkpoint)")
+    ap.add_argument("--profile", default="realtime-small", help="profile of the random checkpoint (no --checkpoint)")
     ap.add_argument("--backend", default="onnxruntime")
     ap.add_argument("--video", default=None)
     ap.add_argument("--portrait", default=None)

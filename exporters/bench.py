@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 
 PEAK_GFLOPS = 157.0
-DEFAULT_PROFILES = ("realtime", "paper")
+DEFAULT_PROFILES = ("realtime-small", "realtime", "paper")
 DEFAULT_BACKENDS = ("torch", "onnxruntime")
 ALL_BACKENDS = ("torch", "torch-fused", "onnxruntime", "onnxruntime-int8", "tensorrt")
 
