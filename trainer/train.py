@@ -287,12 +287,12 @@ class Conditioned:
         self.dst = None
 
     def __call__(self, x: torch.Tensor, p: torch.Tensor):
-        if self.face_model is None:
-            return self.G(x, p)
-        return self.G(x, p, frame=self.frame(x, p))
+        return self.G(x, p, **self.inputs(x, p))
 
-    def frame(self, x: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
-        """The warp generator's input: x warped along its meshes to p."""
+    def inputs(self, x: torch.Tensor, p: torch.Tensor) -> dict:
+        """G's inputs beside (x, p): for the warp kind, x warped along its meshes to p (``frame``)."""
+        if self.face_model is None:
+            return {}
         from engine.geometry import warp_batch
         b = p.shape[0]
         lm, ps = self.landmarks, self.p_src
@@ -302,7 +302,7 @@ class Conditioned:
         if len(crops) != b:
             crops = np.repeat(crops[:1], b, 0)
         maps, extra, drawn, self.dst = warp_batch(self.face_model, lm, ps, p.detach().cpu().numpy(), crops)
-        return warp_frame(x, maps, extra, drawn)
+        return {"frame": warp_frame(x, maps, extra, drawn)}
 
     def rows(self, sl: slice) -> "Conditioned":
         if self.face_model is None:
@@ -442,10 +442,10 @@ class Trainer:
         ck = load_checkpoint(self.cfg.teacher, map_location="cpu")
         t, m = ck.config.to_dict(), self.mcfg.to_dict()
         diff = [k for k in t if k != "name" and not k.startswith("g_") and t[k] != m[k]]
-        if diff or ck.config.generator != self.mcfg.generator:
+        if diff:
             raise ProfileMismatchError(
                 f"teacher {self.cfg.teacher} (profile {ck.config.name!r}) cannot teach profile {self.mcfg.name!r}: "
-                f"they differ in {', '.join(diff) or 'generator'} (only the generator's widths may differ)")
+                f"they differ in {', '.join(diff)} (only the generator's widths may differ)")
         if (ck.blendshapes or "") != (self.blendshapes or ""):   # its p would mean other motions than the data's
             raise DatasetError(f"teacher {self.cfg.teacher} was made for blendshape model {ck.blendshapes!r}, "
                                f"the data is labelled with {self.blendshapes!r}")
@@ -686,7 +686,7 @@ class Trainer:
 
     def _distill_step(self, G_fwd: "Conditioned", I_org: torch.Tensor, p_trg: torch.Tensor) -> dict[str, float]:
         """Distillation: on the same warped frame, G's I_gen and A made the teacher's (L1 each)."""
-        kw = {"frame": G_fwd.frame(I_org, p_trg)} if self.face_model is not None else {}
+        kw = G_fwd.inputs(I_org, p_trg)
         with torch.no_grad():
             I_t, _, A_t = self.T(I_org, p_trg, **kw)
         I_gen, _, A = self.G(I_org, p_trg, **kw)
@@ -764,7 +764,8 @@ class Trainer:
                 if bar is not None:
                     bar.update(1)
                     if "G/total" in losses:
-                        bar.set_postfix(phase=phase, D=f"{losses.get('D/total', np.nan):.3g}", G=f"{losses['G/total']:.3g}")
+                        bar.set_postfix(phase=phase, D=f"{losses.get('D/total', np.nan):.3g}",
+                                        G=f"{losses['G/total']:.3g}")
                 if self.step % cfg.log_every == 0 or self.step == end:
                     for k, v in acc.items():
                         self.tb.add_scalar(k, float(np.mean(v)), self.step)
@@ -803,7 +804,7 @@ class Trainer:
                                             vp["target_params"], vp["target_image"])
         if self.T is not None:   # the training loss on held-out faces, towards other faces' p
             q = self.val_params.roll(1, 0).to(self.device)
-            kw = {"frame": G_val.frame(self.val_images, q)} if self.face_model is not None else {}
+            kw = G_val.inputs(self.val_images, q)
             with torch.no_grad():
                 I_t = self.T(self.val_images, q, **kw)[0]
                 figs["distill"] = float(F.l1_loss(self.G(self.val_images, q, **kw)[0], I_t))
@@ -886,9 +887,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def config_from_args(args) -> TrainConfig:
     cfg = TrainConfig.load(args.config) if args.config else TrainConfig()
-    for name in ("profile", "paired", "unpaired", "targets", "val", "val_pairs", "init", "teacher", "out", "batch_size",
-                 "lr", "lr_d", "n_critic", "gan", "identity", "no_id", "no_gen", "paired_epochs", "unpaired_epochs",
-                 "paired_steps", "unpaired_steps", "paired_share", "paint_share", "workers", "device", "seed", "progress"):
+    for name in ("profile", "paired", "unpaired", "targets", "val", "val_pairs", "init", "teacher", "out",
+                 "batch_size", "lr", "lr_d", "n_critic", "gan", "identity", "no_id", "no_gen", "paired_epochs",
+                 "unpaired_epochs", "paired_steps", "unpaired_steps", "paired_share", "paint_share", "workers",
+                 "device", "seed", "progress"):
         v = getattr(args, name, None)
         if v is not None:
             setattr(cfg, name, v)
