@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from engine.checkpoint import load_checkpoint
+from engine.checkpoint import load_checkpoint, save_checkpoint
 from engine.config import ProfileMismatchError, get_profile
 from tests.onnx_embedder import make_arcface_like_onnx
 from trainer.data import DatasetError, paint_like, write_arrays
@@ -200,7 +200,8 @@ def test_init_starts_from_a_checkpoints_weights(data, trained, tmp_path):
 
 def test_distillation_teaches_a_narrower_generator_to_paint_as_the_teacher(data, trained, tmp_path, monkeypatch):
     """--teacher: a generator of half the widths learns the teacher's I_gen on the same inputs; D is the
-    teacher's, untouched (no D step); it resumes exactly; a teacher whose D differs is refused."""
+    teacher's, untouched (no D step); it resumes exactly; a teacher that differs beyond the generator's widths,
+    or was made for another blendshape model, is refused."""
     import dataclasses
 
     from engine import config
@@ -235,12 +236,12 @@ def test_distillation_teaches_a_narrower_generator_to_paint_as_the_teacher(data,
     b = Trainer(_cfg(data, tmp_path / "b", **short), keep_history=True,
                 resume=tmp_path / "a" / "checkpoints" / "step-0000003")
     b.run()
+    assert [h["step"] for h in b.history] == [4, 5, 6, 7]
     for ha, hb in zip(a.history[3:], b.history):
         for k in ha:
             assert hb[k] == pytest.approx(ha[k], rel=1e-5, abs=1e-7), (ha["step"], k)
     with pytest.raises(ProfileMismatchError, match="cannot teach profile 'tiny-resnet': they differ in generator"):
         Trainer(_cfg(data, tmp_path / "c", **dict(kw, profile="tiny-resnet")))
-    from engine.checkpoint import save_checkpoint
     other = save_checkpoint(tmp_path / "other", tr.mcfg, tr.G, tr.D, param_names=tr.param_names, blendshapes="other:1")
     with pytest.raises(DatasetError, match="made for blendshape model 'other:1'"):
         Trainer(_cfg(data, tmp_path / "c", **dict(kw, teacher=str(other))))
@@ -354,7 +355,6 @@ def test_rng_states_round_trip_exactly_through_a_checkpoint(tmp_path):
 
     import torch
 
-    from engine.checkpoint import save_checkpoint
     from engine.models import Discriminator, build_generator
     from trainer.train import _rng_state, _set_rng_state
     cfg = get_profile("tiny")
