@@ -238,12 +238,8 @@ class WarpGenerator(Generator):
         pixels and A is 0, so the face outside its openings comes back as the warp made it (a G trained
         briefly on real pairs otherwise painted patches over faces where nothing moved)."""
         r = max(1, int(frame.shape[-1]) // 24)
-        k = 2 * r + 1
-        m = F.max_pool2d((frame[:, 3:4] > 0.05).to(frame.dtype), k, 1, r)
-        # the k x k mean as a row mean then a column mean (equal: the window's valid part is a
-        # rectangle); onnxruntime's 2-D AveragePool took 4 ms of the generator's 12, these 0.5
-        m = F.avg_pool2d(m, (1, k), 1, (0, r), count_include_pad=False)
-        return F.avg_pool2d(m, (k, 1), 1, (r, 0), count_include_pad=False)
+        m = F.max_pool2d((frame[:, 3:4] > 0.05).to(frame.dtype), 2 * r + 1, 1, r)
+        return box_mean(m, r)
 
     def forward(self, image, params, frame=None):
         """(I_gen, C, A): ``image`` the source crop, ``frame`` its warp to ``params``
@@ -252,6 +248,20 @@ class WarpGenerator(Generator):
             raise ValueError("the warp generator needs the warped frame (engine.geometry.generator_frame)")
         color, mask = self.decode(frame, self.encode(image), params)
         return composite(frame[:, :3], color, mask), color, mask
+
+
+def box_mean(m: torch.Tensor, r: int) -> torch.Tensor:
+    """The mean of each (2r + 1)-square window of ``m`` (B, 1, H, W) over its part inside the image (avg_pool2d
+    with count_include_pad=False), as a row sum and a column sum by convolution over the window's pixel count.
+    onnxruntime runs AveragePool from opset 19 (which added dilations) on a generic path: 0.59 ms a 128 px
+    frame, against 0.14 for this (the same numbers)."""
+    k = 2 * r + 1
+    s = F.conv2d(F.conv2d(m, m.new_ones(1, 1, 1, k), padding=(0, r)), m.new_ones(1, 1, k, 1), padding=(r, 0))
+
+    def count(n):
+        i = torch.arange(n, dtype=m.dtype, device=m.device)
+        return (i + r).clamp(max=n - 1) - (i - r).clamp(min=0) + 1
+    return s / (count(m.shape[-2])[:, None] * count(m.shape[-1])[None, :])
 
 
 def build_generator(cfg: ModelConfig) -> Generator:

@@ -234,8 +234,9 @@ class PersonCheck:
 
     def changed(self, crop, t: float, wait: bool = True) -> bool:
         """Whether the face of this frame (its aligned ``crop``, taken at ``t`` s) and the last ones are someone
-        else's. False until a person is remembered, and between comparisons. ``wait`` False: the comparison runs
-        on a thread of its own (a live frame does not wait 14 ms for it) and its answer comes with a later frame."""
+        else's. False until a person is remembered, and between comparisons. ``crop``: the crop, or a function
+        that cuts it (called only when a comparison is due). ``wait`` False: the comparison runs on a thread of
+        its own (a live frame does not wait 14 ms for it) and its answer comes with a later frame."""
         with self._lock:
             if self._verdict:
                 self._verdict = False
@@ -243,6 +244,9 @@ class PersonCheck:
             busy = self._thread is not None and self._thread.is_alive()
             if (crop is None or busy or (self.reference is None and not self._crops)
                     or (self._next_t is not None and self._next_t - PERSON_EVERY_S <= t < self._next_t)):
+                return False
+            crop = crop() if callable(crop) else crop
+            if crop is None:
                 return False
             self._next_t = t + PERSON_EVERY_S
             job = (self._generation, self.reference, self._crops, np.array(crop))
@@ -383,9 +387,9 @@ class FaceDriver:
         if self._tracker is None:
             from engine.face import FaceTracker
             # One face: MediaPipe then stops searching every frame for more (2 ms less per frame);
-            # the driver follows the face it found first.
+            # the driver follows the face it found first. Its crop is cut only where read (push).
             self._tracker = FaceTracker(size=self.size, fps=self.fps, min_face_px=self._min_face_px,
-                                        max_faces=1)
+                                        max_faces=1, lazy_crop=True)
         return self._tracker
 
     def pick(self, x: float, y: float, normalized: bool = True) -> None:
@@ -537,7 +541,8 @@ class FaceDriver:
     def person_changed(self, crop, t: float, wait: bool = True) -> bool:
         """Relative mode, once calibrated: whether the face of this frame (its aligned ``crop``) and the last
         ones are someone else's than the calibration's (``PersonCheck.changed``; ``wait`` False: the answer of a
-        comparison run beside the frames). The caller calibrates again."""
+        comparison run beside the frames; ``crop`` may be a function that cuts it, ``PersonCheck.changed``). The
+        caller calibrates again."""
         if self._person is None or self.mode != "relative" or self.neutral is None:
             return False
         if not self._person.changed(crop, t, wait):
@@ -560,7 +565,7 @@ class FaceDriver:
         res = self.tracker.process(frame, t)
         p_raw, mouth, head, crop_lm = None, float("nan"), None, None
         if res.ok:
-            if self.person_changed(res.crop, t, wait=False):   # live: the comparison beside the frames
+            if self.person_changed(lambda: res.crop, t, wait=False):   # live: the comparison beside the frames
                 self.calibrate()
             if self.params == "mesh":
                 p_raw, shape, residual = self._read(res.landmarks)
@@ -571,8 +576,9 @@ class FaceDriver:
                 mouth = mouth_opening(res.landmarks)
                 head = head_pose.measure(res.landmarks)
                 crop_lm = res.crop_landmarks
+        calibrating = self.mode == "relative" and self.neutral is None     # (its crops remember the person)
         return self.update(p_raw, t, res.status, res.message, ms=(time.perf_counter() - t0) * 1000, mouth=mouth,
-                           head=head, crop_landmarks=crop_lm, crop=res.crop if res.ok else None)
+                           head=head, crop_landmarks=crop_lm, crop=res.crop if res.ok and calibrating else None)
 
     def update(self, p_raw: np.ndarray | None, t: float, status: str = "ok", message: str = "",
                ms: float = 0.0, mouth: float = float("nan"), head=None, crop_landmarks=None,

@@ -77,6 +77,41 @@ def test_warp_to_crop_maps_points_where_the_matrix_says():
     assert abs(xs.mean() - 60) < 0.7 and abs(ys.mean() - 62) < 0.7
 
 
+def test_the_mesh_square_maps_back_to_the_frame_exactly():
+    """The mesh's input square, shrunk by a whole factor from a region trimmed to its multiples (the area
+    resize's fast path): its pixels show the frame where (ax, bx, ay, by) say, so landmarks map back exactly.
+    A ramp frame (grey level = x, and y) read back at the mapped coordinates: within rounding everywhere, where
+    mapping the untrimmed region's width (2 px more) would be 2 grey levels off at the far side."""
+    h, w = 245, 251
+    frame = np.zeros((h, w, 3), np.uint8)
+    frame[..., 0] = np.arange(w)[None, :]
+    frame[..., 1] = np.arange(h)[:, None]
+    for out, cx, cy, side in ((64, 125.5, 122.5, 251.0), (80, 100.0, 140.0, 300.0)):
+        patch, (ax, bx, ay, by) = face._square_patch(frame, cx, cy, side, out)
+        assert patch.shape == (out, out, 3) and ax > 2 and ay > 2
+        px, py = np.meshgrid(np.arange(out), np.arange(out))
+        fx, fy = ax * px + bx + ax / 2 - 0.5, ay * py + by + ay / 2 - 0.5      # pixel centres
+        inside = (fx > ax) & (fx < w - 1 - ax) & (fy > ay) & (fy < h - 1 - ay)
+        assert inside.sum() > out * out / 3
+        assert np.abs(patch[..., 0][inside] - fx[inside]).max() < 0.75
+        assert np.abs(patch[..., 1][inside] - fy[inside]).max() < 0.75
+
+
+def test_landmarks_are_read_from_the_wire_as_from_their_fields():
+    """``_landmark_xyz`` reads a landmark list's bytes where each holds exactly x, y and z, and the fields one by
+    one otherwise (a landmark with a visibility): the same numbers either way."""
+    from mediapipe.framework.formats import landmark_pb2
+    rng = np.random.default_rng(0)
+    values = rng.normal(size=(face.NUM_LANDMARKS, 3)).astype(np.float32)
+    values[5] = 0.0                              # zeros are written too (proto2: x, y, z set)
+    lms = landmark_pb2.NormalizedLandmarkList()
+    for x, y, z in values:
+        lms.landmark.add(x=x, y=y, z=z)
+    np.testing.assert_array_equal(face._landmark_xyz(lms), values.astype(np.float64))
+    lms.landmark[7].visibility = 0.5             # another layout: read field by field
+    np.testing.assert_array_equal(face._landmark_xyz(lms), values.astype(np.float64))
+
+
 def test_mask_is_feathered():
     for shape in ("face", "rect"):
         mk = face.face_mask(128, shape)
@@ -119,6 +154,20 @@ def test_tracker_never_raises_on_bad_frames():
             r = tr.process(frame, i / 30)
             assert r.status == face.STATUS_NO_FACE and r.crop is None and not r.ok
         assert tr.counts[face.STATUS_NO_FACE] == 3
+
+
+def test_a_lazy_trackers_crops_are_cut_when_read_and_equal_the_eager_ones():
+    """``FaceTracker(lazy_crop=True)`` (mesh drivers): a face is ``ok`` and has its landmarks without its crop
+    being cut; read, the crop is the one an eager tracker cuts on every frame, and the frame is let go."""
+    from tests.streamkit import synth_driving_frames
+    frames = synth_driving_frames(6, w=320, h=240, face=200)
+    with face.FaceTracker(size=128) as eager, face.FaceTracker(size=128, lazy_crop=True) as lazy:
+        for i, frame in enumerate(frames):
+            a, b = eager.process(frame, i / 30), lazy.process(frame, i / 30)
+            assert a.ok and b.ok and b._crop is None and b._cut is not None and a._cut is None
+            np.testing.assert_array_equal(a.landmarks, b.landmarks)
+            np.testing.assert_array_equal(a.crop, b.crop)
+            assert b._cut is None
 
 
 # -------------------------------------------------------------------------------- shared data

@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 
@@ -62,6 +63,33 @@ def test_warp_generator_starts_as_the_warp_and_follows_p():
     with torch.no_grad():
         _, A = G.decode(closed, G.encode(x), p)
     assert float(A[..., 20:30, 20:40].min()) > 0 and float(A[..., 45:, :].abs().max()) == 0
+
+
+def test_box_mean_is_the_mean_over_each_windows_part_inside_the_image():
+    """``box_mean`` (the openings' feathering, by convolution: onnxruntime's AveragePool of opset 19 is slow) is
+    avg_pool2d with count_include_pad=False, at the edges too, in PyTorch and in onnxruntime."""
+    import io
+
+    import onnxruntime as ort
+    import torch.nn.functional as F
+
+    from engine.models import box_mean
+    torch.manual_seed(0)
+    for h, w, r in ((128, 128, 5), (20, 33, 3), (5, 6, 4)):
+        m = (torch.rand(2, 1, h, w) > 0.6).float()
+        want = F.avg_pool2d(m, 2 * r + 1, 1, r, count_include_pad=False)
+        torch.testing.assert_close(box_mean(m, r), want, rtol=0, atol=1e-6)
+
+    class Box(torch.nn.Module):
+        def forward(self, m):
+            return box_mean(m, 5)
+    buf = io.BytesIO()
+    torch.onnx.export(Box(), (m,), buf, input_names=["m"], dynamic_axes={"m": {0: "b", 2: "h", 3: "w"}},
+                      opset_version=20, dynamo=False)
+    sess = ort.InferenceSession(buf.getvalue(), providers=["CPUExecutionProvider"])
+    m = (torch.rand(3, 1, 40, 52) > 0.6).float()
+    np.testing.assert_allclose(sess.run(None, {"m": m.numpy()})[0],
+                               F.avg_pool2d(m, 11, 1, 5, count_include_pad=False).numpy(), atol=1e-6)
 
 
 def test_composite_keeps_source_where_mask_is_zero():

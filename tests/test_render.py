@@ -251,6 +251,55 @@ def test_render_fails_cleanly(env, tmp_path):
         render(env["portrait"], drv, tmp_path / "x.gif", models=env["models"], progress=False)
 
 
+def test_generation_workers_put_the_frames_back_in_order_and_stop_on_a_failure(env, tmp_path, monkeypatch):
+    """Two workers generate batches side by side; the batches that finish first (here every other one is slowed)
+    are written in the driver's order all the same: the same video, frame for frame, as one worker writes. A
+    worker that fails stops the render with its error, and leaves no output."""
+    import threading
+    import time
+
+    import engine.animator as animator
+    import streaming.render as R
+    from engine.video import read_frames
+    tr = kit.speech_track(tmp_path / "speech.npz", seconds=1.0, fps=30)
+    base = animator.Animator.animate_batch
+    calls, lock = [0], threading.Lock()
+
+    def uneven(self, params, poses=None):
+        with lock:
+            calls[0] += 1
+            k = calls[0]
+        if k % 2:
+            time.sleep(0.05)       # the odd batches finish after the even ones that follow them
+        return base(self, params, poses)
+    outs = {}
+    for workers in (1, 2):
+        monkeypatch.setattr(R, "GENERATION_WORKERS", workers)
+        monkeypatch.setattr(animator.Animator, "animate_batch", uneven if workers == 2 else base)
+        out = tmp_path / f"w{workers}.mp4"
+        res = R.render(env["portrait"], tr, out, models=env["models"], size=128, batch=2, progress=False,
+                       no_audio=True)
+        assert res.frames == 30
+        outs[workers] = [f for f, _ in read_frames(out)]
+    assert R.generation_workers() == min(2, len(__import__("os").sched_getaffinity(0)))
+    assert calls[0] == 15 and len(outs[2]) == 30
+    assert all(np.array_equal(a, b) for a, b in zip(outs[1], outs[2]))
+    assert any(not np.array_equal(outs[1][i], outs[1][i + 1]) for i in range(29))   # the order shows
+
+    def failing(self, params, poses=None):
+        with lock:
+            calls[0] += 1
+            if calls[0] == 3:
+                raise RuntimeError("generator failed")
+        return base(self, params, poses)
+    monkeypatch.setattr(animator.Animator, "animate_batch", failing)
+    calls[0] = 0
+    with pytest.raises(RuntimeError, match="generator failed"):
+        R.render(env["portrait"], tr, tmp_path / "f.mp4", models=env["models"], size=128, batch=2, progress=False,
+                 no_audio=True)
+    assert not list(tmp_path.glob("*f.mp4*"))
+
+
 def test_full_framing_keeps_the_whole_photo_and_moves_its_face(env, tmp_path, capsys):
     """--framing full: the whole photo, its aspect kept, at its own size (odd sides made even for H.264) or
     with --size as its long side; far from the face the photo's pixels as they were, the face moving; a
@@ -639,6 +688,23 @@ def test_a_driver_calibrates_again_when_the_face_is_someone_elses():
         else:
             assert not seen_calibrating and d.neutral is first
             assert np.allclose(v, rest + 100 / 255, atol=1e-3)  # read against the first person's neutral
+
+
+def test_the_person_check_cuts_a_crop_only_when_it_compares():
+    """``PersonCheck.changed`` takes a function that cuts the frame's crop (a lazy tracker's): it is called for
+    the comparisons only, one every PERSON_EVERY_S, not on every frame."""
+    from streaming.drivers import PERSON_EVERY_S, PersonCheck
+    check = PersonCheck(8, embed=lambda crops: np.stack([[float(c[0, 0, 0]), 0.0] for c in crops]))
+    check.remember([np.full((8, 8, 3), 100, np.uint8)] * 3)
+    cuts = []
+
+    def cut():
+        cuts.append(1)
+        return np.full((8, 8, 3), 100, np.uint8)
+    frames = 60
+    for i in range(frames):
+        assert not check.changed(cut, i / 30)
+    assert len(cuts) == int(np.ceil(frames / 30 / PERSON_EVERY_S)) < frames
 
 
 def test_render_calibrates_again_when_the_driver_cuts_to_someone_else(env, tmp_path):
