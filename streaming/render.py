@@ -279,7 +279,8 @@ class VideoWriter:
 
 
 # ----------------------------------------------------------------------------------------- stages
-_STAGE_CPU: dict[str, float] = {}
+_STAGE_CPU: dict[str, float] = {}     # CPU seconds by stage (its threads' together)
+_STAGE_LOCK = threading.Lock()
 
 
 def _thread(target, *args, name: str):
@@ -291,7 +292,9 @@ def _thread(target, *args, name: str):
         except BaseException as e:  # re-raised in the main thread
             err.append(e)
         finally:
-            _STAGE_CPU[name] = time.thread_time()
+            stage = name.rstrip("0123456789")       # render-generate0, render-generate1: one stage
+            with _STAGE_LOCK:
+                _STAGE_CPU[stage] = _STAGE_CPU.get(stage, 0.0) + time.thread_time()
     t = threading.Thread(target=run, name=name, daemon=True)
     t.start()
     return t, err
@@ -853,18 +856,20 @@ class _VideoJob:
                 return send(ready)
 
             def send(ready) -> bool:
-                """Frames whose values are final ((vector, driver frame) from ``ahead``) to the generator."""
-                if not ready:
-                    return True
-                params, lefts, poses = [], [], []
-                for v, rgb in ready:
-                    p, pose = drv.split(v)
-                    if self.held_expression is not None:
-                        p[:self.n_exp] = self.held_expression
-                    params.append(p)
-                    poses.append(pose)
-                    lefts.append(rgb)
-                return _put(q, (params, lefts, poses if self.head else None), stop)
+                """Frames whose values are final ((vector, driver frame) from ``ahead``, half a second at a time)
+                to the generation workers, ``batch`` at a time."""
+                for start in range(0, len(ready), batch):
+                    params, lefts, poses = [], [], []
+                    for v, rgb in ready[start:start + batch]:
+                        p, pose = drv.split(v)
+                        if self.held_expression is not None:
+                            p[:self.n_exp] = self.held_expression
+                        params.append(p)
+                        poses.append(pose)
+                        lefts.append(rgb)
+                    if not _put(q, (params, lefts, poses if self.head else None), stop):
+                        return False
+                return True
 
             # Decoded frames are converted to RGB only where needed: the face's square for the mesh
             # (and a thumbnail when searching for the face), the whole frame only for --side-by-side.
