@@ -1203,10 +1203,10 @@ class _Cut:
 
 
 class TrackedFace(AlignedFace):
-    """A ``FaceTracker``'s face: its ``crop`` is cut on first use (then kept, and the frame let go: a frame
-    array must not be written to before). A mesh
-    driver reads the landmarks alone, and a crop only twice a second for its person check: a millisecond a
-    frame saved (an area resize at a factor that is not whole, on a 512 px driver)."""
+    """A ``FaceTracker``'s face whose ``crop`` is cut on first use (then kept, and the frame let go; a frame
+    array must not be written to before). A mesh driver reads the landmarks alone, and a crop only twice a
+    second for its person check: a millisecond a frame saved (an area resize at a factor that is not whole,
+    on a 512 px driver)."""
 
     def __init__(self, cut, **fields):
         self._cut = cut

@@ -311,6 +311,16 @@ def _put(q: queue.Queue, item, stop: threading.Event) -> bool:
     return False
 
 
+def _put_end(q: queue.Queue, stop: threading.Event) -> None:
+    """A producer's last item. Once stopped it is put only where there is room: a worker waiting on an empty
+    queue needs it, and while the queue is full no worker waits (each takes an item and sees the stop)."""
+    if not _put(q, _END, stop):
+        try:
+            q.put_nowait(_END)
+        except queue.Full:
+            pass
+
+
 def _bars(p: np.ndarray, n_exp: int, h: int, w: int, names=None) -> np.ndarray:
     """A simple picture of the parameters (for --side-by-side with a track driver)."""
     import cv2
@@ -623,6 +633,7 @@ def generation_workers() -> int:
 
 
 def _generate(anim, q_in: queue.Queue, q_out: queue.Queue, stop: threading.Event, side: bool, order: _Order):
+    """One generation worker: batches of (parameters, driver frames, poses) in, (number, frames) out."""
     try:
         while True:
             with order.lock:           # taken and numbered together: the numbers follow the driver's order
@@ -705,7 +716,7 @@ class _TrackJob:
                         return
                     params, lefts, start = [], [], i + 1
         finally:
-            _put(q, _END, stop)   # once stopped, the workers end without it: a full queue must not hold this thread
+            _put_end(q, stop)
 
     def close(self):
         pass
@@ -900,7 +911,7 @@ class _VideoJob:
                 return
             send(ahead.finish())
         finally:
-            _put(q, _END, stop)   # once stopped, the workers end without it: a full queue must not hold this thread
+            _put_end(q, stop)
 
     def _left(self, frame) -> np.ndarray:
         """The driver frame for the side-by-side panel, already shrunk to the output's height."""

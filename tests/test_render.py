@@ -254,7 +254,9 @@ def test_render_fails_cleanly(env, tmp_path):
 def test_generation_workers_put_the_frames_back_in_order_and_stop_on_a_failure(env, tmp_path, monkeypatch):
     """Two workers generate batches side by side; the batches that finish first (here every other one is slowed)
     are written in the driver's order all the same: the same video, frame for frame, as one worker writes. A
-    worker that fails stops the render with its error, and leaves no output."""
+    worker that fails stops the render with its error at once, and leaves no output, whether the other worker is
+    busy or waiting for the driver."""
+    import os
     import threading
     import time
 
@@ -281,7 +283,7 @@ def test_generation_workers_put_the_frames_back_in_order_and_stop_on_a_failure(e
                        no_audio=True)
         assert res.frames == 30
         outs[workers] = [f for f, _ in read_frames(out)]
-    assert R.generation_workers() == min(2, len(__import__("os").sched_getaffinity(0)))
+    assert R.generation_workers() == min(2, len(os.sched_getaffinity(0)))
     assert calls[0] == 15 and len(outs[2]) == 30
     assert all(np.array_equal(a, b) for a, b in zip(outs[1], outs[2]))
     assert any(not np.array_equal(outs[1][i], outs[1][i + 1]) for i in range(29))   # the order shows
@@ -293,11 +295,29 @@ def test_generation_workers_put_the_frames_back_in_order_and_stop_on_a_failure(e
                 raise RuntimeError("generator failed")
         return base(self, params, poses)
     monkeypatch.setattr(animator.Animator, "animate_batch", failing)
-    calls[0] = 0
-    with pytest.raises(RuntimeError, match="generator failed"):
-        R.render(env["portrait"], tr, tmp_path / "f.mp4", models=env["models"], size=128, batch=2, progress=False,
-                 no_audio=True)
-    assert not list(tmp_path.glob("*f.mp4*"))
+    from streaming.drivers import DriverMix
+    mix_value = DriverMix.value
+
+    def slow_value(self, t):
+        time.sleep(0.01)           # a driver slower than generation: the other worker waits on an empty queue
+        return mix_value(self, t)
+    for slow in (False, True):
+        monkeypatch.setattr(DriverMix, "value", slow_value if slow else mix_value)
+        calls[0] = 0
+        raised = []
+
+        def run():
+            try:
+                R.render(env["portrait"], tr, tmp_path / "f.mp4", models=env["models"], size=128, batch=2,
+                         progress=False, no_audio=True)
+            except Exception as e:
+                raised.append(e)
+        t = threading.Thread(target=run, daemon=True)
+        t.start()
+        t.join(30)
+        assert not t.is_alive(), "the render waits for ever after a worker failed"
+        assert len(raised) == 1 and "generator failed" in str(raised[0]), raised
+        assert not list(tmp_path.glob("*f.mp4*"))
 
 
 def test_full_framing_keeps_the_whole_photo_and_moves_its_face(env, tmp_path, capsys):
