@@ -12,6 +12,7 @@ to the GPU model and TensorRT version that built them.
 from __future__ import annotations
 
 import hashlib
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -69,6 +70,7 @@ class TensorRTEngine:
             raise InferenceError(f"TensorRT cannot deserialise {name} (built by another TensorRT version "
                                  f"or for another GPU?); export it again on this machine")
         self.context = self.engine.create_execution_context()
+        self._lock = threading.Lock()     # one context runs one inference at a time (render's workers, sessions)
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         self.inputs = [t for t in names if self.engine.get_tensor_mode(t) == trt.TensorIOMode.INPUT]
         self.outputs = [t for t in names if self.engine.get_tensor_mode(t) == trt.TensorIOMode.OUTPUT]
@@ -84,21 +86,20 @@ class TensorRTEngine:
                      for i in range(0, b, self.max_batch)]
             cat = np.concatenate if as_numpy else torch.cat
             return [cat(x) for x in zip(*parts)]
-        keep = []
-        for name in self.inputs:
-            t = torch.as_tensor(feed[name]).to("cuda", self.dtypes[name]).contiguous()
-            keep.append(t)
-            self.context.set_input_shape(name, tuple(t.shape))
-            self.context.set_tensor_address(name, t.data_ptr())
-        outs = {}
-        for name in self.outputs:
-            t = torch.empty(tuple(self.context.get_tensor_shape(name)), dtype=self.dtypes[name], device="cuda")
-            outs[name] = t
-            self.context.set_tensor_address(name, t.data_ptr())
-        stream = torch.cuda.current_stream()
-        if not self.context.execute_async_v3(stream.cuda_stream):
-            raise RuntimeError("TensorRT execution failed")
-        stream.synchronize()
+        keep = [torch.as_tensor(feed[name]).to("cuda", self.dtypes[name]).contiguous() for name in self.inputs]
+        with self._lock:
+            for name, t in zip(self.inputs, keep):
+                self.context.set_input_shape(name, tuple(t.shape))
+                self.context.set_tensor_address(name, t.data_ptr())
+            outs = {}
+            for name in self.outputs:
+                t = torch.empty(tuple(self.context.get_tensor_shape(name)), dtype=self.dtypes[name], device="cuda")
+                outs[name] = t
+                self.context.set_tensor_address(name, t.data_ptr())
+            stream = torch.cuda.current_stream()
+            if not self.context.execute_async_v3(stream.cuda_stream):
+                raise RuntimeError("TensorRT execution failed")
+            stream.synchronize()
         res = [outs[n] for n in (outputs or self.outputs)]
         return [t.float().cpu().numpy() for t in res] if as_numpy else res
 

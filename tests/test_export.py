@@ -186,6 +186,13 @@ def test_tensorrt_build_run_parity(tmp_path, profile):
     p = np.random.default_rng(1).uniform(-1, 1, (8, cfg.n_params)).astype(np.float32)
     assert np.abs(models.generate(models.source(x), p) - ref.generate(x, p)).max() < trt_export.FP16_ATOL
     assert models.regress(x).shape == (8, cfg.n_params)
+    # one execution context, called from threads at once (render's generation workers): each call its own answer
+    from concurrent.futures import ThreadPoolExecutor
+    src = models.source(x[:1])
+    alone = [models.generate(src, p[i:i + 1]) for i in range(8)]
+    with ThreadPoolExecutor(4) as pool:
+        together = list(pool.map(lambda i: models.generate(src, p[i:i + 1]), [i for _ in range(5) for i in range(8)]))
+    assert all(np.array_equal(t, alone[k % 8]) for k, t in enumerate(together))
 
 
 def test_int8_copies_opt_in(tmp_path):
