@@ -121,7 +121,9 @@ def drive_cost(path: Path, size: int = 128) -> dict:
     from engine.face import FaceTracker
     from engine.video import read_frames
     lazy = "lazy" in inspect.signature(read_frames).parameters    # (older trees: whole RGB frames)
-    with FaceTracker(size=size, max_faces=1) as tr:
+    # as render tracks: crops cut only when read (older trees: every frame's)
+    crops = {"lazy_crop": True} if "lazy_crop" in inspect.signature(FaceTracker).parameters else {}
+    with FaceTracker(size=size, max_faces=1, **crops) as tr:
         tr.process(np.zeros((64, 64, 3), np.uint8), 0.0)              # graphs started
         kw = {"lazy": True} if lazy else {}
         n, ok = 0, 0
