@@ -438,8 +438,8 @@ def render(source, driver, out, *, audio=None, checkpoint=None, backend: str = "
 @contextlib.contextmanager
 def opencv_threads(threads: int | None):
     """OpenCV's thread pool at ``threads`` (the models' intra-op threads; None: as it was) while a render runs:
-    its stages already run side by side, and OpenCV's own workers on 2 cores only added 0.5 s of CPU to 300
-    frames (7.2 -> 6.7 s) for no time saved."""
+    its stages already run side by side, and OpenCV's own workers on 2 cores only added about 0.5 s of CPU to
+    300 frames, for no time saved. (Process-wide: the render is its process's work.)"""
     import cv2
     before = cv2.getNumThreads()
     if threads is not None:
