@@ -626,7 +626,8 @@ class _Order:
 
 
 def generation_workers() -> int:
-    """Generation workers a render runs: one per core, at most GENERATION_WORKERS."""
+    """Generation workers a render runs: one per CPU it may use (logical ones: a worker's work is mostly geometry
+    and compositing, not the convolutions ``engine.inference.physical_cores`` sizes), at most GENERATION_WORKERS."""
     import os
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return max(1, min(GENERATION_WORKERS, cores))
