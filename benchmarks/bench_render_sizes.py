@@ -175,10 +175,9 @@ def main() -> int:
         for r in range(0 if args.drive_only else args.rounds):
             for name, path in drivers.items():
                 load0 = os.getloadavg()[0]
-                cpu0 = time.process_time()
                 res = render(args.portrait, path, tmp / f"out_{name}.mp4", models=models, size=args.size,
                              progress=False)
-                cpu = time.process_time() - cpu0
+                cpu = res.cpu["process"]     # the render's own, as its wall time (the portrait's preparation left out)
                 info = video_info(path)
                 row = {"round": r, "driver": f"{info.width}x{info.height}", "frames": res.frames,
                        "seconds_of_video": round(res.duration, 2), "wall_s": round(res.seconds, 2),
