@@ -1162,13 +1162,12 @@ class FaceTracker:
         status = STATUS_MULTIPLE if n_faces > 1 else STATUS_OK
         msg = f"{n_faces} faces; following the locked one" if n_faces > 1 else ""
         self.counts[status] += 1
-        face = TrackedFace(_Cut(self.detector.last_patch, frame, m, self.size), landmarks=lm,
-                           crop_landmarks=transform_points(lm, m), matrix=m, size=self.size, n_faces=n_faces,
-                           face_px=self.size / matrix_scale(m), status=status, message=msg, t=float(t),
-                           raw_matrix=raw)
-        if not self.lazy_crop:
-            face.crop       # cut now
-        return face
+        fields = dict(landmarks=lm, crop_landmarks=transform_points(lm, m), matrix=m, size=self.size,
+                      n_faces=n_faces, face_px=self.size / matrix_scale(m), status=status, message=msg, t=float(t),
+                      raw_matrix=raw)
+        cut = _Cut(self.detector.last_patch, frame, m, self.size)
+        # cut now, a failure reading as no face (process), or when read
+        return TrackedFace(cut, **fields) if self.lazy_crop else AlignedFace(crop=cut(), **fields)
 
     def _report(self, status, message, t, n_faces, lm=None) -> AlignedFace:
         self.counts[status] = self.counts.get(status, 0) + 1
@@ -1214,9 +1213,14 @@ class TrackedFace(AlignedFace):
 
     @property
     def crop(self) -> np.ndarray | None:
+        """The aligned crop; None where it cannot be cut (said once: a frame must not end a stream, as in
+        ``FaceTracker.process``, so a reader treats the face as one without a crop)."""
         cut = self._cut
         if self._crop is None and cut is not None:
-            self._crop = cut()
+            try:
+                self._crop = cut()
+            except Exception as e:
+                log.warning("the face's crop could not be cut from its frame (%s): read without it", e)
             self._cut = None
         return self._crop
 

@@ -570,7 +570,7 @@ class FaceDriver:
             if self.params == "mesh":
                 p_raw, shape, residual = self._read(res.landmarks)
                 self._check_same_face(res.landmarks, shape, residual and residual[0])
-            else:
+            elif res.crop is not None:
                 p_raw = np.asarray(self.regress(res.crop), np.float32).reshape(-1)
             if res.landmarks is not None:
                 mouth = mouth_opening(res.landmarks)

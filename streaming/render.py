@@ -804,8 +804,9 @@ class _VideoJob:
                              tracker=None, params=self.params, fit=self.anim.fit,
                              face_model=self.anim.face_model, neutral_mouth=self.anim.source_mouth,
                              expression_scale=self.expression_scale)
+            # a mesh driver's crops cut only when read (its person check); the head reads every one
             self.tracker = FaceTracker(size=self.anim.image_size, fps=self.fps, max_faces=1, pick=self.face,
-                                       lazy_crop=True)
+                                       lazy_crop=self.params == "mesh")
             ahead = drv.lookahead()   # the whole video is known: the head without the smoothing's lag
             pending = []   # (rgb, t, result)
             # Relative mode: the driver's neutral (drivers.neutral_of) from its first second of faces (at

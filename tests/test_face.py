@@ -164,10 +164,35 @@ def test_a_lazy_trackers_crops_are_cut_when_read_and_equal_the_eager_ones():
     with face.FaceTracker(size=128) as eager, face.FaceTracker(size=128, lazy_crop=True) as lazy:
         for i, frame in enumerate(frames):
             a, b = eager.process(frame, i / 30), lazy.process(frame, i / 30)
-            assert a.ok and b.ok and b._crop is None and b._cut is not None and a._cut is None
+            assert a.ok and b.ok and b._crop is None and b._cut is not None and not isinstance(a, face.TrackedFace)
             np.testing.assert_array_equal(a.landmarks, b.landmarks)
             np.testing.assert_array_equal(a.crop, b.crop)
             assert b._cut is None
+
+
+def test_a_crop_that_cannot_be_cut_is_none_not_an_error(monkeypatch, caplog):
+    """A frame must not end a stream: where a lazy tracker's crop fails to cut, the face reads with no crop (said
+    once), as an eager tracker's failure reads as no face, and a head driver takes it for a frame without one."""
+    import logging
+
+    from streaming.drivers import FaceDriver
+    from tests.streamkit import synth_driving_frames
+
+    def fails(self):
+        raise ValueError("broken frame")
+    monkeypatch.setattr(face._Cut, "__call__", fails)
+    frame = synth_driving_frames(1, w=320, h=240, face=200)[0]
+    with face.FaceTracker(size=128, lazy_crop=True) as lazy, caplog.at_level(logging.WARNING, "engine.face"):
+        r = lazy.process(frame, 0.0)
+        assert r.ok and r.crop is None and r.crop is None
+    assert sum("could not be cut" in m for m in caplog.messages) == 1
+    with face.FaceTracker(size=128) as eager:
+        assert eager.process(frame, 0.0).status == face.STATUS_NO_FACE
+    regress = lambda crop: (_ for _ in ()).throw(AssertionError("read a crop that is not there"))  # noqa: E731
+    with face.FaceTracker(size=128, lazy_crop=True) as tracker:
+        d = FaceDriver(regress, 4, 128, mode="absolute", params="head", person_check=False, tracker=tracker)
+        d.push(frame, 0.0)
+    assert d.state.status == "no_face"
 
 
 # -------------------------------------------------------------------------------- shared data
