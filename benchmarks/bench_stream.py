@@ -150,7 +150,7 @@ def render_bench(ckpt: Path, backend: str, portrait: Path, tmp: Path, args) -> d
     models = load_models(ckpt, backend=backend, threads=1)  # as `slidergan render` (--threads 1)
     load0 = os.getloadavg()[0]
     res = render(portrait, video, tmp / "render.mp4", models=models, max_seconds=10.0, progress=False)
-    # the render's own CPU over its own wall time (the portrait's preparation before them left out of both)
+    # the render's own CPU over its own wall time (both leave out the portrait's preparation)
     return {"video": str(video), "frames": res.frames, "seconds_of_video": round(res.duration, 2),
             "wall_s": round(res.seconds, 2), "x_real_time": round(res.speed, 2), "cpu_s": res.cpu["process"],
             "cpu_cores_used": round(res.cpu["process"] / res.seconds, 2),

@@ -184,7 +184,7 @@ def test_a_crop_that_cannot_be_cut_is_none_not_an_error(monkeypatch, caplog):
     frame = synth_driving_frames(1, w=320, h=240, face=200)[0]
     with face.FaceTracker(size=128, lazy_crop=True) as lazy, caplog.at_level(logging.WARNING, "engine.face"):
         r = lazy.process(frame, 0.0)
-        assert r.ok and r.crop is None and r.crop is None
+        assert r.ok and r.crop is None and r.crop is None     # read twice: said once (below)
     assert sum("could not be cut" in m for m in caplog.messages) == 1
     with face.FaceTracker(size=128) as eager:
         assert eager.process(frame, 0.0).status == face.STATUS_NO_FACE
