@@ -865,7 +865,7 @@ def extract_track(path, every: int = 1, max_frames: int | None = None, progress=
             progress.update(1)
         return MeshTrack(path.stem, lm.astype(np.float32), np.zeros(1), str(path), "image", 0.0, st)
     info = video_info(path)
-    det = detector or FaceMeshDetector(static=False, max_faces=2)
+    det = detector or FaceMeshDetector(static=True, max_faces=2, locate=False)   # as FaceTracker reads faces
     lms, ts, st = [], [], []
     try:
         for i, (rgb, t) in enumerate(read_frames(path)):

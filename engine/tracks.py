@@ -421,7 +421,7 @@ def extract_track(video: str | os.PathLike, out: str | os.PathLike, audio: str |
 
     ``audio``: "m4a" (the AAC stream copied as is), "wav" (16-bit PCM) or None (no audio). The audio
     file is ``<out without suffix>.<audio>``. The face mesh of every frame comes from
-    ``engine.face.FaceTracker`` (video mode); the parameters from ``model.fit_sequence`` (default:
+    ``engine.face.FaceTracker``; the parameters from ``model.fit_sequence`` (default:
     ``engine.blendshapes.load_default_face_model()``: the sequence's neutral carries the identity,
     each frame's ``p = [p_exp, p_speech]`` is a bounded fit in [-1, 1], read from the neutral with its
     lips closed, meta["neutral_lips_closed_by"]). Frames without a usable face

@@ -160,7 +160,9 @@ def iter_faces(inputs, face_model, size: int = 128, every: int = 1, max_frames: 
                 yield Face(al.crop, al.crop_landmarks, al.landmarks, sf.p[j], name, str(path), i,
                            sf.neutral, sf.identity, float(sf.residual_px[j]))
         try:
-            with FaceMeshDetector(static=False, max_faces=4) as det:
+            # static mode on every frame, as the face drivers read faces (engine.face.FaceTracker: video mode
+            # reads open mouths short), so that labels mean what a driver's p means
+            with FaceMeshDetector(static=True, max_faces=4, locate=False) as det:
                 for i, (rgb, _t) in enumerate(read_frames(path)):
                     if max_frames is not None and i >= max_frames * every:
                         break

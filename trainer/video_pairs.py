@@ -60,7 +60,7 @@ def clip_faces(path, face_model, size: int, every: int, min_face_px: float, skip
     from engine.video import read_frames
     from .annotate import SKIP_FIT, SKIP_NO_FACE, SKIP_TOO_SMALL
     found = {}
-    with FaceMeshDetector(static=False, max_faces=1) as det:
+    with FaceMeshDetector(static=True, max_faces=1, locate=False) as det:   # as annotate reads videos
         for i, (rgb, _t) in enumerate(read_frames(path)):
             if i % every:
                 continue
