@@ -34,7 +34,7 @@ distance times 128 is pixels in a 128 x 128 aligned crop.
 How the models are learned (``build_models``)
 ---------------------------------------------
 1. Face-mesh tracks of videos (``extract_track``: ``engine.video`` frames, ``engine.face`` mesh in
-   video mode), each frame rigidly aligned to the template (3D similarity Procrustes on
+   static mode on every frame, as the face drivers read faces), each frame rigidly aligned to the template (3D similarity Procrustes on
    ``engine.face.STABLE_POINTS``: forehead, nose bridge, eye corners, temples, cheekbones).
 2. A neutral per sequence (``estimate_neutral``): frames with the mouth closed and the eyes open
    (lip gap in the lowest 30 %, eye opening in the highest 70 % of that sequence), and of those the
@@ -844,7 +844,7 @@ class MeshTrack:
 
 def extract_track(path, every: int = 1, max_frames: int | None = None, progress=None,
                   detector=None) -> MeshTrack:
-    """Face mesh of every ``every``-th frame of a video (video mode: detection, then tracking), or of
+    """Face mesh of every ``every``-th frame of a video (static mode: detection on every frame), or of
     a still image. The largest face is kept. ``progress``: a tqdm-like object (``update(n)``)."""
     from .face import FaceMeshDetector, load_image
     from .video import read_frames, video_info

@@ -660,9 +660,10 @@ def _landmark_xyz(landmarks) -> np.ndarray:
 class FaceMeshDetector:
     """MediaPipe face mesh (legacy ``mp.solutions.face_mesh``, refine_landmarks=True, 478 points).
 
-    ``static=True`` runs face detection on every image (stills, and the ``FaceTracker``'s squares);
-    ``static=False`` is video mode (detection once, then the mesh placed from its last landmarks). ``detect`` returns frame-coordinate landmarks of every face,
-    the largest first. The mesh's own detector is short-range (faces within about 2 m, a good part of
+    ``static=True`` runs face detection on every image (stills, video frames, the ``FaceTracker``'s
+    squares); ``static=False`` is video mode (detection once, then the mesh placed from its last landmarks,
+    which reads open mouths short). ``detect`` returns frame-coordinate landmarks of every face, the
+    largest first. The mesh's own detector is short-range (faces within about 2 m, a good part of
     the frame); in static mode ``detect`` also asks a ``FaceLocator`` (full-range) for faces and runs
     the mesh on a square around each face the whole-frame mesh missed (``detect_in``), so small and
     distant faces (a full-body photo, a group) are found too. ``unmeshed`` then lists the located
