@@ -652,6 +652,14 @@ def _fixed_point(xy: np.ndarray, ss: int) -> np.ndarray:
     return np.round((xy * ss + (ss - 1) / 2.0) * 16).astype(np.int32)
 
 
+def _aa_canvas(shape, draw) -> np.ndarray:
+    """A float32 0-1 canvas of ``shape`` drawn by ``draw(canvas, 255)`` on 8 bits: OpenCV antialiases
+    (LINE_AA) only there; on a float canvas its lines and polygons come out with hard, stepped edges."""
+    canvas = np.zeros(shape, np.uint8)
+    draw(canvas, 255)
+    return canvas.astype(np.float32) * np.float32(1.0 / 255.0)
+
+
 def _smooth(x):
     """Smoothstep of x clipped to 0-1."""
     x = np.clip(x, 0.0, 1.0)
@@ -714,8 +722,7 @@ def mouth_patch(src_landmarks: np.ndarray, dst_landmarks: np.ndarray, lips: np.n
         return _EMPTY
     ww, wh = x1 - x0, y1 - y0
     poly = _fixed_point(opening - (x0, y0), ss)
-    mask = np.zeros((wh * ss, ww * ss), np.float32)
-    cv2.fillPoly(mask, [poly], 1.0, lineType=cv2.LINE_AA, shift=4)
+    mask = _aa_canvas((wh * ss, ww * ss), lambda c, v: cv2.fillPoly(c, [poly], v, cv2.LINE_AA, 4))
     if ss > 1:
         mask = cv2.resize(mask, (ww, wh), interpolation=cv2.INTER_AREA)
     mask = cv2.GaussianBlur(mask, (0, 0), sigma)
@@ -838,12 +845,11 @@ def lid_patches(src_landmarks: np.ndarray, dst_landmarks: np.ndarray, skins, sha
         (x1, y1) = np.minimum(np.ceil(eye.max(0)).astype(int) + pad + 1, (w, h))
         if x1 <= x0 or y1 <= y0:
             continue
-        win = np.zeros(((y1 - y0) * ss, (x1 - x0) * ss), np.float32)   # drawn ss x finer, then averaged down
-        cv2.fillPoly(win, [_fixed_point(eye - (x0, y0), ss)], 1.0, cv2.LINE_AA, 4)
+        fine = ((y1 - y0) * ss, (x1 - x0) * ss)                     # drawn ss x finer, then averaged down
+        win = _aa_canvas(fine, lambda c, v: cv2.fillPoly(c, [_fixed_point(eye - (x0, y0), ss)], v, cv2.LINE_AA, 4))
         win = cv2.dilate(win, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * int(LID_MARGIN * width * ss) + 1,) * 2))
-        lash = np.zeros_like(win)
-        cv2.polylines(lash, [_fixed_point(dst[upper, :2] - (x0, y0), ss)], False, 1.0,
-                      max(1, int(round(LASH_WIDTH * width * ss))), cv2.LINE_AA, 4)
+        lash = _aa_canvas(fine, lambda c, v: cv2.polylines(c, [_fixed_point(dst[upper, :2] - (x0, y0), ss)], False, v,
+                                                           max(1, int(round(LASH_WIDTH * width * ss))), cv2.LINE_AA, 4))
         if ss > 1:
             win = cv2.resize(win, (x1 - x0, y1 - y0), interpolation=cv2.INTER_AREA)
             lash = cv2.resize(lash, (x1 - x0, y1 - y0), interpolation=cv2.INTER_AREA)

@@ -372,6 +372,23 @@ def _eyes_image(lm, size=128, skin=(180, 140, 120)):
     return img
 
 
+def test_the_drawn_lash_line_is_antialiased_at_the_outputs_pixels(fm):
+    """A closed eye drawn at an output's resolution (no supersampling, as ``OutputWarp`` draws a 512 px frame):
+    the lash line along the lid shades its pixels by how much of each it covers. OpenCV antialiases only on
+    8-bit canvases: drawn on a float one, the line was two colours, a stepped pen stroke across the lid."""
+    lm, _ = _face(fm)
+    closed = g.target_landmarks(fm, lm, np.zeros(40), _p(fm, eye_close_left=1.0, eye_close_right=1.0))
+    skin = np.array([180.0, 140, 120], np.float32)
+    patches = g.lid_patches(lm * 4, closed * 4, [skin, skin], (512, 512), ss=1)
+    assert patches and len(patches) == 2
+    for _box, fill, alpha in patches:
+        shade = fill[..., 0] / skin[0]                  # 1: skin; LASH_DARK: under the lash's core
+        lash = shade < 1 - 1e-3
+        assert shade.min() < 1 - 0.5 * g.LASH_OPACITY * (1 - g.LASH_DARK)        # a dark line is there
+        levels = np.unique(np.round(shade[lash], 3))
+        assert len(levels) > 12, levels                  # its edges shaded, not a hard step
+
+
 def test_drawn_lids_cover_a_closing_eye_with_the_skin_round_it(fm):
     """engine.geometry.lid_layer: an eye closed fully is painted over with the skin round it (the warp alone
     squeezes the dark eye into the slit), none where an eye closes by less than LID_FROM of its area or
