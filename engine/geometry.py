@@ -230,8 +230,9 @@ def turn_eyes(backward: np.ndarray, margin: int, src_landmarks: np.ndarray, dst_
         x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, g), min(y1, g)
         if x1 - x0 < 2 or y1 - y0 < 2:
             continue
+        # a hard edge (not antialiased): the turned eyeball stays inside the opening, nothing round it moves
         mask = np.zeros((y1 - y0, x1 - x0), np.float32)
-        cv2.fillPoly(mask, [np.round((pts - (x0, y0)) * 16).astype(np.int32)], 1.0, lineType=cv2.LINE_AA, shift=4)
+        cv2.fillPoly(mask, [np.round((pts - (x0, y0)) * 16).astype(np.int32)], 1.0, lineType=cv2.LINE_8, shift=4)
         xs, ys = np.meshgrid(np.arange(x0, x1, dtype=np.float64) - margin, np.arange(y0, y1, dtype=np.float64) - margin)
         rel = np.stack([xs - a[0], ys - a[1]], -1)
         u, v = rel @ e, rel @ n
@@ -978,9 +979,10 @@ class MeshWarp:
         lm = np.asarray(dst_landmarks)[:, :2]
         mask = np.zeros((self.size, self.size), np.float32)
         eyes = [np.round(lm[list(loop)] * 16).astype(np.int32) for loop in (RIGHT_EYE_LOOP, LEFT_EYE_LOOP)]
-        cv2.fillPoly(mask, eyes, EYE_VALUE, lineType=cv2.LINE_AA, shift=4)
+        # hard edges, as the generator was trained with (OpenCV does not antialias a float canvas)
+        cv2.fillPoly(mask, eyes, EYE_VALUE, lineType=cv2.LINE_8, shift=4)
         cv2.fillPoly(mask, [np.round(lm[list(INNER_LIP_LOOP)] * 16).astype(np.int32)], MOUTH_VALUE,
-                     lineType=cv2.LINE_AA, shift=4)
+                     lineType=cv2.LINE_8, shift=4)
         return mask
 
     def warp_crop(self, crop: np.ndarray, dst_landmarks: np.ndarray, backward: np.ndarray | None = None
