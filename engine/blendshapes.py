@@ -34,8 +34,9 @@ distance times 128 is pixels in a 128 x 128 aligned crop.
 How the models are learned (``build_models``)
 ---------------------------------------------
 1. Face-mesh tracks of videos (``extract_track``: ``engine.video`` frames, ``engine.face`` mesh in
-   static mode on every frame, as the face drivers read faces), each frame rigidly aligned to the template (3D similarity Procrustes on
-   ``engine.face.STABLE_POINTS``: forehead, nose bridge, eye corners, temples, cheekbones).
+   static mode on every frame, as the face drivers read faces), each frame rigidly aligned to the
+   template (3D similarity Procrustes on ``engine.face.STABLE_POINTS``: forehead, nose bridge, eye
+   corners, temples, cheekbones).
 2. A neutral per sequence (``estimate_neutral``): frames with the mouth closed and the eyes open
    (lip gap in the lowest 30 %, eye opening in the highest 70 % of that sequence), and of those the
    10 % nearest to their median; the neutral is their mean. **(choice)** No frame of an in-the-wild
