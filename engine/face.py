@@ -981,7 +981,9 @@ class FaceTracker:
         # Static mode on the face's square (its own detector places the mesh every frame): in video mode
         # the mesh, placed from its previous landmarks, reads open mouths short of their lips (0.89-0.96 of
         # the static mesh's motion on held-out talking clips, its points on the teeth; static 0.96-1.02).
-        self.detector = detector or FaceMeshDetector(static=True, max_faces=1, locate=False)
+        # Two faces: a neighbour's may reach into the square, and of two the one nearest its centre is taken
+        # (``detect_in``); with one, the detector's more confident face was, whoever's it was.
+        self.detector = detector or FaceMeshDetector(static=True, max_faces=2, locate=False)
         self._own_locator = locator is None
         self._locator = locator
         self._filter = OneEuroFilter(min_cutoff=min_cutoff, beta=beta, d_cutoff=d_cutoff, freq=fps)

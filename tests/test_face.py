@@ -248,6 +248,26 @@ def test_the_tracker_reads_an_open_mouth_as_open_as_the_whole_frames_mesh(shared
     assert (tracked - whole).mean() > -0.0035
 
 
+def test_the_tracker_reads_the_face_it_chose_when_a_neighbour_reaches_into_its_square(shared_data):
+    """Two people, the second overlapping the first's right side: the tracker locks on to the largest face
+    its search finds, and the mesh on that face's square must read that face, though a more confident one
+    reaches into the square (with one face a call, the detector's pick was the neighbour's)."""
+    a = [f for f, _ in read_frames(shared_data / "driving" / "d18.mp4", max_frames=6)]
+    b = [f for f, _ in read_frames(shared_data / "driving" / "d19.mp4", max_frames=6)]
+    frames = []
+    for fa, fb in zip(a, b):
+        c = np.full((720, 1280, 3), 40, np.uint8)
+        c[200:520, 300:620] = cv2.resize(fa, (320, 320), interpolation=cv2.INTER_AREA)
+        c[240:480, 500:740] = cv2.resize(fb, (240, 240), interpolation=cv2.INTER_AREA)
+        frames.append(c)
+    with face.FaceTracker(size=128, max_faces=1) as tr:
+        chosen = tr.locator.locate(frames[0])[0]          # the largest: the first person's
+        assert chosen.centre[0] < 500
+        for i, frame in enumerate(frames):
+            r = tr.process(frame, i / 30)
+            assert r.ok and abs(r.landmarks[:, 0].mean() - chosen.centre[0]) < 0.5 * chosen.w, (i, r.status)
+
+
 def test_still_replayed_with_noise_barely_moves(shared_data):
     img = face.load_image(shared_data / "portraits" / "s5.jpg")
     rng = np.random.default_rng(0)
