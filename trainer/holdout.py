@@ -5,7 +5,7 @@ Paths are relative to the shared data folder (``../shared/data``); globs allowed
 each held-out identity appears nowhere else in the data (**(choice)**: PC-AVS has people appearing
 twice and the GRID samples may share speakers, so none of those are held out; they train):
 - ``driving/d19``: the LivePortrait clip held out since the first model (a woman talking).
-- ``talking/sadtalker_wda_aoc``: an HDTF speech (a man, 8 s).
+- ``talking/sadtalker_wda_aoc``: an HDTF speech (a woman, 8 s).
 - ``talking/tpsmm_driving``: a man talking (6.8 s).
 - ``talking/aniportrait_pose_ref``: a speech (5 s).
 - ``expressions/W011_*``: one MEAD actress, 8 posed emotions (blinks, brows, smiles).
