@@ -982,7 +982,7 @@ class FaceTracker:
         # the mesh, placed from its previous landmarks, reads open mouths short of their lips (0.89-0.96 of
         # the static mesh's motion on held-out talking clips, its points on the teeth; static 0.96-1.02).
         # Two faces: a neighbour's may reach into the square, and of two the one nearest its centre is taken
-        # (``detect_in``); with one, the detector's more confident face was, whoever's it was.
+        # (``detect_in``); with one a call, the detector's more confident face was taken, whoever's it was.
         self.detector = detector or FaceMeshDetector(static=True, max_faces=2, locate=False)
         self._own_locator = locator is None
         self._locator = locator
