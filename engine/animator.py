@@ -519,19 +519,24 @@ class Animator:
         gen = np.asarray(self.models.generate(src.feats, np.clip(p, -1.0, 1.0)), np.float32)   # Eq. 4 on the crop
         return [from_model_output(g) for g in gen]
 
-    def animate_batch(self, params, poses=None) -> list[np.ndarray]:
-        """``animate`` for a batch of parameter vectors (B, N) (and head poses (B, 6))."""
+    def animate_batch(self, params, poses=None, mouths=None) -> list[np.ndarray]:
+        """``animate`` for a batch of parameter vectors (B, N) (and head poses (B, 6), driver mouths (B,))."""
         p, src = self._checked(params, None)
         poses = self._poses(poses, len(p), src)
+        if mouths is not None and len(mouths) != len(p):
+            raise ValueError(f"got {len(p)} parameter vectors and {len(mouths)} driver mouths")
         if src.warp is not None:
-            return self._animate_warped(p, src, poses)
+            return self._animate_warped(p, src, poses, mouths)
         return [self.paste(g, src) for g in self.generate_crops(p, src)]
 
-    def animate(self, params, pose=None) -> np.ndarray:
+    def animate(self, params, pose=None, mouth=None) -> np.ndarray:
         """One output frame (H_out, W_out, 3) uint8 RGB for a parameter vector (N,) (in [-1, 1], or up to
         ``P_LIMIT`` from a relative driver); ``pose``: the head's pose (6,) in ``engine.pose`` units
-        (degrees, inter-ocular distances, ln size), or None (expression only)."""
-        return self.animate_batch(params, None if pose is None else np.asarray(pose, np.float64)[None])[0]
+        (degrees, inter-ocular distances, ln size), or None (expression only); ``mouth``: the driver frame's
+        mouth (``engine.mouth.cut_mouth``) shown inside the opening, or None (the drawn interior). The
+        geometry-guided path draws mouths; the pure image-to-image generators ignore them."""
+        return self.animate_batch(params, None if pose is None else np.asarray(pose, np.float64)[None],
+                                  None if mouth is None else [mouth])[0]
 
     def _poses(self, poses, n: int, src: PreparedSource):
         """Head poses and gazes (B, 8) (or the head's six alone), softly clamped to ``engine.pose.LIMITS``; None
@@ -609,21 +614,24 @@ class Animator:
                 gen[i] = gen[i] + g
         return dsts, maps, shades, gen
 
-    def _animate_warped(self, p: np.ndarray, src: PreparedSource, poses: np.ndarray | None = None
-                        ) -> list[np.ndarray]:
+    def _animate_warped(self, p: np.ndarray, src: PreparedSource, poses: np.ndarray | None = None,
+                        mouths=None) -> list[np.ndarray]:
         """Full resolution: the portrait's own pixels warped by the crop-level flow carried to the
         output frame, the mouth interior and lids drawn over it at the output's pixels, and the generator's
-        paint (a shading at crop resolution) upsampled and added (Eq. 4 at the output's resolution)."""
+        paint (a shading at crop resolution) upsampled and added (Eq. 4 at the output's resolution); then
+        the driver's own mouth interior, where given, inside the opening."""
         dsts, maps, shades, _ = self._warp_layers(p, src, poses, crops=False)
         w = self._warp_for(src, poses).out
         base, crop = src.info.base, src.info.crop
         x0, y0, x1, y1 = w.roi
         frames = []
-        for dst, bm, shade in zip(dsts, maps, shades):
+        for i, (dst, bm, shade) in enumerate(zip(dsts, maps, shades)):
             region = w.warp(base, bm)
             w.draw(region, crop, dst)
             if shade is not None:
                 w.add(region, shade)
+            if mouths is not None and mouths[i] is not None:
+                w.paste_mouth(region, crop, dst, mouths[i])
             out = base.copy()
             out[y0:y1, x0:x1] = region
             frames.append(out)

@@ -1147,6 +1147,7 @@ class OutputWarp:
         # the drawn layer's supersampling at the output's pixels: none from two output pixels a crop pixel
         # (its edges are blurred over several of them, its lash line antialiased)
         self._drawn_ss = int(np.clip(np.ceil(2.0 / per_crop_px - 1e-6), 1, 4))
+        self._mouth_colours = None
 
     def maps(self, backward: np.ndarray):
         """For the output region: the output pixel each pixel shows, as OpenCV's fixed-point maps (what
@@ -1174,6 +1175,21 @@ class OutputWarp:
         patches = self.mesh.drawn_patches(crop, dst_landmarks, self._crop_to_roi, region.shape[:2], self._drawn_ss)
         for (x0, y0, x1, y1), ac, a in patches or ():
             _blend_kernel()(region[y0:y1, x0:x1], np.concatenate([ac, a], -1))
+
+    def paste_mouth(self, region: np.ndarray, crop: np.ndarray, dst_landmarks: np.ndarray, mouth) -> bool:
+        """The driver's mouth interior (an ``engine.mouth.DriverMouth``) drawn into the target's opening over
+        ``region`` (the output region, uint8), at the output's pixels, in place; in the colours of the skin round
+        the portrait's mouth in ``crop``. False where nothing was drawn."""
+        from .mouth import paste_mouth, skin_colour
+        if self._mouth_colours is None or self._mouth_colours[0] is not crop:   # the portrait's: every frame the same
+            self._mouth_colours = (crop, skin_colour(crop, self.mesh.src), colourfulness(crop))
+        _, skin, colour = self._mouth_colours
+        if skin is None:
+            return False
+        to = self._crop_to_roi
+        src = self.mesh.src[:, :2] @ to[:, :2].T + to[:, 2]
+        dst = np.asarray(dst_landmarks, np.float64)[:, :2] @ to[:, :2].T + to[:, 2]
+        return paste_mouth(region, mouth, src, dst, skin, colour, self._drawn_ss)
 
     def add(self, region: np.ndarray, change: np.ndarray) -> None:
         """Add a crop-level change (S, S, 3) float32 (the generator's paint: a change of brightness over the

@@ -378,6 +378,7 @@ class FaceDriver:
         self._lost_value: np.ndarray | None = None  # value when the face was lost
         self.raw: np.ndarray | None = None          # last unsmoothed regression
         self.target: np.ndarray | None = None       # what the last frame gave the filter (None: nothing)
+        self._mouth = None                          # the last frame's mouth (engine.mouth.cut_mouth) or None
         self.state = FaceDriverState()
         self.frames = 0
 
@@ -562,8 +563,11 @@ class FaceDriver:
         import time
         t0 = time.perf_counter()
         from engine.geometry import mouth_opening
+        from engine.mouth import cut_mouth
         res = self.tracker.process(frame, t)
         p_raw, mouth, head, crop_lm = None, float("nan"), None, None
+        with self._lock:
+            self._mouth = cut_mouth(frame, res.landmarks) if res.ok and res.landmarks is not None else None
         if res.ok:
             if self.person_changed(lambda: res.crop, t, wait=False):   # live: the comparison beside the frames
                 self.calibrate()
@@ -716,6 +720,12 @@ class FaceDriver:
             if t is None:
                 t = self.state.t
             return self._value(float(t))[:self.n_params]
+
+    def mouth(self) -> object | None:
+        """The last frame's mouth (``engine.mouth.cut_mouth``: the driver's teeth and tongue, drawn inside the
+        portrait's opening) while its face is followed; None without one."""
+        with self._lock:
+            return self._mouth if self._lost_value is None else None
 
     def pose_value(self, t: float | None = None) -> np.ndarray:
         """The head pose and gaze (8,) at ``t`` in ``engine.pose`` units (degrees, inter-ocular distances, ln size)."""
@@ -967,6 +977,15 @@ class DriverMix:
             raise ValueError(f"unknown driver {name!r}; use {', '.join(DRIVER_NAMES[:-1])} or rest")
         with self._lock:
             self.routes[group] = name
+
+    def mouth(self) -> object | None:
+        """The face driver's last mouth (``FaceDriver.mouth``) where it drives the speech group and no speech
+        slider is pinned over it; None (the drawn interior) otherwise: a track, sound or sliders move the lips."""
+        with self._lock:
+            d = self.drivers.get("face") if self.routes["speech"] == "face" else None
+        if d is None or not hasattr(d, "mouth") or self.sliders.pinned[self.idx["speech"]].any():
+            return None
+        return d.mouth()
 
     def value(self, t: float | None) -> np.ndarray:
         with self._lock:

@@ -266,6 +266,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "the model can), 'expression' (expression and speech only; the h key switches) or 'speech' "
                         "(the lips and jaw only)")
     add_expression_scale_argument(p)
+    from engine.mouth import add_interior_argument
+    add_interior_argument(p)
     add_framing_arguments(p)
     p.add_argument("--record", default=None,
                    help="also write the animated video here (.mp4, .mov, .mkv, .webm or .gif; no sound)")
@@ -409,7 +411,8 @@ def main(args) -> int:
             else:
                 time.sleep(max(0.0, t_start + (n + 1) / fps - time.monotonic()))
             t_clock = player.now() if player is not None else time.monotonic() - clock0
-            out = anim.animate(mix.value(t_clock), pose=face.pose_value(t_clock) if head and face is not None else None)
+            out = anim.animate(mix.value(t_clock), pose=face.pose_value(t_clock) if head and face is not None else None,
+                               mouth=mix.mouth() if args.mouth_interior == "driver" else None)
             n += 1
             if writer is not None:
                 writer.write(out)

@@ -362,7 +362,7 @@ def render(source, driver, out, *, audio=None, checkpoint=None, backend: str = "
            params: str = "mesh", renderer: str = "model", motion: str | None = None,
            face: tuple[float, float] | None = None, source_mouth: str = "closed", precision: str = "fp32",
            neutral_at: float | str | None = None, expression_scale: float = 1.0, framing: str = "square",
-           source_face: tuple[float, float] | None = None) -> RenderResult:
+           source_face: tuple[float, float] | None = None, mouth_interior: str = "driver") -> RenderResult:
     """Render ``source`` (portrait) driven by ``driver`` (video or track) to ``out``. ``framing``: "square"
     (a square around the face, ``size`` px, default 512) or "full" (the whole photo, its aspect kept,
     long side ``size``, default the photo's own up to 1920: LivePortrait's paste-back, SadTalker's
@@ -383,7 +383,8 @@ def render(source, driver, out, *, audio=None, checkpoint=None, backend: str = "
     ``engine.blendshapes.estimate_neutral``, as a track's): for a driver that
     starts mid-expression (a smile held through its first second would otherwise open the portrait's
     eyes wider than its own for the whole video). ``expression_scale``: the driver's expression and speech
-    motion times this (streaming.drivers; 1: as driven)."""
+    motion times this (streaming.drivers; 1: as driven). ``mouth_interior``: with a driver video, "driver" (the
+    driver's own teeth and tongue inside the portrait's open mouth, engine.mouth) or "drawn"."""
     out = Path(out)
     driver = Path(driver)
     if not driver.exists():
@@ -402,6 +403,8 @@ def render(source, driver, out, *, audio=None, checkpoint=None, backend: str = "
         raise ValueError(f"renderer must be 'model' or 'warp-only', not {renderer!r}")
     from engine.animator import check_framing
     check_framing(framing, size)
+    from engine.mouth import check_interior
+    check_interior(mouth_interior)
     from .drivers import check_expression_scale, check_motion
     check_motion(motion)
     expression_scale = check_expression_scale(expression_scale)
@@ -425,7 +428,7 @@ def render(source, driver, out, *, audio=None, checkpoint=None, backend: str = "
                            crf=crf, preset=preset, max_seconds=max_seconds, progress=progress, threads=threads,
                            params=params, renderer=renderer, motion=motion, face=face, source_mouth=source_mouth,
                            precision=precision, neutral_at=neutral_at, expression_scale=expression_scale,
-                           framing=framing, source_face=source_face)
+                           framing=framing, source_face=source_face, mouth_interior=mouth_interior)
     except BaseException:
         for d in reversed(made):  # folders made for the output, if the render left them empty
             try:
@@ -514,7 +517,7 @@ def prepare_output(out: Path) -> list[Path]:
 def _render(source, driver: Path, out: Path, *, audio, checkpoint, backend, models, size, fps, side_by_side, mode,
             no_audio, batch, crf, preset, max_seconds, progress, threads, params, renderer, motion,
             face=None, source_mouth="closed", precision="fp32", neutral_at=None, expression_scale=1.0,
-            framing="square", source_face=None) -> RenderResult:
+            framing="square", source_face=None, mouth_interior="driver") -> RenderResult:
     from engine.animator import Animator, load_models
     from engine.atomic import atomic_path
 
@@ -547,7 +550,7 @@ def _render(source, driver: Path, out: Path, *, audio, checkpoint, backend, mode
         from .drivers import check_params_source
         check_params_source(params, anim.fit if anim.face_model is not None else None)
         job = _VideoJob(anim, driver, n_exp, fps, audio, no_audio, max_seconds, side_by_side, mode, params, motion,
-                        face, neutral_at, expression_scale)
+                        face, neutral_at, expression_scale, mouth_interior)
     h, w = anim.output_shape
     if side_by_side:
         w = w + job.left_width(h)
@@ -646,8 +649,8 @@ def _generate(anim, q_in: queue.Queue, q_out: queue.Queue, stop: threading.Event
                 break
             if stop.is_set():
                 break
-            params, lefts, poses = item
-            frames = anim.animate_batch(np.stack(params), None if poses is None else np.stack(poses))
+            params, lefts, poses, mouths = item
+            frames = anim.animate_batch(np.stack(params), None if poses is None else np.stack(poses), mouths)
             if side:
                 frames = [_side(left, f) for left, f in zip(lefts, frames)]
             if not _put(q_out, (seq, frames), stop):
@@ -713,7 +716,7 @@ class _TrackJob:
                 lefts.append(_bars(p, self.n_exp, 256, 256) if self.side else None)
                 if len(params) == batch or i == self.n_frames - 1:
                     poses = [self.driver.pose(k / self.fps) for k in range(start, i + 1)] if self.head else None
-                    if not _put(q, (params, lefts, poses), stop):
+                    if not _put(q, (params, lefts, poses, None), stop):
                         return
                     params, lefts, start = [], [], i + 1
         finally:
@@ -737,8 +740,9 @@ def face_point(value, option: str = "--face", picture: str = "the driver video")
 
 class _VideoJob:
     def __init__(self, anim, path, n_exp, fps, audio, no_audio, max_seconds, side, mode, params="mesh",
-                 motion="expression", face=None, neutral_at=None, expression_scale=1.0):
+                 motion="expression", face=None, neutral_at=None, expression_scale=1.0, mouth="driver"):
         self.params = params
+        self.mouth = mouth
         self.expression_scale = expression_scale
         self.head = motion == "head"
         # --motion speech: the portrait's own expression (DriverMix.hold_expression's rest), kept once
@@ -788,6 +792,7 @@ class _VideoJob:
         from engine.video import read_frames
 
         from engine.geometry import mouth_opening
+        from engine.mouth import cut_mouth
         from engine.pose import measure
 
         from .drivers import FaceDriver
@@ -808,7 +813,7 @@ class _VideoJob:
             self.tracker = FaceTracker(size=self.anim.image_size, fps=self.fps, max_faces=1, pick=self.face,
                                        lazy_crop=self.params == "mesh")
             ahead = drv.lookahead()   # the whole video is known: the head without the smoothing's lag
-            pending = []   # (rgb, t, result)
+            pending = []   # (rgb, t, result, the frame's mouth)
             # Relative mode: the driver's neutral (drivers.neutral_of) from its first second of faces (at
             # least 8; looked for in the first 2 s); those frames wait until it is known. With --neutral-at,
             # from the second of faces from that time (auto: from frames spread over the whole video), read by
@@ -850,22 +855,22 @@ class _VideoJob:
                 calibrated = True
 
             def flush(calibrate_here: bool = False):
-                ok = [r for _, _, r in pending if r.ok]
+                ok = [r for _, _, r, _ in pending if r.ok]
                 heads = [measure(r.landmarks) for r in ok]
                 if calibrate_here:
-                    regs = calibrate([r for _, _, r in pending], "at the start", heads)
+                    regs = calibrate([r for _, _, r, _ in pending], "at the start", heads)
                 else:
                     regs = read_batch(ok) if ok else np.zeros((0, self.anim.n_params), np.float32)
                 it, it_head = iter(regs), iter(heads)
                 ready = []
-                for rgb, t, r in pending:
+                for rgb, t, r, mouth in pending:
                     if r.ok:
                         drv.update(next(it), t, r.status, r.message, head=next(it_head))
                     else:
                         self.missing += 1
                         self.lost += r.status == "lost"
                         drv.update(None, t, r.status, r.message)
-                    ready += ahead.push(t, drv.vector(t), drv.target, rgb)
+                    ready += ahead.push(t, drv.vector(t), drv.target, (rgb, mouth))
                 pending.clear()
                 return send(ready)
 
@@ -873,15 +878,17 @@ class _VideoJob:
                 """Frames whose values are final ((vector, driver frame) from ``ahead``, half a second at a time)
                 to the generation workers, ``batch`` at a time."""
                 for start in range(0, len(ready), batch):
-                    params, lefts, poses = [], [], []
-                    for v, rgb in ready[start:start + batch]:
+                    params, lefts, poses, mouths = [], [], [], []
+                    for v, (rgb, mouth) in ready[start:start + batch]:
                         p, pose = drv.split(v)
                         if self.held_expression is not None:
                             p[:self.n_exp] = self.held_expression
                         params.append(p)
                         poses.append(pose)
                         lefts.append(rgb)
-                    if not _put(q, (params, lefts, poses if self.head else None), stop):
+                        mouths.append(mouth)
+                    if not _put(q, (params, lefts, poses if self.head else None,
+                                    mouths if self.mouth == "driver" else None), stop):
                         return False
                 return True
 
@@ -899,10 +906,11 @@ class _VideoJob:
                     drv.calibrate()
                     calibrated = False
                     self.recalibrated.append(float(t))
-                pending.append((self._left(frame) if self.side else None, t, res))
+                mouth = cut_mouth(frame, res.landmarks) if self.mouth == "driver" and res.ok else None
+                pending.append((self._left(frame) if self.side else None, t, res, mouth))
                 if not calibrated:
                     res.crop         # the calibration's crops (the person it remembers) cut now: its frames let go
-                    faces = [t for _, t, r in pending if r.ok]
+                    faces = [t for _, t, r, _ in pending if r.ok]
                     if (len(faces) >= k_calib and faces[-1] - faces[0] >= calib_s) or len(pending) >= look:
                         calibrated = True
                         if not flush(calibrate_here=True):
@@ -982,6 +990,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--renderer", choices=["model", "warp-only"], default="model",
                    help="'model' (the generator) or 'warp-only' (no network: the portrait warped along its mesh)")
     add_source_mouth_argument(p)
+    from engine.mouth import add_interior_argument
+    add_interior_argument(p)
     add_precision_argument(p)
     add_expression_scale_argument(p)
     p.add_argument("--face", default=None, metavar="X,Y",
@@ -1014,6 +1024,6 @@ def main(args) -> int:
                  threads=args.threads, params=args.params, renderer=args.renderer, motion=args.motion,
                  face=args.face, source_mouth=args.source_mouth, precision=args.precision,
                  neutral_at=args.neutral_at, expression_scale=args.expression_scale, framing=args.framing,
-                 source_face=args.source_face)
+                 source_face=args.source_face, mouth_interior=args.mouth_interior)
     print(res.summary())
     return 0

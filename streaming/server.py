@@ -14,7 +14,7 @@ Routes (JSON errors are ``{"error": "..."}`` with a 4xx/5xx status):
                                readable image or holds no usable face; 503 when too many are in progress
   GET  /api/tracks             parameter tracks (``--tracks``)
   POST /offer                  {"sdp", "type": "offer", "portrait", "exp", "speech", "track", "mode", "params",
-                               "motion", "mouth", "scale", "framing"}
+                               "motion", "mouth", "interior", "scale", "framing"}
                                -> the answer; 400 on a bad offer, 413 over 256 KB, 503 when all
                                sessions are in use
   GET  /api/sessions           live sessions and their figures ("closing": sessions still being closed)
@@ -46,6 +46,7 @@ Data channel messages (JSON), browser -> server:
   {"type": "route", "exp": "face|track|sliders|rest", "speech": ...|mic}   which driver moves what
   {"type": "mode", "mode": "relative|absolute"}      {"type": "calibrate"}
   {"type": "mouth", "mouth": "closed|own"}            (a relative webcam starts from both mouths closed, or as they are)
+  {"type": "interior", "interior": "driver|drawn"}    (inside the open mouth: the webcam's own teeth and tongue, or drawn)
   {"type": "params", "params": "mesh|head"}           (the webcam's p: blendshape fit of its mesh, or D_p)
   {"type": "motion", "motion": "head|expression|speech"}   (expression + head pose, expression only, or the lips and jaw only)
   {"type": "scale", "value": s}                       (the drivers' expression and speech motion times s, 0..3)
@@ -170,8 +171,10 @@ class Engine:
 
     def __init__(self, models, output_size: int = 512, fps: float = 30.0, max_sessions: int = 2,
                  presets: dict | None = None, n_exp: int | None = None, renderer: str = "model",
-                 audio_net=None, checkpoint=None, source_mouth: str = "closed", framing: str = "square"):
+                 audio_net=None, checkpoint=None, source_mouth: str = "closed", framing: str = "square",
+                 mouth_interior: str = "driver"):
         from engine.animator import Animator
+        from engine.mouth import check_interior
         check_framing(framing, output_size)
         self.models = models
         self._audio_net = audio_net          # the audio model (microphone route), loaded on first use
@@ -182,6 +185,7 @@ class Engine:
         self.renderer = renderer
         self.source_mouth = source_mouth     # engine.animator.Animator's: a relative webcam's starting mouth
         self.framing = framing               # a session's first framing (the page switches it)
+        self.mouth_interior = check_interior(mouth_interior)   # a session's first (engine.mouth; the page switches it)
         self.fps = float(fps)
         self.max_sessions = int(max_sessions)
         self.param_names = list(models.param_names)
@@ -404,6 +408,7 @@ class Engine:
                 "preview": self.face_model is not None,
                 "params_sources": self.params_sources, "renderer": self.renderer,
                 "source_mouth": self.source_mouth, "framing": self.framing, "framings": list(FRAMINGS),
+                "mouth_interior": self.mouth_interior,
                 "mic": self._audio_error is None,     # (not waiting for the model being loaded)
                 "pose_names": list(POSE_NAMES), "pose_labels": pose_labels(), "pose_units": list(POSE_UNITS),
                 "pose_limits": [float(v) for v in POSE_LIMITS], "moves_head": self.moves_head,
@@ -562,7 +567,8 @@ class Session:
     """One browser (or client) connection and everything it owns."""
 
     def __init__(self, engine: Engine, pc, portrait: Portrait, mode: str = "relative", params: str | None = None,
-                 motion: str | None = None, mouth: str | None = None, scale: float = 1.0, framing: str | None = None):
+                 motion: str | None = None, mouth: str | None = None, scale: float = 1.0, framing: str | None = None,
+                 interior: str | None = None):
         from engine.animator import Animator
 
         from .drivers import DriverMix, SlidersDriver
@@ -574,6 +580,7 @@ class Session:
                                  source_mouth=mouth or engine.source_mouth)
         self.params_source = params or engine.params_sources[0]
         self.framing = framing or engine.framing
+        self.interior = interior or engine.mouth_interior   # engine.mouth: "driver" (the webcam's) or "drawn"
         prepared = portrait.framed(self.framing)
         self.animator.use(prepared)
         rest = prepared.info.params
@@ -715,7 +722,7 @@ class Session:
         self.params = p
         pose = self.head_pose(t_content) if self.motion == "head" else None
         self.pose = np.zeros(N_POSE, np.float32) if pose is None else pose.astype(np.float32)
-        out = self.animator.animate(p, pose=pose)
+        out = self.animator.animate(p, pose=pose, mouth=self.mix.mouth() if self.interior == "driver" else None)
         h, w = out.shape[:2]
         if h % 2 or w % 2:
             out = out[: h - h % 2, : w - w % 2]
@@ -885,7 +892,7 @@ class Session:
         s = self.stats.summary()
         s.update({"type": "stats", "session": self.id, "routes": dict(self.mix.routes), "mode": self.mode,
                   "params_source": self.params_source, "mouth": self.animator.source_mouth,
-                  "scale": self.mix.expression_scale, "framing": self.framing,
+                  "interior": self.interior, "scale": self.mix.expression_scale, "framing": self.framing,
                   "portrait": self.portrait_id, "track": self.track.id if self.track else None,
                   "params": [round(float(v), 3) for v in self.params],
                   "pinned": [int(i) for i in np.flatnonzero(self.sliders.pinned)],
@@ -912,7 +919,7 @@ class Session:
                 "n_exp": self.engine.n_exp, "presets": self.engine.preset_names,
                 "rest": [round(float(v), 4) for v in self.animator.source_params],
                 "routes": dict(self.mix.routes), "mode": self.mode, "params_source": self.params_source,
-                "mouth": self.animator.source_mouth, "scale": self.mix.expression_scale,
+                "mouth": self.animator.source_mouth, "interior": self.interior, "scale": self.mix.expression_scale,
                 "framing": self.framing, "output": self.animator.source.output,
                 "motion": self.motion, "portrait": self.portrait_id,
                 "track": self.track.id if self.track else None}
@@ -1034,6 +1041,10 @@ class Session:
                 self.face.neutral_mouth = self.animator.source_mouth
                 self.face.set_rest(self.animator.rest_params, self.animator.source.pose, self.animator.source.lids)
             return {"type": "mouth", "mouth": self.animator.source_mouth}
+        if kind == "interior":
+            from engine.mouth import check_interior
+            self.interior = check_interior(_string(msg, "interior"))    # a ValueError names the choices
+            return {"type": "interior", "interior": self.interior}
         if kind == "params":
             source = _string(msg, "params")
             if source not in self.engine.params_sources:
@@ -1682,6 +1693,11 @@ async def _offer(request, engine: Engine):
         mouth = check_mouth(params.get("mouth", engine.source_mouth), "mouth")
     except ValueError as e:
         raise HTTPError(400, str(e)) from None
+    from engine.mouth import check_interior
+    try:
+        interior = check_interior(params.get("interior", engine.mouth_interior))
+    except ValueError as e:
+        raise HTTPError(400, str(e)) from None
     motion = params.get("motion")
     from .drivers import MOTIONS
     motions = [m for m in MOTIONS if m != "head" or engine.moves_head]
@@ -1706,7 +1722,7 @@ async def _offer(request, engine: Engine):
         await engine.prepared(portrait)
         pc = RTCPeerConnection()
         session = Session(engine, pc, portrait, mode=mode, params=source, motion=motion, mouth=mouth, scale=scale,
-                          framing=framing)
+                          framing=framing, interior=interior)
         exp, speech = params.get("exp", "face"), params.get("speech", "face")
         try:
             if exp == "mic":
@@ -1871,6 +1887,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--renderer", choices=["model", "warp-only"], default="model",
                    help="'model' (the generator) or 'warp-only' (no network: the portrait warped along its mesh)")
     add_source_mouth_argument(p)
+    from engine.mouth import add_interior_argument
+    add_interior_argument(p)
     add_precision_argument(p)
     p.add_argument("--fps", type=float, default=30.0, help="stream frame rate without a webcam (default 30)")
     p.add_argument("--ice", choices=["all", "loopback"], default="all",
@@ -1890,7 +1908,8 @@ def build_engine(args) -> Engine:
     from engine.animator import load_models
     models = load_models(args.checkpoint, backend=args.backend, threads=args.threads, precision=args.precision)
     eng = Engine(models, output_size=args.size, fps=args.fps, max_sessions=args.max_sessions, checkpoint=args.checkpoint,
-                 renderer=args.renderer, source_mouth=args.source_mouth, framing=args.framing)
+                 renderer=args.renderer, source_mouth=args.source_mouth, framing=args.framing,
+                 mouth_interior=args.mouth_interior)
     for spec in args.portraits:
         for f in _expand(spec, IMAGE_EXTS):
             try:

@@ -252,6 +252,12 @@ def test_page_switches_head_motion(tmp_path):
             while _session_status(url)["mouth"] != "own":
                 assert time.monotonic() < deadline, "the mouth switch did not reach the session"
                 time.sleep(0.2)
+            assert _session_status(url)["interior"] == "driver"
+            page.check("input[name=interior][value=drawn]")     # inside the mouth: drawn, not the webcam's
+            deadline = time.monotonic() + 10
+            while _session_status(url)["interior"] != "drawn":
+                assert time.monotonic() < deadline, "the interior switch did not reach the session"
+                time.sleep(0.2)
             page.click("#presets button:text-is('look left')")
             deadline = time.monotonic() + 10
             while not _session_status(url).get("pose_pinned"):

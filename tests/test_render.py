@@ -267,13 +267,13 @@ def test_generation_workers_put_the_frames_back_in_order_and_stop_on_a_failure(e
     base = animator.Animator.animate_batch
     calls, lock = [0], threading.Lock()
 
-    def uneven(self, params, poses=None):
+    def uneven(self, params, poses=None, mouths=None):
         with lock:
             calls[0] += 1
             k = calls[0]
         if k % 2:
             time.sleep(0.05)       # the odd batches finish after the even ones that follow them
-        return base(self, params, poses)
+        return base(self, params, poses, mouths)
     outs = {}
     for workers in (1, 2):
         monkeypatch.setattr(R, "GENERATION_WORKERS", workers)
@@ -288,12 +288,12 @@ def test_generation_workers_put_the_frames_back_in_order_and_stop_on_a_failure(e
     assert all(np.array_equal(a, b) for a, b in zip(outs[1], outs[2]))
     assert any(not np.array_equal(outs[1][i], outs[1][i + 1]) for i in range(29))   # the order shows
 
-    def failing(self, params, poses=None):
+    def failing(self, params, poses=None, mouths=None):
         with lock:
             calls[0] += 1
             if calls[0] == 3:
                 raise RuntimeError("generator failed")
-        return base(self, params, poses)
+        return base(self, params, poses, mouths)
     monkeypatch.setattr(animator.Animator, "animate_batch", failing)
     from streaming.drivers import DriverMix
     mix_value = DriverMix.value

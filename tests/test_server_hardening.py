@@ -372,6 +372,8 @@ def test_every_data_channel_message_gets_a_reply(setup):
         '{"type": "mode", "mode": "sideways"}': "mode",
         '{"type": "mouth", "mouth": "open"}': "closed, own",
         '{"type": "mouth", "mouth": 1}': "mouth",
+        '{"type": "interior", "interior": "teeth"}': "driver, drawn",
+        '{"type": "interior"}': "interior",
         '{"type": "scale", "value": 3.5}': "expression scale must be a number from 0",
         '{"type": "scale", "value": "1"}': "value",
         '{"type": "scale"}': "value",

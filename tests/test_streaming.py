@@ -114,6 +114,9 @@ def test_garbage_sdp_is_400_with_reason(setup):
             st, body = await _post(url + "/offer", json={"sdp": "v=0\r\nm=video 9 junk\r\n", "type": "offer",
                                                           "mouth": ["open"]})
             assert st == 400 and "mouth must be one of closed, own" in body["error"], body
+            st, body = await _post(url + "/offer", json={"sdp": "v=0\r\nm=video 9 junk\r\n", "type": "offer",
+                                                          "interior": "teeth"})
+            assert st == 400 and "mouth interior must be one of" in body["error"], body
             for scale in ("2", 3.5, -1, True):
                 st, body = await _post(url + "/offer", json={"sdp": "v=0\r\nm=video 9 junk\r\n", "type": "offer",
                                                               "scale": scale})
@@ -387,6 +390,10 @@ def test_webcam_driver_moves_the_face(setup):
                 await c.request({"type": "mouth", "mouth": "closed"}, "mouth")
                 assert np.allclose(session.face.rest_params, closed) and session.face.neutral_mouth == "closed"
                 assert session.face.face_model is not None          # (so its neutral's lips are closed)
+                # the page's "Inside the mouth": the webcam's own (its last frame's mouth), or drawn
+                assert session.interior == "driver" and session.mix.mouth() is session.face.mouth() is not None
+                r = await c.request({"type": "interior", "interior": "drawn"}, "interior")
+                assert r["interior"] == "drawn" == session.interior
             await _wait_closed(eng)
     asyncio.run(run())
 

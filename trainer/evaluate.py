@@ -495,6 +495,7 @@ class EvalOptions:
     head_motion: bool = True             # the driver's head pose moves the portrait's head (render's default)
     source_mouth: str = "closed"         # the relative mode's starting mouth (engine.animator.Animator)
     expression_scale: float = 1.0        # the driver's motion times this (render --expression-scale)
+    mouth_interior: str = "driver"       # the driver's mouth inside the portrait's (render --mouth-interior)
     motion_clips: list | None = None     # driver clips (paths under data, globs); None: the held-out ones
     motion_portraits: list | None = None  # cross-identity sources; None: the held-out portraits
 
@@ -728,7 +729,8 @@ def motion_options(opts: EvalOptions):
     return MotionOptions(data=opts.data, every=opts.motion_every, max_frames=opts.motion_frames,
                          clips=opts.motion_clips, portraits=opts.motion_portraits,
                          output_size=opts.motion_size, head_motion=opts.head_motion, device=opts.device,
-                         source_mouth=opts.source_mouth, expression_scale=opts.expression_scale)
+                         source_mouth=opts.source_mouth, expression_scale=opts.expression_scale,
+                         mouth_interior=opts.mouth_interior)
 
 
 def motion_metrics(models_list: list[Models], fm: FaceModel, opts: EvalOptions, log=print,
@@ -886,6 +888,8 @@ def add_arguments(p) -> None:
     from streaming.drivers import add_expression_scale_argument
     add_source_mouth_argument(g)
     add_expression_scale_argument(g)
+    from engine.mouth import add_interior_argument
+    add_interior_argument(g)
     g.add_argument("--motion-size", type=int, default=256, help="output size the frames are measured at (default 256)")
     g.add_argument("--motion-clips", nargs="*", default=None,
                    help="driver clips under --data (globs allowed; default: the held-out talking clips and W011's)")
@@ -911,6 +915,7 @@ def main(args) -> int:
                        motion_frames=args.motion_frames or None, motion_every=args.motion_every,
                        motion_size=args.motion_size, motion_clips=args.motion_clips,
                        motion_portraits=args.motion_portraits, head_motion=args.head_motion,
-                       source_mouth=args.source_mouth, expression_scale=args.expression_scale)
+                       source_mouth=args.source_mouth, expression_scale=args.expression_scale,
+                       mouth_interior=args.mouth_interior)
     evaluate(models, lambda m: FaceModel(m, args.blendshapes), opts)
     return 0

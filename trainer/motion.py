@@ -52,8 +52,9 @@ unchanged), ``warp-only`` (no network: the Animator's warp-only renderer, the po
 output's resolution along its own fitted mesh to the target p, ``engine.geometry``), once per p
 source, and each model through the normal Animator path (``Animator.animate_batch``; a
 geometry-guided model warps the same way, then adds its colour and attention). A renderer is any
-callable ``(SourceFace, P (B, N), poses (B, 6) or None) -> list of (H, W, 3) uint8 frames`` in the
-Animator's output framing.
+callable ``(SourceFace, P (B, N), poses (B, 6) or None, mouths (B,) or None) -> list of (H, W, 3) uint8
+frames`` in the Animator's output framing; ``mouths``: the driver frames' mouths (``engine.mouth``), drawn
+inside the portrait's opening as render draws them (``MotionOptions.mouth_interior``).
 
 Self-reenactment: on the self-driven pairs, each result frame is compared with the real frame it
 was driven by, on aligned crops at the model's image size, each frame aligned on its own face mesh
@@ -213,6 +214,7 @@ class DriverClip:
     frames: list[np.ndarray]         # the sampled frames, RGB uint8
     landmarks: list                  # static-mode mesh per sampled frame (478, 3) or None
     openings: np.ndarray             # (T, 2) [mouth, eye] per sampled frame, NaN rows: no face
+    mouths: list                     # per sampled frame, its mouth (engine.mouth.cut_mouth, as render cuts it) or None
     talking: bool = True
     _raw: dict = field(default_factory=dict, repr=False)   # raw p per (source, models id); "heads"
 
@@ -243,6 +245,7 @@ def load_clip(path, size: int, every: int = 3, max_frames: int | None = None,
     """A video read from its start: every frame tracked at the model's crop ``size``, every
     ``every``-th frame (at most ``max_frames`` of them) kept and measured."""
     from engine.face import FaceTracker
+    from engine.mouth import cut_mouth
     from engine.video import read_frames, video_info
     path = Path(path)
     info = video_info(path)
@@ -250,7 +253,7 @@ def load_clip(path, size: int, every: int = 3, max_frames: int | None = None,
     last = None if max_frames is None else (max(1, int(max_frames)) - 1) * every
     own = meter is None
     meter = meter or OpeningMeter()
-    times, tracked, idx, frames, lms = [], [], [], [], []
+    times, tracked, idx, frames, lms, mouths = [], [], [], [], [], []
     try:
         with FaceTracker(size=size, fps=info.fps, max_faces=1) as tracker:
             for i, (rgb, t) in enumerate(read_frames(path)):
@@ -262,11 +265,12 @@ def load_clip(path, size: int, every: int = 3, max_frames: int | None = None,
                     idx.append(i)
                     frames.append(rgb)
                     lms.append(meter.landmarks(rgb))
+                    mouths.append(cut_mouth(rgb, tracked[-1].landmarks) if tracked[-1].ok else None)
     finally:
         if own:
             meter.close()
     ops = np.stack([openings(lm) for lm in lms]) if lms else np.zeros((0, 2))
-    return DriverClip(path.stem, path, float(info.fps), every, times, tracked, idx, frames, lms, ops, talking)
+    return DriverClip(path.stem, path, float(info.fps), every, times, tracked, idx, frames, lms, ops, mouths, talking)
 
 
 def raw_params(clip: DriverClip, p_source: str, models=None, face_model=None) -> np.ndarray:
@@ -384,7 +388,7 @@ def prepare_source(anim, image: np.ndarray, name: str, kind: str, landmarks: np.
 
 # ==================================================================================== rows
 
-Renderer = Callable[[SourceFace, np.ndarray], list]
+Renderer = Callable[..., list]    # (SourceFace, P, poses, mouths) -> frames
 
 
 @dataclass
@@ -399,25 +403,27 @@ class MotionRow:
     models: object = None
 
 
-def copy_renderer(src: SourceFace, P: np.ndarray, poses=None) -> list:
+def copy_renderer(src: SourceFace, P: np.ndarray, poses=None, mouths=None) -> list:
     """The source unchanged (the framed portrait, one object for every frame)."""
     base = src.anim.source.base
     return [base] * len(P)
 
 
-def _animate(anim, P: np.ndarray, poses) -> list:
+def _animate(anim, P: np.ndarray, poses, mouths) -> list:
     out = []
     for i in range(0, len(P), 16):
-        out += anim.animate_batch(np.asarray(P[i:i + 16], np.float32), None if poses is None else poses[i:i + 16])
+        out += anim.animate_batch(np.asarray(P[i:i + 16], np.float32), None if poses is None else poses[i:i + 16],
+                                  None if mouths is None else mouths[i:i + 16])
     return out
 
 
-def model_renderer(src: SourceFace, P: np.ndarray, poses=None) -> list:
-    """The normal Animator path: generator + paste-back (and the head's pose, given ``poses``)."""
-    return _animate(src.anim, P, poses if src.anim.moves_head else None)
+def model_renderer(src: SourceFace, P: np.ndarray, poses=None, mouths=None) -> list:
+    """The normal Animator path: generator + paste-back (and the head's pose, given ``poses``; the driver's mouth
+    interior, given ``mouths``)."""
+    return _animate(src.anim, P, poses if src.anim.moves_head else None, mouths)
 
 
-def warp_only_renderer(src: SourceFace, P: np.ndarray, poses=None) -> list:
+def warp_only_renderer(src: SourceFace, P: np.ndarray, poses=None, mouths=None) -> list:
     """No network: the Animator's warp-only renderer (engine.geometry: the portrait warped at the
     output's resolution along its fitted mesh to each p, with a drawn mouth interior and lids)."""
     from engine.animator import Animator
@@ -426,7 +432,7 @@ def warp_only_renderer(src: SourceFace, P: np.ndarray, poses=None) -> list:
         src.warp_anim = Animator(a.models, output_size=a.output_size, renderer="warp-only",
                                 source_mouth=a.source_mouth)
         src.warp_anim.set_source(src.image, landmarks=src.landmarks)
-    return _animate(src.warp_anim, P, poses)
+    return _animate(src.warp_anim, P, poses, mouths)
 
 
 def default_rows(models: list, model_p_sources=("head",), warp_p_sources=P_SOURCES) -> list[MotionRow]:
@@ -453,6 +459,7 @@ class MotionOptions:
     head_motion: bool = True             # the driver's head pose moves the portrait's head (render's default)
     source_mouth: str = "closed"         # the relative mode's starting mouth (engine.animator.Animator)
     expression_scale: float = 1.0        # the driver's motion times this (render --expression-scale)
+    mouth_interior: str = "driver"       # the driver's mouth inside the portrait's (render --mouth-interior)
     self_reenactment: bool = True
     identity: bool = True                # dlib identity in the self-reenactment table (if installed)
     strips: bool = True
@@ -577,7 +584,8 @@ def run_motion(rows: list[MotionRow], main_models, face_model, opts: MotionOptio
                                                 opts.source_mouth, opts.expression_scale, src.anim.source.lids)
                         P = P[clip.indices]
                         poses = None if poses is None else poses[clip.indices][use]
-                    frames = row.render(src, P[use], poses)
+                    mouths = [clip.mouths[i] for i in use] if opts.mouth_interior == "driver" else None
+                    frames = row.render(src, P[use], poses, mouths)
                     res = meter.series(frames)
                     stats = follow(clip.openings[use], res)
                     stats["result"] = np.round(res, 5).tolist()
@@ -628,7 +636,7 @@ def protocol(opts: MotionOptions, clips, portraits) -> dict:
         "portraits": [n for n, _, _, _ in portraits],
         "training_identities": training_identities(opts.data, clips, portraits), "every": opts.every, "max_frames": opts.max_frames,
         "output_size": opts.output_size, "head_motion": opts.head_motion, "source_mouth": opts.source_mouth,
-        "expression_scale": opts.expression_scale,
+        "expression_scale": opts.expression_scale, "mouth_interior": opts.mouth_interior,
         "mouth_opening": "mean distance of the inner-lip pairs (engine.geometry.LIP_PAIRS) / distance "
                          "of the outer eye corners 33-263; face mesh (static mode) on driver and result frames",
         "eye_opening": "mean upper/lower lid distance of both eyes (LID_PAIRS) / the same inter-ocular distance",

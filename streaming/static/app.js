@@ -256,6 +256,7 @@ async function start() {
       exp: r.exp, speech: r.speech, mode: document.querySelector("input[name=mode]:checked").value,
       params: document.querySelector("input[name=params]:checked").value,
       mouth: document.querySelector("input[name=mouth]:checked").value,
+      interior: document.querySelector("input[name=interior]:checked").value,
       framing: document.querySelector("input[name=framing]:checked").value,
     };
     if (state.info.moves_head) body.motion = document.querySelector("input[name=motion]:checked").value;
@@ -448,6 +449,9 @@ async function init() {
   for (const r of document.querySelectorAll("input[name=mouth]")) {
     r.checked = r.value === (state.info.source_mouth || "closed");
   }
+  for (const r of document.querySelectorAll("input[name=interior]")) {
+    r.checked = r.value === (state.info.mouth_interior || "driver");
+  }
   for (const r of document.querySelectorAll("input[name=framing]")) {
     r.checked = r.value === (state.info.framing || "square");
   }
@@ -511,6 +515,9 @@ async function init() {
   }
   for (const r of document.querySelectorAll("input[name=mouth]")) {
     r.onchange = () => send({ type: "mouth", mouth: r.value });
+  }
+  for (const r of document.querySelectorAll("input[name=interior]")) {
+    r.onchange = () => send({ type: "interior", interior: r.value });
   }
   for (const r of document.querySelectorAll("input[name=framing]")) {
     r.onchange = () => send({ type: "framing", framing: r.value });

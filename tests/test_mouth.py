@@ -1,0 +1,164 @@
+"""engine.mouth: the driver's own mouth interior, cut from its frame and drawn into the portrait's opening."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from engine.blendshapes import INNER_LIP_LOOP, OUTER_LIP_LOOP
+from engine.mouth import OPEN_FROM, cut_mouth, paste_mouth, placement
+
+DRIVER_SKIN, LIPS, TEETH = (200, 150, 120), (170, 60, 70), (235, 235, 225)
+PORTRAIT_SKIN = (150, 130, 60)     # darker and yellower: a varnished painting's
+
+
+def _loop(cx, cy, a, b, angle=0.0) -> np.ndarray:
+    """20 points of an ellipse in the order of a lip loop: the right corner (image left), along the upper
+    lip to the left corner, back along the lower lip."""
+    th = np.r_[np.pi * (1 - np.arange(11) / 10), -np.pi * np.arange(1, 10) / 10]
+    x, y = a * np.cos(th), -b * np.sin(th)
+    c, s = np.cos(angle), np.sin(angle)
+    return np.stack([cx + c * x - s * y, cy + s * x + c * y], 1)
+
+
+def _mesh(cx, cy, a, b, angle=0.0, lip=6.0) -> np.ndarray:
+    """A face mesh (478, 2) whose lips are ellipses (the only points engine.mouth reads)."""
+    lm = np.tile([cx, cy], (478, 1)).astype(np.float64)
+    lm[list(INNER_LIP_LOOP)] = _loop(cx, cy, a, b, angle)
+    lm[list(OUTER_LIP_LOOP)] = _loop(cx, cy, a * 1.25, b + lip, angle)
+    return lm
+
+
+def _driver(b=14.0, inside_low=(40, 20, 25)):
+    """A driver frame with a mouth open by ``b`` (half its height): white teeth in the upper half of the
+    opening, ``inside_low`` below; and its mesh."""
+    import cv2
+    img = np.zeros((220, 220, 3), np.uint8)
+    img[:] = DRIVER_SKIN
+    lm = _mesh(110, 120, 30, b)
+    cv2.fillPoly(img, [np.round(lm[list(OUTER_LIP_LOOP)]).astype(np.int32)], LIPS)
+    inner = np.zeros(img.shape[:2], np.uint8)
+    cv2.fillPoly(inner, [np.round(lm[list(INNER_LIP_LOOP)]).astype(np.int32)], 1)
+    ys = np.arange(img.shape[0])[:, None]
+    img[(inner > 0) & (ys < 120)] = TEETH
+    img[(inner > 0) & (ys >= 120)] = inside_low
+    return img, lm
+
+
+def _portrait():
+    region = np.zeros((240, 240, 3), np.uint8)
+    region[:] = PORTRAIT_SKIN
+    src = _mesh(120, 130, 36, 0.5)                     # its mouth closed
+    dst = _mesh(120, 130, 36, 16, angle=np.radians(12))   # the target's open, the head tilted
+    return region, src, dst
+
+
+def _inside(lm, shrink: float) -> np.ndarray:
+    """Mask of the inner-lip loop shrunk towards its centre by ``shrink`` (pixels), as a boolean image."""
+    import cv2
+    loop = lm[list(INNER_LIP_LOOP)]
+    c = loop.mean(0)
+    d = loop - c
+    n = np.linalg.norm(d, axis=1, keepdims=True)
+    pts = c + d * np.maximum(n - shrink, 0) / np.maximum(n, 1e-6)
+    m = np.zeros((240, 240), np.uint8)
+    cv2.fillPoly(m, [np.round(pts).astype(np.int32)], 1)
+    return m > 0
+
+
+def test_the_cut_mouth_lands_on_the_targets_corners_and_opening():
+    img, lm = _driver()
+    mouth = cut_mouth(img, lm)
+    assert mouth is not None and mouth.opening == pytest.approx(28 / 60, abs=0.01)
+    _, _, dst = _portrait()
+    m = placement(mouth, dst)
+    corners = np.c_[mouth.corners, np.ones(2)] @ m.T
+    assert np.abs(corners - dst[[78, 308]]).max() < 0.5          # tilted and wider: corners onto corners
+    mid = np.c_[mouth.mid, np.ones(2)] @ m.T
+    assert np.linalg.norm(mid[1] - mid[0]) == pytest.approx(np.linalg.norm(dst[14] - dst[13]), rel=0.02)
+    # an opening that would have to stretch past STRETCH is not placed
+    assert placement(mouth, _mesh(120, 130, 36, 2)) is None
+
+
+def test_the_drivers_teeth_show_inside_the_opening_in_the_portraits_light_and_nothing_else_changes():
+    img, lm = _driver(inside_low=LIPS)                  # below the teeth: the lips' inside (lip-coloured)
+    mouth = cut_mouth(img, lm)
+    region, src, dst = _portrait()
+    before = region.copy()
+    assert paste_mouth(region, mouth, src, dst, np.array(PORTRAIT_SKIN, float))
+    deep = _inside(dst, 4.0)
+    upper = deep & (np.arange(240)[:, None] < 127)          # (the tilt moves the middle line a little)
+    lower = deep & (np.arange(240)[:, None] > 137)
+    luma = region.astype(float) @ [0.299, 0.587, 0.114]
+    assert luma[upper].mean() > 150                           # teeth, brighter than the portrait's skin (132)
+    teeth = region[upper].astype(float).mean(0)
+    assert teeth[2] / teeth[0] < TEETH[2] / TEETH[0] - 0.1     # in the portrait's yellow cast
+    lips_luma = np.dot(LIPS, [0.299, 0.587, 0.114])
+    assert luma[lower].mean() < 0.5 * lips_luma                 # the lips' inside shaded deep, not lip
+    outside = ~_inside(dst, -3.0)
+    assert np.array_equal(region[outside], before[outside])  # the portrait's lips and skin untouched
+
+
+def test_nothing_is_drawn_for_a_closed_driver_mouth_or_a_target_no_wider_than_the_source():
+    region, src, dst = _portrait()
+    before = region.copy()
+    skin = np.array(PORTRAIT_SKIN, float)
+    closed = cut_mouth(*_driver(b=OPEN_FROM * 30 * 0.8))
+    assert closed is not None and closed.opening < OPEN_FROM
+    ajar = _mesh(120, 130, 36, 2.5)                    # the target a little open (the cut would fit it)
+    assert placement(closed, ajar) is not None
+    assert not paste_mouth(region, closed, src, ajar, skin)
+    mouth = cut_mouth(*_driver())
+    assert placement(mouth, dst) is not None
+    assert not paste_mouth(region, mouth, dst, dst, skin)   # the portrait's own mouth already as open
+    assert paste_mouth(region, mouth, src, dst, skin)
+    assert not np.array_equal(region, before)
+    region[:] = before
+    assert not paste_mouth(region, mouth, src, ajar, skin)  # the driver's opening 4x the target's: not stretched
+    assert np.array_equal(region, before)
+
+
+def test_no_mouth_is_cut_where_it_leaves_the_frame():
+    img, lm = _driver()
+    assert cut_mouth(img, lm + [120, 0]) is None
+    assert cut_mouth(img, np.full_like(lm, np.nan)) is None
+
+
+def test_the_mix_gives_the_faces_mouth_only_while_the_face_moves_the_lips():
+    from streaming.drivers import DriverMix
+
+    class Face:
+        def mouth(self):
+            return "the frame's mouth"
+
+        def value(self, t):
+            return np.zeros(40, np.float32)
+
+    mix = DriverMix(30, 40)
+    mix.set_driver("face", Face())
+    assert mix.mouth() is None                        # the speech group on the sliders (the start)
+    mix.route("speech", "face")
+    assert mix.mouth() == "the frame's mouth"
+    mix.sliders.set(35, 0.5)                          # a speech slider pinned over the face
+    assert mix.mouth() is None
+    mix.sliders.release()
+    mix.route("speech", "rest")
+    assert mix.mouth() is None
+
+
+def test_render_draws_the_drivers_mouth_only_inside_the_portraits_mouth(shared_data, tmp_path):
+    """A real talking clip on a held-out portrait: with the driver's interior the frames differ from the drawn
+    interior's only round the mouth, and there where it opens."""
+    from engine.video import read_frames
+    from streaming.render import render
+    outs = {}
+    for interior in ("driver", "drawn"):
+        out = tmp_path / f"{interior}.mp4"
+        render(shared_data / "portraits" / "d30.jpg", shared_data / "talking" / "sadtalker_wda_aoc.mp4", out,
+               size=256, max_seconds=1.0, progress=False, no_audio=True, mouth_interior=interior, crf=0)
+        outs[interior] = np.stack([f for f, _ in read_frames(out)]).astype(int)
+    diff = np.abs(outs["driver"] - outs["drawn"]).max(axis=(0, 3))
+    ys, xs = np.nonzero(diff > 12)
+    assert len(ys) > 100                                  # the first second's open mouths differ
+    # ... within a box about the mouth's size, in the lower middle of the 256 px face square
+    assert xs.max() - xs.min() < 90 and ys.max() - ys.min() < 60, (xs.min(), xs.max(), ys.min(), ys.max())
+    assert 150 < ys.mean() < 230 and 80 < xs.mean() < 180
