@@ -30,9 +30,9 @@ SKIN_RING = (0.08, 0.3)    # the skin measured round the outer lips: from / to, 
 OPEN_FROM, OPEN_FULL = 0.06, 0.12   # the driver's opening (inner-lip gap / mouth width): pasted from, fully from
 STRETCH = (0.5, 2.0)       # the cut's opening stretched to the target's by at most this (else the drawn interior)
 SKIN_Y = (20.0, 245.0)     # skin brightness taken as within these (a black or blown-out ring measures nothing)
-CURVE = (0.7, 1.4)         # the brightness curve's power at most this far from 1: a mouth's depth stays dark
-EDGE = 2.0                 # the paste fades in over EDGE x the drawn mouth's blur from the opening's outline
-LIP_NEAR, LIP_FAR, LIP_SHADE = 0.15, 0.45, 0.35   # lip-coloured pixels inside: their shade (see paste_mouth)
+CURVE = (1.0, 1.4)         # the brightness curve's power: a darker portrait's mouth darkened, a lighter one's not lit
+EDGE = 3.0                 # the paste fades in over EDGE x the drawn mouth's blur from the opening's outline
+LIP_NEAR, LIP_FAR, LIP_SHADE = 0.15, 0.7, 0.3    # lip-coloured pixels inside: their shade (see paste_mouth)
 
 _INNER, _OUTER = list(INNER_LIP_LOOP), list(OUTER_LIP_LOOP)
 _CORNERS, _MID = (78, 308), (13, 14)      # inner-lip corners; the middle of the upper and lower inner lip
@@ -129,8 +129,8 @@ def cut_mouth(frame, landmarks: np.ndarray) -> DriverMouth | None:
 def recolour(image: np.ndarray, skin_from: np.ndarray, skin_to: np.ndarray) -> np.ndarray:
     """``image`` (h, w, 3) uint8 in the light of ``skin_to`` where it was in that of ``skin_from`` (skin colours
     (3,)), float32 0-255: its brightness by a power curve that takes the one skin's brightness towards the other's
-    (black stays black and white white: teeth are not blown out on a lighter face; the power within CURVE, so that
-    a pale painting's mouth is not lit to its depths), its colour cast by the square
+    (black stays black and white white: teeth are not blown out on a lighter face; the power within CURVE: a pale
+    portrait's mouth is not lit, its depth stays dark), its colour cast by the square
     root of the two skins' hue ratio (as ``engine.geometry.teeth_colour``: a varnish's yellow, not a green)."""
     from .geometry import LUMA
     s_from, s_to = np.maximum(np.asarray(skin_from, np.float64), 1.0), np.maximum(np.asarray(skin_to, np.float64), 1.0)
