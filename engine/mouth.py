@@ -26,7 +26,7 @@ from .blendshapes import INNER_LIP_LOOP, OUTER_LIP_LOOP
 
 MOUTH_WIDTH = 96           # the cut's inner-lip corners this far apart (px) at most; smaller mouths kept at their size
 CUT_MARGIN = 0.35          # the cut's margin round the outer lips, times the mouth's width (room for the skin ring)
-SKIN_RING = (0.08, 0.3)    # the skin measured round the outer lips: from / to, times the mouth's width
+SKIN_RING = (0.1, 0.3)     # the skin sampled round the outer lips: from / to, times the mouth's width
 OPEN_FROM, OPEN_FULL = 0.06, 0.12   # the driver's opening (inner-lip gap / mouth width): pasted from, fully from
 STRETCH = (0.5, 2.0)       # the cut's opening stretched to the target's by at most this (else the drawn interior)
 SKIN_Y = (20.0, 245.0)     # skin brightness taken as within these (a black or blown-out ring measures nothing)
@@ -68,31 +68,26 @@ def _gap(corners: np.ndarray, mid: np.ndarray) -> float:
 
 
 def skin_colour(image: np.ndarray, landmarks: np.ndarray) -> np.ndarray | None:
-    """The colour (3,) of the skin round the mouth in ``image``: of the ring SKIN_RING round the outer lips,
-    the mean of the pixels between the 25th and 75th percentiles of brightness (a beard's, a nostril's and a
-    highlight's pixels left out). None where the ring has no pixels in the image."""
-    import cv2
+    """The colour (3,) of the skin round the mouth in ``image``: sampled outwards from each outer-lip point
+    (away from the lips' centre) over SKIN_RING, the mean of the samples between the 25th and 75th percentiles of
+    brightness (a beard's, a nostril's and a highlight's left out). None where too few samples fall in the image."""
     lm = np.asarray(landmarks, np.float64)[:, :2]
     width = _width(lm[list(_CORNERS)])
-    h, w = image.shape[:2]
-    pad = SKIN_RING[1] * width + 1
     outer = lm[_OUTER]
-    x0, y0 = np.maximum(np.floor(outer.min(0) - pad).astype(int), 0)
-    x1, y1 = np.minimum(np.ceil(outer.max(0) + pad).astype(int) + 1, (w, h))
-    if x1 - x0 < 3 or y1 - y0 < 3:
-        return None
-    lips = np.zeros((y1 - y0, x1 - x0), np.uint8)
-    cv2.fillPoly(lips, [np.round(outer - (x0, y0)).astype(np.int32)], 1)
-    d = cv2.distanceTransform(1 - lips, cv2.DIST_L2, 3)
-    ring = (d > SKIN_RING[0] * width) & (d < SKIN_RING[1] * width)
-    px = np.asarray(image[y0:y1, x0:x1], np.float64)[ring]
-    if len(px) < 8:
+    away = outer - outer.mean(0)
+    away /= np.maximum(np.linalg.norm(away, axis=1, keepdims=True), 1e-6)
+    reach = np.linspace(*SKIN_RING, 4) * width
+    xy = np.round(outer[:, None] + away[:, None] * reach[None, :, None]).reshape(-1, 2).astype(int)
+    h, w = image.shape[:2]
+    xy = xy[(xy[:, 0] >= 0) & (xy[:, 1] >= 0) & (xy[:, 0] < w) & (xy[:, 1] < h)]
+    if len(xy) < 16:
         return None
     from .geometry import LUMA
-    y = px @ LUMA.astype(np.float64)
+    px = np.asarray(image)[xy[:, 1], xy[:, 0]].astype(np.float32)
+    y = px @ LUMA
     lo, hi = np.percentile(y, [25, 75])
     keep = (y >= lo) & (y <= hi)
-    return px[keep].mean(0) if keep.any() else px.mean(0)
+    return (px[keep] if keep.any() else px).mean(0, dtype=np.float64)
 
 
 def cut_mouth(frame, landmarks: np.ndarray) -> DriverMouth | None:
