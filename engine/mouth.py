@@ -8,17 +8,18 @@ opening at the output's pixels (``paste_mouth``), after the drawn interior and t
 
 - its place: the driver's inner-lip corners onto the target's, its opening's height onto the target's (a map
   along and across the mouth, so a driver's tilted head or a wider target opening still fits);
-- its colours: times the ratio of the skin round the portrait's mouth to the skin round the driver's (a
-  painting's varnish and light, a dim photo's exposure), with as much colour as the portrait has;
-- its extent: inside the opening, fading in from its edge over a few pixels (the portrait's lips keep
-  their edge; the driver's lips never show), and only while the driver's own mouth is open enough to show
-  an inside (a closed driver mouth has none: the drawn interior stays).
+- its light: from the skin round the driver's mouth towards the skin round the portrait's (``recolour``: a
+  painting's varnish, a dim photo's exposure), with as much colour as the portrait has;
+- its extent: inside the opening, fading in from its edge (the portrait's lips keep their edge), the driver's
+  lip-coloured pixels shaded as deep as the drawn cavity, and only while the driver's own mouth is open enough
+  to show an inside (a closed driver mouth has none: the drawn interior stays).
 
 Without a driver frame (a parameter track, sound, sliders) the drawn interior stays as it was.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -33,6 +34,7 @@ SKIN_Y = (20.0, 245.0)     # skin brightness taken as within these (a black or b
 CURVE = (1.0, 1.4)         # the brightness curve's power: a darker portrait's mouth darkened, a lighter one's not lit
 EDGE = 3.0                 # the paste fades in over EDGE x the drawn mouth's blur from the opening's outline
 LIP_NEAR, LIP_FAR, LIP_SHADE = 0.15, 0.7, 0.3    # lip-coloured pixels inside: their shade (see paste_mouth)
+SKIN_SMOOTH = 0.5          # s: a driver's skin colour smoothed over this long (MouthCutter)
 
 _INNER, _OUTER = list(INNER_LIP_LOOP), list(OUTER_LIP_LOOP)
 _CORNERS, _MID = (78, 308), (13, 14)      # inner-lip corners; the middle of the upper and lower inner lip
@@ -119,6 +121,30 @@ def cut_mouth(frame, landmarks: np.ndarray) -> DriverMouth | None:
     if skin is None:
         return None
     return DriverMouth(image, to_cut(corners), to_cut(mid), skin, lip_colour(image, to_cut(lm)))
+
+
+class MouthCutter:
+    """``cut_mouth`` over one driver's frames in time order, the colour of its skin smoothed exponentially over
+    SKIN_SMOOTH seconds (a gap of seconds forgets the old light by itself): the ring round a moving mouth samples
+    moving skin (the chin's shadow as it opens), 2 grey levels a frame on a talking clip, and an inside drawn in a
+    flickering light flickers."""
+
+    def __init__(self, seconds: float = SKIN_SMOOTH):
+        self.seconds = float(seconds)
+        self.skin: np.ndarray | None = None
+        self.t: float | None = None
+
+    def __call__(self, frame, landmarks: np.ndarray, t: float) -> DriverMouth | None:
+        mouth = cut_mouth(frame, landmarks)
+        if mouth is None:
+            return None
+        t = float(t)
+        if self.skin is None or t < self.t:
+            self.skin = mouth.skin.copy()
+        else:
+            self.skin += (1.0 - math.exp(-(t - self.t) / self.seconds)) * (mouth.skin - self.skin)
+        self.t = t
+        return replace(mouth, skin=self.skin.copy())
 
 
 def recolour(image: np.ndarray, skin_from: np.ndarray, skin_to: np.ndarray) -> np.ndarray:

@@ -379,6 +379,7 @@ class FaceDriver:
         self.raw: np.ndarray | None = None          # last unsmoothed regression
         self.target: np.ndarray | None = None       # what the last frame gave the filter (None: nothing)
         self._mouth = None                          # the last frame's mouth (engine.mouth.cut_mouth) or None
+        self._cut_mouth = None                      # its engine.mouth.MouthCutter, made on the first face
         self.state = FaceDriverState()
         self.frames = 0
 
@@ -563,11 +564,13 @@ class FaceDriver:
         import time
         t0 = time.perf_counter()
         from engine.geometry import mouth_opening
-        from engine.mouth import cut_mouth
+        from engine.mouth import MouthCutter
         res = self.tracker.process(frame, t)
         p_raw, mouth, head, crop_lm = None, float("nan"), None, None
+        self._cut_mouth = self._cut_mouth or MouthCutter()
+        cut = self._cut_mouth(frame, res.landmarks, t) if res.ok and res.landmarks is not None else None
         with self._lock:
-            self._mouth = cut_mouth(frame, res.landmarks) if res.ok and res.landmarks is not None else None
+            self._mouth = cut
         if res.ok:
             if self.person_changed(lambda: res.crop, t, wait=False):   # live: the comparison beside the frames
                 self.calibrate()

@@ -792,7 +792,7 @@ class _VideoJob:
         from engine.video import read_frames
 
         from engine.geometry import mouth_opening
-        from engine.mouth import cut_mouth
+        from engine.mouth import MouthCutter
         from engine.pose import measure
 
         from .drivers import FaceDriver
@@ -813,6 +813,7 @@ class _VideoJob:
             self.tracker = FaceTracker(size=self.anim.image_size, fps=self.fps, max_faces=1, pick=self.face,
                                        lazy_crop=self.params == "mesh")
             ahead = drv.lookahead()   # the whole video is known: the head without the smoothing's lag
+            cut_mouth = MouthCutter()
             pending = []   # (rgb, t, result, the frame's mouth)
             # Relative mode: the driver's neutral (drivers.neutral_of) from its first second of faces (at
             # least 8; looked for in the first 2 s); those frames wait until it is known. With --neutral-at,
@@ -906,7 +907,7 @@ class _VideoJob:
                     drv.calibrate()
                     calibrated = False
                     self.recalibrated.append(float(t))
-                mouth = cut_mouth(frame, res.landmarks) if self.mouth == "driver" and res.ok else None
+                mouth = cut_mouth(frame, res.landmarks, t) if self.mouth == "driver" and res.ok else None
                 pending.append((self._left(frame) if self.side else None, t, res, mouth))
                 if not calibrated:
                     res.crop         # the calibration's crops (the person it remembers) cut now: its frames let go

@@ -163,3 +163,19 @@ def test_render_draws_the_drivers_mouth_only_inside_the_portraits_mouth(shared_d
     # ... within a box about the mouth's size, in the lower middle of the 256 px face square
     assert xs.max() - xs.min() < 90 and ys.max() - ys.min() < 60, (xs.min(), xs.max(), ys.min(), ys.max())
     assert 150 < ys.mean() < 230 and 80 < xs.mean() < 180
+
+
+def test_the_cutter_smooths_the_drivers_light_over_frames_and_forgets_it_after_a_gap():
+    """A driver whose skin round the mouth flickers by 20 grey levels from frame to frame: at 30 fps the cut's
+    skin colour moves a tenth as much; after seconds without a face it is the new frame's own."""
+    from engine.mouth import MouthCutter
+    img, lm = _driver()
+    skin = np.all(img == DRIVER_SKIN, axis=2)            # (only the skin changes)
+    lighter = img.copy()
+    lighter[skin] = np.array(DRIVER_SKIN) + 20
+    cutter = MouthCutter()
+    seen = [cutter(img if k % 2 else lighter, lm, k / 30).skin[0] for k in range(60)]
+    raw = [cut_mouth(img if k % 2 else lighter, lm).skin[0] for k in range(60)]
+    assert np.ptp(raw[30:]) == pytest.approx(20, abs=1)
+    assert np.ptp(seen[30:]) < 3
+    assert cutter(img, lm, 5.0).skin[0] == pytest.approx(DRIVER_SKIN[0], abs=1)   # after a gap: afresh

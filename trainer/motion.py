@@ -245,7 +245,7 @@ def load_clip(path, size: int, every: int = 3, max_frames: int | None = None,
     """A video read from its start: every frame tracked at the model's crop ``size``, every
     ``every``-th frame (at most ``max_frames`` of them) kept and measured."""
     from engine.face import FaceTracker
-    from engine.mouth import cut_mouth
+    from engine.mouth import MouthCutter
     from engine.video import read_frames, video_info
     path = Path(path)
     info = video_info(path)
@@ -254,6 +254,7 @@ def load_clip(path, size: int, every: int = 3, max_frames: int | None = None,
     own = meter is None
     meter = meter or OpeningMeter()
     times, tracked, idx, frames, lms, mouths = [], [], [], [], [], []
+    cut_mouth = MouthCutter()
     try:
         with FaceTracker(size=size, fps=info.fps, max_faces=1) as tracker:
             for i, (rgb, t) in enumerate(read_frames(path)):
@@ -261,11 +262,13 @@ def load_clip(path, size: int, every: int = 3, max_frames: int | None = None,
                     break
                 times.append(float(t))
                 tracked.append(tracker.process(rgb, t))
+                # every frame's mouth, as render cuts them (the driver's skin is smoothed over them)
+                mouth = cut_mouth(rgb, tracked[-1].landmarks, t) if tracked[-1].ok else None
                 if i % every == 0:
                     idx.append(i)
                     frames.append(rgb)
                     lms.append(meter.landmarks(rgb))
-                    mouths.append(cut_mouth(rgb, tracked[-1].landmarks) if tracked[-1].ok else None)
+                    mouths.append(mouth)
     finally:
         if own:
             meter.close()
