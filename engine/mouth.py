@@ -29,7 +29,8 @@ MOUTH_WIDTH = 96           # the cut's inner-lip corners this far apart (px) at 
 CUT_MARGIN = 0.35          # the cut's margin round the outer lips, times the mouth's width (room for the skin ring)
 SKIN_RING = (0.1, 0.3)     # the skin sampled round the outer lips: from / to, times the mouth's width
 OPEN_FROM, OPEN_FULL = 0.06, 0.12   # the driver's opening (inner-lip gap / mouth width): pasted from, fully from
-STRETCH = (0.5, 2.0)       # the cut's opening stretched to the target's by at most this (else the drawn interior)
+STRETCH = (0.5, 2.0)       # the cut's opening stretched to the target's by at most this (else the drawn interior) ...
+STRETCH_FADE = (0.15, 0.5)  # ... fading out over this much of the stretch before each bound (no pop as it crosses)
 SKIN_Y = (20.0, 245.0)     # skin brightness taken as within these (a black or blown-out ring measures nothing)
 CURVE = (1.0, 1.4)         # the brightness curve's power: a darker portrait's mouth darkened, a lighter one's not lit
 EDGE = 3.0                 # the paste fades in over EDGE x the drawn mouth's blur from the opening's outline
@@ -172,20 +173,23 @@ def _mouth_frame(corners: np.ndarray, mid: np.ndarray):
     return 0.5 * (corners.mean(0) + mid.mean(0)), along, across
 
 
-def placement(mouth: DriverMouth, dst: np.ndarray) -> np.ndarray | None:
+def placement(mouth: DriverMouth, dst: np.ndarray) -> tuple[np.ndarray, float] | None:
     """The 2x3 matrix from the cut's pixels to those of the target landmarks ``dst`` (478, 2+): the corners'
-    line onto the target's (its length scaled), the opening's height onto the target's. None where the
-    opening would stretch by more than STRETCH."""
+    line onto the target's (its length scaled), the opening's height onto the target's; and how far the cut may
+    show so stretched, 1 down to 0 at the bounds of STRETCH (past them: None)."""
     d_corners, d_mid = np.asarray(dst, np.float64)[list(_CORNERS), :2], np.asarray(dst, np.float64)[list(_MID), :2]
     sx = _width(d_corners) / max(_width(mouth.corners), 1e-6)
     sy = _gap(d_corners, d_mid) / max(_gap(mouth.corners, mouth.mid), 1e-6)
-    if not STRETCH[0] <= sy / sx <= STRETCH[1]:
+    stretch = sy / sx
+    if not STRETCH[0] < stretch < STRETCH[1]:
         return None
+    from .geometry import _smooth
+    fit = float(_smooth((stretch - STRETCH[0]) / STRETCH_FADE[0]) * _smooth((STRETCH[1] - stretch) / STRETCH_FADE[1]))
     o1, u1, v1 = _mouth_frame(mouth.corners, mouth.mid)
     o2, u2, v2 = _mouth_frame(d_corners, d_mid)
     # cut -> (u, v) in the driver's mouth frame -> scaled -> the target's mouth frame
     lin = np.stack([u2, v2], 1) @ np.diag([sx, sy]) @ np.stack([u1, v1], 0)
-    return np.hstack([lin, (o2 - lin @ o1)[:, None]])
+    return np.hstack([lin, (o2 - lin @ o1)[:, None]]), fit
 
 
 def paste_mouth(region: np.ndarray, mouth: DriverMouth, src: np.ndarray, dst: np.ndarray, skin: np.ndarray,
@@ -204,9 +208,10 @@ def paste_mouth(region: np.ndarray, mouth: DriverMouth, src: np.ndarray, dst: np
     show = float(_smooth((mouth.opening - OPEN_FROM) / (OPEN_FULL - OPEN_FROM)))
     if a_dst <= 1.0 or a_dst <= a_src * 1.05 or show <= 0:
         return False
-    m = placement(mouth, dst)
-    if m is None:
+    placed = placement(mouth, dst)
+    if placed is None:
         return False
+    m, fit = placed
     h, w = region.shape[:2]
     (x0, y0, x1, y1), sigma = _mouth_window(dst, h, w)
     if x1 <= x0 or y1 <= y0:
@@ -219,7 +224,7 @@ def paste_mouth(region: np.ndarray, mouth: DriverMouth, src: np.ndarray, dst: np
     # fading in from the outline: by the distance inside it
     depth = cv2.distanceTransform((inside > 0.5).astype(np.uint8), cv2.DIST_L2, 3)
     new = min(max((a_dst - a_src) / a_dst, 0.0), 1.0)
-    alpha = np.clip((depth - 0.5) * np.float32(1.0 / (EDGE * sigma)), 0, 1) * np.float32(new * show)
+    alpha = np.clip((depth - 0.5) * np.float32(1.0 / (EDGE * sigma)), 0, 1) * np.float32(new * show * fit)
     m = m.copy()
     m[:, 2] -= (x0, y0)
     cut = cv2.warpAffine(mouth.image, m, (ww, wh), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)

@@ -70,13 +70,16 @@ def test_the_cut_mouth_lands_on_the_targets_corners_and_opening():
     mouth = cut_mouth(img, lm)
     assert mouth is not None and mouth.opening == pytest.approx(28 / 60, abs=0.01)
     _, _, dst = _portrait()
-    m = placement(mouth, dst)
+    m, fit = placement(mouth, dst)
+    assert fit == 1.0                                            # (a stretch of 1.18: clear of the fades)
     corners = np.c_[mouth.corners, np.ones(2)] @ m.T
     assert np.abs(corners - dst[[78, 308]]).max() < 0.5          # tilted and wider: corners onto corners
     mid = np.c_[mouth.mid, np.ones(2)] @ m.T
     assert np.linalg.norm(mid[1] - mid[0]) == pytest.approx(np.linalg.norm(dst[14] - dst[13]), rel=0.02)
-    # an opening that would have to stretch past STRETCH is not placed
+    # an opening that would have to stretch past STRETCH is not placed, and fades out before it does
     assert placement(mouth, _mesh(120, 130, 36, 2)) is None
+    fits = [placement(mouth, _mesh(120, 130, 36, b))[1] for b in (10.5, 9.5, 8.8)]   # stretch 0.63, 0.57, 0.52
+    assert 1 > fits[0] > fits[1] > fits[2] > 0
 
 
 def test_the_drivers_teeth_show_inside_the_opening_in_the_portraits_light_and_nothing_else_changes():
