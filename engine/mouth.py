@@ -221,10 +221,12 @@ def paste_mouth(region: np.ndarray, mouth: DriverMouth, src: np.ndarray, dst: np
     inside = _aa_canvas((wh * ss, ww * ss), lambda c, v: cv2.fillPoly(c, [poly], v, cv2.LINE_AA, 4))
     if ss > 1:
         inside = cv2.resize(inside, (ww, wh), interpolation=cv2.INTER_AREA)
-    # fading in from the outline: by the distance inside it
+    # fading in from the outline, by the distance inside it: over EDGE blur widths, or half the opening's depth
+    # where it is thinner (teeth bared through a narrow gap show whole, not greyed by the cavity under them)
     depth = cv2.distanceTransform((inside > 0.5).astype(np.uint8), cv2.DIST_L2, 3)
+    ramp = min(EDGE * sigma, max(1.0, 0.5 * float(depth.max())))
     new = min(max((a_dst - a_src) / a_dst, 0.0), 1.0)
-    alpha = np.clip((depth - 0.5) * np.float32(1.0 / (EDGE * sigma)), 0, 1) * np.float32(new * show * fit)
+    alpha = np.clip((depth - 0.5) * np.float32(1.0 / ramp), 0, 1) * np.float32(new * show * fit)
     m = m.copy()
     m[:, 2] -= (x0, y0)
     cut = cv2.warpAffine(mouth.image, m, (ww, wh), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
