@@ -3,7 +3,7 @@
 A video driver shows in every frame what the drawn interior (``engine.geometry.mouth_patch``: a dark cavity,
 a flat band of upper teeth, a tongue's tip) can only suggest: teeth, lower teeth, tongue and the shadows
 between them, moving with the speech. The drive stage cuts the frame's mouth (``cut_mouth``: a small image
-round the inner lips, the mouth MOUTH_WIDTH pixels wide); the output frame draws it into the target's
+round the inner lips, the mouth at most MOUTH_WIDTH pixels wide); the output frame draws it into the target's
 opening at the output's pixels (``paste_mouth``), after the drawn interior and the generator's paint:
 
 - its place: the driver's inner-lip corners onto the target's, its opening's height onto the target's (a map
@@ -249,6 +249,7 @@ INTERIORS = ("driver", "drawn")     # --mouth-interior: what a video driver's po
 
 
 def check_interior(value: str) -> str:
+    """``value`` if it is one of INTERIORS, else a ValueError that names the choices."""
     if value not in INTERIORS:
         raise ValueError(f"mouth interior must be one of {', '.join(INTERIORS)}, not {value!r}")
     return value
