@@ -44,8 +44,9 @@ def parse_assignments(values, names, what: str) -> dict[str, float]:
 
 def edit(source, out, *, checkpoint=None, backend: str = "auto", models=None, set_values=(), like=None,
          preset: str | None = None, head=(), sweep: str | None = None, steps: int = 5, size: int | None = None,
-         framing: str = "square", renderer: str = "model", source_face=None) -> str:
-    """Write ``source`` edited to ``out``; returns the summary line."""
+         framing: str = "square", renderer: str = "model", source_face=None, mouth_interior: str = "driver") -> str:
+    """Write ``source`` edited to ``out``; returns the summary line. ``mouth_interior``: with ``like``, "driver"
+    (the reference photo's own teeth and tongue inside the portrait's open mouth, engine.mouth) or "drawn"."""
     import cv2
 
     from engine.animator import Animator, check_framing, load_models
@@ -57,6 +58,8 @@ def edit(source, out, *, checkpoint=None, backend: str = "auto", models=None, se
     if out.suffix.lower() not in IMAGE_OUTPUTS:
         raise ValueError(f"output must end in {', '.join(IMAGE_OUTPUTS)}, not {out.name!r}")
     check_framing(framing, size)
+    from engine.mouth import check_interior
+    check_interior(mouth_interior)
     if sweep is not None and not 2 <= steps <= 21:
         raise ValueError(f"--steps must be 2 to 21, not {steps}")
     if like is not None and not Path(like).exists():
@@ -81,13 +84,19 @@ def edit(source, out, *, checkpoint=None, backend: str = "auto", models=None, se
     say_faces(info, source_face)
     p = info.params.astype(np.float32).copy()
     said = []
+    mouth = None
     if like is not None:
         from engine.face import detect_and_align
+        from engine.images import load_image
         if anim.face_model is None:
             raise ValueError("--like fits the reference's face mesh, and this model has no blendshape model")
-        ref = detect_and_align(like, size=anim.image_size, name=str(like))
+        photo = load_image(like)
+        ref = detect_and_align(photo, size=anim.image_size, name=str(like))
         p = anim.fit(ref.landmarks)
         said.append(f"the expression of {Path(like).name}")
+        if mouth_interior == "driver":
+            from engine.mouth import cut_mouth
+            mouth = cut_mouth(photo, ref.landmarks)     # its teeth and tongue, where its mouth is open
     if preset is not None:
         from .presets import make_presets
         presets = make_presets(names, int(models.n_exp), anim.face_model)
@@ -105,12 +114,13 @@ def edit(source, out, *, checkpoint=None, backend: str = "auto", models=None, se
             pose[POSE_NAMES.index(name)] = v
         said.append("head " + ", ".join(f"{k} {v:+g}" for k, v in pose_values.items()))
     if sweep is None:
-        picture = anim.animate(p, pose=pose)
+        picture = anim.animate(p, pose=pose, mouth=mouth)
     else:
         k = names.index(sweep)
         batch = np.repeat(p[None], steps, 0)
         batch[:, k] = np.linspace(-1.0, 1.0, steps, dtype=np.float32)
-        frames = anim.animate_batch(batch, None if pose is None else np.repeat(pose[None], steps, 0))
+        frames = anim.animate_batch(batch, None if pose is None else np.repeat(pose[None], steps, 0),
+                                    None if mouth is None else [mouth] * steps)
         picture = np.hstack(frames)
         said.append(f"{sweep} from -1 to +1 in {steps} steps")
     ok, data = cv2.imencode(out.suffix.lower(), picture[:, :, ::-1])
@@ -149,6 +159,8 @@ def add_arguments(p) -> None:
     p.add_argument("--renderer", choices=["model", "warp-only"], default="model",
                    help="'model' (the generator) or 'warp-only' (no network: the portrait warped along its mesh)")
     add_framing_arguments(p)
+    from engine.mouth import add_interior_argument
+    add_interior_argument(p)
 
 
 def main(args) -> int:
@@ -157,5 +169,6 @@ def main(args) -> int:
     source_face = None if args.source_face is None else face_point(args.source_face, "--source-face", "the portrait")
     print(edit(args.source, args.output, checkpoint=args.checkpoint, backend=args.backend, set_values=args.set_values,
                like=args.like, preset=args.preset, head=args.head, sweep=args.sweep, steps=args.steps,
-               size=args.size, framing=args.framing, renderer=args.renderer, source_face=source_face))
+               size=args.size, framing=args.framing, renderer=args.renderer, source_face=source_face,
+               mouth_interior=args.mouth_interior))
     return 0

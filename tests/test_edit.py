@@ -44,6 +44,12 @@ def test_edit_sets_the_named_sliders_and_keeps_the_rest(photo, tmp_path, capsys)
     assert steps[2] > steps[0] + 0.05, steps
     assert main(base + [str(tmp_path / "like.png"), "--like", str(tmp_path / "open.png")]) == 0
     assert _mouth(tmp_path / "like.png") > closed + 0.05
+    # the reference's own mouth inside (engine.mouth), or the drawn one: the pictures differ there only
+    assert main(base + [str(tmp_path / "drawn.png"), "--like", str(tmp_path / "open.png"), "--mouth-interior",
+                        "drawn"]) == 0
+    diff = np.abs(cv2.imread(str(tmp_path / "like.png")).astype(int) - cv2.imread(str(tmp_path / "drawn.png"))).max(2)
+    ys, xs = np.nonzero(diff > 12)
+    assert len(ys) > 20 and np.ptp(xs) < 0.3 * 256 and np.ptp(ys) < 0.2 * 256, (len(ys), np.ptp(xs), np.ptp(ys))
     capsys.readouterr()
     for extra, why in ((["--set", "grin=1"], "no component 'grin'"), (["--set", "smile=lots"], "NAME=VALUE"),
                        (["--head", "yaw=90"], "at most ±20"), (["--preset", "bored"], "no preset 'bored'")):
