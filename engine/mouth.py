@@ -96,12 +96,13 @@ def skin_colour(image: np.ndarray, landmarks: np.ndarray) -> np.ndarray | None:
 def cut_mouth(frame, landmarks: np.ndarray) -> DriverMouth | None:
     """The mouth of a driver frame (an (H, W, 3) uint8 RGB array, or an ``engine.video.DecodedFrame``: only
     the mouth's region is converted) with its face mesh ``landmarks`` (478, 2+) in the frame's pixels; None
-    where the mouth is too small to show anything or leaves the frame."""
+    where the mouth is closed (under OPEN_FROM: nothing inside to show, and nothing cut), too small to show
+    anything or leaves the frame."""
     import cv2
     lm = np.asarray(landmarks, np.float64)[:, :2]
     corners, mid = lm[list(_CORNERS)], lm[list(_MID)]
     width = _width(corners)
-    if not np.isfinite(lm).all() or width < 6:
+    if not np.isfinite(lm).all() or width < 6 or _gap(corners, mid) < OPEN_FROM * width:
         return None
     fh, fw = (frame.height, frame.width) if hasattr(frame, "region") else frame.shape[:2]
     outer = lm[_OUTER]

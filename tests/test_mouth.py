@@ -1,6 +1,8 @@
 """engine.mouth: the driver's own mouth interior, cut from its frame and drawn into the portrait's opening."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -106,12 +108,13 @@ def test_nothing_is_drawn_for_a_closed_driver_mouth_or_a_target_no_wider_than_th
     region, src, dst = _portrait()
     before = region.copy()
     skin = np.array(PORTRAIT_SKIN, float)
-    closed = cut_mouth(*_driver(b=OPEN_FROM * 30 * 0.8))
-    assert closed is not None and closed.opening < OPEN_FROM
+    assert cut_mouth(*_driver(b=OPEN_FROM * 30 * 0.8)) is None       # a closed mouth: nothing cut
+    mouth = cut_mouth(*_driver())
+    closed = replace(mouth, mid=mouth.mid.mean(0) + (mouth.mid - mouth.mid.mean(0)) * 0.1)
+    assert closed.opening < OPEN_FROM
     ajar = _mesh(120, 130, 36, 2.5)                    # the target a little open (the cut would fit it)
     assert placement(closed, ajar) is not None
     assert not paste_mouth(region, closed, src, ajar, skin)
-    mouth = cut_mouth(*_driver())
     assert placement(mouth, dst) is not None
     assert not paste_mouth(region, mouth, dst, dst, skin)   # the portrait's own mouth already as open
     assert paste_mouth(region, mouth, src, dst, skin)
