@@ -322,6 +322,7 @@ class FaceDriver:
     (``neutral_of``); "own": as calibrated. Both are kept, so switching needs no new calibration.
     ``person_check`` (relative mode): True: a face that dlib's face recognition tells from the calibration's
     person sets off a new calibration (``PersonCheck``); False: never; a callable: the descriptors to use.
+    ``cut_mouths``: cut each frame's mouth (``mouth``; False: none, for a portrait that shows the drawn interior).
     Thread-safe: ``push`` on a worker thread, ``value`` anywhere."""
 
     def __init__(self, regress, n_params: int, size: int, mode: str = "relative",
@@ -329,7 +330,7 @@ class FaceDriver:
                  ease_s: float = 0.5, min_cutoff: float | None = None, beta: float | None = None,
                  fps: float = 30.0, tracker=None, min_face_px: float = 48.0, params: str = "head", fit=None,
                  rest_pose=None, n_exp: int | None = None, face_model=None, neutral_mouth: str = "closed",
-                 expression_scale: float = 1.0, rest_lids=None, person_check=True):
+                 expression_scale: float = 1.0, rest_lids=None, person_check=True, cut_mouths: bool = True):
         from engine.smoothing import OneEuroFilter, group_filter
         if mode not in ("relative", "absolute"):
             raise ValueError(f"mode must be 'relative' or 'absolute', not {mode!r}")
@@ -378,6 +379,7 @@ class FaceDriver:
         self._lost_value: np.ndarray | None = None  # value when the face was lost
         self.raw: np.ndarray | None = None          # last unsmoothed regression
         self.target: np.ndarray | None = None       # what the last frame gave the filter (None: nothing)
+        self.cut_mouths = bool(cut_mouths)
         self._mouth = None                          # the last frame's mouth (engine.mouth.cut_mouth) or None
         self._cut_mouth = None                      # its engine.mouth.MouthCutter, made on the first face
         self.state = FaceDriverState()
@@ -568,7 +570,8 @@ class FaceDriver:
         res = self.tracker.process(frame, t)
         p_raw, mouth, head, crop_lm = None, float("nan"), None, None
         self._cut_mouth = self._cut_mouth or MouthCutter()
-        cut = self._cut_mouth(frame, res.landmarks, t) if res.ok and res.landmarks is not None else None
+        cut = (self._cut_mouth(frame, res.landmarks, t)
+               if self.cut_mouths and res.ok and res.landmarks is not None else None)
         with self._lock:
             self._mouth = cut
         if res.ok:

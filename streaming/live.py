@@ -351,7 +351,8 @@ def main(args) -> int:
                           rest=anim.rest_params, rest_pose=anim.source.pose, rest_lids=anim.source.lids,
                           n_exp=n_exp, fps=cam.fps,
                           params=args.params, fit=anim.fit if anim.face_model is not None else None,
-                          face_model=anim.face_model, neutral_mouth=anim.source_mouth)
+                          face_model=anim.face_model, neutral_mouth=anim.source_mouth,
+                          cut_mouths=args.mouth_interior == "driver")
         if args.face:
             face.pick(*face_point(args.face), normalized=False)
         mix.set_driver("face", face)

@@ -639,7 +639,8 @@ class Session:
                                    params=self.params_source, fit=self.animator.fit,
                                    rest_pose=self.animator.source.pose, rest_lids=self.animator.source.lids,
                                    n_exp=self.engine.n_exp,
-                                   face_model=self.animator.face_model, neutral_mouth=self.animator.source_mouth)
+                                   face_model=self.animator.face_model, neutral_mouth=self.animator.source_mouth,
+                                   cut_mouths=self.interior == "driver")
             self.mix.set_driver("face", self.face)
         return self.face
 
@@ -1044,6 +1045,8 @@ class Session:
         if kind == "interior":
             from engine.mouth import check_interior
             self.interior = check_interior(_string(msg, "interior"))    # a ValueError names the choices
+            if self.face is not None:
+                self.face.cut_mouths = self.interior == "driver"
             return {"type": "interior", "interior": self.interior}
         if kind == "params":
             source = _string(msg, "params")

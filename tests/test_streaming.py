@@ -393,7 +393,12 @@ def test_webcam_driver_moves_the_face(setup):
                 # the page's "Inside the mouth": the webcam's own (its last frame's mouth), or drawn
                 assert session.interior == "driver" and session.mix.mouth() is session.face.mouth() is not None
                 r = await c.request({"type": "interior", "interior": "drawn"}, "interior")
-                assert r["interior"] == "drawn" == session.interior
+                assert r["interior"] == "drawn" == session.interior and not session.face.cut_mouths
+                t0 = time.monotonic()
+                while session.face.mouth() is not None:        # none cut from the next webcam frame on
+                    assert time.monotonic() - t0 < 10, "a mouth is still cut"
+                    await asyncio.sleep(0.05)
+                assert session.mix.mouth() is None
             await _wait_closed(eng)
     asyncio.run(run())
 
