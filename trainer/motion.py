@@ -658,6 +658,9 @@ def protocol(opts: MotionOptions, clips, portraits) -> dict:
                  "as render's, FaceDriver.lookahead) moves the portrait's head (render's default, --motion head) "
                  "where the renderer can" if opts.head_motion else
                  "expression and speech only (render --motion expression)"),
+        "interior": ("the driver frame's own mouth interior drawn inside the result's opening (engine.mouth, "
+                     "render's default, --mouth-interior driver)" if opts.mouth_interior == "driver" else
+                     "drawn (render --mouth-interior drawn)"),
     }
 
 
@@ -899,7 +902,8 @@ def report_lines(motion: dict | None, self_re: dict | None) -> list[str]:
               f"- Eye opening: {p['eye_opening']}; eye figures only over pairs whose driver blinks ({p['blink']}); "
               "n = such pairs, or \"no blink\".",
               f"- Correlation: {p['correlation']}; amplitude ratio: {p['amplitude_ratio']}.",
-              f"- p: {p['p']}.", f"- Head: {p.get('head', 'expression and speech only')}."]
+              f"- p: {p['p']}.", f"- Head: {p.get('head', 'expression and speech only')}.",
+              f"- Mouth interior: {p.get('interior', 'drawn')}."]
         if motion.get("clips_not_used"):
             L.append("- Not used: " + "; ".join(f"`{c['clip']}` ({c['why']})" for c in motion["clips_not_used"])
                      + " (an expression clip is there for its blinks).")
