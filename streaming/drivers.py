@@ -46,6 +46,7 @@ import numpy as np
 
 from engine import pose as head_pose
 from engine.animator import P_LIMIT
+from engine.geometry import eye_opening
 
 log = logging.getLogger(__name__)
 
@@ -99,11 +100,20 @@ PARAMS_SOURCES = ("mesh", "head")
 # 30 %, a closed-mouth portrait kept 0.69-0.80 of a talking driver's lip motion on held-out clips (the
 # driver's closings below its neutral had nothing to close), with 10 % 0.77-0.89.
 CALM_SHARE = 0.1
+# A calibration frame whose eyes are open less than EYES_OPEN x the calibration's median is mid-blink, and is
+# not calm: people often close their lips as they blink, and a neutral with half-shut lids made every later
+# open eye read as opened wider, the portrait's eyes staring (the held-out `sadtalker_wda_aoc` took two of its
+# three calm frames mid-blink: `d30`'s eyes at rest 0.105 of its eye distance against its own 0.074) and never
+# closing in a blink.
+EYES_OPEN = 0.85
 
 
-def neutral_of(params: np.ndarray, mouth_opening: np.ndarray, landmarks=None, face_model=None) -> np.ndarray:
+def neutral_of(params: np.ndarray, mouth_opening: np.ndarray, landmarks=None, face_model=None,
+               eyes=None) -> np.ndarray:
     """A driver's neutral from calibration frames: the median parameters of the frames whose mouth
-    is least open (``CALM_SHARE`` of them, at least 3 where there are). The median of all frames
+    is least open (``CALM_SHARE`` of them, at least 3 where there are), among those whose eyes are open
+    (``eyes``: each frame's eye opening, ``engine.geometry.eye_opening``, NaN where unknown; mid-blink frames,
+    ``EYES_OPEN``, only where too few others are left). The median of all frames
     would be half-open for a driver that talks from the start, and every closing of its mouth would
     then close the portrait's more than shut.
 
@@ -115,7 +125,12 @@ def neutral_of(params: np.ndarray, mouth_opening: np.ndarray, landmarks=None, fa
     params = np.asarray(params, np.float32).reshape(len(params), -1)
     m = np.asarray(mouth_opening, np.float64).reshape(-1)
     k = min(len(params), max(3, int(np.ceil(CALM_SHARE * len(params)))))
-    calm = np.argsort(np.where(np.isfinite(m), m, np.inf), kind="stable")[:k]
+    blink = np.zeros(len(params), bool)
+    if eyes is not None:
+        e = np.asarray(eyes, np.float64).reshape(-1)
+        if np.isfinite(e).sum() >= 3:
+            blink = np.nan_to_num(e, nan=np.inf) < EYES_OPEN * np.nanmedian(e)
+    calm = np.lexsort((np.where(np.isfinite(m), m, np.inf), blink))[:k]   # the least open mouths, blinks last
     neutral = np.median(params[calm], axis=0).astype(np.float32)
     if face_model is None or landmarks is None:
         return neutral
@@ -494,9 +509,10 @@ class FaceDriver:
                 if self.params == "mesh":
                     self._shape = shape
                     ps = self.read_mesh(np.stack(lms))
-            self._neutrals = {"own": neutral_of(ps, mouth)}
+            eyes = [np.nan if x is None else eye_opening(x) for x in lms]
+            self._neutrals = {"own": neutral_of(ps, mouth, eyes=eyes)}
             if self.face_model is not None:
-                self._neutrals["closed"] = neutral_of(ps, mouth, lms, self.face_model)
+                self._neutrals["closed"] = neutral_of(ps, mouth, lms, self.face_model, eyes)
             heads = [h for h in (heads or []) if h is not None]
             self.neutral_pose = head_pose.mean_pose(heads) if heads else None
             self._calib = []

@@ -586,6 +586,34 @@ def test_a_driver_that_starts_mid_word_gets_a_closed_mouth_neutral():
         d.neutral_mouth = "open"
 
 
+def test_a_blink_in_the_calibration_does_not_shut_the_neutrals_eyes():
+    """People close their lips as they blink: the calibration's least open mouths are here its two blinks. The
+    neutral comes from calm frames whose eyes are open, so a later open-eyed frame leaves the portrait's eyes as
+    they are (they would stare, opened by the whole blink, had the neutral's eyes been shut)."""
+    from engine import geometry as g
+    from engine.blendshapes import load_default_face_model
+    from streaming.drivers import FaceDriver
+    from tests.test_synth_pairs import _face_and_image, _p
+    fm = load_default_face_model()
+    lm, _ = _face_and_image(fm, 128)
+    blink = _p(fm, eye_close_left=1.0, eye_close_right=1.0)
+    talk = [_p(fm, lips_part=0.2 + 0.05 * i, jaw_open=0.1) for i in range(8)]
+    frames = [blink, blink] + talk
+    lms = [g.target_landmarks(fm, lm, np.zeros(40), p) for p in frames]
+    assert g.eye_opening(lms[0]) < 0.8 * g.eye_opening(lms[2])          # the blink shuts the eyes
+    assert g.mouth_opening(lms[0]) < min(g.mouth_opening(x) for x in lms[2:])   # with the lips closest
+    d = FaceDriver(None, 40, 128, rest=np.zeros(40), calib_frames=len(frames), calib_s=0.0, min_cutoff=1000.0,
+                   beta=0.0, face_model=fm)
+    for i, (p, x) in enumerate(zip(frames, lms)):
+        d.update(p, i / 30, crop_landmarks=x, mouth=g.mouth_opening(x))
+    assert d.neutral is not None
+    eyes = [fm.param_names.index("eye_close_left"), fm.param_names.index("eye_close_right")]
+    assert np.abs(d.neutral[eyes]).max() < 0.05, d.neutral[eyes]
+    d.update(talk[0], 1.0, crop_landmarks=lms[2], mouth=g.mouth_opening(lms[2]))
+    target = g.target_landmarks(fm, lm, np.zeros(40), d.target[:40])
+    assert g.eye_opening(target) == pytest.approx(g.eye_opening(lm), rel=0.05)
+
+
 def test_a_mesh_driver_reads_its_frames_against_its_own_neutral_mesh():
     """Relative mode, params "mesh": the calibration fits the driver's neutral mesh once (as a track's
     sequence neutral) and every later frame's p is read against it, not fitted with an identity of its
