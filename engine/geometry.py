@@ -765,6 +765,10 @@ def mouth_patch(src_landmarks: np.ndarray, dst_landmarks: np.ndarray, lips: np.n
 # face mesh read blinks on training portraits at 0.48 of the driver's (correlation 0.90).
 LID_FROM, LID_FULL, LID_OPACITY, LID_MARGIN = 0.2, 0.7, 0.95, 0.08
 LASH_WIDTH, LASH_OPACITY, LASH_DARK = 0.05, 0.8, 0.35
+# The lid that comes down over a closing eye covers where the source's eye was and its lashes above it, LASH_BAND
+# x the eye's width (``_lid_was``), in the skin round the eye between the LID_SKIN percentiles of its brightness
+# (``lid_colours``: a closed lid is lit as the skin round it, not in the shade of the lashes and the socket).
+LASH_BAND, LID_SKIN = 0.1, (40, 70)
 
 
 def _eyes():
@@ -774,11 +778,12 @@ def _eyes():
     return [(list(loop), list(loop[:9])) for loop in (RIGHT_EYE_LOOP, LEFT_EYE_LOOP)]
 
 
-def lid_colours(source: np.ndarray, src_landmarks: np.ndarray) -> list[np.ndarray]:
+def lid_colours(source: np.ndarray, src_landmarks: np.ndarray, brightness=(20, 50)) -> list[np.ndarray]:
     """Per eye (the right, then the left) the colour (3,) of the skin round it: of the ring from 0.07 to 0.25
     of the eye's width outside its opening (lids above and below, clear of the lashes), the mean of the
-    pixels between the 20th and 50th percentiles of brightness (a lid is in the brow's shade; the
-    brightest skin round an eye is the brow bone's)."""
+    pixels between these percentiles of brightness (by default the 20th and 50th: the skin in the brow's
+    shade, the teeth's colour cast; the brightest skin round an eye is the brow bone's; the drawn lids take
+    LID_SKIN's)."""
     import cv2
     src = np.asarray(src_landmarks, np.float64)
     h, w = source.shape[:2]
@@ -800,7 +805,7 @@ def lid_colours(source: np.ndarray, src_landmarks: np.ndarray) -> list[np.ndarra
             px = source[y0:y1, x0:x1][(grown(0.25) > 0) & (grown(0.07) == 0)].reshape(-1, 3).astype(np.float64)
             if len(px):
                 y = px @ LUMA.astype(np.float64)
-                lo, hi = np.percentile(y, [20, 50])
+                lo, hi = np.percentile(y, brightness)
                 colour = px[(y >= lo) & (y <= hi)].mean(0) if np.any((y >= lo) & (y <= hi)) else px.mean(0)
         out.append(colour)
     return out
@@ -811,7 +816,7 @@ def lid_layer(source: np.ndarray, src_landmarks: np.ndarray, dst_landmarks: np.n
     no eye closes by LID_FROM. ``skins``: ``lid_colours`` of the source, when already known."""
     h, w = source.shape[:2]
     patches = lid_patches(src_landmarks, dst_landmarks,
-                          skins if skins is not None else (lambda: lid_colours(source, src_landmarks)), (h, w))
+                          skins if skins is not None else (lambda: lid_colours(source, src_landmarks, LID_SKIN)), (h, w))
     if patches is None:
         return None
     fill, alpha = np.zeros((h, w, 3), np.float32), np.zeros((h, w, 1), np.float32)
@@ -820,6 +825,24 @@ def lid_layer(source: np.ndarray, src_landmarks: np.ndarray, dst_landmarks: np.n
         fill[box] = np.where(a > alpha[box], colour, fill[box])
         alpha[box] = np.maximum(alpha[box], a)
     return fill, alpha
+
+
+def _lid_was(src: np.ndarray, dst: np.ndarray, loop, upper, width: float) -> np.ndarray:
+    """(9, 2) where an eye's upper lid was: the source's carried with the eye's corners (as ``eyeball_values``
+    carries the eyeball), raised by LASH_BAND x ``width`` (the target eye's) away from its lower lid. Between it
+    and the target's upper lid lies the lid that came down: the warp stretches the source's lid over it, lashes
+    and all, and a closing eye showed streaks of lashes down its lid."""
+    ts, td = complex(*src[upper[0], :2]), complex(*dst[upper[0], :2])
+    turn = complex(*(dst[upper[-1], :2] - dst[upper[0], :2])) / (complex(*(src[upper[-1], :2] - src[upper[0], :2])) or 1.0)
+    z = td + turn * (src[upper, :2] @ np.array([1.0, 1j]) - ts)
+    lower = [i for i in loop if i not in upper]
+    away = turn * complex(*(src[upper, :2].mean(0) - src[lower, :2].mean(0)))   # the source's lids, turned
+    axis = complex(*(dst[upper[-1], :2] - dst[upper[0], :2]))
+    normal = axis * 1j / (abs(axis) or 1.0)
+    if (normal.conjugate() * away).real < 0:
+        normal = -normal
+    z = z + LASH_BAND * width * normal
+    return np.stack([z.real, z.imag], -1)
 
 
 def lid_patches(src_landmarks: np.ndarray, dst_landmarks: np.ndarray, skins, shape, ss: int = 4):
@@ -841,13 +864,19 @@ def lid_patches(src_landmarks: np.ndarray, dst_landmarks: np.ndarray, skins, sha
             out = []
         eye = dst[loop, :2]
         width = float(np.linalg.norm(dst[upper[0], :2] - dst[upper[-1], :2]))
+        sheet = np.concatenate([dst[upper, :2], _lid_was(src, dst, loop, upper, width)[::-1]])
         pad = int(np.ceil(LID_MARGIN * width + 3 * max(0.6, 0.04 * width))) + 2
-        (x0, y0) = np.maximum(np.floor(eye.min(0)).astype(int) - pad, 0)
-        (x1, y1) = np.minimum(np.ceil(eye.max(0)).astype(int) + pad + 1, (w, h))
+        both = np.concatenate([eye, sheet])
+        (x0, y0) = np.maximum(np.floor(both.min(0)).astype(int) - pad, 0)
+        (x1, y1) = np.minimum(np.ceil(both.max(0)).astype(int) + pad + 1, (w, h))
         if x1 <= x0 or y1 <= y0:
             continue
         fine = ((y1 - y0) * ss, (x1 - x0) * ss)                     # drawn ss x finer, then averaged down
-        win = _aa_canvas(fine, lambda c, v: cv2.fillPoly(c, [_fixed_point(eye - (x0, y0), ss)], v, cv2.LINE_AA, 4))
+
+        def window(c, v):
+            for poly in (eye, sheet):
+                cv2.fillPoly(c, [_fixed_point(poly - (x0, y0), ss)], v, cv2.LINE_AA, 4)
+        win = _aa_canvas(fine, window)
         win = cv2.dilate(win, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * int(LID_MARGIN * width * ss) + 1,) * 2))
         lash = _aa_canvas(fine, lambda c, v: cv2.polylines(c, [_fixed_point(dst[upper, :2] - (x0, y0), ss)], False, v,
                                                            max(1, int(round(LASH_WIDTH * width * ss))), cv2.LINE_AA, 4))
@@ -1028,8 +1057,8 @@ class MeshWarp:
         region: the drawn layer at the output's resolution, ``ss`` as ``mouth_patch``'s); the crop itself
         when None. The colours are the crop's (lips, the skin round the eyes, the teeth in its colour cast)."""
         if self._colours is None or self._colours[0] is not crop:   # the portrait's: the same every frame
-            skins = lid_colours(crop, self.src)
-            self._colours = (crop, lip_colour(crop, self.src), skins, teeth_colour(skins, colourfulness(crop)))
+            self._colours = (crop, lip_colour(crop, self.src), lid_colours(crop, self.src, LID_SKIN),
+                             teeth_colour(lid_colours(crop, self.src), colourfulness(crop)))
         src, dst = self.src, np.asarray(dst_landmarks, np.float64)
         if to is None:
             shape = (self.size, self.size)

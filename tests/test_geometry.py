@@ -389,6 +389,34 @@ def test_the_drawn_lash_line_is_antialiased_at_the_outputs_pixels(fm):
         assert len(levels) > 12, levels                  # its edges shaded, not a hard step
 
 
+def test_a_closing_lid_covers_where_the_eye_and_its_lashes_were(fm):
+    """The lid that comes down over a closing eye is drawn over where the source's eye was and its lashes above
+    it (``_lid_was``): the warp alone stretches the source's lid, lashes and all, down over the eye, and a closed
+    eye showed dark streaks down its lid."""
+    import cv2
+    from engine.blendshapes import RIGHT_EYE_LOOP
+    size = 256
+    lm, _ = _face(fm, size)
+    img = _eyes_image(lm, size)
+    loop, upper = list(RIGHT_EYE_LOOP), list(RIGHT_EYE_LOOP)[:9]
+    width = float(np.linalg.norm(lm[upper[0], :2] - lm[upper[-1], :2]))
+    lashes = np.concatenate([lm[upper, :2], lm[upper[::-1], :2] - (0, 0.08 * width)])
+    cv2.fillPoly(img, [np.round(lashes).astype(np.int32)], (30, 25, 20))     # dark lashes above the upper lid
+    mw = g.MeshWarp(lm, size)
+    closed = g.target_landmarks(fm, lm, np.zeros(40), _p(fm, eye_close_left=1.0, eye_close_right=1.0))
+    drawn, _ = mw.drawn_warp(img, closed)
+    plain = mw.warp_crop(img, closed)
+    # where the source's eye and lashes were, but for the closed lid's lash line
+    zone = np.zeros((size, size), np.uint8)
+    for poly in (lashes, lm[loop, :2]):
+        cv2.fillPoly(zone, [np.round(poly).astype(np.int32)], 1)
+    cv2.polylines(zone, [np.round(closed[upper, :2]).astype(np.int32)], False, 0, int(2 * g.LASH_WIDTH * width) + 3)
+    zone = zone > 0
+    skin = np.array([180.0, 140, 120])
+    dark = lambda x: np.mean(np.abs(x[zone].astype(float) - skin).max(1) > 60)
+    assert dark(plain) > 0.1 and dark(drawn) < 0.02, (dark(plain), dark(drawn))
+
+
 def test_drawn_lids_cover_a_closing_eye_with_the_skin_round_it(fm):
     """engine.geometry.lid_layer: an eye closed fully is painted over with the skin round it (the warp alone
     squeezes the dark eye into the slit), none where an eye closes by less than LID_FROM of its area or
