@@ -27,8 +27,9 @@ Geometry
   proportion to how much of the opening is new (``mouth_patch``).
 - The lids: where the target closes an eye, its opening shows the source's eyeball moved only with the eye's
   corners, which the lids cover (``eyeball_values``; the fan had squeezed it into the slit); from a fifth of
-  its area gone the opening is painted over with the skin round the eye and a lash line along the
-  upper lid (``lid_patches``), opaque from seven tenths. Mouth and lids make one drawn layer
+  its area gone the opening, and the lid come down over where the eye and its lashes were (``_lid_was``), are
+  painted over with the skin round the eye and a lash line along the upper lid (``lid_patches``), opaque
+  from seven tenths. Mouth and lids make one drawn layer
   (``MeshWarp.drawn_layer``): the warp-only renderer's C and A, and what the generator starts from. The
   output frame draws them again at its own pixels (``OutputWarp.draw``), sharp where the crop's would be
   a blur. Points are pixel coordinates with pixel centres at integers (the warp's maps), at any scale.
