@@ -816,8 +816,8 @@ def lid_layer(source: np.ndarray, src_landmarks: np.ndarray, dst_landmarks: np.n
     """The drawn lids (see LID_FROM) as (fill (h, w, 3) float32 0-255, alpha (h, w, 1)), or None where
     no eye closes by LID_FROM. ``skins``: ``lid_colours`` of the source, when already known."""
     h, w = source.shape[:2]
-    patches = lid_patches(src_landmarks, dst_landmarks,
-                          skins if skins is not None else (lambda: lid_colours(source, src_landmarks, LID_SKIN)), (h, w))
+    skins = skins if skins is not None else (lambda: lid_colours(source, src_landmarks, LID_SKIN))
+    patches = lid_patches(src_landmarks, dst_landmarks, skins, (h, w))
     if patches is None:
         return None
     fill, alpha = np.zeros((h, w, 3), np.float32), np.zeros((h, w, 1), np.float32)
@@ -834,11 +834,11 @@ def _lid_was(src: np.ndarray, dst: np.ndarray, loop, upper, width: float) -> np.
     and the target's upper lid lies the lid that came down: the warp stretches the source's lid over it, lashes
     and all, and a closing eye showed streaks of lashes down its lid."""
     ts, td = complex(*src[upper[0], :2]), complex(*dst[upper[0], :2])
-    turn = complex(*(dst[upper[-1], :2] - dst[upper[0], :2])) / (complex(*(src[upper[-1], :2] - src[upper[0], :2])) or 1.0)
+    axis = complex(*(dst[upper[-1], :2] - dst[upper[0], :2]))
+    turn = axis / (complex(*(src[upper[-1], :2] - src[upper[0], :2])) or 1.0)
     z = td + turn * (src[upper, :2] @ np.array([1.0, 1j]) - ts)
     lower = [i for i in loop if i not in upper]
     away = turn * complex(*(src[upper, :2].mean(0) - src[lower, :2].mean(0)))   # the source's lids, turned
-    axis = complex(*(dst[upper[-1], :2] - dst[upper[0], :2]))
     normal = axis * 1j / (abs(axis) or 1.0)
     if (normal.conjugate() * away).real < 0:
         normal = -normal

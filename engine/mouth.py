@@ -11,8 +11,9 @@ opening at the output's pixels (``paste_mouth``), after the drawn interior and t
 - its light: from the skin round the driver's mouth towards the skin round the portrait's (``recolour``: a
   painting's varnish, a dim photo's exposure), with as much colour as the portrait has;
 - its extent: inside the opening, fading in from its edge (the portrait's lips keep their edge), the driver's
-  lip-coloured pixels shaded as deep as the drawn cavity, and only while the driver's own mouth is open enough
-  to show an inside (a closed driver mouth has none: the drawn interior stays).
+  lip-coloured pixels shaded as deep as the drawn cavity (in a wide-open mouth less: its tongue shows), and only
+  while the driver's own mouth is open enough to show an inside (a closed driver mouth has none: the drawn
+  interior stays).
 
 Without a driver frame (a parameter track, sound, sliders) the drawn interior stays as it was.
 """
@@ -35,6 +36,7 @@ SKIN_Y = (20.0, 245.0)     # skin brightness taken as within these (a black or b
 CURVE = (1.0, 1.4)         # the brightness curve's power: a darker portrait's mouth darkened, a lighter one's not lit
 EDGE = 3.0                 # the paste fades in over EDGE x the drawn mouth's blur from the opening's outline
 LIP_NEAR, LIP_FAR, LIP_SHADE = 0.15, 0.7, 0.3    # lip-coloured pixels inside: their shade (see paste_mouth)
+LIP_WIDE, WIDE_SHADE = (0.15, 0.35), 0.65   # ... and less as the driver's opening goes from / to this: a tongue shows
 SKIN_SMOOTH = 0.5          # s: a driver's skin colour smoothed over this long (MouthCutter)
 
 _INNER, _OUTER = list(INNER_LIP_LOOP), list(OUTER_LIP_LOOP)
@@ -233,10 +235,13 @@ def paste_mouth(region: np.ndarray, mouth: DriverMouth, src: np.ndarray, dst: np
     cut = cv2.warpAffine(mouth.image, m, (ww, wh), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     # The mesh's inner-lip outline runs a little outside the real opening, and a nearly closed mouth shows its lips'
     # insides and the tongue: pixels of the driver's lip colour are shaded as deep in the mouth as the drawn cavity
-    # (else a small opening filled with lip reads as closed lips); teeth and the dark inside keep their light.
+    # (else a small opening filled with lip reads as closed lips); teeth and the dark inside keep their light. A wide
+    # opening's are mostly its tongue: shaded to WIDE_SHADE only (at LIP_SHADE a black hole had replaced it).
     lipness = np.linalg.norm(cut.astype(np.float32) - mouth.lips.astype(np.float32), axis=2)
     lipness *= np.float32(1.0 / max(float(np.linalg.norm(mouth.lips)), 1.0))
-    shade = LIP_SHADE + (1.0 - LIP_SHADE) * _smooth((lipness - LIP_NEAR) * np.float32(1.0 / (LIP_FAR - LIP_NEAR)))
+    wide = float(_smooth((mouth.opening - LIP_WIDE[0]) / (LIP_WIDE[1] - LIP_WIDE[0])))
+    deep = LIP_SHADE + (WIDE_SHADE - LIP_SHADE) * wide
+    shade = deep + (1.0 - deep) * _smooth((lipness - LIP_NEAR) * np.float32(1.0 / (LIP_FAR - LIP_NEAR)))
     fill = recolour(cut, mouth.skin, skin) * shade[..., None]
     if colour < 1.0:
         grey = (fill @ LUMA)[..., None]

@@ -84,10 +84,18 @@ def test_the_cut_mouth_lands_on_the_targets_corners_and_opening():
     assert 1 > fits[0] > fits[1] > fits[2] > 0
 
 
-def test_the_drivers_teeth_show_inside_the_opening_in_the_portraits_light_and_nothing_else_changes():
+def test_the_drivers_teeth_show_inside_the_opening_in_the_portraits_light_and_nothing_else_changes(monkeypatch):
+    """Teeth in the portrait's light; below them a lip-coloured inside (a tongue): shaded as deep as the drawn
+    cavity in a mouth opened less than LIP_WIDE (else a small opening filled with lip reads as closed), shown in
+    a wide one (this driver's opens by 0.47 of its width: a black hole had replaced its tongue)."""
+    import engine.mouth as M
     img, lm = _driver(inside_low=LIPS)                  # below the teeth: the lips' inside (lip-coloured)
     mouth = cut_mouth(img, lm)
+    assert mouth.opening > M.LIP_WIDE[1]
     region, src, dst = _portrait()
+    shown = region.copy()
+    assert paste_mouth(shown, mouth, src, dst, np.array(PORTRAIT_SKIN, float))
+    monkeypatch.setattr(M, "LIP_WIDE", (0.6, 0.8))     # as if this opening were a small one
     before = region.copy()
     assert paste_mouth(region, mouth, src, dst, np.array(PORTRAIT_SKIN, float))
     deep = _inside(dst, 10.0)                           # past the fade from the outline (EDGE)
@@ -100,6 +108,9 @@ def test_the_drivers_teeth_show_inside_the_opening_in_the_portraits_light_and_no
     assert teeth[2] / teeth[0] < TEETH[2] / TEETH[0] - 0.1     # in the portrait's yellow cast
     lips_luma = np.dot(LIPS, [0.299, 0.587, 0.114])
     assert luma[lower].mean() < 0.5 * lips_luma                 # the lips' inside shaded deep, not lip
+    tongue = (shown.astype(float) @ [0.299, 0.587, 0.114])[lower].mean()
+    assert tongue > 1.5 * luma[lower].mean()                     # ... but a wide mouth's tongue shows
+    assert np.median(np.abs(shown[upper].astype(float) - region[upper])) < 1     # its teeth as they were
     outside = ~_inside(dst, -3.0)
     assert np.array_equal(region[outside], before[outside])  # the portrait's lips and skin untouched
 
