@@ -1322,7 +1322,13 @@ class FaceModel:
         gap moves ``k`` (2,) times as far; nothing else of the mesh moves differently beyond what that
         change of p brings with it."""
         dp = np.asarray(dp, np.float64)
-        return dp + (self.lid_moves(dp) * (np.asarray(k, np.float64) - 1.0)) @ self._lid_step
+        return self.with_lid_moves(dp, self.lid_moves(dp) * np.asarray(k, np.float64))
+
+    def with_lid_moves(self, dp, moves) -> np.ndarray:
+        """A motion ``dp`` (N,) or (B, N) changed as little as possible (least norm) so that its eyes' lid gaps
+        move by ``moves`` (2,) or (B, 2) (``lid_moves``' units)."""
+        dp = np.asarray(dp, np.float64)
+        return dp + (np.asarray(moves, np.float64) - self.lid_moves(dp)) @ self._lid_step
 
     def instantiate(self, p, identity=None, neutral: np.ndarray | None = None) -> np.ndarray:
         """The (478, 3) canonical mesh for parameters p (N,), on the identity's neutral (or on a

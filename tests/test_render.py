@@ -614,6 +614,42 @@ def test_a_blink_in_the_calibration_does_not_shut_the_neutrals_eyes():
     assert g.eye_opening(target) == pytest.approx(g.eye_opening(lm), rel=0.05)
 
 
+def test_a_turned_heads_far_eye_blinks_with_the_near_one():
+    """The face mesh reads a turned head's far eye unreliably (foreshortened): its lids follow the near eye's,
+    wholly from EYE_TURN[1] degrees of yaw, so a blink read on one eye of a turned driver is no wink on the
+    portrait; a frontal driver's wink is its own."""
+    from engine import geometry as g
+    from engine.blendshapes import load_default_face_model
+    from engine.pose import HeadPose, rotation
+    from streaming.drivers import EYE_TURN, FaceDriver
+    from tests.test_synth_pairs import _face_and_image, _p
+    fm = load_default_face_model()
+    lm, _ = _face_and_image(fm, 128)
+
+    def head(yaw):
+        return HeadPose(orientation=rotation(yaw, 0.0, 0.0), centre=np.zeros(3), iod=60.0, size=1.0, eyes_open=0.3)
+    d = FaceDriver(None, 40, 128, rest=np.zeros(40), calib_frames=3, calib_s=0.0, min_cutoff=1000.0, beta=0.0,
+                   face_model=fm)
+    for i in range(3):
+        d.update(np.zeros(40), i / 30, crop_landmarks=lm, mouth=0.0, head=head(0.0))
+    wink = _p(fm, eye_close_right=1.0)                       # the right eye (lid_moves' first) reads closed
+    closing = fm.lid_moves(wink)
+    assert closing[0] < -0.5 * abs(closing).max() and abs(closing[1]) < 0.2 * abs(closing[0])
+
+    def moves(yaw):
+        d.update(wink, 1.0, crop_landmarks=lm, head=head(yaw))
+        return fm.lid_moves(d.target[:40] - d.rest_params)
+    assert np.allclose(moves(0.0), closing, atol=1e-4)                   # frontal: a wink
+    assert np.allclose(moves(EYE_TURN[0] - 1), closing, atol=1e-4)
+    far_right = moves(-EYE_TURN[1] - 5)                      # the right eye turned away: it follows the left
+    assert abs(far_right[0] - far_right[1]) < 1e-4 and abs(far_right[0]) < 0.2 * abs(closing[0])
+    far_left = moves(EYE_TURN[1] + 5)                        # the left eye turned away: it blinks with the right
+    assert abs(far_left[0] - far_left[1]) < 1e-4 and far_left[1] < 0.9 * closing[0]
+    half = moves(-(EYE_TURN[0] + EYE_TURN[1]) / 2)
+    assert closing[0] < half[0] < far_right[0]
+    assert g.eye_opening(g.target_landmarks(fm, lm, np.zeros(40), d.target[:40])) > 0
+
+
 def test_a_mesh_driver_reads_its_frames_against_its_own_neutral_mesh():
     """Relative mode, params "mesh": the calibration fits the driver's neutral mesh once (as a track's
     sequence neutral) and every later frame's p is read against it, not fitted with an identity of its
