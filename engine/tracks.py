@@ -393,16 +393,16 @@ def load_track(path: str | os.PathLike, check_audio: bool = True) -> ParamTrack:
 
 
 # --------------------------------------------------------------------------------------- extract
-def _clip_pose(landmarks: np.ndarray, found: np.ndarray) -> np.ndarray:
+def _clip_pose(landmarks: np.ndarray, found: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(T, 8) head pose and gaze of every frame with a face relative to the clip's mean pose (0 elsewhere; the
-    gaze NaN where the eyes are shut)."""
-    from .pose import mean_pose, measure, relative
+    gaze NaN where the eyes are shut), and (T,) each frame's yaw against a frontal face (0 elsewhere)."""
+    from .pose import mean_pose, measure, relative, yaw_of
     poses = {i: measure(landmarks[i]) for i in np.flatnonzero(found)}
     neutral = mean_pose(list(poses.values()))
-    out = np.zeros((len(landmarks), N_POSE), np.float64)
+    out, yaw = np.zeros((len(landmarks), N_POSE), np.float64), np.zeros(len(landmarks))
     for i, hp in poses.items():
-        out[i] = relative(hp, neutral)
-    return out
+        out[i], yaw[i] = relative(hp, neutral), yaw_of(hp)
+    return out, yaw
 
 
 def _fill(values: np.ndarray, bad: np.ndarray, t: np.ndarray) -> None:
@@ -475,7 +475,10 @@ def extract_track(video: str | os.PathLike, out: str | os.PathLike, audio: str |
         from .geometry import closed_mouth
         closed = closed_mouth(model, fit.neutral, closed).astype(np.float64)
     p -= closed
-    pose = _clip_pose(lms, found)
+    pose, yaw = _clip_pose(lms, found)
+    if hasattr(model, "lid_gaps"):      # a turned head's far eye blinks with its near one, as a face driver's
+        from .pose import link_far_eye
+        p = link_far_eye(model, p, yaw)
     valid = found & np.asarray(fit.valid, bool) & np.all(np.isfinite(p), axis=1)
     t_arr = np.asarray(times, np.float64)
     missing = np.flatnonzero(~valid)

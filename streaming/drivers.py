@@ -187,29 +187,6 @@ def retarget_lids(face_model, motion: np.ndarray, k) -> np.ndarray:
     return face_model.scale_lids(motion, k).astype(np.float32)
 
 
-# A head turned away by more than EYE_TURN[0] degrees of yaw shows its far eye foreshortened, and the face mesh
-# reads that eye's lids unreliably: on 48 training clips one eye read closed (under 0.4 of the clip's median) while
-# the other read open (over 0.8) in 40 frames against 347 blinks, at a mean yaw of 12-45 degrees where the clips
-# turned; a portrait then winked where its driver blinked. The far eye's lids follow the near eye's, wholly from
-# EYE_TURN[1] (``link_far_eye``); a frontal face's wink is its own.
-EYE_TURN = (10.0, 30.0)
-
-
-def link_far_eye(face_model, motion: np.ndarray, head) -> np.ndarray:
-    """A driver's motion ``motion`` (N,) with the lids of the eye turned away from the camera moved as the near
-    eye's, by how far the head (``engine.pose.HeadPose``; None: unknown) is turned (``EYE_TURN``)."""
-    if face_model is None or head is None:
-        return motion
-    yaw = float(head_pose.euler(head.orientation)[0])
-    w = min(max((abs(yaw) - EYE_TURN[0]) / (EYE_TURN[1] - EYE_TURN[0]), 0.0), 1.0)
-    if w <= 0.0:
-        return motion
-    moves = face_model.lid_moves(motion)
-    far = 0 if yaw < 0 else 1           # turned to negative yaw, the right eye (lid_moves' first) is the far one
-    moves[far] += w * (moves[1 - far] - moves[far])
-    return face_model.with_lid_moves(motion, moves).astype(np.float32)
-
-
 # What a driver moves: the lips and jaw only (the speech parameters: dubbing, the portrait keeping its own
 # expression and head), expression + speech (SliderGAN's), or that and the head's pose.
 MOTIONS = ("speech", "expression", "head")
@@ -713,8 +690,8 @@ class FaceDriver:
 
     def _target(self, p_raw: np.ndarray, head=None) -> np.ndarray:
         if self.mode == "absolute":
-            return self.expression_scale * link_far_eye(self.face_model, p_raw, head)
-        motion = link_far_eye(self.face_model, p_raw - self.neutral, head)
+            return self.expression_scale * head_pose.link_far_eye(self.face_model, p_raw, head_pose.yaw_of(head))
+        motion = head_pose.link_far_eye(self.face_model, p_raw - self.neutral, head_pose.yaw_of(head))
         motion = retarget_lids(self.face_model, motion, self.lids_ratio)
         return self.rest_params + self.expression_scale * motion
 

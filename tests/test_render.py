@@ -616,12 +616,14 @@ def test_a_blink_in_the_calibration_does_not_shut_the_neutrals_eyes():
 
 def test_a_turned_heads_far_eye_blinks_with_the_near_one():
     """The face mesh reads a turned head's far eye unreliably (foreshortened): its lids follow the near eye's,
-    wholly from EYE_TURN[1] degrees of yaw, so a blink read on one eye of a turned driver is no wink on the
-    portrait; a frontal driver's wink is its own."""
+    wholly from EYE_TURN[1] degrees of yaw (``engine.pose.link_far_eye``), so a blink read on one eye of a turned
+    driver is no wink on the portrait; a frontal driver's wink is its own. A batch of frames, each its own yaw, the
+    same as one by one (an extracted track's)."""
     from engine import geometry as g
     from engine.blendshapes import load_default_face_model
     from engine.pose import HeadPose, rotation
-    from streaming.drivers import EYE_TURN, FaceDriver
+    from engine.pose import EYE_TURN
+    from streaming.drivers import FaceDriver
     from tests.test_synth_pairs import _face_and_image, _p
     fm = load_default_face_model()
     lm, _ = _face_and_image(fm, 128)
@@ -648,6 +650,11 @@ def test_a_turned_heads_far_eye_blinks_with_the_near_one():
     half = moves(-(EYE_TURN[0] + EYE_TURN[1]) / 2)
     assert closing[0] < half[0] < far_right[0]
     assert g.eye_opening(g.target_landmarks(fm, lm, np.zeros(40), d.target[:40])) > 0
+    from engine.pose import link_far_eye
+    yaws = np.array([0.0, -40.0, 40.0, -20.0])
+    batch = link_far_eye(fm, np.stack([wink] * 4), yaws)
+    assert np.allclose(batch, np.stack([link_far_eye(fm, wink, y) for y in yaws]), atol=1e-6)
+    assert np.allclose(fm.lid_moves(batch[1]), far_right, atol=1e-4)
 
 
 def test_a_mesh_driver_reads_its_frames_against_its_own_neutral_mesh():
