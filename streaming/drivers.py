@@ -7,7 +7,7 @@ combines them (speech from a track while the expression follows the webcam, a sl
   blendshape fit of the face mesh (``params="mesh"``), One Euro smoothed. Absolute mode copies the driver's
   expression; relative mode gives the portrait's own parameters plus the driver's change from its
   neutral (which may pass [-1, 1], up to ``engine.animator.P_LIMIT``; calibrated on the first second of frames with a face, or again on demand, from the frames
-  whose mouth is least open, its lips then closed: a driver that talks from its first frame still
+  whose mouth is least open and eyes open, its lips then closed: a driver that talks from its first frame still
   gets a closed-mouth neutral, ``neutral_of``; with "mesh", the calibration also fits the driver's neutral
   mesh once and later frames are read against it, ``calibrate_on``; a face that no longer fits it, or that
   dlib's face recognition tells from the calibration's person (someone else, ``PersonCheck``), sets off a new
@@ -689,11 +689,11 @@ class FaceDriver:
         return lids_ratio(self.rest_lids, self._lids) if self.face_model is not None else None
 
     def _target(self, p_raw: np.ndarray, head=None) -> np.ndarray:
+        yaw = head_pose.yaw_of(head)
         if self.mode == "absolute":
-            return self.expression_scale * head_pose.link_far_eye(self.face_model, p_raw, head_pose.yaw_of(head))
-        motion = head_pose.link_far_eye(self.face_model, p_raw - self.neutral, head_pose.yaw_of(head))
-        motion = retarget_lids(self.face_model, motion, self.lids_ratio)
-        return self.rest_params + self.expression_scale * motion
+            return self.expression_scale * head_pose.link_far_eye(self.face_model, p_raw, yaw)
+        motion = head_pose.link_far_eye(self.face_model, p_raw - self.neutral, yaw)
+        return self.rest_params + self.expression_scale * retarget_lids(self.face_model, motion, self.lids_ratio)
 
     def _pose_target(self, head) -> np.ndarray:
         """The head pose and gaze in slider units (engine.pose.to_unit: smoothly clamped to its limits); while
