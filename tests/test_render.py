@@ -619,10 +619,8 @@ def test_a_turned_heads_far_eye_blinks_with_the_near_one():
     wholly from EYE_TURN[1] degrees of yaw (``engine.pose.link_far_eye``), so a blink read on one eye of a turned
     driver is no wink on the portrait; a frontal driver's wink is its own. A batch of frames, each its own yaw, the
     same as one by one (an extracted track's)."""
-    from engine import geometry as g
     from engine.blendshapes import load_default_face_model
-    from engine.pose import HeadPose, rotation
-    from engine.pose import EYE_TURN
+    from engine.pose import EYE_TURN, HeadPose, link_far_eye, rotation
     from streaming.drivers import FaceDriver
     from tests.test_synth_pairs import _face_and_image, _p
     fm = load_default_face_model()
@@ -649,8 +647,6 @@ def test_a_turned_heads_far_eye_blinks_with_the_near_one():
     assert abs(far_left[0] - far_left[1]) < 1e-4 and far_left[1] < 0.9 * closing[0]
     half = moves(-(EYE_TURN[0] + EYE_TURN[1]) / 2)
     assert closing[0] < half[0] < far_right[0]
-    assert g.eye_opening(g.target_landmarks(fm, lm, np.zeros(40), d.target[:40])) > 0
-    from engine.pose import link_far_eye
     yaws = np.array([0.0, -40.0, 40.0, -20.0])
     batch = link_far_eye(fm, np.stack([wink] * 4), yaws)
     assert np.allclose(batch, np.stack([link_far_eye(fm, wink, y) for y in yaws]), atol=1e-6)
