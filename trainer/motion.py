@@ -37,8 +37,9 @@ Driver frames become p as ``slidergan render`` makes them (``streaming/render.py
 tracked (``engine.face.FaceTracker``, smoothed alignment) and read, then ``streaming.drivers.FaceDriver``
 in relative mode: p = the portrait's own parameters (its mouth closed, ``MotionOptions.source_mouth``)
 + (driver p - driver's neutral), the neutral
-from the least open mouths of the first second of faces, its lips closed too (``streaming.drivers.neutral_of``); One Euro
-smoothing, the head's pose without its lag (``FaceDriver.lookahead``); clipped to +-``engine.animator.P_LIMIT``.
+from the least open mouths of the first second of faces whose eyes are open, its lips closed too
+(``streaming.drivers.neutral_of``); a turned head's far eye following the near one
+(``engine.pose.link_far_eye``); One Euro smoothing, the head's pose without its lag (``FaceDriver.lookahead``); clipped to +-``engine.animator.P_LIMIT``.
 The
 driver p comes from one of two sources (``P_SOURCES``): ``head``, the model's regression head D_p on
 the tracked crop, or ``mesh``, the blendshape fit of the tracked face mesh against the driver's
@@ -648,9 +649,10 @@ def protocol(opts: MotionOptions, clips, portraits) -> dict:
         "amplitude_ratio": "std(result) / std(driver) (1: moves as much as the driver)",
         "blink": f"the driver's sampled eye-opening series dips below {BLINK_DIP:.0%} of its median",
         "p": "render's video driver: FaceTracker, FaceDriver relative mode (neutral: the median p of the least "
-             "open mouths of the first second of faces, streaming.drivers.neutral_of"
+             "open mouths of the first second of faces, not mid-blink, streaming.drivers.neutral_of"
              + (", its lips closed" if opts.source_mouth == "closed" else "") + "; rest: the portrait's own p"
              + (" with its mouth closed, engine.geometry.closed_mouth" if opts.source_mouth == "closed" else "")
+             + "; a turned head's far eye blinking with the near one, engine.pose.link_far_eye"
              + "), p source head = regression head D_p, mesh = blendshape fit against the driver's neutral mesh "
              "(FaceDriver.calibrate_on)" + (f"; the driver's motion times {opts.expression_scale:g} (render "
                                             f"--expression-scale)" if opts.expression_scale != 1 else ""),
