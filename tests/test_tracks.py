@@ -245,6 +245,20 @@ def test_extract_command_with_the_default_model(shared_data, tmp_path, capsys):
     assert "bad.mp4" in capsys.readouterr().err
 
 
+def test_a_turned_drivers_track_moves_both_eyes_alike(shared_data, tmp_path):
+    """``pcavs_input_00002`` is turned about 37 degrees from the camera throughout: in its track the far eye's lids
+    move as the near eye's (``engine.pose.link_far_eye``, as a face driver's), not as the face mesh misreads the
+    foreshortened eye (they differed by as much as the lids moved)."""
+    pytest.importorskip("mediapipe")
+    from engine.tracks import extract_track
+    model = _default_model_or_skip()
+    tr = extract_track(shared_data / "talking" / "pcavs_input_00002.mp4", tmp_path / "t.npz", model=model,
+                       audio=None, end=2.0, progress=False)
+    moves = model.lid_moves(tr.params)
+    assert np.abs(moves).max() > 0.005                                  # the lids move
+    assert np.abs(moves[:, 0] - moves[:, 1]).max() < 0.01 * np.abs(moves).max()
+
+
 def test_a_driver_that_never_closes_its_lips_opens_a_portraits_mouth(shared_data, tmp_path):
     """A clip whose calmest frames have the lips apart (here a still face, mouth open throughout) reads
     from that face with its lips closed, as a face driver's neutral is: its track opens a closed-mouth
