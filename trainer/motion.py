@@ -39,7 +39,8 @@ in relative mode: p = the portrait's own parameters (its mouth closed, ``MotionO
 + (driver p - driver's neutral), the neutral
 from the least open mouths of the first second of faces whose eyes are open, its lips closed too
 (``streaming.drivers.neutral_of``); a turned head's far eye following the near one
-(``engine.pose.link_far_eye``); One Euro smoothing, the head's pose without its lag (``FaceDriver.lookahead``); clipped to +-``engine.animator.P_LIMIT``.
+(``engine.pose.link_far_eye``); One Euro smoothing, the head's pose without its lag (``FaceDriver.lookahead``);
+clipped to +-``engine.animator.P_LIMIT``.
 The
 driver p comes from one of two sources (``P_SOURCES``): ``head``, the model's regression head D_p on
 the tracked crop, or ``mesh``, the blendshape fit of the tracked face mesh against the driver's
