@@ -71,7 +71,7 @@ __all__ = [
     "load_image", "template_points", "canonical_mesh", "estimate_similarity", "alignment_matrix",
     "transform_points", "invert_matrix", "matrix_scale", "warp_to_crop", "align_face", "face_mask",
     "paste_back", "detect_landmarks", "detect_and_align", "align_mesh_3d", "umeyama",
-    "alignment_jitter", "paste_back_error",
+    "alignment_jitter", "paste_back_error", "faces_in_file",
 ]
 
 NUM_LANDMARKS = 478
@@ -1193,6 +1193,42 @@ class FaceTracker:
 
     def __exit__(self, *exc):
         self.close()
+
+
+FILE_SAMPLES = 120   # faces_in_file (and render --neutral-at auto): at most this many frames of a video, spread
+
+
+def faces_in_file(path, size: int = DEFAULT_SIZE, samples: int = FILE_SAMPLES, stop=None) -> list:
+    """Tracked faces (``FaceTracker.process`` results, one a frame read; ``.ok`` where a face was found) of a photo
+    or a video: a photo's one face, or a video's faces over the whole of it (at most ``samples`` frames, spread).
+    A file that is neither: ValueError naming both reasons. ``stop`` (a threading.Event): set, the frames read
+    so far."""
+    from .images import ImageReadError, load_image
+    from .video import read_frames, video_info
+    not_image = None
+    try:
+        frames, fps = [(load_image(path), 0.0)], 30.0
+    except ImageReadError as e:
+        not_image = e
+    read = []
+    try:
+        if not_image is not None:
+            info = video_info(path)
+            step = max(1, -(-info.frame_count // max(1, int(samples))))
+            frames = ((f, t) for i, (f, t) in enumerate(read_frames(path, lazy=True)) if i % step == 0)
+            fps = info.fps / step
+        with FaceTracker(size=size, fps=fps, max_faces=1) as tracker:
+            for frame, t in frames:
+                if stop is not None and stop.is_set():
+                    break
+                read.append(tracker.process(frame, t))
+    except ValueError as not_video:
+        if read:                  # a video broken part-way: the faces read so far
+            return read
+        if not_image is None:
+            raise
+        raise ValueError(f"{path} is neither an image ({not_image}) nor a video ({not_video})") from None
+    return read
 
 
 class _Cut:

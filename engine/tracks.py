@@ -416,7 +416,8 @@ def _fill(values: np.ndarray, bad: np.ndarray, t: np.ndarray) -> None:
 
 def extract_track(video: str | os.PathLike, out: str | os.PathLike, audio: str | None = "m4a",
                   start: float = 0.0, end: float | None = None, model=None,
-                  smooth: bool = False, progress: bool = True) -> ParamTrack:
+                  smooth: bool = False, progress: bool = True, neutral_from: str | os.PathLike | None = None
+                  ) -> ParamTrack:
     """Fit every frame of ``video`` and write a track to ``out``; copy the audio next to it.
 
     ``audio``: "m4a" (the AAC stream copied as is), "wav" (16-bit PCM) or None (no audio). The audio
@@ -427,7 +428,10 @@ def extract_track(video: str | os.PathLike, out: str | os.PathLike, audio: str |
     lips closed, meta["neutral_lips_closed_by"]). Frames without a usable face
     get parameters interpolated in time from their neighbours (listed in
     meta["frames_without_face"]). ``smooth`` runs a One Euro filter over the parameters
-    (``engine.smoothing.PARAM_SMOOTHING``; the head's pose without its lag, ``engine.smoothing.Lookahead``)."""
+    (``engine.smoothing.PARAM_SMOOTHING``; the head's pose without its lag, ``engine.smoothing.Lookahead``).
+    ``neutral_from``: a photo or video of the same face at rest, whose neutral shape (``estimate_neutral`` of its
+    faces) is p = 0 instead of the video's own calmest frames: a video that holds an expression from its first
+    frame to its last keeps it in the track (render's ``--neutral-from``)."""
     from .face import FaceTracker
     from .video import extract_audio, read_frames, video_info
 
@@ -439,6 +443,17 @@ def extract_track(video: str | os.PathLike, out: str | os.PathLike, audio: str |
     if model is None:
         from .blendshapes import load_default_face_model
         model = load_default_face_model()
+    neutral = None
+    if neutral_from is not None:
+        from .blendshapes import align_many, estimate_neutral
+        from .face import faces_in_file
+        try:
+            rest = [r.landmarks for r in faces_in_file(neutral_from) if r.ok]
+        except ValueError as e:
+            raise TrackError(f"--neutral-from: {e}") from None
+        if not rest:
+            raise TrackError(f"--neutral-from: no face in {neutral_from}")
+        neutral = estimate_neutral(align_many(np.stack(rest)))[0]
 
     times, lms, statuses = [], [], {}
     span_end = info.duration if end is None else min(end, info.duration)
@@ -464,7 +479,7 @@ def extract_track(video: str | os.PathLike, out: str | os.PathLike, audio: str |
     found = np.all(np.isfinite(lms.reshape(len(lms), -1)), axis=1)
     if not found.any():
         raise TrackError(f"no usable face in any frame of {video} ({statuses})")
-    fit = model.fit_sequence(lms)
+    fit = model.fit_sequence(lms) if neutral is None else model.fit_sequence(lms, neutral=neutral)
     p = np.array(fit.p, np.float64)
     # p = 0 is the clip's neutral face; where its lips are apart (a clip that talks through its calmest
     # frames), p is read from that face with its lips closed, as a face driver's neutral is

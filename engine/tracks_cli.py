@@ -1,6 +1,7 @@
 """``slidergan track``: extract a parameter track from a video, or check a track file.
 
     slidergan track extract VIDEO -o TRACK.npz [--audio m4a|wav|none] [--start S] [--end S] [--smooth]
+                                               [--neutral-from PHOTO|VIDEO]
     slidergan track from-audio SPEECH.wav -o TRACK.npz [--fps 25] [--model DIR] [--max-seconds S]
     slidergan track check TRACK.npz [--speech N] [--expression N]
 """
@@ -23,6 +24,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     e.add_argument("--end", type=float, default=None, help="second to stop at")
     e.add_argument("--smooth", action="store_true",
                    help="One Euro filter over the parameters (the head's pose without its lag)")
+    e.add_argument("--neutral-from", default=None, metavar="FILE",
+                   help="p = 0 is this photo or video of the same face at rest instead of the video's own calmest "
+                        "frames: a video that holds an expression all through keeps it in the track")
     e.add_argument("--quiet", action="store_true", help="no progress bar")
     a = sub.add_parser("from-audio", help="speech parameters from a sound file (the audio model); the track "
                                           "references the audio")
@@ -69,7 +73,7 @@ def main(args: argparse.Namespace) -> int:
     if args.action == "extract":
         track = extract_track(args.video, args.output, audio=None if args.audio == "none" else args.audio,
                               start=args.start, end=args.end, smooth=args.smooth,
-                              progress=not args.quiet)
+                              neutral_from=args.neutral_from, progress=not args.quiet)
         print(_summary(track))
         return 0
     if args.action == "from-audio":

@@ -520,6 +520,14 @@ class FaceDriver:
             self._filter.reset()
         return ps
 
+    def calibrate_pose(self, heads) -> None:
+        """The neutral head pose alone, from these frames' poses (None where unknown), where the neutral
+        expression came from elsewhere (``calibrate_on`` with no poses: a photo of the driver at rest, framed
+        otherwise than the video that drives): the head moves from where the video holds it."""
+        heads = [h for h in heads if h is not None]
+        with self._lock:
+            self.neutral_pose = head_pose.mean_pose(heads) if heads else None
+
     def read_mesh(self, landmarks) -> np.ndarray:
         """The blendshape fit of face meshes (478, 3) -> (N,) or (B, 478, 3) -> (B, N), as this driver reads
         them: against the driver's own neutral mesh once calibrated in relative mode (``calibrate_on``),

@@ -362,7 +362,8 @@ def render(source, driver, out, *, audio=None, checkpoint=None, backend: str = "
            params: str = "mesh", renderer: str = "model", motion: str | None = None,
            face: tuple[float, float] | None = None, source_mouth: str = "closed", precision: str = "fp32",
            neutral_at: float | str | None = None, expression_scale: float = 1.0, framing: str = "square",
-           source_face: tuple[float, float] | None = None, mouth_interior: str = "driver") -> RenderResult:
+           source_face: tuple[float, float] | None = None, mouth_interior: str = "driver",
+           neutral_from: str | Path | None = None) -> RenderResult:
     """Render ``source`` (portrait) driven by ``driver`` (video or track) to ``out``. ``framing``: "square"
     (a square around the face, ``size`` px, default 512) or "full" (the whole photo, its aspect kept,
     long side ``size``, default the photo's own up to 1920: LivePortrait's paste-back, SadTalker's
@@ -382,7 +383,10 @@ def render(source, driver, out, *, audio=None, checkpoint=None, backend: str = "
     the whole video (with ``params`` "mesh" its neutral mesh from the relaxed ones,
     ``engine.blendshapes.estimate_neutral``, as a track's): for a driver that
     starts mid-expression (a smile held through its first second would otherwise open the portrait's
-    eyes wider than its own for the whole video). ``expression_scale``: the driver's expression and speech
+    eyes wider than its own for the whole video). ``neutral_from``: a photo or video of the driver's face at
+    rest: its neutral expression from there instead (a driver that holds an expression through the whole
+    video, as posed-emotion clips do, keeps it only so; ``neutral_at`` cannot tell it from the face's own
+    shape), the head's neutral pose still from the video's first second. ``expression_scale``: the driver's expression and speech
     motion times this (streaming.drivers; 1: as driven). ``mouth_interior``: with a driver video, "driver" (the
     driver's own teeth and tongue inside the portrait's open mouth, engine.mouth) or "drawn"."""
     out = Path(out)
@@ -420,6 +424,15 @@ def render(source, driver, out, *, audio=None, checkpoint=None, backend: str = "
         neutral_at = check_neutral_at(neutral_at)
         if mode != "relative":
             raise ValueError("--neutral-at is the relative mode's neutral: it needs --mode relative")
+    if neutral_from is not None:
+        neutral_from = Path(neutral_from)
+        if neutral_at is not None:
+            raise ValueError("--neutral-from and --neutral-at are two places to take the driver's neutral from: "
+                             "give one")
+        if mode != "relative":
+            raise ValueError("--neutral-from is the relative mode's neutral: it needs --mode relative")
+        if not neutral_from.is_file():
+            raise FileNotFoundError(f"--neutral-from: no such file: {neutral_from}")
     made = prepare_output(out)
     try:
         with opencv_threads(threads):
@@ -428,7 +441,8 @@ def render(source, driver, out, *, audio=None, checkpoint=None, backend: str = "
                            crf=crf, preset=preset, max_seconds=max_seconds, progress=progress, threads=threads,
                            params=params, renderer=renderer, motion=motion, face=face, source_mouth=source_mouth,
                            precision=precision, neutral_at=neutral_at, expression_scale=expression_scale,
-                           framing=framing, source_face=source_face, mouth_interior=mouth_interior)
+                           framing=framing, source_face=source_face, mouth_interior=mouth_interior,
+                           neutral_from=neutral_from)
     except BaseException:
         for d in reversed(made):  # folders made for the output, if the render left them empty
             try:
@@ -451,9 +465,6 @@ def opencv_threads(threads: int | None):
         yield
     finally:
         cv2.setNumThreads(before)
-
-
-NEUTRAL_SAMPLES = 120   # --neutral-at auto: at most this many frames spread over the video are read for its neutral
 
 
 def check_neutral_at(value) -> float | str:
@@ -517,7 +528,7 @@ def prepare_output(out: Path) -> list[Path]:
 def _render(source, driver: Path, out: Path, *, audio, checkpoint, backend, models, size, fps, side_by_side, mode,
             no_audio, batch, crf, preset, max_seconds, progress, threads, params, renderer, motion,
             face=None, source_mouth="closed", precision="fp32", neutral_at=None, expression_scale=1.0,
-            framing="square", source_face=None, mouth_interior="driver") -> RenderResult:
+            framing="square", source_face=None, mouth_interior="driver", neutral_from=None) -> RenderResult:
     from engine.animator import Animator, load_models
     from engine.atomic import atomic_path
 
@@ -533,9 +544,10 @@ def _render(source, driver: Path, out: Path, *, audio, checkpoint, backend, mode
     from .drivers import resolve_motion
     motion = resolve_motion(motion, anim)
     from engine.audio import is_audio_file
-    if neutral_at is not None and (track_mode or is_audio_file(driver)):
-        raise ValueError(f"--neutral-at calibrates a driver video's face; {driver.name} is "
-                         f"{'a parameter track' if track_mode else 'a sound file'}")
+    for name, given in (("--neutral-at", neutral_at), ("--neutral-from", neutral_from)):
+        if given is not None and (track_mode or is_audio_file(driver)):
+            raise ValueError(f"{name} calibrates a driver video's face; {driver.name} is "
+                             f"{'a parameter track' if track_mode else 'a sound file'}")
     if not track_mode and is_audio_file(driver):
         # Sound drives the lips: the audio model's speech track (streamed through the file in chunks),
         # rendered like any track; the sound itself is the output's audio.
@@ -550,7 +562,7 @@ def _render(source, driver: Path, out: Path, *, audio, checkpoint, backend, mode
         from .drivers import check_params_source
         check_params_source(params, anim.fit if anim.face_model is not None else None)
         job = _VideoJob(anim, driver, n_exp, fps, audio, no_audio, max_seconds, side_by_side, mode, params, motion,
-                        face, neutral_at, expression_scale, mouth_interior)
+                        face, neutral_at, expression_scale, mouth_interior, neutral_from)
     h, w = anim.output_shape
     if side_by_side:
         w = w + job.left_width(h)
@@ -740,7 +752,8 @@ def face_point(value, option: str = "--face", picture: str = "the driver video")
 
 class _VideoJob:
     def __init__(self, anim, path, n_exp, fps, audio, no_audio, max_seconds, side, mode, params="mesh",
-                 motion="expression", face=None, neutral_at=None, expression_scale=1.0, mouth="driver"):
+                 motion="expression", face=None, neutral_at=None, expression_scale=1.0, mouth="driver",
+                 neutral_from=None):
         self.params = params
         self.mouth = mouth
         self.expression_scale = expression_scale
@@ -767,6 +780,7 @@ class _VideoJob:
         if neutral_at not in (None, "auto") and neutral_at >= self.info.duration:
             raise ValueError(f"--neutral-at {neutral_at:g} is past the end of {path} ({self.info.duration:.2f} s)")
         self.neutral_at = neutral_at
+        self.neutral_from = neutral_from
         if face is not None and not (face[0] < self.info.width and face[1] < self.info.height):
             raise ValueError(f"--face {face[0]:g},{face[1]:g} is outside the driver video "
                              f"({self.info.width}x{self.info.height})")
@@ -788,7 +802,7 @@ class _VideoJob:
 
     def produce(self, q: queue.Queue, stop: threading.Event, batch: int):
         from engine.animator import to_model_input
-        from engine.face import FaceTracker
+        from engine.face import FILE_SAMPLES, FaceTracker, faces_in_file
         from engine.video import read_frames
 
         from engine.geometry import mouth_opening
@@ -818,28 +832,46 @@ class _VideoJob:
             # Relative mode: the driver's neutral (drivers.neutral_of) from its first second of faces (at
             # least 8; looked for in the first 2 s); those frames wait until it is known. With --neutral-at,
             # from the second of faces from that time (auto: from frames spread over the whole video), read by
-            # a tracker of its own before anything renders.
+            # a tracker of its own before anything renders. With --neutral-from, the expression's neutral from
+            # that file, read first, and the head's neutral pose alone from the video's first second
+            # (``pose_only``, until a cut to someone else calibrates on the video).
             calibrated = self.mode != "relative"
             k_calib, calib_s, look = 8, 1.0, int(round(2 * self.fps))
+            pose_only = False
 
-            def calibrate(read, where, heads=None):
-                """The neutral from the faces among ``read`` (tracker results); their p as read from now on."""
+            def faces_in(read, where, source=None):
+                """The faces among ``read`` (tracker results); none: a clear error."""
                 ok = [r for r in read if r.ok]
                 if not ok:
                     why = next((r.message for r in reversed(read) if r.message), "")
-                    raise ValueError(f"no face in the {len(read)} frames {where} of {self.path}"
+                    raise ValueError(f"no face in the {len(read)} frames {where} of {source or self.path}"
                                      f"{f' (last: {why})' if why else ''}: cannot calibrate the driver's "
                                      "neutral (use --mode absolute, another --neutral-at, or another video)")
+                return ok
+
+            def calibrate(read, where, heads=None, source=None):
+                """The neutral from the faces among ``read``; their p as read from now on."""
+                ok = faces_in(read, where, source)
                 heads = [measure(r.landmarks) for r in ok] if heads is None else heads
                 return drv.calibrate_on(read_batch(ok), [mouth_opening(r.landmarks) for r in ok], heads,
                                         [r.crop_landmarks for r in ok], [r.crop for r in ok])
 
+            if not calibrated and self.neutral_from is not None:
+                try:
+                    read = faces_in_file(self.neutral_from, self.anim.image_size, stop=stop)
+                except ValueError as e:
+                    raise ValueError(f"--neutral-from: {e}") from None
+                if stop.is_set():
+                    return
+                calibrate(read, "read", heads=[], source=self.neutral_from)
+                pose_only = True
+
             if not calibrated and self.neutral_at is not None:
                 read, faces = [], []
                 auto = self.neutral_at == "auto"
-                # auto: every step-th frame of what renders (at most NEUTRAL_SAMPLES), relaxed ones kept by
+                # auto: every step-th frame of what renders (at most FILE_SAMPLES, as a file's), relaxed ones kept by
                 # calibrate_on; else the second of faces from the time asked for
-                step = max(1, -(-self.n_frames // NEUTRAL_SAMPLES)) if auto else 1
+                step = max(1, -(-self.n_frames // FILE_SAMPLES)) if auto else 1
                 some = (read_frames(self.path, max_frames=self.n_frames, lazy=True) if auto else
                         read_frames(self.path, start=self.neutral_at, end=self.neutral_at + 2.0, lazy=True))
                 with FaceTracker(size=self.anim.image_size, fps=self.fps / step, max_faces=1, pick=self.face) as tracker:
@@ -858,7 +890,11 @@ class _VideoJob:
             def flush(calibrate_here: bool = False):
                 ok = [r for _, _, r, _ in pending if r.ok]
                 heads = [measure(r.landmarks) for r in ok]
-                if calibrate_here:
+                if calibrate_here and pose_only:
+                    faces_in([r for _, _, r, _ in pending], "at the start")
+                    drv.calibrate_pose(heads)
+                    regs = read_batch(ok)
+                elif calibrate_here:
                     regs = calibrate([r for _, _, r, _ in pending], "at the start", heads)
                 else:
                     regs = read_batch(ok) if ok else np.zeros((0, self.anim.n_params), np.float32)
@@ -905,7 +941,10 @@ class _VideoJob:
                     if pending and not flush():
                         return
                     drv.calibrate()
-                    calibrated = False
+                    if pose_only:
+                        log.warning("the driver's face at %.2f s is someone else than --neutral-from %s shows: "
+                                    "their neutral is taken from the video", t, self.neutral_from)
+                    calibrated = pose_only = False
                     self.recalibrated.append(float(t))
                 mouth = cut_mouth(frame, res.landmarks, t) if self.mouth == "driver" and res.ok else None
                 pending.append((self._left(frame) if self.side else None, t, res, mouth))
@@ -1003,6 +1042,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "of frames from there) instead of its first second, for a video that starts "
                         "mid-expression (the page's \"Calibrate neutral\" at a moment of your choosing); 'auto': "
                         "from its faces over the whole video (up to 120 frames spread over it)")
+    p.add_argument("--neutral-from", default=None, metavar="FILE",
+                   help="a driver video in relative mode: take its neutral expression from this photo or video "
+                        "of the same face at rest, for a driver that holds an expression all through (an "
+                        "angry face from the first frame to the last stays angry only so); the head's neutral "
+                        "pose still from the video's first second")
     p.add_argument("--max-seconds", type=float, default=None, help="render at most this many seconds")
     p.add_argument("--batch", type=int, default=8, help="frames per model call (default 8)")
     p.add_argument("--crf", type=int, default=None,
@@ -1024,7 +1068,8 @@ def main(args) -> int:
                  preset=args.preset, max_seconds=args.max_seconds, progress=not args.quiet,
                  threads=args.threads, params=args.params, renderer=args.renderer, motion=args.motion,
                  face=args.face, source_mouth=args.source_mouth, precision=args.precision,
-                 neutral_at=args.neutral_at, expression_scale=args.expression_scale, framing=args.framing,
+                 neutral_at=args.neutral_at, neutral_from=args.neutral_from,
+                 expression_scale=args.expression_scale, framing=args.framing,
                  source_face=args.source_face, mouth_interior=args.mouth_interior)
     print(res.summary())
     return 0

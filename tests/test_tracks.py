@@ -324,3 +324,24 @@ def test_bounds_hold_for_files_and_resampling(tmp_path):
     with pytest.raises(TrackError, match="at most 86400 s"):
         tr.resample(25.0, end=1e7)
     assert len(tr.resample(240.0)) == int(np.floor(tr.end * 240 + 1e-6)) + 1
+
+
+def test_neutral_from_keeps_an_expression_held_through_the_clip(shared_data, tmp_path):
+    """``M030_front_angry`` frowns from its first frame to its last: its own calmest frames make p = 0, and the
+    frown is lost. With ``neutral_from`` the same man's clip at rest, p = 0 is his face at rest: the track's
+    expression moves away from 0 (it holds the frown) while the speech keeps its motion; the clip itself as
+    ``neutral_from`` gives the track it gives alone."""
+    pytest.importorskip("mediapipe")
+    from engine.tracks import extract_track
+    model = _default_model_or_skip()
+    clip = shared_data / "expressions" / "M030_front_angry_level3_001.mp4"
+    at_rest = shared_data / "expressions" / "M030_front_neutral_level1_001.mp4"
+    alone = extract_track(clip, tmp_path / "a.npz", model=model, audio=None, progress=False)
+    itself = extract_track(clip, tmp_path / "i.npz", model=model, audio=None, progress=False, neutral_from=clip)
+    held = extract_track(clip, tmp_path / "h.npz", model=model, audio=None, progress=False, neutral_from=at_rest)
+    assert np.abs(itself.params - alone.params).max() < 0.05
+    shift = np.abs(held.expression.mean(0) - alone.expression.mean(0))
+    print("held shift", shift.max(), np.linalg.norm(shift))
+    assert np.linalg.norm(shift) > 1.0
+    lips = model.param_names.index("lips_part")
+    assert np.corrcoef(held.params[:, lips], alone.params[:, lips])[0, 1] > 0.9

@@ -310,7 +310,8 @@ def raw_params(clip: DriverClip, p_source: str, models=None, face_model=None) ->
 
 def drive_params(raw: np.ndarray, times, rest: np.ndarray, fps: float, mouth=None, n_exp: int | None = None,
                  heads=None, landmarks=None, face_model=None, params: str = "head", neutral_mouth: str = "closed",
-                 expression_scale: float = 1.0, lids=None) -> tuple[np.ndarray, np.ndarray | None]:
+                 expression_scale: float = 1.0, lids=None, neutral_from: "DriverClip | None" = None
+                 ) -> tuple[np.ndarray, np.ndarray | None]:
     """The Animator's parameters per frame from raw driver readings, as render's video driver makes
     them: ``FaceDriver`` in relative mode calibrated on the first second of faces (at least
     ``CALIB_FRAMES``; ``FaceDriver.calibrate_on``: the neutral from their mouth openings ``mouth``, its
@@ -318,8 +319,10 @@ def drive_params(raw: np.ndarray, times, rest: np.ndarray, fps: float, mouth=Non
     the neutral head pose from ``heads``; with ``params`` "mesh", every frame's p read again against the
     driver's neutral mesh; ``expression_scale`` as render's; ``lids``: the portrait's lid gaps, to which the
     driver's blinks scale, ``FaceDriver.lids_ratio``); frames without a face hold, then ease to rest; the
-    head's pose smoothed without lag (``FaceDriver.lookahead``). Returns (P (F, N), poses (F, 6) in engine.pose
-    units, or None without ``heads``)."""
+    head's pose smoothed without lag (``FaceDriver.lookahead``). ``neutral_from``: another clip of the same face
+    at rest, whose every frame gives the neutral expression instead (render's ``--neutral-from``; the head's
+    neutral pose still from this clip's first second). Returns (P (F, N), poses (F, 6) in engine.pose units, or
+    None without ``heads``)."""
     from engine.pose import N_POSE
     from streaming.drivers import FaceDriver
     raw = np.array(raw, np.float32)
@@ -334,8 +337,17 @@ def drive_params(raw: np.ndarray, times, rest: np.ndarray, fps: float, mouth=Non
         t = np.asarray(times, np.float64)[valid]
         first = np.nonzero(valid)[0][(t - t[0] <= 1.0) | (np.arange(len(t)) < CALIB_FRAMES)]
         m = np.full(len(raw), np.nan) if mouth is None else np.asarray(mouth, np.float64)
-        drv.calibrate_on(raw[first], m[first], None if heads is None else [heads[k] for k in first],
-                         None if landmarks is None else [landmarks[k] for k in first])
+        if neutral_from is None:
+            drv.calibrate_on(raw[first], m[first], None if heads is None else [heads[k] for k in first],
+                             None if landmarks is None else [landmarks[k] for k in first])
+        else:
+            n_raw = raw_params(neutral_from, params, face_model=face_model) if mesh else None
+            if n_raw is None:
+                raise ValueError("a neutral from another clip is read from its face mesh (params 'mesh')")
+            seen = np.flatnonzero(np.all(np.isfinite(n_raw), axis=1))
+            drv.calibrate_on(n_raw[seen], neutral_from.tracked_mouth[seen], None,
+                             [neutral_from.tracked_crop_landmarks[k] for k in seen])
+            drv.calibrate_pose([] if heads is None else [heads[k] for k in first])
         if mesh:
             seen = [k for k in np.flatnonzero(valid) if landmarks[k] is not None]
             raw[seen] = drv.read_mesh(np.stack([landmarks[k] for k in seen]))
@@ -466,6 +478,7 @@ class MotionOptions:
     expression_scale: float = 1.0        # the driver's motion times this (render --expression-scale)
     mouth_interior: str = "driver"       # the driver's mouth inside the portrait's (render --mouth-interior)
     self_reenactment: bool = True
+    held_expression: bool = True         # the held-expression table (run_held_expression)
     identity: bool = True                # dlib identity in the self-reenactment table (if installed)
     strips: bool = True
     device: str = "cpu"
@@ -628,10 +641,139 @@ def run_motion(rows: list[MotionRow], main_models, face_model, opts: MotionOptio
             if blink_shows[row.name]:
                 blink_figures[row.name] = save_png(Path(out) / f"blinks_{_slug(row.name)}.png",
                                                    strip_image(blink_shows[row.name], row.name, what="eye opening"))
+    held = (run_held_expression(main_models if rows[0].models is None else rows[0].models, face_model, opts, clips,
+                                portraits, out, log) if opts.held_expression else None)
     motion = {"protocol": protocol(opts, clips, portraits), "rows": [r.name for r in rows],
               "summary": summarise(pairs, [r.name for r in rows]), "clips_not_used": no_use, "pairs": pairs,
-              "figures": figures, "blink_figures": blink_figures, "seconds": round(time.time() - t0, 1)}
+              "figures": figures, "blink_figures": blink_figures, "held_expression": held,
+              "seconds": round(time.time() - t0, 1)}
     return {"motion": motion, "self_reenactment": sr.result() if sr is not None else None}
+
+
+# ==================================================================================== held expression
+
+def neutral_clip_of(path: Path) -> Path | None:
+    """**(choice)** The same person's clip at rest beside an expression clip: in its folder, a clip whose name
+    starts as the clip's does up to its first "_" and says "neutral" (MEAD's ``W011_front_neutral_level1_001``
+    beside ``W011_front_angry_level3_001``); None for a clip at rest itself, or where there is none."""
+    path = Path(path)
+    if "neutral" in path.stem:
+        return None
+    person = path.stem.split("_")[0] + "_"
+    found = sorted(p for p in path.parent.glob(f"{person}*neutral*{path.suffix}") if p != path)
+    return found[0] if found else None
+
+
+def upper_face_shift(landmarks: list, neutral: np.ndarray) -> np.ndarray | None:
+    """(2K,) how far the brows and eye outlines (``HELD_POINTS``) sit from where a face's ``neutral`` aligned
+    mesh has them, on average over the frames' face meshes ``landmarks`` (None where no face): x and y after
+    the rigid alignment (``engine.blendshapes.rigid_align``), in the neutral's eye distances. Speech barely
+    moves them, an expression held through a clip does (furrowed or raised brows, narrowed or widened eyes)."""
+    from engine.blendshapes import align_many
+    lms = [lm for lm in landmarks if lm is not None]
+    if not lms:
+        return None
+    aligned = align_many(np.stack(lms).astype(np.float64))[:, HELD_POINTS, :2]
+    neutral = np.asarray(neutral, np.float64)
+    return ((aligned - neutral[HELD_POINTS, :2]).mean(0) / inter_ocular(neutral)).reshape(-1)
+
+
+def _held_points() -> list[int]:
+    from engine.blendshapes import LEFT_BROW, LEFT_EYE_LOOP, RIGHT_BROW, RIGHT_EYE_LOOP
+    return list(RIGHT_BROW + LEFT_BROW + tuple(RIGHT_EYE_LOOP) + tuple(LEFT_EYE_LOOP))
+
+
+HELD_POINTS = _held_points()
+HELD_ROWS = ("neutral: the first second (default)", "neutral: the clip at rest (--neutral-from)")
+
+
+def run_held_expression(models, face_model, opts: MotionOptions, clips, portraits, out: Path | None = None,
+                        log=print) -> dict | None:
+    """An expression held through a whole clip (posed emotions: angry from the first frame to the last) against
+    the relative driver's neutral: taken from the clip's first second (the default) it is the expression itself,
+    and the portrait shows none of it; from the same person's clip at rest (``neutral_clip_of``; render's
+    ``--neutral-from``) it shows. For each expression clip among ``clips`` with a clip at rest, and each
+    portrait: the main model, mesh p, both neutrals. Measured (``upper_face_shift``): the driver's brows and eyes
+    against its clip at rest, the result's against the portrait rendered at its rest; the cosine of the two
+    shifts (1: the same expression, 0: none of it) and the ratio of their lengths. None without such clips."""
+    from engine.animator import Animator
+    from engine.blendshapes import align_many, estimate_neutral
+    studied = [(p, neutral_clip_of(p)) for p, talking in clips if not talking]
+    studied = [(p, n) for p, n in studied if n is not None and n.exists()]
+    if not studied or not portraits or face_model is None:
+        return None
+    t0 = time.time()
+    anim = Animator(models, output_size=opts.output_size, source_mouth=opts.source_mouth)
+    size = int(models.image_size)
+    meter = OpeningMeter()
+    pairs, shows = [], []
+    show_portrait = portraits[-1][0]      # a photograph (d30) among the held-out portraits, the last
+    try:
+        at_rest: dict[Path, tuple] = {}
+        sources = {}
+        for name, _, rgb, lm in portraits:
+            src = prepare_source(anim, rgb, name, "cross", lm)
+            rest = model_renderer(src, src.rest[None])[0]
+            rest_lm = meter.landmarks(rest)
+            sources[name] = (rgb, lm, None if rest_lm is None else align_many(rest_lm[None])[0])
+        for path, neutral_path in studied:
+            if neutral_path not in at_rest:
+                nclip = load_clip(neutral_path, size, opts.every, None, meter, talking=False)
+                seen = [x for x in nclip.landmarks if x is not None]
+                shape = estimate_neutral(align_many(np.stack(seen)))[0] if seen else None
+                at_rest[neutral_path] = (nclip, shape)
+            nclip, shape = at_rest[neutral_path]
+            clip = load_clip(path, size, opts.every, opts.max_frames, meter, talking=False)
+            use = [k for k in range(len(clip)) if clip.landmarks[k] is not None]
+            if shape is None or len(use) < 3:
+                continue
+            driver_shift = upper_face_shift([clip.landmarks[k] for k in use], shape)
+            raw = raw_params(clip, "mesh", face_model=face_model)
+            log(f"[held expression] {path.parent.name}/{path.name} (at rest: {neutral_path.name})")
+            for name, (rgb, lm, rest_shape) in sources.items():
+                if rest_shape is None:
+                    continue
+                src = prepare_source(anim, rgb, name, "cross", lm)
+                pair = {"clip": f"{path.parent.name}/{path.name}", "at_rest": neutral_path.name, "source": name,
+                        "rows": {}}
+                results = []
+                for row, neutral in zip(HELD_ROWS, (None, nclip)):
+                    P, poses = drive_params(raw, clip.times, src.rest, clip.fps, clip.tracked_mouth, face_model.n_exp,
+                                            clip.tracked_heads if opts.head_motion else None,
+                                            clip.tracked_crop_landmarks, src.anim.face_model, "mesh",
+                                            opts.source_mouth, opts.expression_scale, src.anim.source.lids,
+                                            neutral_from=neutral)
+                    idx = [clip.indices[k] for k in use]
+                    frames = model_renderer(src, P[idx], None if poses is None else poses[idx])
+                    shift = upper_face_shift([meter.landmarks(f) for f in frames], rest_shape)
+                    results.append(frames)
+                    if shift is None:
+                        continue
+                    pair["rows"][row] = {
+                        "cos": float(shift @ driver_shift / max(np.linalg.norm(shift) * np.linalg.norm(driver_shift),
+                                                                1e-12)),
+                        "ratio": float(np.linalg.norm(shift) / max(np.linalg.norm(driver_shift), 1e-12))}
+                pairs.append(pair)
+                if name == show_portrait:   # the faces, aligned as the model sees them
+                    mid = len(use) // 2
+                    shows.append((clip.name, clip.tracked[clip.indices[use[mid]]].crop,
+                                  [src.crop_of(r[mid]) for r in results]))
+    finally:
+        meter.close()
+    summary = {row: {"pairs": len([p for p in pairs if row in p["rows"]]),
+                     "cos": _mean([p["rows"][row]["cos"] for p in pairs if row in p["rows"]]),
+                     "ratio": _mean([p["rows"][row]["ratio"] for p in pairs if row in p["rows"]])}
+               for row in HELD_ROWS}
+    figure = None
+    if out is not None and opts.strips and shows:
+        from .evaluate import grid, save_png
+        figure = save_png(Path(out) / "held_expression.png", grid(
+            [[d] + r for _, d, r in shows], [c.replace("_front_", "\n").replace("_level", "\nlevel")
+                                            for c, _, _ in shows],
+            ["driver", f"{show_portrait}: 1st second", f"{show_portrait}: at rest"], cell=160))
+    return {"clips": [f"{p.parent.name}/{p.name}" for p, _ in studied], "portraits": list(sources),
+            "rows": list(HELD_ROWS), "summary": summary, "pairs": pairs, "figure": figure,
+            "seconds": round(time.time() - t0, 1)}
 
 
 def protocol(opts: MotionOptions, clips, portraits) -> dict:
@@ -880,6 +1022,28 @@ def strip_image(shows: list, title: str, cell: int = 128, what: str = "mouth ope
 
 # ==================================================================================== report
 
+def held_expression_lines(held: dict | None) -> list[str]:
+    if not held:
+        return []
+    L = ["### An expression held through the whole clip", "",
+         f"Expression clips {', '.join('`' + c + '`' for c in held['clips'])}, each with the same person's clip at "
+         f"rest (trainer.motion.neutral_clip_of), driving the portraits {', '.join('`' + n + '`' for n in held['portraits'])} "
+         "(the main model, mesh p, as render). The driver's neutral from its first second (render's default: "
+         "a clip that holds its expression from the first frame calibrates on it) or from its clip at rest "
+         "(render --neutral-from). Measured: the mean shift of the brows and eye outlines (aligned face mesh, in eye "
+         "distances) from the face at rest, the driver's against its clip at rest, the result's against the "
+         "portrait rendered at its rest; cosine of the two shifts (1: the same expression, 0: none of it) and "
+         "the ratio of their lengths, averaged over the pairs.", "",
+         "| Driver's neutral | cosine | length ratio | pairs |", "|---|---|---|---|"]
+    for row, s in held["summary"].items():
+        L.append(f"| {row} | {_f(s['cos'])} | {_f(s['ratio'])} | {s['pairs']} |")
+    L.append("")
+    if held.get("figure"):
+        L += ["Driver (the clip's middle sampled frame) | the result with each neutral:", "",
+              f"![held expression]({held['figure']})", ""]
+    return L
+
+
 def _f(v, digits=2):
     return "n/a" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{v:.{digits}f}"
 
@@ -932,6 +1096,7 @@ def report_lines(motion: dict | None, self_re: dict | None) -> list[str]:
         for name, fname in motion.get("blink_figures", {}).items():
             L += [f"`{name}`: driver | result round the driver's deepest blink (the eyes), and the eye-opening "
                   "curves:", "", f"![{name} blinks]({fname})", ""]
+        L += held_expression_lines(motion.get("held_expression"))
     if self_re:
         clips = "the driver clips" if motion and motion["protocol"].get("training_identities") else "held-out clips"
         L += [f"## Self-reenactment ({clips} driving their own first frame)", "",
