@@ -274,6 +274,22 @@ class PersonCheck:
             verdict, self._verdict = self._verdict, False
         return verdict
 
+    def distance(self, crops) -> float | None:
+        """The median distance of these aligned crops' descriptors from the remembered person's, at once (None:
+        no crop, nobody remembered, or no face recognition). Compare with PERSON_DISTANCE."""
+        crops = [np.array(c) for c in crops if c is not None]
+        with self._lock:
+            reference, remembered = self.reference, self._crops
+        if not crops or (reference is None and not remembered):
+            return None
+        if reference is None:
+            ref = self._descriptors(remembered)
+            if ref is None:
+                return None
+            reference = ref.mean(0)
+        d = self._descriptors(crops)
+        return None if d is None else float(np.median(np.linalg.norm(d - reference, axis=1)))
+
     def wait(self, timeout: float | None = None) -> None:
         """Wait for a comparison in flight (``changed(..., wait=False)``)."""
         thread = self._thread
@@ -519,6 +535,11 @@ class FaceDriver:
             self.state.calibrating = False
             self._filter.reset()
         return ps
+
+    def person_distance(self, crops) -> float | None:
+        """How far these aligned crops' face is from the calibration's person (``PersonCheck.distance``; None
+        without a person check)."""
+        return None if self._person is None else self._person.distance(crops)
 
     def calibrate_pose(self, heads) -> None:
         """The neutral head pose alone, from these frames' poses (None where unknown), where the neutral

@@ -809,7 +809,7 @@ class _VideoJob:
         from engine.mouth import MouthCutter
         from engine.pose import measure
 
-        from .drivers import FaceDriver
+        from .drivers import PERSON_DISTANCE, PERSON_REFERENCE, FaceDriver
 
         def read_batch(results):
             if self.params == "mesh":
@@ -892,6 +892,12 @@ class _VideoJob:
                 heads = [measure(r.landmarks) for r in ok]
                 if calibrate_here and pose_only:
                     faces_in([r for _, _, r, _ in pending], "at the start")
+                    far = drv.person_distance([r.crop for r in ok[::max(1, len(ok) // PERSON_REFERENCE)]])
+                    if far is not None and far > PERSON_DISTANCE:
+                        raise ValueError(f"--neutral-from {self.neutral_from} shows someone else than {self.path} "
+                                         f"(face-recognition distance {far:.2f}; the same person's faces are "
+                                         f"within {PERSON_DISTANCE}): give a photo or video of the driver's own "
+                                         "face at rest")
                     drv.calibrate_pose(heads)
                     regs = read_batch(ok)
                 elif calibrate_here:

@@ -1203,3 +1203,21 @@ def test_live_with_a_track(env, tmp_path, monkeypatch, capsys):
     rc = main(["live", "--source", str(env["portrait"]), "--checkpoint", str(env["ck"]), "--backend", "torch",
                "--size", "128", "--camera", str(cam), "--track", str(tr), "--record", str(out)])
     assert rc == 0 and out.exists()
+
+
+def test_neutral_from_someone_else_is_refused(env, shared_data, tmp_path, capsys):
+    """A --neutral-from photo of another person than the driver video's would read every frame of the driver against
+    a stranger's face (a grimace): dlib's face recognition tells them apart before anything renders (the held-out
+    W011 against the held-out photo d30: 0.65; against her own clip at rest 0.32), one line, no file."""
+    from engine.cli import main
+    driver = shared_data / "expressions" / "W011_front_angry_level3_001.mp4"
+
+    def run(neutral, out):
+        return main(["render", "--source", str(env["portrait"]), "--driver", str(driver), "-o", str(out),
+                     "--checkpoint", str(env["ck"]), "--backend", "torch", "--size", "128", "--quiet",
+                     "--max-seconds", "1.5", "--neutral-from", str(neutral)])
+    out = tmp_path / "stranger.mp4"
+    _one_line_error(run(shared_data / "portraits" / "d30.jpg", out), capsys.readouterr().err,
+                    "--neutral-from", "d30.jpg shows someone else than", "W011_front_angry_level3_001.mp4")
+    assert not out.exists()
+    assert run(shared_data / "expressions" / "W011_front_neutral_level1_001.mp4", tmp_path / "hers.mp4") == 0
