@@ -18,6 +18,7 @@ import numpy as np
 
 MODEL_FILE = "dlib_face_recognition_resnet_model_v1.dat"
 ENV_MODEL = "SLIDERGAN_DLIB_MODEL"  # optional path to the .dat file, overrides the package
+SAME_PERSON_DISTANCE = 0.6          # dlib's own threshold: two faces' descriptors nearer than this are one person's
 
 
 def find_dlib_model() -> Path | None:
@@ -113,6 +114,17 @@ def descriptor_model(crop_size: int, threads: int = 1):
     def describe(crops) -> np.ndarray:
         return session.run(None, {"image": np.concatenate([to_model_input(c) for c in crops])})[0]
     return describe
+
+
+def crops_distance(reference_crops, crops, crop_size: int) -> float | None:
+    """How far the face of ``crops`` is from the face of ``reference_crops`` (aligned crops of ``crop_size``): the
+    median distance of their descriptors from the reference crops' mean descriptor (the same person: under
+    SAME_PERSON_DISTANCE). None without crops or without dlib's model."""
+    if not len(reference_crops) or not len(crops) or find_dlib_model() is None:
+        return None
+    describe = descriptor_model(crop_size)
+    reference = describe(list(reference_crops)).mean(0)
+    return float(np.median(np.linalg.norm(describe(list(crops)) - reference, axis=1)))
 
 
 if __name__ == "__main__":      # _graph_in_a_process: MODEL CROP_SIZE OUT

@@ -443,17 +443,18 @@ def extract_track(video: str | os.PathLike, out: str | os.PathLike, audio: str |
     if model is None:
         from .blendshapes import load_default_face_model
         model = load_default_face_model()
-    neutral = None
+    neutral, rest_crops, crops = None, [], []
     if neutral_from is not None:
         from .blendshapes import align_many, estimate_neutral
         from .face import faces_in_file
         try:
-            rest = [r.landmarks for r in faces_in_file(neutral_from) if r.ok]
+            rest = [r for r in faces_in_file(neutral_from) if r.ok]
         except ValueError as e:
             raise TrackError(f"--neutral-from: {e}") from None
         if not rest:
             raise TrackError(f"--neutral-from: no face in {neutral_from}")
-        neutral = estimate_neutral(align_many(np.stack(rest)))[0]
+        neutral = estimate_neutral(align_many(np.stack([r.landmarks for r in rest])))[0]
+        rest_crops = [r.crop for r in rest[::max(1, len(rest) // 5)]][:5]   # whose face it is (below)
 
     times, lms, statuses = [], [], {}
     span_end = info.duration if end is None else min(end, info.duration)
@@ -469,6 +470,8 @@ def extract_track(video: str | os.PathLike, out: str | os.PathLike, audio: str |
             times.append(t)
             statuses[r.status] = statuses.get(r.status, 0) + 1
             lms.append(r.landmarks if r.ok else nan)
+            if rest_crops and r.ok and len(crops) < 30:
+                crops.append(r.crop)
             if bar is not None:
                 bar.update(1)
     if bar is not None:
@@ -479,6 +482,12 @@ def extract_track(video: str | os.PathLike, out: str | os.PathLike, audio: str |
     found = np.all(np.isfinite(lms.reshape(len(lms), -1)), axis=1)
     if not found.any():
         raise TrackError(f"no usable face in any frame of {video} ({statuses})")
+    if rest_crops:      # another person's face at rest would read every frame as a grimace
+        from .person import SAME_PERSON_DISTANCE, crops_distance
+        far = crops_distance(rest_crops, crops[::6], rest[0].size)
+        if far is not None and far > SAME_PERSON_DISTANCE:
+            raise TrackError(f"--neutral-from {neutral_from} shows someone else than {video} (face-recognition "
+                             f"distance {far:.2f}; the same person's faces are within {SAME_PERSON_DISTANCE})")
     fit = model.fit_sequence(lms) if neutral is None else model.fit_sequence(lms, neutral=neutral)
     p = np.array(fit.p, np.float64)
     # p = 0 is the clip's neutral face; where its lips are apart (a clip that talks through its calmest

@@ -47,6 +47,7 @@ import numpy as np
 from engine import pose as head_pose
 from engine.animator import P_LIMIT
 from engine.geometry import eye_opening
+from engine.person import SAME_PERSON_DISTANCE
 
 log = logging.getLogger(__name__)
 
@@ -158,7 +159,8 @@ SWITCH_RATIO, SWITCH_EVERY, SWITCH_CHECKS = 2.0, 3, 5
 # median at most 0.47 (one clip 0.69, calibrated on a face behind a microphone: no harm in taking it again); other
 # people's 0.50 and up (96 % of the pairs of clips above 0.6; the closest pairs are, by their names, the same
 # people), one check 14 ms (one core).
-PERSON_DISTANCE, PERSON_EVERY_S, PERSON_CHECKS, PERSON_REFERENCE = 0.6, 0.5, 3, 5
+PERSON_EVERY_S, PERSON_CHECKS, PERSON_REFERENCE = 0.5, 3, 5
+PERSON_DISTANCE = SAME_PERSON_DISTANCE
 LIDS_RATIO = (0.5, 2.0)   # the portrait's lid travel over the driver's, at most this far from 1 (FaceDriver.lids_ratio)
 
 

@@ -345,3 +345,19 @@ def test_neutral_from_keeps_an_expression_held_through_the_clip(shared_data, tmp
     assert np.linalg.norm(shift) > 1.0
     lips = model.param_names.index("lips_part")
     assert np.corrcoef(held.params[:, lips], alone.params[:, lips])[0, 1] > 0.9
+
+
+def test_neutral_from_someone_else_is_refused(shared_data, tmp_path):
+    """A ``neutral_from`` of another person would read the whole clip against a stranger's face: dlib's face
+    recognition tells them apart (M030's angry clip against W009's clip at rest: 0.82), one clear error, no track."""
+    pytest.importorskip("mediapipe")
+    from engine.person import find_dlib_model
+    from engine.tracks import TrackError, extract_track
+    if find_dlib_model() is None:
+        pytest.skip("no dlib face-recognition model (pip install face-recognition-models)")
+    model = _default_model_or_skip()
+    out = tmp_path / "t.npz"
+    with pytest.raises(TrackError, match="W009_front_neutral_level1_001.mp4 shows someone else than"):
+        extract_track(shared_data / "expressions" / "M030_front_angry_level3_001.mp4", out, model=model, audio=None,
+                      progress=False, neutral_from=shared_data / "expressions" / "W009_front_neutral_level1_001.mp4")
+    assert not out.exists()
