@@ -58,6 +58,12 @@ callable ``(SourceFace, P (B, N), poses (B, 6) or None, mouths (B,) or None) -> 
 frames`` in the Animator's output framing; ``mouths``: the driver frames' mouths (``engine.mouth``), drawn
 inside the portrait's opening as render draws them (``MotionOptions.mouth_interior``).
 
+Held expression (``run_held_expression``): an emotion held through a whole clip (the W011 emotion clips, each
+with her clip at rest beside it, ``neutral_clip_of``) is the driver's neutral when calibrated on the first second,
+and reaches the portrait only with a neutral from the clip at rest (render's ``--neutral-from``): both are
+measured, by the shift of the brows and eye outlines from the face at rest (``upper_face_shift``), the result's
+against the driver's.
+
 Self-reenactment: on the self-driven pairs, each result frame is compared with the real frame it
 was driven by, on aligned crops at the model's image size, each frame aligned on its own face mesh
 (static mode; a result where the mesh finds no face is cut out with the source's alignment): a
