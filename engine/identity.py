@@ -51,7 +51,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .person import ENV_MODEL, MODEL_FILE, SAME_PERSON_DISTANCE, find_dlib_model  # their home: engine.person (torch-free)
+# their home: engine.person (torch-free)
+from .person import ENV_MODEL, MODEL_FILE, SAME_PERSON_DISTANCE, find_dlib_model
 
 CHIP_SIZE = 150
 CHIP_PADDING = 0.25

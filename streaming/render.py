@@ -386,9 +386,10 @@ def render(source, driver, out, *, audio=None, checkpoint=None, backend: str = "
     eyes wider than its own for the whole video). ``neutral_from``: a photo or video of the driver's face at
     rest: its neutral expression from there instead (a driver that holds an expression through the whole
     video, as posed-emotion clips do, keeps it only so; ``neutral_at`` cannot tell it from the face's own
-    shape), the head's neutral pose still from the video's first second. ``expression_scale``: the driver's expression and speech
-    motion times this (streaming.drivers; 1: as driven). ``mouth_interior``: with a driver video, "driver" (the
-    driver's own teeth and tongue inside the portrait's open mouth, engine.mouth) or "drawn"."""
+    shape), the head's neutral pose still from the video's first second; a file of someone else is refused.
+    ``expression_scale``: the driver's expression and speech motion times this (streaming.drivers; 1: as
+    driven). ``mouth_interior``: with a driver video, "driver" (the driver's own teeth and tongue inside the
+    portrait's open mouth, engine.mouth) or "drawn"."""
     out = Path(out)
     driver = Path(driver)
     if not driver.exists():
@@ -892,7 +893,8 @@ class _VideoJob:
                 heads = [measure(r.landmarks) for r in ok]
                 if calibrate_here and pose_only:
                     faces_in([r for _, _, r, _ in pending], "at the start")
-                    far = drv.person_distance([r.crop for r in ok[::max(1, len(ok) // PERSON_REFERENCE)]])
+                    spread = ok[::max(1, len(ok) // PERSON_REFERENCE)][:PERSON_REFERENCE]
+                    far = drv.person_distance([r.crop for r in spread])
                     if far is not None and far > PERSON_DISTANCE:
                         raise ValueError(f"--neutral-from {self.neutral_from} shows someone else than {self.path} "
                                          f"(face-recognition distance {far:.2f}; the same person's faces are "

@@ -203,7 +203,8 @@ def test_neutral_from_takes_the_drivers_neutral_from_a_photo_or_a_video(env, tmp
             (drv, ["--neutral-from", str(tmp_path / "nobody.png")], ("--neutral-from: no such file", "nobody.png")),
             (drv, ["--neutral-from", str(photo), "--neutral-at", "1"], ("--neutral-from and --neutral-at", "give one")),
             (drv, ["--neutral-from", str(photo), "--mode", "absolute"], ("needs --mode relative",)),
-            (drv, ["--neutral-from", str(garbage)], ("--neutral-from", "garbage.jpg is neither an image", "nor a video")),
+            (drv, ["--neutral-from", str(garbage)],
+             ("--neutral-from", "garbage.jpg is neither an image", "nor a video")),
             (drv, ["--neutral-from", str(empty)], ("no face in the 1 frames", "empty.png")),
             (tr, ["--neutral-from", str(photo)], ("--neutral-from calibrates", "t.npz is a parameter track"))):
         out = tmp_path / "bad.mp4"

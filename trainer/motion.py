@@ -347,9 +347,9 @@ def drive_params(raw: np.ndarray, times, rest: np.ndarray, fps: float, mouth=Non
             drv.calibrate_on(raw[first], m[first], None if heads is None else [heads[k] for k in first],
                              None if landmarks is None else [landmarks[k] for k in first])
         else:
-            n_raw = raw_params(neutral_from, params, face_model=face_model) if mesh else None
-            if n_raw is None:
+            if not mesh:
                 raise ValueError("a neutral from another clip is read from its face mesh (params 'mesh')")
+            n_raw = raw_params(neutral_from, params, face_model=face_model)
             seen = np.flatnonzero(np.all(np.isfinite(n_raw), axis=1))
             drv.calibrate_on(n_raw[seen], neutral_from.tracked_mouth[seen], None,
                              [neutral_from.tracked_crop_landmarks[k] for k in seen])
@@ -755,10 +755,9 @@ def run_held_expression(models, face_model, opts: MotionOptions, clips, portrait
                     results.append(frames)
                     if shift is None:
                         continue
-                    pair["rows"][row] = {
-                        "cos": float(shift @ driver_shift / max(np.linalg.norm(shift) * np.linalg.norm(driver_shift),
-                                                                1e-12)),
-                        "ratio": float(np.linalg.norm(shift) / max(np.linalg.norm(driver_shift), 1e-12))}
+                    size_r, size_d = np.linalg.norm(shift), max(np.linalg.norm(driver_shift), 1e-12)
+                    pair["rows"][row] = {"cos": float(shift @ driver_shift / max(size_r * size_d, 1e-12)),
+                                         "ratio": float(size_r / size_d)}
                 pairs.append(pair)
                 if name == show_portrait:   # the faces, aligned as the model sees them
                     mid = len(use) // 2
@@ -1033,7 +1032,8 @@ def held_expression_lines(held: dict | None) -> list[str]:
         return []
     L = ["### An expression held through the whole clip", "",
          f"Expression clips {', '.join('`' + c + '`' for c in held['clips'])}, each with the same person's clip at "
-         f"rest (trainer.motion.neutral_clip_of), driving the portraits {', '.join('`' + n + '`' for n in held['portraits'])} "
+         "rest (trainer.motion.neutral_clip_of), driving the portraits "
+         f"{', '.join('`' + n + '`' for n in held['portraits'])} "
          "(the main model, mesh p, as render). The driver's neutral from its first second (render's default: "
          "a clip that holds its expression from the first frame calibrates on it) or from its clip at rest "
          "(render --neutral-from). Measured: the mean shift of the brows and eye outlines (aligned face mesh, in eye "
