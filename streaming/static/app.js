@@ -374,7 +374,7 @@ function onMessage(m) {
       $("r-render").textContent = m.render_ms ?? "-";
       $("r-drop").textContent = m.frames_dropped + (m.frames_superseded || 0);
       $("r-face").textContent = m.face === null ? "-" :
-        ((m.face === "lost" ? "locked face lost" : m.face) + (m.calibrating ? " (calibrating)" : "") +
+        ((m.face === "lost" ? "locked face lost" : m.face) + (m.calibrating ? " (calibrating: a relaxed face, please)" : "") +
          (m.holding ? " (holding)" : ""));
       $("r-face").title = m.face_message || "";
       $("r-mic").textContent = !m.mic ? "-" : !m.mic.heard ? "off" :
