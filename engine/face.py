@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import threading
 from dataclasses import dataclass, field
@@ -1196,11 +1197,13 @@ class FaceTracker:
 
 
 FILE_SAMPLES = 120   # faces_in_file (and render --neutral-at auto): at most this many frames of a video, spread
+FILE_SECONDS = 30.0  # faces_in_file: over at most its first this many seconds (an hour-long file is not decoded whole)
 
 
 def faces_in_file(path, size: int = DEFAULT_SIZE, samples: int = FILE_SAMPLES, stop=None) -> list:
     """Tracked faces (``FaceTracker.process`` results, one a frame read; ``.ok`` where a face was found) of a photo
-    or a video: a photo's one face, or a video's faces over the whole of it (at most ``samples`` frames, spread).
+    or a video: a photo's one face, or a video's faces over its first FILE_SECONDS (at most ``samples`` frames,
+    spread).
     A file that is neither: ValueError naming both reasons. ``stop`` (a threading.Event): set, the frames read
     so far."""
     from .images import ImageReadError, load_image
@@ -1214,8 +1217,10 @@ def faces_in_file(path, size: int = DEFAULT_SIZE, samples: int = FILE_SAMPLES, s
     try:
         if not_image is not None:
             info = video_info(path)
-            step = max(1, -(-info.frame_count // max(1, int(samples))))
-            frames = ((f, t) for i, (f, t) in enumerate(read_frames(path, lazy=True)) if i % step == 0)
+            n = min(info.frame_count, int(math.ceil(FILE_SECONDS * info.fps)))
+            step = max(1, -(-n // max(1, int(samples))))
+            frames = ((f, t) for i, (f, t) in enumerate(read_frames(path, end=FILE_SECONDS, lazy=True))
+                      if i % step == 0)
             fps = info.fps / step
         with FaceTracker(size=size, fps=fps, max_faces=1) as tracker:
             for frame, t in frames:

@@ -383,3 +383,25 @@ def test_video_errors_without_shared_data(tmp_path):
     junk.write_bytes(b"not a video at all" * 100)
     with pytest.raises(VideoError, match="junk.mp4"):
         video_info(junk)
+
+
+def test_faces_in_file_reads_a_photo_or_the_start_of_a_video(tmp_path):
+    """``faces_in_file`` (a driver's neutral from a file): a photo is one frame; a video is read over its first
+    FILE_SECONDS only, at most FILE_SAMPLES frames spread over them (an hour-long file is not decoded whole);
+    a file that is neither says both reasons."""
+    import cv2
+
+    from engine.face import FILE_SAMPLES, FILE_SECONDS, faces_in_file
+    from tests import streamkit as kit
+    face = kit.synth_portrait(0)
+    cv2.imwrite(str(tmp_path / "rest.png"), face[:, :, ::-1])
+    read = faces_in_file(tmp_path / "rest.png")
+    assert len(read) == 1 and read[0].ok
+    blank = np.full((64, 64, 3), 128, np.uint8)
+    video = kit.write_video(tmp_path / "long.mp4", [blank] * int(4 * (FILE_SECONDS + 10)), fps=4)
+    read = faces_in_file(video)
+    assert 0 < len(read) <= FILE_SAMPLES and max(r.t for r in read) < FILE_SECONDS
+    assert not any(r.ok for r in read)
+    (tmp_path / "junk.jpg").write_bytes(b"neither" * 100)
+    with pytest.raises(ValueError, match="junk.jpg is neither an image .* nor a video"):
+        faces_in_file(tmp_path / "junk.jpg")
