@@ -244,8 +244,10 @@ def test_blink_strips_show_the_drivers_deepest_blink_round_the_eyes():
 def test_an_expression_held_through_a_clip_shows_with_a_neutral_from_its_clip_at_rest(shared_data, tmp_path):
     """The held-expression table: the held-out ``W011_front_angry`` frowns from its first frame; calibrated on its
     first second the portrait (``d30``) shows little of the frown, calibrated on the same woman's clip at rest
-    (render's ``--neutral-from``) it does: the brows' and eyes' shift points the driver's way. (Measured: cosine
-    -0.08 / 0.84, length ratio 0.18 / 0.62 on these 10 sampled frames; 0.07 / 0.91 on 35.)"""
+    (render's ``--neutral-from``) it does: the brows' and eyes' shift points the driver's way. Absolute mode shows
+    it too, and moves the portrait's brows and eyes when the driver is at rest. (Measured on these 10 sampled
+    frames: cosine -0.25 / 0.67 / 0.65, length ratio 0.17 / 0.56 / 0.75; driven by the clip at rest, a shift of
+    0.051 / 0.051 / 0.106 eye distances.)"""
     from engine.animator import default_checkpoint, face_model_for, load_models
     clip = shared_data / "expressions" / "W011_front_angry_level3_001.mp4"
     assert mo.neutral_clip_of(clip).name == "W011_front_neutral_level1_001.mp4"
@@ -255,11 +257,13 @@ def test_an_expression_held_through_a_clip_shows_with_a_neutral_from_its_clip_at
     portraits = mo._portrait_sources(shared_data, ["portraits/d30.jpg"])
     held = mo.run_held_expression(models, face_model_for(models), opts, [(clip, False)], portraits, tmp_path,
                                   log=lambda *a: None)
-    first, at_rest = (held["summary"][row] for row in mo.HELD_ROWS)
-    print("held", first, at_rest)
-    assert first["pairs"] == at_rest["pairs"] == 1
+    first, at_rest, absolute = (held["summary"][row] for row in mo.HELD_ROWS)
+    print("held", first, at_rest, absolute)
+    assert first["pairs"] == at_rest["pairs"] == absolute["pairs"] == 1
     assert at_rest["cos"] > 0.5 and at_rest["cos"] > first["cos"] + 0.3
     assert at_rest["ratio"] > 1.5 * first["ratio"]
+    assert absolute["at_rest_shift"] > 1.3 * at_rest["at_rest_shift"]
     assert (tmp_path / held["figure"]).stat().st_size > 1000
     lines = "\n".join(mo.held_expression_lines(held))
-    assert "| neutral: the clip at rest (--neutral-from) |" in lines and "held_expression.png" in lines
+    assert "| neutral: the clip at rest (--neutral-from) |" in lines and "| no neutral (--mode absolute) |" in lines
+    assert "held_expression.png" in lines

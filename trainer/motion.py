@@ -316,8 +316,8 @@ def raw_params(clip: DriverClip, p_source: str, models=None, face_model=None) ->
 
 def drive_params(raw: np.ndarray, times, rest: np.ndarray, fps: float, mouth=None, n_exp: int | None = None,
                  heads=None, landmarks=None, face_model=None, params: str = "head", neutral_mouth: str = "closed",
-                 expression_scale: float = 1.0, lids=None, neutral_from: "DriverClip | None" = None
-                 ) -> tuple[np.ndarray, np.ndarray | None]:
+                 expression_scale: float = 1.0, lids=None, neutral_from: "DriverClip | None" = None,
+                 mode: str = "relative") -> tuple[np.ndarray, np.ndarray | None]:
     """The Animator's parameters per frame from raw driver readings, as render's video driver makes
     them: ``FaceDriver`` in relative mode calibrated on the first second of faces (at least
     ``CALIB_FRAMES``; ``FaceDriver.calibrate_on``: the neutral from their mouth openings ``mouth``, its
@@ -327,19 +327,20 @@ def drive_params(raw: np.ndarray, times, rest: np.ndarray, fps: float, mouth=Non
     driver's blinks scale, ``FaceDriver.lids_ratio``); frames without a face hold, then ease to rest; the
     head's pose smoothed without lag (``FaceDriver.lookahead``). ``neutral_from``: another clip of the same face
     at rest, whose every frame gives the neutral expression instead (render's ``--neutral-from``; the head's
-    neutral pose still from this clip's first second). Returns (P (F, N), poses (F, 6) in engine.pose units, or
-    None without ``heads``)."""
+    neutral pose still from this clip's first second). ``mode`` "absolute": render's ``--mode absolute``, each
+    frame's own reading, no neutral (the portrait's head, given ``heads``, turned to the driver's pose against a
+    frontal face's). Returns (P (F, N), poses (F, 6) in engine.pose units, or None without ``heads``)."""
     from engine.pose import N_POSE
     from streaming.drivers import FaceDriver
     raw = np.array(raw, np.float32)
     rest = np.asarray(rest, np.float32).reshape(-1)
     mesh = params == "mesh" and face_model is not None and landmarks is not None
-    drv = FaceDriver(None, len(rest), 0, mode="relative", rest=rest, fps=fps, n_exp=n_exp,
+    drv = FaceDriver(None, len(rest), 0, mode=mode, rest=rest, fps=fps, n_exp=n_exp,
                      params="mesh" if mesh else "head", face_model=face_model, neutral_mouth=neutral_mouth,
                      expression_scale=expression_scale, rest_lids=lids,
                      fit=(lambda lm: np.stack([f.p for f in face_model.fit_many(lm)])) if mesh else None)
     valid = np.all(np.isfinite(raw), axis=1)
-    if valid.any():
+    if valid.any() and mode == "relative":
         t = np.asarray(times, np.float64)[valid]
         first = np.nonzero(valid)[0][(t - t[0] <= 1.0) | (np.arange(len(t)) < CALIB_FRAMES)]
         m = np.full(len(raw), np.nan) if mouth is None else np.asarray(mouth, np.float64)
@@ -690,7 +691,10 @@ def _held_points() -> list[int]:
 
 
 HELD_POINTS = _held_points()
-HELD_ROWS = ("neutral: the first second (default)", "neutral: the clip at rest (--neutral-from)")
+# the ways of driving compared: the driver's neutral from (its first second | its clip at rest | none), the mode
+HELD_ROWS = {"neutral: the first second (default)": ("first", "relative"),
+             "neutral: the clip at rest (--neutral-from)": ("rest", "relative"),
+             "no neutral (--mode absolute)": (None, "absolute")}
 
 
 def run_held_expression(models, face_model, opts: MotionOptions, clips, portraits, out: Path | None = None,
@@ -698,10 +702,13 @@ def run_held_expression(models, face_model, opts: MotionOptions, clips, portrait
     """An expression held through a whole clip (posed emotions: angry from the first frame to the last) against
     the relative driver's neutral: taken from the clip's first second (the default) it is the expression itself,
     and the portrait shows none of it; from the same person's clip at rest (``neutral_clip_of``; render's
-    ``--neutral-from``) it shows. For each expression clip among ``clips`` with a clip at rest, and each
-    portrait: the main model, mesh p, both neutrals. Measured (``upper_face_shift``): the driver's brows and eyes
-    against its clip at rest, the result's against the portrait rendered at its rest; the cosine of the two
-    shifts (1: the same expression, 0: none of it) and the ratio of their lengths. None without such clips."""
+    ``--neutral-from``) it shows; absolute mode (no neutral) shows it too, with the driver's face shape. For each
+    expression clip among ``clips`` with a clip at rest, and each portrait: the main model, mesh p, each of
+    HELD_ROWS (absolute mode with the portrait's head still). Measured (``upper_face_shift``): the driver's brows
+    and eyes against its clip at rest, the result's against the portrait rendered at its rest; the cosine of the
+    two shifts (1: the same expression, 0: none of it) and the ratio of their lengths; and, driven by the clip at
+    rest itself, how far the result's brows and eyes move from the portrait's at rest (eye distances: a driver at
+    rest should move nothing). None without such clips."""
     from engine.animator import Animator
     from engine.blendshapes import align_many, estimate_neutral
     studied = [(p, neutral_clip_of(p)) for p, talking in clips if not talking]
@@ -712,52 +719,63 @@ def run_held_expression(models, face_model, opts: MotionOptions, clips, portrait
     anim = Animator(models, output_size=opts.output_size, source_mouth=opts.source_mouth)
     size = int(models.image_size)
     meter = OpeningMeter()
-    pairs, shows = [], []
+    pairs, shows, still = [], [], {row: [] for row in HELD_ROWS}
     show_portrait = portraits[-1][0]      # a photograph (d30) among the held-out portraits, the last
+
+    def driven(clip, src, row, nclip, use):
+        """The result frames (the sampled ``use``) of ``clip`` driving ``src`` the way of ``row``."""
+        neutral, mode = HELD_ROWS[row]
+        heads = clip.tracked_heads if opts.head_motion and mode == "relative" else None
+        P, poses = drive_params(raw_params(clip, "mesh", face_model=face_model), clip.times, src.rest, clip.fps,
+                                clip.tracked_mouth, face_model.n_exp, heads, clip.tracked_crop_landmarks,
+                                src.anim.face_model, "mesh", opts.source_mouth, opts.expression_scale,
+                                src.anim.source.lids, neutral_from=nclip if neutral == "rest" else None, mode=mode)
+        idx = [clip.indices[k] for k in use]
+        return model_renderer(src, P[idx], None if poses is None else poses[idx])
+
     try:
         at_rest: dict[Path, tuple] = {}
         sources = {}
         for name, _, rgb, lm in portraits:
             src = prepare_source(anim, rgb, name, "cross", lm)
-            rest = model_renderer(src, src.rest[None])[0]
-            rest_lm = meter.landmarks(rest)
-            sources[name] = (rgb, lm, None if rest_lm is None else align_many(rest_lm[None])[0])
+            rest_lm = meter.landmarks(model_renderer(src, src.rest[None])[0])
+            if rest_lm is not None:
+                sources[name] = (rgb, lm, align_many(rest_lm[None])[0])
         for path, neutral_path in studied:
             if neutral_path not in at_rest:
-                nclip = load_clip(neutral_path, size, opts.every, None, meter, talking=False)
-                seen = [x for x in nclip.landmarks if x is not None]
+                nclip = load_clip(neutral_path, size, opts.every, opts.max_frames, meter, talking=False)
+                n_use = [k for k in range(len(nclip)) if nclip.landmarks[k] is not None]
+                seen = [nclip.landmarks[k] for k in n_use]
                 shape = estimate_neutral(align_many(np.stack(seen)))[0] if seen else None
                 at_rest[neutral_path] = (nclip, shape)
+                for name, (rgb, lm, rest_shape) in sources.items():   # the driver at rest: nothing should move
+                    src = prepare_source(anim, rgb, name, "cross", lm)
+                    for row in HELD_ROWS if n_use else ():
+                        frames = driven(nclip, src, row, nclip, n_use)
+                        shift = upper_face_shift([meter.landmarks(f) for f in frames], rest_shape)
+                        if shift is not None:
+                            still[row].append(float(np.linalg.norm(shift)))
             nclip, shape = at_rest[neutral_path]
             clip = load_clip(path, size, opts.every, opts.max_frames, meter, talking=False)
             use = [k for k in range(len(clip)) if clip.landmarks[k] is not None]
             if shape is None or len(use) < 3:
                 continue
             driver_shift = upper_face_shift([clip.landmarks[k] for k in use], shape)
-            raw = raw_params(clip, "mesh", face_model=face_model)
+            size_d = max(float(np.linalg.norm(driver_shift)), 1e-12)
             log(f"[held expression] {path.parent.name}/{path.name} (at rest: {neutral_path.name})")
             for name, (rgb, lm, rest_shape) in sources.items():
-                if rest_shape is None:
-                    continue
                 src = prepare_source(anim, rgb, name, "cross", lm)
                 pair = {"clip": f"{path.parent.name}/{path.name}", "at_rest": neutral_path.name, "source": name,
-                        "rows": {}}
+                        "driver_shift": size_d, "rows": {}}
                 results = []
-                for row, neutral in zip(HELD_ROWS, (None, nclip)):
-                    P, poses = drive_params(raw, clip.times, src.rest, clip.fps, clip.tracked_mouth, face_model.n_exp,
-                                            clip.tracked_heads if opts.head_motion else None,
-                                            clip.tracked_crop_landmarks, src.anim.face_model, "mesh",
-                                            opts.source_mouth, opts.expression_scale, src.anim.source.lids,
-                                            neutral_from=neutral)
-                    idx = [clip.indices[k] for k in use]
-                    frames = model_renderer(src, P[idx], None if poses is None else poses[idx])
+                for row in HELD_ROWS:
+                    frames = driven(clip, src, row, nclip, use)
                     shift = upper_face_shift([meter.landmarks(f) for f in frames], rest_shape)
                     results.append(frames)
-                    if shift is None:
-                        continue
-                    size_r, size_d = np.linalg.norm(shift), max(np.linalg.norm(driver_shift), 1e-12)
-                    pair["rows"][row] = {"cos": float(shift @ driver_shift / max(size_r * size_d, 1e-12)),
-                                         "ratio": float(size_r / size_d)}
+                    if shift is not None:
+                        size_r = float(np.linalg.norm(shift))
+                        pair["rows"][row] = {"cos": float(shift @ driver_shift / max(size_r * size_d, 1e-12)),
+                                             "ratio": size_r / size_d}
                 pairs.append(pair)
                 if name == show_portrait:   # the faces, aligned as the model sees them
                     mid = len(use) // 2
@@ -767,7 +785,8 @@ def run_held_expression(models, face_model, opts: MotionOptions, clips, portrait
         meter.close()
     summary = {row: {"pairs": len([p for p in pairs if row in p["rows"]]),
                      "cos": _mean([p["rows"][row]["cos"] for p in pairs if row in p["rows"]]),
-                     "ratio": _mean([p["rows"][row]["ratio"] for p in pairs if row in p["rows"]])}
+                     "ratio": _mean([p["rows"][row]["ratio"] for p in pairs if row in p["rows"]]),
+                     "at_rest_shift": _mean(still[row])}
                for row in HELD_ROWS}
     figure = None
     if out is not None and opts.strips and shows:
@@ -775,10 +794,11 @@ def run_held_expression(models, face_model, opts: MotionOptions, clips, portrait
         figure = save_png(Path(out) / "held_expression.png", grid(
             [[d] + r for _, d, r in shows], [c.replace("_front_", "\n").replace("_level", "\nlevel")
                                             for c, _, _ in shows],
-            ["driver", f"{show_portrait}: 1st second", f"{show_portrait}: at rest"], cell=160))
+            ["driver", f"{show_portrait}: 1st second", f"{show_portrait}: at rest", f"{show_portrait}: absolute"],
+            cell=160))
     return {"clips": [f"{p.parent.name}/{p.name}" for p, _ in studied], "portraits": list(sources),
             "rows": list(HELD_ROWS), "summary": summary, "pairs": pairs, "figure": figure,
-            "seconds": round(time.time() - t0, 1)}
+            "driver_shift": _mean([p["driver_shift"] for p in pairs]), "seconds": round(time.time() - t0, 1)}
 
 
 def protocol(opts: MotionOptions, clips, portraits) -> dict:
@@ -1039,13 +1059,16 @@ def held_expression_lines(held: dict | None) -> list[str]:
          "(render --neutral-from). Measured: the mean shift of the brows and eye outlines (aligned face mesh, in eye "
          "distances) from the face at rest, the driver's against its clip at rest, the result's against the "
          "portrait rendered at its rest; cosine of the two shifts (1: the same expression, 0: none of it) and "
-         "the ratio of their lengths, averaged over the pairs.", "",
-         "| Driver's neutral | cosine | length ratio | pairs |", "|---|---|---|---|"]
+         "the ratio of their lengths, averaged over the pairs. At rest: the same shift's length (in eye distances) "
+         "when the clip at rest itself drives the portraits, where nothing should move (the driver's emotions "
+         f"shift her brows and eyes {_f(held.get('driver_shift'), 3)} on average); absolute mode with the "
+         "portrait's head still.", "",
+         "| Driver's neutral | cosine | length ratio | at rest | pairs |", "|---|---|---|---|---|"]
     for row, s in held["summary"].items():
-        L.append(f"| {row} | {_f(s['cos'])} | {_f(s['ratio'])} | {s['pairs']} |")
+        L.append(f"| {row} | {_f(s['cos'])} | {_f(s['ratio'])} | {_f(s.get('at_rest_shift'), 3)} | {s['pairs']} |")
     L.append("")
     if held.get("figure"):
-        L += ["Driver (the clip's middle sampled frame) | the result with each neutral:", "",
+        L += ["Driver (the clip's middle sampled frame) | the result driven each way:", "",
               f"![held expression]({held['figure']})", ""]
     return L
 
