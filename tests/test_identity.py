@@ -7,10 +7,11 @@ import pytest
 import torch
 
 from engine import identity
-from engine.identity import (DLIB_SAME_PERSON_DISTANCE, IdentityEmbedder, chip_from_landmarks,
+from engine.identity import (IdentityEmbedder, chip_from_landmarks,
                              crop_to_chip_affine, dlib_chip_points, expected_layer_kinds,
                              find_dlib_model, load_dlib_net, mesh_five_points, read_dlib_net,
                              similarity_transform)
+from engine.person import SAME_PERSON_DISTANCE
 
 MODEL = find_dlib_model()
 needs_model = pytest.mark.skipif(
@@ -145,8 +146,8 @@ def test_same_person_close_different_people_far(shared_data):
     same = (labels[:, None] == labels[None])[iu]
     same_d, diff_d = dist[iu][same], dist[iu][~same]
     # dlib's documented behaviour: same person below 0.6, different people above it (typically)
-    assert (same_d < DLIB_SAME_PERSON_DISTANCE).all(), same_d.max()
-    assert (diff_d > DLIB_SAME_PERSON_DISTANCE).mean() > 0.9
+    assert (same_d < SAME_PERSON_DISTANCE).all(), same_d.max()
+    assert (diff_d > SAME_PERSON_DISTANCE).mean() > 0.9
     assert diff_d.mean() - same_d.mean() > 0.3
     auc = (same_d[:, None] < diff_d[None]).mean()
     assert auc > 0.98
