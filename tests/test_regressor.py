@@ -9,20 +9,29 @@ import torch
 from tests import streamkit as kit
 
 
-def _dataset(path, n: int, seed: int, n_params: int = 40):
-    """Faces whose first parameters are readable from the image: a bright disc whose position and size
-    are p[0], p[1] and p[2] (the rest 0); 4 'identities' by background colour."""
+def _face(p: np.ndarray, person: int) -> np.ndarray:
+    """A face whose first parameters are readable from the image: a bright disc whose position and size
+    are p[0], p[1] and p[2]; 4 'identities' by background colour."""
     import cv2
+    img = np.full((64, 64, 3), 40 + 30 * (person % 4), np.uint8)
+    cv2.circle(img, (int(32 + 14 * p[0]), int(32 + 14 * p[1])), int(9 + 5 * p[2]), (230, 220, 200), -1)
+    return img
 
+
+def _dataset(path, n: int, seed: int, n_params: int = 40, paired: bool = False):
+    """``n`` faces (``_face``; the parameters past the third 0). ``paired``: a synth-pairs dataset whose
+    sources are blank and whose targets are the faces."""
     from trainer.data import DatasetWriter
     rng = np.random.default_rng(seed)
-    with DatasetWriter(path, image_size=64, n_params=n_params) as w:
+    with DatasetWriter(path, image_size=64, n_params=n_params, paired=paired) as w:
         for i in range(n):
             p = np.zeros(n_params, np.float32)
             p[:3] = rng.uniform(-1, 1, 3)
-            img = np.full((64, 64, 3), 40 + 30 * (i % 4), np.uint8)
-            cv2.circle(img, (int(32 + 14 * p[0]), int(32 + 14 * p[1])), int(9 + 5 * p[2]), (230, 220, 200), -1)
-            w.add(img, p, seq=f"person{i % 4}")
+            if paired:
+                w.add(np.zeros((64, 64, 3), np.uint8), np.zeros(n_params), seq=f"photo{i % 16}",
+                      target_image=_face(p, i), target_params=p)
+            else:
+                w.add(_face(p, i), p, seq=f"person{i % 4}")
     return path
 
 
@@ -57,6 +66,23 @@ def test_the_head_learns_and_the_generator_is_kept(setup, tmp_path):
     assert out.meta["head"]["val"]["relative_error"] == pytest.approx(summary["relative_error"])
     # the D is this run's own: an installer (scripts/make_default_model.py) names this run as its origin
     assert "discriminator_from" not in out.meta and out.meta["head"]["started_from"]["path"] == str(ck)
+
+
+def test_the_head_learns_from_warped_faces_their_target_parameters(setup, tmp_path):
+    """``--warped``: the targets of a paired dataset are read (image and parameters), not its sources;
+    with the whole batch from them the head learns what the real crops' validation measures."""
+    from trainer.regressor import HeadConfig, train
+    ck, train_set, val, d = setup
+    warped = _dataset(d / "warped", 160, 2, paired=True)
+    summary = train(_cfg(setup, tmp_path / "run", steps=300, augment=False, warped=[str(warped)],
+                         warped_share=1.0), progress=False)
+    assert summary["corr_strongest_mean"] > 0.6, summary
+    with pytest.raises(ValueError, match="not a paired dataset"):
+        train(_cfg(setup, tmp_path / "bad", warped=[str(train_set)], warped_share=0.5), progress=False)
+    with pytest.raises(ValueError, match="--warped"):
+        HeadConfig(init="x", warped_share=0.3)
+    with pytest.raises(ValueError, match="warped_share"):
+        HeadConfig(init="x", warped=["w"], warped_share=1.5)
 
 
 def test_resume_is_exact(setup, tmp_path):
@@ -158,3 +184,9 @@ def test_batches_take_the_videos_and_the_stills_people_in_the_asked_shares():
     assert abs((idx[from_clips] >= 500).mean() - 0.5) < 0.05
     assert len(np.unique(idx[~from_clips])) > 250             # the people spread out
     assert (balanced_batch(clips, [], 16, 0.2, rng) < 520).all()  # one kind only: all from it
+    # warped photos (--warped): their share of the batch, each photo equally often whatever its targets
+    warped = [np.arange(820, 830), np.arange(830, 832)]
+    idx = np.concatenate([balanced_batch(clips, people, 32, 0.5, rng, warped, 0.25) for _ in range(200)])
+    w = idx >= 820
+    assert abs(w.mean() - 0.25) < 0.03 and abs((idx[w] >= 830).mean() - 0.5) < 0.06
+    assert abs((idx[~w] < 520).mean() - 0.5) < 0.04

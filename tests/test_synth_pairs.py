@@ -154,3 +154,29 @@ def test_reannotated_targets_move_towards_their_parameters(fm, shared_data):
     assert np.median(recovered) >= 0.35
     assert np.median(ratios) <= 0.97
     assert np.mean(mouth) >= 0.5
+
+
+def test_synth_pairs_draws_real_expressions_from_other_datasets(tmp_path, shared_data, fm):
+    """``--targets``: stills are all at rest, so their real-expression targets come from annotated
+    datasets (the talking videos' fits): a target is that dataset's expression, or a sparse change of
+    it or of zeros, never the input's own; a dataset of another parameter count is refused."""
+    from trainer.data import DatasetWriter, open_dataset
+    from trainer.synth_pairs import make_pairs
+    smile = np.zeros(40, np.float32)
+    smile[fm.param_names.index("smile")] = 0.7
+    with DatasetWriter(tmp_path / "talk", image_size=64, n_params=40) as w:
+        for _ in range(3):
+            w.add(np.zeros((64, 64, 3), np.uint8), smile, seq="clip")
+    info, _, _ = make_pairs([shared_data / "portraits" / "s0.jpg"], tmp_path / "pairs", fm, pairs_per_face=16,
+                            seed=1, show_progress=False, targets=[tmp_path / "talk"])
+    a = open_dataset(info.path).load_shard(0)
+    t, own = a["target_params"], a["params"][0]
+    real = np.all(t == smile, axis=1)
+    assert 3 <= real.sum() <= 13, real.sum()
+    assert not np.any(np.all(np.isclose(t, own), axis=1))
+    assert "talk" in info.meta["targets"]
+    with DatasetWriter(tmp_path / "other", image_size=64, n_params=10) as w:
+        w.add(np.zeros((64, 64, 3), np.uint8), np.zeros(10), seq="x")
+    with pytest.raises(ValueError, match="10 parameters"):
+        make_pairs([shared_data / "portraits" / "s0.jpg"], tmp_path / "p2", fm, show_progress=False,
+                   targets=[tmp_path / "other"])

@@ -26,6 +26,11 @@ along unchanged in the output, the generator untouched), with
   of it is not what the warp needs, the motion is. Eyelid motion is small in mesh units, so the
   default, ``mesh+p``, is the mean of that and the parameters' own error (``p``). Measured in the
   README ("Training the regression head alone").
+- faces warped to known expressions (``--warped DATASET --warped-share S``, choice): the videos hold
+  about 35 people, the stills about 150 but all at rest; ``slidergan synth-pairs`` warps the stills
+  along their fitted meshes to the videos' fitted expressions (``--targets``), and a share ``S`` of
+  each batch reads those (a warped photo uniformly, then one of its targets), labelled with the target
+  parameters: many more faces with their mouths and eyes moving, at the cost of the warp's look.
 - a within-clip term (``--relative W``, choice): relative driving reads a frame against the driver's
   own neutral, so what counts is the change between two frames of one face; pairs of frames of one
   video add ``W x`` the loss of the difference of their readings against the difference of their fits
@@ -66,12 +71,18 @@ class HeadConfig:
     loss: str = "mesh+p"     # "p": the parameters' squared error; "mesh": the mesh motion's; "mesh+p": both
     clip_share: float = 0.5  # share of each batch from the annotated videos (the rest: the stills' people)
     relative: float = 0.0    # weight of the within-clip term (``clip_pairs``): what relative driving reads
+    warped: list[str] = field(default_factory=list)   # paired datasets (synth-pairs): their targets are read
+    warped_share: float = 0.0   # share of each batch from ``warped``
 
     def __post_init__(self):
         if self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}, not {self.loss!r}")
         if not 0.0 <= self.clip_share <= 1.0:
             raise ValueError(f"clip_share must be between 0 and 1, not {self.clip_share}")
+        if not 0.0 <= self.warped_share <= 1.0:
+            raise ValueError(f"warped_share must be between 0 and 1, not {self.warped_share}")
+        if self.warped_share > 0 and not self.warped:
+            raise ValueError("warped_share needs warped datasets (--warped)")
         if self.relative < 0:
             raise ValueError(f"relative must be >= 0, not {self.relative}")
 
@@ -79,16 +90,20 @@ class HeadConfig:
 LOSSES = ("p", "mesh", "mesh+p")
 
 
-def load_arrays(paths) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Images (M, S, S, 3) uint8, params (M, N) float32 and a sequence id (M,) of every dataset, in memory."""
-    from trainer.data import open_dataset
+def load_arrays(paths, target: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Images (M, S, S, 3) uint8, params (M, N) float32 and a sequence id (M,) of every dataset, in memory;
+    ``target``: the target images and parameters of paired datasets."""
+    from trainer.data import DatasetError, open_dataset
     images, params, seqs, offset = [], [], [], 0
+    ki, kp = ("target_images", "target_params") if target else ("images", "params")
     for p in paths:
         info = open_dataset(p)
+        if target and not info.paired:
+            raise DatasetError(f"{p} is not a paired dataset (slidergan synth-pairs writes one)")
         for i in range(len(info.shard_counts)):
-            a = info.load_shard(i)
-            images.append(a["images"])
-            params.append(a["params"].astype(np.float32))
+            a = info.load_shard(i, [ki, kp, "seq"])
+            images.append(a[ki])
+            params.append(a[kp].astype(np.float32))
             seqs.append(a["seq"].astype(np.int64) + offset)
         offset = int(max(s.max() for s in seqs)) + 1
     return np.concatenate(images), np.concatenate(params), np.concatenate(seqs)
@@ -172,16 +187,22 @@ def head_metrics(p_fit: np.ndarray, p_head: np.ndarray, k: int = 10, face_model=
 MIN_CLIP_FRAMES = 8   # a sequence with this many annotated frames is a video; fewer, a still's person
 
 
-def balanced_batch(clips: list, people: list, n: int, clip_share: float, rng: np.random.Generator) -> np.ndarray:
+def balanced_batch(clips: list, people: list, n: int, clip_share: float, rng: np.random.Generator,
+                   warped: list = (), warped_share: float = 0.0) -> np.ndarray:
     """``n`` sample indices: each from the videos (``clips``: index arrays) with probability
     ``clip_share``, a video uniformly then a frame, else from a person of the stills (``people``)
-    uniformly; all from one kind when the other is absent."""
+    uniformly; all from one kind when the other is absent. With ``warped`` (a group per warped photo),
+    a share ``warped_share`` of the batch is then replaced by those: a photo uniformly, then a target."""
     share = clip_share if clips and people else (1.0 if clips else 0.0)
     out = np.empty(n, np.int64)
     for i in range(n):
         kind = clips if rng.random() < share else people
         g = kind[rng.integers(len(kind))]
         out[i] = g[rng.integers(len(g))]
+    if warped:
+        for i in np.flatnonzero(rng.random(n) < warped_share):
+            g = warped[rng.integers(len(warped))]
+            out[i] = g[rng.integers(len(g))]
     return out
 
 
@@ -245,6 +266,13 @@ def train(cfg: HeadConfig, resume: bool = False, progress: bool = True) -> dict:
     groups = [np.flatnonzero(seqs == s) for s in np.unique(seqs)]
     clips = [g for g in groups if len(g) >= MIN_CLIP_FRAMES]
     people = [g for g in groups if len(g) < MIN_CLIP_FRAMES]
+    warped = []
+    if cfg.warped:
+        w_images, w_params, w_seqs = load_arrays(cfg.warped, target=True)
+        if w_params.shape[1] != params.shape[1]:
+            raise ValueError(f"--warped has {w_params.shape[1]} parameters, the data {params.shape[1]}")
+        warped = [len(images) + np.flatnonzero(w_seqs == s) for s in np.unique(w_seqs)]
+        images, params = np.concatenate([images, w_images]), np.concatenate([params, w_params])
     opt = torch.optim.Adam(D.parameters(), lr=cfg.lr, betas=(0.9, 0.999))
     rng = np.random.default_rng(cfg.seed)
     step = 0
@@ -265,7 +293,7 @@ def train(cfg: HeadConfig, resume: bool = False, progress: bool = True) -> dict:
     t0 = time.perf_counter()
     while step < cfg.steps:
         D.train()
-        idx = balanced_batch(clips, people, cfg.batch_size, cfg.clip_share, rng)
+        idx = balanced_batch(clips, people, cfg.batch_size, cfg.clip_share, rng, warped, cfg.warped_share)
         n = len(idx)
         if cfg.relative and clips:
             a, b = clip_pairs(clips, cfg.batch_size // 2, rng)
@@ -346,6 +374,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--relative", type=float, default=0.0, metavar="W",
                    help="weight of a within-clip term: two frames of one video, the difference of their readings "
                         "against the difference of their fits (what relative driving reads); default 0")
+    p.add_argument("--warped", nargs="+", default=[], metavar="DATASET",
+                   help="paired datasets (slidergan synth-pairs): their warped faces and target parameters")
+    p.add_argument("--warped-share", type=float, default=0.0, metavar="S",
+                   help="share of each batch from --warped (default 0)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--quiet", action="store_true")
 
@@ -355,7 +387,8 @@ def main(args) -> int:
     cfg = HeadConfig(init=args.init, data=list(args.data), val=args.val, out=args.out, steps=args.steps,
                      batch_size=args.batch_size, lr=args.lr, checkpoint_every=args.checkpoint_every,
                      keep_checkpoints=args.keep_checkpoints, seed=args.seed, augment=not args.no_augment,
-                     loss=args.loss, clip_share=args.clip_share, relative=args.relative)
+                     loss=args.loss, clip_share=args.clip_share, relative=args.relative,
+                     warped=list(args.warped), warped_share=args.warped_share)
     summary = train(cfg, resume=args.resume, progress=not args.quiet)
     print(json.dumps(summary))
     return 0

@@ -4,7 +4,7 @@ A real face is fitted (``engine.blendshapes``), its mesh is deformed to random t
 and the image is warped piecewise-affinely along the mesh triangles from the fitted mesh to the
 deformed one: a pair of one identity under two known expressions, with exact parameters.
 
-    slidergan synth-pairs INPUTS... -o DATASET [--pairs-per-face 2] [--every 5] [--seed 0]
+    slidergan synth-pairs INPUTS... -o DATASET [--pairs-per-face 2] [--every 5] [--seed 0] [--targets DATASET...]
 
 INPUTS are videos, images or folders of them (annotated on the fly exactly as ``slidergan
 annotate`` does: videos fitted as sequences, images alone), or unpaired dataset folders written by
@@ -15,7 +15,8 @@ target_image = the warped crop, target_params = p_trg.
 The warp is ``engine.geometry`` (shared with the geometry-guided generator): see its docstring.
 
 Target parameters (``sample_targets``) **(choice)**: half of the targets are another face's
-fitted parameters (a real expression; from the inputs themselves), half are sparse random vectors:
+fitted parameters (a real expression: from the inputs themselves, or with ``--targets`` from annotated
+datasets, e.g. talking videos' fits for stills whose own faces are all at rest), half are sparse random vectors:
 1 to 5 components, each uniform in [-0.4, 1] (components are signed so that their training motion
 is positive: the negative half of a one-sided motion such as a mouth opening is not a face), added
 to a real expression with probability 0.5. All are clipped to [-1, 1].
@@ -97,8 +98,10 @@ def _dataset_faces(path: Path, face_model, skips, progress=None, every: int = 1)
 
 def make_pairs(inputs, out, face_model=None, pairs_per_face: int = 2, size: int = 128, every: int = 5,
                max_frames: int | None = None, seed: int = 0, shard_size: int = 1000,
-               overwrite: bool = False, show_progress: bool = True, min_face_px: float = 64.0):
-    """Write a paired dataset; returns (DatasetInfo, Skips, stats dict)."""
+               overwrite: bool = False, show_progress: bool = True, min_face_px: float = 64.0,
+               targets=()):
+    """Write a paired dataset; returns (DatasetInfo, Skips, stats dict). ``targets``: annotated datasets
+    whose fitted parameters are the real expressions drawn as targets (default: the inputs' own)."""
     import cv2
     from tqdm import tqdm
 
@@ -115,10 +118,15 @@ def make_pairs(inputs, out, face_model=None, pairs_per_face: int = 2, size: int 
     for d in datasets:
         from .data import open_dataset as _od
         total += -(-_od(d).count // every)
-    bank: list[np.ndarray] = []
+    bank: list[np.ndarray] = [r for t in targets for r in open_dataset(t).all_params()]
+    if targets and not bank:
+        raise ValueError(f"--targets {' '.join(map(str, targets))}: no parameters in them")
+    if bank and len(bank[0]) != fm.n_params:
+        raise ValueError(f"--targets have {len(bank[0])} parameters, the blendshape model {fm.n_params}")
     meta = {"tool": "slidergan synth-pairs", "inputs": [str(i) for i in inputs], "pairs_per_face": pairs_per_face,
             "every": every, "seed": seed, "warp": "piecewise affine along the face mesh (trainer.synth_pairs)",
-            "targets": "sample_targets: half real expressions of the inputs, half sparse random"}
+            "targets": "sample_targets: half real expressions of "
+            + (f"{', '.join(map(str, targets))}" if targets else "the inputs") + ", half sparse random"}
     n = 0
 
     def faces(bar):
@@ -135,9 +143,10 @@ def make_pairs(inputs, out, face_model=None, pairs_per_face: int = 2, size: int 
                            overwrite=overwrite) as w:
             for f, big in faces(bar):
                 p_src = np.clip(np.nan_to_num(f.p), -1, 1).astype(np.float32)
-                bank.append(p_src)
-                if len(bank) > 5000:
-                    bank.pop(int(rng.integers(len(bank))))
+                if not targets:
+                    bank.append(p_src)
+                    if len(bank) > 5000:
+                        bank.pop(int(rng.integers(len(bank))))
                 src_img = cv2.resize(f.crop, (size, size), interpolation=cv2.INTER_AREA) if big else f.crop
                 for _k in range(pairs_per_face):
                     p_trg = draw_target(fm, f.crop_landmarks, p_src, rng, np.asarray(bank))
@@ -166,6 +175,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--blendshapes", default=None, help="blendshape model folder (default: the embedded one)")
     p.add_argument("--shard-size", type=int, default=1000)
     p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--targets", nargs="+", default=[], metavar="DATASET",
+                   help="annotated datasets whose fitted expressions are drawn as targets (default: the inputs')")
 
 
 def main(args) -> int:
@@ -173,7 +184,7 @@ def main(args) -> int:
     fm = load_face_model(args.blendshapes) if args.blendshapes else None
     info, skips, stats = make_pairs(args.inputs, args.out, fm, args.pairs_per_face, args.size, args.every,
                                     args.max_frames, args.seed, args.shard_size, args.overwrite,
-                                    min_face_px=args.min_face_px)
+                                    min_face_px=args.min_face_px, targets=args.targets)
     print(f"wrote {info.count} pairs to {info.path} ({len(info.shards)} shard(s), {info.image_size} px)")
     print("skipped / noted:\n" + skips.summary())
     return 0
