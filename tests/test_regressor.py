@@ -81,6 +81,8 @@ def test_the_head_learns_from_warped_faces_their_target_parameters(setup, tmp_pa
         train(_cfg(setup, tmp_path / "bad", warped=[str(train_set)], warped_share=0.5), progress=False)
     with pytest.raises(ValueError, match="--warped"):
         HeadConfig(init="x", warped_share=0.3)
+    with pytest.raises(ValueError, match="--warped-share"):
+        HeadConfig(init="x", warped=["w"])
     with pytest.raises(ValueError, match="warped_share"):
         HeadConfig(init="x", warped=["w"], warped_share=1.5)
 

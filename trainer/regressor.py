@@ -81,8 +81,9 @@ class HeadConfig:
             raise ValueError(f"clip_share must be between 0 and 1, not {self.clip_share}")
         if not 0.0 <= self.warped_share <= 1.0:
             raise ValueError(f"warped_share must be between 0 and 1, not {self.warped_share}")
-        if self.warped_share > 0 and not self.warped:
-            raise ValueError("warped_share needs warped datasets (--warped)")
+        if (self.warped_share > 0) != bool(self.warped):
+            raise ValueError("warped datasets (--warped) and a share of the batch for them (--warped-share) "
+                             "go together")
         if self.relative < 0:
             raise ValueError(f"relative must be >= 0, not {self.relative}")
 
