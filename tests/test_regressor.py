@@ -2,6 +2,8 @@
 with webcam augmentations; it learns, resumes exactly and leaves the generator untouched."""
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 import torch
@@ -88,15 +90,21 @@ def test_the_head_learns_from_warped_faces_their_target_parameters(setup, tmp_pa
 
 
 def test_resume_is_exact(setup, tmp_path):
-    """With the within-clip term too (its pairs drawn from the same generator)."""
+    """With the within-clip term too (its pairs drawn from the same generator) and the lr's decay (a
+    function of the step: a resumed run takes up the schedule where it stopped)."""
     from engine.checkpoint import load_checkpoint
     from trainer.regressor import train
-    train(_cfg(setup, tmp_path / "a", steps=4, relative=0.5), progress=False)
-    train(_cfg(setup, tmp_path / "a", steps=8, relative=0.5), resume=True, progress=False)
-    train(_cfg(setup, tmp_path / "b", steps=8, relative=0.5), progress=False)
+    kw = dict(relative=0.5, lr_decay=0.5)
+    train(_cfg(setup, tmp_path / "a", steps=8, **kw), progress=False)
+    shutil.rmtree(tmp_path / "a" / "checkpoints" / "step-0000008")    # as if stopped after step 4
+    train(_cfg(setup, tmp_path / "a", steps=8, **kw), resume=True, progress=False)
+    train(_cfg(setup, tmp_path / "b", steps=8, **kw), progress=False)
+    train(_cfg(setup, tmp_path / "nodecay", steps=8, relative=0.5), progress=False)
+    nodecay = load_checkpoint(tmp_path / "nodecay" / "checkpoints" / "step-0000008").discriminator.state_dict()
     a = load_checkpoint(tmp_path / "a" / "checkpoints" / "step-0000008").discriminator.state_dict()
     b = load_checkpoint(tmp_path / "b" / "checkpoints" / "step-0000008").discriminator.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], nodecay[k]) for k in a)      # the decay changed the last steps
     # the newest three only (keep_checkpoints): a run that kept every checkpoint filled its disk
     assert sorted(p.name for p in (tmp_path / "a" / "checkpoints").iterdir()) == ["step-0000004", "step-0000008"]
     train(_cfg(setup, tmp_path / "a", steps=24, relative=0.5), resume=True, progress=False)
@@ -192,3 +200,12 @@ def test_batches_take_the_videos_and_the_stills_people_in_the_asked_shares():
     w = idx >= 820
     assert abs(w.mean() - 0.25) < 0.03 and abs((idx[w] >= 830).mean() - 0.5) < 0.06
     assert abs((idx[~w] < 520).mean() - 0.5) < 0.04
+
+
+def test_lr_scale_falls_linearly_over_the_last_share_of_the_steps():
+    from trainer.regressor import HeadConfig
+    from trainer.train import lr_scale
+    assert [lr_scale(s, 10, 0.0) for s in (0, 9)] == [1.0, 1.0]
+    assert [round(lr_scale(s, 10, 0.5), 2) for s in (0, 4, 5, 6, 9, 10)] == [1.0, 1.0, 1.0, 0.8, 0.2, 0.0]
+    with pytest.raises(ValueError, match="lr_decay"):
+        HeadConfig(init="x", lr_decay=1.5)

@@ -63,6 +63,7 @@ class HeadConfig:
     steps: int = 2000
     batch_size: int = 32
     lr: float = 2e-4
+    lr_decay: float = 0.0    # last fraction of the steps over which the lr falls linearly to 0
     checkpoint_every: int = 250
     keep_checkpoints: int = 3    # the newest ones; older are removed
     log_every: int = 50
@@ -84,6 +85,8 @@ class HeadConfig:
         if (self.warped_share > 0) != bool(self.warped):
             raise ValueError("warped datasets (--warped) and a share of the batch for them (--warped-share) "
                              "go together")
+        if not 0.0 <= self.lr_decay <= 1.0:
+            raise ValueError(f"lr_decay must be between 0 and 1, not {self.lr_decay}")
         if self.relative < 0:
             raise ValueError(f"relative must be >= 0, not {self.relative}")
 
@@ -243,7 +246,7 @@ def train(cfg: HeadConfig, resume: bool = False, progress: bool = True) -> dict:
     from torch.utils.tensorboard import SummaryWriter
 
     from engine.checkpoint import load_checkpoint, save_checkpoint
-    from trainer.train import find_latest_checkpoint, prune_checkpoints
+    from trainer.train import find_latest_checkpoint, lr_scale, prune_checkpoints
     out = Path(cfg.out)
     ck_dir = out / "checkpoints"
     last = find_latest_checkpoint(out)
@@ -294,6 +297,8 @@ def train(cfg: HeadConfig, resume: bool = False, progress: bool = True) -> dict:
     t0 = time.perf_counter()
     while step < cfg.steps:
         D.train()
+        for g in opt.param_groups:
+            g["lr"] = cfg.lr * lr_scale(step, cfg.steps, cfg.lr_decay)
         idx = balanced_batch(clips, people, cfg.batch_size, cfg.clip_share, rng, warped, cfg.warped_share)
         n = len(idx)
         if cfg.relative and clips:
@@ -363,6 +368,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, default=2000)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=2e-4)
+    p.add_argument("--lr-decay", type=float, default=0.0, metavar="F",
+                   help="the lr falls linearly to 0 over the last F of the steps (default 0: constant)")
     p.add_argument("--checkpoint-every", type=int, default=250)
     p.add_argument("--keep-checkpoints", type=int, default=3, metavar="K", help="keep the newest K checkpoints")
     p.add_argument("--seed", type=int, default=0)
@@ -386,7 +393,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def main(args) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     cfg = HeadConfig(init=args.init, data=list(args.data), val=args.val, out=args.out, steps=args.steps,
-                     batch_size=args.batch_size, lr=args.lr, checkpoint_every=args.checkpoint_every,
+                     batch_size=args.batch_size, lr=args.lr, lr_decay=args.lr_decay, checkpoint_every=args.checkpoint_every,
                      keep_checkpoints=args.keep_checkpoints, seed=args.seed, augment=not args.no_augment,
                      loss=args.loss, clip_share=args.clip_share, relative=args.relative,
                      warped=list(args.warped), warped_share=args.warped_share)

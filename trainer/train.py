@@ -385,6 +385,15 @@ def sample_grid(G, images: torch.Tensor, param_idx: list[int], n_params: int,
 
 # --------------------------------------------------------------------------------------- trainer
 
+
+def lr_scale(step: int, total_steps: int, decay: float) -> float:
+    """The learning rate's factor at ``step``: 1, then down linearly to 0 over the last ``decay`` of the steps."""
+    if decay <= 0:
+        return 1.0
+    start = total_steps * (1 - decay)
+    return 1.0 if step < start else max(0.0, 1 - (step - start) / max(1.0, total_steps - start))
+
+
 class Trainer:
     """Builds everything from a TrainConfig; ``run()`` trains to the end. ``identity`` overrides
     ``cfg.identity`` with a ready module (tests). ``keep_history``: keep every step's losses."""
@@ -599,11 +608,9 @@ class Trainer:
 
     # -- one iteration
     def _lr(self) -> None:
-        frac = self.cfg.lr_decay
-        if frac <= 0:
+        if self.cfg.lr_decay <= 0:
             return
-        start = self.total_steps * (1 - frac)
-        k = 1.0 if self.step < start else max(0.0, 1 - (self.step - start) / max(1.0, self.total_steps - start))
+        k = lr_scale(self.step, self.total_steps, self.cfg.lr_decay)
         for opt, base in ((self.opt_G, self.base_lrs[0]), (self.opt_D, self.base_lrs[1])):
             for g in opt.param_groups:
                 g["lr"] = base * k
