@@ -6,7 +6,11 @@
 Writes the weights in float16 without optimizer state (half the size; the engine computes in
 float32), atomically, and ``MODEL_CARD.md``: data, schedule, steps, training time, and the
 evaluation figures of ``slidergan evaluate``'s report when one is given. The folder's audio model
-(``audio.safetensors``, ``slidergan train-audio``) and its section of the card are kept.
+(``audio.safetensors``, ``slidergan train-audio``) and its section of the card are kept. ``--keep-card``
+writes the weights alone (a new discriminator in a model whose card keeps its history by hand):
+
+    python scripts/make_default_model.py engine/assets/default_model --keep-card \
+        --discriminator-from runs/head-warped50/checkpoints/step-0001500
 """
 from __future__ import annotations
 
@@ -116,7 +120,12 @@ def main(argv=None) -> int:
     ap.add_argument("--config", default="trainer/configs/default-cpu.toml", help="the training config (its header "
                     "has the data commands)")
     ap.add_argument("-o", "--out", default=str(DEFAULT_MODEL_DIR))
+    ap.add_argument("--keep-card", action="store_true",
+                    help="write the weights only and leave the folder's MODEL_CARD.md as it is (a card whose history "
+                         "is kept by hand, e.g. when only the discriminator changes: edit it yourself)")
     args = ap.parse_args(argv)
+    if args.keep_card and not (Path(args.out) / "MODEL_CARD.md").is_file():
+        ap.error(f"--keep-card: {args.out} has no MODEL_CARD.md to keep")
     ck = load_checkpoint(args.checkpoint)
     # a profile renamed since the run (same network): the card and the file say today's name
     from engine.config import PROFILES
@@ -140,12 +149,16 @@ def main(argv=None) -> int:
                     blendshapes=ck.blendshapes, step=ck.step, meta=ck.meta, half=True)
     if audio is not None:
         write_bytes_atomic(out / AUDIO_MODEL_FILE, audio)
-    card = model_card(ck, report, args.hours, args.machine, args.config)
-    if args.notes:
-        card += "\n" + Path(args.notes).read_text()
-    if audio_card:
-        card = card.rstrip("\n") + "\n\n" + audio_card
-    write_text_atomic(out / "MODEL_CARD.md", card)
+    if args.keep_card:    # save_checkpoint replaced the folder: the card goes back as it was
+        write_text_atomic(out / "MODEL_CARD.md", old_card)
+        print(f"kept {out / 'MODEL_CARD.md'} as it was: edit what the new weights change")
+    else:
+        card = model_card(ck, report, args.hours, args.machine, args.config)
+        if args.notes:
+            card += "\n" + Path(args.notes).read_text()
+        if audio_card:
+            card = card.rstrip("\n") + "\n\n" + audio_card
+        write_text_atomic(out / "MODEL_CARD.md", card)
     print(f"wrote {out} (step {ck.step}, {sum(f.stat().st_size for f in out.iterdir()) / 1e6:.1f} MB)")
     return 0
 
