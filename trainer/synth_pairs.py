@@ -116,8 +116,7 @@ def make_pairs(inputs, out, face_model=None, pairs_per_face: int = 2, size: int 
     media = [i for i in inputs if Path(i) not in datasets]
     total = count_frames(media, every, max_frames) if media else 0
     for d in datasets:
-        from .data import open_dataset as _od
-        total += -(-_od(d).count // every)
+        total += -(-open_dataset(d).count // every)
     bank: list[np.ndarray] = [r for t in targets for r in open_dataset(t).all_params()]
     if targets and not bank:
         raise ValueError(f"--targets {' '.join(map(str, targets))}: no parameters in them")
