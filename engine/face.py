@@ -72,7 +72,7 @@ __all__ = [
     "load_image", "template_points", "canonical_mesh", "estimate_similarity", "alignment_matrix",
     "transform_points", "invert_matrix", "matrix_scale", "warp_to_crop", "align_face", "face_mask",
     "paste_back", "detect_landmarks", "detect_and_align", "align_mesh_3d", "umeyama",
-    "alignment_jitter", "paste_back_error", "faces_in_file",
+    "alignment_jitter", "paste_back_error", "faces_in_file", "mirror_partners", "mirror_landmarks",
 ]
 
 NUM_LANDMARKS = 478
@@ -176,6 +176,30 @@ def canonical_mesh() -> np.ndarray:
 def template_points(size: int = DEFAULT_SIZE) -> np.ndarray:
     """The template in pixel coordinates of a ``size`` x ``size`` crop, (478, 3) float32."""
     return canonical_mesh() * np.float32(size)
+
+
+_mirror_cache: np.ndarray | None = None
+
+
+def mirror_partners() -> np.ndarray:
+    """(478,) each mesh point's mirror partner across the face's midline (the template is symmetric in x about
+    the crop's centre): a permutation, the nearest mirrored template points matched one to one."""
+    global _mirror_cache
+    if _mirror_cache is None:
+        from scipy.optimize import linear_sum_assignment
+        t = canonical_mesh().astype(np.float64)
+        mirrored = t * np.array([-1.0, 1.0, 1.0]) + np.array([1.0, 0.0, 0.0])
+        cost = ((mirrored[:, None] - t[None]) ** 2).sum(-1)
+        _mirror_cache = linear_sum_assignment(cost)[1]
+    return _mirror_cache.copy()
+
+
+def mirror_landmarks(landmarks: np.ndarray, size: float) -> np.ndarray:
+    """Face-mesh landmarks (..., 478, 3) in the pixels of a ``size`` wide crop, as the face mesh of the crop
+    flipped left-right would read them: x mirrored, each point taking its partner's place."""
+    lm = np.asarray(landmarks)[..., mirror_partners(), :].copy()
+    lm[..., 0] = size - lm[..., 0]
+    return lm
 
 
 def umeyama(src: np.ndarray, dst: np.ndarray, weights: np.ndarray | None = None,

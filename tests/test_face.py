@@ -44,6 +44,33 @@ def test_template_fits_the_crop():
     np.testing.assert_allclose(face.template_points(256), t * 256, rtol=1e-6)
 
 
+def test_mirror_partners_swap_the_sides_of_the_face():
+    m = face.mirror_partners()
+    assert sorted(m) == list(range(478)) and np.array_equal(m[m], np.arange(478))
+    assert (m[33], m[133], m[61], m[468]) == (263, 362, 291, 473)   # eye and mouth corners, iris centres
+    assert m[1] == 1 and m[face.CHIN] == face.CHIN                     # the midline stays
+    t = face.template_points(128)
+    np.testing.assert_allclose(face.mirror_landmarks(t, 128), t, atol=0.5)   # the template is its own mirror
+    lm = t + np.random.default_rng(0).normal(0, 2, t.shape)
+    np.testing.assert_allclose(face.mirror_landmarks(face.mirror_landmarks(lm, 128), 128), lm, atol=1e-9)
+
+
+def test_the_face_mesh_of_a_flipped_crop_is_the_mirrored_mesh(shared_data):
+    """What train-head's --mirror labels rest on: MediaPipe reads the flipped crop where
+    mirror_landmarks puts the points (within the mesh's own jitter), not merely somewhere symmetric."""
+    img = face.load_image(sorted((shared_data / "portraits").glob("*.jpg"))[0])
+    with face.FaceMeshDetector(static=True, max_faces=1) as det:
+        crop = face.align_face(img, det.detect(img)[0], size=256).crop
+        seen = det.detect(crop)[0]
+        flipped = det.detect(np.ascontiguousarray(crop[:, ::-1]))[0]
+    err = np.abs(flipped[:, :2] - face.mirror_landmarks(seen, 256)[:, :2]).mean()
+    unswapped = seen.copy()
+    unswapped[:, 0] = 256 - unswapped[:, 0]
+    miss = np.abs(flipped[:, :2] - unswapped[:, :2]).mean()
+    assert err < 1.5, err
+    assert miss > 4 * err, (miss, err)      # the partners matter: x mirrored, points not swapped, misses
+
+
 def test_similarity_recovers_a_known_transform():
     rng = np.random.default_rng(1)
     tpl = face.template_points(128).astype(np.float64)

@@ -20,20 +20,23 @@ def _face(p: np.ndarray, person: int) -> np.ndarray:
     return img
 
 
-def _dataset(path, n: int, seed: int, n_params: int = 40, paired: bool = False):
+def _dataset(path, n: int, seed: int, n_params: int = 40, paired: bool = False, landmarks: bool = False):
     """``n`` faces (``_face``; the parameters past the third 0). ``paired``: a synth-pairs dataset whose
-    sources are blank and whose targets are the faces."""
+    sources are blank and whose targets are the faces. ``landmarks``: with a face mesh per crop (the
+    template, jittered: what ``--mirror`` fits)."""
+    from engine.face import template_points
     from trainer.data import DatasetWriter
     rng = np.random.default_rng(seed)
-    with DatasetWriter(path, image_size=64, n_params=n_params, paired=paired) as w:
+    with DatasetWriter(path, image_size=64, n_params=n_params, paired=paired, landmarks=landmarks) as w:
         for i in range(n):
             p = np.zeros(n_params, np.float32)
             p[:3] = rng.uniform(-1, 1, 3)
+            lm = template_points(64) + rng.normal(0, 0.3, (478, 3)) if landmarks else None
             if paired:
                 w.add(np.zeros((64, 64, 3), np.uint8), np.zeros(n_params), seq=f"photo{i % 16}",
                       target_image=_face(p, i), target_params=p)
             else:
-                w.add(_face(p, i), p, seq=f"person{i % 4}")
+                w.add(_face(p, i), p, seq=f"person{i % 4}", landmarks=lm)
     return path
 
 
@@ -41,7 +44,7 @@ def _dataset(path, n: int, seed: int, n_params: int = 40, paired: bool = False):
 def setup(tmp_path_factory):
     d = tmp_path_factory.mktemp("head")
     ck = kit.tiny_checkpoint(d / "ck")
-    return ck, _dataset(d / "train", 160, 0), _dataset(d / "val", 48, 1), d
+    return ck, _dataset(d / "train", 160, 0, landmarks=True), _dataset(d / "val", 48, 1), d
 
 
 def _cfg(setup, out, **kw):
@@ -94,7 +97,7 @@ def test_resume_is_exact(setup, tmp_path):
     function of the step: a resumed run takes up the schedule where it stopped)."""
     from engine.checkpoint import load_checkpoint
     from trainer.regressor import train
-    kw = dict(relative=0.5, lr_decay=0.5)
+    kw = dict(relative=0.5, lr_decay=0.5, mirror=0.5)
     train(_cfg(setup, tmp_path / "a", steps=8, **kw), progress=False)
     shutil.rmtree(tmp_path / "a" / "checkpoints" / "step-0000008")    # as if stopped after step 4
     train(_cfg(setup, tmp_path / "a", steps=8, **kw), resume=True, progress=False)
@@ -104,7 +107,7 @@ def test_resume_is_exact(setup, tmp_path):
     a = load_checkpoint(tmp_path / "a" / "checkpoints" / "step-0000008").discriminator.state_dict()
     b = load_checkpoint(tmp_path / "b" / "checkpoints" / "step-0000008").discriminator.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
-    assert not all(torch.equal(a[k], nodecay[k]) for k in a)      # the decay changed the last steps
+    assert not all(torch.equal(a[k], nodecay[k]) for k in a)      # the decay (and mirror) changed the steps
     # the newest three only (keep_checkpoints): a run that kept every checkpoint filled its disk
     assert sorted(p.name for p in (tmp_path / "a" / "checkpoints").iterdir()) == ["step-0000004", "step-0000008"]
     train(_cfg(setup, tmp_path / "a", steps=24, relative=0.5), resume=True, progress=False)
@@ -209,3 +212,53 @@ def test_lr_scale_falls_linearly_over_the_last_share_of_the_steps():
     assert [round(lr_scale(s, 10, 0.5), 2) for s in (0, 4, 5, 6, 9, 10)] == [1.0, 1.0, 1.0, 0.8, 0.2, 0.0]
     with pytest.raises(ValueError, match="lr_decay"):
         HeadConfig(init="x", lr_decay=1.5)
+
+
+def test_mirrored_faces_are_labelled_with_the_fit_of_their_mirrored_mesh():
+    """``mirrored_params``: a left eye closing (and the mouth pulled right) read as the right eye closing,
+    fitted as annotate fitted (a sequence together, a lone photo alone); mirrored twice, the original."""
+    from engine.blendshapes import load_default_face_model
+    from engine.face import mirror_landmarks
+    from trainer.regressor import mirrored_params
+    fm = load_default_face_model()
+    p = np.zeros((4, fm.n_params))
+    p[:, fm.param_names.index("eye_close_left")] = [0, 0.3, 0.6, 0.9]
+    p[:, fm.param_names.index("mouth_right")] = [0, 0.2, 0.4, 0.6]
+    lm = np.stack([fm.instantiate(q) for q in p]) * 40 + 64       # crop pixels of a 128 px crop
+    seqs = np.array([0, 0, 0, 1])                                  # a clip of three frames, a photo
+    q = mirrored_params(lm, seqs, 128, fm)
+    for a, b in zip(p, q):
+        np.testing.assert_allclose(fm.lid_gaps(fm.instantiate(b))[::-1], fm.lid_gaps(fm.instantiate(a)), atol=0.003)
+    assert q[3, fm.param_names.index("mouth_right")] < -0.2       # pulled the other way
+    np.testing.assert_allclose(mirrored_params(mirror_landmarks(lm, 128), seqs, 128, fm), p, atol=0.05)
+
+
+def test_mirror_batch_flips_crops_and_labels_pairs_together_and_never_warped_faces():
+    from trainer.regressor import mirror_batch
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 255, (12, 8, 8, 3), dtype=np.uint8)
+    params = rng.normal(size=(12, 5)).astype(np.float32)
+    mirror = -params
+    idx = np.array([0, 1, 10, 11, 2, 3, 4, 5])      # 4 single samples (10 and 11 warped), then pairs 2-4, 3-5
+    x, y = mirror_batch(images[idx], params[idx], idx, 4, 1.0, mirror, 10, rng)
+    np.testing.assert_array_equal(x[[0, 1, 4, 5, 6, 7]], images[idx][[0, 1, 4, 5, 6, 7]][:, :, ::-1])
+    np.testing.assert_array_equal(y[[0, 1, 4, 5, 6, 7]], mirror[idx][[0, 1, 4, 5, 6, 7]])
+    np.testing.assert_array_equal(x[2:4], images[[10, 11]])          # warped: no mirrored fit, not flipped
+    np.testing.assert_array_equal(y[2:4], params[[10, 11]])
+    flips = []
+    for _ in range(50):
+        x, y = mirror_batch(images[idx], params[idx], idx, 4, 0.5, mirror, 10, rng)
+        f = np.all(y == mirror[idx], axis=1)
+        assert np.array_equal(f[4:6], f[6:8])                         # a pair flips together
+        assert np.array_equal(f, np.all(x == images[idx][:, :, ::-1], axis=(1, 2, 3)))
+        flips.append(f[[0, 1, 4, 5]])
+    assert 0.3 < np.mean(flips) < 0.7
+
+
+def test_mirror_needs_the_face_meshes_of_the_crops(setup, tmp_path):
+    from trainer.regressor import HeadConfig, train
+    _, _, val, _ = setup
+    with pytest.raises(ValueError, match="no face-mesh landmarks"):
+        train(_cfg(setup, tmp_path / "run", data=[str(val)], mirror=0.5), progress=False)
+    with pytest.raises(ValueError, match="mirror"):
+        HeadConfig(init="x", mirror=1.5)

@@ -31,6 +31,11 @@ along unchanged in the output, the generator untouched), with
   along their fitted meshes to the videos' fitted expressions (``--targets``), and a share ``S`` of
   each batch reads those (a warped photo uniformly, then one of its targets), labelled with the target
   parameters: many more faces with their mouths and eyes moving, at the cost of the warp's look.
+- mirrored faces (``--mirror S``, choice): a share ``S`` of the annotated faces is flipped left-right and
+  labelled with the fit of its mirrored face mesh (``engine.face.mirror_landmarks``, fitted as ``slidergan
+  annotate`` fitted the originals: a video's frames together, a photo alone). The blendshape components are
+  not mirror images of each other (a left component's mirror is a mix of several), so the label is the fit
+  of the mirrored mesh, not a swap of names. Every person becomes two, every lighting its mirror.
 - a within-clip term (``--relative W``, choice): relative driving reads a frame against the driver's
   own neutral, so what counts is the change between two frames of one face; pairs of frames of one
   video add ``W x`` the loss of the difference of their readings against the difference of their fits
@@ -74,6 +79,7 @@ class HeadConfig:
     relative: float = 0.0    # weight of the within-clip term (``clip_pairs``): what relative driving reads
     warped: list[str] = field(default_factory=list)   # paired datasets (synth-pairs): their targets are read
     warped_share: float = 0.0   # share of each batch from ``warped``
+    mirror: float = 0.0      # share of the annotated faces flipped left-right, labelled with their mirrored fit
 
     def __post_init__(self):
         if self.loss not in LOSSES:
@@ -87,6 +93,8 @@ class HeadConfig:
                              "go together")
         if not 0.0 <= self.lr_decay <= 1.0:
             raise ValueError(f"lr_decay must be between 0 and 1, not {self.lr_decay}")
+        if not 0.0 <= self.mirror <= 1.0:
+            raise ValueError(f"mirror must be between 0 and 1, not {self.mirror}")
         if self.relative < 0:
             raise ValueError(f"relative must be >= 0, not {self.relative}")
 
@@ -94,23 +102,45 @@ class HeadConfig:
 LOSSES = ("p", "mesh", "mesh+p")
 
 
-def load_arrays(paths, target: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def load_arrays(paths, target: bool = False, landmarks: bool = False):
     """Images (M, S, S, 3) uint8, params (M, N) float32 and a sequence id (M,) of every dataset, in memory;
-    ``target``: the target images and parameters of paired datasets."""
+    ``target``: the target images and parameters of paired datasets; ``landmarks``: the crops' face meshes
+    (M, 478, 3) as a fourth array (datasets written by ``slidergan annotate``)."""
     from trainer.data import DatasetError, open_dataset
-    images, params, seqs, offset = [], [], [], 0
+    images, params, seqs, marks, offset = [], [], [], [], 0
     ki, kp = ("target_images", "target_params") if target else ("images", "params")
     for p in paths:
         info = open_dataset(p)
         if target and not info.paired:
             raise DatasetError(f"{p} is not a paired dataset (slidergan synth-pairs writes one)")
+        if landmarks and not info.landmarks:
+            raise DatasetError(f"{p} has no face-mesh landmarks (slidergan annotate writes them)")
         for i in range(len(info.shard_counts)):
-            a = info.load_shard(i, [ki, kp, "seq"])
+            a = info.load_shard(i, [ki, kp, "seq"] + (["landmarks"] if landmarks else []))
             images.append(a[ki])
             params.append(a[kp].astype(np.float32))
             seqs.append(a["seq"].astype(np.int64) + offset)
+            if landmarks:
+                marks.append(a["landmarks"])
         offset = int(max(s.max() for s in seqs)) + 1
-    return np.concatenate(images), np.concatenate(params), np.concatenate(seqs)
+    out = np.concatenate(images), np.concatenate(params), np.concatenate(seqs)
+    return out + (np.concatenate(marks),) if landmarks else out
+
+
+def mirrored_params(landmarks: np.ndarray, seqs: np.ndarray, size: int, face_model) -> np.ndarray:
+    """(M, N) float32: the parameters of each crop flipped left-right, the fit of its mirrored face mesh
+    (``landmarks`` (M, 478, 3) in crop pixels of side ``size``), done as ``slidergan annotate`` did the
+    originals: the frames of a sequence fitted together, a lone photo alone."""
+    from engine.face import mirror_landmarks
+    mirrored = mirror_landmarks(np.asarray(landmarks, np.float64), size)
+    out = np.empty((len(seqs), face_model.n_params), np.float32)
+    for s in np.unique(seqs):
+        i = np.flatnonzero(seqs == s)
+        if len(i) > 1:
+            out[i] = face_model.fit_sequence(mirrored[i]).p
+        else:
+            out[i] = face_model.fit(mirrored[i[0]]).p
+    return np.nan_to_num(out)
 
 
 # --------------------------------------------------------------------------------- augmentation
@@ -219,6 +249,23 @@ def clip_pairs(clips: list, n: int, rng: np.random.Generator) -> tuple[np.ndarra
     return a, b
 
 
+def mirror_batch(x: np.ndarray, y: np.ndarray, idx: np.ndarray, n: int, share: float, mirror_params: np.ndarray,
+                 n_annotated: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """A batch's crops x (B, S, S, 3) and labels y (B, N) of samples ``idx``, each flipped left-right with
+    probability ``share`` and labelled ``mirror_params[idx]``; past the ``n`` single samples come pairs
+    (``clip_pairs``: first halves, then second halves), flipped together so that their difference stays
+    one face's motion; samples from ``n_annotated`` on (warped faces) have no mirrored fit and are not
+    flipped."""
+    flip = rng.random(len(idx)) < share
+    m = (len(idx) - n) // 2
+    flip[n + m:] = flip[n:n + m]
+    flip &= idx < n_annotated
+    x, y = x.copy(), y.copy()
+    x[flip] = x[flip, :, ::-1]
+    y[flip] = mirror_params[idx[flip]]
+    return x, y
+
+
 def mesh_loss(d: torch.Tensor, metric: torch.Tensor) -> torch.Tensor:
     """The mean squared mesh motion of parameter errors d (B, N), per parameter (``mesh_metric``)."""
     return torch.mean(((d @ metric) * d).sum(1)) / d.shape[1]
@@ -259,13 +306,16 @@ def train(cfg: HeadConfig, resume: bool = False, progress: bool = True) -> dict:
               start.meta.get("discriminator_from") or {"path": cfg.init, "step": start.step})
     D = start.discriminator
     torch.manual_seed(cfg.seed)
-    images, params, seqs = load_arrays(cfg.data)
+    images, params, seqs, *marks = load_arrays(cfg.data, landmarks=cfg.mirror > 0)
     if params.shape[1] != start.config.n_params:
         raise ValueError(f"the data has {params.shape[1]} parameters, the model {start.config.n_params}")
     val = load_arrays([cfg.val]) if cfg.val else None
     face_model = _face_model(start.blendshapes, params.shape[1])
-    if face_model is None and "mesh" in cfg.loss:
-        raise ValueError("--loss mesh needs the blendshape model of the checkpoint's parameters")
+    if face_model is None and ("mesh" in cfg.loss or cfg.mirror):
+        raise ValueError(f"--loss {cfg.loss}{' and --mirror' if cfg.mirror else ''} need(s) the blendshape model "
+                         "of the checkpoint's parameters")
+    n_annotated = len(images)     # the faces that can be mirrored (warped ones are appended after them)
+    mirror_params = (mirrored_params(marks[0], seqs, images.shape[1], face_model) if cfg.mirror else None)
     metric = mesh_metric(face_model, params.shape[1]) if "mesh" in cfg.loss else None
     groups = [np.flatnonzero(seqs == s) for s in np.unique(seqs)]
     clips = [g for g in groups if len(g) >= MIN_CLIP_FRAMES]
@@ -304,10 +354,12 @@ def train(cfg: HeadConfig, resume: bool = False, progress: bool = True) -> dict:
         if cfg.relative and clips:
             a, b = clip_pairs(clips, cfg.batch_size // 2, rng)
             idx = np.concatenate([idx, a, b])
-        x = images[idx]
+        x, y = images[idx], params[idx]
+        if cfg.mirror:
+            x, y = mirror_batch(x, y, idx, n, cfg.mirror, mirror_params, n_annotated, rng)
         if cfg.augment:
             x = augment(x, rng)
-        err = D.regress(to_input(x)) - torch.from_numpy(params[idx])
+        err = D.regress(to_input(x)) - torch.from_numpy(y)
         loss = regression_loss(err[:n], cfg.loss, metric)
         if len(idx) > n:    # within a clip: the difference of two readings against the fits' difference
             m = (len(idx) - n) // 2
@@ -386,6 +438,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="paired datasets (slidergan synth-pairs): their warped faces and target parameters")
     p.add_argument("--warped-share", type=float, default=0.0, metavar="S",
                    help="share of each batch from --warped (default 0)")
+    p.add_argument("--mirror", type=float, default=0.0, metavar="S",
+                   help="share of the annotated faces flipped left-right, labelled with the fit of their mirrored "
+                        "face mesh (needs datasets with landmarks: slidergan annotate's; default 0)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--quiet", action="store_true")
 
@@ -396,7 +451,7 @@ def main(args) -> int:
                      batch_size=args.batch_size, lr=args.lr, lr_decay=args.lr_decay, checkpoint_every=args.checkpoint_every,
                      keep_checkpoints=args.keep_checkpoints, seed=args.seed, augment=not args.no_augment,
                      loss=args.loss, clip_share=args.clip_share, relative=args.relative,
-                     warped=list(args.warped), warped_share=args.warped_share)
+                     warped=list(args.warped), warped_share=args.warped_share, mirror=args.mirror)
     summary = train(cfg, resume=args.resume, progress=not args.quiet)
     print(json.dumps(summary))
     return 0
