@@ -311,11 +311,12 @@ def train(cfg: HeadConfig, resume: bool = False, progress: bool = True) -> dict:
         raise ValueError(f"the data has {params.shape[1]} parameters, the model {start.config.n_params}")
     val = load_arrays([cfg.val]) if cfg.val else None
     face_model = _face_model(start.blendshapes, params.shape[1])
-    if face_model is None and ("mesh" in cfg.loss or cfg.mirror):
-        raise ValueError(f"--loss {cfg.loss}{' and --mirror' if cfg.mirror else ''} need(s) the blendshape model "
-                         "of the checkpoint's parameters")
+    if face_model is None and "mesh" in cfg.loss:
+        raise ValueError("--loss mesh needs the blendshape model of the checkpoint's parameters")
+    if face_model is None and cfg.mirror:
+        raise ValueError("--mirror needs the blendshape model of the checkpoint's parameters (to fit mirrored meshes)")
     n_annotated = len(images)     # the faces that can be mirrored (warped ones are appended after them)
-    mirror_params = (mirrored_params(marks[0], seqs, images.shape[1], face_model) if cfg.mirror else None)
+    mirror_params = mirrored_params(marks[0], seqs, images.shape[1], face_model) if cfg.mirror else None
     metric = mesh_metric(face_model, params.shape[1]) if "mesh" in cfg.loss else None
     groups = [np.flatnonzero(seqs == s) for s in np.unique(seqs)]
     clips = [g for g in groups if len(g) >= MIN_CLIP_FRAMES]
