@@ -233,26 +233,49 @@ def test_mirrored_faces_are_labelled_with_the_fit_of_their_mirrored_mesh():
     np.testing.assert_allclose(mirrored_params(mirror_landmarks(lm, 128), seqs, 128, fm), p, atol=0.05)
 
 
-def test_mirror_batch_flips_crops_and_labels_pairs_together_and_never_warped_faces():
+def test_mirror_batch_flips_crops_and_labels_pairs_together_and_only_faces_with_a_mirrored_fit():
     from trainer.regressor import mirror_batch
     rng = np.random.default_rng(0)
     images = rng.integers(0, 255, (12, 8, 8, 3), dtype=np.uint8)
     params = rng.normal(size=(12, 5)).astype(np.float32)
     mirror = -params
-    idx = np.array([0, 1, 10, 11, 2, 3, 4, 5])      # 4 single samples (10 and 11 warped), then pairs 2-4, 3-5
-    x, y = mirror_batch(images[idx], params[idx], idx, 4, 1.0, mirror, 10, rng)
+    mirror[10:] = np.nan                               # no face mesh to mirror (an older synth-pairs dataset)
+    idx = np.array([0, 1, 10, 11, 2, 3, 4, 5])      # 4 single samples, then pairs 2-4, 3-5
+    x, y = mirror_batch(images[idx], params[idx], idx, 4, 1.0, mirror, rng)
     np.testing.assert_array_equal(x[[0, 1, 4, 5, 6, 7]], images[idx][[0, 1, 4, 5, 6, 7]][:, :, ::-1])
     np.testing.assert_array_equal(y[[0, 1, 4, 5, 6, 7]], mirror[idx][[0, 1, 4, 5, 6, 7]])
-    np.testing.assert_array_equal(x[2:4], images[[10, 11]])          # warped: no mirrored fit, not flipped
+    np.testing.assert_array_equal(x[2:4], images[[10, 11]])          # no mirrored fit: not flipped
     np.testing.assert_array_equal(y[2:4], params[[10, 11]])
     flips = []
     for _ in range(50):
-        x, y = mirror_batch(images[idx], params[idx], idx, 4, 0.5, mirror, 10, rng)
+        x, y = mirror_batch(images[idx], params[idx], idx, 4, 0.5, mirror, rng)
         f = np.all(y == mirror[idx], axis=1)
         assert np.array_equal(f[4:6], f[6:8])                         # a pair flips together
         assert np.array_equal(f, np.all(x == images[idx][:, :, ::-1], axis=(1, 2, 3)))
         flips.append(f[[0, 1, 4, 5]])
     assert 0.3 < np.mean(flips) < 0.7
+
+
+def test_warped_faces_are_mirrored_from_their_sources_meshes_moved_to_the_target(tmp_path):
+    """``mirrored_targets``: a warped face whose target closes the left eye reads, flipped, as the right eye
+    closing; a paired dataset without its sources' meshes gives NaN rows (not flipped)."""
+    from engine.blendshapes import load_default_face_model
+    from trainer.data import DatasetWriter
+    from trainer.regressor import mirrored_targets
+    fm = load_default_face_model()
+    src = fm.instantiate(np.zeros(fm.n_params)) * 40 + 64                 # crop pixels of a 128 px crop
+    targets = np.zeros((3, fm.n_params), np.float32)
+    targets[:, fm.param_names.index("eye_close_left")] = [0.2, 0.5, 0.8]
+    for name, marks in (("with", True), ("without", False)):
+        with DatasetWriter(tmp_path / name, image_size=128, n_params=fm.n_params, paired=True, landmarks=marks) as w:
+            for t in targets:
+                w.add(np.zeros((128, 128, 3), np.uint8), np.zeros(fm.n_params), seq="photo",
+                      target_image=np.zeros((128, 128, 3), np.uint8), target_params=t,
+                      landmarks=src if marks else None)
+    q = mirrored_targets([tmp_path / "with", tmp_path / "without"], fm)
+    assert q.shape == (6, fm.n_params) and np.isnan(q[3:]).all() and np.isfinite(q[:3]).all()
+    for t, m in zip(targets, q[:3]):
+        np.testing.assert_allclose(fm.lid_gaps(fm.instantiate(m))[::-1], fm.lid_gaps(fm.instantiate(t)), atol=0.003)
 
 
 def test_mirror_needs_the_face_meshes_of_the_crops(setup, tmp_path):

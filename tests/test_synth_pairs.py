@@ -89,7 +89,10 @@ def test_crossing_and_targets(fm):
 
 
 def test_synth_pairs_command(tmp_path, shared_data):
+    import cv2
+
     from engine.cli import main as cli
+    from engine.face import FaceMeshDetector
     from trainer.data import open_dataset
     out = tmp_path / "pairs"
     rc = cli(["synth-pairs", str(shared_data / "driving" / "d19.mp4"), str(shared_data / "portraits" / "s0.jpg"),
@@ -101,6 +104,12 @@ def test_synth_pairs_command(tmp_path, shared_data):
     assert a["target_images"].shape == a["images"].shape == (12, 128, 128, 3)
     assert np.abs(a["target_params"]).max() <= 1 and np.abs(a["params"]).max() <= 1
     assert np.abs(a["target_images"].astype(int) - a["images"]).mean() > 0.5
+    # each source crop's face mesh, in its 128 px crop (what train-head --mirror moves to the target and mirrors)
+    assert info.landmarks and a["landmarks"].shape == (12, 478, 3)
+    with FaceMeshDetector(static=True, max_faces=1) as det:
+        for k in (0, 11):
+            seen = det.detect(cv2.resize(a["images"][k], (256, 256), interpolation=cv2.INTER_CUBIC))[0] / 2
+            assert np.abs(seen[:, :2] - a["landmarks"][k][:, :2]).mean() < 2.0
     # the paired dataset can be the input of another run (re-meshed crops)
     out2 = tmp_path / "pairs2"
     assert cli(["synth-pairs", str(tmp_path / "ann"), "-o", str(out2)]) == 1     # missing input

@@ -31,11 +31,13 @@ along unchanged in the output, the generator untouched), with
   along their fitted meshes to the videos' fitted expressions (``--targets``), and a share ``S`` of
   each batch reads those (a warped photo uniformly, then one of its targets), labelled with the target
   parameters: many more faces with their mouths and eyes moving, at the cost of the warp's look.
-- mirrored faces (``--mirror S``, choice): a share ``S`` of the annotated faces is flipped left-right and
-  labelled with the fit of its mirrored face mesh (``engine.face.mirror_landmarks``, fitted as ``slidergan
-  annotate`` fitted the originals: a video's frames together, a photo alone). The blendshape components are
-  not mirror images of each other (a left component's mirror is a mix of several), so the label is the fit
-  of the mirrored mesh, not a swap of names. Every person becomes two, every lighting its mirror.
+- mirrored faces (``--mirror S``, choice): a share ``S`` of the faces is flipped left-right and labelled
+  with the fit of its mirrored face mesh (``engine.face.mirror_landmarks``; annotated faces fitted as
+  ``slidergan annotate`` fitted the originals, a video's frames together and a photo alone; a warped face's
+  mesh is its source's moved to the target, ``engine.geometry.target_landmarks``, fitted alone). The
+  blendshape components are not mirror images of each other (a left component's mirror is a mix of
+  several), so the label is the fit of the mirrored mesh, not a swap of names. Every person becomes two,
+  every lighting its mirror.
 - a within-clip term (``--relative W``, choice): relative driving reads a frame against the driver's
   own neutral, so what counts is the change between two frames of one face; pairs of frames of one
   video add ``W x`` the loss of the difference of their readings against the difference of their fits
@@ -79,7 +81,7 @@ class HeadConfig:
     relative: float = 0.0    # weight of the within-clip term (``clip_pairs``): what relative driving reads
     warped: list[str] = field(default_factory=list)   # paired datasets (synth-pairs): their targets are read
     warped_share: float = 0.0   # share of each batch from ``warped``
-    mirror: float = 0.0      # share of the annotated faces flipped left-right, labelled with their mirrored fit
+    mirror: float = 0.0      # share of the faces flipped left-right, labelled with their mirrored mesh's fit
 
     def __post_init__(self):
         if self.loss not in LOSSES:
@@ -141,6 +143,31 @@ def mirrored_params(landmarks: np.ndarray, seqs: np.ndarray, size: int, face_mod
         else:
             out[i] = face_model.fit(mirrored[i[0]]).p
     return np.nan_to_num(out)
+
+
+def mirrored_targets(paths, face_model) -> np.ndarray:
+    """(M, N) float32, the rows of ``load_arrays(paths, target=True)``: the parameters of each warped face
+    flipped left-right, the fit of the mirror of its mesh (the source's mesh moved from its parameters to
+    the target's, as ``slidergan synth-pairs`` warped it). NaN rows for a dataset written without the
+    sources' meshes (synth-pairs before it stored them): its faces are not flipped."""
+    from engine.face import mirror_landmarks
+    from engine.geometry import target_landmarks
+    from trainer.data import open_dataset
+    out = []
+    for p in paths:
+        info = open_dataset(p)
+        if not info.landmarks:
+            log.warning("%s has no face meshes of its sources (an older synth-pairs): its faces are not mirrored", p)
+            out.append(np.full((info.count, face_model.n_params), np.nan, np.float32))
+            continue
+        for i in range(len(info.shard_counts)):
+            a = info.load_shard(i, ["params", "target_params", "landmarks", "images"])
+            meshes = [target_landmarks(face_model, lm, ps, pt)
+                      for lm, ps, pt in zip(a["landmarks"], a["params"], a["target_params"])]
+            size = a["images"].shape[1]
+            out.append(np.stack([f.p for f in face_model.fit_many(mirror_landmarks(np.stack(meshes), size))]
+                                ).astype(np.float32))
+    return np.concatenate(out)
 
 
 # --------------------------------------------------------------------------------- augmentation
@@ -250,16 +277,15 @@ def clip_pairs(clips: list, n: int, rng: np.random.Generator) -> tuple[np.ndarra
 
 
 def mirror_batch(x: np.ndarray, y: np.ndarray, idx: np.ndarray, n: int, share: float, mirror_params: np.ndarray,
-                 n_annotated: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """A batch's crops x (B, S, S, 3) and labels y (B, N) of samples ``idx``, each flipped left-right with
     probability ``share`` and labelled ``mirror_params[idx]``; past the ``n`` single samples come pairs
     (``clip_pairs``: first halves, then second halves), flipped together so that their difference stays
-    one face's motion; samples from ``n_annotated`` on (warped faces) have no mirrored fit and are not
-    flipped."""
+    one face's motion; samples whose mirrored fit is NaN (no face mesh to mirror) are not flipped."""
     flip = rng.random(len(idx)) < share
     m = (len(idx) - n) // 2
     flip[n + m:] = flip[n:n + m]
-    flip &= idx < n_annotated
+    flip &= np.isfinite(mirror_params[idx]).all(1)
     x, y = x.copy(), y.copy()
     x[flip] = x[flip, :, ::-1]
     y[flip] = mirror_params[idx[flip]]
@@ -315,7 +341,6 @@ def train(cfg: HeadConfig, resume: bool = False, progress: bool = True) -> dict:
         raise ValueError("--loss mesh needs the blendshape model of the checkpoint's parameters")
     if face_model is None and cfg.mirror:
         raise ValueError("--mirror needs the blendshape model of the checkpoint's parameters (to fit mirrored meshes)")
-    n_annotated = len(images)     # the faces that can be mirrored (warped ones are appended after them)
     mirror_params = mirrored_params(marks[0], seqs, images.shape[1], face_model) if cfg.mirror else None
     metric = mesh_metric(face_model, params.shape[1]) if "mesh" in cfg.loss else None
     groups = [np.flatnonzero(seqs == s) for s in np.unique(seqs)]
@@ -328,6 +353,8 @@ def train(cfg: HeadConfig, resume: bool = False, progress: bool = True) -> dict:
             raise ValueError(f"--warped has {w_params.shape[1]} parameters, the data {params.shape[1]}")
         warped = [len(images) + np.flatnonzero(w_seqs == s) for s in np.unique(w_seqs)]
         images, params = np.concatenate([images, w_images]), np.concatenate([params, w_params])
+        if cfg.mirror:
+            mirror_params = np.concatenate([mirror_params, mirrored_targets(cfg.warped, face_model)])
     opt = torch.optim.Adam(D.parameters(), lr=cfg.lr, betas=(0.9, 0.999))
     rng = np.random.default_rng(cfg.seed)
     step = 0
@@ -357,7 +384,7 @@ def train(cfg: HeadConfig, resume: bool = False, progress: bool = True) -> dict:
             idx = np.concatenate([idx, a, b])
         x, y = images[idx], params[idx]
         if cfg.mirror:
-            x, y = mirror_batch(x, y, idx, n, cfg.mirror, mirror_params, n_annotated, rng)
+            x, y = mirror_batch(x, y, idx, n, cfg.mirror, mirror_params, rng)
         if cfg.augment:
             x = augment(x, rng)
         err = D.regress(to_input(x)) - torch.from_numpy(y)
@@ -440,8 +467,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--warped-share", type=float, default=0.0, metavar="S",
                    help="share of each batch from --warped (default 0)")
     p.add_argument("--mirror", type=float, default=0.0, metavar="S",
-                   help="share of the annotated faces flipped left-right, labelled with the fit of their mirrored "
-                        "face mesh (needs datasets with landmarks: slidergan annotate's; default 0)")
+                   help="share of the faces flipped left-right, labelled with the fit of their mirrored face mesh "
+                        "(needs --data with landmarks: slidergan annotate's; default 0)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--quiet", action="store_true")
 

@@ -10,7 +10,8 @@ INPUTS are videos, images or folders of them (annotated on the fly exactly as ``
 annotate`` does: videos fitted as sequences, images alone), or unpaired dataset folders written by
 ``slidergan annotate`` (their crops are re-meshed). Each source face gives ``--pairs-per-face``
 rows of a paired dataset (``trainer.data``): image = the source crop, params = its fitted p,
-target_image = the warped crop, target_params = p_trg.
+target_image = the warped crop, target_params = p_trg, landmarks = the source crop's face mesh (from
+which ``engine.geometry.target_landmarks`` gives the target's: ``train-head --mirror`` fits its mirror).
 
 The warp is ``engine.geometry`` (shared with the geometry-guided generator): see its docstring.
 
@@ -139,7 +140,7 @@ def make_pairs(inputs, out, face_model=None, pairs_per_face: int = 2, size: int 
     with tqdm(total=total, desc="synth-pairs", unit="face", dynamic_ncols=True, disable=not show_progress) as bar:
         with DatasetWriter(out, image_size=size, param_names=fm.param_names, paired=True,
                            shard_size=shard_size, blendshapes=fm.describe(), meta=meta,
-                           overwrite=overwrite) as w:
+                           overwrite=overwrite, landmarks=True) as w:
             for f, big in faces(bar):
                 p_src = np.clip(np.nan_to_num(f.p), -1, 1).astype(np.float32)
                 if not targets:
@@ -147,13 +148,14 @@ def make_pairs(inputs, out, face_model=None, pairs_per_face: int = 2, size: int 
                     if len(bank) > 5000:
                         bank.pop(int(rng.integers(len(bank))))
                 src_img = cv2.resize(f.crop, (size, size), interpolation=cv2.INTER_AREA) if big else f.crop
+                src_lm = np.asarray(f.crop_landmarks, np.float32) * np.float32(size / f.crop.shape[0])
                 for _k in range(pairs_per_face):
                     p_trg = draw_target(fm, f.crop_landmarks, p_src, rng, np.asarray(bank))
                     warped = warp_to_params(fm, f.crop, f.crop_landmarks, p_src, p_trg,
                                             supersample=1 if big else 2)
                     if big:
                         warped = cv2.resize(warped, (size, size), interpolation=cv2.INTER_AREA)
-                    w.add(src_img, p_src, f.seq, target_image=warped, target_params=p_trg)
+                    w.add(src_img, p_src, f.seq, target_image=warped, target_params=p_trg, landmarks=src_lm)
                     n += 1
             w.meta["skipped"] = skips.to_dict()
             w.meta["pairs"] = n
