@@ -110,6 +110,13 @@ def test_synth_pairs_command(tmp_path, shared_data):
         for k in (0, 11):
             seen = det.detect(cv2.resize(a["images"][k], (256, 256), interpolation=cv2.INTER_CUBIC))[0] / 2
             assert np.abs(seen[:, :2] - a["landmarks"][k][:, :2]).mean() < 2.0
+    # so the geometry-guided profile (every sample warped along its mesh) trains on them
+    from trainer.train import TrainConfig, Trainer
+    tr = Trainer(TrainConfig(profile="tiny-warp", paired=[str(out)], unpaired=[str(out)], out=str(tmp_path / "run"),
+                             paired_steps=2, unpaired_steps=0, batch_size=4, checkpoint_every=2, no_id=True, workers=0,
+                             progress=False, sample_every=100, log_every=1, seed=0), keep_history=True)
+    tr.run()
+    assert tr.history and all(np.isfinite(v) for h in tr.history for k, v in h.items() if k != "step")
     # the paired dataset can be the input of another run (re-meshed crops)
     out2 = tmp_path / "pairs2"
     assert cli(["synth-pairs", str(tmp_path / "ann"), "-o", str(out2)]) == 1     # missing input
