@@ -161,12 +161,11 @@ def mirrored_targets(paths, face_model) -> np.ndarray:
             out.append(np.full((info.count, face_model.n_params), np.nan, np.float32))
             continue
         for i in range(len(info.shard_counts)):
-            a = info.load_shard(i, ["params", "target_params", "landmarks", "images"])
+            a = info.load_shard(i, ["params", "target_params", "landmarks"])
             meshes = [target_landmarks(face_model, lm, ps, pt)
                       for lm, ps, pt in zip(a["landmarks"], a["params"], a["target_params"])]
-            size = a["images"].shape[1]
-            out.append(np.stack([f.p for f in face_model.fit_many(mirror_landmarks(np.stack(meshes), size))]
-                                ).astype(np.float32))
+            fits = face_model.fit_many(mirror_landmarks(np.stack(meshes), info.image_size))
+            out.append(np.stack([f.p for f in fits]).astype(np.float32))
     return np.concatenate(out)
 
 
