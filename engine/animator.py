@@ -326,6 +326,18 @@ class Animator:
         closed = self.source.closed_params
         return own if self.source_mouth == "own" or closed is None else closed.copy()
 
+    def target_mesh(self, p) -> np.ndarray | None:
+        """The face mesh (478, 3), in the source crop's pixels, that the warp moves the portrait's own to for
+        parameters ``p``, before any head pose or eye turn: the motion the renderer is asked to draw. None where
+        the portrait is not warped (the paper's generator)."""
+        from .geometry import target_landmarks
+        if self._src is None:
+            raise RuntimeError("no source portrait: call set_source first")
+        w = self._src.warp
+        if w is None:
+            return None
+        return target_landmarks(self.face_model, w.mesh.src, w.p_src, np.asarray(p, np.float64).reshape(-1))
+
     @property
     def output_shape(self) -> tuple[int, int]:
         """(height, width) of the frames ``animate`` returns."""

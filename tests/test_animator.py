@@ -163,6 +163,20 @@ def test_parameters_beyond_one_move_the_mesh_further_and_the_network_sees_them_c
     assert np.abs(seen[0]).max() <= 1.0 and seen[0].max() == pytest.approx(1.0)
 
 
+def test_the_target_mesh_is_the_portraits_own_moved_by_p(warp_anims, anim):
+    """``Animator.target_mesh``: the mesh the warp is asked to draw (evaluate's "asked" figures). The
+    portrait's own p gives its own crop mesh; parting the lips opens the inner lips and leaves the eyes;
+    a renderer without a warp (the paper's generator) has none."""
+    from engine.geometry import eye_opening, mouth_opening
+    a = warp_anims["warp-only"]
+    own = a.target_mesh(a.source.params)
+    assert own.shape == (478, 3) and np.allclose(own, a._src.warp.mesh.src, atol=0.01)   # lips met (uncross)
+    parted = a.target_mesh(_with(a, lips_part=1.0))
+    assert mouth_opening(parted) > mouth_opening(own) + 0.05
+    assert eye_opening(parted) == pytest.approx(eye_opening(own), abs=0.01)
+    assert anim.target_mesh(anim.source.params) is None
+
+
 def test_untrained_warp_generator_returns_the_warp(warp_anims):
     """Attention starts at about 0: an untrained geometry-guided model shows the warp, and its crop is
     the warp-only crop but for the drawn mouth interior."""

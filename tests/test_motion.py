@@ -95,11 +95,21 @@ def test_blink_criterion_and_pearson_edge_cases():
     assert math.isnan(mo.amplitude_ratio([1, 1, 1], [1, 2, 3]))   # a still driver: no ratio
 
 
+def test_asked_figures_are_the_amplitude_of_the_target_mesh_against_the_drivers():
+    drv = _series([0.1, 0.3, 0.2, 0.5], [0.3, 0.1, 0.3, 0.3])
+    asked = _series([0.05, 0.15, 0.10, 0.25], [0.3, 0.3, 0.3, 0.3])     # half the mouth's motion, still eyes
+    f = mo.asked_figures(drv, asked, blink=True)
+    assert f["asked_mouth_ratio"] == pytest.approx(0.5) and f["asked_eye_ratio"] == 0.0
+    assert mo.asked_figures(drv, asked, blink=False)["asked_eye_ratio"] is None
+    assert mo.asked_figures(drv, None, blink=True) == {"asked_mouth_ratio": None, "asked_eye_ratio": None}
+
+
 def test_summary_averages_mouth_over_talking_clips_and_eyes_over_blinks():
     def pair(kind, talking, corr, ratio, blink, eye=None, source="clip frame 0"):
         return {"kind": kind, "talking": talking, "source": source, "rows": {"r": {
             "mouth_corr": corr, "mouth_ratio": ratio, "blink": blink, "eye_corr": eye,
-            "eye_ratio": eye, "frames": 10, "skipped": 1}}}
+            "eye_ratio": eye, "frames": 10, "skipped": 1, "asked_mouth_ratio": None if source == "d30" else 0.9,
+            "asked_eye_ratio": 0.8 if blink else None}}}
     pairs = [pair("self", True, 0.8, 0.5, False), pair("cross", True, 0.4, 0.3, True, 0.6, "s5"),
              pair("cross", False, -1.0, 9.0, True, 0.2, "s5"), pair("cross", True, 0.9, 1.0, False, None, "d30")]
     s = mo.summarise(pairs, ["r"])
@@ -116,6 +126,8 @@ def test_summary_averages_mouth_over_talking_clips_and_eyes_over_blinks():
     lines = "\n".join(mo.report_lines({"protocol": mo.protocol(mo.MotionOptions(data="."), [], []),
                                        "summary": s, "figures": {}}, None))
     assert "no blink" in lines and "| r | 0.80" in lines and "portrait `s5` alone" in lines
+    assert s["cross"]["r"]["asked_mouth_ratio"] == pytest.approx(0.9) and s["cross"]["r"]["asked_eye_ratio"] == 0.8
+    assert "| 0.90 / 0.80 |" in lines and "| 0.90 / – |" in lines     # self: no blink
 
 
 def test_a_run_on_training_clips_or_portraits_says_so(tmp_path):
@@ -176,6 +188,9 @@ def test_evaluate_motion_only_on_a_few_frames(shared_data, tmp_path):
         # builds and changes to the warp.
         warp = rows["warp-only, mesh p"]
         assert warp["mouth_corr"] > 0.3 and warp["mouth_ratio"] > 0.15, (p["kind"], warp)
+        # what the renderer is asked to draw: nothing for the copy; the same mesh for both renderers of one p
+        assert rows["copy"]["asked_mouth_ratio"] is None and warp["asked_mouth_ratio"] > 0.15
+        assert rows["default, mesh p"]["asked_mouth_ratio"] == pytest.approx(warp["asked_mouth_ratio"])
         assert len(warp["result"]) == len(p["driver"]) == warp["frames"]
     summ = mot["summary"]
     assert summ["self"]["warp-only, mesh p"]["mouth_corr"] > 0.3 and summ["cross"]["copy"]["mouth_ratio"] == 0.0

@@ -176,6 +176,26 @@ def follow(driver: np.ndarray, result: np.ndarray) -> dict:
             "eye_ratio": amplitude_ratio(d[:, 1], r[:, 1]) if blink else None}
 
 
+def asked_openings(anim, P: np.ndarray) -> np.ndarray | None:
+    """(T, 2) [mouth, eye] openings of the target meshes the Animator's warp is asked to draw for each p
+    (``Animator.target_mesh``, before the head's pose); None where the portrait is not warped."""
+    meshes = [anim.target_mesh(p) for p in P]
+    if any(m is None for m in meshes):
+        return None
+    return np.stack([openings(m) for m in meshes]) if meshes else np.zeros((0, 2))
+
+
+def asked_figures(driver: np.ndarray, asked: np.ndarray | None, blink: bool) -> dict:
+    """The amplitude ratios of what the renderer was asked to draw (``asked_openings``) to the driver's: the
+    motion the parameters carry to the portrait's face, before the rendering and the face mesh's reading of
+    it (a result's ratio over its asked ratio is what those keep). None where nothing was asked."""
+    if asked is None:
+        return {"asked_mouth_ratio": None, "asked_eye_ratio": None}
+    d = np.asarray(driver, np.float64).reshape(-1, 2)
+    return {"asked_mouth_ratio": amplitude_ratio(d[:, 0], asked[:, 0]),
+            "asked_eye_ratio": amplitude_ratio(d[:, 1], asked[:, 1]) if blink else None}
+
+
 class OpeningMeter:
     """The face mesh on whole frames (static mode, one face): landmarks and openings."""
 
@@ -614,6 +634,8 @@ def run_motion(rows: list[MotionRow], main_models, face_model, opts: MotionOptio
                     res = meter.series(frames)
                     stats = follow(clip.openings[use], res)
                     stats["result"] = np.round(res, 5).tolist()
+                    asked = None if row.p_source is None else asked_openings(src.anim, P[use])
+                    stats.update(asked_figures(clip.openings[use], asked, stats["blink"]))
                     pair["rows"][row.name] = stats
                     if kind == "self" and sr is not None:
                         real = [k for k in use if k != first]
@@ -815,6 +837,10 @@ def protocol(opts: MotionOptions, clips, portraits) -> dict:
         "correlation": "Pearson, driver vs result, over frames where both have a face (0 for a result "
                        "that does not move)",
         "amplitude_ratio": "std(result) / std(driver) (1: moves as much as the driver)",
+        "asked": "the amplitude ratio of the target mesh the warp is asked to draw (the portrait's crop mesh "
+                 "moved to each frame's p, Animator.target_mesh, before the head's pose): the motion p carries "
+                 "to this face; the result's ratio over it is what the rendering and the face mesh's reading "
+                 "of it keep (no figure: the row draws no mesh)",
         "blink": f"the driver's sampled eye-opening series dips below {BLINK_DIP:.0%} of its median",
         "p": "render's video driver: FaceTracker, FaceDriver relative mode (neutral: the median p of the least "
              "open mouths of the first second of faces, not mid-blink, streaming.drivers.neutral_of"
@@ -860,8 +886,10 @@ def summarise(pairs: list[dict], rows: list[str]) -> dict:
                 "mouth_corr_min": float(min(fin)) if fin else None,
                 "mouth_corr_max": float(max(fin)) if fin else None,
                 "mouth_ratio": _mean([s["mouth_ratio"] for s in talk]),
+                "asked_mouth_ratio": _mean([s.get("asked_mouth_ratio") for s in talk]),
                 "blink_pairs": len(blink), "eye_corr": _mean([s["eye_corr"] for s in blink]),
                 "eye_ratio": _mean([s["eye_ratio"] for s in blink]),
+                "asked_eye_ratio": _mean([s.get("asked_eye_ratio") for s in blink]),
                 "frames": int(sum(p["rows"][r]["frames"] for p in sel if r in p["rows"])),
                 "skipped": int(sum(p["rows"][r]["skipped"] for p in sel if r in p["rows"]))}
     return out
@@ -1098,6 +1126,7 @@ def report_lines(motion: dict | None, self_re: dict | None) -> list[str]:
               f"- Eye opening: {p['eye_opening']}; eye figures only over pairs whose driver blinks ({p['blink']}); "
               "n = such pairs, or \"no blink\".",
               f"- Correlation: {p['correlation']}; amplitude ratio: {p['amplitude_ratio']}.",
+              f"- Asked (mouth / eye): {p.get('asked', 'not measured')}.",
               f"- p: {p['p']}.", f"- Head: {p.get('head', 'expression and speech only')}.",
               f"- Mouth interior: {p.get('interior', 'drawn')}."]
         if motion.get("clips_not_used"):
@@ -1110,14 +1139,17 @@ def report_lines(motion: dict | None, self_re: dict | None) -> list[str]:
             title = titles.get(kind) or f"Cross-identity, {held} portrait `{kind.split(' ', 1)[1]}` alone"
             L += [f"{title}:", "",
                   "| Row | mouth corr | mouth amplitude ratio | eye corr (blinks) | eye ratio "
-                  "| frames used (skipped) |",
-                  "|---|---|---|---|---|---|"]
+                  "| asked: mouth / eye ratio | frames used (skipped) |",
+                  "|---|---|---|---|---|---|---|"]
             for name, s in rows.items():
                 rng = (f" ({_f(s['mouth_corr_min'])} … {_f(s['mouth_corr_max'])})"
                        if s.get("mouth_corr_min") is not None else "")
                 eye = (f"{_f(s['eye_corr'])} (n={s['blink_pairs']})" if s["blink_pairs"] else "no blink")
+                am, ae = s.get("asked_mouth_ratio"), s.get("asked_eye_ratio")
+                asked = "–" if am is None else f"{_f(am)} / {_f(ae) if ae is not None else '–'}"
                 L.append(f"| {name} | {_f(s['mouth_corr'])}{rng} | {_f(s['mouth_ratio'])} | {eye} | "
-                         f"{_f(s['eye_ratio']) if s['blink_pairs'] else '–'} | {s['frames']} ({s['skipped']}) |")
+                         f"{_f(s['eye_ratio']) if s['blink_pairs'] else '–'} | {asked} | {s['frames']} "
+                         f"({s['skipped']}) |")
             L.append("")
         for name, fname in motion.get("figures", {}).items():
             L += [f"`{name}`: driver | result, frames at the quantiles of the driver's mouth opening, and the "
