@@ -396,6 +396,7 @@ class FaceDriver:
         self._min_face_px = float(min_face_px)
         self._lock = threading.RLock()
         self._calib: list[tuple] = []   # (p, mouth opening, t, head pose, crop landmarks, crop)
+        self._pose_calib: list[tuple] | None = None   # (t, head pose) while the neutral pose alone is taken
         self._person = (PersonCheck(self.size, None if person_check is True else person_check)
                         if person_check else None)
         self.face_model = face_model
@@ -487,6 +488,7 @@ class FaceDriver:
         """Take the driver's neutral again from the next frames with a face."""
         with self._lock:
             self._calib = []
+            self._pose_calib = None
             self._neutrals = None
             self._shape = None
             self._lids = None
@@ -537,6 +539,31 @@ class FaceDriver:
             self._filter.reset()
         return ps
 
+    def calibrate_on_file(self, path, stop=None) -> int:
+        """The neutral expression (relative mode) from a photo or video of the driver's face at rest
+        (render's and live's ``--neutral-from``): its faces (``engine.face.faces_in_file``) read as this driver
+        reads them (``calibrate_on``); the head's neutral pose then from the next second of faces this driver is
+        given (``calibrate_pose`` sets it at once): the file is framed otherwise than the frames that drive.
+        Later faces of someone else than the file's calibrate again (``person_changed``). Returns the faces used;
+        ValueError for a file that is neither a picture nor a video, or shows no face."""
+        from engine.face import faces_in_file
+        from engine.geometry import mouth_opening
+        read = faces_in_file(path, self.size, stop=stop)
+        ok = [r for r in read if r.ok]
+        if not ok:
+            why = next((r.message for r in reversed(read) if r.message), "")
+            raise ValueError(f"no face in the {len(read)} frames read of {path}{f' (last: {why})' if why else ''}: "
+                             "give a photo or video of the driver's face at rest")
+        if self.params == "mesh":
+            p = self.read_mesh(np.stack([r.landmarks for r in ok]))
+        else:
+            p = np.stack([np.asarray(self.regress(r.crop), np.float32).reshape(-1) for r in ok])
+        self.calibrate_on(p, [mouth_opening(r.landmarks) for r in ok], None, [r.crop_landmarks for r in ok],
+                          [r.crop for r in ok])
+        with self._lock:
+            self._pose_calib = []
+        return len(ok)
+
     def person_distance(self, crops) -> float | None:
         """How far these aligned crops' face is from the calibration's person (``PersonCheck.distance``; None
         without a person check)."""
@@ -549,6 +576,7 @@ class FaceDriver:
         heads = [h for h in heads if h is not None]
         with self._lock:
             self.neutral_pose = head_pose.mean_pose(heads) if heads else None
+            self._pose_calib = None
 
     def read_mesh(self, landmarks) -> np.ndarray:
         """The blendshape fit of face meshes (478, 3) -> (N,) or (B, 478, 3) -> (B, N), as this driver reads
@@ -684,6 +712,13 @@ class FaceDriver:
             self._last_out = self.rest.copy()
             return
         self.state.calibrating = False
+        if self._pose_calib is not None and self.mode == "relative":
+            # the neutral expression came from a file (calibrate_on_file): the head's neutral pose from these faces
+            if head is not None:
+                self._pose_calib.append((t, head))
+            if len(self._pose_calib) >= self.calib_frames and t - self._pose_calib[0][0] >= self.calib_s:
+                self.neutral_pose = head_pose.mean_pose([h for _, h in self._pose_calib])
+                self._pose_calib = None
         self.target = np.concatenate([self._target(p_raw, head), self._pose_target(head)])
         lim = self._limits()
         self._last_out = np.clip(self._filter(self.target, t), -lim, lim).astype(np.float32)

@@ -274,6 +274,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-window", action="store_true", help="do not open a window")
     p.add_argument("--no-audio", action="store_true", help="do not play the track's audio")
     p.add_argument("--max-seconds", type=float, default=None, help="stop after this many seconds")
+    p.add_argument("--neutral-from", default=None, metavar="FILE",
+                   help="relative mode: take the camera face's neutral expression from this photo or video of the "
+                        "same face at rest (for a face that starts mid-expression; c takes it from the camera "
+                        "again); the head's neutral pose still from the camera's first second")
     p.add_argument("--face", default=None, metavar="X,Y",
                    help="several people in view: follow the face at this pixel of the camera frame (default: the "
                         "largest); one face is followed, never another")
@@ -313,6 +317,13 @@ def main(args) -> int:
         raise LiveError("--mic and --track both drive the lips: choose one")
     if args.camera == "none" and args.mic is None and not args.track:
         raise LiveError("--camera none leaves nothing to drive the portrait: add --mic or --track")
+    if args.neutral_from is not None:
+        if args.camera == "none":
+            raise LiveError("--neutral-from is the camera face's neutral: it needs a camera")
+        if args.mode != "relative":
+            raise LiveError("--neutral-from is the relative mode's neutral: it needs --mode relative")
+        if not os.path.isfile(args.neutral_from):
+            raise LiveError(f"--neutral-from: no such file: {args.neutral_from}")
     if args.mic is not None:
         check_microphone(args.mic)        # a missing microphone is said before anything loads
     check_framing(args.framing, args.size)
@@ -355,6 +366,16 @@ def main(args) -> int:
                           cut_mouths=args.mouth_interior == "driver")
         if args.face:
             face.pick(*face_point(args.face), normalized=False)
+        if args.neutral_from is not None:
+            try:
+                n = face.calibrate_on_file(args.neutral_from)
+            except ValueError as e:
+                cam.close()
+                if mic is not None:
+                    mic.close()
+                raise LiveError(f"--neutral-from: {e}") from None
+            print(f"slidergan live: the neutral expression from {n} face{'s' if n > 1 else ''} of "
+                  f"{args.neutral_from}", flush=True)
         mix.set_driver("face", face)
     mix.route("exp", "face" if cam is not None else "rest")
     mix.route("speech", "mic" if mic is not None else "face" if cam is not None else "rest")

@@ -803,7 +803,7 @@ class _VideoJob:
 
     def produce(self, q: queue.Queue, stop: threading.Event, batch: int):
         from engine.animator import to_model_input
-        from engine.face import FILE_SAMPLES, FaceTracker, faces_in_file
+        from engine.face import FILE_SAMPLES, FaceTracker
         from engine.video import read_frames
 
         from engine.geometry import mouth_opening
@@ -841,31 +841,30 @@ class _VideoJob:
             k_calib, calib_s, look = 8, 1.0, int(round(2 * self.fps))
             pose_only = False
 
-            def faces_in(read, where, source=None):
+            def faces_in(read, where):
                 """The faces among ``read`` (tracker results); none: a clear error."""
                 ok = [r for r in read if r.ok]
                 if not ok:
                     why = next((r.message for r in reversed(read) if r.message), "")
-                    raise ValueError(f"no face in the {len(read)} frames {where} of {source or self.path}"
+                    raise ValueError(f"no face in the {len(read)} frames {where} of {self.path}"
                                      f"{f' (last: {why})' if why else ''}: cannot calibrate the driver's "
                                      "neutral (use --mode absolute, another --neutral-at, or another video)")
                 return ok
 
-            def calibrate(read, where, heads=None, source=None):
+            def calibrate(read, where, heads=None):
                 """The neutral from the faces among ``read``; their p as read from now on."""
-                ok = faces_in(read, where, source)
+                ok = faces_in(read, where)
                 heads = [measure(r.landmarks) for r in ok] if heads is None else heads
                 return drv.calibrate_on(read_batch(ok), [mouth_opening(r.landmarks) for r in ok], heads,
                                         [r.crop_landmarks for r in ok], [r.crop for r in ok])
 
             if not calibrated and self.neutral_from is not None:
                 try:
-                    read = faces_in_file(self.neutral_from, self.anim.image_size, stop=stop)
+                    drv.calibrate_on_file(self.neutral_from, stop=stop)
                 except ValueError as e:
                     raise ValueError(f"--neutral-from: {e}") from None
                 if stop.is_set():
                     return
-                calibrate(read, "read", heads=[], source=self.neutral_from)
                 pose_only = True
 
             if not calibrated and self.neutral_at is not None:

@@ -478,10 +478,10 @@ def test_render_cli_runs_an_exports_int8_copies(env, tmp_path, capsys):
     assert not out.exists()
 
 
-def _one_line_error(rc, err, *needles):
+def _one_line_error(rc, err, *needles, command="render"):
     lines = err.strip().splitlines()
     assert rc == 1 and len(lines) == 1, err
-    assert lines[0].startswith("slidergan render: error: ") and "Traceback" not in err, err
+    assert lines[0].startswith(f"slidergan {command}: error: ") and "Traceback" not in err, err
     for n in needles:
         assert n in lines[0], (n, err)
 
@@ -1180,6 +1180,56 @@ def test_live_import_safe_and_records_from_a_file_camera(env, tmp_path, monkeypa
     args[2], args[-1] = str(wide), "192"
     assert main(args + ["--camera", str(cam), "--record", str(out), "--framing", "full"]) == 0
     assert _streams(out)["video"]["size"] == (192, 128)
+
+
+def test_live_neutral_from_a_photo_of_the_camera_face_at_rest(env, tmp_path, monkeypatch, capsys):
+    """live --neutral-from FILE, as render's: a camera face that holds a smile from its first frame, calibrated on
+    its first second, drives no smile; calibrated on a photo of the same face at rest, it does, from the first
+    frame. The head's neutral pose is the camera's (the face photographed elsewhere moves no head); bad uses are one
+    line each."""
+    import av
+    import cv2
+
+    from engine.cli import main
+    monkeypatch.delenv("DISPLAY", raising=False)
+    held = kit.synth_driving_frames(2, period=4)[1]            # mouth open and smiling
+    calm = kit.synth_driving_frames(1, period=30)[0]
+    cam = kit.write_video(tmp_path / "cam.mp4", [held] * 45, fps=30)
+    photo, moved = tmp_path / "calm.png", tmp_path / "moved.png"
+    cv2.imwrite(str(photo), calm[:, :, ::-1])
+    cv2.imwrite(str(moved), np.roll(calm, 60, axis=1)[:, :, ::-1])
+    args = ["live", "--source", str(env["portrait"]), "--checkpoint", str(env["ck"]), "--backend", "torch",
+            "--size", "128", "--camera", str(cam)]
+
+    def recorded(name, *extra):
+        out = tmp_path / f"{name}.mp4"
+        assert main(args + ["--record", str(out), *extra]) == 0, capsys.readouterr().err
+        with av.open(str(out)) as c:
+            return np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)]).astype(np.float32)
+
+    first = recorded("first", "--motion", "expression")
+    from_photo = recorded("photo", "--motion", "expression", "--neutral-from", str(photo))
+    assert "the neutral expression from 1 face of" in capsys.readouterr().out
+    rest = first[-1]                                  # calibrated on the smile: the portrait at rest
+    held_first = np.abs(first[-10:] - rest).mean()
+    held_photo = np.abs(from_photo[-10:] - rest).mean()
+    assert held_first < 0.2 * held_photo, (held_first, held_photo)
+    assert np.abs(from_photo[1] - rest).mean() > 0.5 * held_photo          # from the first frames on
+    head = recorded("head", "--renderer", "warp-only", "--neutral-from", str(photo))
+    head_moved = recorded("head-moved", "--renderer", "warp-only", "--neutral-from", str(moved))
+    assert np.abs(head_moved[-10:] - head[-10:]).mean() < 0.3 * np.abs(head[-10:] - rest).mean()
+    empty = tmp_path / "empty.png"
+    cv2.imwrite(str(empty), np.full((240, 320, 3), 200, np.uint8))
+    for bad, needles in ((["--neutral-from", str(tmp_path / "nobody.png")], ("--neutral-from: no such file",)),
+                         (["--neutral-from", str(photo), "--mode", "absolute"], ("needs --mode relative",)),
+                         (["--neutral-from", str(empty)], ("--neutral-from: no face in the 1 frames", "empty.png"))):
+        out = tmp_path / "bad.mp4"
+        _one_line_error(main(args + ["--record", str(out), *bad]), capsys.readouterr().err, *needles,
+                        command="live")
+        assert not out.exists()
+    _one_line_error(main(args[:-2] + ["--camera", "none", "--track", "x.npz", "--record", str(out), "--neutral-from",
+                                      str(photo)]),
+                    capsys.readouterr().err, "--neutral-from", "needs a camera", command="live")
 
 
 def test_output_has_ordinary_permissions(env, tmp_path):
