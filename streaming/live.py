@@ -412,6 +412,7 @@ def main(args) -> int:
         writer = VideoWriter(recording.__enter__(), w, h, fps, None, suffix=Path(args.record).suffix)
     n = 0
     last_status = "ok"
+    file_neutral = args.neutral_from is not None     # the neutral still the file's (False once the camera's)
     stopped = ""
     t_start = time.monotonic()
     error = None
@@ -430,6 +431,11 @@ def main(args) -> int:
                         print(f"slidergan live: face {st}" + (f": {face.state.message}" if face.state.message
                                                               else ""), flush=True)
                     last_status = st
+                    if file_neutral and face.state.calibrating:
+                        # the person check found someone else than the file shows (c says so itself)
+                        file_neutral = False
+                        print(f"slidergan live: the camera shows someone else than {args.neutral_from}: the "
+                              "neutral expression from the camera's first second instead", flush=True)
             else:
                 time.sleep(max(0.0, t_start + (n + 1) / fps - time.monotonic()))
             t_clock = player.now() if player is not None else time.monotonic() - clock0
@@ -445,6 +451,7 @@ def main(args) -> int:
                     break
                 if k == ord("c") and face is not None:
                     face.calibrate()
+                    file_neutral = False
                 if k == ord("m") and face is not None:
                     face.set_mode("absolute" if face.mode == "relative" else "relative")
                 if k == ord("n"):
