@@ -86,7 +86,7 @@ def model_card(ck, report: dict | None, hours: float | None, machine: str, confi
           + ", ".join(f"`{p}`" for p in HELD_OUT_CLIPS + HELD_OUT_PORTRAITS) + ".",
           f"- Time: {hours:.1f} h on {machine}." if hours else f"- Machine: {machine}.", ""]
     if report and report.get("motion"):
-        L += report_lines(report.get("motion"), report.get("self_reenactment"))
+        L += report_lines(report.get("motion"), report.get("self_reenactment"), figures=False)   # (in the report)
     if report and report.get("transfer"):
         p = report["protocol"]
         L += ["## Evaluation", "",

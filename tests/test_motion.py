@@ -201,7 +201,7 @@ def test_evaluate_motion_only_on_a_few_frames(shared_data, tmp_path):
     assert sr["warp-only, mesh p"]["ied"]["mean"] >= 0 and sr["copy"]["ied_face"]["n"] == 11
     readme = (out / "README.md").read_text()
     assert "## Motion following" in readme and "## Self-reenactment" in readme
-    assert "| warp-only, mesh p |" in readme and "](motion_copy.png)" in readme
+    assert "| warp-only, mesh p |" in readme and "](motion_copy.jpg)" in readme
     assert "## Same-video transfer" not in readme
     assert metrics["motion"]["summary"].keys() == saved["motion"]["summary"].keys()
 
@@ -281,4 +281,4 @@ def test_an_expression_held_through_a_clip_shows_with_a_neutral_from_its_clip_at
     assert (tmp_path / held["figure"]).stat().st_size > 1000
     lines = "\n".join(mo.held_expression_lines(held))
     assert "| neutral: the clip at rest (--neutral-from) |" in lines and "| no neutral (--mode absolute) |" in lines
-    assert "held_expression.png" in lines
+    assert "held_expression.jpg" in lines

@@ -29,7 +29,7 @@ Writes ``REPORT_DIR/README.md`` (Markdown tables, PNG figures beside it) and ``m
   driving their own first frame and the held-out portraits) and self-reenactment (IED, landmark
   error, identity against the real frames), rows copy / warp-only / each checkpoint; see
   ``trainer/motion.py``. JSON keys ``motion`` and ``self_reenactment``; a driver | result strip
-  ``motion_<row>.png`` per row.
+  ``motion_<row>.jpg`` per row.
 
 The models are used only through ``engine.inference`` (generator and regressor, any backend); faces
 only through ``engine.face``; parameters only through ``engine.blendshapes`` (fitting, 3D preview)
@@ -462,10 +462,15 @@ def grid(rows: list[list[np.ndarray]], row_labels: list[str] | None = None,
     return np.concatenate(out_rows, 0)
 
 
-def save_png(path: Path, img: np.ndarray) -> str:
+FIGURE_QUALITY = 90    # JPEG: a report's photographic strips at a fifth of their PNG size (reports travel with the repo)
+
+
+def save_figure(path: Path, img: np.ndarray) -> str:
+    """An RGB figure as ``path`` with the suffix .jpg (quality FIGURE_QUALITY); returns the file's name."""
     import cv2
+    path = Path(path).with_suffix(".jpg")
     path.parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(path), cv2.cvtColor(img, cv2.COLOR_RGB2BGR)):
+    if not cv2.imwrite(str(path), cv2.cvtColor(img, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, FIGURE_QUALITY]):
         raise OSError(f"cannot write {path}")
     return path.name
 
@@ -657,8 +662,8 @@ def evaluate(models_list: list[Models], face_model_for, opts: EvalOptions, log=p
                     fig_rows.append(list(outs))
                     labels.append(f"{names[c]}\n{pname}")
             if m is main:
-                figures[f"sweep_{pname}"] = save_png(
-                    out / f"sweep_{pname}.png",
+                figures[f"sweep_{pname}"] = save_figure(
+                    out / f"sweep_{pname}.jpg",
                     grid(fig_rows, labels, [f"{s:+.1f}" for s in SWEEP_STEPS]))
         per_model[m.label]["identity_sweep_ends_cos"] = summary(ends_cos)
 
@@ -670,7 +675,7 @@ def evaluate(models_list: list[Models], face_model_for, opts: EvalOptions, log=p
     for m in models_list:
         trows.append(list(transfer_examples[m.label][idx]))
         tlabels.append(f"{m.label}\n(p_fit)")
-    figures["transfer"] = save_png(out / "transfer.png", grid(trows, tlabels, [held.names[t].split("#")[1] for t in show]))
+    figures["transfer"] = save_figure(out / "transfer.jpg", grid(trows, tlabels, [held.names[t].split("#")[1] for t in show]))
 
     # ---------------------------------------------------------------- interpolation (Fig. 8)
     # p = (1 - a) p_src + a p_trg with p_src = D_p(source portrait), p_trg = D_p(target frame): from
@@ -686,7 +691,7 @@ def evaluate(models_list: list[Models], face_model_for, opts: EvalOptions, log=p
         outs = to_uint8(main.generate(to_tensor(crop[None]), torch.from_numpy(P)))
         irows += [[crop] + list(outs) + [held.crops[t]], [None] + [fm.preview(p) for p in P] + [None]]
         ilabels += [f"{pname} -> {held.names[t]}", "3D preview"]
-    figures["interpolation"] = save_png(out / "interpolation.png", grid(
+    figures["interpolation"] = save_figure(out / "interpolation.jpg", grid(
         irows, ilabels, ["source"] + [f"a={a:.1f}" for a in alphas] + ["target"]))
     base = sweep_portraits[0]
 
@@ -694,7 +699,7 @@ def evaluate(models_list: list[Models], face_model_for, opts: EvalOptions, log=p
     expressive = np.argsort(-np.linalg.norm(p_fit, axis=1))[:6]
     ins = held.crops[expressive]
     outs = to_uint8(main.generate(to_tensor(ins), torch.zeros(len(ins), main.n_params)))
-    figures["neutralisation"] = save_png(out / "neutralisation.png", grid(
+    figures["neutralisation"] = save_figure(out / "neutralisation.jpg", grid(
         [list(ins), list(outs)], ["input", "p = 0"], [held.names[i].split("#")[1] for i in expressive]))
     neutral_p = main.regress(to_tensor(outs)).numpy()
     per_model[main.label]["neutralised_regressed_norm"] = summary(np.linalg.norm(neutral_p, axis=1))
@@ -709,7 +714,7 @@ def evaluate(models_list: list[Models], face_model_for, opts: EvalOptions, log=p
         p_drive = fm.fit_sequence(list(drive.landmarks))
     k = np.linspace(0, len(drive.crops) - 1, min(8, len(drive.crops))).astype(int)
     outs = to_uint8(main.generate(to_tensor(base[None]), torch.from_numpy(p_drive[k]).float()))
-    figures["speech"] = save_png(out / "speech.png", grid(
+    figures["speech"] = save_figure(out / "speech.jpg", grid(
         [list(drive.crops[k]), list(outs)], [f"{sv.stem} frames", "driven portrait"],
         [f"{drive.times[i]:.2f}s" for i in k]))
     mesh.close()
@@ -805,7 +810,7 @@ def _paper_sections(metrics: dict) -> list[str]:
         L.append(f"| {name} | {fmt_summary(r['ied'], 100)} | {fmt_summary(r['landmark_px'], 1, 2)} | "
                  f"{fmt_summary(r.get('identity_cos'))} |")
     L += ["", "Paper (rendered 4DFAB, its own normalisation): GANimation 1.04e-2, SliderGAN-WGP 7.93e-3, "
-          "SliderGAN-RaD 6.84e-3.", "", "![transfer](transfer.png)", "",
+          "SliderGAN-RaD 6.84e-3.", "", f"![transfer]({metrics.get('figures', {}).get('transfer', 'transfer.jpg')})", "",
           "## Regression accuracy (paper Table 4)", "",
           "| Model | real frames: ‖p_fit − p_D‖ / ‖p_fit‖ | expression part | speech part | "
           "generated: ‖p_trg − p_D(G(I, p_trg))‖ / ‖p_trg‖ |",

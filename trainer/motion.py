@@ -662,13 +662,13 @@ def run_motion(rows: list[MotionRow], main_models, face_model, opts: MotionOptio
         meter.close()
     figures, blink_figures = {}, {}
     if out is not None and opts.strips:
-        from .evaluate import save_png
+        from .evaluate import save_figure
         for row in rows:
             if shows[row.name]:
-                figures[row.name] = save_png(Path(out) / f"motion_{_slug(row.name)}.png",
+                figures[row.name] = save_figure(Path(out) / f"motion_{_slug(row.name)}.jpg",
                                              strip_image(shows[row.name], row.name))
             if blink_shows[row.name]:
-                blink_figures[row.name] = save_png(Path(out) / f"blinks_{_slug(row.name)}.png",
+                blink_figures[row.name] = save_figure(Path(out) / f"blinks_{_slug(row.name)}.jpg",
                                                    strip_image(blink_shows[row.name], row.name, what="eye opening"))
     held = (run_held_expression(main_models if rows[0].models is None else rows[0].models, face_model, opts, clips,
                                 portraits, out, log) if opts.held_expression else None)
@@ -812,8 +812,8 @@ def run_held_expression(models, face_model, opts: MotionOptions, clips, portrait
                for row in HELD_ROWS}
     figure = None
     if out is not None and opts.strips and shows:
-        from .evaluate import grid, save_png
-        figure = save_png(Path(out) / "held_expression.png", grid(
+        from .evaluate import grid, save_figure
+        figure = save_figure(Path(out) / "held_expression.jpg", grid(
             [[d] + r for _, d, r in shows], [c.replace("_front_", "\n").replace("_level", "\nlevel")
                                             for c, _, _ in shows],
             ["driver", f"{show_portrait}: 1st second", f"{show_portrait}: at rest", f"{show_portrait}: absolute"],
@@ -1075,7 +1075,7 @@ def strip_image(shows: list, title: str, cell: int = 128, what: str = "mouth ope
 
 # ==================================================================================== report
 
-def held_expression_lines(held: dict | None) -> list[str]:
+def held_expression_lines(held: dict | None, figure: bool = True) -> list[str]:
     if not held:
         return []
     L = ["### An expression held through the whole clip", "",
@@ -1095,7 +1095,7 @@ def held_expression_lines(held: dict | None) -> list[str]:
     for row, s in held["summary"].items():
         L.append(f"| {row} | {_f(s['cos'])} | {_f(s['ratio'])} | {_f(s.get('at_rest_shift'), 3)} | {s['pairs']} |")
     L.append("")
-    if held.get("figure"):
+    if held.get("figure") and figure:
         L += ["Driver (the clip's middle sampled frame) | the result driven each way:", "",
               f"![held expression]({held['figure']})", ""]
     return L
@@ -1105,8 +1105,9 @@ def _f(v, digits=2):
     return "n/a" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{v:.{digits}f}"
 
 
-def report_lines(motion: dict | None, self_re: dict | None) -> list[str]:
-    """Markdown sections for the report README."""
+def report_lines(motion: dict | None, self_re: dict | None, figures: bool = True) -> list[str]:
+    """Markdown sections for the report README (``figures`` False: the tables alone, for a text kept away from
+    the report's pictures, as a model card is)."""
     L: list[str] = []
     if motion:
         p = motion["protocol"]
@@ -1151,13 +1152,13 @@ def report_lines(motion: dict | None, self_re: dict | None) -> list[str]:
                          f"{_f(s['eye_ratio']) if s['blink_pairs'] else '–'} | {asked} | {s['frames']} "
                          f"({s['skipped']}) |")
             L.append("")
-        for name, fname in motion.get("figures", {}).items():
+        for name, fname in (motion.get("figures", {}) if figures else {}).items():
             L += [f"`{name}`: driver | result, frames at the quantiles of the driver's mouth opening, and the "
                   "mouth-opening curves:", "", f"![{name}]({fname})", ""]
-        for name, fname in motion.get("blink_figures", {}).items():
+        for name, fname in (motion.get("blink_figures", {}) if figures else {}).items():
             L += [f"`{name}`: driver | result round the driver's deepest blink (the eyes), and the eye-opening "
                   "curves:", "", f"![{name} blinks]({fname})", ""]
-        L += held_expression_lines(motion.get("held_expression"))
+        L += held_expression_lines(motion.get("held_expression"), figures)
     if self_re:
         clips = "the driver clips" if motion and motion["protocol"].get("training_identities") else "held-out clips"
         L += [f"## Self-reenactment ({clips} driving their own first frame)", "",
