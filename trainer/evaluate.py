@@ -1,6 +1,6 @@
 """``slidergan evaluate CHECKPOINT --data DIR -o REPORT_DIR``: the paper's measurements on our data.
 
-Writes ``REPORT_DIR/README.md`` (Markdown tables, PNG figures beside it) and ``metrics.json``:
+Writes ``REPORT_DIR/README.md`` (Markdown tables, JPEG figures beside it) and ``metrics.json``:
 
 - Same-video transfer (the paper's Table 3 protocol). A held-out video (default ``d19``, which no
   model is trained on) is aligned frame by frame. Source = one of its frames (by default the
