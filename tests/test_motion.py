@@ -278,6 +278,9 @@ def test_an_expression_held_through_a_clip_shows_with_a_neutral_from_its_clip_at
     assert at_rest["cos"] > 0.5 and at_rest["cos"] > first["cos"] + 0.3
     assert at_rest["ratio"] > 1.5 * first["ratio"]
     assert absolute["at_rest_shift"] > 1.3 * at_rest["at_rest_shift"]
+    # what the warp was asked to draw points the driver's way too, and only with a neutral at rest
+    assert at_rest["asked_cos"] > 0.5 and at_rest["asked_cos"] > first["asked_cos"] + 0.3
+    assert at_rest["asked_ratio"] > 1.5 * first["asked_ratio"]
     assert (tmp_path / held["figure"]).stat().st_size > 1000
     lines = "\n".join(mo.held_expression_lines(held))
     assert "| neutral: the clip at rest (--neutral-from) |" in lines and "| no neutral (--mode absolute) |" in lines

@@ -745,7 +745,7 @@ def run_held_expression(models, face_model, opts: MotionOptions, clips, portrait
     show_portrait = portraits[-1][0]      # a photograph (d30) among the held-out portraits, the last
 
     def driven(clip, src, row, nclip, use):
-        """The result frames (the sampled ``use``) of ``clip`` driving ``src`` the way of ``row``."""
+        """The result frames (the sampled ``use``) of ``clip`` driving ``src`` the way of ``row``, and their p."""
         neutral, mode = HELD_ROWS[row]
         heads = clip.tracked_heads if opts.head_motion and mode == "relative" else None
         P, poses = drive_params(raw_params(clip, "mesh", face_model=face_model), clip.times, src.rest, clip.fps,
@@ -753,7 +753,7 @@ def run_held_expression(models, face_model, opts: MotionOptions, clips, portrait
                                 src.anim.face_model, "mesh", opts.source_mouth, opts.expression_scale,
                                 src.anim.source.lids, neutral_from=nclip if neutral == "rest" else None, mode=mode)
         idx = [clip.indices[k] for k in use]
-        return model_renderer(src, P[idx], None if poses is None else poses[idx])
+        return model_renderer(src, P[idx], None if poses is None else poses[idx]), P[idx]
 
     try:
         at_rest: dict[Path, tuple] = {}
@@ -773,7 +773,7 @@ def run_held_expression(models, face_model, opts: MotionOptions, clips, portrait
                 for name, (rgb, lm, rest_shape) in sources.items():   # the driver at rest: nothing should move
                     src = prepare_source(anim, rgb, name, "cross", lm)
                     for row in HELD_ROWS if n_use else ():
-                        frames = driven(nclip, src, row, nclip, n_use)
+                        frames, _ = driven(nclip, src, row, nclip, n_use)
                         shift = upper_face_shift([meter.landmarks(f) for f in frames], rest_shape)
                         if shift is not None:
                             still[row].append(float(np.linalg.norm(shift)))
@@ -790,14 +790,18 @@ def run_held_expression(models, face_model, opts: MotionOptions, clips, portrait
                 pair = {"clip": f"{path.parent.name}/{path.name}", "at_rest": neutral_path.name, "source": name,
                         "driver_shift": size_d, "rows": {}}
                 results = []
+                asked_rest = anim.target_mesh(src.rest)
                 for row in HELD_ROWS:
-                    frames = driven(clip, src, row, nclip, use)
+                    frames, P = driven(clip, src, row, nclip, use)
                     shift = upper_face_shift([meter.landmarks(f) for f in frames], rest_shape)
                     results.append(frames)
                     if shift is not None:
-                        size_r = float(np.linalg.norm(shift))
-                        pair["rows"][row] = {"cos": float(shift @ driver_shift / max(size_r * size_d, 1e-12)),
-                                             "ratio": size_r / size_d}
+                        pair["rows"][row] = _shift_figures(shift, driver_shift)
+                        # what the warp was asked to draw: the target meshes against the one at rest
+                        asked = None if asked_rest is None else upper_face_shift(
+                            [anim.target_mesh(p) for p in P], align_many(asked_rest[None])[0])
+                        pair["rows"][row].update({f"asked_{k}": v for k, v in
+                                                  _shift_figures(asked, driver_shift).items()})
                 pairs.append(pair)
                 if name == show_portrait:   # the faces, aligned as the model sees them
                     mid = len(use) // 2
@@ -806,8 +810,8 @@ def run_held_expression(models, face_model, opts: MotionOptions, clips, portrait
     finally:
         meter.close()
     summary = {row: {"pairs": len([p for p in pairs if row in p["rows"]]),
-                     "cos": _mean([p["rows"][row]["cos"] for p in pairs if row in p["rows"]]),
-                     "ratio": _mean([p["rows"][row]["ratio"] for p in pairs if row in p["rows"]]),
+                     **{k: _mean([p["rows"][row][k] for p in pairs if row in p["rows"]])
+                        for k in ("cos", "ratio", "asked_cos", "asked_ratio")},
                      "at_rest_shift": _mean(still[row])}
                for row in HELD_ROWS}
     figure = None
@@ -821,6 +825,15 @@ def run_held_expression(models, face_model, opts: MotionOptions, clips, portrait
     return {"clips": [f"{p.parent.name}/{p.name}" for p, _ in studied], "portraits": list(sources),
             "rows": list(HELD_ROWS), "summary": summary, "pairs": pairs, "figure": figure,
             "driver_shift": _mean([p["driver_shift"] for p in pairs]), "seconds": round(time.time() - t0, 1)}
+
+
+def _shift_figures(shift: np.ndarray | None, driver: np.ndarray) -> dict:
+    """A result's (or target mesh's) upper-face shift against the driver's: their cosine and length ratio (None
+    without a shift)."""
+    if shift is None:
+        return {"cos": None, "ratio": None}
+    size_r, size_d = float(np.linalg.norm(shift)), max(float(np.linalg.norm(driver)), 1e-12)
+    return {"cos": float(shift @ driver / max(size_r * size_d, 1e-12)), "ratio": size_r / size_d}
 
 
 def protocol(opts: MotionOptions, clips, portraits) -> dict:
@@ -1090,10 +1103,15 @@ def held_expression_lines(held: dict | None, figure: bool = True) -> list[str]:
          "the ratio of their lengths, averaged over the pairs. At rest: the same shift's length (in eye distances) "
          "when the clip at rest itself drives the portraits, where nothing should move (the driver's emotions "
          f"shift her brows and eyes {_f(held.get('driver_shift'), 3)} on average); absolute mode with the "
-         "portrait's head still.", "",
-         "| Driver's neutral | cosine | length ratio | at rest | pairs |", "|---|---|---|---|---|"]
+         "portrait's head still. Asked: the same figures for the target meshes the warp is asked to draw "
+         "(Animator.target_mesh) against the one at the portrait's rest: the expression p carries to the face, "
+         "before the rendering and the face mesh's reading of it.", "",
+         "| Driver's neutral | cosine | length ratio | asked: cosine / length ratio | at rest | pairs |",
+         "|---|---|---|---|---|---|"]
     for row, s in held["summary"].items():
-        L.append(f"| {row} | {_f(s['cos'])} | {_f(s['ratio'])} | {_f(s.get('at_rest_shift'), 3)} | {s['pairs']} |")
+        asked = "–" if s.get("asked_cos") is None else f"{_f(s['asked_cos'])} / {_f(s['asked_ratio'])}"
+        L.append(f"| {row} | {_f(s['cos'])} | {_f(s['ratio'])} | {asked} | {_f(s.get('at_rest_shift'), 3)} | "
+                 f"{s['pairs']} |")
     L.append("")
     if held.get("figure") and figure:
         L += ["Driver (the clip's middle sampled frame) | the result driven each way:", "",
