@@ -790,7 +790,8 @@ def run_held_expression(models, face_model, opts: MotionOptions, clips, portrait
                 pair = {"clip": f"{path.parent.name}/{path.name}", "at_rest": neutral_path.name, "source": name,
                         "driver_shift": size_d, "rows": {}}
                 results = []
-                asked_rest = anim.target_mesh(src.rest)
+                asked_rest = anim.target_mesh(src.rest)      # the target mesh at rest, aligned (None: no warp)
+                asked_rest = None if asked_rest is None else align_many(asked_rest[None])[0]
                 for row in HELD_ROWS:
                     frames, P = driven(clip, src, row, nclip, use)
                     shift = upper_face_shift([meter.landmarks(f) for f in frames], rest_shape)
@@ -799,7 +800,7 @@ def run_held_expression(models, face_model, opts: MotionOptions, clips, portrait
                         pair["rows"][row] = _shift_figures(shift, driver_shift)
                         # what the warp was asked to draw: the target meshes against the one at rest
                         asked = None if asked_rest is None else upper_face_shift(
-                            [anim.target_mesh(p) for p in P], align_many(asked_rest[None])[0])
+                            [anim.target_mesh(p) for p in P], asked_rest)
                         pair["rows"][row].update({f"asked_{k}": v for k, v in
                                                   _shift_figures(asked, driver_shift).items()})
                 pairs.append(pair)
