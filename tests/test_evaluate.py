@@ -59,6 +59,12 @@ def test_evaluate_writes_report_with_finite_figures(shared_data, tiny_checkpoint
     for m in saved["models"].values():
         assert finite(m["regression_real"]["mean"]) and finite(m["regression_generated"]["mean"])
         assert -1 <= m["identity_sweep_ends_cos"]["mean"] <= 1
+    # Table 4 from the clip's neutral, and the face mesh fitted frame by frame: one frame reads the person's
+    # face shape as expression (its absolute error), the change from the neutral is the motion
+    assert "from the clip's neutral" in readme and "| no network: the face mesh of each frame fitted alone |" in readme
+    alone = saved["regression_mesh_alone"]
+    assert alone["real_from_neutral"]["mean"] < 0.5 * alone["real"]["mean"], alone
+    assert all(finite(m["regression_real_from_neutral"]["mean"]) for m in saved["models"].values())
     ref = saved["identity_reference"]
     assert ref["same_person_cos"]["mean"] > ref["different_people_cos"]["mean"]
     assert metrics["models"].keys() == saved["models"].keys()
