@@ -355,8 +355,8 @@ def relative_error(p_ref: np.ndarray, p_est: np.ndarray, min_norm: float = 1e-6)
 
 
 def strongest_correlation(p_ref: np.ndarray, p_est: np.ndarray, k: int = 10) -> float:
-    """Issue 13's per-component figure: the mean correlation of ``p_est`` with ``p_ref`` over the ``k``
-    components that vary most in ``p_ref`` (``trainer.regressor.head_metrics``')."""
+    """The regression head's per-component figure: the mean correlation of ``p_est`` with ``p_ref`` over the
+    ``k`` components that vary most in ``p_ref`` (``trainer.regressor.head_metrics``')."""
     from trainer.regressor import head_metrics
     return head_metrics(p_ref, p_est, k)["corr_strongest_mean"]
 
@@ -862,7 +862,7 @@ def _paper_sections(metrics: dict) -> list[str]:
           "their ratio explodes); in brackets the pooled ratio Σ‖p_ref − p_est‖ / Σ‖p_ref‖ over all rows. "
           "p_fit is the sequence fit: each frame's change from the clip's own neutral shape. \"From the clip's "
           "neutral\": the readings less their mean over the frames the fit took for that neutral, as relative "
-          "driving reads a face. The face mesh fitted frame by frame (the last row) shows what one frame "
+          "driving reads a face. The face mesh fitted frame by frame (the \"no network\" row) shows what one frame "
           "cannot tell: the person's face shape where expressions can make it is read as expression, so even "
           "exact landmarks miss the absolute figure; from the neutral they give the motion.", "",
           "## Identity (dlib face-recognition network)", ""]
