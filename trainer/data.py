@@ -21,11 +21,18 @@ with one row per sample:
     datasets with ``"landmarks": true`` (what the geometry-guided generator trains on):
     ``landmarks``      float32 (n, 478, 3)   the face mesh of ``images`` in crop pixels
 
+With ``"jpeg_quality": Q`` in the manifest (``DatasetWriter(jpeg_quality=Q)``, ``--jpeg-quality`` of the
+dataset makers) each image array is stored JPEG-coded instead, as ``images_jpeg`` uint8 (the rows' JPEG files one
+after another) and ``images_jpeg_ends`` int64 (n,) (where each row's file ends), likewise ``target_images``;
+readers get the decoded uint8 arrays as above. About 7 times smaller at quality 95 (128 px face crops: a mean
+absolute difference of 1.4 grey levels), for datasets that must travel (a GPU machine's upload) or grow large.
+
 ``manifest.json``::
 
     {"format": "slidergan-dataset", "version": 1, "complete": true,
      "image_size": 128, "n_params": 40, "param_names": ["exp00", ..., "speech09"],
-     "paired": false, "landmarks": false, "count": 12345, "blendshapes": "<model name + hash, or empty>",
+     "paired": false, "landmarks": false, "jpeg_quality": null, "count": 12345,
+     "blendshapes": "<model name + hash, or empty>",
      "sequences": ["video_a", ...] or null, "meta": {...free-form...},
      "shards": [{"file": "shard-000000.npz", "count": 1000}, ...]}
 
@@ -71,6 +78,39 @@ class DatasetError(ValueError):
 
 # ----------------------------------------------------------------------------------------- writing
 
+IMAGE_KEYS = ("images", "target_images")
+
+
+def encode_jpeg(images: np.ndarray, quality: int) -> tuple[np.ndarray, np.ndarray]:
+    """RGB uint8 images (n, S, S, 3) -> (their JPEG files one after another (uint8), where each ends (int64 (n,)))."""
+    import cv2
+    files = []
+    for img in images:
+        ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(img[..., ::-1]), [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+        if not ok:
+            raise DatasetError("an image could not be JPEG-coded")
+        files.append(buf.reshape(-1))
+    return (np.concatenate(files).astype(np.uint8) if files else np.zeros(0, np.uint8),
+            np.cumsum([len(b) for b in files]).astype(np.int64))
+
+
+def decode_jpeg(data: np.ndarray, ends: np.ndarray, size: int, where: str) -> np.ndarray:
+    """``encode_jpeg``'s arrays -> RGB uint8 images (n, size, size, 3); a row that is not such a JPEG: DatasetError."""
+    import cv2
+    ends = np.asarray(ends, np.int64)
+    if ends.ndim != 1 or np.any(np.diff(ends, prepend=0) <= 0) or (len(ends) and ends[-1] != len(data)):
+        raise DatasetError(f"{where}: the JPEG row ends do not match the data ({len(data)} bytes)")
+    out = np.empty((len(ends), size, size, 3), np.uint8)
+    start = 0
+    for r, end in enumerate(ends):
+        img = cv2.imdecode(np.ascontiguousarray(data[start:end]), cv2.IMREAD_COLOR)
+        if img is None or img.shape != (size, size, 3):
+            raise DatasetError(f"{where}: row {r} is not a {size} x {size} colour JPEG")
+        out[r] = img[..., ::-1]
+        start = end
+    return out
+
+
 def _keys(paired: bool, landmarks: bool) -> list[str]:
     return (["images", "params", "seq"] + (["target_images", "target_params"] if paired else [])
             + (["landmarks"] if landmarks else []))
@@ -89,8 +129,12 @@ class DatasetWriter:
     def __init__(self, path, image_size: int = 128, n_params: int | None = None, *,
                  param_names: Sequence[str] | None = None, paired: bool = False,
                  shard_size: int = 1000, compress: bool = False, blendshapes: str = "",
-                 meta: dict | None = None, overwrite: bool = False, landmarks: bool = False):
+                 meta: dict | None = None, overwrite: bool = False, landmarks: bool = False,
+                 jpeg_quality: int | None = None):
         self.path = Path(path)
+        if jpeg_quality is not None and not 1 <= int(jpeg_quality) <= 100:
+            raise DatasetError(f"the JPEG quality (--jpeg-quality) must be between 1 and 100, not {jpeg_quality}")
+        self.jpeg_quality = None if jpeg_quality is None else int(jpeg_quality)
         if param_names is not None:
             param_names = [str(n) for n in param_names]
             if n_params is not None and n_params != len(param_names):
@@ -192,6 +236,10 @@ class DatasetWriter:
             arrays["target_params"] = np.stack(self._buf["target_params"]).astype(np.float32)
         if self.landmarks:
             arrays["landmarks"] = np.stack(self._buf["landmarks"]).astype(np.float32)
+        if self.jpeg_quality is not None:
+            for k in IMAGE_KEYS:
+                if k in arrays:
+                    arrays[f"{k}_jpeg"], arrays[f"{k}_jpeg_ends"] = encode_jpeg(arrays.pop(k), self.jpeg_quality)
         name = SHARD_PATTERN.format(len(self.shards))
         with atomic_path(self.path / name) as tmp:
             with open(tmp, "wb") as f:
@@ -209,7 +257,8 @@ class DatasetWriter:
         manifest = {
             "format": FORMAT, "version": VERSION, "complete": complete,
             "image_size": self.image_size, "n_params": self.n_params, "param_names": self.param_names,
-            "paired": self.paired, "landmarks": self.landmarks, "count": sum(s["count"] for s in self.shards),
+            "paired": self.paired, "landmarks": self.landmarks, "jpeg_quality": self.jpeg_quality,
+            "count": sum(s["count"] for s in self.shards),
             "blendshapes": self.blendshapes, "sequences": seqs, "meta": self.meta,
             "shards": self.shards}
         write_text_atomic(self.path / MANIFEST, json.dumps(manifest, indent=1))
@@ -249,6 +298,7 @@ class DatasetInfo:
     blendshapes: str = ""
     sequences: list[str] | None = None
     meta: dict = field(default_factory=dict)
+    jpeg_quality: int | None = None     # images stored JPEG-coded (see the module docstring)
 
     @property
     def shard_counts(self) -> list[int]:
@@ -262,11 +312,14 @@ class DatasetInfo:
         p = self.shard_path(i)
         want = list(keys) if keys is not None else _keys(self.paired, self.landmarks)
         try:
+            coded = [k for k in want if k in IMAGE_KEYS] if self.jpeg_quality is not None else []
+            stored = [x for k in want for x in ((f"{k}_jpeg", f"{k}_jpeg_ends") if k in coded else (k,))]
             with np.load(p, allow_pickle=False) as z:
-                missing = [k for k in want if k not in z.files]
+                missing = [k for k in stored if k not in z.files]
                 if missing:
                     raise DatasetError(f"shard {p} lacks arrays {missing} (has {sorted(z.files)})")
-                out = {k: z[k] for k in want}
+                out = {k: (decode_jpeg(z[f"{k}_jpeg"], z[f"{k}_jpeg_ends"], self.image_size, f"shard {p}: {k}")
+                           if k in coded else z[k]) for k in want}
         except FileNotFoundError:
             raise DatasetError(f"shard {p} listed in {self.path / MANIFEST} is missing") from None
         except (OSError, ValueError) as e:
@@ -341,7 +394,8 @@ def open_dataset(path, n_params: int | None = None, profile: str = "") -> Datase
             path=path, image_size=int(m["image_size"]), n_params=int(m["n_params"]),
             param_names=list(m["param_names"]), paired=bool(m["paired"]), count=int(m["count"]),
             shards=list(m["shards"]), complete=bool(m.get("complete", True)), landmarks=bool(m.get("landmarks", False)),
-            blendshapes=m.get("blendshapes", ""), sequences=m.get("sequences"), meta=m.get("meta") or {})
+            blendshapes=m.get("blendshapes", ""), sequences=m.get("sequences"), meta=m.get("meta") or {},
+            jpeg_quality=None if m.get("jpeg_quality") is None else int(m["jpeg_quality"]))
     except (KeyError, TypeError, ValueError) as e:
         raise DatasetError(f"{mpath} is missing or has a bad field: {e}") from None
     if sum(info.shard_counts) != info.count:

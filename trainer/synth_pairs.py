@@ -100,7 +100,7 @@ def _dataset_faces(path: Path, face_model, skips, progress=None, every: int = 1)
 def make_pairs(inputs, out, face_model=None, pairs_per_face: int = 2, size: int = 128, every: int = 5,
                max_frames: int | None = None, seed: int = 0, shard_size: int = 1000,
                overwrite: bool = False, show_progress: bool = True, min_face_px: float = 64.0,
-               targets=()):
+               targets=(), jpeg_quality: int | None = None):
     """Write a paired dataset; returns (DatasetInfo, Skips, stats dict). ``targets``: annotated datasets
     whose fitted parameters are the real expressions drawn as targets (default: the inputs' own)."""
     import cv2
@@ -138,7 +138,7 @@ def make_pairs(inputs, out, face_model=None, pairs_per_face: int = 2, size: int 
             for f in _dataset_faces(d, fm, skips, bar, every):
                 yield f, False
     with tqdm(total=total, desc="synth-pairs", unit="face", dynamic_ncols=True, disable=not show_progress) as bar:
-        with DatasetWriter(out, image_size=size, param_names=fm.param_names, paired=True,
+        with DatasetWriter(out, image_size=size, param_names=fm.param_names, paired=True, jpeg_quality=jpeg_quality,
                            shard_size=shard_size, blendshapes=fm.describe(), meta=meta,
                            overwrite=overwrite, landmarks=True) as w:
             for f, big in faces(bar):
@@ -165,6 +165,7 @@ def make_pairs(inputs, out, face_model=None, pairs_per_face: int = 2, size: int 
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from .annotate import add_jpeg_argument
     p.add_argument("inputs", nargs="+", help="videos, images, folders of them, or unpaired dataset folders")
     p.add_argument("-o", "--out", required=True, help="paired dataset folder to write")
     p.add_argument("--pairs-per-face", type=int, default=2, help="target expressions per source face")
@@ -178,6 +179,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--targets", nargs="+", default=[], metavar="DATASET",
                    help="annotated datasets whose fitted expressions are drawn as targets (default: the inputs')")
+    add_jpeg_argument(p)
 
 
 def main(args) -> int:
@@ -185,7 +187,7 @@ def main(args) -> int:
     fm = load_face_model(args.blendshapes) if args.blendshapes else None
     info, skips, stats = make_pairs(args.inputs, args.out, fm, args.pairs_per_face, args.size, args.every,
                                     args.max_frames, args.seed, args.shard_size, args.overwrite,
-                                    min_face_px=args.min_face_px, targets=args.targets)
+                                    min_face_px=args.min_face_px, targets=args.targets, jpeg_quality=args.jpeg_quality)
     print(f"wrote {info.count} pairs to {info.path} ({len(info.shards)} shard(s), {info.image_size} px)")
     print("skipped / noted:\n" + skips.summary())
     return 0

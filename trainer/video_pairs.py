@@ -121,7 +121,7 @@ def clip_pairs(path, faces: dict, size: int, fps: float, rng: np.random.Generato
 def make_video_pairs(inputs, out, face_model=None, size: int = 128, every: int = 2, pairs_per_frame: int = 1,
                      window_s: float = 2.0, max_shift: float = 0.015, max_rotation: float = 4.0,
                      min_face_px: float = 64.0, seed: int = 0, shard_size: int = 1000, overwrite: bool = False,
-                     show_progress: bool = True):
+                     show_progress: bool = True, jpeg_quality: int | None = None):
     """Write a paired dataset with landmarks; returns (DatasetInfo, Skips, stats)."""
     from tqdm import tqdm
 
@@ -141,7 +141,8 @@ def make_video_pairs(inputs, out, face_model=None, size: int = 128, every: int =
             "pairs": "frames i, j of one clip, both cropped with frame i's similarity (trainer.video_pairs)"}
     n, per_clip = 0, {}
     with DatasetWriter(out, image_size=size, param_names=fm.param_names, paired=True, landmarks=True,
-                       shard_size=shard_size, blendshapes=fm.describe(), meta=meta, overwrite=overwrite) as w:
+                       shard_size=shard_size, blendshapes=fm.describe(), meta=meta, overwrite=overwrite,
+                       jpeg_quality=jpeg_quality) as w:
         for path in tqdm(videos, desc="video-pairs", unit="clip", disable=not show_progress):
             try:
                 fps = float(video_info(path).fps or 25.0)
@@ -167,6 +168,7 @@ def make_video_pairs(inputs, out, face_model=None, size: int = 128, every: int =
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from .annotate import add_jpeg_argument
     p.add_argument("inputs", nargs="*", help="videos or folders of them")
     p.add_argument("-o", "--out", required=True, help="paired dataset folder to write")
     p.add_argument("--data", default=None, help="a shared data folder: every clip of driving/, talking/ and "
@@ -181,6 +183,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--min-face-px", type=float, default=64.0)
     p.add_argument("--shard-size", type=int, default=1000)
     p.add_argument("--overwrite", action="store_true")
+    add_jpeg_argument(p)
 
 
 def main(args) -> int:
@@ -194,7 +197,8 @@ def main(args) -> int:
                                           pairs_per_frame=args.pairs_per_frame, window_s=args.window,
                                           max_shift=args.max_shift, max_rotation=args.max_rotation,
                                           min_face_px=args.min_face_px, seed=args.seed,
-                                          shard_size=args.shard_size, overwrite=args.overwrite)
+                                          shard_size=args.shard_size, overwrite=args.overwrite,
+                                          jpeg_quality=args.jpeg_quality)
     print(f"wrote {info.count} pairs from {len(stats['per_clip'])} clips to {info.path}")
     print("skipped / noted:\n" + skips.summary())
     return 0
