@@ -269,8 +269,8 @@ def annotate(inputs, out, face_model=None, size: int = 128, every: int = 1, max_
 def add_jpeg_argument(p) -> None:
     """The dataset makers' ``--jpeg-quality``: their images stored JPEG-coded (``trainer.data``)."""
     p.add_argument("--jpeg-quality", type=int, default=None, metavar="Q",
-                   help="store the images JPEG-coded at this quality (1-100; 95: about 7 times smaller, 1.4 grey "
-                        "levels off on face crops) instead of raw")
+                   help="store the images JPEG-coded at this quality (1-100; 95: face crops 7 times smaller, 1.4 "
+                        "grey levels off) instead of raw")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
