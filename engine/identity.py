@@ -506,6 +506,9 @@ def load_dlib_embedder(path=None, crop_points: np.ndarray | None = None, crop_si
                        device=None) -> IdentityEmbedder:
     """A frozen IdentityEmbedder on dlib's network. ``crop_points``: dlib's five landmarks in the
     aligned crop (pixels at ``crop_size``); default: from engine/face.py's crop template."""
+    if device is not None:
+        from .inference import check_cuda
+        check_cuda(device)
     if crop_points is None:
         crop_points = default_crop_points(crop_size)
     emb = IdentityEmbedder(load_dlib_net(path), crop_points, crop_size)

@@ -93,6 +93,15 @@ def cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
+def check_cuda(device) -> None:
+    """A torch device (``cuda``, ``cuda:N``, ``cpu``...) usable here: a GPU asked of a torch that has none (a
+    CPU-only build, no NVIDIA driver) is a clear InferenceError, not torch's assertion deep in a ``.to()``."""
+    if str(device).startswith("cuda") and not cuda_available():
+        import torch
+        raise InferenceError(f"device {str(device)!r}: torch {torch.__version__} sees no CUDA GPU (a CPU-only build "
+                             "of torch, or no NVIDIA driver); use the CPU ('cpu', or 'auto')")
+
+
 def physical_cores() -> int:
     """Physical cores available to this process (hyper-threads do not help convolutions)."""
     try:
@@ -413,7 +422,9 @@ class Models:
         return self._out(self.runner.regress(self._images(images)), images)
 
 
-def _resolve_device(device: str) -> str:
+def resolve_device(device: str) -> str:
+    """"cpu" or "cuda" for ``device`` "auto" | "cpu" | "cuda" ("auto": a GPU where torch has one). What needs the
+    GPU checks it there (``check_cuda``; onnxruntime's own CUDA provider, ``ort_providers``)."""
     if device not in ("auto", "cpu", "cuda"):
         raise InferenceError(f"device must be 'auto', 'cpu' or 'cuda', not {device!r}")
     if device == "auto":
@@ -443,7 +454,7 @@ def load_models(path, backend: str = "auto", device: str = "auto", *, expect: Mo
     path = Path(path)
     if backend not in ("auto",) + BACKENDS:
         raise InferenceError(f"unknown backend {backend!r}; choose auto, {', '.join(BACKENDS)}")
-    dev = _resolve_device(device)
+    dev = resolve_device(device)
     if not path.exists():
         raise InferenceError(f"no checkpoint or export at {path}")
     export = is_export_folder(path)

@@ -154,6 +154,8 @@ class TorchRunner:
     name = "torch"
 
     def __init__(self, generator, discriminator, device: str, threads: int | None, fused: bool = False):
+        from .inference import check_cuda
+        check_cuda(device)
         if threads:
             torch.set_num_threads(threads)
         self.device = torch.device(device)

@@ -189,6 +189,19 @@ def test_tensorrt_backend_without_gpu(tiny):
     assert m.backend == "onnxruntime"
 
 
+def test_a_gpu_asked_of_a_torch_without_one_is_a_clear_error(tiny):
+    """The torch backend and the identity network on ``cuda`` where torch has no GPU: an InferenceError that
+    says so, not torch's AssertionError from inside a ``.to()``."""
+    if torch.cuda.is_available():
+        pytest.skip("this torch has a GPU")
+    from engine.identity import load_dlib_embedder
+    with pytest.raises(InferenceError, match="'cuda': torch .* sees no CUDA GPU"):
+        load_models(tiny[0], backend="torch", device="cuda")
+    with pytest.raises(InferenceError, match="'cuda:0': torch .* sees no CUDA GPU"):
+        load_dlib_embedder(device="cuda:0")
+    assert load_models(tiny[0], backend="torch", device="cpu").backend == "torch"
+
+
 def test_auto_and_threads(tiny):
     ck, _ = tiny
     assert physical_cores() >= 1

@@ -17,7 +17,7 @@ from tests.onnx_embedder import make_arcface_like_onnx
 from trainer.data import DatasetError, paint_like, write_arrays
 from trainer.synthetic import write_synthetic
 from trainer.train import (TrainConfig, Trainer, config_from_args, edit_ratio, follows_params, per_parameter_mse,
-                           regression_figures, weights_digest)
+                           regression_figures, training_device, weights_digest)
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS = 400  # of which the first 40% paired
@@ -278,6 +278,34 @@ def test_bad_training_inputs(data, tmp_path):
         Trainer(_cfg(data, tmp_path, unpaired=[str(tmp_path / "nan")]))
     with pytest.raises(DatasetError, match="listed as paired"):
         Trainer(_cfg(data, tmp_path, paired=[str(data / "unpaired")]))
+
+
+def test_the_training_device_is_an_indexed_gpu_or_a_clear_error(monkeypatch):
+    """``--device``: a GPU is made current by its index (torch.cuda.set_device refuses a bare ``cuda`` device,
+    which had stopped every run on a GPU machine at its start); a GPU where torch has none, one the machine
+    lacks, or a device name torch does not train on is a clear error. The GPUs here are torch.cuda's functions
+    replaced (no GPU needed); set_device checks its argument as torch's own does."""
+    from torch.cuda._utils import _get_device_index
+
+    assert training_device("cpu") == torch.device("cpu")
+    with pytest.raises(ValueError, match="auto, cpu, cuda or cuda:N, not 'gpu'"):
+        training_device("gpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert training_device("auto") == torch.device("cpu")
+    with pytest.raises(ValueError, match="sees no CUDA GPU"):
+        training_device("cuda")
+    made_current = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda d: made_current.append(_get_device_index(d)))
+    assert training_device("auto") == torch.device("cuda", 0)
+    assert training_device("cuda:1") == torch.device("cuda", 1)
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert training_device("cuda", rank=1, world=2) == torch.device("cuda", 1)
+    assert made_current == [0, 1, 1]
+    with pytest.raises(ValueError, match="has 2 CUDA GPU"):
+        training_device("cuda:2")
 
 
 def test_config_files_and_overrides(tmp_path):

@@ -920,7 +920,8 @@ def add_arguments(p) -> None:
     p.add_argument("--backend", default="auto", help="inference backend (auto, torch, onnxruntime, ...)")
     from engine.animator import add_precision_argument
     add_precision_argument(p)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"),
+                   help="where the models and the identity network run (default cpu; auto: a GPU if there is one)")
     p.add_argument("--seed", type=int, default=0)
     g = p.add_argument_group("motion metrics (trainer/motion.py; off by default: minutes of CPU)")
     g.add_argument("--motion", action="store_true",
@@ -950,6 +951,8 @@ def main(args) -> int:
     data = Path(args.data)
     if not (data / "driving").is_dir():
         raise FileNotFoundError(f"{data} has no driving/ folder of videos")
+    from engine.inference import resolve_device
+    args.device = resolve_device(args.device)
     models = [load_models(args.checkpoint, args.backend, args.device, precision=args.precision)]
     if args.compare:
         models.append(load_models(args.compare, args.backend, args.device, precision=args.precision))

@@ -44,6 +44,7 @@ from torch.nn import functional as F
 
 from engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from engine.config import ModelConfig, ProfileMismatchError, get_profile
+from engine.inference import check_cuda
 from engine.models import Discriminator, build_generator
 from engine.torch_backend import weights_digest
 
@@ -216,6 +217,36 @@ def broadcast_parameters(module: nn.Module) -> None:
         return
     for t in list(module.parameters()) + list(module.buffers()):
         d.broadcast(t.data, 0)
+
+
+def training_device(name: str, rank: int = 0, world: int = 1) -> torch.device:
+    """The device a run trains on, made current: ``auto`` (a CUDA GPU where torch has one, else the CPU),
+    ``cpu``, ``cuda`` (under torchrun each rank the GPU of its LOCAL_RANK) or ``cuda:N``. A GPU asked for
+    where torch sees none, or one the machine does not have, is a clear error before any work.
+    (torch.cuda.set_device takes an index: a bare ``cuda`` device made it raise on every GPU machine.)"""
+    name = str(name or "auto").strip().lower()
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):
+        raise ValueError(f"device must be auto, cpu, cuda or cuda:N, not {name!r}")
+    if device.type == "cpu":
+        return device
+    check_cuda(name)
+    count = torch.cuda.device_count()
+    if device.index is not None:
+        index = device.index
+    elif world > 1:
+        index = int(os.environ.get("LOCAL_RANK", rank)) % count
+    else:
+        index = torch.cuda.current_device()
+    if not 0 <= index < count:
+        raise ValueError(f"device {name!r}: this machine has {count} CUDA GPU(s) (cuda:0 to cuda:{count - 1})")
+    torch.cuda.set_device(index)
+    return torch.device("cuda", index)
 
 
 def _rng_state(gen: torch.Generator) -> dict:
@@ -466,14 +497,8 @@ class Trainer:
         return ck.generator.to(self.device).eval().requires_grad_(False)
 
     def _device(self) -> torch.device:
-        dev = self.cfg.device
-        if dev == "auto":
-            dev = "cuda" if torch.cuda.is_available() else "cpu"
-        if dev == "cuda" and self.world > 1:
-            dev = f"cuda:{int(os.environ.get('LOCAL_RANK', self.rank)) % max(1, torch.cuda.device_count())}"
-        device = torch.device(dev)
+        device = training_device(self.cfg.device, self.rank, self.world)
         if device.type == "cuda":
-            torch.cuda.set_device(device)
             torch.backends.cudnn.benchmark = True  # fixed input sizes
         return device
 
