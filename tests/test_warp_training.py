@@ -70,6 +70,31 @@ def test_warp_profile_trains_resumes_and_animates(pairs, tmp_path):
     assert np.abs(anim.animate(p).astype(int) - src.base).mean() > 0.3
 
 
+def test_a_gan_step_warps_its_batch_to_the_target_once(pairs, tmp_path, monkeypatch):
+    """A step's D and G passes warp the same batch to the same p: the geometry (CPU work, a third of a
+    step's) is made once, so a step warps twice (to the target, and back for the cycle) where it warped three
+    times, and its losses are exactly those of warping again."""
+    import engine.geometry as geometry
+    from trainer.train import Conditioned, TrainConfig, Trainer
+    info, _ = pairs
+    cfg = TrainConfig(profile="tiny-warp", paired=[str(info.path)], out=str(tmp_path / "run"), paired_steps=1,
+                      unpaired_steps=0, batch_size=4, n_critic=1, no_id=True, workers=0, progress=False, seed=5)
+    warps = []
+    warp_batch = geometry.warp_batch
+    monkeypatch.setattr(geometry, "warp_batch", lambda *a: warps.append(len(a[1])) or warp_batch(*a))
+
+    def step():
+        tr = Trainer(cfg)
+        return tr.train_step(next(tr._stream("paired", 0)), "paired")
+    once = step()
+    assert warps == [4, 4]
+    inputs = Conditioned.inputs
+    monkeypatch.setattr(Conditioned, "inputs", lambda self, x, p: (setattr(self, "_last", None), inputs(self, x, p))[1])
+    again = step()
+    assert len(warps) == 5 and set(once) == set(again) >= {"D/adv", "G/adv", "G/rec", "G/gen"}
+    assert all(once[k] == again[k] for k in once), {k: (once[k], again[k]) for k in once}
+
+
 def test_warp_profile_needs_landmarks(tmp_path):
     from trainer.train import TrainConfig, Trainer
     d = tmp_path / "plain"

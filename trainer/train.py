@@ -316,6 +316,7 @@ class Conditioned:
         self.landmarks = None if landmarks is None else np.asarray(landmarks, np.float64)
         self.p_src = None if p_src is None else np.asarray(p_src.cpu() if torch.is_tensor(p_src) else p_src)
         self.dst = None
+        self._last = None   # (x, p, inputs): a step's D and G passes warp the same batch to the same p once
 
     def __call__(self, x: torch.Tensor, p: torch.Tensor):
         return self.G(x, p, **self.inputs(x, p))
@@ -324,6 +325,8 @@ class Conditioned:
         """G's inputs beside (x, p): for the warp kind, x warped along its meshes to p (``frame``)."""
         if self.face_model is None:
             return {}
+        if self._last is not None and self._last[0] is x and self._last[1] is p:
+            return self._last[2]
         from engine.geometry import warp_batch
         b = p.shape[0]
         lm, ps = self.landmarks, self.p_src
@@ -333,7 +336,9 @@ class Conditioned:
         if len(crops) != b:
             crops = np.repeat(crops[:1], b, 0)
         maps, extra, drawn, self.dst = warp_batch(self.face_model, lm, ps, p.detach().cpu().numpy(), crops)
-        return {"frame": warp_frame(x, maps, extra, drawn)}
+        out = {"frame": warp_frame(x, maps, extra, drawn)}
+        self._last = (x, p, out)
+        return out
 
     def rows(self, sl: slice) -> "Conditioned":
         if self.face_model is None:
