@@ -630,8 +630,10 @@ COLOUR_CHROMA = 0.06
 
 def colourfulness(image: np.ndarray) -> float:
     """How much colour a picture (h, w, 3) has, 0 (black and white) to 1 (a colour photo's, COLOUR_CHROMA)."""
-    x = np.asarray(image, np.float32)
-    chroma = (x.max(2) - x.min(2)) / (x.mean(2) + 8.0)
+    x = np.asarray(image)
+    r, g, b = x[..., 0], x[..., 1], x[..., 2]      # channel by channel: NumPy's reductions over an axis of 3 are slow
+    spread = (np.maximum(np.maximum(r, g), b) - np.minimum(np.minimum(r, g), b)).astype(np.float32)
+    chroma = spread / ((r.astype(np.float32) + g + b) / np.float32(3.0) + np.float32(8.0))
     return float(min(1.0, chroma.mean() / COLOUR_CHROMA))
 
 
