@@ -500,9 +500,11 @@ def extract_track(video: str | os.PathLike, out: str | os.PathLike, audio: str |
         closed = closed_mouth(model, fit.neutral, closed).astype(np.float64)
     p -= closed
     pose, yaw = _clip_pose(lms, found)
-    if hasattr(model, "lid_gaps"):      # a turned head's far eye blinks with its near one, as a face driver's
-        from .pose import link_far_eye
+    if hasattr(model, "lid_gaps"):      # a turned head's far eye blinks with its near one, a blink's two eyes
+        from .pose import BlinkPairing, link_far_eye     # shut alike, as a face driver's
         p = link_far_eye(model, p, yaw)
+        blinks = BlinkPairing(model, model.lid_gaps(fit.neutral))
+        p = np.stack([blinks.pair(row, float(t)) for row, t in zip(p, times)])
     valid = found & np.asarray(fit.valid, bool) & np.all(np.isfinite(p), axis=1)
     t_arr = np.asarray(times, np.float64)
     missing = np.flatnonzero(~valid)

@@ -404,6 +404,7 @@ class FaceDriver:
         self._neutrals: dict[str, np.ndarray] | None = None   # the driver's neutral (relative mode) by mouth
         self._shape: np.ndarray | None = None       # its neutral mesh (canonical; mesh p in relative mode)
         self._lids: np.ndarray | None = None        # its neutral's lid gaps (FaceModel.lid_gaps; lids_ratio)
+        self._blinks: head_pose.BlinkPairing | None = None   # a blink's eyes read alike (against those gaps)
         self._switch: list[float] = []              # residual ratios of the last checks (SWITCH_RATIO)
         self._since_check = 0
         self.neutral_pose = None                   # its head pose (engine.pose.HeadPose)
@@ -492,6 +493,7 @@ class FaceDriver:
             self._neutrals = None
             self._shape = None
             self._lids = None
+            self._blinks = None
             self._switch = []
             if self._person is not None:
                 self._person.forget()
@@ -521,10 +523,11 @@ class FaceDriver:
         if self._person is not None:
             self._person.remember(crops or [])
         with self._lock:
-            self._shape, self._lids, self._switch = None, None, []
+            self._shape, self._lids, self._blinks, self._switch = None, None, None, []
             if self.face_model is not None and lms and all(x is not None for x in lms):
                 shape = estimate_neutral(align_many(np.stack(lms).astype(np.float64)))[0]
                 self._lids = self.face_model.lid_gaps(shape)
+                self._blinks = head_pose.BlinkPairing(self.face_model, self._lids)
                 if self.params == "mesh":
                     self._shape = shape
                     ps = self.read_mesh(np.stack(lms))
@@ -719,7 +722,7 @@ class FaceDriver:
             if len(self._pose_calib) >= self.calib_frames and t - self._pose_calib[0][0] >= self.calib_s:
                 self.neutral_pose = head_pose.mean_pose([h for _, h in self._pose_calib])
                 self._pose_calib = None
-        self.target = np.concatenate([self._target(p_raw, head), self._pose_target(head)])
+        self.target = np.concatenate([self._target(p_raw, head, t), self._pose_target(head)])
         lim = self._limits()
         self._last_out = np.clip(self._filter(self.target, t), -lim, lim).astype(np.float32)
 
@@ -753,11 +756,13 @@ class FaceDriver:
         """(2,) the portrait's lid travel over this driver's (relative mode; module ``lids_ratio``)."""
         return lids_ratio(self.rest_lids, self._lids) if self.face_model is not None else None
 
-    def _target(self, p_raw: np.ndarray, head=None) -> np.ndarray:
+    def _target(self, p_raw: np.ndarray, head=None, t: float = 0.0) -> np.ndarray:
         yaw = head_pose.yaw_of(head)
         if self.mode == "absolute":
             return self.expression_scale * head_pose.link_far_eye(self.face_model, p_raw, yaw)
         motion = head_pose.link_far_eye(self.face_model, p_raw - self.neutral, yaw)
+        if self._blinks is not None:
+            motion = self._blinks.pair(motion, t)
         return self.rest_params + self.expression_scale * retarget_lids(self.face_model, motion, self.lids_ratio)
 
     def _pose_target(self, head) -> np.ndarray:

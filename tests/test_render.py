@@ -717,6 +717,55 @@ def test_a_turned_heads_far_eye_blinks_with_the_near_one():
     assert np.allclose(fm.lid_moves(batch[1]), far_right, atol=1e-4)
 
 
+def test_a_blink_read_unevenly_shuts_both_eyes_alike_and_a_wink_stays_a_wink():
+    """The face mesh reads a blink's two eyes unevenly (a blurred lid): once both eyes have read at least
+    BLINK_BOTH shut in one frame, their lids move alike (the mean of their moves) until both are open again
+    (``engine.pose.BlinkPairing``); a wink, whose open eye never shuts that far, is its own. Through a face driver
+    as through the pairing alone."""
+    from engine.blendshapes import load_default_face_model
+    from engine.pose import BLINK_BOTH, BLINK_MAX_S, BLINK_OPEN, BlinkPairing
+    from streaming.drivers import FaceDriver
+    from tests.test_synth_pairs import _face_and_image
+    fm = load_default_face_model()
+    lm, _ = _face_and_image(fm, 128)
+    gaps = fm.lid_gaps(fm.instantiate(np.zeros(40)))
+
+    def eyes(right, left, g=gaps):               # a motion whose lids read these shares of the gaps g shut
+        return fm.with_lid_moves(np.zeros(40), -np.array([right, left]) * g)
+
+    def shut(motion, g=gaps):
+        return -fm.lid_moves(motion) / g
+    pairing = BlinkPairing(fm, gaps)
+    wink = [pairing.pair(eyes(0.9, 0.1 + 0.1 * k), k / 30) for k in range(4)]   # the open eye narrows a little
+    assert all(np.allclose(shut(m), [0.9, 0.1 + 0.1 * k], atol=1e-6) for k, m in enumerate(wink))
+    blink = [(0.3, 0.2), (0.6, BLINK_BOTH + 0.05), (0.75, 0.25), (0.5, 0.1), (BLINK_OPEN - 0.05, 0.05), (0.7, 0.2)]
+    out = [fm.lid_moves(pairing.pair(eyes(*e), 1 + k / 30)) for k, e in enumerate(blink)]
+    assert np.allclose(out[0], -np.array(blink[0]) * gaps, atol=1e-6)            # before both shut: as read
+    for k in (1, 2, 3):                                                        # the blink: alike, the mean move
+        assert out[k][0] == pytest.approx(out[k][1], abs=1e-6)
+        assert out[k][0] == pytest.approx(np.mean(-np.array(blink[k]) * gaps), abs=1e-6)
+    for k in (4, 5):                                                           # both open again: as read
+        assert np.allclose(out[k], -np.array(blink[k]) * gaps, atol=1e-6)
+    pairing.pair(eyes(0.6, 0.6), 2.0)
+    late = shut(pairing.pair(eyes(0.8, 0.3), 2.0 + BLINK_MAX_S + 0.1))   # a "blink" held past BLINK_MAX_S: not one
+    assert np.allclose(late, [0.8, 0.3], atol=1e-6)
+    assert np.allclose(BlinkPairing(fm, None).pair(eyes(0.6, 0.6), 0.0), eyes(0.6, 0.6))
+
+    d = FaceDriver(None, 40, 128, rest=np.zeros(40), calib_frames=3, calib_s=0.0, min_cutoff=1000.0, beta=0.0,
+                   face_model=fm)
+    for i in range(3):
+        d.update(np.zeros(40), i / 30, crop_landmarks=lm, mouth=0.0)
+
+    def target(right, left, t):
+        d.update(eyes(right, left, d._lids), t, crop_landmarks=lm)
+        return fm.lid_moves(d.target[:40] - d.rest_params)
+    assert np.allclose(target(0.9, 0.15, 1.0), -np.array([0.9, 0.15]) * d._lids, atol=1e-4)   # a wink
+    target(0.7, 0.7, 1.1)
+    uneven = target(0.8, 0.2, 1.15)                                             # a blink read unevenly
+    assert uneven[0] == pytest.approx(uneven[1], abs=1e-4)
+    assert uneven[0] == pytest.approx(np.mean(-np.array([0.8, 0.2]) * d._lids), abs=1e-4)
+
+
 def test_a_mesh_driver_reads_its_frames_against_its_own_neutral_mesh():
     """Relative mode, params "mesh": the calibration fits the driver's neutral mesh once (as a track's
     sequence neutral) and every later frame's p is read against it, not fitted with an identity of its
