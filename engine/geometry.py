@@ -1120,6 +1120,37 @@ def warp_batch(face_model, landmarks: np.ndarray, p_src: np.ndarray, p_trg: np.n
     return np.stack(maps).astype(np.float32), np.stack(extra), np.stack(drawn), np.stack(dsts)
 
 
+def warp_rows(task) -> np.ndarray:
+    """One worker process's share of a training batch (``trainer.train.GeometryPool``): ``task`` = (file, batch,
+    first row, landmarks, p_src, p_trg, images); ``warp_batch`` of those rows with the embedded blendshape model,
+    its maps, extra and drawn layer written into their rows of the batch's arrays in ``file`` (``warp_arrays``: a
+    memory-mapped file, so that megabytes of arrays do not travel through a pipe); returns the target meshes."""
+    from .blendshapes import load_default_face_model
+    path, b, k, *rows = task
+    maps, extra, drawn, dst = warp_batch(load_default_face_model(), *rows)
+    out = warp_arrays(path, b, rows[3].shape[1])
+    for a, part in zip(out, (maps, extra, drawn)):
+        a[k:k + len(part)] = part
+    for a in out:
+        a.flush()
+    return dst
+
+
+def warp_arrays(path, b: int, size: int, create: bool = False) -> list[np.ndarray]:
+    """``warp_batch``'s maps (b, S, S, 2), extra (b, 3, S, S) and drawn layer (b, S, S, 4), float32, one after the
+    other in the memory-mapped ``path`` (made with ``create``)."""
+    shapes = [(b, size, size, 2), (b, 3, size, size), (b, size, size, 4)]
+    total = sum(int(np.prod(sh)) for sh in shapes) * 4
+    if create:
+        with open(path, "wb") as f:
+            f.truncate(total)
+    out, offset = [], 0
+    for sh in shapes:
+        out.append(np.memmap(path, np.float32, "r+", offset=offset, shape=sh))
+        offset += int(np.prod(sh)) * 4
+    return out
+
+
 FLOW_SCALE = 4.0    # generator_frame's flow channels: about -1..1 for the largest face motions
 
 

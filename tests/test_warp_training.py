@@ -95,6 +95,30 @@ def test_a_gan_step_warps_its_batch_to_the_target_once(pairs, tmp_path, monkeypa
     assert all(once[k] == again[k] for k in once), {k: (once[k], again[k]) for k in once}
 
 
+def test_geometry_workers_make_the_same_steps(pairs, tmp_path):
+    """``geometry_workers``: the per-sample geometry made by worker processes (trainer.train.GeometryPool; the
+    default on a GPU, where one core's geometry bounds a step) gives a run the same steps as making it in the
+    trainer's process; their shared file is gone when the run ends."""
+    from pathlib import Path
+
+    from trainer.train import TrainConfig, Trainer
+    info, _ = pairs
+    base = dict(profile="tiny-warp", paired=[str(info.path)], paired_steps=2, unpaired_steps=0, batch_size=4,
+                n_critic=1, no_id=True, workers=0, progress=False, seed=5, val_count=4, sample_images=1,
+                sample_params=[30])
+    runs = {}
+    for n in (0, 2):
+        tr = Trainer(TrainConfig(**base, out=str(tmp_path / f"w{n}"), geometry_workers=n), keep_history=True)
+        tr.run()
+        runs[n] = tr
+    assert runs[0].history == runs[2].history and len(runs[2].history) == 2
+    import tempfile
+    assert runs[2]._geometry is None
+    assert not [f for d in ("/dev/shm", tempfile.gettempdir()) for f in Path(d).glob("slidergan-geometry-*")]
+    assert TrainConfig(**base).geometry_workers == -1            # auto: none on this CPU
+    assert runs[0]._geometry_pool() is None
+
+
 def test_warp_profile_needs_landmarks(tmp_path):
     from trainer.train import TrainConfig, Trainer
     d = tmp_path / "plain"

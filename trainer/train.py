@@ -105,6 +105,9 @@ class TrainConfig:
     sample_params: list[int] = field(default_factory=lambda: [0, 1, 3])  # ... times swept parameters
     seed: int = 0
     workers: int = 2  # DataLoader workers per rank
+    # Processes that make the warp generator's per-sample geometry (GeometryPool): 0 in the trainer's own; -1 (auto)
+    # none on the CPU, whose cores train the network, and on a GPU the CPU's cores but one (at most 16) per rank
+    geometry_workers: int = -1
     shuffle_buffer: int = 2048
     device: str = "auto"  # auto, cpu, cuda, cuda:N
     progress: bool = True
@@ -290,6 +293,41 @@ def prune_checkpoints(written, keep: int) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+class GeometryPool:
+    """The warp generator's per-sample geometry (``engine.geometry.warp_batch``, about 3 ms a sample a warp on one
+    core: on a GPU the step's bound) made by worker processes, the batch's rows split among them and their arrays
+    written into a memory-mapped file (in /dev/shm where there is one); each row is the same computation as in the
+    trainer's process, so a run is the same with any number of workers."""
+
+    def __init__(self, workers: int):
+        import concurrent.futures
+        import multiprocessing
+        import tempfile
+        self.workers = int(workers)
+        # spawned, not forked: a fork of a process that runs torch's threads can hang in the child
+        self.pool = concurrent.futures.ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"))
+        shm = Path("/dev/shm")
+        fd, name = tempfile.mkstemp(prefix="slidergan-geometry-", dir=shm if shm.is_dir() else None)
+        os.close(fd)
+        self.path, self.shape = Path(name), None
+
+    def warp(self, face_model, landmarks, p_src, p_trg, images) -> tuple:
+        """``warp_batch``'s result for the embedded blendshape model (the one the trainer checked its data against;
+        ``face_model`` is that one)."""
+        from engine.geometry import warp_arrays, warp_rows
+        b, size = len(landmarks), images.shape[1]
+        arrays = warp_arrays(self.path, b, size, create=self.shape != (b, size))
+        self.shape = (b, size)
+        parts = np.array_split(np.arange(b), min(self.workers, b))
+        tasks = [(str(self.path), b, int(k[0]), landmarks[k], p_src[k], p_trg[k], images[k]) for k in parts if len(k)]
+        dst = np.concatenate(list(self.pool.map(warp_rows, tasks)))
+        return (*(np.array(a) for a in arrays), dst)
+
+    def close(self) -> None:
+        self.pool.shutdown(cancel_futures=True)
+        self.path.unlink(missing_ok=True)
+
+
 def warp_frame(images: torch.Tensor, maps: np.ndarray, extra: np.ndarray, drawn: np.ndarray) -> torch.Tensor:
     """The warp generator's input on tensors (engine.geometry.MeshWarp.generator_frame): ``images``
     (B, 3, S, S) resampled at ``maps`` (B, S, S, 2) crop pixels (as cv2.remap does at inference:
@@ -311,8 +349,8 @@ class Conditioned:
     parameters ``p_src``: each is warped along its mesh to p first (engine.geometry). One row of
     landmarks serves a batch of one image repeated. ``dst`` keeps the last call's target meshes."""
 
-    def __init__(self, G, face_model=None, landmarks=None, p_src=None):
-        self.G, self.face_model = G, face_model
+    def __init__(self, G, face_model=None, landmarks=None, p_src=None, warp=None):
+        self.G, self.face_model, self.warp = G, face_model, warp     # warp: GeometryPool.warp, or None (here)
         self.landmarks = None if landmarks is None else np.asarray(landmarks, np.float64)
         self.p_src = None if p_src is None else np.asarray(p_src.cpu() if torch.is_tensor(p_src) else p_src)
         self.dst = None
@@ -328,6 +366,7 @@ class Conditioned:
         if self._last is not None and self._last[0] is x and self._last[1] is p:
             return self._last[2]
         from engine.geometry import warp_batch
+        warp = self.warp or warp_batch
         b = p.shape[0]
         lm, ps = self.landmarks, self.p_src
         if len(lm) != b:
@@ -335,7 +374,7 @@ class Conditioned:
         crops = tensor_to_images(x.detach())
         if len(crops) != b:
             crops = np.repeat(crops[:1], b, 0)
-        maps, extra, drawn, self.dst = warp_batch(self.face_model, lm, ps, p.detach().cpu().numpy(), crops)
+        maps, extra, drawn, self.dst = warp(self.face_model, lm, ps, p.detach().cpu().numpy(), crops)
         out = {"frame": warp_frame(x, maps, extra, drawn)}
         self._last = (x, p, out)
         return out
@@ -343,7 +382,7 @@ class Conditioned:
     def rows(self, sl: slice) -> "Conditioned":
         if self.face_model is None:
             return self
-        return Conditioned(self.G, self.face_model, self.landmarks[sl], self.p_src[sl])
+        return Conditioned(self.G, self.face_model, self.landmarks[sl], self.p_src[sl], self.warp)
 
 
 @torch.no_grad()
@@ -557,6 +596,7 @@ class Trainer:
         train_params = np.concatenate([i.all_params() for i in (self.unpaired_infos or self.paired_infos)])
         self.mean_params = torch.from_numpy(train_params.mean(0))
         self.face_model = None
+        self._geometry: GeometryPool | None = None        # made on first use (geometry_workers)
         if self.mcfg.generator == "warp":
             self.face_model = self._warp_face_model([*self.paired_infos, *self.unpaired_infos, val]
                                                     + ([vp] if cfg.val_pairs else []))
@@ -580,7 +620,18 @@ class Trainer:
         if self.face_model is None:
             return Conditioned(self.G)
         lm = landmarks.cpu().numpy() if torch.is_tensor(landmarks) else landmarks
-        return Conditioned(self.G, self.face_model, lm, p_src)
+        return Conditioned(self.G, self.face_model, lm, p_src, self._geometry_pool())
+
+    def _geometry_pool(self):
+        """GeometryPool.warp for the warp generator's geometry (``geometry_workers``), or None: in this process."""
+        n = int(self.cfg.geometry_workers)
+        if n < 0:
+            n = 0 if self.device.type == "cpu" else min(16, max(0, (os.cpu_count() or 1) // max(1, self.world) - 1))
+        if n == 0:
+            return None
+        if self._geometry is None:
+            self._geometry = GeometryPool(n)
+        return self._geometry.warp
 
     def _first_rows(self, info) -> dict[str, torch.Tensor]:
         """The first ``val_count`` samples of a dataset, as one batch (validation)."""
@@ -764,6 +815,14 @@ class Trainer:
 
     def run(self, max_steps: int | None = None) -> dict:
         """Train until the end of the schedule (or ``max_steps`` steps in all); returns a summary."""
+        try:
+            return self._run(max_steps)
+        finally:
+            if self._geometry is not None:
+                self._geometry.close()
+                self._geometry = None
+
+    def _run(self, max_steps: int | None) -> dict:
         cfg = self.cfg
         end = self.total_steps if max_steps is None else min(self.total_steps, max_steps)
         if self.rank == 0:
