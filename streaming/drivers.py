@@ -25,7 +25,8 @@ combines them (speech from a track while the expression follows the webcam, a sl
   ``ease_s``: the portrait never freezes open.
 - ``SlidersDriver``: values set by hand, and named presets (``presets.py``).
 - ``DriverMix``: routes each parameter group ("exp", "speech") to one driver, then applies pinned
-  sliders on top.
+  sliders on top; where nothing drives the expression (routed to "rest", or to sliders none of whose expression
+  sliders is set), ``IdleBlinks`` blinks the portrait.
 
 The face, track and microphone drivers scale the motion they give by ``expression_scale`` (SadTalker's
 ``--expression_scale``, LivePortrait's driving multiplier): 1 as driven, 0 none, 2 twice as much; the
@@ -37,6 +38,7 @@ Every driver has ``value(t) -> np.ndarray | None`` (None: nothing to say yet) an
 """
 from __future__ import annotations
 
+import bisect
 import logging
 import math
 import threading
@@ -1018,6 +1020,52 @@ class SlidersDriver:
             return self.values.copy()
 
 
+# ---------------------------------------------------------------------------------------- idle blinks
+# A portrait whose expression nothing drives (sound, a speech-only track, the microphone without a camera) stared
+# and never blinked. People talking blink about every 3-4 s (15-20 a minute), irregularly, each blink about a third
+# of a second, shutting faster than it opens: IdleBlinks draws such blinks (intervals from a gamma distribution of
+# mean IDLE_BLINK_EVERY_S, none shorter than IDLE_BLINK_MIN_S; each closing, shut and opening for IDLE_BLINK_SHAPE
+# seconds), from a fixed seed so that a render is the same every time.
+IDLE_BLINK_EVERY_S, IDLE_BLINK_MIN_S = 3.5, 1.2
+IDLE_BLINK_SHAPE = (0.08, 0.04, 0.2)
+
+
+class IdleBlinks:
+    """Blinks for a portrait whose expression nothing drives (``DriverMix.idle``): ``apply(p, t, rest)`` shuts the
+    portrait's lids (``lids``, its lid gaps: ``engine.animator.SourceInfo.lids``) as far as the blink under way at
+    clock time ``t`` (seconds) does. ``enabled`` False: none."""
+
+    def __init__(self, face_model, lids, seed: int = 0):
+        lids = None if lids is None else np.asarray(lids, np.float64)
+        self.enabled = face_model is not None and lids is not None and lids.shape == (2,) and bool(np.all(lids > 0))
+        self.face_model, self.lids = face_model, lids
+        self._rng = np.random.default_rng(seed)
+        self._starts = [float(self._rng.uniform(0.8, 2.5))]
+
+    def shut(self, t: float) -> float:
+        """How far (0 open .. 1 shut) the blink under way at ``t`` has shut the eyes."""
+        if t < 0 or not np.isfinite(t):
+            return 0.0
+        while self._starts[-1] <= t:          # the schedule, drawn as far as it is asked
+            gap = self._rng.gamma(4.0, IDLE_BLINK_EVERY_S / 4.0)
+            self._starts.append(self._starts[-1] + max(IDLE_BLINK_MIN_S, float(gap)))
+        k = bisect.bisect_right(self._starts, t) - 1
+        if k < 0:
+            return 0.0
+        dt, (close, hold, opening) = t - self._starts[k], IDLE_BLINK_SHAPE
+        x = dt / close if dt < close else 1.0 if dt < close + hold else 1.0 - (dt - close - hold) / opening
+        x = min(max(x, 0.0), 1.0)
+        return x * x * (3.0 - 2.0 * x)
+
+    def apply(self, p: np.ndarray, t: float, rest: np.ndarray) -> np.ndarray:
+        k = self.shut(t) if self.enabled else 0.0
+        if k <= 0:
+            return p
+        motion = np.asarray(p, np.float64) - rest
+        moves = np.maximum(self.face_model.lid_moves(motion) - k * self.lids, -self.lids)
+        return (rest + self.face_model.with_lid_moves(motion, moves)).astype(np.float32)
+
+
 # -------------------------------------------------------------------------------------- the mix
 class DriverMix:
     """Routes each parameter group to a driver and pins sliders on top.
@@ -1038,6 +1086,7 @@ class DriverMix:
         self.drivers: dict[str, object] = {"sliders": self.sliders}
         self.routes = {"exp": "sliders", "speech": "sliders"}
         self.hold_expression = False
+        self.idle: IdleBlinks | None = None     # blinks while nothing drives the expression (``value``)
         self._scale = 1.0
         self._lock = threading.Lock()
 
@@ -1100,6 +1149,9 @@ class DriverMix:
                     ix = ix[present[ix]]
                 out[ix] = v[ix]
         pins = self.sliders.pinned
+        if self.idle is not None and t is not None and not self.hold_expression and (
+                routes["exp"] == "rest" or routes["exp"] == "sliders" and not pins[self.idx["exp"]].any()):
+            out = self.idle.apply(out, float(t), self.rest)      # nothing drives the expression: it blinks
         if pins.any():
             sv = self.sliders.value(t)
             out[pins] = sv[pins]

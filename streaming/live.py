@@ -305,7 +305,7 @@ def main(args) -> int:
 
     from engine.animator import Animator, check_framing, load_models
 
-    from .drivers import MAX_EXPRESSION_SCALE, DriverMix, FaceDriver, TrackDriver, resolve_motion
+    from .drivers import MAX_EXPRESSION_SCALE, DriverMix, FaceDriver, IdleBlinks, TrackDriver, resolve_motion
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     window, why = (False, "--no-window") if args.no_window else gui_available()
     if not window and not args.record:
@@ -339,6 +339,7 @@ def main(args) -> int:
     head = motion == "head"
     n_exp = int(models.n_exp)
     mix = DriverMix(n_exp, anim.n_params, anim.source_params)
+    mix.idle = IdleBlinks(anim.face_model, anim.source.lids)    # while nothing drives the expression
     mix.hold_expression = motion == "speech"
     mix.expression_scale = args.expression_scale       # and every driver set on the mix below
     mic = None

@@ -363,7 +363,7 @@ def render(source, driver, out, *, audio=None, checkpoint=None, backend: str = "
            face: tuple[float, float] | None = None, source_mouth: str = "closed", precision: str = "fp32",
            neutral_at: float | str | None = None, expression_scale: float = 1.0, framing: str = "square",
            source_face: tuple[float, float] | None = None, mouth_interior: str = "driver",
-           neutral_from: str | Path | None = None) -> RenderResult:
+           neutral_from: str | Path | None = None, blinks: bool = True) -> RenderResult:
     """Render ``source`` (portrait) driven by ``driver`` (video or track) to ``out``. ``framing``: "square"
     (a square around the face, ``size`` px, default 512) or "full" (the whole photo, its aspect kept,
     long side ``size``, default the photo's own up to 1920: LivePortrait's paste-back, SadTalker's
@@ -389,7 +389,8 @@ def render(source, driver, out, *, audio=None, checkpoint=None, backend: str = "
     shape), the head's neutral pose still from the video's first second; a file of someone else is refused.
     ``expression_scale``: the driver's expression and speech motion times this (streaming.drivers; 1: as
     driven). ``mouth_interior``: with a driver video, "driver" (the driver's own teeth and tongue inside the
-    portrait's open mouth, engine.mouth) or "drawn"."""
+    portrait's open mouth, engine.mouth) or "drawn". ``blinks``: a portrait driven by sound or a track without
+    expression blinks as people do (streaming.drivers.IdleBlinks); False: its eyes stay as they are."""
     out = Path(out)
     driver = Path(driver)
     if not driver.exists():
@@ -443,7 +444,7 @@ def render(source, driver, out, *, audio=None, checkpoint=None, backend: str = "
                            params=params, renderer=renderer, motion=motion, face=face, source_mouth=source_mouth,
                            precision=precision, neutral_at=neutral_at, expression_scale=expression_scale,
                            framing=framing, source_face=source_face, mouth_interior=mouth_interior,
-                           neutral_from=neutral_from)
+                           neutral_from=neutral_from, blinks=blinks)
     except BaseException:
         for d in reversed(made):  # folders made for the output, if the render left them empty
             try:
@@ -529,7 +530,7 @@ def prepare_output(out: Path) -> list[Path]:
 def _render(source, driver: Path, out: Path, *, audio, checkpoint, backend, models, size, fps, side_by_side, mode,
             no_audio, batch, crf, preset, max_seconds, progress, threads, params, renderer, motion,
             face=None, source_mouth="closed", precision="fp32", neutral_at=None, expression_scale=1.0,
-            framing="square", source_face=None, mouth_interior="driver", neutral_from=None) -> RenderResult:
+            framing="square", source_face=None, mouth_interior="driver", neutral_from=None, blinks=True) -> RenderResult:
     from engine.animator import Animator, load_models
     from engine.atomic import atomic_path
 
@@ -556,9 +557,11 @@ def _render(source, driver: Path, out: Path, *, audio, checkpoint, backend, mode
         net = audio_model_for(checkpoint, anim.param_names[n_exp:])
         track = track_from_audio(driver, fps=float(fps or 25.0), net=net, max_seconds=max_seconds,
                                  n_expression=n_exp, progress=progress)
-        job = _TrackJob(anim, track, n_exp, fps, audio, no_audio, max_seconds, side_by_side, motion, expression_scale)
+        job = _TrackJob(anim, track, n_exp, fps, audio, no_audio, max_seconds, side_by_side, motion, expression_scale,
+                        blinks)
     elif track_mode:
-        job = _TrackJob(anim, driver, n_exp, fps, audio, no_audio, max_seconds, side_by_side, motion, expression_scale)
+        job = _TrackJob(anim, driver, n_exp, fps, audio, no_audio, max_seconds, side_by_side, motion, expression_scale,
+                        blinks)
     else:
         from .drivers import check_params_source
         check_params_source(params, anim.fit if anim.face_model is not None else None)
@@ -680,10 +683,10 @@ def _generate(anim, q_in: queue.Queue, q_out: queue.Queue, stop: threading.Event
 
 class _TrackJob:
     def __init__(self, anim, path, n_exp, fps, audio, no_audio, max_seconds, side, motion="expression",
-                 expression_scale=1.0):
+                 expression_scale=1.0, blinks=True):
         from engine.tracks import ParamTrack, load_track
 
-        from .drivers import DriverMix, TrackDriver
+        from .drivers import DriverMix, IdleBlinks, TrackDriver
         self.track = path if isinstance(path, ParamTrack) else load_track(path, check_audio=audio is None
                                                                            and not no_audio)
         self.anim = anim
@@ -698,6 +701,8 @@ class _TrackJob:
             self.mix.route(g, "track")
         if "exp" not in self.driver.groups():
             self.mix.route("exp", "rest")
+            if blinks:          # sound or a speech-only track: the portrait blinks as people do (IdleBlinks)
+                self.mix.idle = IdleBlinks(anim.face_model, anim.source.lids)
         self.head = motion == "head" and self.track.pose is not None
         self.fps = float(fps or self.track.fps or 30.0)
         check_fps(self.fps, f"the track {path}" if not fps else "--fps")
@@ -1055,6 +1060,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "of the same face at rest, for a driver that holds an expression all through (an "
                         "angry face from the first frame to the last stays angry only so); the head's neutral "
                         "pose still from the video's first second")
+    p.add_argument("--no-blinks", dest="blinks", action="store_false",
+                   help="a portrait driven by sound or a track without expression blinks as people do, about "
+                        "every 3.5 s (default); with this its eyes stay as they are")
     p.add_argument("--max-seconds", type=float, default=None, help="render at most this many seconds")
     p.add_argument("--batch", type=int, default=8, help="frames per model call (default 8)")
     p.add_argument("--crf", type=int, default=None,
@@ -1078,6 +1086,6 @@ def main(args) -> int:
                  face=args.face, source_mouth=args.source_mouth, precision=args.precision,
                  neutral_at=args.neutral_at, neutral_from=args.neutral_from,
                  expression_scale=args.expression_scale, framing=args.framing,
-                 source_face=args.source_face, mouth_interior=args.mouth_interior)
+                 source_face=args.source_face, mouth_interior=args.mouth_interior, blinks=args.blinks)
     print(res.summary())
     return 0

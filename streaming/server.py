@@ -571,7 +571,7 @@ class Session:
                  interior: str | None = None):
         from engine.animator import Animator
 
-        from .drivers import DriverMix, SlidersDriver
+        from .drivers import DriverMix, IdleBlinks, SlidersDriver
         self.id = uuid.uuid4().hex[:12]
         self.engine = engine
         self.pc = pc
@@ -586,6 +586,7 @@ class Session:
         rest = prepared.info.params
         self.sliders = SlidersDriver(engine.n_params, rest, engine.presets)
         self.mix = DriverMix(engine.n_exp, engine.n_params, rest, self.sliders)
+        self.mix.idle = IdleBlinks(self.animator.face_model, prepared.info.lids)   # while nothing drives the expression
         self.mix.expression_scale = scale      # every driver set on the mix gets it
         self.mode = mode
         self.face = None                       # FaceDriver, made when webcam frames come
@@ -1074,6 +1075,8 @@ class Session:
             self.portrait_id = p.id
             rest = prepared.info.params
             self.mix.rest = rest.copy()
+            from .drivers import IdleBlinks
+            self.mix.idle = IdleBlinks(self.animator.face_model, prepared.info.lids)
             self.sliders.set_all(rest)
             self.sliders.release()
             if self.face is not None:

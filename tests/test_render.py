@@ -766,6 +766,68 @@ def test_a_blink_read_unevenly_shuts_both_eyes_alike_and_a_wink_stays_a_wink():
     assert uneven[0] == pytest.approx(np.mean(-np.array([0.8, 0.2]) * d._lids), abs=1e-4)
 
 
+def test_a_portrait_nothing_drives_the_expression_of_blinks_as_people_do(env, tmp_path):
+    """Sound or a speech-only track leaves the expression at rest, and the portrait stared: ``IdleBlinks`` shuts its
+    lids (its own lid gaps) in blinks about every IDLE_BLINK_EVERY_S, never closer than IDLE_BLINK_MIN_S, the same
+    ones every time, shutting faster than they open; only while nothing drives the expression (routed to "rest", or
+    to sliders none of whose expression sliders is set; a face, a track with expression, an expression slider set by
+    hand or motion "speech" keep theirs), and a render from a speech track has them unless ``blinks`` is False."""
+    from engine.blendshapes import load_default_face_model
+    from streaming.drivers import (IDLE_BLINK_EVERY_S, IDLE_BLINK_MIN_S, IDLE_BLINK_SHAPE, DriverMix, IdleBlinks,
+                                   SlidersDriver)
+    from streaming.render import _TrackJob
+    fm = load_default_face_model()
+    lids = fm.lid_gaps(fm.instantiate(np.zeros(40)))
+    a, b = IdleBlinks(fm, lids), IdleBlinks(fm, lids)
+    ts = np.arange(0.0, 120.0, 0.01)
+    shut = np.array([a.shut(t) for t in ts])
+    assert np.array_equal(shut, [b.shut(t) for t in ts])                       # the same blinks every time
+    starts = np.array([s for s in a._starts if s < 120.0])
+    assert np.diff(starts).min() >= IDLE_BLINK_MIN_S
+    assert 0.6 * 120 / IDLE_BLINK_EVERY_S <= len(starts) <= 1.5 * 120 / IDLE_BLINK_EVERY_S
+    close, hold, opening = IDLE_BLINK_SHAPE
+    s0 = starts[0]
+    assert a.shut(s0 - 0.01) == 0 and a.shut(s0 + close + hold / 2) == 1 and a.shut(s0 + close + hold + opening) == 0
+    assert a.shut(s0 + close / 2) == pytest.approx(0.5) and a.shut(s0 + close + hold + opening / 2) == pytest.approx(0.5)
+    rest = np.zeros(40, np.float32)
+    rest[30] = 0.3
+    shut_p = a.apply(rest, s0 + close + hold / 2, rest)
+    assert np.allclose(fm.lid_moves(shut_p - rest), -lids, atol=1e-6)         # shut: the lids' whole gap
+    assert shut_p[30] == pytest.approx(0.3, abs=1e-6)                          # the mouth as it was
+    assert a.apply(rest, s0 - 0.01, rest) is rest
+    assert not IdleBlinks(fm, None).enabled and IdleBlinks(None, lids).apply(rest, s0 + 0.1, rest) is rest
+
+    mix = DriverMix(30, 40, rest, SlidersDriver(40, rest))
+    mix.idle = IdleBlinks(fm, lids)
+    peak = s0 + close + hold / 2
+    mix.route("exp", "rest")
+    assert np.allclose(fm.lid_moves(mix.value(peak) - rest), -lids, atol=1e-5)
+    mix.hold_expression = True                                                 # motion "speech": the expression kept
+    assert np.allclose(mix.value(peak), rest)
+    mix.hold_expression = False
+    mix.route("exp", "sliders")                                                # sliders none of which is set: blinks
+    assert np.allclose(fm.lid_moves(mix.value(peak) - rest), -lids, atol=1e-5)
+    mix.sliders.set(3, 0.5)                                                   # an expression set by hand: its own
+    held = mix.value(peak)
+    assert held[3] == pytest.approx(0.5) and np.allclose(np.delete(held, 3), np.delete(rest, 3))
+    mix.route("exp", "face")                                                   # a driver (absent here): no blink
+    mix.sliders.release()
+    assert np.allclose(mix.value(peak), rest)
+
+    from engine.animator import Animator
+    anim = Animator(env["models"], output_size=128)
+    anim.set_source(env["portrait"])
+    track = kit.speech_track(tmp_path / "speech.npz", seconds=4.0, fps=25)
+    moves = {}
+    for blinks in (True, False):
+        job = _TrackJob(anim, track, 30, None, None, True, None, False, blinks=blinks)
+        p = np.stack([job.mix.value(i / 25) for i in range(100)])
+        moves[blinks] = fm.lid_moves(p - anim.rest_params)
+    assert anim.face_model is not None and anim.source.lids is not None       # the synthetic face has its eyes
+    assert moves[True].min() < -0.9 * anim.source.lids.min()
+    assert np.abs(moves[False] - moves[False][0]).max() < 1e-7 and np.abs(moves[False]).max() < 1e-4   # no blink
+
+
 def test_a_mesh_driver_reads_its_frames_against_its_own_neutral_mesh():
     """Relative mode, params "mesh": the calibration fits the driver's neutral mesh once (as a track's
     sequence neutral) and every later frame's p is read against it, not fitted with an identity of its
