@@ -1041,15 +1041,17 @@ class IdleBlinks:
         self.face_model, self.lids = face_model, lids
         self._rng = np.random.default_rng(seed)
         self._starts = [float(self._rng.uniform(0.8, 2.5))]
+        self._lock = threading.Lock()          # a stream's frames may ask from more than one thread
 
     def shut(self, t: float) -> float:
         """How far (0 open .. 1 shut) the blink under way at ``t`` has shut the eyes."""
         if t < 0 or not np.isfinite(t):
             return 0.0
-        while self._starts[-1] <= t:          # the schedule, drawn as far as it is asked
-            gap = self._rng.gamma(4.0, IDLE_BLINK_EVERY_S / 4.0)
-            self._starts.append(self._starts[-1] + max(IDLE_BLINK_MIN_S, float(gap)))
-        k = bisect.bisect_right(self._starts, t) - 1
+        with self._lock:
+            while self._starts[-1] <= t:          # the schedule, drawn as far as it is asked
+                gap = self._rng.gamma(4.0, IDLE_BLINK_EVERY_S / 4.0)
+                self._starts.append(self._starts[-1] + max(IDLE_BLINK_MIN_S, float(gap)))
+            k = bisect.bisect_right(self._starts, t) - 1
         if k < 0:
             return 0.0
         dt, (close, hold, opening) = t - self._starts[k], IDLE_BLINK_SHAPE
